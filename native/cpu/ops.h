@@ -1,0 +1,115 @@
+// The CPU op set the UNet graph is built from. Every tensor is channels-last
+// (NHWC), float32, with an explicit channel stride ("ld") where an op can read
+// or write a channel slice of a wider tensor.
+//
+// This header is the seam for other devices: a CUDA build implements the same
+// functions over device pointers (see native/cuda, planned).
+#pragma once
+
+#include "../engine/common.h"
+
+namespace mb {
+
+// ---------------------------------------------------------------------------
+// conv2d.cpp: convolution as an implicit GEMM, and linear layers as 1x1 convs.
+
+// The weight ("B") matrix of a convolution, packed once at load into panels of
+// `nr` output channels: data[panel][tap][ci][nr], zero-padded past cout. The
+// micro-kernel streams one panel contiguously while it accumulates a tile.
+struct PackedWeights {
+  float* data = nullptr;
+  int cout = 0, cin = 0, kh = 1, kw = 1, nr = 0;
+};
+
+// Where element (n, ci, tap) of the logical weight lives in a source buffer,
+// so that torch's [Cout][Cin][kh][kw] weights, attention keys ([T][dh] rows of
+// a fused qkv buffer) and values (transposed) all pack with one routine.
+struct WeightSource {
+  const float* data;
+  long long stride_n, stride_ci, stride_tap;
+};
+
+int conv_panel_width();  // nr of the micro-kernel chosen for this CPU
+size_t packed_weights_floats(int cout, int cin, int taps);
+// Packs `cout` output channels from up to 3 sources stacked along cout (used
+// to fuse the q, k and v projections into one GEMM).
+void pack_weights(PackedWeights* packed, float* storage, const WeightSource* sources, const int* source_couts,
+                  int num_sources, int cin, int kh, int kw);
+
+struct ConvGeometry {
+  int batch = 1;
+  int in_h = 1, in_w = 1, in_ld = 0;  // in_ld: floats between input pixels
+  int upsample = 1;                   // 2: read the input nearest-upsampled x2
+  int out_h = 1, out_w = 1, out_ld = 0;
+  int stride = 1, pad_top = 0, pad_left = 0;
+};
+
+// out = (conv(in) + bias + batch_bias[b] + residual) / divisor, all fused into
+// the GEMM's store (diffusers divides by output_scale_factor, so do we). Any of
+// the extra terms may be null.
+struct ConvEpilogue {
+  const float* bias = nullptr;        // [cout]
+  const float* batch_bias = nullptr;  // [batch][batch_bias_ld], e.g. a projected time embedding
+  int batch_bias_ld = 0;
+  const float* residual = nullptr;  // NHWC, same pixels as out
+  int residual_ld = 0;
+  float divisor = 1.0f;
+};
+
+void conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep, float* out,
+                    const float* zero_row);
+
+// ---------------------------------------------------------------------------
+// groupnorm.cpp: GroupNorm over NHWC, with the tails that follow it in the
+// UNet fused in: an optional per-sample scale/shift (resnet scale_shift time
+// conditioning) and an optional SiLU.
+struct GroupNormArgs {
+  int batch = 1, pixels = 1, channels = 0, groups = 1;
+  float eps = 1e-5f;
+  const float* gamma = nullptr;
+  const float* beta = nullptr;
+  const float* scale_shift = nullptr;  // [batch][scale_shift_ld]: scale in [0,C), shift in [C,2C)
+  int scale_shift_ld = 0;
+  bool silu = false;
+};
+void group_norm_forward(const float* x, const GroupNormArgs& a, float* y, float* stats_scratch /* 2*batch*groups */);
+
+// ---------------------------------------------------------------------------
+// attention.cpp: softmax(q k^T * scale) v per head, over a fused qkv buffer
+// [batch*tokens][3*channels] (q | k | v). Writes [batch*tokens][channels].
+struct AttentionArgs {
+  int batch = 1, tokens = 1, heads = 1, head_dim = 1;
+  float scale = 1.0f;
+};
+size_t attention_scratch_floats(const AttentionArgs& a);
+void attention_forward(const float* qkv, const AttentionArgs& a, float* out, float* scratch, const float* zero_row);
+
+// ---------------------------------------------------------------------------
+// resample.cpp: layout changes and resampling on NHWC.
+void nchw_to_nhwc(const float* x, int batch, int channels, int h, int w, float* y, float scale, float shift);
+void nhwc_to_nchw(const float* x, int batch, int channels, int h, int w, float* y);
+// Divides each sample's output by its timestep (fourier time embedding).
+void nhwc_to_nchw_div(const float* x, int batch, int channels, int h, int w, const float* divisors, float* y);
+void upsample_nearest2x(const float* x, int batch, int h, int w, int channels, float* y);
+void avgpool2x2(const float* x, int batch, int h, int w, int channels, float* y);
+// y[:, :, :, 0:ca] = a, y[:, :, :, ca:ca+cb] = b
+void concat_channels(const float* a, int ca, const float* b, int cb, int pixels, float* y);
+
+// ---------------------------------------------------------------------------
+// embed.cpp: timestep and class embeddings.
+// diffusers get_timestep_embedding: [batch][dim] sinusoids in float32.
+void timestep_embedding(const float* timesteps, int batch, int dim, bool flip_sin_to_cos, float freq_shift,
+                        float* out);
+// GaussianFourierProjection(log=True): [sin(2 pi log(t) w), cos(...)], [batch][2*n].
+void fourier_embedding(const float* timesteps, int batch, const float* weight, int n, float* out);
+// Rows of an embedding table: out[b] = table[index[b]].
+void embedding_lookup(const float* table, int dim, const int* index, int batch, float* out);
+
+// ---------------------------------------------------------------------------
+// elementwise.cpp
+void silu_forward(const float* x, long long n, float* y);
+void add_forward(const float* a, const float* b, long long n, float* y);
+// Any NaN or Inf in x? (input validation)
+bool has_non_finite(const float* x, long long n);
+
+}  // namespace mb

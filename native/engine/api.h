@@ -1,0 +1,45 @@
+// The engine's C ABI: the one surface both the Node addon (native/node) and
+// the wasm module (wasm/) expose. Status codes are mb::Status; on failure the
+// message is in mb_model_error().
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__wasm__)
+#define MB_API extern "C" __attribute__((visibility("default")))
+#else
+#define MB_API extern "C" __attribute__((visibility("default")))
+#endif
+
+namespace mb {
+struct Model;
+}
+
+MB_API mb::Model* mb_model_new(void);
+MB_API int mb_model_init(mb::Model* m, const double* config, int config_len);
+MB_API const char* mb_model_error(mb::Model* m);
+MB_API int mb_model_param_count(mb::Model* m);
+MB_API const char* mb_model_param_name(mb::Model* m, int index);
+MB_API int mb_model_param_ndim(mb::Model* m, int index);
+MB_API int mb_model_param_dim(mb::Model* m, int index, int axis);
+MB_API float* mb_model_param_data(mb::Model* m, int index);
+MB_API int mb_model_finalize(mb::Model* m);
+MB_API double mb_model_plan_bytes(mb::Model* m, int batch, int height, int width);
+MB_API void mb_model_set_memory_limit(mb::Model* m, double bytes);
+MB_API int mb_model_forward(mb::Model* m, int batch, int channels, int height, int width, const float* sample_nchw,
+                            const float* timesteps, const float* class_cond, int class_cond_len, float* out_nchw);
+MB_API void mb_model_set_capture(mb::Model* m, int enabled);
+MB_API int mb_model_capture_count(mb::Model* m);
+MB_API const char* mb_model_capture_name(mb::Model* m, int index);
+MB_API int mb_model_capture_ndim(mb::Model* m, int index);
+MB_API int mb_model_capture_dim(mb::Model* m, int index, int axis);
+MB_API const float* mb_model_capture_data(mb::Model* m, int index);
+MB_API void mb_model_delete(mb::Model* m);
+
+MB_API int mb_get_threads(void);
+MB_API void mb_set_threads(int n);
+// The GEMM micro-kernel in use ("avx512", "avx2", "generic"); select before loading models.
+MB_API const char* mb_isa(void);
+MB_API const char* mb_select_isa(const char* wanted);
+MB_API int mb_has_non_finite(const float* x, double n);

@@ -1,0 +1,974 @@
+// UNet2DModel: graph construction (with diffusers' parameter names), weight
+// packing and the forward pass. The structure follows diffusers'
+// unet_2d.py / unet_2d_blocks.py / resnet.py block for block, so a reader can
+// hold the two side by side; the arithmetic is channels-last and fused.
+#include "unet.h"
+
+#include "../cpu/ops.h"
+#include "mathf.h"
+
+namespace mb {
+
+namespace {
+
+// ---------------------------------------------------------------------------
+// Small string helpers (no libc in the wasm build).
+
+struct Name {
+  char text[kMaxNameLength];
+  int length = 0;
+  Name() { text[0] = 0; }
+  explicit Name(const char* s) {
+    text[0] = 0;
+    add(s);
+  }
+  Name& add(const char* s) {
+    while (*s && length < kMaxNameLength - 1) text[length++] = *s++;
+    text[length] = 0;
+    return *this;
+  }
+  Name& add_int(long long v) {
+    char digits[24];
+    int n = 0;
+    bool negative = v < 0;
+    unsigned long long u = negative ? (unsigned long long)(-v) : (unsigned long long)v;
+    do {
+      digits[n++] = (char)('0' + u % 10);
+      u /= 10;
+    } while (u);
+    if (negative) add("-");
+    while (n && length < kMaxNameLength - 1) text[length++] = digits[--n];
+    text[length] = 0;
+    return *this;
+  }
+  Name with(const char* suffix) const {
+    Name copy = *this;
+    copy.add(suffix);
+    return copy;
+  }
+};
+
+int set_error(Model* m, int status, const Name& message) {
+  int i = 0;
+  for (; message.text[i] && i < (int)sizeof(m->error) - 1; ++i) m->error[i] = message.text[i];
+  m->error[i] = 0;
+  return status;
+}
+
+// Error messages can be longer than a parameter name; build them in a bigger buffer.
+struct Message {
+  char text[512];
+  int length = 0;
+  Message() { text[0] = 0; }
+  Message& add(const char* s) {
+    while (*s && length < 511) text[length++] = *s++;
+    text[length] = 0;
+    return *this;
+  }
+  Message& add_int(long long v) {
+    Name n;
+    n.add_int(v);
+    return add(n.text);
+  }
+};
+
+int fail(Model* m, int status, const Message& message) {
+  int i = 0;
+  for (; message.text[i] && i < (int)sizeof(m->error) - 1; ++i) m->error[i] = message.text[i];
+  m->error[i] = 0;
+  return status;
+}
+
+// ---------------------------------------------------------------------------
+// Graph construction.
+
+struct Builder {
+  Model* m;
+  int status = kOk;
+
+  int param(const Name& name, int d0, int d1 = 0, int d2 = 0, int d3 = 0) {
+    Param p;
+    for (int i = 0; i <= name.length; ++i) p.name[i] = name.text[i];
+    int dims[4] = {d0, d1, d2, d3};
+    p.ndim = 0;
+    p.numel = 1;
+    for (int i = 0; i < 4 && dims[i] > 0; ++i) {
+      p.shape[p.ndim++] = dims[i];
+      p.numel *= (size_t)dims[i];
+    }
+    for (int i = p.ndim; i < 4; ++i) p.shape[i] = 0;
+    p.data = nullptr;
+    if (!m->params.push(p)) status = kErrOutOfMemory;
+    return m->params.size - 1;
+  }
+
+  NormLayer norm(const Name& prefix, int channels, int groups, float eps) {
+    NormLayer n;
+    n.channels = channels;
+    n.groups = groups;
+    n.eps = eps;
+    n.gamma = param(prefix.with(".weight"), channels);
+    n.beta = param(prefix.with(".bias"), channels);
+    if (groups <= 0 || channels % groups != 0) {
+      Message msg;
+      msg.add(prefix.text).add(": ").add_int(channels).add(" channels cannot be split into ").add_int(groups).add(
+          " groups (norm_num_groups must divide every block's channel count)");
+      status = fail(m, kErrUnsupported, msg);
+    }
+    if (channels > m->max_channels) m->max_channels = channels;
+    return n;
+  }
+
+  ConvLayer conv(const Name& prefix, int cin, int cout, int k) {
+    ConvLayer c;
+    c.cin = cin;
+    c.cout = cout;
+    c.k = k;
+    c.weight = param(prefix.with(".weight"), cout, cin, k, k);
+    c.bias = param(prefix.with(".bias"), cout);
+    if (cin > m->max_channels) m->max_channels = cin;
+    if (cout > m->max_channels) m->max_channels = cout;
+    return c;
+  }
+
+  ConvLayer linear(const Name& prefix, int in, int out) {
+    ConvLayer c;
+    c.cin = in;
+    c.cout = out;
+    c.k = 1;
+    c.weight = param(prefix.with(".weight"), out, in);
+    c.bias = param(prefix.with(".bias"), out);
+    if (in > m->max_channels) m->max_channels = in;
+    if (out > m->max_channels) m->max_channels = out;
+    return c;
+  }
+
+  ResnetLayer resnet(const Name& prefix, int cin, int cout, int groups, float out_scale, int resample) {
+    ResnetLayer r;
+    r.cin = cin;
+    r.cout = cout;
+    r.resample = resample;
+    r.output_scale_factor = out_scale;
+    r.norm1 = norm(prefix.with(".norm1"), cin, groups, m->norm_eps);
+    r.conv1 = conv(prefix.with(".conv1"), cin, cout, 3);
+    r.time_emb_proj = linear(prefix.with(".time_emb_proj"), m->time_embed_dim, m->scale_shift ? 2 * cout : cout);
+    r.norm2 = norm(prefix.with(".norm2"), cout, groups, m->norm_eps);
+    r.conv2 = conv(prefix.with(".conv2"), cout, cout, 3);
+    r.has_shortcut = cin != cout;
+    if (r.has_shortcut) r.conv_shortcut = conv(prefix.with(".conv_shortcut"), cin, cout, 1);
+    return r;
+  }
+
+  AttnLayer attention(const Name& prefix, int channels, int head_dim, int norm_groups, float rescale) {
+    AttnLayer a;
+    a.channels = channels;
+    a.head_dim = head_dim;
+    a.heads = channels / head_dim;
+    a.rescale_output_factor = rescale;
+    if (head_dim <= 0 || channels % head_dim != 0) {
+      Message msg;
+      msg.add(prefix.text).add(": attention_head_dim ").add_int(head_dim).add(" does not divide ").add_int(channels).add(
+          " channels; marble supports head counts that split the channels exactly");
+      status = fail(m, kErrUnsupported, msg);
+      a.head_dim = channels;
+      a.heads = 1;
+    }
+    a.has_norm = norm_groups > 0;
+    if (a.has_norm) a.norm = norm(prefix.with(".group_norm"), channels, norm_groups, m->norm_eps);
+    ConvLayer q = linear(prefix.with(".to_q"), channels, channels);
+    ConvLayer k = linear(prefix.with(".to_k"), channels, channels);
+    ConvLayer v = linear(prefix.with(".to_v"), channels, channels);
+    a.q_w = q.weight, a.q_b = q.bias, a.k_w = k.weight, a.k_b = k.bias, a.v_w = v.weight, a.v_b = v.bias;
+    a.qkv.cin = channels;
+    a.qkv.cout = 3 * channels;
+    a.qkv.k = 1;
+    a.out = linear(prefix.with(".to_out.0"), channels, channels);
+    return a;
+  }
+};
+
+bool in_range(double v, double lo, double hi) { return v == v && v >= lo && v <= hi; }
+
+}  // namespace
+
+int model_init(Model* m, const double* cfg, int n) {
+  if (n < kCfgFixedSlots) return set_error(m, kErrInvalidArgument, Name("engine config too short"));
+  const int levels = (int)cfg[kCfgNumLevels];
+  if (!in_range(cfg[kCfgNumLevels], 1, kMaxLevels))
+    return set_error(m, kErrUnsupported, Name("block_out_channels: between 1 and 8 levels are supported"));
+  if (n != kCfgFixedSlots + 3 * levels) return set_error(m, kErrInvalidArgument, Name("engine config length mismatch"));
+  if (!in_range(cfg[kCfgLayersPerBlock], 1, kMaxLayers - 1))
+    return set_error(m, kErrUnsupported, Name("layers_per_block: 1 to 8 are supported"));
+  if (!in_range(cfg[kCfgInChannels], 1, 4096) || !in_range(cfg[kCfgOutChannels], 1, 4096))
+    return set_error(m, kErrUnsupported, Name("in_channels/out_channels must be between 1 and 4096"));
+
+  m->in_channels = (int)cfg[kCfgInChannels];
+  m->out_channels = (int)cfg[kCfgOutChannels];
+  m->center_input_sample = cfg[kCfgCenterInputSample] != 0;
+  m->time_embedding_type = (int)cfg[kCfgTimeEmbeddingType];
+  m->time_embed_dim = (int)cfg[kCfgTimeEmbedDim];
+  m->flip_sin_to_cos = cfg[kCfgFlipSinToCos] != 0;
+  m->freq_shift = (float)cfg[kCfgFreqShift];
+  m->num_levels = levels;
+  m->layers_per_block = (int)cfg[kCfgLayersPerBlock];
+  m->downsample_padding = (int)cfg[kCfgDownsamplePadding];
+  m->norm_eps = (float)cfg[kCfgNormEps];
+  m->scale_shift = cfg[kCfgResnetTimeScaleShift] != 0;
+  m->class_embed = (int)cfg[kCfgClassEmbed];
+  m->num_class_embeds = (int)cfg[kCfgNumClassEmbeds];
+  m->num_train_timesteps = (int)cfg[kCfgNumTrainTimesteps];
+  const double* boc = cfg + kCfgFixedSlots;
+  const double* down_types = boc + levels;
+  const double* up_types = down_types + levels;
+  for (int i = 0; i < levels; ++i) {
+    if (!in_range(boc[i], 1, 8192)) return set_error(m, kErrUnsupported, Name("block_out_channels out of range"));
+    m->block_out_channels[i] = (int)boc[i];
+    if (!in_range(down_types[i], 0, 2) || !in_range(up_types[i], 0, 2))
+      return set_error(m, kErrUnsupported, Name("unsupported block type code"));
+  }
+  const int groups = (int)cfg[kCfgNormNumGroups];
+  const int head_dim_cfg = (int)cfg[kCfgAttentionHeadDim];
+  const int attn_groups_cfg = (int)cfg[kCfgAttnNormNumGroups];
+  const int downsample_type = (int)cfg[kCfgDownsampleType];
+  const int upsample_type = (int)cfg[kCfgUpsampleType];
+  const float mid_scale = (float)cfg[kCfgMidBlockScaleFactor];
+  const int c0 = m->block_out_channels[0];
+  if (m->time_embed_dim < 1) return set_error(m, kErrUnsupported, Name("time_embedding_dim must be positive"));
+
+  Builder b{m};
+  b.param(Name("conv_in.weight"), c0, m->in_channels, 3, 3);
+  m->conv_in = ConvLayer();
+  m->conv_in.weight = m->params.size - 1;
+  m->conv_in.bias = b.param(Name("conv_in.bias"), c0);
+  m->conv_in.cin = m->in_channels;
+  m->conv_in.cout = c0;
+  m->conv_in.k = 3;
+  m->max_channels = imax(m->in_channels, c0);
+
+  // time
+  switch (m->time_embedding_type) {
+    case 0:
+      m->time_proj_dim = c0;
+      break;
+    case 1:
+      m->time_proj_dim = 2 * c0;
+      m->time_proj_weight = b.param(Name("time_proj.weight"), c0);
+      break;
+    case 2:
+      if (m->num_train_timesteps < 1)
+        return set_error(m, kErrUnsupported, Name("time_embedding_type 'learned' needs num_train_timesteps"));
+      m->time_proj_dim = c0;
+      m->time_proj_weight = b.param(Name("time_proj.weight"), m->num_train_timesteps, c0);
+      break;
+    default:
+      return set_error(m, kErrUnsupported, Name("unsupported time_embedding_type code"));
+  }
+  m->time_linear_1 = b.linear(Name("time_embedding.linear_1"), m->time_proj_dim, m->time_embed_dim);
+  m->time_linear_2 = b.linear(Name("time_embedding.linear_2"), m->time_embed_dim, m->time_embed_dim);
+
+  // class conditioning
+  switch (m->class_embed) {
+    case 0:
+      break;
+    case 1:
+      if (m->num_class_embeds < 1) return set_error(m, kErrUnsupported, Name("num_class_embeds must be positive"));
+      m->class_table = b.param(Name("class_embedding.weight"), m->num_class_embeds, m->time_embed_dim);
+      break;
+    case 2:
+      m->class_linear_1 = b.linear(Name("class_embedding.linear_1"), m->time_proj_dim, m->time_embed_dim);
+      m->class_linear_2 = b.linear(Name("class_embedding.linear_2"), m->time_embed_dim, m->time_embed_dim);
+      break;
+    case 3:
+      break;
+    default:
+      return set_error(m, kErrUnsupported, Name("unsupported class_embed_type code"));
+  }
+
+  // down
+  int output_channel = c0;
+  for (int i = 0; i < levels; ++i) {
+    const int input_channel = output_channel;
+    output_channel = m->block_out_channels[i];
+    const bool is_final = i == levels - 1;
+    Block& blk = m->down[i];
+    blk.type = (int)down_types[i];
+    blk.num_layers = m->layers_per_block;
+    blk.in_channels = input_channel;
+    blk.out_channels = output_channel;
+    blk.has_attention = blk.type == kAttnDownBlock2D;
+    Name prefix("down_blocks.");
+    prefix.add_int(i);
+    for (int j = 0; j < blk.num_layers; ++j) {
+      Name rp = prefix.with(".resnets.");
+      rp.add_int(j);
+      blk.resnets[j] = b.resnet(rp, j == 0 ? input_channel : output_channel, output_channel, groups, 1.0f, 0);
+      if (blk.has_attention) {
+        Name ap = prefix.with(".attentions.");
+        ap.add_int(j);
+        blk.attentions[j] = b.attention(ap, output_channel, head_dim_cfg ? head_dim_cfg : output_channel, groups, 1.0f);
+      }
+    }
+    if (!is_final) {
+      bool resnet_down = blk.type == kResnetDownsampleBlock2D || (blk.type == kAttnDownBlock2D && downsample_type == 1);
+      if (resnet_down) {
+        blk.resample_kind = kResampleResnet;
+        blk.resample_resnet = b.resnet(prefix.with(".downsamplers.0"), output_channel, output_channel, groups, 1.0f, -1);
+      } else {
+        blk.resample_kind = kResampleConv;
+        blk.resample_conv = b.conv(prefix.with(".downsamplers.0.conv"), output_channel, output_channel, 3);
+      }
+    }
+  }
+
+  // mid
+  m->has_mid = cfg[kCfgMidBlock] != 0;
+  if (m->has_mid) {
+    const int c = m->block_out_channels[levels - 1];
+    Block& mid = m->mid;
+    mid.num_layers = 2;
+    mid.in_channels = mid.out_channels = c;
+    mid.resnets[0] = b.resnet(Name("mid_block.resnets.0"), c, c, groups, mid_scale, 0);
+    mid.has_attention = cfg[kCfgAddAttention] != 0;
+    if (mid.has_attention) {
+      // diffusers: attn_groups = attn_norm_num_groups, else norm_num_groups
+      // when resnet_time_scale_shift is "default", else no norm at all.
+      int attn_groups = attn_groups_cfg ? attn_groups_cfg : (m->scale_shift ? 0 : groups);
+      mid.attentions[0] = b.attention(Name("mid_block.attentions.0"), c, head_dim_cfg ? head_dim_cfg : c, attn_groups, mid_scale);
+    }
+    mid.resnets[1] = b.resnet(Name("mid_block.resnets.1"), c, c, groups, mid_scale, 0);
+  }
+
+  // up
+  output_channel = m->block_out_channels[levels - 1];
+  for (int i = 0; i < levels; ++i) {
+    const int prev_output_channel = output_channel;
+    output_channel = m->block_out_channels[levels - 1 - i];
+    const int input_channel = m->block_out_channels[imax(levels - 2 - i, 0)];
+    const bool is_final = i == levels - 1;
+    Block& blk = m->up[i];
+    blk.type = (int)up_types[i];
+    blk.num_layers = m->layers_per_block + 1;
+    blk.in_channels = prev_output_channel;
+    blk.out_channels = output_channel;
+    blk.has_attention = blk.type == kAttnUpBlock2D;
+    Name prefix("up_blocks.");
+    prefix.add_int(i);
+    for (int j = 0; j < blk.num_layers; ++j) {
+      const int res_skip = j == blk.num_layers - 1 ? input_channel : output_channel;
+      const int resnet_in = j == 0 ? prev_output_channel : output_channel;
+      Name rp = prefix.with(".resnets.");
+      rp.add_int(j);
+      blk.resnets[j] = b.resnet(rp, resnet_in + res_skip, output_channel, groups, 1.0f, 0);
+      if (blk.has_attention) {
+        Name ap = prefix.with(".attentions.");
+        ap.add_int(j);
+        blk.attentions[j] = b.attention(ap, output_channel, head_dim_cfg ? head_dim_cfg : output_channel, groups, 1.0f);
+      }
+    }
+    if (!is_final) {
+      bool resnet_up = blk.type == kResnetUpsampleBlock2D || (blk.type == kAttnUpBlock2D && upsample_type == 1);
+      if (resnet_up) {
+        blk.resample_kind = kResampleResnet;
+        blk.resample_resnet = b.resnet(prefix.with(".upsamplers.0"), output_channel, output_channel, groups, 1.0f, +1);
+      } else {
+        blk.resample_kind = kResampleConv;
+        blk.resample_conv = b.conv(prefix.with(".upsamplers.0.conv"), output_channel, output_channel, 3);
+      }
+    }
+  }
+
+  m->norm_out = b.norm(Name("conv_norm_out"), c0, groups, m->norm_eps);
+  m->conv_out = b.conv(Name("conv_out"), c0, m->out_channels, 3);
+  if (m->time_embed_dim > m->max_channels) m->max_channels = m->time_embed_dim;
+  if (b.status != kOk) return b.status;
+
+  // Parameters live in one allocation each; the TypeScript side fills them.
+  for (int i = 0; i < m->params.size; ++i) {
+    Param& p = m->params[i];
+    p.data = static_cast<float*>(mb_alloc(p.numel * sizeof(float)));
+    if (!p.data) return set_error(m, kErrOutOfMemory, Name("out of memory allocating parameters"));
+  }
+  return kOk;
+}
+
+// ---------------------------------------------------------------------------
+// Packing.
+
+namespace {
+
+size_t conv_packed_floats(const ConvLayer& c) { return packed_weights_floats(c.cout, c.cin, c.k * c.k); }
+
+void pack_conv(Model* m, ConvLayer& c, float*& cursor) {
+  const float* w = m->params[c.weight].data;
+  const int taps = c.k * c.k;
+  WeightSource src = {w, (long long)c.cin * taps, taps, 1};  // torch [Cout][Cin][kh][kw]
+  pack_weights(&c.packed, cursor, &src, &c.cout, 1, c.cin, c.k, c.k);
+  cursor += conv_packed_floats(c);
+}
+
+size_t resnet_packed_floats(const ResnetLayer& r) {
+  size_t n = conv_packed_floats(r.conv1) + conv_packed_floats(r.time_emb_proj) + conv_packed_floats(r.conv2);
+  if (r.has_shortcut) n += conv_packed_floats(r.conv_shortcut);
+  return n;
+}
+
+void pack_resnet(Model* m, ResnetLayer& r, float*& cursor) {
+  pack_conv(m, r.conv1, cursor);
+  pack_conv(m, r.time_emb_proj, cursor);
+  pack_conv(m, r.conv2, cursor);
+  if (r.has_shortcut) pack_conv(m, r.conv_shortcut, cursor);
+}
+
+size_t attention_packed_floats(const AttnLayer& a) {
+  return conv_packed_floats(a.qkv) + conv_packed_floats(a.out) + (size_t)align_up(3 * a.channels, 16);
+}
+
+void pack_attention(Model* m, AttnLayer& a, float*& cursor) {
+  const int c = a.channels;
+  WeightSource sources[3] = {{m->params[a.q_w].data, c, 1, 0}, {m->params[a.k_w].data, c, 1, 0}, {m->params[a.v_w].data, c, 1, 0}};
+  int couts[3] = {c, c, c};
+  pack_weights(&a.qkv.packed, cursor, sources, couts, 3, c, 1, 1);
+  cursor += conv_packed_floats(a.qkv);
+  pack_conv(m, a.out, cursor);
+  a.qkv_bias = cursor;
+  mb_copy(cursor, m->params[a.q_b].data, sizeof(float) * c);
+  mb_copy(cursor + c, m->params[a.k_b].data, sizeof(float) * c);
+  mb_copy(cursor + 2 * c, m->params[a.v_b].data, sizeof(float) * c);
+  cursor += align_up(3 * c, 16);
+}
+
+size_t block_packed_floats(const Block& blk, bool is_mid) {
+  size_t n = 0;
+  for (int j = 0; j < blk.num_layers; ++j) {
+    n += resnet_packed_floats(blk.resnets[j]);
+    if (blk.has_attention && (!is_mid || j == 0)) n += attention_packed_floats(blk.attentions[j]);
+  }
+  if (blk.resample_kind == kResampleConv) n += conv_packed_floats(blk.resample_conv);
+  if (blk.resample_kind == kResampleResnet) n += resnet_packed_floats(blk.resample_resnet);
+  return n;
+}
+
+void pack_block(Model* m, Block& blk, bool is_mid, float*& cursor) {
+  for (int j = 0; j < blk.num_layers; ++j) {
+    pack_resnet(m, blk.resnets[j], cursor);
+    if (blk.has_attention && (!is_mid || j == 0)) pack_attention(m, blk.attentions[j], cursor);
+  }
+  if (blk.resample_kind == kResampleConv) pack_conv(m, blk.resample_conv, cursor);
+  if (blk.resample_kind == kResampleResnet) pack_resnet(m, blk.resample_resnet, cursor);
+}
+
+}  // namespace
+
+int model_finalize(Model* m) {
+  if (m->finalized) return set_error(m, kErrState, Name("model already finalized"));
+  size_t total = conv_packed_floats(m->conv_in) + conv_packed_floats(m->time_linear_1) +
+                 conv_packed_floats(m->time_linear_2) + conv_packed_floats(m->conv_out);
+  if (m->class_embed == 2) total += conv_packed_floats(m->class_linear_1) + conv_packed_floats(m->class_linear_2);
+  for (int i = 0; i < m->num_levels; ++i) total += block_packed_floats(m->down[i], false);
+  if (m->has_mid) total += block_packed_floats(m->mid, true);
+  for (int i = 0; i < m->num_levels; ++i) total += block_packed_floats(m->up[i], false);
+
+  m->packed_storage = static_cast<float*>(mb_alloc(total * sizeof(float)));
+  if (!m->packed_storage) return set_error(m, kErrOutOfMemory, Name("out of memory packing weights"));
+  float* cursor = m->packed_storage;
+  pack_conv(m, m->conv_in, cursor);
+  pack_conv(m, m->time_linear_1, cursor);
+  pack_conv(m, m->time_linear_2, cursor);
+  if (m->class_embed == 2) {
+    pack_conv(m, m->class_linear_1, cursor);
+    pack_conv(m, m->class_linear_2, cursor);
+  }
+  for (int i = 0; i < m->num_levels; ++i) pack_block(m, m->down[i], false, cursor);
+  if (m->has_mid) pack_block(m, m->mid, true, cursor);
+  for (int i = 0; i < m->num_levels; ++i) pack_block(m, m->up[i], false, cursor);
+  pack_conv(m, m->conv_out, cursor);
+  m->finalized = true;
+  return kOk;
+}
+
+// ---------------------------------------------------------------------------
+// Forward.
+
+namespace {
+
+struct Act {
+  float* data;
+  int h, w, c;
+  size_t floats(int batch) const { return (size_t)batch * h * w * c; }
+};
+
+struct Exec {
+  Model* m;
+  Arena* arena;
+  bool planning;
+  int batch;
+  const float* zero_row;
+  float* silu_emb;  // SiLU(temb), shared by every resnet's time projection
+  int status = kOk;
+  Message error;
+
+  Act alloc(int h, int w, int c) { return Act{arena->alloc((size_t)batch * h * w * c), h, w, c}; }
+  bool run() const { return !planning && status == kOk; }
+  void fail_with(const Message& msg) {
+    if (status == kOk) {
+      status = kErrInvalidArgument;
+      error = msg;
+    }
+  }
+};
+
+void capture(Exec& ex, const char* name, const Act& a, int level = -1) {
+  Model* m = ex.m;
+  if (!m->capture_enabled || !ex.run()) return;
+  Capture cap;
+  Name n(name);
+  if (level >= 0) n.add_int(level);
+  for (int i = 0; i <= n.length && i < 16; ++i) cap.name[i] = n.text[i];
+  cap.name[15] = 0;
+  cap.ndim = 4;
+  cap.shape[0] = ex.batch;
+  cap.shape[1] = a.c;
+  cap.shape[2] = a.h;
+  cap.shape[3] = a.w;
+  cap.data = static_cast<float*>(mb_alloc(a.floats(ex.batch) * sizeof(float)));
+  if (!cap.data) return;
+  nhwc_to_nchw(a.data, ex.batch, a.c, a.h, a.w, cap.data);
+  m->captures.push(cap);
+}
+
+void capture_matrix(Exec& ex, const char* name, const float* data, int rows, int cols) {
+  Model* m = ex.m;
+  if (!m->capture_enabled || !ex.run()) return;
+  Capture cap;
+  Name n(name);
+  for (int i = 0; i <= n.length && i < 16; ++i) cap.name[i] = n.text[i];
+  cap.name[15] = 0;
+  cap.ndim = 2;
+  cap.shape[0] = rows;
+  cap.shape[1] = cols;
+  cap.shape[2] = cap.shape[3] = 0;
+  cap.data = static_cast<float*>(mb_alloc((size_t)rows * cols * sizeof(float)));
+  if (!cap.data) return;
+  mb_copy(cap.data, data, (size_t)rows * cols * sizeof(float));
+  m->captures.push(cap);
+}
+
+const float* P(Exec& ex, int index) { return ex.m->params[index].data; }
+
+// y = conv(x) with the given epilogue; geometry from the layer and sizes.
+void conv_apply(Exec& ex, const ConvLayer& c, const Act& x, int upsample, int stride, int pad_top, int pad_left,
+                const Act& y, ConvEpilogue ep) {
+  if (!ex.run()) return;
+  ConvGeometry g;
+  g.batch = ex.batch;
+  g.in_h = x.h;
+  g.in_w = x.w;
+  g.in_ld = x.c;
+  g.upsample = upsample;
+  g.out_h = y.h;
+  g.out_w = y.w;
+  g.out_ld = y.c;
+  g.stride = stride;
+  g.pad_top = pad_top;
+  g.pad_left = pad_left;
+  if (!ep.bias) ep.bias = P(ex, c.bias);
+  conv2d_forward(x.data, g, c.packed, ep, y.data, ex.zero_row);
+}
+
+// A linear layer over `rows` vectors of length c.cin.
+void linear_apply(Exec& ex, const ConvLayer& c, const float* x, int rows, float* y, const float* bias = nullptr) {
+  if (!ex.run()) return;
+  ConvGeometry g;
+  g.batch = 1;
+  g.in_h = 1;
+  g.in_w = rows;
+  g.in_ld = c.cin;
+  g.out_h = 1;
+  g.out_w = rows;
+  g.out_ld = c.cout;
+  ConvEpilogue ep;
+  ep.bias = bias ? bias : P(ex, c.bias);
+  conv2d_forward(x, g, c.packed, ep, y, ex.zero_row);
+}
+
+void norm_apply(Exec& ex, const NormLayer& n, const Act& x, const Act& y, bool silu, const float* scale_shift = nullptr,
+                int scale_shift_ld = 0) {
+  float* stats = ex.arena->alloc((size_t)2 * ex.batch * n.groups);
+  if (!ex.run()) return;
+  GroupNormArgs a;
+  a.batch = ex.batch;
+  a.pixels = x.h * x.w;
+  a.channels = x.c;
+  a.groups = n.groups;
+  a.eps = n.eps;
+  a.gamma = P(ex, n.gamma);
+  a.beta = P(ex, n.beta);
+  a.scale_shift = scale_shift;
+  a.scale_shift_ld = scale_shift_ld;
+  a.silu = silu;
+  group_norm_forward(x.data, a, y.data, stats);
+}
+
+// ResnetBlock2D (pre-norm, SiLU), writing into `out` (already allocated, the
+// output size). Temporaries are released before returning.
+void resnet_forward(Exec& ex, const ResnetLayer& r, const Act& x, const Act& out) {
+  const size_t mark = ex.arena->mark();
+  Act h = ex.alloc(x.h, x.w, x.c);
+  norm_apply(ex, r.norm1, x, h, true);
+  Act x_res = x;
+  if (r.resample != 0) {
+    Act h2 = ex.alloc(out.h, out.w, x.c);
+    x_res = ex.alloc(out.h, out.w, x.c);
+    if (ex.run()) {
+      if (r.resample > 0) {
+        upsample_nearest2x(h.data, ex.batch, x.h, x.w, x.c, h2.data);
+        upsample_nearest2x(x.data, ex.batch, x.h, x.w, x.c, x_res.data);
+      } else {
+        avgpool2x2(h.data, ex.batch, x.h, x.w, x.c, h2.data);
+        avgpool2x2(x.data, ex.batch, x.h, x.w, x.c, x_res.data);
+      }
+    }
+    h = h2;
+  }
+  const int proj_width = r.time_emb_proj.cout;
+  float* temb_proj = ex.arena->alloc((size_t)ex.batch * proj_width);
+  linear_apply(ex, r.time_emb_proj, ex.silu_emb, ex.batch, temb_proj);
+
+  Act h1 = ex.alloc(out.h, out.w, r.cout);
+  ConvEpilogue ep1;
+  if (!ex.m->scale_shift) {
+    ep1.batch_bias = temb_proj;  // hidden + temb[:, :, None, None]
+    ep1.batch_bias_ld = proj_width;
+  }
+  conv_apply(ex, r.conv1, h, 1, 1, 1, 1, h1, ep1);
+  if (ex.m->scale_shift)
+    norm_apply(ex, r.norm2, h1, h1, true, temb_proj, proj_width);
+  else
+    norm_apply(ex, r.norm2, h1, h1, true);
+  // dropout: identity at inference
+
+  Act shortcut = x_res;
+  if (r.has_shortcut) {
+    shortcut = ex.alloc(out.h, out.w, r.cout);
+    conv_apply(ex, r.conv_shortcut, x_res, 1, 1, 0, 0, shortcut, ConvEpilogue());
+  }
+  ConvEpilogue ep2;
+  ep2.residual = shortcut.data;
+  ep2.residual_ld = shortcut.c;
+  ep2.divisor = r.output_scale_factor;
+  conv_apply(ex, r.conv2, h1, 1, 1, 1, 1, out, ep2);
+  ex.arena->release(mark);
+}
+
+Act resnet_new(Exec& ex, const ResnetLayer& r, const Act& x) {
+  int oh = x.h, ow = x.w;
+  if (r.resample > 0) oh *= 2, ow *= 2;
+  if (r.resample < 0) oh /= 2, ow /= 2;
+  Act out = ex.alloc(oh, ow, r.cout);
+  resnet_forward(ex, r, x, out);
+  return out;
+}
+
+// Attention block (diffusers Attention with residual_connection), in place on x.
+void attention_forward_block(Exec& ex, const AttnLayer& a, const Act& x) {
+  const size_t mark = ex.arena->mark();
+  const int tokens = x.h * x.w;
+  const int rows = ex.batch * tokens;
+  Act normed = x;
+  if (a.has_norm) {
+    normed = ex.alloc(x.h, x.w, x.c);
+    norm_apply(ex, a.norm, x, normed, false);
+  }
+  float* qkv = ex.arena->alloc((size_t)rows * 3 * a.channels);
+  linear_apply(ex, a.qkv, normed.data, rows, qkv, a.qkv_bias);
+  float* attn = ex.arena->alloc((size_t)rows * a.channels);
+  AttentionArgs args;
+  args.batch = ex.batch;
+  args.tokens = tokens;
+  args.heads = a.heads;
+  args.head_dim = a.head_dim;
+  args.scale = 1.0f / sqrt_f32((float)a.head_dim);
+  float* scratch = ex.arena->alloc(attention_scratch_floats(args));
+  if (ex.run()) attention_forward(qkv, args, attn, scratch, ex.zero_row);
+  if (ex.run()) {
+    ConvGeometry g;
+    g.batch = 1;
+    g.in_h = 1;
+    g.in_w = rows;
+    g.in_ld = a.channels;
+    g.out_h = 1;
+    g.out_w = rows;
+    g.out_ld = a.channels;
+    ConvEpilogue ep;
+    ep.bias = P(ex, a.out.bias);
+    ep.residual = x.data;  // each output element reads only its own residual: in place is safe
+    ep.residual_ld = x.c;
+    ep.divisor = a.rescale_output_factor;
+    conv2d_forward(attn, g, a.out.packed, ep, x.data, ex.zero_row);
+  }
+  ex.arena->release(mark);
+}
+
+int downsample_size(int n, int padding) {
+  const int total_pad = padding == 0 ? 1 : 2 * padding;  // padding 0: F.pad(0, 1, 0, 1)
+  return (n + total_pad - 3) / 2 + 1;
+}
+
+void run_forward(Exec& ex, int height, int width, const float* x_nchw, const float* timesteps, const float* class_cond,
+                 float* out_nchw) {
+  Model* m = ex.m;
+  const int B = ex.batch;
+
+  // 1. time embedding (and class embedding), then SiLU of it for the resnets
+  float* t_proj = ex.arena->alloc((size_t)B * m->time_proj_dim);
+  if (ex.run()) {
+    if (m->time_embedding_type == 0) {
+      timestep_embedding(timesteps, B, m->time_proj_dim, m->flip_sin_to_cos, m->freq_shift, t_proj);
+    } else if (m->time_embedding_type == 1) {
+      fourier_embedding(timesteps, B, P(ex, m->time_proj_weight), m->block_out_channels[0], t_proj);
+    } else {
+      int idx[1];
+      for (int b = 0; b < B; ++b) {
+        idx[0] = (int)timesteps[b];
+        embedding_lookup(P(ex, m->time_proj_weight), m->time_proj_dim, idx, 1, t_proj + (size_t)b * m->time_proj_dim);
+      }
+    }
+  }
+  const int TE = m->time_embed_dim;
+  float* emb_hidden = ex.arena->alloc((size_t)B * TE);
+  float* emb = ex.arena->alloc((size_t)B * TE);
+  linear_apply(ex, m->time_linear_1, t_proj, B, emb_hidden);
+  if (ex.run()) silu_forward(emb_hidden, (long long)B * TE, emb_hidden);
+  linear_apply(ex, m->time_linear_2, emb_hidden, B, emb);
+  capture_matrix(ex, "temb", emb, B, TE);
+  if (m->class_embed == 1 && ex.run()) {
+    for (int b = 0; b < B; ++b) {
+      const float* row = P(ex, m->class_table) + (size_t)(int)class_cond[b] * TE;
+      for (int c = 0; c < TE; ++c) emb[(size_t)b * TE + c] += row[c];
+    }
+  } else if (m->class_embed == 2) {
+    float* c_proj = ex.arena->alloc((size_t)B * m->time_proj_dim);
+    float* c_hidden = ex.arena->alloc((size_t)B * TE);
+    float* c_emb = ex.arena->alloc((size_t)B * TE);
+    if (ex.run()) {
+      if (m->time_embedding_type == 1)
+        fourier_embedding(class_cond, B, P(ex, m->time_proj_weight), m->block_out_channels[0], c_proj);
+      else
+        timestep_embedding(class_cond, B, m->time_proj_dim, m->flip_sin_to_cos, m->freq_shift, c_proj);
+    }
+    linear_apply(ex, m->class_linear_1, c_proj, B, c_hidden);
+    if (ex.run()) silu_forward(c_hidden, (long long)B * TE, c_hidden);
+    linear_apply(ex, m->class_linear_2, c_hidden, B, c_emb);
+    if (ex.run()) add_forward(emb, c_emb, (long long)B * TE, emb);
+  } else if (m->class_embed == 3 && ex.run()) {
+    add_forward(emb, class_cond, (long long)B * TE, emb);
+  }
+  ex.silu_emb = ex.arena->alloc((size_t)B * TE);
+  if (ex.run()) silu_forward(emb, (long long)B * TE, ex.silu_emb);
+
+  // 2. input, to NHWC (centering fused), and conv_in
+  Act input = ex.alloc(height, width, m->in_channels);
+  if (ex.run())
+    nchw_to_nhwc(x_nchw, B, m->in_channels, height, width, input.data, m->center_input_sample ? 2.0f : 1.0f,
+                 m->center_input_sample ? -1.0f : 0.0f);
+  Act h = ex.alloc(height, width, m->block_out_channels[0]);
+  conv_apply(ex, m->conv_in, input, 1, 1, 1, 1, h, ConvEpilogue());
+  capture(ex, "conv_in", h);
+
+  // 3. down; every resnet output (and downsample output) is a skip connection
+  Act skips[kMaxLevels * (kMaxLayers + 1) + 1];
+  int num_skips = 0;
+  skips[num_skips++] = h;
+  for (int i = 0; i < m->num_levels; ++i) {
+    Block& blk = m->down[i];
+    for (int j = 0; j < blk.num_layers; ++j) {
+      h = resnet_new(ex, blk.resnets[j], h);
+      if (blk.has_attention) attention_forward_block(ex, blk.attentions[j], h);
+      skips[num_skips++] = h;
+    }
+    if (blk.resample_kind == kResampleConv) {
+      const int p = m->downsample_padding;
+      Act y = ex.alloc(downsample_size(h.h, p), downsample_size(h.w, p), blk.out_channels);
+      if (y.h < 1 || y.w < 1) {
+        Message msg;
+        msg.add("input of ").add_int(height).add("x").add_int(width).add(" is too small: down block ").add_int(i).add(
+            " would produce an empty feature map");
+        ex.fail_with(msg);
+        return;
+      }
+      conv_apply(ex, blk.resample_conv, h, 1, 2, p, p, y, ConvEpilogue());
+      h = y;
+      skips[num_skips++] = h;
+    } else if (blk.resample_kind == kResampleResnet) {
+      if (h.h < 2 || h.w < 2) {
+        Message msg;
+        msg.add("input of ").add_int(height).add("x").add_int(width).add(" is too small for down block ").add_int(i);
+        ex.fail_with(msg);
+        return;
+      }
+      h = resnet_new(ex, blk.resample_resnet, h);
+      skips[num_skips++] = h;
+    }
+    capture(ex, "down.", h, i);
+  }
+
+  // 4. mid
+  if (m->has_mid) {
+    h = resnet_new(ex, m->mid.resnets[0], h);
+    if (m->mid.has_attention) attention_forward_block(ex, m->mid.attentions[0], h);
+    h = resnet_new(ex, m->mid.resnets[1], h);
+    capture(ex, "mid", h);
+  }
+
+  // 5. up: concatenate the matching skip, then resnet (and attention)
+  for (int i = 0; i < m->num_levels; ++i) {
+    Block& blk = m->up[i];
+    for (int j = 0; j < blk.num_layers; ++j) {
+      const Act skip = skips[--num_skips];
+      if (skip.h != h.h || skip.w != h.w) {
+        Message msg;
+        msg.add("input of ").add_int(height).add("x").add_int(width).add(" does not fit this UNet: up block ").add_int(i).add(
+            " has a ").add_int(h.h).add("x").add_int(h.w).add(" feature map but its skip connection is ").add_int(skip.h).add(
+            "x").add_int(skip.w).add("; use a height and width divisible by ").add_int(1 << (m->num_levels - 1));
+        ex.fail_with(msg);
+        return;
+      }
+      Act out = ex.alloc(h.h, h.w, blk.resnets[j].cout);
+      const size_t mark = ex.arena->mark();
+      Act cat = ex.alloc(h.h, h.w, h.c + skip.c);
+      if (ex.run()) concat_channels(h.data, h.c, skip.data, skip.c, B * h.h * h.w, cat.data);
+      resnet_forward(ex, blk.resnets[j], cat, out);
+      ex.arena->release(mark);
+      h = out;
+      if (blk.has_attention) attention_forward_block(ex, blk.attentions[j], h);
+    }
+    if (blk.resample_kind == kResampleConv) {
+      Act y = ex.alloc(2 * h.h, 2 * h.w, blk.out_channels);
+      conv_apply(ex, blk.resample_conv, h, 2, 1, 1, 1, y, ConvEpilogue());
+      h = y;
+    } else if (blk.resample_kind == kResampleResnet) {
+      h = resnet_new(ex, blk.resample_resnet, h);
+    }
+    capture(ex, "up.", h, i);
+  }
+
+  // 6. out: GroupNorm + SiLU, conv_out, back to NCHW (fourier: divide by t)
+  Act normed = ex.alloc(h.h, h.w, h.c);
+  norm_apply(ex, m->norm_out, h, normed, true);
+  Act y = ex.alloc(h.h, h.w, m->out_channels);
+  conv_apply(ex, m->conv_out, normed, 1, 1, 1, 1, y, ConvEpilogue());
+  if (ex.run()) {
+    if (m->time_embedding_type == 1)
+      nhwc_to_nchw_div(y.data, B, m->out_channels, y.h, y.w, timesteps, out_nchw);
+    else
+      nhwc_to_nchw(y.data, B, m->out_channels, y.h, y.w, out_nchw);
+  }
+}
+
+}  // namespace
+
+int model_plan_bytes(Model* m, int batch, int height, int width, size_t* bytes) {
+  if (batch < 1 || height < 1 || width < 1 || batch > (1 << 20) || height > (1 << 15) || width > (1 << 15))
+    return set_error(m, kErrInvalidArgument, Name("batch, height and width must be positive and reasonable"));
+  Arena planner;
+  planner.planning = true;
+  Exec ex{m, &planner, true, batch, nullptr, nullptr, kOk, Message()};
+  run_forward(ex, height, width, nullptr, nullptr, nullptr, nullptr);
+  if (ex.status != kOk) return fail(m, ex.status, ex.error);
+  *bytes = planner.peak * sizeof(float) + (size_t)align_up(m->max_channels, 16) * sizeof(float);
+  return kOk;
+}
+
+void model_clear_captures(Model* m) {
+  for (int i = 0; i < m->captures.size; ++i) mb_free(m->captures[i].data);
+  m->captures.size = 0;
+}
+
+int model_forward(Model* m, int batch, int channels, int height, int width, const float* sample_nchw,
+                  const float* timesteps, const float* class_cond, int class_cond_len, float* out_nchw) {
+  if (!m->finalized) return set_error(m, kErrState, Name("weights are not loaded"));
+  if (channels != m->in_channels) {
+    Message msg;
+    msg.add("sample has ").add_int(channels).add(" channels but the model expects in_channels = ").add_int(m->in_channels);
+    return fail(m, kErrInvalidArgument, msg);
+  }
+  // Class conditioning must be present exactly when the model has it.
+  if (m->class_embed == 0 && class_cond_len > 0)
+    return set_error(m, kErrInvalidArgument, Name("class labels given but the model is not class-conditional"));
+  if (m->class_embed != 0) {
+    const int expected = m->class_embed == 3 ? batch * m->time_embed_dim : batch;
+    if (class_cond_len != expected) {
+      Message msg;
+      msg.add("class conditioning needs ").add_int(expected).add(" values (got ").add_int(class_cond_len).add(")");
+      return fail(m, kErrInvalidArgument, msg);
+    }
+    if (m->class_embed == 1)
+      for (int b = 0; b < batch; ++b) {
+        const float v = class_cond[b];
+        if (!(v >= 0 && v < m->num_class_embeds) || v != (float)(int)v) {
+          Message msg;
+          msg.add("class label at index ").add_int(b).add(" is not an integer in [0, ").add_int(m->num_class_embeds).add(")");
+          return fail(m, kErrInvalidArgument, msg);
+        }
+      }
+    if (has_non_finite(class_cond, class_cond_len))
+      return set_error(m, kErrInvalidArgument, Name("class conditioning contains NaN or Inf"));
+  }
+  for (int b = 0; b < batch; ++b) {
+    const float t = timesteps[b];
+    if (!is_finite_f32(t)) return set_error(m, kErrInvalidArgument, Name("timestep is NaN or Inf"));
+    if (m->time_embedding_type == 1 && !(t > 0))
+      return set_error(m, kErrInvalidArgument, Name("fourier time embedding needs timesteps > 0 (it takes log(t))"));
+    if (m->time_embedding_type == 2 && (!(t >= 0 && t < m->num_train_timesteps) || t != (float)(int)t)) {
+      Message msg;
+      msg.add("learned time embedding needs integer timesteps in [0, ").add_int(m->num_train_timesteps).add(")");
+      return fail(m, kErrInvalidArgument, msg);
+    }
+  }
+
+  if (batch != m->planned_batch || height != m->planned_h || width != m->planned_w) {
+    size_t bytes = 0;
+    int status = model_plan_bytes(m, batch, height, width, &bytes);
+    if (status != kOk) return status;
+    if (m->arena_limit_bytes && bytes > m->arena_limit_bytes) {
+      Message msg;
+      msg.add("a forward at batch ").add_int(batch).add(", ").add_int(height).add("x").add_int(width).add(" needs ").add_int(
+          (long long)(bytes >> 20)).add(" MB of activations, over the limit of ").add_int((long long)(m->arena_limit_bytes >> 20)).add(" MB");
+      return fail(m, kErrOutOfMemory, msg);
+    }
+    m->arena.free_storage();
+    m->planned_batch = m->planned_h = m->planned_w = 0;
+    m->arena.base = static_cast<float*>(mb_alloc(bytes));
+    if (!m->arena.base) {
+      Message msg;
+      msg.add("out of memory: a forward at batch ").add_int(batch).add(", ").add_int(height).add("x").add_int(width).add(
+          " needs ").add_int((long long)(bytes >> 20)).add(" MB of activations");
+      return fail(m, kErrOutOfMemory, msg);
+    }
+    m->arena.capacity = bytes / sizeof(float);
+    m->planned_batch = batch;
+    m->planned_h = height;
+    m->planned_w = width;
+  }
+  model_clear_captures(m);
+  m->arena.top = 0;
+  m->arena.peak = 0;
+  float* zero_row = m->arena.alloc((size_t)m->max_channels);
+  mb_zero(zero_row, sizeof(float) * (size_t)m->max_channels);
+  Exec ex{m, &m->arena, false, batch, zero_row, nullptr, kOk, Message()};
+  run_forward(ex, height, width, sample_nchw, timesteps, class_cond, out_nchw);
+  if (ex.status != kOk) return fail(m, ex.status, ex.error);
+  return kOk;
+}
+
+void model_release(Model* m) {
+  for (int i = 0; i < m->params.size; ++i) mb_free(m->params[i].data);
+  m->params.release();
+  mb_free(m->packed_storage);
+  m->packed_storage = nullptr;
+  m->arena.free_storage();
+  model_clear_captures(m);
+  m->captures.release();
+}
+
+}  // namespace mb

@@ -1,0 +1,165 @@
+// The UNet2DModel graph: built once from a config, it owns the parameter table
+// (diffusers names and shapes), the packed weights and the activation arena,
+// and runs the forward pass on the op set in native/cpu/ops.h.
+#pragma once
+
+#include "../cpu/ops.h"
+#include "arena.h"
+#include "common.h"
+
+namespace mb {
+
+// The config as the TypeScript side encodes it (src/model/config.ts,
+// encodeEngineConfig): a flat array of doubles, validated there first and
+// checked again here. Keep the two in sync.
+enum ConfigSlot {
+  kCfgInChannels = 0,
+  kCfgOutChannels,
+  kCfgCenterInputSample,
+  kCfgTimeEmbeddingType,  // 0 positional, 1 fourier, 2 learned
+  kCfgTimeEmbedDim,       // resolved: time_embedding_dim or 4 * block_out_channels[0]
+  kCfgFlipSinToCos,
+  kCfgFreqShift,
+  kCfgNumLevels,
+  kCfgLayersPerBlock,
+  kCfgMidBlock,  // 0 none, 1 UNetMidBlock2D
+  kCfgMidBlockScaleFactor,
+  kCfgDownsamplePadding,
+  kCfgDownsampleType,  // 0 conv, 1 resnet
+  kCfgUpsampleType,    // 0 conv, 1 resnet
+  kCfgAttentionHeadDim,  // 0: null (one head per block)
+  kCfgNormNumGroups,
+  kCfgAttnNormNumGroups,  // 0: null
+  kCfgNormEps,
+  kCfgResnetTimeScaleShift,  // 0 default, 1 scale_shift
+  kCfgAddAttention,
+  kCfgClassEmbed,  // 0 none, 1 embedding table, 2 timestep, 3 identity
+  kCfgNumClassEmbeds,
+  kCfgNumTrainTimesteps,
+  kCfgDropout,
+  kCfgFixedSlots,  // then block_out_channels[L], down_block_types[L], up_block_types[L]
+};
+enum DownBlockType { kDownBlock2D = 0, kAttnDownBlock2D = 1, kResnetDownsampleBlock2D = 2 };
+enum UpBlockType { kUpBlock2D = 0, kAttnUpBlock2D = 1, kResnetUpsampleBlock2D = 2 };
+
+constexpr int kMaxLevels = 8;
+constexpr int kMaxLayers = 9;  // up blocks have layers_per_block + 1
+constexpr int kMaxNameLength = 96;
+
+struct Param {
+  char name[kMaxNameLength];
+  int ndim;
+  int shape[4];
+  size_t numel;
+  float* data;
+};
+
+struct NormLayer {
+  int gamma = -1, beta = -1;  // parameter indices
+  int channels = 0, groups = 1;
+  float eps = 1e-5f;
+};
+
+// A convolution or a linear layer (a 1x1 convolution), packed for the GEMM.
+struct ConvLayer {
+  int weight = -1, bias = -1;
+  int cin = 0, cout = 0, k = 1;
+  PackedWeights packed;
+};
+
+struct ResnetLayer {
+  int cin = 0, cout = 0;
+  int resample = 0;  // 0 none, +1 nearest x2 up, -1 2x2 average-pool down
+  NormLayer norm1, norm2;
+  ConvLayer conv1, time_emb_proj, conv2, conv_shortcut;
+  bool has_shortcut = false;
+  float output_scale_factor = 1.0f;
+};
+
+struct AttnLayer {
+  int channels = 0, heads = 1, head_dim = 0;
+  bool has_norm = false;
+  NormLayer norm;
+  int q_w = -1, q_b = -1, k_w = -1, k_b = -1, v_w = -1, v_b = -1;
+  ConvLayer qkv;  // q, k and v fused into one GEMM at pack time
+  float* qkv_bias = nullptr;
+  ConvLayer out;
+  float rescale_output_factor = 1.0f;
+};
+
+enum ResampleKind { kResampleNone = 0, kResampleConv = 1, kResampleResnet = 2 };
+
+struct Block {
+  int type = 0;
+  int num_layers = 0;
+  int in_channels = 0, out_channels = 0;
+  bool has_attention = false;
+  ResnetLayer resnets[kMaxLayers];
+  AttnLayer attentions[kMaxLayers];
+  int resample_kind = kResampleNone;
+  ConvLayer resample_conv;
+  ResnetLayer resample_resnet;
+};
+
+struct Capture {
+  char name[16];
+  int shape[4];
+  int ndim;
+  float* data;
+};
+
+struct Model {
+  // config
+  int in_channels = 0, out_channels = 0;
+  bool center_input_sample = false;
+  int time_embedding_type = 0, time_embed_dim = 0, time_proj_dim = 0;
+  bool flip_sin_to_cos = true;
+  float freq_shift = 0;
+  int num_levels = 0, layers_per_block = 0;
+  int block_out_channels[kMaxLevels] = {};
+  int downsample_padding = 1;
+  float norm_eps = 1e-5f;
+  bool scale_shift = false;
+  int class_embed = 0, num_class_embeds = 0, num_train_timesteps = 0;
+
+  Vec<Param> params;
+  ConvLayer conv_in;
+  int time_proj_weight = -1;  // fourier W or learned table
+  ConvLayer time_linear_1, time_linear_2;
+  int class_table = -1;
+  ConvLayer class_linear_1, class_linear_2;
+  Block down[kMaxLevels];
+  bool has_mid = false;
+  Block mid;  // resnets[0..1], attentions[0] when has_attention
+  Block up[kMaxLevels];
+  NormLayer norm_out;
+  ConvLayer conv_out;
+
+  int max_channels = 0;  // widest activation; sizes the zero row
+  float* packed_storage = nullptr;
+  bool finalized = false;
+
+  // Activation arena, planned per (batch, height, width).
+  Arena arena;
+  int planned_batch = 0, planned_h = 0, planned_w = 0;
+  size_t arena_limit_bytes = (size_t)0;  // 0: no limit beyond what the allocator gives
+
+  bool capture_enabled = false;
+  Vec<Capture> captures;
+
+  char error[512] = {};
+};
+
+// Builds the graph and the parameter table, and allocates the parameters
+// (uninitialised; the caller fills them). Returns kOk or an error in m->error.
+int model_init(Model* m, const double* config, int config_len);
+// Packs the weights into kernel layouts. Call once after the parameters are set.
+int model_finalize(Model* m);
+// Bytes of arena a forward at this size needs (planning only, no allocation).
+int model_plan_bytes(Model* m, int batch, int height, int width, size_t* bytes);
+int model_forward(Model* m, int batch, int channels, int height, int width, const float* sample_nchw,
+                  const float* timesteps, const float* class_cond, int class_cond_len, float* out_nchw);
+void model_release(Model* m);
+void model_clear_captures(Model* m);
+
+}  // namespace mb

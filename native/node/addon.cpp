@@ -1,0 +1,295 @@
+// The Node-API binding: a thin wrapper over the engine's C ABI. Forward passes
+// run on the libuv thread pool (Napi::AsyncWorker) so the event loop stays
+// free; inputs are copied before the worker starts, so JS may reuse its
+// arrays at once. Errors carry the engine's status in `status`.
+#include <napi.h>
+
+#include <atomic>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "../engine/api.h"
+
+namespace {
+
+Napi::Error engine_error(Napi::Env env, int status, const std::string& message) {
+  Napi::Error e = Napi::Error::New(env, message);
+  e.Set("status", Napi::Number::New(env, status));
+  return e;
+}
+
+class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Model",
+                       {
+                           InstanceMethod("paramTable", &ModelWrap::ParamTable),
+                           InstanceMethod("setParam", &ModelWrap::SetParam),
+                           InstanceMethod("finalize", &ModelWrap::Finalize),
+                           InstanceMethod("planBytes", &ModelWrap::PlanBytes),
+                           InstanceMethod("setMemoryLimit", &ModelWrap::SetMemoryLimit),
+                           InstanceMethod("forward", &ModelWrap::Forward),
+                           InstanceMethod("setCapture", &ModelWrap::SetCapture),
+                           InstanceMethod("captures", &ModelWrap::Captures),
+                           InstanceMethod("dispose", &ModelWrap::Dispose),
+                       });
+  }
+
+  ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsTypedArray() ||
+        info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+      Napi::TypeError::New(env, "Model(config: Float64Array)").ThrowAsJavaScriptException();
+      return;
+    }
+    Napi::Float64Array cfg = info[0].As<Napi::Float64Array>();
+    model_ = mb_model_new();
+    int status = mb_model_init(model_, cfg.Data(), (int)cfg.ElementLength());
+    if (status != 0) {
+      std::string message = mb_model_error(model_);
+      mb_model_delete(model_);
+      model_ = nullptr;
+      engine_error(env, status, message).ThrowAsJavaScriptException();
+    }
+  }
+
+  ~ModelWrap() override {
+    if (model_) mb_model_delete(model_);
+  }
+
+  mb::Model* model() const { return model_; }
+  std::atomic<bool> busy{false};
+
+ private:
+  bool Alive(Napi::Env env) {
+    if (!model_) {
+      engine_error(env, 4, "the model has been disposed").ThrowAsJavaScriptException();
+      return false;
+    }
+    if (busy.load()) {
+      engine_error(env, 4, "a forward pass is already running on this model").ThrowAsJavaScriptException();
+      return false;
+    }
+    return true;
+  }
+
+  Napi::Value ParamTable(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    int n = mb_model_param_count(model_);
+    Napi::Array table = Napi::Array::New(env, n);
+    for (int i = 0; i < n; ++i) {
+      Napi::Object entry = Napi::Object::New(env);
+      entry.Set("name", mb_model_param_name(model_, i));
+      int ndim = mb_model_param_ndim(model_, i);
+      Napi::Array shape = Napi::Array::New(env, ndim);
+      for (int d = 0; d < ndim; ++d) shape.Set(d, mb_model_param_dim(model_, i, d));
+      entry.Set("shape", shape);
+      table.Set(i, entry);
+    }
+    return table;
+  }
+
+  Napi::Value SetParam(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    int index = info[0].As<Napi::Number>().Int32Value();
+    Napi::Float32Array data = info[1].As<Napi::Float32Array>();
+    if (index < 0 || index >= mb_model_param_count(model_)) {
+      Napi::RangeError::New(env, "parameter index out of range").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    size_t numel = 1;
+    for (int d = 0; d < mb_model_param_ndim(model_, index); ++d) numel *= (size_t)mb_model_param_dim(model_, index, d);
+    if (data.ElementLength() != numel) {
+      Napi::RangeError::New(env, "parameter size mismatch").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    std::memcpy(mb_model_param_data(model_, index), data.Data(), numel * sizeof(float));
+    return env.Undefined();
+  }
+
+  Napi::Value Finalize(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    int status = mb_model_finalize(model_);
+    if (status != 0) engine_error(env, status, mb_model_error(model_)).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+
+  Napi::Value PlanBytes(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    double bytes = mb_model_plan_bytes(model_, info[0].As<Napi::Number>().Int32Value(),
+                                       info[1].As<Napi::Number>().Int32Value(), info[2].As<Napi::Number>().Int32Value());
+    if (bytes < 0) {
+      engine_error(env, 1, mb_model_error(model_)).ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    return Napi::Number::New(env, bytes);
+  }
+
+  Napi::Value SetMemoryLimit(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    mb_model_set_memory_limit(model_, info[0].As<Napi::Number>().DoubleValue());
+    return env.Undefined();
+  }
+
+  Napi::Value Forward(const Napi::CallbackInfo& info);
+
+  Napi::Value SetCapture(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    mb_model_set_capture(model_, info[0].ToBoolean().Value() ? 1 : 0);
+    return env.Undefined();
+  }
+
+  Napi::Value Captures(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    int n = mb_model_capture_count(model_);
+    Napi::Array list = Napi::Array::New(env, n);
+    for (int i = 0; i < n; ++i) {
+      Napi::Object entry = Napi::Object::New(env);
+      entry.Set("name", mb_model_capture_name(model_, i));
+      int ndim = mb_model_capture_ndim(model_, i);
+      Napi::Array shape = Napi::Array::New(env, ndim);
+      size_t numel = 1;
+      for (int d = 0; d < ndim; ++d) {
+        int dim = mb_model_capture_dim(model_, i, d);
+        shape.Set(d, dim);
+        numel *= (size_t)dim;
+      }
+      entry.Set("shape", shape);
+      Napi::Float32Array data = Napi::Float32Array::New(env, numel);
+      std::memcpy(data.Data(), mb_model_capture_data(model_, i), numel * sizeof(float));
+      entry.Set("data", data);
+      list.Set(i, entry);
+    }
+    return list;
+  }
+
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (busy.load()) {
+      engine_error(env, 4, "cannot dispose while a forward pass is running").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    if (model_) mb_model_delete(model_);
+    model_ = nullptr;
+    return env.Undefined();
+  }
+
+  mb::Model* model_ = nullptr;
+};
+
+class ForwardWorker : public Napi::AsyncWorker {
+ public:
+  ForwardWorker(Napi::Env env, ModelWrap* wrap, Napi::Object keep_alive, int b, int c, int h, int w,
+                std::vector<float> sample, std::vector<float> timesteps, std::vector<float> class_cond, size_t out_size)
+      : Napi::AsyncWorker(env),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        wrap_(wrap),
+        b_(b), c_(c), h_(h), w_(w),
+        sample_(std::move(sample)),
+        timesteps_(std::move(timesteps)),
+        class_cond_(std::move(class_cond)),
+        out_(out_size) {
+    keep_alive_ = Napi::Persistent(keep_alive);
+  }
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    status_ = mb_model_forward(wrap_->model(), b_, c_, h_, w_, sample_.data(), timesteps_.data(),
+                               class_cond_.empty() ? nullptr : class_cond_.data(), (int)class_cond_.size(),
+                               out_.data());
+    if (status_ != 0) message_ = mb_model_error(wrap_->model());
+  }
+
+  void OnOK() override {
+    wrap_->busy.store(false);
+    Napi::Env env = Env();
+    if (status_ != 0) {
+      deferred_.Reject(engine_error(env, status_, message_).Value());
+      return;
+    }
+    Napi::Float32Array result = Napi::Float32Array::New(env, out_.size());
+    std::memcpy(result.Data(), out_.data(), out_.size() * sizeof(float));
+    deferred_.Resolve(result);
+  }
+
+  void OnError(const Napi::Error& e) override {
+    wrap_->busy.store(false);
+    deferred_.Reject(e.Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  ModelWrap* wrap_;
+  Napi::ObjectReference keep_alive_;
+  int b_, c_, h_, w_;
+  std::vector<float> sample_, timesteps_, class_cond_, out_;
+  int status_ = 0;
+  std::string message_;
+};
+
+std::vector<float> copy_f32(const Napi::Value& v) {
+  if (!v.IsTypedArray()) return {};
+  Napi::Float32Array a = v.As<Napi::Float32Array>();
+  return std::vector<float>(a.Data(), a.Data() + a.ElementLength());
+}
+
+// forward(sample: Float32Array, b, c, h, w, timesteps: Float32Array, classCond: Float32Array | null, outSize)
+Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!Alive(env)) return env.Undefined();
+  if (info.Length() < 8 || !info[0].IsTypedArray() || !info[5].IsTypedArray()) {
+    Napi::TypeError::New(env, "forward(sample, b, c, h, w, timesteps, classCond, outSize)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int b = info[1].As<Napi::Number>().Int32Value();
+  int c = info[2].As<Napi::Number>().Int32Value();
+  int h = info[3].As<Napi::Number>().Int32Value();
+  int w = info[4].As<Napi::Number>().Int32Value();
+  size_t out_size = (size_t)info[7].As<Napi::Number>().Int64Value();
+  std::vector<float> sample = copy_f32(info[0]);
+  std::vector<float> timesteps = copy_f32(info[5]);
+  std::vector<float> class_cond = copy_f32(info[6]);
+  if (sample.size() != (size_t)b * c * h * w || timesteps.size() != (size_t)b) {
+    Napi::RangeError::New(env, "forward: array sizes do not match the shape").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  busy.store(true);
+  auto* worker = new ForwardWorker(env, this, Value(), b, c, h, w, std::move(sample), std::move(timesteps),
+                                   std::move(class_cond), out_size);
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+Napi::Value Threads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), mb_get_threads()); }
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  mb_set_threads(info[0].As<Napi::Number>().Int32Value());
+  return Napi::Number::New(info.Env(), mb_get_threads());
+}
+Napi::Value Isa(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), mb_isa()); }
+Napi::Value SelectIsa(const Napi::CallbackInfo& info) {
+  std::string wanted = info[0].As<Napi::String>().Utf8Value();
+  return Napi::String::New(info.Env(), mb_select_isa(wanted.c_str()));
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("Model", ModelWrap::Define(env));
+  exports.Set("threads", Napi::Function::New(env, Threads));
+  exports.Set("setThreads", Napi::Function::New(env, SetThreads));
+  exports.Set("isa", Napi::Function::New(env, Isa));
+  exports.Set("selectIsa", Napi::Function::New(env, SelectIsa));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(marble, Init)

@@ -1,0 +1,56 @@
+// The Backend interface: what the TypeScript side needs from an engine build.
+// The native addon (cpu) and the wasm module both expose the engine's C ABI
+// (native/engine/api.h); these interfaces are that ABI in TypeScript terms.
+
+export type BackendName = 'cpu' | 'wasm';
+
+export interface ParamInfo {
+  name: string;
+  shape: number[];
+}
+
+export interface CapturedTensor {
+  name: string;
+  shape: number[];
+  data: Float32Array;
+}
+
+/** One UNet instance inside an engine. Calls must not overlap (the UNet class queues them). */
+export interface EngineModel {
+  paramTable(): ParamInfo[];
+  setParam(index: number, data: Float32Array): void;
+  finalize(): void;
+  /** Arena bytes a forward at this size needs; throws (status 1) if the size does not fit the UNet. */
+  planBytes(batch: number, height: number, width: number): number;
+  setMemoryLimit(bytes: number): void;
+  forward(
+    sample: Float32Array,
+    batch: number,
+    channels: number,
+    height: number,
+    width: number,
+    timesteps: Float32Array,
+    classCond: Float32Array | null,
+    outSize: number,
+  ): Promise<Float32Array>;
+  setCapture(enabled: boolean): void;
+  captures(): CapturedTensor[];
+  dispose(): void;
+}
+
+export interface Backend {
+  readonly name: BackendName;
+  createModel(config: Float64Array): EngineModel;
+  threads(): number;
+  /** The GEMM micro-kernel in use, e.g. "avx512", "avx2", "simd128". */
+  isa(): string;
+}
+
+/** Engine status codes (native/engine/common.h). */
+export const enum EngineStatus {
+  Ok = 0,
+  InvalidArgument = 1,
+  OutOfMemory = 2,
+  Unsupported = 3,
+  State = 4,
+}

@@ -1,0 +1,63 @@
+// The cpu backend: the Node-API addon built by cmake-js into build/Release.
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+import { BackendError } from '../errors.js';
+import type { Backend, EngineModel } from './backend.js';
+
+interface Addon {
+  Model: new (config: Float64Array) => EngineModel;
+  threads(): number;
+  setThreads(n: number): number;
+  isa(): string;
+  selectIsa(name: string): string;
+}
+
+let addon: Addon | null = null;
+let loadError: Error | null = null;
+
+/** The package root (dist/src/backend -> three levels up). */
+export function packageRoot(): string {
+  return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+}
+
+export function loadAddon(): Addon {
+  if (addon) return addon;
+  if (loadError) throw loadError;
+  const file = path.join(packageRoot(), 'build', 'Release', 'marble.node');
+  if (!existsSync(file)) {
+    loadError = new BackendError(`the native addon is not built (${file} is missing); run \`npm run build:addon\``);
+    throw loadError;
+  }
+  try {
+    addon = createRequire(import.meta.url)(file) as Addon;
+  } catch (e) {
+    loadError = new BackendError(`the native addon failed to load: ${(e as Error).message}`);
+    throw loadError;
+  }
+  const isa = process.env.MARBLE_ISA;
+  if (isa) addon.selectIsa(isa);
+  return addon;
+}
+
+export function nativeAvailable(): boolean {
+  try {
+    loadAddon();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function createNativeBackend(options: { threads?: number } = {}): Backend {
+  const lib = loadAddon();
+  if (options.threads !== undefined) lib.setThreads(options.threads);
+  return {
+    name: 'cpu',
+    createModel: (config) => new lib.Model(config),
+    threads: () => lib.threads(),
+    isa: () => lib.isa(),
+  };
+}

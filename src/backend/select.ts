@@ -1,0 +1,24 @@
+// Picks a backend: 'auto' means the native addon when it is built and loads,
+// otherwise the wasm module (which needs nothing but the committed .wasm).
+import { BackendError } from '../errors.js';
+import type { Backend, BackendName } from './backend.js';
+import { createNativeBackend, nativeAvailable } from './native.js';
+import { createWasmBackend } from './wasm.js';
+
+export async function createBackend(
+  name: 'auto' | BackendName,
+  options: { threads?: number } = {},
+): Promise<Backend> {
+  if (options.threads !== undefined && (!Number.isInteger(options.threads) || options.threads < 1))
+    throw new BackendError(`threads must be a positive integer, got ${options.threads}`);
+  switch (name) {
+    case 'cpu':
+      return createNativeBackend(options);
+    case 'wasm':
+      return createWasmBackend(options);
+    case 'auto':
+      return nativeAvailable() ? createNativeBackend(options) : createWasmBackend(options);
+    default:
+      throw new BackendError(`unknown backend ${JSON.stringify(name)} (auto, cpu, wasm)`);
+  }
+}

@@ -1,0 +1,196 @@
+// The wasm backend over an instantiated marble.wasm, with no Node built-ins so
+// that browsers, Deno and workerd can use it (see src/wasm.ts). The module
+// has no imports; every call goes through the engine's C ABI (api.h).
+import type { Backend, CapturedTensor, EngineModel, ParamInfo } from './backend.js';
+
+interface Exports {
+  memory: WebAssembly.Memory;
+  mb_wasm_alloc(bytes: number): number;
+  mb_wasm_free(ptr: number): void;
+  mb_model_new(): number;
+  mb_model_init(m: number, cfg: number, n: number): number;
+  mb_model_error(m: number): number;
+  mb_model_param_count(m: number): number;
+  mb_model_param_name(m: number, i: number): number;
+  mb_model_param_ndim(m: number, i: number): number;
+  mb_model_param_dim(m: number, i: number, axis: number): number;
+  mb_model_param_data(m: number, i: number): number;
+  mb_model_finalize(m: number): number;
+  mb_model_plan_bytes(m: number, b: number, h: number, w: number): number;
+  mb_model_set_memory_limit(m: number, bytes: number): void;
+  mb_model_forward(
+    m: number,
+    b: number,
+    c: number,
+    h: number,
+    w: number,
+    x: number,
+    t: number,
+    cls: number,
+    clsLen: number,
+    out: number,
+  ): number;
+  mb_model_set_capture(m: number, on: number): void;
+  mb_model_capture_count(m: number): number;
+  mb_model_capture_name(m: number, i: number): number;
+  mb_model_capture_ndim(m: number, i: number): number;
+  mb_model_capture_dim(m: number, i: number, axis: number): number;
+  mb_model_capture_data(m: number, i: number): number;
+  mb_model_delete(m: number): void;
+}
+
+class EngineFailure extends Error {
+  readonly status: number;
+  constructor(status: number, message: string) {
+    super(message);
+    this.status = status;
+  }
+}
+
+function readCString(mem: WebAssembly.Memory, ptr: number): string {
+  const bytes = new Uint8Array(mem.buffer, ptr);
+  let end = 0;
+  while (bytes[end] !== 0) end++;
+  return new TextDecoder().decode(bytes.subarray(0, end));
+}
+
+class WasmModel implements EngineModel {
+  private handle: number;
+  constructor(
+    private readonly ex: Exports,
+    config: Float64Array,
+  ) {
+    const cfg = this.alloc(config.byteLength);
+    new Float64Array(ex.memory.buffer, cfg, config.length).set(config);
+    this.handle = ex.mb_model_new();
+    if (!this.handle) throw new EngineFailure(2, 'out of wasm memory');
+    const status = ex.mb_model_init(this.handle, cfg, config.length);
+    ex.mb_wasm_free(cfg);
+    if (status !== 0) {
+      const message = this.error();
+      ex.mb_model_delete(this.handle);
+      this.handle = 0;
+      throw new EngineFailure(status, message);
+    }
+  }
+
+  private alloc(bytes: number): number {
+    const ptr = this.ex.mb_wasm_alloc(bytes);
+    if (!ptr) throw new EngineFailure(2, `out of wasm memory allocating ${bytes} bytes`);
+    return ptr;
+  }
+
+  private error(): string {
+    return readCString(this.ex.memory, this.ex.mb_model_error(this.handle));
+  }
+
+  private live(): number {
+    if (!this.handle) throw new EngineFailure(4, 'the model has been disposed');
+    return this.handle;
+  }
+
+  paramTable(): ParamInfo[] {
+    const m = this.live();
+    const table: ParamInfo[] = [];
+    for (let i = 0, n = this.ex.mb_model_param_count(m); i < n; i++) {
+      const shape: number[] = [];
+      for (let d = 0, nd = this.ex.mb_model_param_ndim(m, i); d < nd; d++) shape.push(this.ex.mb_model_param_dim(m, i, d));
+      table.push({ name: readCString(this.ex.memory, this.ex.mb_model_param_name(m, i)), shape });
+    }
+    return table;
+  }
+
+  setParam(index: number, data: Float32Array): void {
+    const m = this.live();
+    const ptr = this.ex.mb_model_param_data(m, index);
+    if (!ptr) throw new RangeError('parameter index out of range');
+    new Float32Array(this.ex.memory.buffer, ptr, data.length).set(data);
+  }
+
+  finalize(): void {
+    const status = this.ex.mb_model_finalize(this.live());
+    if (status !== 0) throw new EngineFailure(status, this.error());
+  }
+
+  planBytes(batch: number, height: number, width: number): number {
+    const bytes = this.ex.mb_model_plan_bytes(this.live(), batch, height, width);
+    if (bytes < 0) throw new EngineFailure(1, this.error());
+    return bytes;
+  }
+
+  setMemoryLimit(bytes: number): void {
+    this.ex.mb_model_set_memory_limit(this.live(), bytes);
+  }
+
+  async forward(
+    sample: Float32Array,
+    batch: number,
+    channels: number,
+    height: number,
+    width: number,
+    timesteps: Float32Array,
+    classCond: Float32Array | null,
+    outSize: number,
+  ): Promise<Float32Array> {
+    const m = this.live();
+    const ex = this.ex;
+    const ptrs: number[] = [];
+    try {
+      const put = (data: Float32Array) => {
+        const ptr = this.alloc(Math.max(4, data.byteLength));
+        ptrs.push(ptr);
+        new Float32Array(ex.memory.buffer, ptr, data.length).set(data);
+        return ptr;
+      };
+      const x = put(sample);
+      const t = put(timesteps);
+      const cls = classCond ? put(classCond) : 0;
+      const out = this.alloc(outSize * 4);
+      ptrs.push(out);
+      const status = ex.mb_model_forward(m, batch, channels, height, width, x, t, cls, classCond?.length ?? 0, out);
+      if (status !== 0) throw new EngineFailure(status, this.error());
+      return new Float32Array(ex.memory.buffer, out, outSize).slice();
+    } finally {
+      for (const p of ptrs) ex.mb_wasm_free(p);
+    }
+  }
+
+  setCapture(enabled: boolean): void {
+    this.ex.mb_model_set_capture(this.live(), enabled ? 1 : 0);
+  }
+
+  captures(): CapturedTensor[] {
+    const m = this.live();
+    const list: CapturedTensor[] = [];
+    for (let i = 0, n = this.ex.mb_model_capture_count(m); i < n; i++) {
+      const shape: number[] = [];
+      for (let d = 0, nd = this.ex.mb_model_capture_ndim(m, i); d < nd; d++) shape.push(this.ex.mb_model_capture_dim(m, i, d));
+      const numel = shape.reduce((a, b) => a * b, 1);
+      const ptr = this.ex.mb_model_capture_data(m, i);
+      list.push({
+        name: readCString(this.ex.memory, this.ex.mb_model_capture_name(m, i)),
+        shape,
+        data: new Float32Array(this.ex.memory.buffer, ptr, numel).slice(),
+      });
+    }
+    return list;
+  }
+
+  dispose(): void {
+    if (this.handle) this.ex.mb_model_delete(this.handle);
+    this.handle = 0;
+  }
+}
+
+/** A wasm Backend over compiled marble.wasm bytes or module. */
+export async function instantiateWasmBackend(source: BufferSource | WebAssembly.Module): Promise<Backend> {
+  const module = source instanceof WebAssembly.Module ? source : await WebAssembly.compile(source);
+  const instance = await WebAssembly.instantiate(module, {});
+  const ex = instance.exports as unknown as Exports;
+  return {
+    name: 'wasm',
+    createModel: (config) => new WasmModel(ex, config),
+    threads: () => 1,
+    isa: () => 'simd128',
+  };
+}

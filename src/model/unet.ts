@@ -1,0 +1,282 @@
+// UNet2DModel: a loaded diffusers UNet on one backend, and loadUNet().
+import { readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
+
+import { BackendError, ConfigError, InputError, MarbleError, MemoryLimitError, WeightsError } from '../errors.js';
+import { EngineStatus } from '../backend/backend.js';
+import type { Backend, BackendName, CapturedTensor, EngineModel } from '../backend/backend.js';
+import { createBackend } from '../backend/select.js';
+import { classConditioning, encodeEngineConfig, parseUNet2DConfig, timeEmbedDim } from './config.js';
+import type { UNet2DConfig } from './config.js';
+import { readSafetensorsFile, tensorToFloat32 } from './safetensors.js';
+import type { SafetensorsFile } from './safetensors.js';
+
+export interface LoadOptions {
+  /** 'auto' picks the native cpu addon when it is built, else wasm. */
+  backend?: 'auto' | BackendName;
+  /** Worker threads for the cpu backend (default: the machine's cores). */
+  threads?: number;
+  /** Refuse forwards whose activations need more than this many bytes (checked before allocating). */
+  memoryLimitBytes?: number;
+}
+
+export interface ForwardOptions {
+  /** Also return the intermediates (temb, conv_in, down.i, mid, up.i), NCHW, for debugging and tests. */
+  capture?: boolean;
+}
+
+/** Maps an engine failure to the typed error it stands for. */
+export function engineError(e: unknown): Error {
+  if (e instanceof MarbleError) return e;
+  const status = (e as { status?: number }).status;
+  const message = (e as Error).message ?? String(e);
+  switch (status) {
+    case EngineStatus.InvalidArgument:
+      return new InputError(message);
+    case EngineStatus.OutOfMemory:
+      return new MemoryLimitError(message);
+    case EngineStatus.Unsupported:
+      return new ConfigError(`config.json: ${message}`);
+    case EngineStatus.State:
+      return new BackendError(message);
+    default:
+      return e instanceof Error ? e : new Error(message);
+  }
+}
+
+export class UNet2DModel {
+  readonly config: UNet2DConfig;
+  readonly backend: Backend;
+  readonly parameterCount: number;
+  private engine: EngineModel | null;
+  private queue: Promise<unknown> = Promise.resolve();
+  private lastCaptures: CapturedTensor[] = [];
+
+  constructor(config: UNet2DConfig, backend: Backend, engine: EngineModel, parameterCount: number) {
+    this.config = config;
+    this.backend = backend;
+    this.engine = engine;
+    this.parameterCount = parameterCount;
+  }
+
+  /**
+   * The UNet's output (the predicted noise, for epsilon models) for a batch.
+   * @param sample NCHW float32, `shape` = [B, C, H, W]
+   * @param timesteps one per sample, or one for all
+   * @param classLabels class indices (num_class_embeds models), or per-sample values for class_embed_type
+   *   timestep, or B x time_embed_dim values for identity
+   */
+  forward(
+    sample: Float32Array,
+    shape: readonly number[],
+    timesteps: number | readonly number[],
+    classLabels?: readonly number[],
+    options: ForwardOptions = {},
+  ): Promise<Float32Array> {
+    const run = () => this.forwardNow(sample, shape, timesteps, classLabels, options);
+    const result = this.queue.then(run, run);
+    this.queue = result.catch(() => undefined);
+    return result;
+  }
+
+  /** Intermediates of the last forward called with { capture: true }. */
+  captures(): CapturedTensor[] {
+    return this.lastCaptures;
+  }
+
+  /** Bytes of activation memory a forward at this size needs. */
+  activationBytes(batch: number, height: number, width: number): number {
+    try {
+      return this.live().planBytes(batch, height, width);
+    } catch (e) {
+      throw engineError(e);
+    }
+  }
+
+  dispose(): void {
+    this.engine?.dispose();
+    this.engine = null;
+  }
+
+  private live(): EngineModel {
+    if (!this.engine) throw new BackendError('this UNet2DModel has been disposed');
+    return this.engine;
+  }
+
+  private async forwardNow(
+    sample: Float32Array,
+    shape: readonly number[],
+    timesteps: number | readonly number[],
+    classLabels: readonly number[] | undefined,
+    options: ForwardOptions,
+  ): Promise<Float32Array> {
+    const engine = this.live();
+    if (!(sample instanceof Float32Array)) throw new InputError('sample must be a Float32Array');
+    if (!Array.isArray(shape) || shape.length !== 4 || !shape.every((d) => Number.isInteger(d) && d >= 1))
+      throw new InputError(`shape must be [batch, channels, height, width] of positive integers, got ${JSON.stringify(shape)}`);
+    const [batch, channels, height, width] = shape as [number, number, number, number];
+    if (channels !== this.config.inChannels)
+      throw new InputError(`sample has ${channels} channels but the model expects in_channels = ${this.config.inChannels}`);
+    const numel = batch * channels * height * width;
+    if (sample.length !== numel)
+      throw new InputError(`sample has ${sample.length} values but shape ${JSON.stringify(shape)} needs ${numel}`);
+    for (let i = 0; i < sample.length; i++)
+      if (!Number.isFinite(sample[i])) throw new InputError(`sample contains ${sample[i]} at index ${i}`);
+
+    const tList = typeof timesteps === 'number' ? [timesteps] : Array.from(timesteps);
+    if (tList.length !== 1 && tList.length !== batch)
+      throw new InputError(`timesteps must be one number or one per sample (${batch}), got ${tList.length}`);
+    if (!tList.every((t) => typeof t === 'number' && Number.isFinite(t)))
+      throw new InputError('timesteps must be finite numbers');
+    const tArray = new Float32Array(batch).fill(tList[0]!);
+    if (tList.length === batch) tArray.set(tList);
+
+    const conditioning = classConditioning(this.config);
+    let classCond: Float32Array | null = null;
+    if (conditioning === 'none') {
+      if (classLabels !== undefined && classLabels.length > 0)
+        throw new InputError('class labels were given but this model is not class-conditional');
+    } else {
+      if (classLabels === undefined)
+        throw new InputError('this model is class-conditional: pass class labels (one per sample)');
+      const expected = conditioning === 'identity' ? batch * timeEmbedDim(this.config) : batch;
+      if (classLabels.length !== expected)
+        throw new InputError(`expected ${expected} class conditioning values, got ${classLabels.length}`);
+      if (conditioning === 'labels') {
+        const n = this.config.numClassEmbeds!;
+        classLabels.forEach((label, i) => {
+          if (!Number.isInteger(label) || label < 0 || label >= n)
+            throw new InputError(`class label ${label} at index ${i} is not an integer in [0, ${n})`);
+        });
+      } else if (!classLabels.every((v) => Number.isFinite(v))) {
+        throw new InputError('class conditioning values must be finite');
+      }
+      classCond = Float32Array.from(classLabels);
+    }
+
+    const outSize = batch * this.config.outChannels * height * width;
+    try {
+      engine.setCapture(options.capture === true);
+      const out = await engine.forward(sample, batch, channels, height, width, tArray, classCond, outSize);
+      this.lastCaptures = options.capture ? engine.captures() : [];
+      return out;
+    } catch (e) {
+      throw engineError(e);
+    }
+  }
+}
+
+async function isFile(p: string): Promise<boolean> {
+  try {
+    return (await stat(p)).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** A model folder (config.json + weights) or a pipeline folder with unet/ inside. */
+export async function resolveModelDir(dir: string): Promise<string> {
+  if (await isFile(path.join(dir, 'config.json'))) return dir;
+  if (await isFile(path.join(dir, 'unet', 'config.json'))) return path.join(dir, 'unet');
+  throw new ConfigError(`${dir} is neither a UNet2DModel folder (config.json) nor a pipeline folder (unet/config.json)`);
+}
+
+// Checkpoints saved before diffusers 0.14 name attention weights differently;
+// diffusers renames them on load, and so do we.
+const LEGACY_ATTENTION_NAMES: [RegExp, string][] = [
+  [/\.query\.(weight|bias)$/, '.to_q.$1'],
+  [/\.key\.(weight|bias)$/, '.to_k.$1'],
+  [/\.value\.(weight|bias)$/, '.to_v.$1'],
+  [/\.proj_attn\.(weight|bias)$/, '.to_out.0.$1'],
+];
+
+function canonicalName(name: string): string {
+  for (const [pattern, replacement] of LEGACY_ATTENTION_NAMES) if (pattern.test(name)) return name.replace(pattern, replacement);
+  return name;
+}
+
+/** Checks weights against the parameter table; one error lists every problem. */
+function matchWeights(
+  table: { name: string; shape: number[] }[],
+  weights: SafetensorsFile,
+  file: string,
+): Map<string, string> {
+  const byCanonical = new Map<string, string>();
+  for (const stored of weights.tensors.keys()) byCanonical.set(canonicalName(stored), stored);
+  const missing: string[] = [];
+  const misshaped: string[] = [];
+  const expected = new Set<string>();
+  for (const { name, shape } of table) {
+    expected.add(name);
+    const stored = byCanonical.get(name);
+    if (stored === undefined) {
+      missing.push(name);
+      continue;
+    }
+    const info = weights.tensors.get(stored)!;
+    const sameNumel = info.shape.reduce((a, b) => a * b, 1) === shape.reduce((a, b) => a * b, 1);
+    // Old checkpoints store attention projections as 1x1 convs [C, C, 1, 1]; same data.
+    const squeezed = info.shape.filter((d, i) => i < 2 || d !== 1);
+    const same = JSON.stringify(info.shape) === JSON.stringify(shape) || (sameNumel && JSON.stringify(squeezed) === JSON.stringify(shape));
+    if (!same) misshaped.push(`${name}: expected [${shape.join(', ')}], found [${info.shape.join(', ')}]`);
+    else if (!['F32', 'F16', 'BF16'].includes(info.dtype))
+      misshaped.push(`${name}: dtype ${info.dtype} is not supported (F32, F16, BF16)`);
+  }
+  const unexpected = [...byCanonical.keys()].filter((n) => !expected.has(n));
+  if (missing.length || unexpected.length || misshaped.length) {
+    const parts: string[] = [];
+    if (missing.length) parts.push(`missing (${missing.length}): ${missing.join(', ')}`);
+    if (unexpected.length) parts.push(`unexpected (${unexpected.length}): ${unexpected.join(', ')}`);
+    if (misshaped.length) parts.push(`wrong shape or dtype (${misshaped.length}): ${misshaped.join('; ')}`);
+    throw new WeightsError(
+      `${file} does not match the config's parameter table:\n  ${parts.join('\n  ')}`,
+      missing,
+      unexpected,
+      misshaped,
+    );
+  }
+  return byCanonical;
+}
+
+/** Loads a diffusers UNet2DModel folder (or a pipeline folder) onto a backend. */
+export async function loadUNet(dir: string, options: LoadOptions = {}): Promise<UNet2DModel> {
+  const modelDir = await resolveModelDir(dir);
+  const configPath = path.join(modelDir, 'config.json');
+  let json: unknown;
+  try {
+    json = JSON.parse(await readFile(configPath, 'utf8'));
+  } catch (e) {
+    throw new ConfigError(`${configPath}: ${(e as Error).message}`);
+  }
+  const config = parseUNet2DConfig(json);
+  const weightsPath = path.join(modelDir, 'diffusion_pytorch_model.safetensors');
+  if (!(await isFile(weightsPath)))
+    throw new WeightsError(`${weightsPath} is missing (marble reads safetensors weights, not .bin pickles)`);
+
+  const backend = await createBackend(options.backend ?? 'auto', { threads: options.threads });
+  let engine: EngineModel;
+  try {
+    engine = backend.createModel(encodeEngineConfig(config));
+  } catch (e) {
+    throw engineError(e);
+  }
+  try {
+    const table = engine.paramTable();
+    const weights = await readSafetensorsFile(weightsPath);
+    const stored = matchWeights(table, weights, weightsPath);
+    let count = 0;
+    table.forEach(({ name }, index) => {
+      const data = tensorToFloat32(weights, stored.get(name)!);
+      for (let i = 0; i < data.length; i++)
+        if (!Number.isFinite(data[i])) throw new WeightsError(`${weightsPath}: ${name} contains ${data[i]}`);
+      engine.setParam(index, data);
+      count += data.length;
+    });
+    engine.finalize();
+    if (options.memoryLimitBytes !== undefined) engine.setMemoryLimit(options.memoryLimitBytes);
+    return new UNet2DModel(config, backend, engine, count);
+  } catch (e) {
+    engine.dispose();
+    throw engineError(e);
+  }
+}
