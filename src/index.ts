@@ -1,5 +1,5 @@
 // marble: diffusers UNet2DModel inference for JavaScript runtimes.
-export { loadUNet, UNet2DModel } from './model/unet.js';
+export { createUNet, loadUNet, UNet2DModel } from './model/unet.js';
 export type { LoadOptions, ForwardOptions } from './model/unet.js';
 export { parseUNet2DConfig } from './model/config.js';
 export type { UNet2DConfig } from './model/config.js';

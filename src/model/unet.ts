@@ -1,5 +1,6 @@
 // UNet2DModel: a loaded diffusers UNet on one backend, and loadUNet().
 import { readFile, stat } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 
 import { BackendError, ConfigError, InputError, MarbleError, MemoryLimitError, WeightsError } from '../errors.js';
@@ -23,6 +24,16 @@ export interface LoadOptions {
 export interface ForwardOptions {
   /** Also return the intermediates (temb, conv_in, down.i, mid, up.i), NCHW, for debugging and tests. */
   capture?: boolean;
+}
+
+/**
+ * Activation memory a forward may use unless the caller says otherwise: three
+ * quarters of the machine's memory (wasm is bounded by its 4 GB address space
+ * anyway). Checked before allocating, so an oversized batch is an error, not
+ * an out-of-memory kill.
+ */
+function defaultMemoryLimit(): number {
+  return Math.floor(os.totalmem() * 0.75);
 }
 
 /** Maps an engine failure to the typed error it stands for. */
@@ -238,6 +249,67 @@ function matchWeights(
   return byCanonical;
 }
 
+/**
+ * A UNet with freshly initialised weights, as torch initialises a new
+ * UNet2DModel: conv and linear weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+ * GroupNorm weight 1 and bias 0, embeddings N(0, 1). For training from scratch
+ * and for benchmarks.
+ */
+export async function createUNet(
+  configJson: unknown,
+  options: LoadOptions & { seed?: number } = {},
+): Promise<UNet2DModel> {
+  const config = parseUNet2DConfig(configJson);
+  const backend = await createBackend(options.backend ?? 'auto', { threads: options.threads });
+  let engine: EngineModel;
+  try {
+    engine = backend.createModel(encodeEngineConfig(config));
+  } catch (e) {
+    throw engineError(e);
+  }
+  try {
+    // mulberry32: small, seeded, good enough for an initialisation
+    let state = (options.seed ?? 0) >>> 0;
+    const uniform = () => {
+      state = (state + 0x6d2b79f5) >>> 0;
+      let t = state;
+      t = Math.imul(t ^ (t >>> 15), t | 1);
+      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+    const table = engine.paramTable();
+    let count = 0;
+    // fan_in of a bias is its layer's weight's fan_in
+    const fanIn = new Map<string, number>();
+    for (const { name, shape } of table)
+      if (name.endsWith('.weight') && shape.length >= 2)
+        fanIn.set(name.slice(0, -'.weight'.length), shape.slice(1).reduce((a, b) => a * b, 1));
+    table.forEach(({ name, shape }, index) => {
+      const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
+      const layer = name.slice(0, name.lastIndexOf('.'));
+      const isNorm = /norm/.test(layer) && shape.length === 1;
+      if (isNorm) {
+        if (name.endsWith('.weight')) data.fill(1);
+      } else if (fanIn.has(layer)) {
+        const bound = 1 / Math.sqrt(fanIn.get(layer)!);
+        for (let i = 0; i < data.length; i++) data[i] = (2 * uniform() - 1) * bound;
+      } else {
+        // embedding tables and the fourier projection: N(0, 1) by Box-Muller
+        for (let i = 0; i < data.length; i++)
+          data[i] = Math.sqrt(-2 * Math.log(1 - uniform())) * Math.cos(2 * Math.PI * uniform());
+      }
+      engine.setParam(index, data);
+      count += data.length;
+    });
+    engine.finalize();
+    engine.setMemoryLimit(options.memoryLimitBytes ?? defaultMemoryLimit());
+    return new UNet2DModel(config, backend, engine, count);
+  } catch (e) {
+    engine.dispose();
+    throw engineError(e);
+  }
+}
+
 /** Loads a diffusers UNet2DModel folder (or a pipeline folder) onto a backend. */
 export async function loadUNet(dir: string, options: LoadOptions = {}): Promise<UNet2DModel> {
   const modelDir = await resolveModelDir(dir);
@@ -273,7 +345,7 @@ export async function loadUNet(dir: string, options: LoadOptions = {}): Promise<
       count += data.length;
     });
     engine.finalize();
-    if (options.memoryLimitBytes !== undefined) engine.setMemoryLimit(options.memoryLimitBytes);
+    engine.setMemoryLimit(options.memoryLimitBytes ?? defaultMemoryLimit());
     return new UNet2DModel(config, backend, engine, count);
   } catch (e) {
     engine.dispose();

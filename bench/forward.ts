@@ -1,0 +1,56 @@
+// npm run bench: forward time of the cifar10-32 architecture (random weights)
+// at batch 1 and 8 on each backend, with GFLOP/s. Results also go to
+// bench/results/forward.json. Figures are machine-dependent: compare ratios
+// measured in one run, not numbers across machines.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Bench } from 'tinybench';
+
+import { createUNet } from '../src/index.js';
+import type { BackendName } from '../src/index.js';
+import { nativeAvailable } from '../src/backend/native.js';
+import { CIFAR10_CONFIG, CIFAR10_GFLOP_PER_IMAGE } from './models.js';
+
+const backends: BackendName[] = nativeAvailable() ? ['cpu', 'wasm'] : ['wasm'];
+const batches = (process.env.BENCH_BATCHES ?? '1,8').split(',').map(Number);
+const bench = new Bench({ iterations: Number(process.env.BENCH_ITERATIONS ?? 5), warmupIterations: 1, time: 0 });
+const rows: { backend: string; isa: string; threads: number; batch: number; ms: number; gflops: number }[] = [];
+
+const models = new Map<BackendName, Awaited<ReturnType<typeof createUNet>>>();
+for (const backend of backends) models.set(backend, await createUNet(CIFAR10_CONFIG, { backend, seed: 1 }));
+
+for (const backend of backends) {
+  const unet = models.get(backend)!;
+  for (const batch of batches) {
+    const sample = new Float32Array(batch * 3 * 32 * 32).map((_, i) => Math.sin(i));
+    bench.add(`${backend} b${batch}`, async () => {
+      await unet.forward(sample, [batch, 3, 32, 32], 500);
+    });
+  }
+}
+await bench.run();
+
+for (const task of bench.tasks) {
+  const [backend, b] = task.name.split(' ') as [BackendName, string];
+  const batch = Number(b.slice(1));
+  const result = task.result as { latency?: { min: number; p50?: number; mean: number } } | undefined;
+  const ms = result?.latency?.p50 ?? result?.latency?.mean ?? NaN;
+  const unet = models.get(backend)!;
+  rows.push({
+    backend,
+    isa: unet.backend.isa(),
+    threads: unet.backend.threads(),
+    batch,
+    ms: Math.round(ms * 10) / 10,
+    gflops: Math.round(((CIFAR10_GFLOP_PER_IMAGE * batch) / (ms / 1000)) * 10) / 10,
+  });
+}
+console.log(`forward, google/ddpm-cifar10-32 architecture, random weights (${os.cpus()[0]?.model}, ${os.cpus().length} cores)`);
+console.table(rows);
+const here = path.dirname(fileURLToPath(import.meta.url));
+const outDir = path.resolve(here, '..', '..', 'bench', 'results');
+mkdirSync(outDir, { recursive: true });
+writeFileSync(path.join(outDir, 'forward.json'), JSON.stringify({ date: new Date().toISOString(), cpu: os.cpus()[0]?.model, rows }, null, 2) + '\n');
+for (const unet of models.values()) unet.dispose();
