@@ -21,6 +21,7 @@ SOURCES=(
   native/cpu/resample.cpp
   native/cpu/embed.cpp
   native/cpu/elementwise.cpp
+  native/cpu/noise.cpp
   wasm/runtime.cpp
 )
 FLAGS=(--target=wasm32 -std=c++17 -O3 -msimd128 -mbulk-memory -mnontrapping-fptoint -ffreestanding -nostdlib

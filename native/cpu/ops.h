@@ -106,6 +106,11 @@ void fourier_embedding(const float* timesteps, int batch, const float* weight, i
 void embedding_lookup(const float* table, int dim, const int* index, int batch, float* out);
 
 // ---------------------------------------------------------------------------
+// noise.cpp: standard normal noise from Philox4x32-10, bit-identical on every
+// backend: n values of draw `draw` under `seed`, starting at element `offset`.
+void randn_philox(uint64_t seed, uint64_t draw, uint64_t offset, long long n, float* out);
+
+// ---------------------------------------------------------------------------
 // elementwise.cpp
 void silu_forward(const float* x, long long n, float* y);
 void add_forward(const float* a, const float* b, long long n, float* y);

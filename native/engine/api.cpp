@@ -2,6 +2,7 @@
 #include "api.h"
 
 #include "../cpu/ops.h"
+#include "philox.h"
 #include "unet.h"
 
 namespace mb {
@@ -82,3 +83,16 @@ MB_API void mb_set_threads(int n) { mb::set_num_threads(n); }
 MB_API const char* mb_isa(void) { return mb::conv_isa_name(); }
 MB_API const char* mb_select_isa(const char* wanted) { return mb::select_conv_isa(wanted); }
 MB_API int mb_has_non_finite(const float* x, double n) { return mb::has_non_finite(x, (long long)n) ? 1 : 0; }
+
+MB_API void mb_randn_philox(uint32_t seed_lo, uint32_t seed_hi, uint32_t draw_lo, uint32_t draw_hi, double offset,
+                            double n, float* out) {
+  const uint64_t seed = ((uint64_t)seed_hi << 32) | seed_lo;
+  const uint64_t draw = ((uint64_t)draw_hi << 32) | draw_lo;
+  mb::randn_philox(seed, draw, (uint64_t)offset, (long long)n, out);
+}
+
+MB_API void mb_philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1,
+                             uint32_t* out4) {
+  mb::Philox4 r = mb::philox4x32_10(c0, c1, c2, c3, k0, k1);
+  for (int i = 0; i < 4; ++i) out4[i] = r.v[i];
+}

@@ -43,3 +43,11 @@ MB_API void mb_set_threads(int n);
 MB_API const char* mb_isa(void);
 MB_API const char* mb_select_isa(const char* wanted);
 MB_API int mb_has_non_finite(const float* x, double n);
+
+// Philox noise (native/cpu/noise.cpp): n standard normals of draw `draw` under
+// `seed`, from element `offset`. 64-bit values travel as (lo, hi) 32-bit halves.
+MB_API void mb_randn_philox(uint32_t seed_lo, uint32_t seed_hi, uint32_t draw_lo, uint32_t draw_hi, double offset,
+                            double n, float* out);
+// One raw Philox4x32-10 block, for known-answer tests.
+MB_API void mb_philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1,
+                             uint32_t* out4);

@@ -281,7 +281,34 @@ Napi::Value SelectIsa(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), mb_select_isa(wanted.c_str()));
 }
 
+// randnPhilox(seedLo, seedHi, drawLo, drawHi, offset, n) -> Float32Array
+Napi::Value RandnPhilox(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  double n = info[5].As<Napi::Number>().DoubleValue();
+  if (!(n >= 0) || n > 1e10) {
+    Napi::RangeError::New(env, "randnPhilox: bad length").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Float32Array out = Napi::Float32Array::New(env, (size_t)n);
+  mb_randn_philox(info[0].As<Napi::Number>().Uint32Value(), info[1].As<Napi::Number>().Uint32Value(),
+                  info[2].As<Napi::Number>().Uint32Value(), info[3].As<Napi::Number>().Uint32Value(),
+                  info[4].As<Napi::Number>().DoubleValue(), n, out.Data());
+  return out;
+}
+
+// philoxBlock(c0, c1, c2, c3, k0, k1) -> Uint32Array(4)
+Napi::Value PhiloxBlock(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t a[6];
+  for (int i = 0; i < 6; ++i) a[i] = info[i].As<Napi::Number>().Uint32Value();
+  Napi::Uint32Array out = Napi::Uint32Array::New(env, 4);
+  mb_philox4x32_10(a[0], a[1], a[2], a[3], a[4], a[5], out.Data());
+  return out;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("randnPhilox", Napi::Function::New(env, RandnPhilox));
+  exports.Set("philoxBlock", Napi::Function::New(env, PhiloxBlock));
   exports.Set("Model", ModelWrap::Define(env));
   exports.Set("threads", Napi::Function::New(env, Threads));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));

@@ -44,6 +44,19 @@ export interface Backend {
   threads(): number;
   /** The GEMM micro-kernel in use, e.g. "avx512", "avx2", "simd128". */
   isa(): string;
+  /**
+   * n standard normals of Philox draw `draw` under `seed`, starting at element
+   * `offset` of that draw. Bit-identical on every backend.
+   */
+  randn(seed: bigint, draw: bigint, n: number, offset?: number): Float32Array;
+  /** One raw Philox4x32-10 block (for known-answer tests). */
+  philoxBlock(counter: readonly number[], key: readonly number[]): Uint32Array;
+}
+
+/** Splits a non-negative 64-bit value into the (lo, hi) uint32 halves the engine takes. */
+export function split64(value: bigint, what: string): [number, number] {
+  if (value < 0n || value >= 1n << 64n) throw new RangeError(`${what} must be in [0, 2^64)`);
+  return [Number(value & 0xffffffffn), Number(value >> 32n)];
 }
 
 /** Engine status codes (native/engine/common.h). */

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
 import { BackendError } from '../errors.js';
+import { split64 } from './backend.js';
 import type { Backend, EngineModel } from './backend.js';
 
 interface Addon {
@@ -13,6 +14,8 @@ interface Addon {
   setThreads(n: number): number;
   isa(): string;
   selectIsa(name: string): string;
+  randnPhilox(seedLo: number, seedHi: number, drawLo: number, drawHi: number, offset: number, n: number): Float32Array;
+  philoxBlock(c0: number, c1: number, c2: number, c3: number, k0: number, k1: number): Uint32Array;
 }
 
 let addon: Addon | null = null;
@@ -59,5 +62,8 @@ export function createNativeBackend(options: { threads?: number } = {}): Backend
     createModel: (config) => new lib.Model(config),
     threads: () => lib.threads(),
     isa: () => lib.isa(),
+    randn: (seed, draw, n, offset = 0) =>
+      lib.randnPhilox(...split64(seed, 'seed'), ...split64(draw, 'draw'), offset, n),
+    philoxBlock: (c, k) => lib.philoxBlock(c[0]!, c[1]!, c[2]!, c[3]!, k[0]!, k[1]!),
   };
 }

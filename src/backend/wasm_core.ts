@@ -1,6 +1,7 @@
 // The wasm backend over an instantiated marble.wasm, with no Node built-ins so
 // that browsers, Deno and workerd can use it (see src/wasm.ts). The module
 // has no imports; every call goes through the engine's C ABI (api.h).
+import { split64 } from './backend.js';
 import type { Backend, CapturedTensor, EngineModel, ParamInfo } from './backend.js';
 
 interface Exports {
@@ -37,6 +38,8 @@ interface Exports {
   mb_model_capture_dim(m: number, i: number, axis: number): number;
   mb_model_capture_data(m: number, i: number): number;
   mb_model_delete(m: number): void;
+  mb_randn_philox(seedLo: number, seedHi: number, drawLo: number, drawHi: number, offset: number, n: number, out: number): void;
+  mb_philox4x32_10(c0: number, c1: number, c2: number, c3: number, k0: number, k1: number, out: number): void;
 }
 
 class EngineFailure extends Error {
@@ -192,5 +195,26 @@ export async function instantiateWasmBackend(source: BufferSource | WebAssembly.
     createModel: (config) => new WasmModel(ex, config),
     threads: () => 1,
     isa: () => 'simd128',
+    randn: (seed, draw, n, offset = 0) => {
+      const [seedLo, seedHi] = split64(seed, 'seed');
+      const [drawLo, drawHi] = split64(draw, 'draw');
+      const ptr = ex.mb_wasm_alloc(Math.max(4, n * 4));
+      if (!ptr) throw new EngineFailure(2, `out of wasm memory for ${n} normals`);
+      try {
+        ex.mb_randn_philox(seedLo, seedHi, drawLo, drawHi, offset, n, ptr);
+        return new Float32Array(ex.memory.buffer, ptr, n).slice();
+      } finally {
+        ex.mb_wasm_free(ptr);
+      }
+    },
+    philoxBlock: (c, k) => {
+      const ptr = ex.mb_wasm_alloc(16);
+      try {
+        ex.mb_philox4x32_10(c[0]!, c[1]!, c[2]!, c[3]!, k[0]!, k[1]!, ptr);
+        return new Uint32Array(ex.memory.buffer, ptr, 4).slice();
+      } finally {
+        ex.mb_wasm_free(ptr);
+      }
+    },
   };
 }
