@@ -22,6 +22,7 @@ SOURCES=(
   native/cpu/embed.cpp
   native/cpu/elementwise.cpp
   native/cpu/noise.cpp
+  native/cpu/diffusion_step.cpp
   wasm/runtime.cpp
 )
 FLAGS=(--target=wasm32 -std=c++17 -O3 -msimd128 -mbulk-memory -mnontrapping-fptoint -ffreestanding -nostdlib

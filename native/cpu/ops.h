@@ -106,6 +106,37 @@ void fourier_embedding(const float* timesteps, int batch, const float* weight, i
 void embedding_lookup(const float* table, int dim, const int* index, int batch, float* out);
 
 // ---------------------------------------------------------------------------
+// diffusion_step.cpp: the fused per-element DDPM/DDIM step (the C++ twin of
+// src/schedulers/step_kernel.ts; slots documented there), and add_noise.
+enum StepPrediction { kPredictEpsilon = 0, kPredictSample = 1, kPredictV = 2 };
+enum StepX0Clip { kX0None = 0, kX0Clamp = 1, kX0DynamicThreshold = 2 };
+enum StepCombine { kCombineSample = 0, kCombineEpsilon = 1 };
+enum StepEpsilonFrom { kEpsilonFromModelOutput = 0, kEpsilonFromClippedX0 = 1 };
+enum StepNoise { kNoiseNone = 0, kNoiseScalar = 1, kNoiseLearnedVariance = 2, kNoiseLearnedRange = 3 };
+
+// The per-step scalars, in the order the C ABI receives them (mb_diffusion_step).
+struct StepCoefficients {
+  int prediction, x0_clip, combine, epsilon_from, noise_term;
+  float sqrt_alpha_prod, sqrt_beta_prod;
+  float clip_sample_range, dynamic_thresholding_ratio, sample_max_value;
+  float x0_coeff, other_coeff;
+  float noise_std, min_log, max_log;
+};
+constexpr int kStepCoefficientSlots = 15;
+
+struct StepLayout {
+  int batch_size;
+  int sample_size;          // C*H*W per sample
+  int model_output_stride;  // sample_size, or 2*sample_size with a predicted variance
+};
+size_t diffusion_step_scratch_floats(const StepCoefficients& c, const StepLayout& layout);
+void diffusion_step(const StepCoefficients& c, const StepLayout& layout, const float* model_output, const float* sample,
+                    const float* noise, float* prev_sample, float* pred_original_sample, float* scratch);
+// x_t = sqrt(a_t) * x0 + sqrt(1 - a_t) * noise, with per-sample coefficients.
+void add_noise(const float* x0, const float* noise, const float* sqrt_alpha_prod, const float* sqrt_one_minus_alpha_prod,
+               int batch, int sample_size, float* out);
+
+// ---------------------------------------------------------------------------
 // noise.cpp: standard normal noise from Philox4x32-10, bit-identical on every
 // backend: n values of draw `draw` under `seed`, starting at element `offset`.
 void randn_philox(uint64_t seed, uint64_t draw, uint64_t offset, long long n, float* out);

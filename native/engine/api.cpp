@@ -96,3 +96,46 @@ MB_API void mb_philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
   mb::Philox4 r = mb::philox4x32_10(c0, c1, c2, c3, k0, k1);
   for (int i = 0; i < 4; ++i) out4[i] = r.v[i];
 }
+
+MB_API int mb_diffusion_step(const float* coefficients, int batch, int sample_size, int model_output_stride,
+                             const float* model_output, const float* sample, const float* noise, float* prev_sample,
+                             float* pred_original_sample) {
+  mb::StepCoefficients c;
+  const float* k = coefficients;
+  c.prediction = (int)k[0];
+  c.x0_clip = (int)k[1];
+  c.combine = (int)k[2];
+  c.epsilon_from = (int)k[3];
+  c.noise_term = (int)k[4];
+  c.sqrt_alpha_prod = k[5];
+  c.sqrt_beta_prod = k[6];
+  c.clip_sample_range = k[7];
+  c.dynamic_thresholding_ratio = k[8];
+  c.sample_max_value = k[9];
+  c.x0_coeff = k[10];
+  c.other_coeff = k[11];
+  c.noise_std = k[12];
+  c.min_log = k[13];
+  c.max_log = k[14];
+  if (batch < 1 || sample_size < 1 || (model_output_stride != sample_size && model_output_stride != 2 * sample_size))
+    return mb::kErrInvalidArgument;
+  if ((c.noise_term == mb::kNoiseLearnedVariance || c.noise_term == mb::kNoiseLearnedRange) &&
+      model_output_stride != 2 * sample_size)
+    return mb::kErrInvalidArgument;
+  if (c.noise_term != mb::kNoiseNone && !noise) return mb::kErrInvalidArgument;
+  mb::StepLayout layout = {batch, sample_size, model_output_stride};
+  float* scratch = nullptr;
+  size_t scratch_floats = mb::diffusion_step_scratch_floats(c, layout);
+  if (scratch_floats) {
+    scratch = static_cast<float*>(mb::mb_alloc(scratch_floats * sizeof(float)));
+    if (!scratch) return mb::kErrOutOfMemory;
+  }
+  mb::diffusion_step(c, layout, model_output, sample, noise, prev_sample, pred_original_sample, scratch);
+  mb::mb_free(scratch);
+  return mb::kOk;
+}
+
+MB_API void mb_add_noise(const float* x0, const float* noise, const float* sqrt_alpha_prod,
+                         const float* sqrt_one_minus_alpha_prod, int batch, int sample_size, float* out) {
+  mb::add_noise(x0, noise, sqrt_alpha_prod, sqrt_one_minus_alpha_prod, batch, sample_size, out);
+}

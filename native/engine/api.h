@@ -48,6 +48,15 @@ MB_API int mb_has_non_finite(const float* x, double n);
 // `seed`, from element `offset`. 64-bit values travel as (lo, hi) 32-bit halves.
 MB_API void mb_randn_philox(uint32_t seed_lo, uint32_t seed_hi, uint32_t draw_lo, uint32_t draw_hi, double offset,
                             double n, float* out);
+// The fused DDPM/DDIM step (native/cpu/diffusion_step.cpp): `coefficients` holds
+// the 15 StepCoefficients slots as floats. `noise` may be null when the step
+// adds none. Returns a status; writes prev_sample and pred_original_sample.
+MB_API int mb_diffusion_step(const float* coefficients, int batch, int sample_size, int model_output_stride,
+                             const float* model_output, const float* sample, const float* noise, float* prev_sample,
+                             float* pred_original_sample);
+MB_API void mb_add_noise(const float* x0, const float* noise, const float* sqrt_alpha_prod,
+                         const float* sqrt_one_minus_alpha_prod, int batch, int sample_size, float* out);
+
 // One raw Philox4x32-10 block, for known-answer tests.
 MB_API void mb_philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1,
                              uint32_t* out4);

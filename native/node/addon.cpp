@@ -306,7 +306,48 @@ Napi::Value PhiloxBlock(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// diffusionStep(coefficients: Float32Array(15), batch, sampleSize, modelOutputStride,
+//               modelOutput, sample, noise | null, prevSample, predOriginalSample) -> status
+// Synchronous: one elementwise pass, microseconds for a sampling step.
+Napi::Value DiffusionStep(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto f32 = [&](int i) -> float* {
+    if (!info[i].IsTypedArray()) return nullptr;
+    return info[i].As<Napi::Float32Array>().Data();
+  };
+  auto len = [&](int i) -> size_t { return info[i].IsTypedArray() ? info[i].As<Napi::Float32Array>().ElementLength() : 0; };
+  const int batch = info[1].As<Napi::Number>().Int32Value();
+  const int sample_size = info[2].As<Napi::Number>().Int32Value();
+  const int stride = info[3].As<Napi::Number>().Int32Value();
+  const size_t n = (size_t)batch * (size_t)sample_size;
+  if (len(0) != 15 || len(4) != (size_t)batch * (size_t)stride || len(5) != n || (info[6].IsTypedArray() && len(6) != n) ||
+      len(7) != n || len(8) != n) {
+    Napi::RangeError::New(env, "diffusionStep: array sizes do not match the layout").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int status = mb_diffusion_step(f32(0), batch, sample_size, stride, f32(4), f32(5), f32(6), f32(7), f32(8));
+  return Napi::Number::New(env, status);
+}
+
+// addNoise(x0, noise, sqrtAlphaProd, sqrtOneMinusAlphaProd, batch, sampleSize, out)
+Napi::Value AddNoise(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int batch = info[4].As<Napi::Number>().Int32Value();
+  const int sample_size = info[5].As<Napi::Number>().Int32Value();
+  const size_t n = (size_t)batch * (size_t)sample_size;
+  auto arr = [&](int i) { return info[i].As<Napi::Float32Array>(); };
+  if (arr(0).ElementLength() != n || arr(1).ElementLength() != n || arr(2).ElementLength() != (size_t)batch ||
+      arr(3).ElementLength() != (size_t)batch || arr(6).ElementLength() != n) {
+    Napi::RangeError::New(env, "addNoise: array sizes do not match").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  mb_add_noise(arr(0).Data(), arr(1).Data(), arr(2).Data(), arr(3).Data(), batch, sample_size, arr(6).Data());
+  return env.Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("diffusionStep", Napi::Function::New(env, DiffusionStep));
+  exports.Set("addNoise", Napi::Function::New(env, AddNoise));
   exports.Set("randnPhilox", Napi::Function::New(env, RandnPhilox));
   exports.Set("philoxBlock", Napi::Function::New(env, PhiloxBlock));
   exports.Set("Model", ModelWrap::Define(env));

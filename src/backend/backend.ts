@@ -49,6 +49,28 @@ export interface Backend {
    * `offset` of that draw. Bit-identical on every backend.
    */
   randn(seed: bigint, draw: bigint, n: number, offset?: number): Float32Array;
+  /**
+   * The fused per-element DDPM/DDIM step (native/cpu/diffusion_step.cpp):
+   * `coefficients` is the 15-slot record of src/schedulers/step_kernel.ts
+   * (packStepCoefficients). Writes prevSample and predOriginalSample.
+   */
+  diffusionStep(
+    coefficients: Float32Array,
+    layout: { batchSize: number; sampleSize: number; modelOutputStride: number },
+    modelOutput: Float32Array,
+    sample: Float32Array,
+    noise: Float32Array | null,
+    prevSample: Float32Array,
+    predOriginalSample: Float32Array,
+  ): void;
+  /** out = sqrtAlphaProd[b] * x0 + sqrtOneMinusAlphaProd[b] * noise, per sample b. */
+  addNoise(
+    x0: Float32Array,
+    noise: Float32Array,
+    sqrtAlphaProd: Float32Array,
+    sqrtOneMinusAlphaProd: Float32Array,
+    out: Float32Array,
+  ): void;
   /** One raw Philox4x32-10 block (for known-answer tests). */
   philoxBlock(counter: readonly number[], key: readonly number[]): Uint32Array;
 }

@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
-import { BackendError } from '../errors.js';
+import { BackendError, InputError } from '../errors.js';
 import { split64 } from './backend.js';
 import type { Backend, EngineModel } from './backend.js';
 
@@ -16,6 +16,26 @@ interface Addon {
   selectIsa(name: string): string;
   randnPhilox(seedLo: number, seedHi: number, drawLo: number, drawHi: number, offset: number, n: number): Float32Array;
   philoxBlock(c0: number, c1: number, c2: number, c3: number, k0: number, k1: number): Uint32Array;
+  diffusionStep(
+    coefficients: Float32Array,
+    batch: number,
+    sampleSize: number,
+    modelOutputStride: number,
+    modelOutput: Float32Array,
+    sample: Float32Array,
+    noise: Float32Array | null,
+    prevSample: Float32Array,
+    predOriginalSample: Float32Array,
+  ): number;
+  addNoise(
+    x0: Float32Array,
+    noise: Float32Array,
+    sqrtAlphaProd: Float32Array,
+    sqrtOneMinusAlphaProd: Float32Array,
+    batch: number,
+    sampleSize: number,
+    out: Float32Array,
+  ): void;
 }
 
 let addon: Addon | null = null;
@@ -65,5 +85,21 @@ export function createNativeBackend(options: { threads?: number } = {}): Backend
     randn: (seed, draw, n, offset = 0) =>
       lib.randnPhilox(...split64(seed, 'seed'), ...split64(draw, 'draw'), offset, n),
     philoxBlock: (c, k) => lib.philoxBlock(c[0]!, c[1]!, c[2]!, c[3]!, k[0]!, k[1]!),
+    diffusionStep: (coefficients, layout, modelOutput, sample, noise, prevSample, predOriginalSample) => {
+      const status = lib.diffusionStep(
+        coefficients,
+        layout.batchSize,
+        layout.sampleSize,
+        layout.modelOutputStride,
+        modelOutput,
+        sample,
+        noise,
+        prevSample,
+        predOriginalSample,
+      );
+      if (status !== 0) throw new InputError(`diffusion step: invalid coefficients or layout (status ${status})`);
+    },
+    addNoise: (x0, noise, sqrtAlphaProd, sqrtOneMinusAlphaProd, out) =>
+      lib.addNoise(x0, noise, sqrtAlphaProd, sqrtOneMinusAlphaProd, sqrtAlphaProd.length, x0.length / sqrtAlphaProd.length, out),
   };
 }

@@ -3,7 +3,7 @@
 import { BackendError } from '../errors.js';
 import type { Backend, BackendName } from './backend.js';
 import { createNativeBackend, nativeAvailable } from './native.js';
-import { createWasmBackend } from './wasm.js';
+import { createWasmBackend, wasmBackendSync } from './wasm.js';
 
 export async function createBackend(
   name: 'auto' | BackendName,
@@ -21,4 +21,12 @@ export async function createBackend(
     default:
       throw new BackendError(`unknown backend ${JSON.stringify(name)} (auto, cpu, wasm)`);
   }
+}
+
+/**
+ * The backend for synchronous engine calls made outside a model (scheduler
+ * steps, add_noise): the native addon when built, else wasm.
+ */
+export function defaultKernelBackend(): Backend {
+  return nativeAvailable() ? createNativeBackend() : wasmBackendSync();
 }

@@ -39,6 +39,18 @@ interface Exports {
   mb_model_capture_data(m: number, i: number): number;
   mb_model_delete(m: number): void;
   mb_randn_philox(seedLo: number, seedHi: number, drawLo: number, drawHi: number, offset: number, n: number, out: number): void;
+  mb_diffusion_step(
+    coefficients: number,
+    batch: number,
+    sampleSize: number,
+    stride: number,
+    modelOutput: number,
+    sample: number,
+    noise: number,
+    prev: number,
+    x0: number,
+  ): number;
+  mb_add_noise(x0: number, noise: number, sa: number, sb: number, batch: number, sampleSize: number, out: number): void;
   mb_philox4x32_10(c0: number, c1: number, c2: number, c3: number, k0: number, k1: number, out: number): void;
 }
 
@@ -185,10 +197,40 @@ class WasmModel implements EngineModel {
   }
 }
 
+/** Copies arrays into wasm memory for one call, and results back out. */
+function withArrays<T>(ex: Exports, inputs: (Float32Array | null)[], outputs: Float32Array[], call: (ptrs: number[]) => T): T {
+  const ptrs: number[] = [];
+  try {
+    for (const a of [...inputs, ...outputs]) {
+      if (!a) {
+        ptrs.push(0);
+        continue;
+      }
+      const ptr = ex.mb_wasm_alloc(Math.max(4, a.byteLength));
+      if (!ptr) throw new EngineFailure(2, 'out of wasm memory');
+      ptrs.push(ptr);
+      new Float32Array(ex.memory.buffer, ptr, a.length).set(a);
+    }
+    const result = call(ptrs);
+    outputs.forEach((out, i) => out.set(new Float32Array(ex.memory.buffer, ptrs[inputs.length + i]!, out.length)));
+    return result;
+  } finally {
+    for (const p of ptrs) if (p) ex.mb_wasm_free(p);
+  }
+}
+
 /** A wasm Backend over compiled marble.wasm bytes or module. */
 export async function instantiateWasmBackend(source: BufferSource | WebAssembly.Module): Promise<Backend> {
   const module = source instanceof WebAssembly.Module ? source : await WebAssembly.compile(source);
-  const instance = await WebAssembly.instantiate(module, {});
+  return backendOver(await WebAssembly.instantiate(module, {}));
+}
+
+/** Synchronous instantiation (fine in Node and workers; browsers limit it on the main thread). */
+export function instantiateWasmBackendSync(module: WebAssembly.Module): Backend {
+  return backendOver(new WebAssembly.Instance(module, {}));
+}
+
+function backendOver(instance: WebAssembly.Instance): Backend {
   const ex = instance.exports as unknown as Exports;
   return {
     name: 'wasm',
@@ -206,6 +248,28 @@ export async function instantiateWasmBackend(source: BufferSource | WebAssembly.
       } finally {
         ex.mb_wasm_free(ptr);
       }
+    },
+    diffusionStep: (coefficients, layout, modelOutput, sample, noise, prevSample, predOriginalSample) => {
+      const n = layout.batchSize * layout.sampleSize;
+      if (
+        coefficients.length !== 15 ||
+        modelOutput.length !== layout.batchSize * layout.modelOutputStride ||
+        sample.length !== n ||
+        (noise && noise.length !== n) ||
+        prevSample.length !== n ||
+        predOriginalSample.length !== n
+      )
+        throw new RangeError('diffusionStep: array sizes do not match the layout');
+      const status = withArrays(ex, [coefficients, modelOutput, sample, noise], [prevSample, predOriginalSample], (p) =>
+        ex.mb_diffusion_step(p[0]!, layout.batchSize, layout.sampleSize, layout.modelOutputStride, p[1]!, p[2]!, p[3]!, p[4]!, p[5]!),
+      );
+      if (status !== 0) throw new EngineFailure(status, `diffusion step: invalid coefficients or layout (status ${status})`);
+    },
+    addNoise: (x0, noise, sqrtAlphaProd, sqrtOneMinusAlphaProd, out) => {
+      const batch = sqrtAlphaProd.length;
+      withArrays(ex, [x0, noise, sqrtAlphaProd, sqrtOneMinusAlphaProd], [out], (p) =>
+        ex.mb_add_noise(p[0]!, p[1]!, p[2]!, p[3]!, batch, x0.length / batch, p[4]!),
+      );
     },
     philoxBlock: (c, k) => {
       const ptr = ex.mb_wasm_alloc(16);
