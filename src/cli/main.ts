@@ -1,8 +1,15 @@
 #!/usr/bin/env node
 // The `marble` command. `marble info` reports what this machine offers;
 // `marble sample` joins with the sampling work.
+import { writeFile } from 'node:fs/promises';
 import os from 'node:os';
-import { Command } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import cliProgress from 'cli-progress';
+
+import { MarbleError } from '../errors.js';
+import { classConditioning } from '../model/config.js';
+import { loadPipeline } from '../pipeline.js';
+import { sample } from '../sampler.js';
 
 import { loadAddon, nativeAvailable } from '../backend/native.js';
 import { createWasmBackend, wasmPath } from '../backend/wasm.js';
@@ -37,10 +44,101 @@ async function info(): Promise<void> {
   for (const [key, value] of lines) console.log(`${key.padEnd(width)}  ${value}`);
 }
 
+function integer(name: string, min: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
+    return n;
+  };
+}
+
+interface SampleFlags {
+  model?: string;
+  scheduler: 'ddim' | 'ddpm';
+  steps?: number;
+  eta: number;
+  batch: number;
+  seed: string;
+  generator: 'philox' | 'torch';
+  class?: number;
+  backend: 'auto' | 'cpu' | 'wasm';
+  out: string;
+}
+
+async function sampleCommand(flags: SampleFlags): Promise<void> {
+  if (!flags.model) throw new MarbleError('ERR_MARBLE_INPUT', '--model DIR is required (a diffusers pipeline or UNet2DModel folder)');
+  if (!/^\d+$/.test(flags.seed)) throw new InvalidArgumentError('--seed must be a non-negative integer');
+  const pipeline = await loadPipeline(flags.model, { backend: flags.backend });
+  const { unet } = pipeline;
+  const scheduler = pipeline.scheduler(flags.scheduler);
+  let classLabels: number[] | undefined;
+  if (classConditioning(unet.config) === 'labels') {
+    const n = unet.config.numClassEmbeds!;
+    classLabels = Array.from({ length: flags.batch }, (_, i) => flags.class ?? i % n);
+  } else if (flags.class !== undefined) {
+    throw new MarbleError('ERR_MARBLE_INPUT', '--class: this model is not class-conditional');
+  }
+  const steps = flags.steps ?? (flags.scheduler === 'ddim' ? 50 : scheduler.config.numTrainTimesteps);
+  const bar = process.stderr.isTTY
+    ? new cliProgress.SingleBar(
+        { format: 'sampling [{bar}] {value}/{total} steps | t={t} | {duration_formatted} elapsed, eta {eta_formatted}', hideCursor: true },
+        cliProgress.Presets.shades_classic,
+      )
+    : null;
+  bar?.start(steps, 0, { t: '-' });
+  const controller = new AbortController();
+  const onSigint = () => controller.abort(new MarbleError('ERR_MARBLE_ABORTED', 'interrupted'));
+  process.once('SIGINT', onSigint);
+  const started = performance.now();
+  try {
+    const result = await sample({
+      unet,
+      scheduler,
+      numInferenceSteps: steps,
+      batchSize: flags.batch,
+      seed: BigInt(flags.seed),
+      generator: flags.generator,
+      eta: flags.scheduler === 'ddim' ? flags.eta : undefined,
+      classLabels,
+      signal: controller.signal,
+      onStep: ({ index, t }) => bar?.update(index + 1, { t }),
+    });
+    bar?.stop();
+    await writeFile(flags.out, result.png());
+    const seconds = (performance.now() - started) / 1000;
+    console.log(
+      `wrote ${flags.out}: ${flags.batch} image(s) ${result.shape[2]}x${result.shape[3]}, ${flags.scheduler} ${steps} steps, ` +
+        `seed ${flags.seed} (${flags.generator}), ${unet.backend.name} backend, ${seconds.toFixed(1)} s`,
+    );
+  } finally {
+    bar?.stop();
+    process.off('SIGINT', onSigint);
+    unet.dispose();
+  }
+}
+
 const program = new Command();
 program.name('marble').description('Diffusion models (diffusers UNet2DModel) for JavaScript runtimes');
+program
+  .command('sample')
+  .description('generate images with a diffusers DDPM/DDIM model folder')
+  .option('--model <dir>', 'pipeline folder (unet/, scheduler/) or UNet2DModel folder')
+  .addOption(new Option('--scheduler <kind>', 'sampler').choices(['ddim', 'ddpm']).default('ddim'))
+  .option('--steps <n>', 'inference steps (default: 50 for ddim, num_train_timesteps for ddpm)', integer('--steps', 1))
+  .option('--eta <e>', 'DDIM eta: 0 deterministic, 1 DDPM-like', (v: string) => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError('--eta must be a number >= 0');
+    return n;
+  }, 0)
+  .option('--batch <b>', 'images to generate', integer('--batch', 1), 1)
+  .option('--seed <s>', 'random seed (an integer below 2^64)', '0')
+  .addOption(new Option('--generator <name>', 'noise generator: philox (same on every backend) or torch (matches diffusers on CPU)').choices(['philox', 'torch']).default('philox'))
+  .option('--class <k>', 'class label for class-conditional models (default: cycle through the classes)', integer('--class', 0))
+  .addOption(new Option('--backend <name>', 'engine backend').choices(['auto', 'cpu', 'wasm']).default('auto'))
+  .option('--out <file>', 'output PNG (a grid of the batch)', 'samples.png')
+  .action(sampleCommand);
 program.command('info').description('backends present, CPU features, threads, wasm SIMD support').action(info);
 program.parseAsync(process.argv).catch((e: unknown) => {
   console.error(`marble: ${(e as Error).message}`);
-  process.exit(1);
+  process.exit(e instanceof MarbleError && e.code === 'ERR_MARBLE_ABORTED' ? 130 : 1);
 });

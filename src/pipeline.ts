@@ -1,0 +1,39 @@
+// A diffusers pipeline folder: unet/ (or a bare model folder) plus an
+// optional scheduler/scheduler_config.json.
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+
+import { ConfigError } from './errors.js';
+import { loadUNet, resolveModelDir } from './model/unet.js';
+import type { LoadOptions, UNet2DModel } from './model/unet.js';
+import { DDIMScheduler } from './schedulers/ddim.js';
+import { DDPMScheduler } from './schedulers/ddpm.js';
+
+export interface Pipeline {
+  unet: UNet2DModel;
+  /** The folder's scheduler config (diffusers' snake_case), or null when it has none. */
+  schedulerConfig: Record<string, unknown> | null;
+  /** A scheduler of the kind asked for, built from the folder's config (DDPM defaults without one). */
+  scheduler(kind: 'ddpm' | 'ddim'): DDPMScheduler | DDIMScheduler;
+}
+
+export async function loadPipeline(dir: string, options: LoadOptions = {}): Promise<Pipeline> {
+  const modelDir = await resolveModelDir(dir);
+  const root = path.basename(modelDir) === 'unet' && modelDir !== dir ? path.dirname(modelDir) : dir;
+  let schedulerConfig: Record<string, unknown> | null = null;
+  const configPath = path.join(root, 'scheduler', 'scheduler_config.json');
+  try {
+    schedulerConfig = JSON.parse(await readFile(configPath, 'utf8')) as Record<string, unknown>;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new ConfigError(`${configPath}: ${(e as Error).message}`);
+  }
+  const unet = await loadUNet(modelDir, options);
+  return {
+    unet,
+    schedulerConfig,
+    scheduler: (kind) => {
+      const json = schedulerConfig ?? {};
+      return kind === 'ddim' ? DDIMScheduler.fromConfig(json) : DDPMScheduler.fromConfig(json);
+    },
+  };
+}

@@ -1,0 +1,187 @@
+// The sampling loop: noise -> (UNet forward + fused scheduler step) x N -> samples.
+//
+// Each step is two engine calls on the UNet's backend: the forward pass and
+// the fused DDPM/DDIM step (native/cpu/diffusion_step.cpp). The scheduler
+// only computes that step's handful of float32 scalars.
+//
+// Noise: `philox` (default) draws from the engine's counter-based generator,
+// identical on every backend; `torch` reproduces torch.Generator('cpu')
+// .manual_seed(seed) + torch.randn in diffusers' pipeline order, so a seed
+// gives the image DDPMPipeline / DDIMPipeline give on CPU.
+import { ConfigError, InputError } from './errors.js';
+import { imagesToGridPng, samplesToImages } from './image/png.js';
+import type { ImageData8 } from './image/png.js';
+import type { UNet2DModel } from './model/unet.js';
+import { classConditioning } from './model/config.js';
+import { TorchGenerator } from './rng/torch.js';
+import { DDIMScheduler } from './schedulers/ddim.js';
+import { DDPMScheduler } from './schedulers/ddpm.js';
+import { runStepKernel } from './schedulers/engine_step.js';
+import { NoiseTerm } from './schedulers/step_kernel.js';
+import type { StepCoefficients } from './schedulers/step_kernel.js';
+
+export type GeneratorName = 'philox' | 'torch';
+
+export interface StepInfo {
+  /** 0-based step index */
+  index: number;
+  /** the timestep of this step */
+  t: number;
+  total: number;
+  /** The model's estimate of x0 after this step (NCHW); present only with `preview: true`. */
+  predOriginalSample?: Float32Array;
+}
+
+export interface SampleOptions {
+  unet: UNet2DModel;
+  scheduler: DDPMScheduler | DDIMScheduler;
+  /** Default: 50 for DDIM, num_train_timesteps for DDPM (as diffusers' pipelines default to 1000). */
+  numInferenceSteps?: number;
+  batchSize?: number;
+  /** Default 0. Any integer in [0, 2^64). */
+  seed?: number | bigint;
+  generator?: GeneratorName;
+  /** DDIM only: 0 is deterministic DDIM, 1 is DDPM-like. Default 0. */
+  eta?: number;
+  /** DDIM only: re-derive epsilon from the clipped x0. */
+  useClippedModelOutput?: boolean;
+  /** One class label per sample, for class-conditional models. */
+  classLabels?: number[];
+  /** Image size; default: the model's sample_size. */
+  height?: number;
+  width?: number;
+  onStep?: (info: StepInfo) => void | Promise<void>;
+  /** Hand onStep a copy of pred x0 at each step. */
+  preview?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface SampleResult {
+  /** [B, C, H, W] in model space (about [-1, 1]) */
+  samples: Float32Array;
+  shape: [number, number, number, number];
+  /** 8-bit images, gray for 1 channel, RGBA for 3 */
+  images(): ImageData8[];
+  /** the batch as one grid PNG */
+  png(options?: { columns?: number }): Uint8Array;
+}
+
+function abortError(signal: AbortSignal): Error {
+  const reason = signal.reason;
+  if (reason instanceof Error) return reason;
+  return new DOMException(typeof reason === 'string' ? reason : 'sampling was aborted', 'AbortError');
+}
+
+function toSeed(seed: number | bigint): bigint {
+  if (typeof seed === 'number' && !Number.isSafeInteger(seed)) throw new InputError(`seed ${seed} must be an integer`);
+  const s = BigInt(seed);
+  if (s < 0n || s >= 1n << 64n) throw new InputError(`seed ${seed} must be in [0, 2^64)`);
+  return s;
+}
+
+/** Validates every option before any work, and resolves defaults. */
+function resolve(options: SampleOptions) {
+  const { unet, scheduler } = options;
+  if (!unet) throw new InputError('sample: unet is required');
+  if (!(scheduler instanceof DDPMScheduler) && !(scheduler instanceof DDIMScheduler))
+    throw new InputError('sample: scheduler must be a DDPMScheduler or a DDIMScheduler');
+  const isDDIM = scheduler instanceof DDIMScheduler;
+  const trainSteps = scheduler.config.numTrainTimesteps;
+  const numInferenceSteps = options.numInferenceSteps ?? (isDDIM ? 50 : trainSteps);
+  if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1 || numInferenceSteps > trainSteps)
+    throw new InputError(`numInferenceSteps must be an integer from 1 to num_train_timesteps (${trainSteps}), got ${numInferenceSteps}`);
+  const batchSize = options.batchSize ?? 1;
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new InputError(`batchSize must be a positive integer, got ${batchSize}`);
+  const eta = options.eta ?? 0;
+  if (typeof eta !== 'number' || !(eta >= 0) || !Number.isFinite(eta)) throw new InputError(`eta must be a number >= 0, got ${eta}`);
+  if (!isDDIM && options.eta !== undefined && options.eta !== 0)
+    throw new InputError('eta applies to DDIM only (DDPM always adds its variance noise)');
+  const generator = options.generator ?? 'philox';
+  if (generator !== 'philox' && generator !== 'torch') throw new InputError(`generator must be 'philox' or 'torch', got ${String(generator)}`);
+  const seed = toSeed(options.seed ?? 0);
+
+  const size = unet.config.sampleSize;
+  const defaultH = Array.isArray(size) ? size[0] : size;
+  const defaultW = Array.isArray(size) ? size[1] : size;
+  const height = options.height ?? defaultH;
+  const width = options.width ?? defaultW;
+  if (typeof height !== 'number' || typeof width !== 'number' || !Number.isInteger(height) || !Number.isInteger(width) || height < 1 || width < 1)
+    throw new InputError('sample: height and width are needed (the model config has no sample_size)');
+  const shape: [number, number, number, number] = [batchSize, unet.config.inChannels, height, width];
+  // The whole sampling run must fit: ask the engine now, not at step 1.
+  unet.activationBytes(batchSize, height, width);
+
+  const conditioning = classConditioning(unet.config);
+  let classLabels: number[] | undefined;
+  if (conditioning === 'labels') {
+    const n = unet.config.numClassEmbeds!;
+    if (!options.classLabels) throw new InputError(`this model is class-conditional: pass classLabels (${batchSize} labels in [0, ${n}))`);
+    if (options.classLabels.length !== batchSize)
+      throw new InputError(`classLabels has ${options.classLabels.length} labels for a batch of ${batchSize}`);
+    options.classLabels.forEach((label, i) => {
+      if (!Number.isInteger(label) || label < 0 || label >= n) throw new InputError(`class label ${label} at index ${i} is not an integer in [0, ${n})`);
+    });
+    classLabels = options.classLabels;
+  } else if (conditioning !== 'none') {
+    throw new InputError(`sampling with class_embed_type ${unet.config.classEmbedType} is not supported; pass labels through unet.forward`);
+  } else if (options.classLabels && options.classLabels.length > 0) {
+    throw new InputError('classLabels were given but this model is not class-conditional');
+  }
+  return { unet, scheduler, isDDIM, numInferenceSteps, batchSize, eta, generator, seed, shape, classLabels };
+}
+
+/** Generates images with a UNet and a DDPM or DDIM scheduler. */
+export async function sample(options: SampleOptions): Promise<SampleResult> {
+  const r = resolve(options);
+  const { unet, scheduler, shape } = r;
+  const { signal } = options;
+  if (signal?.aborted) throw abortError(signal);
+  const numel = shape[0] * shape[1] * shape[2] * shape[3];
+  const backend = unet.backend;
+
+  // One generator serves the whole call, drawing in diffusers' order.
+  const torch = r.generator === 'torch' ? new TorchGenerator(r.seed) : null;
+  const draw = (index: number): Float32Array => (torch ? torch.randn(numel) : backend.randn(r.seed, BigInt(index), numel));
+
+  scheduler.setTimesteps(r.numInferenceSteps);
+  const timesteps = scheduler.timesteps.slice();
+  let x: Float32Array = draw(0); // init_noise_sigma is 1 for both schedulers
+  let next: Float32Array = new Float32Array(numel);
+  const x0 = new Float32Array(numel);
+  const outChannels = unet.config.outChannels;
+  if (outChannels !== shape[1] && outChannels !== 2 * shape[1])
+    throw new ConfigError(`sampling needs out_channels = in_channels (or twice it, with a learned variance); got ${outChannels}`);
+  const layout = {
+    batchSize: shape[0],
+    sampleSize: numel / shape[0],
+    modelOutputStride: (outChannels * shape[2] * shape[3]),
+  };
+
+  for (let index = 0; index < timesteps.length; index++) {
+    if (signal?.aborted) throw abortError(signal);
+    const t = timesteps[index]!;
+    const modelOutput = await unet.forward(x, shape, t, r.classLabels);
+    if (signal?.aborted) throw abortError(signal);
+    const coefficients: StepCoefficients = r.isDDIM
+      ? (scheduler as DDIMScheduler).stepCoefficients(t, { eta: r.eta, useClippedModelOutput: options.useClippedModelOutput })
+      : (scheduler as DDPMScheduler).stepCoefficients(t, outChannels === 2 * shape[1]);
+    const noise = coefficients.noiseTerm === NoiseTerm.None ? null : draw(index + 1);
+    runStepKernel(backend, coefficients, layout, modelOutput, x, noise, next, x0);
+    [x, next] = [next, x];
+    if (options.onStep)
+      await options.onStep({
+        index,
+        t,
+        total: timesteps.length,
+        predOriginalSample: options.preview ? x0.slice() : undefined,
+      });
+  }
+
+  const samples = x;
+  return {
+    samples,
+    shape,
+    images: () => samplesToImages(samples, shape),
+    png: (pngOptions) => imagesToGridPng(samplesToImages(samples, shape), pngOptions),
+  };
+}
