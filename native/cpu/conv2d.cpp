@@ -119,6 +119,7 @@ void conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights&
   const int mtiles = (rows_total + mr - 1) / mr;
   const int panels = (w.cout + nr - 1) / nr;
   const int logical_h = g.in_h * g.upsample, logical_w = g.in_w * g.upsample;
+  const int up_shift = g.upsample == 2 ? 1 : 0;  // input pixel = logical pixel >> up_shift
   const size_t panel_floats = (size_t)taps * w.cin * nr;
 
   // Tiles per task: big enough to amortise the task, small enough that both
@@ -164,12 +165,17 @@ void conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights&
       int oy = (m0 - b * pixels_per_image) / g.out_w;
       int ox = m0 - b * pixels_per_image - oy * g.out_w;
       for (int r = 0; r < mr; ++r) {
-        for (int kt = 0; kt < taps; ++kt) {
-          const int iy = oy * g.stride - g.pad_top + kt / w.kw;
-          const int ix = ox * g.stride - g.pad_left + kt % w.kw;
-          const bool inside = iy >= 0 && iy < logical_h && ix >= 0 && ix < logical_w;
-          rows[kt * mr + r] = inside ? in + ((size_t)(b * g.in_h + iy / g.upsample) * g.in_w + ix / g.upsample) * g.in_ld
-                                     : zero_row;
+        const float* image = in + (size_t)b * g.in_h * g.in_w * g.in_ld;
+        const int iy0 = oy * g.stride - g.pad_top, ix0 = ox * g.stride - g.pad_left;
+        for (int dy = 0; dy < w.kh; ++dy) {
+          const int iy = iy0 + dy;
+          const bool row_inside = iy >= 0 && iy < logical_h;
+          const float* in_row = image + (size_t)(row_inside ? iy >> up_shift : 0) * g.in_w * g.in_ld;
+          for (int dx = 0; dx < w.kw; ++dx) {
+            const int ix = ix0 + dx;
+            const bool inside = row_inside && ix >= 0 && ix < logical_w;
+            rows[(dy * w.kw + dx) * mr + r] = inside ? in_row + (size_t)(ix >> up_shift) * g.in_ld : zero_row;
+          }
         }
         if (r < nrows) {
           const size_t m = (size_t)(m0 + r);
