@@ -10,15 +10,10 @@
 //
 // Forward only for now; the backward (dX = dY * W^T, dW = X^T * dY) joins
 // this file with the training issue.
+#include "gemm_tile.h"
 #include "ops.h"
 
 namespace mb {
-
-void conv_tile_generic(const float* const* rows, int taps, int cin, const float* panel, float* acc_out);
-#if defined(__x86_64__) && defined(MB_HAVE_X86_KERNELS)
-void conv_tile_avx2(const float* const* rows, int taps, int cin, const float* panel, float* acc_out);
-void conv_tile_avx512(const float* const* rows, int taps, int cin, const float* panel, float* acc_out);
-#endif
 
 namespace {
 
@@ -28,7 +23,7 @@ constexpr int kMaxNR = 32;
 
 struct ConvKernel {
   int mr, nr;
-  void (*tile)(const float* const*, int, int, const float*, float*);
+  TileKernel tile;
   const char* name;
 };
 
@@ -119,13 +114,13 @@ void conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights&
   const ConvKernel& k = kernel();
   const int mr = k.mr, nr = k.nr;
   const int taps = w.kh * w.kw;
-  const int cin = w.cin;
   const int pixels_per_image = g.out_h * g.out_w;
   const int rows_total = g.batch * pixels_per_image;
   const int mtiles = (rows_total + mr - 1) / mr;
   const int panels = (w.cout + nr - 1) / nr;
   const int logical_h = g.in_h * g.upsample, logical_w = g.in_w * g.upsample;
-  const size_t panel_floats = (size_t)taps * cin * nr;
+  const int up_shift = g.upsample == 2 ? 1 : 0;  // input pixel = logical pixel >> up_shift
+  const size_t panel_floats = (size_t)taps * w.cin * nr;
 
   // Tiles per task: big enough to amortise the task, small enough that both
   // threads (or all of them) get several tasks to balance.
@@ -139,41 +134,70 @@ void conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights&
     const int panel = task % panels;
     const int n0 = panel * nr;
     const int ncols = imin(nr, w.cout - n0);
-    const float* bpanel = w.data + (size_t)panel * panel_floats;
+    // A partial panel (cout not a multiple of nr) goes through `partial`,
+    // and the epilogue is applied below, column by column.
+    const bool full_width = ncols == nr;
     const float* rows[kMaxTaps * kMaxMR];
-    alignas(64) float acc[kMaxMR * kMaxNR];
+    float* out_rows[kMaxMR];
+    const float* bb_rows[kMaxMR];
+    const float* res_rows[kMaxMR];
+    alignas(64) float partial[kMaxMR * kMaxNR];
+
+    GemmTile t;
+    t.rows = rows;
+    t.taps = taps;
+    t.cin = w.cin;
+    t.panel = w.data + (size_t)panel * panel_floats;
+    t.out = out_rows;
+    t.bias = full_width && ep.bias ? ep.bias + n0 : nullptr;
+    t.batch_bias = full_width && ep.batch_bias ? bb_rows : nullptr;
+    t.residual = full_width && ep.residual ? res_rows : nullptr;
+    t.divisor = full_width ? ep.divisor : 1.0f;
+
     const int tile_end = imin(mtiles, (mblock + 1) * tiles_per_task);
     for (int tile = mblock * tiles_per_task; tile < tile_end; ++tile) {
       const int m0 = tile * mr;
       const int nrows = imin(mr, rows_total - m0);
+      t.nrows = nrows;
+      // Walk the tile's output pixels (b, oy, ox) in order; rows past the end
+      // repeat the last pixel and their results are not stored.
+      int b = m0 / pixels_per_image;
+      int oy = (m0 - b * pixels_per_image) / g.out_w;
+      int ox = m0 - b * pixels_per_image - oy * g.out_w;
       for (int r = 0; r < mr; ++r) {
-        // Rows past the end repeat the last one; their results are dropped.
-        const int m = m0 + imin(r, nrows - 1);
-        const int b = m / pixels_per_image;
-        const int rem = m - b * pixels_per_image;
-        const int oy = rem / g.out_w, ox = rem - (rem / g.out_w) * g.out_w;
-        for (int t = 0; t < taps; ++t) {
-          const int iy = oy * g.stride - g.pad_top + t / w.kw;
-          const int ix = ox * g.stride - g.pad_left + t % w.kw;
-          const bool inside = iy >= 0 && iy < logical_h && ix >= 0 && ix < logical_w;
-          rows[t * mr + r] = inside ? in + ((size_t)(b * g.in_h + iy / g.upsample) * g.in_w + ix / g.upsample) * g.in_ld
-                                    : zero_row;
+        const float* image = in + (size_t)b * g.in_h * g.in_w * g.in_ld;
+        const int iy0 = oy * g.stride - g.pad_top, ix0 = ox * g.stride - g.pad_left;
+        for (int dy = 0; dy < w.kh; ++dy) {
+          const int iy = iy0 + dy;
+          const bool row_inside = iy >= 0 && iy < logical_h;
+          const float* in_row = image + (size_t)(row_inside ? iy >> up_shift : 0) * g.in_w * g.in_ld;
+          for (int dx = 0; dx < w.kw; ++dx) {
+            const int ix = ix0 + dx;
+            const bool inside = row_inside && ix >= 0 && ix < logical_w;
+            rows[(dy * w.kw + dx) * mr + r] = inside ? in_row + (size_t)(ix >> up_shift) * g.in_ld : zero_row;
+          }
+        }
+        if (r < nrows) {
+          const size_t m = (size_t)(m0 + r);
+          out_rows[r] = full_width ? out + m * g.out_ld + n0 : partial + r * nr;
+          if (ep.batch_bias) bb_rows[r] = ep.batch_bias + (size_t)b * ep.batch_bias_ld + n0;
+          if (ep.residual) res_rows[r] = ep.residual + m * ep.residual_ld + n0;
+        }
+        if (r + 1 < nrows && ++ox == g.out_w) {
+          ox = 0;
+          if (++oy == g.out_h) oy = 0, ++b;
         }
       }
-      k.tile(rows, taps, cin, bpanel, acc);
+      k.tile(t);
+      if (full_width) continue;
       for (int r = 0; r < nrows; ++r) {
-        const int m = m0 + r;
-        const int b = m / pixels_per_image;
-        const float* a = acc + r * nr;
-        float* o = out + (size_t)m * g.out_ld + n0;
-        const float* bias = ep.bias ? ep.bias + n0 : nullptr;
-        const float* bb = ep.batch_bias ? ep.batch_bias + (size_t)b * ep.batch_bias_ld + n0 : nullptr;
-        const float* res = ep.residual ? ep.residual + (size_t)m * ep.residual_ld + n0 : nullptr;
+        const float* a = partial + r * nr;
+        float* o = out + (size_t)(m0 + r) * g.out_ld + n0;
         for (int j = 0; j < ncols; ++j) {
           float v = a[j];
-          if (bias) v += bias[j];
-          if (bb) v += bb[j];
-          if (res) v = res[j] + v;
+          if (ep.bias) v += ep.bias[n0 + j];
+          if (ep.batch_bias) v += bb_rows[r][j];
+          if (ep.residual) v = res_rows[r][j] + v;
           if (ep.divisor != 1.0f) v = v / ep.divisor;
           o[j] = v;
         }

@@ -39,7 +39,7 @@ void pack_weights(PackedWeights* packed, float* storage, const WeightSource* sou
 struct ConvGeometry {
   int batch = 1;
   int in_h = 1, in_w = 1, in_ld = 0;  // in_ld: floats between input pixels
-  int upsample = 1;                   // 2: read the input nearest-upsampled x2
+  int upsample = 1;                   // 1, or 2: read the input nearest-upsampled x2
   int out_h = 1, out_w = 1, out_ld = 0;
   int stride = 1, pad_top = 0, pad_left = 0;
 };

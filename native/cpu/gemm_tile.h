@@ -1,0 +1,33 @@
+// The contract between the convolution driver (conv2d.cpp) and the
+// register-blocked micro-kernels (gemm_microkernel.h, compiled once per
+// instruction set): one MR x NR tile of C = A * B, with the convolution's
+// epilogue applied as the tile leaves the registers.
+#pragma once
+
+namespace mb {
+
+struct GemmTile {
+  // Row r of A for filter tap t is rows[t * MR + r][0..cin): an input pixel's
+  // channels, or a zero row where the tap falls in the padding.
+  const float* const* rows;
+  int taps, cin;
+  const float* panel;  // packed B: [tap][ci][NR]
+  // out[r][0..NR) = (acc[r] + bias + batch_bias[r] + residual[r]) / divisor
+  // for r < nrows; bias, batch_bias and residual may each be null.
+  int nrows;
+  float* const* out;
+  const float* bias;
+  const float* const* batch_bias;
+  const float* const* residual;
+  float divisor;
+};
+
+using TileKernel = void (*)(const GemmTile&);
+
+void conv_tile_generic(const GemmTile& tile);
+#if defined(__x86_64__) && defined(MB_HAVE_X86_KERNELS)
+void conv_tile_avx2(const GemmTile& tile);
+void conv_tile_avx512(const GemmTile& tile);
+#endif
+
+}  // namespace mb
