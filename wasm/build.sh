@@ -14,6 +14,8 @@ mkdir -p "$OBJ" wasm/dist
 SOURCES=(
   native/engine/unet.cpp
   native/engine/api.cpp
+  native/engine/train.cpp
+  native/engine/backward.cpp
   native/cpu/conv2d.cpp
   native/cpu/gemm_generic.cpp
   native/cpu/groupnorm.cpp

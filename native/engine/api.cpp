@@ -139,3 +139,50 @@ MB_API void mb_add_noise(const float* x0, const float* noise, const float* sqrt_
                          const float* sqrt_one_minus_alpha_prod, int batch, int sample_size, float* out) {
   mb::add_noise(x0, noise, sqrt_alpha_prod, sqrt_one_minus_alpha_prod, batch, sample_size, out);
 }
+
+MB_API int mb_model_train_init(Model* m, int ema) {
+  int status = mb::train_init(m, ema != 0);
+  if (status == mb::kErrState) {
+    const char* msg = "load the weights before training";
+    int i = 0;
+    for (; msg[i]; ++i) m->error[i] = msg[i];
+    m->error[i] = 0;
+  } else if (status == mb::kErrOutOfMemory) {
+    const char* msg = "out of memory allocating the optimizer state";
+    int i = 0;
+    for (; msg[i]; ++i) m->error[i] = msg[i];
+    m->error[i] = 0;
+  }
+  return status;
+}
+
+MB_API int mb_model_train_step(Model* m, int batch, int channels, int height, int width, const float* x0,
+                               const float* noise, const float* timesteps, const float* sqrt_alpha_prod,
+                               const float* sqrt_one_minus_alpha_prod, const float* class_cond, int class_cond_len,
+                               int target, const float* loss_weights, double dropout_seed, float* loss_out) {
+  mb::TrainBatch b = {batch,    channels,         height,         width, x0, noise, timesteps, sqrt_alpha_prod,
+                      sqrt_one_minus_alpha_prod, class_cond, class_cond_len, target, loss_weights,
+                      (uint64_t)dropout_seed};
+  return mb::train_step(m, b, loss_out);
+}
+
+MB_API void mb_model_zero_grad(Model* m) { mb::zero_grad(m); }
+MB_API double mb_model_grad_norm(Model* m) { return mb::grad_norm(m); }
+MB_API int mb_model_adamw_step(Model* m, double lr, double beta1, double beta2, double eps, double weight_decay,
+                               double step, double grad_scale) {
+  return mb::adamw_step(m, lr, beta1, beta2, eps, weight_decay, step, grad_scale);
+}
+MB_API void mb_model_ema_update(Model* m, double decay) { mb::ema_update(m, decay); }
+MB_API float* mb_model_tensor_data(Model* m, int index, int kind) {
+  if (index < 0 || index >= m->params.size) return nullptr;
+  mb::Param& p = m->params[index];
+  switch (kind) {
+    case 0: return p.data;
+    case 1: return p.grad;
+    case 2: return p.exp_avg;
+    case 3: return p.exp_avg_sq;
+    case 4: return p.ema;
+    default: return nullptr;
+  }
+}
+MB_API int mb_model_repack(Model* m) { return mb::model_repack(m); }

@@ -98,6 +98,8 @@ struct Builder {
     }
     for (int i = p.ndim; i < 4; ++i) p.shape[i] = 0;
     p.data = nullptr;
+    p.grad = p.exp_avg = p.exp_avg_sq = p.ema = nullptr;
+    p.trainable = true;
     if (!m->params.push(p)) status = kErrOutOfMemory;
     return m->params.size - 1;
   }
@@ -253,6 +255,7 @@ int model_init(Model* m, const double* cfg, int n) {
     case 1:
       m->time_proj_dim = 2 * c0;
       m->time_proj_weight = b.param(Name("time_proj.weight"), c0);
+      m->params[m->time_proj_weight].trainable = false;  // requires_grad=False in diffusers
       break;
     case 2:
       if (m->num_train_timesteps < 1)
@@ -459,8 +462,19 @@ void pack_block(Model* m, Block& blk, bool is_mid, float*& cursor) {
 
 }  // namespace
 
+static int pack_all(Model* m);
+
 int model_finalize(Model* m) {
   if (m->finalized) return set_error(m, kErrState, Name("model already finalized"));
+  return pack_all(m);
+}
+
+int model_repack(Model* m) {
+  if (!m->finalized) return set_error(m, kErrState, Name("weights are not loaded"));
+  return pack_all(m);
+}
+
+static int pack_all(Model* m) {
   size_t total = conv_packed_floats(m->conv_in) + conv_packed_floats(m->time_linear_1) +
                  conv_packed_floats(m->time_linear_2) + conv_packed_floats(m->conv_out);
   if (m->class_embed == 2) total += conv_packed_floats(m->class_linear_1) + conv_packed_floats(m->class_linear_2);
@@ -468,7 +482,7 @@ int model_finalize(Model* m) {
   if (m->has_mid) total += block_packed_floats(m->mid, true);
   for (int i = 0; i < m->num_levels; ++i) total += block_packed_floats(m->up[i], false);
 
-  m->packed_storage = static_cast<float*>(mb_alloc(total * sizeof(float)));
+  if (!m->packed_storage) m->packed_storage = static_cast<float*>(mb_alloc(total * sizeof(float)));
   if (!m->packed_storage) return set_error(m, kErrOutOfMemory, Name("out of memory packing weights"));
   float* cursor = m->packed_storage;
   pack_conv(m, m->conv_in, cursor);
@@ -962,7 +976,14 @@ int model_forward(Model* m, int batch, int channels, int height, int width, cons
 }
 
 void model_release(Model* m) {
-  for (int i = 0; i < m->params.size; ++i) mb_free(m->params[i].data);
+  for (int i = 0; i < m->params.size; ++i) {
+    Param& p = m->params[i];
+    mb_free(p.data);
+    mb_free(p.grad);
+    mb_free(p.exp_avg);
+    mb_free(p.exp_avg_sq);
+    mb_free(p.ema);
+  }
   m->params.release();
   mb_free(m->packed_storage);
   m->packed_storage = nullptr;

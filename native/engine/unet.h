@@ -52,6 +52,12 @@ struct Param {
   int shape[4];
   size_t numel;
   float* data;
+  // Training state, allocated by train_init (null until then), torch layout.
+  float* grad;
+  float* exp_avg;
+  float* exp_avg_sq;
+  float* ema;
+  bool trainable;  // false for GaussianFourierProjection's fixed weight
 };
 
 struct NormLayer {
@@ -144,6 +150,8 @@ struct Model {
   int planned_batch = 0, planned_h = 0, planned_w = 0;
   size_t arena_limit_bytes = (size_t)0;  // 0: no limit beyond what the allocator gives
 
+  bool training_ready = false;
+
   bool capture_enabled = false;
   Vec<Capture> captures;
 
@@ -160,6 +168,30 @@ int model_plan_bytes(Model* m, int batch, int height, int width, size_t* bytes);
 int model_forward(Model* m, int batch, int channels, int height, int width, const float* sample_nchw,
                   const float* timesteps, const float* class_cond, int class_cond_len, float* out_nchw);
 void model_release(Model* m);
+// Repacks the weights after the parameters changed (an optimizer step, a load).
+int model_repack(Model* m);
+
+// train.cpp
+int train_init(Model* m, bool ema);
+struct TrainBatch {
+  int batch, channels, height, width;
+  const float* x0;
+  const float* noise;
+  const float* timesteps;
+  const float* sqrt_alpha_prod;
+  const float* sqrt_one_minus_alpha_prod;
+  const float* class_cond;
+  int class_cond_len;
+  int target;  // 0 epsilon, 1 sample, 2 v_prediction
+  const float* loss_weights;
+  uint64_t dropout_seed;
+};
+int train_step(Model* m, const TrainBatch& batch, float* loss_out);
+void zero_grad(Model* m);
+double grad_norm(Model* m);
+int adamw_step(Model* m, double lr, double beta1, double beta2, double eps, double weight_decay, double step,
+               double grad_scale);
+void ema_update(Model* m, double decay);
 void model_clear_captures(Model* m);
 
 }  // namespace mb

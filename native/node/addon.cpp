@@ -33,6 +33,15 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                            InstanceMethod("setCapture", &ModelWrap::SetCapture),
                            InstanceMethod("captures", &ModelWrap::Captures),
                            InstanceMethod("dispose", &ModelWrap::Dispose),
+                           InstanceMethod("trainInit", &ModelWrap::TrainInit),
+                           InstanceMethod("trainStep", &ModelWrap::TrainStep),
+                           InstanceMethod("zeroGrad", &ModelWrap::ZeroGrad),
+                           InstanceMethod("gradNorm", &ModelWrap::GradNorm),
+                           InstanceMethod("adamwStep", &ModelWrap::AdamwStep),
+                           InstanceMethod("emaUpdate", &ModelWrap::EmaUpdate),
+                           InstanceMethod("readTensor", &ModelWrap::ReadTensor),
+                           InstanceMethod("writeTensor", &ModelWrap::WriteTensor),
+                           InstanceMethod("repack", &ModelWrap::Repack),
                        });
   }
 
@@ -182,6 +191,107 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return env.Undefined();
   }
 
+  Napi::Value TrainInit(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    bool ema = info[0].As<Napi::Object>().Get("ema").ToBoolean().Value();
+    int status = mb_model_train_init(model_, ema ? 1 : 0);
+    if (status != 0) engine_error(env, status, mb_model_error(model_)).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+
+  Napi::Value TrainStep(const Napi::CallbackInfo& info);
+
+  Napi::Value ZeroGrad(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (Alive(env)) mb_model_zero_grad(model_);
+    return env.Undefined();
+  }
+
+  Napi::Value GradNorm(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    return Napi::Number::New(env, mb_model_grad_norm(model_));
+  }
+
+  Napi::Value AdamwStep(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    Napi::Object a = info[0].As<Napi::Object>();
+    auto num = [&](const char* k) { return a.Get(k).As<Napi::Number>().DoubleValue(); };
+    int status = mb_model_adamw_step(model_, num("lr"), num("beta1"), num("beta2"), num("eps"), num("weightDecay"),
+                                     num("step"), num("gradScale"));
+    if (status != 0) engine_error(env, status, mb_model_error(model_)).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+
+  Napi::Value EmaUpdate(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (Alive(env)) mb_model_ema_update(model_, info[0].As<Napi::Number>().DoubleValue());
+    return env.Undefined();
+  }
+
+  static int Kind(const std::string& k) {
+    if (k == "param") return 0;
+    if (k == "grad") return 1;
+    if (k == "exp_avg") return 2;
+    if (k == "exp_avg_sq") return 3;
+    if (k == "ema") return 4;
+    return -1;
+  }
+
+  size_t Numel(int index) {
+    size_t numel = 1;
+    for (int d = 0; d < mb_model_param_ndim(model_, index); ++d) numel *= (size_t)mb_model_param_dim(model_, index, d);
+    return numel;
+  }
+
+  float* Tensor(Napi::Env env, const Napi::CallbackInfo& info) {
+    int index = info[0].As<Napi::Number>().Int32Value();
+    int kind = Kind(info[1].As<Napi::String>().Utf8Value());
+    if (index < 0 || index >= mb_model_param_count(model_) || kind < 0) {
+      Napi::RangeError::New(env, "tensor index or kind out of range").ThrowAsJavaScriptException();
+      return nullptr;
+    }
+    float* data = mb_model_tensor_data(model_, index, kind);
+    if (!data) engine_error(env, 4, "that tensor is not allocated (call trainInit first)").ThrowAsJavaScriptException();
+    return data;
+  }
+
+  Napi::Value ReadTensor(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    float* data = Tensor(env, info);
+    if (!data) return env.Undefined();
+    size_t n = Numel(info[0].As<Napi::Number>().Int32Value());
+    Napi::Float32Array out = Napi::Float32Array::New(env, n);
+    std::memcpy(out.Data(), data, n * sizeof(float));
+    return out;
+  }
+
+  Napi::Value WriteTensor(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    float* data = Tensor(env, info);
+    if (!data) return env.Undefined();
+    size_t n = Numel(info[0].As<Napi::Number>().Int32Value());
+    Napi::Float32Array in = info[2].As<Napi::Float32Array>();
+    if (in.ElementLength() != n) {
+      Napi::RangeError::New(env, "tensor size mismatch").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    std::memcpy(data, in.Data(), n * sizeof(float));
+    return env.Undefined();
+  }
+
+  Napi::Value Repack(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    int status = mb_model_repack(model_);
+    if (status != 0) engine_error(env, status, mb_model_error(model_)).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+
   mb::Model* model_ = nullptr;
 };
 
@@ -265,6 +375,75 @@ Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
   busy.store(true);
   auto* worker = new ForwardWorker(env, this, Value(), b, c, h, w, std::move(sample), std::move(timesteps),
                                    std::move(class_cond), out_size);
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+class TrainWorker : public Napi::AsyncWorker {
+ public:
+  TrainWorker(Napi::Env env, ModelWrap* wrap, Napi::Object keep_alive, int b, int c, int h, int w,
+              std::vector<std::vector<float>> arrays, int target, double dropout_seed)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), wrap_(wrap), b_(b), c_(c), h_(h), w_(w),
+        arrays_(std::move(arrays)), target_(target), dropout_seed_(dropout_seed) {
+    keep_alive_ = Napi::Persistent(keep_alive);
+  }
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    auto ptr = [&](int i) -> const float* { return arrays_[i].empty() ? nullptr : arrays_[i].data(); };
+    status_ = mb_model_train_step(wrap_->model(), b_, c_, h_, w_, ptr(0), ptr(1), ptr(2), ptr(3), ptr(4), ptr(5),
+                                  (int)arrays_[5].size(), target_, ptr(6), dropout_seed_, &loss_);
+    if (status_ != 0) message_ = mb_model_error(wrap_->model());
+  }
+  void OnOK() override {
+    wrap_->busy.store(false);
+    Napi::Env env = Env();
+    if (status_ != 0) deferred_.Reject(engine_error(env, status_, message_).Value());
+    else deferred_.Resolve(Napi::Number::New(env, loss_));
+  }
+  void OnError(const Napi::Error& e) override {
+    wrap_->busy.store(false);
+    deferred_.Reject(e.Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  ModelWrap* wrap_;
+  Napi::ObjectReference keep_alive_;
+  int b_, c_, h_, w_;
+  std::vector<std::vector<float>> arrays_;
+  int target_;
+  double dropout_seed_;
+  int status_ = 0;
+  float loss_ = 0;
+  std::string message_;
+};
+
+// trainStep({ x0, noise, shape, timesteps, sqrtAlphaProd, sqrtOneMinusAlphaProd, classCond, target, lossWeights, dropoutSeed })
+Napi::Value ModelWrap::TrainStep(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!Alive(env)) return env.Undefined();
+  Napi::Object a = info[0].As<Napi::Object>();
+  Napi::Array shape = a.Get("shape").As<Napi::Array>();
+  int b = shape.Get((uint32_t)0).As<Napi::Number>().Int32Value();
+  int c = shape.Get((uint32_t)1).As<Napi::Number>().Int32Value();
+  int h = shape.Get((uint32_t)2).As<Napi::Number>().Int32Value();
+  int w = shape.Get((uint32_t)3).As<Napi::Number>().Int32Value();
+  const char* keys[] = {"x0", "noise", "timesteps", "sqrtAlphaProd", "sqrtOneMinusAlphaProd", "classCond", "lossWeights"};
+  std::vector<std::vector<float>> arrays;
+  for (const char* k : keys) arrays.push_back(copy_f32(a.Get(k)));
+  const size_t n = (size_t)b * c * h * w;
+  if (b < 1 || arrays[0].size() != n || arrays[1].size() != n || arrays[2].size() != (size_t)b ||
+      arrays[3].size() != (size_t)b || arrays[4].size() != (size_t)b ||
+      (!arrays[6].empty() && arrays[6].size() != (size_t)b)) {
+    Napi::RangeError::New(env, "trainStep: array sizes do not match the shape").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  busy.store(true);
+  auto* worker = new TrainWorker(env, this, Value(), b, c, h, w, std::move(arrays),
+                                 a.Get("target").As<Napi::Number>().Int32Value(),
+                                 a.Get("dropoutSeed").As<Napi::Number>().DoubleValue());
   Napi::Promise promise = worker->Promise();
   worker->Queue();
   return promise;

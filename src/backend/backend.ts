@@ -36,6 +36,52 @@ export interface EngineModel {
   setCapture(enabled: boolean): void;
   captures(): CapturedTensor[];
   dispose(): void;
+
+  // --- training (native/engine/train.cpp) ---------------------------------
+  /** Allocates gradients and AdamW state (and an EMA copy of the weights when `ema`). */
+  trainInit(options: { ema: boolean }): void;
+  /**
+   * One micro-batch: x_t = sqrtAlphaProd[b] x0 + sqrtOneMinusAlphaProd[b] noise,
+   * forward in training mode, loss = mean over samples of lossWeights[b] *
+   * mean((out - target)^2), backward. Gradients ACCUMULATE (call zeroGrad to
+   * start a step). Resolves to the loss. target: 0 epsilon (noise), 1 sample
+   * (x0), 2 v_prediction (sqrtAlphaProd noise - sqrtOneMinusAlphaProd x0).
+   * `dropoutSeed` keys the dropout masks (Philox) when the config has dropout.
+   */
+  trainStep(args: TrainStepArgs): Promise<number>;
+  zeroGrad(): void;
+  /** Global L2 norm of the accumulated gradients. */
+  gradNorm(): number;
+  /**
+   * Fused AdamW over every parameter (torch.optim.AdamW semantics, decoupled
+   * weight decay, bias correction for `step` = 1, 2, ...), using gradients
+   * multiplied by gradScale (for clipping and accumulation averaging), then
+   * repacks the weights for the next forward.
+   */
+  adamwStep(args: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number; gradScale: number }): void;
+  /** ema -= (1 - decay) * (ema - param), for every parameter. */
+  emaUpdate(decay: number): void;
+  /** A copy of one parameter's tensor of the given kind (torch layout). */
+  readTensor(index: number, kind: TensorKind): Float32Array;
+  /** Overwrites one parameter's tensor of the given kind; call repack() after writing params. */
+  writeTensor(index: number, kind: TensorKind, data: Float32Array): void;
+  /** Repacks the weights after writeTensor(…, 'param', …). */
+  repack(): void;
+}
+
+export type TensorKind = 'param' | 'grad' | 'exp_avg' | 'exp_avg_sq' | 'ema';
+
+export interface TrainStepArgs {
+  x0: Float32Array;
+  noise: Float32Array;
+  shape: [number, number, number, number];
+  timesteps: Float32Array;
+  sqrtAlphaProd: Float32Array;
+  sqrtOneMinusAlphaProd: Float32Array;
+  classCond: Float32Array | null;
+  target: 0 | 1 | 2;
+  lossWeights: Float32Array | null;
+  dropoutSeed: number;
 }
 
 export interface Backend {

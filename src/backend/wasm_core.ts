@@ -2,7 +2,7 @@
 // that browsers, Deno and workerd can use it (see src/wasm.ts). The module
 // has no imports; every call goes through the engine's C ABI (api.h).
 import { split64 } from './backend.js';
-import type { Backend, CapturedTensor, EngineModel, ParamInfo } from './backend.js';
+import type { Backend, CapturedTensor, EngineModel, ParamInfo, TensorKind, TrainStepArgs } from './backend.js';
 
 interface Exports {
   memory: WebAssembly.Memory;
@@ -38,6 +38,31 @@ interface Exports {
   mb_model_capture_dim(m: number, i: number, axis: number): number;
   mb_model_capture_data(m: number, i: number): number;
   mb_model_delete(m: number): void;
+  mb_model_train_init(m: number, ema: number): number;
+  mb_model_train_step(
+    m: number,
+    b: number,
+    c: number,
+    h: number,
+    w: number,
+    x0: number,
+    noise: number,
+    t: number,
+    sa: number,
+    sb: number,
+    cls: number,
+    clsLen: number,
+    target: number,
+    weights: number,
+    dropoutSeed: number,
+    lossOut: number,
+  ): number;
+  mb_model_zero_grad(m: number): void;
+  mb_model_grad_norm(m: number): number;
+  mb_model_adamw_step(m: number, lr: number, b1: number, b2: number, eps: number, wd: number, step: number, scale: number): number;
+  mb_model_ema_update(m: number, decay: number): void;
+  mb_model_tensor_data(m: number, index: number, kind: number): number;
+  mb_model_repack(m: number): number;
   mb_randn_philox(seedLo: number, seedHi: number, drawLo: number, drawHi: number, offset: number, n: number, out: number): void;
   mb_diffusion_step(
     coefficients: number,
@@ -194,6 +219,70 @@ class WasmModel implements EngineModel {
   dispose(): void {
     if (this.handle) this.ex.mb_model_delete(this.handle);
     this.handle = 0;
+  }
+
+  trainInit(options: { ema: boolean }): void {
+    const status = this.ex.mb_model_train_init(this.live(), options.ema ? 1 : 0);
+    if (status !== 0) throw new EngineFailure(status, this.error());
+  }
+
+  async trainStep(a: TrainStepArgs): Promise<number> {
+    const m = this.live();
+    const ex = this.ex;
+    const [b, c, h, w] = a.shape;
+    const inputs = [a.x0, a.noise, a.timesteps, a.sqrtAlphaProd, a.sqrtOneMinusAlphaProd, a.classCond, a.lossWeights];
+    const loss = new Float32Array(1);
+    let status = 0;
+    withArrays(ex, inputs, [loss], (p) => {
+      status = ex.mb_model_train_step(m, b, c, h, w, p[0]!, p[1]!, p[2]!, p[3]!, p[4]!, p[5]!, a.classCond?.length ?? 0, a.target, p[6]!, a.dropoutSeed, p[7]!);
+    });
+    if (status !== 0) throw new EngineFailure(status, this.error());
+    return loss[0]!;
+  }
+
+  zeroGrad(): void {
+    this.ex.mb_model_zero_grad(this.live());
+  }
+
+  gradNorm(): number {
+    return this.ex.mb_model_grad_norm(this.live());
+  }
+
+  adamwStep(a: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number; gradScale: number }): void {
+    const status = this.ex.mb_model_adamw_step(this.live(), a.lr, a.beta1, a.beta2, a.eps, a.weightDecay, a.step, a.gradScale);
+    if (status !== 0) throw new EngineFailure(status, this.error());
+  }
+
+  emaUpdate(decay: number): void {
+    this.ex.mb_model_ema_update(this.live(), decay);
+  }
+
+  private tensor(index: number, kind: TensorKind): { ptr: number; numel: number } {
+    const m = this.live();
+    const kinds: TensorKind[] = ['param', 'grad', 'exp_avg', 'exp_avg_sq', 'ema'];
+    if (!Number.isInteger(index) || index < 0 || index >= this.ex.mb_model_param_count(m) || !kinds.includes(kind))
+      throw new RangeError('tensor index or kind out of range');
+    const ptr = this.ex.mb_model_tensor_data(m, index, kinds.indexOf(kind));
+    if (!ptr) throw new EngineFailure(4, 'that tensor is not allocated (call trainInit first)');
+    let numel = 1;
+    for (let d = 0, nd = this.ex.mb_model_param_ndim(m, index); d < nd; d++) numel *= this.ex.mb_model_param_dim(m, index, d);
+    return { ptr, numel };
+  }
+
+  readTensor(index: number, kind: TensorKind): Float32Array {
+    const { ptr, numel } = this.tensor(index, kind);
+    return new Float32Array(this.ex.memory.buffer, ptr, numel).slice();
+  }
+
+  writeTensor(index: number, kind: TensorKind, data: Float32Array): void {
+    const { ptr, numel } = this.tensor(index, kind);
+    if (data.length !== numel) throw new RangeError('tensor size mismatch');
+    new Float32Array(this.ex.memory.buffer, ptr, numel).set(data);
+  }
+
+  repack(): void {
+    const status = this.ex.mb_model_repack(this.live());
+    if (status !== 0) throw new EngineFailure(status, this.error());
   }
 }
 
