@@ -4,7 +4,9 @@
 // Queries are processed in blocks so that S never exceeds a few MB, whatever
 // the token count.
 //
-// Forward only for now; the backward joins this file with the training issue.
+// Backward (at the end): recomputes P = softmax(scale * Q K^T) per head, then
+// dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dP * P)) * scale,
+// dQ = dS K, dK = dS^T Q, all through the GEMM driver.
 #include "../engine/mathf.h"
 #include "ops.h"
 
@@ -84,6 +86,67 @@ void attention_forward(const float* qkv, const AttentionArgs& a, float* out, flo
         go.out_ld = C;
         conv2d_forward(scores, go, pv, ConvEpilogue(), out + ((size_t)b * T + q0) * C + h * dh, zero_row);
       }
+    }
+  }
+}
+
+
+size_t attention_backward_scratch_floats(const AttentionArgs& a) {
+  const size_t t2 = (size_t)a.tokens * a.tokens;
+  const int big = imax(a.tokens, a.head_dim);
+  return 3 * t2 + matmul_scratch_floats(big, big) + 64;
+}
+
+void attention_backward(const float* qkv, const AttentionArgs& a, const float* dout, float* dqkv, float* scratch) {
+  const int T = a.tokens, dh = a.head_dim, C = a.heads * dh, ld = 3 * C;
+  const size_t t2 = (size_t)T * T;
+  float* probs = scratch;
+  float* dprobs = probs + t2;
+  float* transposed = dprobs + t2;
+  float* pack = transposed + t2;
+  for (int b = 0; b < a.batch; ++b) {
+    for (int h = 0; h < a.heads; ++h) {
+      const float* q = qkv + (size_t)b * T * ld + h * dh;
+      const float* k = q + C;
+      const float* v = q + 2 * C;
+      const float* d_o = dout + (size_t)b * T * C + h * dh;
+      float* dq = dqkv + (size_t)b * T * ld + h * dh;
+      float* dk = dq + C;
+      float* dv = dq + 2 * C;
+      // P = softmax(scale * Q K^T)
+      matmul(q, ld, T, dh, WeightSource{k, ld, 1, 0}, T, probs, T, false, pack);
+      parallel_for(T, 4, [&](int i) {
+        float* s = probs + (size_t)i * T;
+        float mx = s[0] * a.scale;
+        for (int j = 0; j < T; ++j) {
+          s[j] *= a.scale;
+          mx = s[j] > mx ? s[j] : mx;
+        }
+        float sum = 0.0f;
+        for (int j = 0; j < T; ++j) {
+          s[j] = exp_f32(s[j] - mx);
+          sum += s[j];
+        }
+        const float inv = 1.0f / sum;
+        for (int j = 0; j < T; ++j) s[j] *= inv;
+      });
+      // dV = P^T dO
+      transpose(probs, T, T, T, transposed, T);
+      matmul(transposed, T, T, T, WeightSource{d_o, 1, C, 0}, dh, dv, ld, false, pack);
+      // dP = dO V^T, then dS = P * (dP - rowsum(dP * P)) * scale
+      matmul(d_o, C, T, dh, WeightSource{v, ld, 1, 0}, T, dprobs, T, false, pack);
+      parallel_for(T, 4, [&](int i) {
+        const float* p = probs + (size_t)i * T;
+        float* dp = dprobs + (size_t)i * T;
+        double dot = 0;
+        for (int j = 0; j < T; ++j) dot += (double)dp[j] * p[j];
+        const float rowsum = (float)dot;
+        for (int j = 0; j < T; ++j) dp[j] = p[j] * (dp[j] - rowsum) * a.scale;
+      });
+      // dQ = dS K, dK = dS^T Q
+      matmul(dprobs, T, T, T, WeightSource{k, 1, ld, 0}, dh, dq, ld, false, pack);
+      transpose(dprobs, T, T, T, transposed, T);
+      matmul(transposed, T, T, T, WeightSource{q, 1, ld, 0}, dh, dk, ld, false, pack);
     }
   }
 }

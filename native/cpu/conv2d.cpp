@@ -8,8 +8,10 @@
 // padding). No im2col buffer: the micro-kernel gets one row pointer per
 // (tap, tile row) and reads the input in place.
 //
-// Forward only for now; the backward (dX = dY * W^T, dW = X^T * dY) joins
-// this file with the training issue.
+// Backward (at the end of the file): dX is again a convolution (the flipped,
+// transposed kernel over dY; stride-2 convs read a zero-dilated dY, upsampling
+// convs are followed by a 2x2 sum), and dW = dY^T * im2col(X) is a GEMM over
+// pixels, done in pixel chunks so the im2col panel stays small.
 #include "gemm_tile.h"
 #include "ops.h"
 
@@ -204,6 +206,196 @@ void conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights&
       }
     }
   });
+}
+
+
+// ---------------------------------------------------------------------------
+// Backward, and a small GEMM helper built on the same driver.
+
+size_t matmul_scratch_floats(int n, int k) { return packed_weights_floats(n, k, 1); }
+
+void matmul(const float* a, int lda, int m, int k, const WeightSource& b, int n, float* c, int ldc, bool accumulate,
+            float* scratch) {
+  if (m <= 0 || n <= 0 || k <= 0) return;
+  PackedWeights packed;
+  pack_weights(&packed, scratch, &b, &n, 1, k, 1, 1);
+  ConvGeometry g;
+  g.batch = 1;
+  g.in_h = 1;
+  g.in_w = m;
+  g.in_ld = lda;
+  g.out_h = 1;
+  g.out_w = m;
+  g.out_ld = ldc;
+  ConvEpilogue ep;
+  if (accumulate) {
+    ep.residual = c;  // each element reads its own old value before the tile stores it
+    ep.residual_ld = ldc;
+  }
+  conv2d_forward(a, g, packed, ep, c, a);
+}
+
+void transpose(const float* a, int rows, int cols, int lda, float* out, int ldo) {
+  parallel_for((cols + 31) / 32, 1, [&](int cb) {
+    const int c0 = cb * 32, c1 = imin(cols, c0 + 32);
+    for (int r0 = 0; r0 < rows; r0 += 32) {
+      const int r1 = imin(rows, r0 + 32);
+      for (int c = c0; c < c1; ++c)
+        for (int r = r0; r < r1; ++r) out[(size_t)c * ldo + r] = a[(size_t)r * lda + c];
+    }
+  });
+}
+
+namespace {
+// The dX of a stride-1 convolution over a (logical) input of out-size: the
+// kernel flipped in space with input and output channels swapped.
+void flipped_conv(const float* dy, int batch, int h, int w, int dy_ld, const float* w_torch, int cout, int cin, int k,
+                  int pad_top, int pad_left, int in_h, int in_w, float* dx, int dx_ld, bool accumulate, float* packed_storage,
+                  const float* zero_row) {
+  const int taps = k * k;
+  PackedWeights packed;
+  // weight'(n = ci, c = co, t) = W[co][ci][taps - 1 - t]
+  WeightSource src = {w_torch + (taps - 1), taps, (long long)cin * taps, -1};
+  pack_weights(&packed, packed_storage, &src, &cin, 1, cout, k, k);
+  ConvGeometry g;
+  g.batch = batch;
+  g.in_h = in_h;
+  g.in_w = in_w;
+  g.in_ld = dy_ld;
+  g.out_h = h;
+  g.out_w = w;
+  g.out_ld = dx_ld;
+  g.pad_top = pad_top;
+  g.pad_left = pad_left;
+  ConvEpilogue ep;
+  if (accumulate) {
+    ep.residual = dx;
+    ep.residual_ld = dx_ld;
+  }
+  conv2d_forward(dy, g, packed, ep, dx, zero_row);
+}
+}  // namespace
+
+size_t conv2d_backward_scratch_floats(const ConvGeometry& g, int cout, int cin, int k) {
+  size_t n = packed_weights_floats(cin, cout, k * k);
+  if (g.upsample == 2) n += (size_t)g.batch * g.out_h * g.out_w * cin;
+  if (g.stride == 2) n += (size_t)g.batch * (2 * g.out_h - 1) * (2 * g.out_w - 1) * cout;
+  return n;
+}
+
+void conv2d_backward_data(const float* dy, const ConvGeometry& g, const float* w_torch, int cout, int cin, int k,
+                          float* dx, float* scratch, const float* zero_row) {
+  float* packed_storage = scratch;
+  float* extra = scratch + packed_weights_floats(cin, cout, k * k);
+  const int pad = k / 2;
+  if (g.stride == 1 && g.upsample == 1) {
+    // out[y] = sum_t in[y - pad_top + ky]: dX[y] = sum_t dY[y + pad_top - ky]
+    flipped_conv(dy, g.batch, g.in_h, g.in_w, g.out_ld, w_torch, cout, cin, k, k - 1 - g.pad_top, k - 1 - g.pad_left,
+                 g.out_h, g.out_w, dx, g.in_ld, true, packed_storage, zero_row);
+  } else if (g.upsample == 2) {
+    // The forward read the input upsampled x2: dX at that size, then each
+    // source pixel collects the four copies it was read as.
+    float* dx_up = extra;
+    flipped_conv(dy, g.batch, g.out_h, g.out_w, g.out_ld, w_torch, cout, cin, k, k - 1 - g.pad_top, k - 1 - g.pad_left,
+                 g.out_h, g.out_w, dx_up, cin, false, packed_storage, zero_row);
+    upsample_nearest2x_backward(dx_up, g.batch, g.in_h, g.in_w, cin, dx, g.in_ld);
+  } else {
+    // Stride 2: dX = flipped conv over dY scattered onto the even positions
+    // of a (2*out - 1) grid, padded by (k - 1 - pad).
+    const int zh = 2 * g.out_h - 1, zw = 2 * g.out_w - 1;
+    float* z = extra;
+    mb_zero(z, sizeof(float) * (size_t)g.batch * zh * zw * cout);
+    for (int b = 0; b < g.batch; ++b)
+      for (int y = 0; y < g.out_h; ++y)
+        for (int x = 0; x < g.out_w; ++x)
+          mb_copy(z + (((size_t)b * zh + 2 * y) * zw + 2 * x) * cout,
+                  dy + (((size_t)b * g.out_h + y) * g.out_w + x) * g.out_ld, sizeof(float) * cout);
+    flipped_conv(z, g.batch, g.in_h, g.in_w, cout, w_torch, cout, cin, k, k - 1 - g.pad_top, k - 1 - g.pad_left, zh, zw,
+                 dx, g.in_ld, true, packed_storage, zero_row);
+  }
+  (void)pad;
+}
+
+namespace {
+constexpr int kWeightGradChunk = 1024;  // output pixels per im2col chunk
+}
+
+size_t conv2d_backward_weights_scratch_floats(const ConvGeometry& g, int cout, int cin, int k) {
+  (void)g;
+  const int n = k * k * cin;
+  return packed_weights_floats(n, kWeightGradChunk, 1) + (size_t)cout * kWeightGradChunk + (size_t)cout * n;
+}
+
+void conv2d_backward_weights(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin, int k,
+                             float* grad_w, float* grad_b, float* scratch) {
+  const int taps = k * k, n = taps * cin;
+  const int rows_total = g.batch * g.out_h * g.out_w;
+  const int nr = conv_panel_width();
+  const int panels = (n + nr - 1) / nr;
+  float* packed = scratch;
+  float* dy_t = packed + packed_weights_floats(n, kWeightGradChunk, 1);
+  float* dw = dy_t + (size_t)cout * kWeightGradChunk;  // [cout][tap][ci]
+  const int logical_h = g.in_h * g.upsample, logical_w = g.in_w * g.upsample;
+  for (int m0 = 0; m0 < rows_total; m0 += kWeightGradChunk) {
+    const int rows = imin(kWeightGradChunk, rows_total - m0);
+    // B(n = (tap, ci), kk = pixel) = the input under that tap: im2col, packed.
+    parallel_for(panels, 1, [&](int p) {
+      float* dst = packed + (size_t)p * rows * nr;
+      for (int r = 0; r < rows; ++r) {
+        const int m = m0 + r;
+        const int b = m / (g.out_h * g.out_w);
+        const int rem = m - b * g.out_h * g.out_w;
+        const int oy = rem / g.out_w, ox = rem % g.out_w;
+        for (int j = 0; j < nr; ++j) {
+          const int col = p * nr + j;
+          float v = 0.0f;
+          if (col < n) {
+            const int t = col / cin, ci = col % cin;
+            const int iy = oy * g.stride - g.pad_top + t / k;
+            const int ix = ox * g.stride - g.pad_left + t % k;
+            if (iy >= 0 && iy < logical_h && ix >= 0 && ix < logical_w)
+              v = in[((size_t)(b * g.in_h + iy / g.upsample) * g.in_w + ix / g.upsample) * g.in_ld + ci];
+          }
+          *dst++ = v;
+        }
+      }
+    });
+    PackedWeights pw;
+    pw.data = packed;
+    pw.cout = n;
+    pw.cin = rows;
+    pw.kh = pw.kw = 1;
+    pw.nr = nr;
+    transpose(dy + (size_t)m0 * g.out_ld, rows, cout, g.out_ld, dy_t, rows);
+    ConvGeometry gg;
+    gg.batch = 1;
+    gg.in_h = 1;
+    gg.in_w = cout;
+    gg.in_ld = rows;
+    gg.out_h = 1;
+    gg.out_w = cout;
+    gg.out_ld = n;
+    ConvEpilogue ep;
+    if (m0 > 0) {
+      ep.residual = dw;
+      ep.residual_ld = n;
+    }
+    conv2d_forward(dy_t, gg, pw, ep, dw, dy_t);
+  }
+  // [cout][tap][ci] -> torch [cout][ci][tap], accumulated
+  parallel_for(cout, 1, [&](int co) {
+    for (int ci = 0; ci < cin; ++ci)
+      for (int t = 0; t < taps; ++t) grad_w[((size_t)co * cin + ci) * taps + t] += dw[(size_t)co * n + (size_t)t * cin + ci];
+  });
+  if (grad_b) {
+    parallel_for((cout + 15) / 16, 1, [&](int cb) {
+      const int c0 = cb * 16, c1 = imin(cout, c0 + 16);
+      double sums[16] = {};
+      for (int m = 0; m < rows_total; ++m)
+        for (int c = c0; c < c1; ++c) sums[c - c0] += dy[(size_t)m * g.out_ld + c];
+      for (int c = c0; c < c1; ++c) grad_b[c] += (float)sums[c - c0];
+    });
+  }
 }
 
 }  // namespace mb

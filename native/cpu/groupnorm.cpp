@@ -4,7 +4,8 @@
 // Statistics are accumulated in double, two-pass (mean, then centred sum of
 // squares) so that large activations do not lose the variance.
 //
-// Forward only for now; the backward joins this file with the training issue.
+// Backward (at the end): recomputes the normalised values from the saved
+// input and statistics rather than keeping them.
 #include "../engine/mathf.h"
 #include "ops.h"
 
@@ -124,6 +125,105 @@ void group_norm_forward(const float* x, const GroupNormArgs& a, float* y, float*
           apply_pixel<true>(px, mul, add, cn, py);
         else
           apply_pixel<false>(px, mul, add, cn, py);
+      }
+    }
+  });
+}
+
+
+// ---------------------------------------------------------------------------
+// Backward. With xhat = (x - mean) * rstd, y0 = xhat * gamma + beta,
+// y1 = y0 * (1 + scale) + shift (or y0), out = silu(y1) (or y1):
+//   g1 = dout * silu'(y1);  dscale += g1 * y0, dshift += g1;  g0 = g1 * (1 + scale)
+//   dgamma += g0 * xhat, dbeta += g0;  gx = g0 * gamma
+//   dx += rstd * (gx - mean_group(gx) - xhat * mean_group(gx * xhat))
+
+size_t group_norm_backward_scratch_floats(const GroupNormArgs& a) {
+  return (size_t)a.batch * a.channels * 2 + (size_t)a.batch * a.groups * 2;
+}
+
+void group_norm_backward(const float* x, const GroupNormArgs& a, const float* stats, const float* dy, float* dx,
+                         float* dgamma, float* dbeta, float* dscale_shift, float* scratch) {
+  const int C = a.channels, G = a.groups, cpg = C / G, P = a.pixels, B = a.batch;
+  const float* mean = stats;
+  const float* rstd = stats + B * G;
+  float* part_gamma = scratch;               // [B][C] partial dgamma
+  float* part_beta = scratch + (size_t)B * C;  // [B][C] partial dbeta
+  float* group_sums = part_beta + (size_t)B * C;  // [B][G][2]: sum gx, sum gx*xhat
+
+  // Pass 1, per (sample, group): per-channel partial sums and the group sums.
+  parallel_for(B * G, 1, [&](int bg) {
+    const int b = bg / G, g = bg % G;
+    const float m = mean[bg], r = rstd[bg];
+    double sum_gx = 0, sum_gx_xhat = 0;
+    for (int cc = 0; cc < cpg; ++cc) {
+      const int c = g * cpg + cc;
+      const float gamma = a.gamma[c], beta = a.beta[c];
+      const float s = a.scale_shift ? a.scale_shift[(size_t)b * a.scale_shift_ld + c] : 0.0f;
+      const float sh = a.scale_shift ? a.scale_shift[(size_t)b * a.scale_shift_ld + C + c] : 0.0f;
+      double d_gamma = 0, d_beta = 0, d_scale = 0, d_shift = 0;
+      for (int p = 0; p < P; ++p) {
+        const size_t i = ((size_t)b * P + p) * C + c;
+        const float xhat = (x[i] - m) * r;
+        const float y0 = xhat * gamma + beta;
+        float g1 = dy[i];
+        if (a.silu) {
+          const float y1 = a.scale_shift ? y0 * (1.0f + s) + sh : y0;
+          const float sig = 1.0f / (1.0f + exp_f32(-y1));
+          g1 *= sig * (1.0f + y1 * (1.0f - sig));
+        }
+        float g0 = g1;
+        if (a.scale_shift) {
+          d_scale += (double)g1 * y0;
+          d_shift += g1;
+          g0 = g1 * (1.0f + s);
+        }
+        d_gamma += (double)g0 * xhat;
+        d_beta += g0;
+        const float gx = g0 * gamma;
+        sum_gx += gx;
+        sum_gx_xhat += (double)gx * xhat;
+      }
+      part_gamma[(size_t)b * C + c] = (float)d_gamma;
+      part_beta[(size_t)b * C + c] = (float)d_beta;
+      if (a.scale_shift && dscale_shift) {
+        dscale_shift[(size_t)b * a.scale_shift_ld + c] += (float)d_scale;
+        dscale_shift[(size_t)b * a.scale_shift_ld + C + c] += (float)d_shift;
+      }
+    }
+    group_sums[(size_t)bg * 2] = (float)(sum_gx / ((double)P * cpg));
+    group_sums[(size_t)bg * 2 + 1] = (float)(sum_gx_xhat / ((double)P * cpg));
+  });
+  if (dgamma || dbeta)
+    for (int b = 0; b < B; ++b)
+      for (int c = 0; c < C; ++c) {
+        if (dgamma) dgamma[c] += part_gamma[(size_t)b * C + c];
+        if (dbeta) dbeta[c] += part_beta[(size_t)b * C + c];
+      }
+
+  // Pass 2: dx.
+  parallel_for(B * G, 1, [&](int bg) {
+    const int b = bg / G, g = bg % G;
+    const float m = mean[bg], r = rstd[bg];
+    const float mean_gx = group_sums[(size_t)bg * 2], mean_gx_xhat = group_sums[(size_t)bg * 2 + 1];
+    for (int p = 0; p < P; ++p) {
+      for (int cc = 0; cc < cpg; ++cc) {
+        const int c = g * cpg + cc;
+        const size_t i = ((size_t)b * P + p) * C + c;
+        const float gamma = a.gamma[c], beta = a.beta[c];
+        const float xhat = (x[i] - m) * r;
+        float g1 = dy[i];
+        if (a.silu) {
+          const float s = a.scale_shift ? a.scale_shift[(size_t)b * a.scale_shift_ld + c] : 0.0f;
+          const float sh = a.scale_shift ? a.scale_shift[(size_t)b * a.scale_shift_ld + C + c] : 0.0f;
+          const float y0 = xhat * gamma + beta;
+          const float y1 = a.scale_shift ? y0 * (1.0f + s) + sh : y0;
+          const float sig = 1.0f / (1.0f + exp_f32(-y1));
+          g1 *= sig * (1.0f + y1 * (1.0f - sig));
+        }
+        const float g0 = a.scale_shift ? g1 * (1.0f + a.scale_shift[(size_t)b * a.scale_shift_ld + c]) : g1;
+        const float gx = g0 * gamma;
+        dx[i] += r * (gx - mean_gx - xhat * mean_gx_xhat);
       }
     }
   });

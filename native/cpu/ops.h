@@ -59,6 +59,24 @@ struct ConvEpilogue {
 void conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep, float* out,
                     const float* zero_row);
 
+// Backward. Every backward op ADDS into its input gradients (dx), since most
+// activations feed more than one consumer.
+//
+// dX for the convolution whose forward ran with geometry g (stride 1, stride 2
+// or upsample 2), weights in torch layout [cout][cin][k][k].
+size_t conv2d_backward_scratch_floats(const ConvGeometry& g, int cout, int cin, int k);
+void conv2d_backward_data(const float* dy, const ConvGeometry& g, const float* w_torch, int cout, int cin, int k,
+                          float* dx, float* scratch, const float* zero_row);
+// dW (torch layout) and db, accumulated.
+size_t conv2d_backward_weights_scratch_floats(const ConvGeometry& g, int cout, int cin, int k);
+void conv2d_backward_weights(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin, int k,
+                             float* grad_w, float* grad_b, float* scratch);
+// C[m][n] (+)= sum_k A[m][k] * B(n, k), B read through a WeightSource (any strides).
+size_t matmul_scratch_floats(int n, int k);
+void matmul(const float* a, int lda, int m, int k, const WeightSource& b, int n, float* c, int ldc, bool accumulate,
+            float* scratch);
+void transpose(const float* a, int rows, int cols, int lda, float* out, int ldo);
+
 // ---------------------------------------------------------------------------
 // groupnorm.cpp: GroupNorm over NHWC, with the tails that follow it in the
 // UNet fused in: an optional per-sample scale/shift (resnet scale_shift time
@@ -73,6 +91,11 @@ struct GroupNormArgs {
   bool silu = false;
 };
 void group_norm_forward(const float* x, const GroupNormArgs& a, float* y, float* stats_scratch /* 2*batch*groups */);
+// Backward from the saved input and statistics: dx += ..., dgamma/dbeta +=,
+// and d(scale_shift) += ([batch][scale_shift_ld]) when the forward had one.
+size_t group_norm_backward_scratch_floats(const GroupNormArgs& a);
+void group_norm_backward(const float* x, const GroupNormArgs& a, const float* stats, const float* dy, float* dx,
+                         float* dgamma, float* dbeta, float* dscale_shift, float* scratch);
 
 // ---------------------------------------------------------------------------
 // attention.cpp: softmax(q k^T * scale) v per head, over a fused qkv buffer
@@ -83,6 +106,9 @@ struct AttentionArgs {
 };
 size_t attention_scratch_floats(const AttentionArgs& a);
 void attention_forward(const float* qkv, const AttentionArgs& a, float* out, float* scratch, const float* zero_row);
+// dqkv (overwritten) from the saved qkv and d(out); recomputes the softmax.
+size_t attention_backward_scratch_floats(const AttentionArgs& a);
+void attention_backward(const float* qkv, const AttentionArgs& a, const float* dout, float* dqkv, float* scratch);
 
 // ---------------------------------------------------------------------------
 // resample.cpp: layout changes and resampling on NHWC.
@@ -94,6 +120,10 @@ void upsample_nearest2x(const float* x, int batch, int h, int w, int channels, f
 void avgpool2x2(const float* x, int batch, int h, int w, int channels, float* y);
 // y[:, :, :, 0:ca] = a, y[:, :, :, ca:ca+cb] = b
 void concat_channels(const float* a, int ca, const float* b, int cb, int pixels, float* y);
+// Backward (accumulating): dx[y][x] += sum of the 2x2 block it was copied to.
+void upsample_nearest2x_backward(const float* dy, int batch, int h, int w, int channels, float* dx, int dx_ld);
+void avgpool2x2_backward(const float* dy, int batch, int h, int w, int channels, float* dx);
+void concat_channels_backward(const float* dy, int ca, int cb, int pixels, float* da, float* db);
 
 // ---------------------------------------------------------------------------
 // embed.cpp: timestep and class embeddings.
@@ -144,6 +174,8 @@ void randn_philox(uint64_t seed, uint64_t draw, uint64_t offset, long long n, fl
 // ---------------------------------------------------------------------------
 // elementwise.cpp
 void silu_forward(const float* x, long long n, float* y);
+// dx += dy * silu'(x)
+void silu_backward(const float* x, const float* dy, long long n, float* dx);
 void add_forward(const float* a, const float* b, long long n, float* y);
 // Any NaN or Inf in x? (input validation)
 bool has_non_finite(const float* x, long long n);

@@ -1,7 +1,7 @@
 // Layout changes (the API speaks NCHW, the engine NHWC) and the UNet's
 // resampling: nearest x2 upsampling, 2x2 average pooling, channel concat.
 //
-// Forward only for now; backward joins with the training issue.
+// Each op's backward follows it at the end of the file.
 #include "ops.h"
 
 namespace mb {
@@ -70,6 +70,50 @@ void concat_channels(const float* a, int ca, const float* b, int cb, int pixels,
     for (int p = p0; p < p1; ++p) {
       mb_copy(y + (size_t)p * (ca + cb), a + (size_t)p * ca, sizeof(float) * ca);
       mb_copy(y + (size_t)p * (ca + cb) + ca, b + (size_t)p * cb, sizeof(float) * cb);
+    }
+  });
+}
+
+
+// ---------------------------------------------------------------------------
+// Backward (accumulating into dx).
+
+void upsample_nearest2x_backward(const float* dy, int batch, int h, int w, int channels, float* dx, int dx_ld) {
+  const int oh = 2 * h, ow = 2 * w;
+  parallel_for(batch * h, 1, [&](int by) {
+    const int b = by / h, y = by % h;
+    for (int x = 0; x < w; ++x) {
+      float* d = dx + ((size_t)b * h * w + (size_t)y * w + x) * dx_ld;
+      const float* r0 = dy + (((size_t)b * oh + 2 * y) * ow + 2 * x) * channels;
+      const float* r1 = r0 + (size_t)ow * channels;
+      for (int c = 0; c < channels; ++c) d[c] += (r0[c] + r0[channels + c]) + (r1[c] + r1[channels + c]);
+    }
+  });
+}
+
+void avgpool2x2_backward(const float* dy, int batch, int h, int w, int channels, float* dx) {
+  const int oh = h / 2, ow = w / 2;
+  parallel_for(batch * oh, 1, [&](int boy) {
+    const int b = boy / oh, oy = boy % oh;
+    for (int ox = 0; ox < ow; ++ox) {
+      const float* g = dy + (((size_t)b * oh + oy) * ow + ox) * channels;
+      for (int dy2 = 0; dy2 < 2; ++dy2)
+        for (int dx2 = 0; dx2 < 2; ++dx2) {
+          float* d = dx + (((size_t)b * h + 2 * oy + dy2) * w + 2 * ox + dx2) * channels;
+          for (int c = 0; c < channels; ++c) d[c] += g[c] / 4.0f;
+        }
+    }
+  });
+}
+
+void concat_channels_backward(const float* dy, int ca, int cb, int pixels, float* da, float* db) {
+  parallel_ranges(pixels, 64, [&](int p0, int p1) {
+    for (int p = p0; p < p1; ++p) {
+      const float* g = dy + (size_t)p * (ca + cb);
+      float* a = da + (size_t)p * ca;
+      float* b = db + (size_t)p * cb;
+      for (int c = 0; c < ca; ++c) a[c] += g[c];
+      for (int c = 0; c < cb; ++c) b[c] += g[ca + c];
     }
   });
 }

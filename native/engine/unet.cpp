@@ -5,79 +5,12 @@
 #include "unet.h"
 
 #include "../cpu/ops.h"
+#include "exec.h"
 #include "mathf.h"
 
 namespace mb {
 
 namespace {
-
-// ---------------------------------------------------------------------------
-// Small string helpers (no libc in the wasm build).
-
-struct Name {
-  char text[kMaxNameLength];
-  int length = 0;
-  Name() { text[0] = 0; }
-  explicit Name(const char* s) {
-    text[0] = 0;
-    add(s);
-  }
-  Name& add(const char* s) {
-    while (*s && length < kMaxNameLength - 1) text[length++] = *s++;
-    text[length] = 0;
-    return *this;
-  }
-  Name& add_int(long long v) {
-    char digits[24];
-    int n = 0;
-    bool negative = v < 0;
-    unsigned long long u = negative ? (unsigned long long)(-v) : (unsigned long long)v;
-    do {
-      digits[n++] = (char)('0' + u % 10);
-      u /= 10;
-    } while (u);
-    if (negative) add("-");
-    while (n && length < kMaxNameLength - 1) text[length++] = digits[--n];
-    text[length] = 0;
-    return *this;
-  }
-  Name with(const char* suffix) const {
-    Name copy = *this;
-    copy.add(suffix);
-    return copy;
-  }
-};
-
-int set_error(Model* m, int status, const Name& message) {
-  int i = 0;
-  for (; message.text[i] && i < (int)sizeof(m->error) - 1; ++i) m->error[i] = message.text[i];
-  m->error[i] = 0;
-  return status;
-}
-
-// Error messages can be longer than a parameter name; build them in a bigger buffer.
-struct Message {
-  char text[512];
-  int length = 0;
-  Message() { text[0] = 0; }
-  Message& add(const char* s) {
-    while (*s && length < 511) text[length++] = *s++;
-    text[length] = 0;
-    return *this;
-  }
-  Message& add_int(long long v) {
-    Name n;
-    n.add_int(v);
-    return add(n.text);
-  }
-};
-
-int fail(Model* m, int status, const Message& message) {
-  int i = 0;
-  for (; message.text[i] && i < (int)sizeof(m->error) - 1; ++i) m->error[i] = message.text[i];
-  m->error[i] = 0;
-  return status;
-}
 
 // ---------------------------------------------------------------------------
 // Graph construction.
@@ -501,35 +434,10 @@ static int pack_all(Model* m) {
 }
 
 // ---------------------------------------------------------------------------
-// Forward.
+// Forward. In training mode (ex.training) nothing is released and each layer
+// records in its `saved` what backward.cpp needs; inference keeps nothing.
 
 namespace {
-
-struct Act {
-  float* data;
-  int h, w, c;
-  size_t floats(int batch) const { return (size_t)batch * h * w * c; }
-};
-
-struct Exec {
-  Model* m;
-  Arena* arena;
-  bool planning;
-  int batch;
-  const float* zero_row;
-  float* silu_emb;  // SiLU(temb), shared by every resnet's time projection
-  int status = kOk;
-  Message error;
-
-  Act alloc(int h, int w, int c) { return Act{arena->alloc((size_t)batch * h * w * c), h, w, c}; }
-  bool run() const { return !planning && status == kOk; }
-  void fail_with(const Message& msg) {
-    if (status == kOk) {
-      status = kErrInvalidArgument;
-      error = msg;
-    }
-  }
-};
 
 void capture(Exec& ex, const char* name, const Act& a, int level = -1) {
   Model* m = ex.m;
@@ -567,24 +475,12 @@ void capture_matrix(Exec& ex, const char* name, const float* data, int rows, int
   m->captures.push(cap);
 }
 
-const float* P(Exec& ex, int index) { return ex.m->params[index].data; }
-
-// y = conv(x) with the given epilogue; geometry from the layer and sizes.
+// y = conv(x) with the given epilogue.
 void conv_apply(Exec& ex, const ConvLayer& c, const Act& x, int upsample, int stride, int pad_top, int pad_left,
-                const Act& y, ConvEpilogue ep) {
+                const Act& y, ConvEpilogue ep, ConvSaved* saved = nullptr) {
+  const ConvGeometry g = make_geometry(ex, x, upsample, stride, pad_top, pad_left, y);
+  if (saved) *saved = ConvSaved{x, y, g};
   if (!ex.run()) return;
-  ConvGeometry g;
-  g.batch = ex.batch;
-  g.in_h = x.h;
-  g.in_w = x.w;
-  g.in_ld = x.c;
-  g.upsample = upsample;
-  g.out_h = y.h;
-  g.out_w = y.w;
-  g.out_ld = y.c;
-  g.stride = stride;
-  g.pad_top = pad_top;
-  g.pad_left = pad_left;
   if (!ep.bias) ep.bias = P(ex, c.bias);
   conv2d_forward(x.data, g, c.packed, ep, y.data, ex.zero_row);
 }
@@ -592,23 +488,16 @@ void conv_apply(Exec& ex, const ConvLayer& c, const Act& x, int upsample, int st
 // A linear layer over `rows` vectors of length c.cin.
 void linear_apply(Exec& ex, const ConvLayer& c, const float* x, int rows, float* y, const float* bias = nullptr) {
   if (!ex.run()) return;
-  ConvGeometry g;
-  g.batch = 1;
-  g.in_h = 1;
-  g.in_w = rows;
-  g.in_ld = c.cin;
-  g.out_h = 1;
-  g.out_w = rows;
-  g.out_ld = c.cout;
   ConvEpilogue ep;
   ep.bias = bias ? bias : P(ex, c.bias);
-  conv2d_forward(x, g, c.packed, ep, y, ex.zero_row);
+  conv2d_forward(x, rows_geometry(rows, c.cin, c.cout), c.packed, ep, y, ex.zero_row);
 }
 
-void norm_apply(Exec& ex, const NormLayer& n, const Act& x, const Act& y, bool silu, const float* scale_shift = nullptr,
-                int scale_shift_ld = 0) {
+// Returns the statistics buffer (mean, rstd) for the backward.
+float* norm_apply(Exec& ex, const NormLayer& n, const Act& x, const Act& y, bool silu, const float* scale_shift = nullptr,
+                  int scale_shift_ld = 0) {
   float* stats = ex.arena->alloc((size_t)2 * ex.batch * n.groups);
-  if (!ex.run()) return;
+  if (!ex.run()) return stats;
   GroupNormArgs a;
   a.batch = ex.batch;
   a.pixels = x.h * x.w;
@@ -621,14 +510,18 @@ void norm_apply(Exec& ex, const NormLayer& n, const Act& x, const Act& y, bool s
   a.scale_shift_ld = scale_shift_ld;
   a.silu = silu;
   group_norm_forward(x.data, a, y.data, stats);
+  return stats;
 }
 
 // ResnetBlock2D (pre-norm, SiLU), writing into `out` (already allocated, the
-// output size). Temporaries are released before returning.
-void resnet_forward(Exec& ex, const ResnetLayer& r, const Act& x, const Act& out) {
-  const size_t mark = ex.arena->mark();
+// output size). Temporaries are released before returning (inference).
+void resnet_forward(Exec& ex, ResnetLayer& r, const Act& x, const Act& out) {
+  const size_t mark = ex.mark();
+  ResnetSaved& s = r.saved;
   Act h = ex.alloc(x.h, x.w, x.c);
-  norm_apply(ex, r.norm1, x, h, true);
+  s.x = x;
+  s.h0 = h;
+  s.stats1 = norm_apply(ex, r.norm1, x, h, true);
   Act x_res = x;
   if (r.resample != 0) {
     Act h2 = ex.alloc(out.h, out.w, x.c);
@@ -644,8 +537,11 @@ void resnet_forward(Exec& ex, const ResnetLayer& r, const Act& x, const Act& out
     }
     h = h2;
   }
+  s.hin = h;
+  s.xres = x_res;
   const int proj_width = r.time_emb_proj.cout;
   float* temb_proj = ex.arena->alloc((size_t)ex.batch * proj_width);
+  s.temb_proj = temb_proj;
   linear_apply(ex, r.time_emb_proj, ex.silu_emb, ex.batch, temb_proj);
 
   Act h1 = ex.alloc(out.h, out.w, r.cout);
@@ -655,11 +551,15 @@ void resnet_forward(Exec& ex, const ResnetLayer& r, const Act& x, const Act& out
     ep1.batch_bias_ld = proj_width;
   }
   conv_apply(ex, r.conv1, h, 1, 1, 1, 1, h1, ep1);
+  // Inference normalises in place; training keeps GroupNorm2's input.
+  Act h2 = ex.training ? ex.alloc(out.h, out.w, r.cout) : h1;
+  s.h1 = h1;
+  s.h2 = h2;
   if (ex.m->scale_shift)
-    norm_apply(ex, r.norm2, h1, h1, true, temb_proj, proj_width);
+    s.stats2 = norm_apply(ex, r.norm2, h1, h2, true, temb_proj, proj_width);
   else
-    norm_apply(ex, r.norm2, h1, h1, true);
-  // dropout: identity at inference
+    s.stats2 = norm_apply(ex, r.norm2, h1, h2, true);
+  // dropout: identity (the engine trains with dropout 0; see train_step)
 
   Act shortcut = x_res;
   if (r.has_shortcut) {
@@ -670,11 +570,11 @@ void resnet_forward(Exec& ex, const ResnetLayer& r, const Act& x, const Act& out
   ep2.residual = shortcut.data;
   ep2.residual_ld = shortcut.c;
   ep2.divisor = r.output_scale_factor;
-  conv_apply(ex, r.conv2, h1, 1, 1, 1, 1, out, ep2);
-  ex.arena->release(mark);
+  conv_apply(ex, r.conv2, h2, 1, 1, 1, 1, out, ep2);
+  ex.release(mark);
 }
 
-Act resnet_new(Exec& ex, const ResnetLayer& r, const Act& x) {
+Act resnet_new(Exec& ex, ResnetLayer& r, const Act& x) {
   int oh = x.h, ow = x.w;
   if (r.resample > 0) oh *= 2, ow *= 2;
   if (r.resample < 0) oh /= 2, ow /= 2;
@@ -683,19 +583,27 @@ Act resnet_new(Exec& ex, const ResnetLayer& r, const Act& x) {
   return out;
 }
 
-// Attention block (diffusers Attention with residual_connection), in place on x.
-void attention_forward_block(Exec& ex, const AttnLayer& a, const Act& x) {
-  const size_t mark = ex.arena->mark();
+// Attention block (diffusers Attention with residual_connection). Inference
+// updates x in place; training writes a new tensor so x stays for the backward.
+Act attention_forward_block(Exec& ex, AttnLayer& a, const Act& x) {
+  Act out = ex.training ? ex.alloc(x.h, x.w, x.c) : x;
+  const size_t mark = ex.mark();
+  AttnSaved& s = a.saved;
   const int tokens = x.h * x.w;
   const int rows = ex.batch * tokens;
+  s.x = x;
   Act normed = x;
+  s.stats = nullptr;
   if (a.has_norm) {
     normed = ex.alloc(x.h, x.w, x.c);
-    norm_apply(ex, a.norm, x, normed, false);
+    s.stats = norm_apply(ex, a.norm, x, normed, false);
   }
+  s.normed = normed;
   float* qkv = ex.arena->alloc((size_t)rows * 3 * a.channels);
+  s.qkv = qkv;
   linear_apply(ex, a.qkv, normed.data, rows, qkv, a.qkv_bias);
   float* attn = ex.arena->alloc((size_t)rows * a.channels);
+  s.attn = attn;
   AttentionArgs args;
   args.batch = ex.batch;
   args.tokens = tokens;
@@ -705,22 +613,15 @@ void attention_forward_block(Exec& ex, const AttnLayer& a, const Act& x) {
   float* scratch = ex.arena->alloc(attention_scratch_floats(args));
   if (ex.run()) attention_forward(qkv, args, attn, scratch, ex.zero_row);
   if (ex.run()) {
-    ConvGeometry g;
-    g.batch = 1;
-    g.in_h = 1;
-    g.in_w = rows;
-    g.in_ld = a.channels;
-    g.out_h = 1;
-    g.out_w = rows;
-    g.out_ld = a.channels;
     ConvEpilogue ep;
     ep.bias = P(ex, a.out.bias);
     ep.residual = x.data;  // each output element reads only its own residual: in place is safe
     ep.residual_ld = x.c;
     ep.divisor = a.rescale_output_factor;
-    conv2d_forward(attn, g, a.out.packed, ep, x.data, ex.zero_row);
+    conv2d_forward(attn, rows_geometry(rows, a.channels, a.channels), a.out.packed, ep, out.data, ex.zero_row);
   }
-  ex.arena->release(mark);
+  ex.release(mark);
+  return out;
 }
 
 int downsample_size(int n, int padding) {
@@ -728,13 +629,19 @@ int downsample_size(int n, int padding) {
   return (n + total_pad - 3) / 2 + 1;
 }
 
-void run_forward(Exec& ex, int height, int width, const float* x_nchw, const float* timesteps, const float* class_cond,
-                 float* out_nchw) {
+}  // namespace
+
+// The forward pass. Returns the NHWC output (before the fourier division) so
+// the training step can take the loss on it; writes NCHW to out_nchw if given.
+Act run_forward(Exec& ex, int height, int width, const float* x_nchw, const float* timesteps, const float* class_cond,
+                float* out_nchw) {
   Model* m = ex.m;
+  ForwardSaved& saved = m->saved;
   const int B = ex.batch;
 
   // 1. time embedding (and class embedding), then SiLU of it for the resnets
   float* t_proj = ex.arena->alloc((size_t)B * m->time_proj_dim);
+  saved.t_proj = t_proj;
   if (ex.run()) {
     if (m->time_embedding_type == 0) {
       timestep_embedding(timesteps, B, m->time_proj_dim, m->flip_sin_to_cos, m->freq_shift, t_proj);
@@ -750,10 +657,13 @@ void run_forward(Exec& ex, int height, int width, const float* x_nchw, const flo
   }
   const int TE = m->time_embed_dim;
   float* emb_hidden = ex.arena->alloc((size_t)B * TE);
+  float* emb_hidden_act = ex.arena->alloc((size_t)B * TE);
   float* emb = ex.arena->alloc((size_t)B * TE);
+  saved.emb_hidden = emb_hidden;
+  saved.emb = emb;
   linear_apply(ex, m->time_linear_1, t_proj, B, emb_hidden);
-  if (ex.run()) silu_forward(emb_hidden, (long long)B * TE, emb_hidden);
-  linear_apply(ex, m->time_linear_2, emb_hidden, B, emb);
+  if (ex.run()) silu_forward(emb_hidden, (long long)B * TE, emb_hidden_act);
+  linear_apply(ex, m->time_linear_2, emb_hidden_act, B, emb);
   capture_matrix(ex, "temb", emb, B, TE);
   if (m->class_embed == 1 && ex.run()) {
     for (int b = 0; b < B; ++b) {
@@ -763,7 +673,10 @@ void run_forward(Exec& ex, int height, int width, const float* x_nchw, const flo
   } else if (m->class_embed == 2) {
     float* c_proj = ex.arena->alloc((size_t)B * m->time_proj_dim);
     float* c_hidden = ex.arena->alloc((size_t)B * TE);
+    float* c_hidden_act = ex.arena->alloc((size_t)B * TE);
     float* c_emb = ex.arena->alloc((size_t)B * TE);
+    saved.c_proj = c_proj;
+    saved.c_hidden = c_hidden;
     if (ex.run()) {
       if (m->time_embedding_type == 1)
         fourier_embedding(class_cond, B, P(ex, m->time_proj_weight), m->block_out_channels[0], c_proj);
@@ -771,13 +684,14 @@ void run_forward(Exec& ex, int height, int width, const float* x_nchw, const flo
         timestep_embedding(class_cond, B, m->time_proj_dim, m->flip_sin_to_cos, m->freq_shift, c_proj);
     }
     linear_apply(ex, m->class_linear_1, c_proj, B, c_hidden);
-    if (ex.run()) silu_forward(c_hidden, (long long)B * TE, c_hidden);
-    linear_apply(ex, m->class_linear_2, c_hidden, B, c_emb);
+    if (ex.run()) silu_forward(c_hidden, (long long)B * TE, c_hidden_act);
+    linear_apply(ex, m->class_linear_2, c_hidden_act, B, c_emb);
     if (ex.run()) add_forward(emb, c_emb, (long long)B * TE, emb);
   } else if (m->class_embed == 3 && ex.run()) {
     add_forward(emb, class_cond, (long long)B * TE, emb);
   }
   ex.silu_emb = ex.arena->alloc((size_t)B * TE);
+  saved.silu_emb = ex.silu_emb;
   if (ex.run()) silu_forward(emb, (long long)B * TE, ex.silu_emb);
 
   // 2. input, to NHWC (centering fused), and conv_in
@@ -786,18 +700,18 @@ void run_forward(Exec& ex, int height, int width, const float* x_nchw, const flo
     nchw_to_nhwc(x_nchw, B, m->in_channels, height, width, input.data, m->center_input_sample ? 2.0f : 1.0f,
                  m->center_input_sample ? -1.0f : 0.0f);
   Act h = ex.alloc(height, width, m->block_out_channels[0]);
-  conv_apply(ex, m->conv_in, input, 1, 1, 1, 1, h, ConvEpilogue());
+  conv_apply(ex, m->conv_in, input, 1, 1, 1, 1, h, ConvEpilogue(), &saved.conv_in);
   capture(ex, "conv_in", h);
 
   // 3. down; every resnet output (and downsample output) is a skip connection
-  Act skips[kMaxLevels * (kMaxLayers + 1) + 1];
+  Act* skips = saved.skips;
   int num_skips = 0;
   skips[num_skips++] = h;
   for (int i = 0; i < m->num_levels; ++i) {
     Block& blk = m->down[i];
     for (int j = 0; j < blk.num_layers; ++j) {
       h = resnet_new(ex, blk.resnets[j], h);
-      if (blk.has_attention) attention_forward_block(ex, blk.attentions[j], h);
+      if (blk.has_attention) h = attention_forward_block(ex, blk.attentions[j], h);
       skips[num_skips++] = h;
     }
     if (blk.resample_kind == kResampleConv) {
@@ -808,9 +722,9 @@ void run_forward(Exec& ex, int height, int width, const float* x_nchw, const flo
         msg.add("input of ").add_int(height).add("x").add_int(width).add(" is too small: down block ").add_int(i).add(
             " would produce an empty feature map");
         ex.fail_with(msg);
-        return;
+        return Act();
       }
-      conv_apply(ex, blk.resample_conv, h, 1, 2, p, p, y, ConvEpilogue());
+      conv_apply(ex, blk.resample_conv, h, 1, 2, p, p, y, ConvEpilogue(), &blk.resample_saved);
       h = y;
       skips[num_skips++] = h;
     } else if (blk.resample_kind == kResampleResnet) {
@@ -818,18 +732,19 @@ void run_forward(Exec& ex, int height, int width, const float* x_nchw, const flo
         Message msg;
         msg.add("input of ").add_int(height).add("x").add_int(width).add(" is too small for down block ").add_int(i);
         ex.fail_with(msg);
-        return;
+        return Act();
       }
       h = resnet_new(ex, blk.resample_resnet, h);
       skips[num_skips++] = h;
     }
     capture(ex, "down.", h, i);
   }
+  saved.num_skips = num_skips;
 
   // 4. mid
   if (m->has_mid) {
     h = resnet_new(ex, m->mid.resnets[0], h);
-    if (m->mid.has_attention) attention_forward_block(ex, m->mid.attentions[0], h);
+    if (m->mid.has_attention) h = attention_forward_block(ex, m->mid.attentions[0], h);
     h = resnet_new(ex, m->mid.resnets[1], h);
     capture(ex, "mid", h);
   }
@@ -845,20 +760,22 @@ void run_forward(Exec& ex, int height, int width, const float* x_nchw, const flo
             " has a ").add_int(h.h).add("x").add_int(h.w).add(" feature map but its skip connection is ").add_int(skip.h).add(
             "x").add_int(skip.w).add("; use a height and width divisible by ").add_int(1 << (m->num_levels - 1));
         ex.fail_with(msg);
-        return;
+        return Act();
       }
       Act out = ex.alloc(h.h, h.w, blk.resnets[j].cout);
-      const size_t mark = ex.arena->mark();
+      const size_t mark = ex.mark();
       Act cat = ex.alloc(h.h, h.w, h.c + skip.c);
+      blk.prev[j] = h;
+      blk.cat[j] = cat;
       if (ex.run()) concat_channels(h.data, h.c, skip.data, skip.c, B * h.h * h.w, cat.data);
       resnet_forward(ex, blk.resnets[j], cat, out);
-      ex.arena->release(mark);
+      ex.release(mark);
       h = out;
-      if (blk.has_attention) attention_forward_block(ex, blk.attentions[j], h);
+      if (blk.has_attention) h = attention_forward_block(ex, blk.attentions[j], h);
     }
     if (blk.resample_kind == kResampleConv) {
       Act y = ex.alloc(2 * h.h, 2 * h.w, blk.out_channels);
-      conv_apply(ex, blk.resample_conv, h, 2, 1, 1, 1, y, ConvEpilogue());
+      conv_apply(ex, blk.resample_conv, h, 2, 1, 1, 1, y, ConvEpilogue(), &blk.resample_saved);
       h = y;
     } else if (blk.resample_kind == kResampleResnet) {
       h = resnet_new(ex, blk.resample_resnet, h);
@@ -867,26 +784,26 @@ void run_forward(Exec& ex, int height, int width, const float* x_nchw, const flo
   }
 
   // 6. out: GroupNorm + SiLU, conv_out, back to NCHW (fourier: divide by t)
+  saved.h_last = h;
   Act normed = ex.alloc(h.h, h.w, h.c);
-  norm_apply(ex, m->norm_out, h, normed, true);
+  saved.norm_out_stats = norm_apply(ex, m->norm_out, h, normed, true);
   Act y = ex.alloc(h.h, h.w, m->out_channels);
-  conv_apply(ex, m->conv_out, normed, 1, 1, 1, 1, y, ConvEpilogue());
-  if (ex.run()) {
+  conv_apply(ex, m->conv_out, normed, 1, 1, 1, 1, y, ConvEpilogue(), &saved.conv_out);
+  if (ex.run() && out_nchw) {
     if (m->time_embedding_type == 1)
       nhwc_to_nchw_div(y.data, B, m->out_channels, y.h, y.w, timesteps, out_nchw);
     else
       nhwc_to_nchw(y.data, B, m->out_channels, y.h, y.w, out_nchw);
   }
+  return y;
 }
-
-}  // namespace
 
 int model_plan_bytes(Model* m, int batch, int height, int width, size_t* bytes) {
   if (batch < 1 || height < 1 || width < 1 || batch > (1 << 20) || height > (1 << 15) || width > (1 << 15))
     return set_error(m, kErrInvalidArgument, Name("batch, height and width must be positive and reasonable"));
   Arena planner;
   planner.planning = true;
-  Exec ex{m, &planner, true, batch, nullptr, nullptr, kOk, Message()};
+  Exec ex{m, &planner, true, batch, nullptr, nullptr, false, kOk, Message()};
   run_forward(ex, height, width, nullptr, nullptr, nullptr, nullptr);
   if (ex.status != kOk) return fail(m, ex.status, ex.error);
   *bytes = planner.peak * sizeof(float) + (size_t)align_up(m->max_channels, 16) * sizeof(float);
@@ -898,8 +815,8 @@ void model_clear_captures(Model* m) {
   m->captures.size = 0;
 }
 
-int model_forward(Model* m, int batch, int channels, int height, int width, const float* sample_nchw,
-                  const float* timesteps, const float* class_cond, int class_cond_len, float* out_nchw) {
+int check_forward_inputs(Model* m, int batch, int channels, const float* timesteps, const float* class_cond,
+                         int class_cond_len) {
   if (!m->finalized) return set_error(m, kErrState, Name("weights are not loaded"));
   if (channels != m->in_channels) {
     Message msg;
@@ -911,7 +828,7 @@ int model_forward(Model* m, int batch, int channels, int height, int width, cons
     return set_error(m, kErrInvalidArgument, Name("class labels given but the model is not class-conditional"));
   if (m->class_embed != 0) {
     const int expected = m->class_embed == 3 ? batch * m->time_embed_dim : batch;
-    if (class_cond_len != expected) {
+    if (class_cond_len != expected || !class_cond) {
       Message msg;
       msg.add("class conditioning needs ").add_int(expected).add(" values (got ").add_int(class_cond_len).add(")");
       return fail(m, kErrInvalidArgument, msg);
@@ -939,37 +856,52 @@ int model_forward(Model* m, int batch, int channels, int height, int width, cons
       return fail(m, kErrInvalidArgument, msg);
     }
   }
+  return kOk;
+}
 
-  if (batch != m->planned_batch || height != m->planned_h || width != m->planned_w) {
+int ensure_arena(Model* m, int batch, int height, int width, bool training, size_t bytes) {
+  if (batch == m->planned_batch && height == m->planned_h && width == m->planned_w && training == m->planned_training)
+    return kOk;
+  const char* what = training ? "a training step" : "a forward";
+  if (m->arena_limit_bytes && bytes > m->arena_limit_bytes) {
+    Message msg;
+    msg.add(what).add(" at batch ").add_int(batch).add(", ").add_int(height).add("x").add_int(width).add(" needs ").add_int(
+        (long long)(bytes >> 20)).add(" MB of activations, over the limit of ").add_int((long long)(m->arena_limit_bytes >> 20)).add(" MB");
+    return fail(m, kErrOutOfMemory, msg);
+  }
+  m->arena.free_storage();
+  m->planned_batch = m->planned_h = m->planned_w = 0;
+  m->arena.base = static_cast<float*>(mb_alloc(bytes));
+  if (!m->arena.base) {
+    Message msg;
+    msg.add("out of memory: ").add(what).add(" at batch ").add_int(batch).add(", ").add_int(height).add("x").add_int(width).add(
+        " needs ").add_int((long long)(bytes >> 20)).add(" MB of activations");
+    return fail(m, kErrOutOfMemory, msg);
+  }
+  m->arena.capacity = bytes / sizeof(float);
+  m->planned_batch = batch;
+  m->planned_h = height;
+  m->planned_w = width;
+  m->planned_training = training;
+  return kOk;
+}
+
+int model_forward(Model* m, int batch, int channels, int height, int width, const float* sample_nchw,
+                  const float* timesteps, const float* class_cond, int class_cond_len, float* out_nchw) {
+  int status = check_forward_inputs(m, batch, channels, timesteps, class_cond, class_cond_len);
+  if (status != kOk) return status;
+  if (batch != m->planned_batch || height != m->planned_h || width != m->planned_w || m->planned_training) {
     size_t bytes = 0;
-    int status = model_plan_bytes(m, batch, height, width, &bytes);
+    status = model_plan_bytes(m, batch, height, width, &bytes);
+    if (status == kOk) status = ensure_arena(m, batch, height, width, false, bytes);
     if (status != kOk) return status;
-    if (m->arena_limit_bytes && bytes > m->arena_limit_bytes) {
-      Message msg;
-      msg.add("a forward at batch ").add_int(batch).add(", ").add_int(height).add("x").add_int(width).add(" needs ").add_int(
-          (long long)(bytes >> 20)).add(" MB of activations, over the limit of ").add_int((long long)(m->arena_limit_bytes >> 20)).add(" MB");
-      return fail(m, kErrOutOfMemory, msg);
-    }
-    m->arena.free_storage();
-    m->planned_batch = m->planned_h = m->planned_w = 0;
-    m->arena.base = static_cast<float*>(mb_alloc(bytes));
-    if (!m->arena.base) {
-      Message msg;
-      msg.add("out of memory: a forward at batch ").add_int(batch).add(", ").add_int(height).add("x").add_int(width).add(
-          " needs ").add_int((long long)(bytes >> 20)).add(" MB of activations");
-      return fail(m, kErrOutOfMemory, msg);
-    }
-    m->arena.capacity = bytes / sizeof(float);
-    m->planned_batch = batch;
-    m->planned_h = height;
-    m->planned_w = width;
   }
   model_clear_captures(m);
   m->arena.top = 0;
   m->arena.peak = 0;
   float* zero_row = m->arena.alloc((size_t)m->max_channels);
   mb_zero(zero_row, sizeof(float) * (size_t)m->max_channels);
-  Exec ex{m, &m->arena, false, batch, zero_row, nullptr, kOk, Message()};
+  Exec ex{m, &m->arena, false, batch, zero_row, nullptr, false, kOk, Message()};
   run_forward(ex, height, width, sample_nchw, timesteps, class_cond, out_nchw);
   if (ex.status != kOk) return fail(m, ex.status, ex.error);
   return kOk;

@@ -60,6 +60,38 @@ struct Param {
   bool trainable;  // false for GaussianFourierProjection's fixed weight
 };
 
+// An NHWC activation: `batch` images of h x w pixels, c channels each.
+struct Act {
+  float* data = nullptr;
+  int h = 0, w = 0, c = 0;
+  size_t floats(int batch) const { return (size_t)batch * h * w * c; }
+};
+
+// What a training forward keeps for the backward, per layer (pointers into
+// the arena, valid until the next forward).
+struct ConvSaved {
+  Act in, out;
+  ConvGeometry geometry;
+};
+struct ResnetSaved {
+  Act x;     // block input
+  Act h0;    // SiLU(GroupNorm1(x)), at the input size
+  Act hin;   // conv1's input: h0, resampled when the block up/downsamples
+  Act xres;  // the residual branch: x, resampled likewise
+  Act h1;    // conv1(hin) + bias (+ temb): GroupNorm2's input
+  Act h2;    // SiLU(GroupNorm2(h1)) (scale/shift applied): conv2's input
+  float* temb_proj = nullptr;
+  float* stats1 = nullptr;
+  float* stats2 = nullptr;
+};
+struct AttnSaved {
+  Act x;       // block input (the residual)
+  Act normed;  // GroupNorm(x), or x
+  float* stats = nullptr;
+  float* qkv = nullptr;
+  float* attn = nullptr;  // attention output before to_out
+};
+
 struct NormLayer {
   int gamma = -1, beta = -1;  // parameter indices
   int channels = 0, groups = 1;
@@ -80,6 +112,7 @@ struct ResnetLayer {
   ConvLayer conv1, time_emb_proj, conv2, conv_shortcut;
   bool has_shortcut = false;
   float output_scale_factor = 1.0f;
+  ResnetSaved saved;
 };
 
 struct AttnLayer {
@@ -91,6 +124,7 @@ struct AttnLayer {
   float* qkv_bias = nullptr;
   ConvLayer out;
   float rescale_output_factor = 1.0f;
+  AttnSaved saved;
 };
 
 enum ResampleKind { kResampleNone = 0, kResampleConv = 1, kResampleResnet = 2 };
@@ -105,6 +139,25 @@ struct Block {
   int resample_kind = kResampleNone;
   ConvLayer resample_conv;
   ResnetLayer resample_resnet;
+  ConvSaved resample_saved;
+  Act cat[kMaxLayers];  // up blocks: each resnet's concatenated input (training)
+  Act prev[kMaxLayers];  // up blocks: the hidden state before each concat (training)
+};
+
+// Model-level tensors a training forward keeps.
+struct ForwardSaved {
+  float* t_proj = nullptr;      // time projection (sinusoids / fourier / table row)
+  float* emb_hidden = nullptr;  // time_embedding.linear_1 output, before SiLU
+  float* emb = nullptr;         // time (+ class) embedding
+  float* silu_emb = nullptr;
+  float* c_proj = nullptr;      // class_embed_type timestep: projection and hidden
+  float* c_hidden = nullptr;
+  ConvSaved conv_in;
+  Act skips[kMaxLevels * (kMaxLayers + 1) + 1];
+  int num_skips = 0;
+  Act h_last;  // input of conv_norm_out
+  float* norm_out_stats = nullptr;
+  ConvSaved conv_out;  // input: SiLU(GroupNorm(h_last))
 };
 
 struct Capture {
@@ -148,9 +201,12 @@ struct Model {
   // Activation arena, planned per (batch, height, width).
   Arena arena;
   int planned_batch = 0, planned_h = 0, planned_w = 0;
+  bool planned_training = false;
   size_t arena_limit_bytes = (size_t)0;  // 0: no limit beyond what the allocator gives
 
   bool training_ready = false;
+  float dropout = 0.0f;
+  ForwardSaved saved;
 
   bool capture_enabled = false;
   Vec<Capture> captures;
@@ -168,6 +224,15 @@ int model_plan_bytes(Model* m, int batch, int height, int width, size_t* bytes);
 int model_forward(Model* m, int batch, int channels, int height, int width, const float* sample_nchw,
                   const float* timesteps, const float* class_cond, int class_cond_len, float* out_nchw);
 void model_release(Model* m);
+struct Exec;
+// The graph walk itself (unet.cpp); the backward walk mirrors it (backward.cpp).
+Act run_forward(Exec& ex, int height, int width, const float* x_nchw, const float* timesteps, const float* class_cond,
+                float* out_nchw);
+// Arena planning and the checks shared by forward and train_step.
+int check_forward_inputs(Model* m, int batch, int channels, const float* timesteps, const float* class_cond,
+                         int class_cond_len);
+// (Re)allocates the arena for this size and mode when it changed; checks the memory limit first.
+int ensure_arena(Model* m, int batch, int height, int width, bool training, size_t bytes);
 // Repacks the weights after the parameters changed (an optimizer step, a load).
 int model_repack(Model* m);
 
