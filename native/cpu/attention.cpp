@@ -92,14 +92,14 @@ void attention_forward(const float* qkv, const AttentionArgs& a, float* out, flo
 
 
 size_t attention_backward_scratch_floats(const AttentionArgs& a) {
-  const size_t t2 = (size_t)a.tokens * a.tokens;
+  const size_t t2 = align_up((size_t)a.tokens * a.tokens, 16);  // keeps each buffer 64-byte aligned
   const int big = imax(a.tokens, a.head_dim);
   return 3 * t2 + matmul_scratch_floats(big, big) + 64;
 }
 
 void attention_backward(const float* qkv, const AttentionArgs& a, const float* dout, float* dqkv, float* scratch) {
   const int T = a.tokens, dh = a.head_dim, C = a.heads * dh, ld = 3 * C;
-  const size_t t2 = (size_t)T * T;
+  const size_t t2 = align_up((size_t)T * T, 16);  // the micro-kernels load packed panels aligned
   float* probs = scratch;
   float* dprobs = probs + t2;
   float* transposed = dprobs + t2;

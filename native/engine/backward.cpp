@@ -1,18 +1,385 @@
-// The training step: add-noise, forward in training mode (keeping what the
-// backward needs), MSE loss, and the backward pass through the UNet graph.
-#include "mathf.h"
-#include "unet.h"
+// The training step: add-noise, the forward in training mode (which keeps
+// each layer's inputs in its `saved` record), the MSE loss, and the backward
+// walk, which visits the graph of unet.cpp in reverse, block for block.
+//
+// Every gradient buffer is zero-filled when allocated and every backward op
+// adds into it, because activations feed several consumers (a resnet's input
+// feeds its norm and its residual; a down block's outputs are also skips).
+// Parameter gradients accumulate across calls until zero_grad.
+#include "exec.h"
 
 namespace mb {
 
-int train_step(Model* m, const TrainBatch& batch, float* loss_out) {
-  (void)batch;
+namespace {
+
+float* G(Exec& ex, int index) { return ex.m->params[index].grad; }
+
+// Gradients of a convolution or linear layer: weights and bias into the
+// parameter gradients; the input gradient added into dx (if wanted).
+void conv_backward(Exec& ex, const ConvLayer& c, const ConvSaved& s, const Act& dy, Act* dx) {
+  float* scratch_w = ex.arena->alloc(conv2d_backward_weights_scratch_floats(s.geometry, c.cout, c.cin, c.k));
+  float* scratch_d = dx ? ex.arena->alloc(conv2d_backward_scratch_floats(s.geometry, c.cout, c.cin, c.k)) : nullptr;
+  if (!ex.run()) return;
+  conv2d_backward_weights(s.in.data, s.geometry, dy.data, c.cout, c.cin, c.k, G(ex, c.weight), G(ex, c.bias), scratch_w);
+  if (dx)
+    conv2d_backward_data(dy.data, s.geometry, P(ex, c.weight), c.cout, c.cin, c.k, dx->data, scratch_d, ex.zero_row);
+}
+
+// A linear layer over `rows` vectors: dW, db, and dx += dy W (if dx).
+void linear_backward(Exec& ex, const ConvLayer& c, const float* x, int rows, const float* dy, float* dx) {
+  ConvSaved s;
+  s.in = Act{const_cast<float*>(x), 1, rows, c.cin};
+  s.geometry = rows_geometry(rows, c.cin, c.cout);
+  Act dy_act{const_cast<float*>(dy), 1, rows, c.cout};
+  // The geometry's batch is 1 with `rows` pixels: the Exec batch does not apply.
+  float* scratch_w = ex.arena->alloc(conv2d_backward_weights_scratch_floats(s.geometry, c.cout, c.cin, 1));
+  float* scratch_d = dx ? ex.arena->alloc(conv2d_backward_scratch_floats(s.geometry, c.cout, c.cin, 1)) : nullptr;
+  if (!ex.run()) return;
+  conv2d_backward_weights(x, s.geometry, dy, c.cout, c.cin, 1, G(ex, c.weight), G(ex, c.bias), scratch_w);
+  if (dx) conv2d_backward_data(dy, s.geometry, P(ex, c.weight), c.cout, c.cin, 1, dx, scratch_d, ex.zero_row);
+  (void)dy_act;
+}
+
+void norm_backward(Exec& ex, const NormLayer& n, const Act& x, const float* stats, bool silu, const float* scale_shift,
+                   int scale_shift_ld, const Act& dy, const Act& dx, float* dscale_shift) {
+  GroupNormArgs a;
+  a.batch = ex.batch;
+  a.pixels = x.h * x.w;
+  a.channels = x.c;
+  a.groups = n.groups;
+  a.eps = n.eps;
+  a.scale_shift = scale_shift;
+  a.scale_shift_ld = scale_shift_ld;
+  a.silu = silu;
+  float* scratch = ex.arena->alloc(group_norm_backward_scratch_floats(a));
+  if (!ex.run()) return;
+  a.gamma = P(ex, n.gamma);
+  a.beta = P(ex, n.beta);
+  group_norm_backward(x.data, a, stats, dy.data, dx.data, G(ex, n.gamma), G(ex, n.beta), dscale_shift, scratch);
+}
+
+// d(out) / divisor, as a new buffer (or dy itself when the divisor is 1).
+Act divided(Exec& ex, const Act& dy, float divisor) {
+  if (divisor == 1.0f) return dy;
+  Act out = ex.alloc(dy.h, dy.w, dy.c);
+  if (ex.run()) {
+    const size_t n = dy.floats(ex.batch);
+    for (size_t i = 0; i < n; ++i) out.data[i] = dy.data[i] / divisor;
+  }
+  return out;
+}
+
+// ResnetBlock2D backward: returns d(input); adds into d(silu_emb).
+Act resnet_backward(Exec& ex, const ResnetLayer& r, const Act& dout, float* d_silu_emb) {
+  const ResnetSaved& s = r.saved;
+  Act dx = ex.zeros(s.x.h, s.x.w, s.x.c);
+  const Act dpre = divided(ex, dout, r.output_scale_factor);
+
+  // conv2 and the residual branch
+  Act dh2 = ex.zeros(s.h2.h, s.h2.w, s.h2.c);
+  conv_backward(ex, r.conv2, ConvSaved{s.h2, dpre, make_geometry(ex, s.h2, 1, 1, 1, 1, dpre)}, dpre, &dh2);
+  Act dxres = ex.zeros(s.xres.h, s.xres.w, s.xres.c);
+  if (r.has_shortcut) {
+    conv_backward(ex, r.conv_shortcut, ConvSaved{s.xres, dpre, make_geometry(ex, s.xres, 1, 1, 0, 0, dpre)}, dpre, &dxres);
+  } else if (ex.run()) {
+    add_forward(dxres.data, dpre.data, (long long)dpre.floats(ex.batch), dxres.data);
+  }
+
+  // GroupNorm2 (+ scale/shift) + SiLU, and the time projection's gradient
+  const int proj_width = r.time_emb_proj.cout;
+  float* dtemb = ex.zeros((size_t)ex.batch * proj_width);
+  Act dh1 = ex.zeros(s.h1.h, s.h1.w, s.h1.c);
+  if (ex.m->scale_shift)
+    norm_backward(ex, r.norm2, s.h1, s.stats2, true, s.temb_proj, proj_width, dh2, dh1, dtemb);
+  else
+    norm_backward(ex, r.norm2, s.h1, s.stats2, true, nullptr, 0, dh2, dh1, nullptr);
+  if (!ex.m->scale_shift && ex.run()) {
+    // hidden + temb[:, :, None, None]: dtemb[b][c] = sum over pixels of dh1
+    const int pixels = s.h1.h * s.h1.w;
+    for (int b = 0; b < ex.batch; ++b)
+      for (int p = 0; p < pixels; ++p) {
+        const float* g = dh1.data + ((size_t)b * pixels + p) * s.h1.c;
+        for (int c = 0; c < s.h1.c; ++c) dtemb[(size_t)b * proj_width + c] += g[c];
+      }
+  }
+  linear_backward(ex, r.time_emb_proj, ex.silu_emb, ex.batch, dtemb, d_silu_emb);
+
+  // conv1, the resampling, GroupNorm1 + SiLU
+  Act dhin = ex.zeros(s.hin.h, s.hin.w, s.hin.c);
+  conv_backward(ex, r.conv1, ConvSaved{s.hin, s.h1, make_geometry(ex, s.hin, 1, 1, 1, 1, s.h1)}, dh1, &dhin);
+  Act dh0 = dhin;
+  if (r.resample != 0) {
+    dh0 = ex.zeros(s.h0.h, s.h0.w, s.h0.c);
+    if (ex.run()) {
+      if (r.resample > 0) {
+        upsample_nearest2x_backward(dhin.data, ex.batch, s.x.h, s.x.w, s.x.c, dh0.data, s.x.c);
+        upsample_nearest2x_backward(dxres.data, ex.batch, s.x.h, s.x.w, s.x.c, dx.data, s.x.c);
+      } else {
+        avgpool2x2_backward(dhin.data, ex.batch, s.x.h, s.x.w, s.x.c, dh0.data);
+        avgpool2x2_backward(dxres.data, ex.batch, s.x.h, s.x.w, s.x.c, dx.data);
+      }
+    }
+  } else if (ex.run()) {
+    add_forward(dx.data, dxres.data, (long long)dx.floats(ex.batch), dx.data);
+  }
+  norm_backward(ex, r.norm1, s.x, s.stats1, true, nullptr, 0, dh0, dx, nullptr);
+  return dx;
+}
+
+// Attention block backward: returns d(input).
+Act attention_backward_block(Exec& ex, const AttnLayer& a, const Act& dout) {
+  const AttnSaved& s = a.saved;
+  const int rows = ex.batch * s.x.h * s.x.w;
+  const int C = a.channels;
+  const Act dpre = divided(ex, dout, a.rescale_output_factor);
+  Act dx = ex.zeros(s.x.h, s.x.w, s.x.c);
+  if (ex.run()) add_forward(dx.data, dpre.data, (long long)dx.floats(ex.batch), dx.data);  // residual
+
+  float* dattn = ex.zeros((size_t)rows * C);
+  linear_backward(ex, a.out, s.attn, rows, dpre.data, dattn);
+
+  AttentionArgs args;
+  args.batch = ex.batch;
+  args.tokens = s.x.h * s.x.w;
+  args.heads = a.heads;
+  args.head_dim = a.head_dim;
+  args.scale = 1.0f / sqrt_f32((float)a.head_dim);
+  float* dqkv = ex.arena->alloc((size_t)rows * 3 * C);
+  float* scratch = ex.arena->alloc(attention_backward_scratch_floats(args));
+  if (ex.run()) attention_backward(s.qkv, args, dattn, dqkv, scratch);
+
+  // The fused q|k|v projection: gradients split back into the three layers.
+  Act dnormed = ex.zeros(s.x.h, s.x.w, s.x.c);
+  const int weights[3] = {a.q_w, a.k_w, a.v_w};
+  const int biases[3] = {a.q_b, a.k_b, a.v_b};
+  for (int part = 0; part < 3; ++part) {
+    ConvLayer layer;
+    layer.weight = weights[part];
+    layer.bias = biases[part];
+    layer.cin = layer.cout = C;
+    layer.k = 1;
+    // dy for this part is a column slice of dqkv: copy it out contiguous.
+    float* dy = ex.arena->alloc((size_t)rows * C);
+    if (ex.run())
+      for (int r = 0; r < rows; ++r) mb_copy(dy + (size_t)r * C, dqkv + (size_t)r * 3 * C + part * C, sizeof(float) * C);
+    linear_backward(ex, layer, s.normed.data, rows, dy, dnormed.data);
+  }
+  if (a.has_norm)
+    norm_backward(ex, a.norm, s.x, s.stats, false, nullptr, 0, dnormed, dx, nullptr);
+  else if (ex.run())
+    add_forward(dx.data, dnormed.data, (long long)dx.floats(ex.batch), dx.data);
+  return dx;
+}
+
+void add_into(Exec& ex, const Act& dst, const Act& src) {
+  if (ex.run()) add_forward(dst.data, src.data, (long long)dst.floats(ex.batch), dst.data);
+}
+
+// The backward walk. `dy` is d(loss)/d(UNet output) in NHWC.
+void run_backward(Exec& ex, const Act& dy, const float* timesteps, const float* class_cond) {
+  Model* m = ex.m;
+  ForwardSaved& saved = m->saved;
+  const int B = ex.batch;
+  const int TE = m->time_embed_dim;
+  ex.silu_emb = saved.silu_emb;
+  float* d_silu_emb = ex.zeros((size_t)B * TE);
+
+  // 6. out
+  Act dnormed = ex.zeros(saved.conv_out.in.h, saved.conv_out.in.w, saved.conv_out.in.c);
+  conv_backward(ex, m->conv_out, saved.conv_out, dy, &dnormed);
+  Act dh = ex.zeros(saved.h_last.h, saved.h_last.w, saved.h_last.c);
+  norm_backward(ex, m->norm_out, saved.h_last, saved.norm_out_stats, true, nullptr, 0, dnormed, dh, nullptr);
+
+  // Gradients of the skip tensors, filled by the up blocks, read by the down blocks.
+  Act dskips[kMaxLevels * (kMaxLayers + 1) + 1];
+  for (int i = 0; i < saved.num_skips; ++i) dskips[i] = ex.zeros(saved.skips[i].h, saved.skips[i].w, saved.skips[i].c);
+  int skip = 0;  // the up blocks consume skips from the last one down
+
+  // 5. up blocks, reversed
+  int consumed = 0;
+  for (int i = 0; i < m->num_levels; ++i) consumed += m->up[i].num_layers;
+  skip = saved.num_skips - consumed;  // index of the earliest skip the up path used
+  for (int i = m->num_levels - 1; i >= 0; --i) {
+    Block& blk = m->up[i];
+    if (blk.resample_kind == kResampleConv) {
+      const ConvSaved& s = blk.resample_saved;
+      Act din = ex.zeros(s.in.h, s.in.w, s.in.c);
+      conv_backward(ex, blk.resample_conv, s, dh, &din);
+      dh = din;
+    } else if (blk.resample_kind == kResampleResnet) {
+      dh = resnet_backward(ex, blk.resample_resnet, dh, d_silu_emb);
+    }
+    for (int j = blk.num_layers - 1; j >= 0; --j) {
+      if (blk.has_attention) dh = attention_backward_block(ex, blk.attentions[j], dh);
+      Act dcat = resnet_backward(ex, blk.resnets[j], dh, d_silu_emb);
+      const Act prev = blk.prev[j];
+      Act dprev = ex.zeros(prev.h, prev.w, prev.c);
+      const Act& dskip = dskips[skip++];
+      if (ex.run()) concat_channels_backward(dcat.data, prev.c, dskip.c, B * prev.h * prev.w, dprev.data, dskip.data);
+      dh = dprev;
+    }
+  }
+
+  // 4. mid
+  if (m->has_mid) {
+    dh = resnet_backward(ex, m->mid.resnets[1], dh, d_silu_emb);
+    if (m->mid.has_attention) dh = attention_backward_block(ex, m->mid.attentions[0], dh);
+    dh = resnet_backward(ex, m->mid.resnets[0], dh, d_silu_emb);
+  }
+
+  // 3. down blocks, reversed; each output that was a skip adds its gradient
+  int k = saved.num_skips - 1;
+  for (int i = m->num_levels - 1; i >= 0; --i) {
+    Block& blk = m->down[i];
+    if (blk.resample_kind != kResampleNone) {
+      add_into(ex, dh, dskips[k--]);
+      if (blk.resample_kind == kResampleConv) {
+        const ConvSaved& s = blk.resample_saved;
+        Act din = ex.zeros(s.in.h, s.in.w, s.in.c);
+        conv_backward(ex, blk.resample_conv, s, dh, &din);
+        dh = din;
+      } else {
+        dh = resnet_backward(ex, blk.resample_resnet, dh, d_silu_emb);
+      }
+    }
+    for (int j = blk.num_layers - 1; j >= 0; --j) {
+      add_into(ex, dh, dskips[k--]);
+      if (blk.has_attention) dh = attention_backward_block(ex, blk.attentions[j], dh);
+      dh = resnet_backward(ex, blk.resnets[j], dh, d_silu_emb);
+    }
+  }
+  add_into(ex, dh, dskips[k--]);  // conv_in's output
+
+  // 2. conv_in: weights only (the noisy sample needs no gradient)
+  conv_backward(ex, m->conv_in, saved.conv_in, dh, nullptr);
+
+  // 1. embeddings: through SiLU(temb), the class embedding, the time MLP
+  float* demb = ex.zeros((size_t)B * TE);
+  if (ex.run()) silu_backward(saved.emb, d_silu_emb, (long long)B * TE, demb);
+  if (m->class_embed == 1 && ex.run()) {
+    float* table = G(ex, m->class_table);
+    for (int b = 0; b < B; ++b) {
+      float* row = table + (size_t)(int)class_cond[b] * TE;
+      for (int c = 0; c < TE; ++c) row[c] += demb[(size_t)b * TE + c];
+    }
+  } else if (m->class_embed == 2) {
+    float* dc_hidden_act = ex.zeros((size_t)B * TE);
+    float* c_hidden_act = ex.arena->alloc((size_t)B * TE);
+    if (ex.run()) silu_forward(saved.c_hidden, (long long)B * TE, c_hidden_act);
+    linear_backward(ex, m->class_linear_2, c_hidden_act, B, demb, dc_hidden_act);
+    float* dc_hidden = ex.zeros((size_t)B * TE);
+    if (ex.run()) silu_backward(saved.c_hidden, dc_hidden_act, (long long)B * TE, dc_hidden);
+    linear_backward(ex, m->class_linear_1, saved.c_proj, B, dc_hidden, nullptr);
+  }
+  float* demb_hidden_act = ex.zeros((size_t)B * TE);
+  float* emb_hidden_act = ex.arena->alloc((size_t)B * TE);
+  if (ex.run()) silu_forward(saved.emb_hidden, (long long)B * TE, emb_hidden_act);
+  linear_backward(ex, m->time_linear_2, emb_hidden_act, B, demb, demb_hidden_act);
+  float* demb_hidden = ex.zeros((size_t)B * TE);
+  if (ex.run()) silu_backward(saved.emb_hidden, demb_hidden_act, (long long)B * TE, demb_hidden);
+  const bool learned = m->time_embedding_type == 2;
+  float* dt_proj = learned ? ex.zeros((size_t)B * m->time_proj_dim) : nullptr;
+  linear_backward(ex, m->time_linear_1, saved.t_proj, B, demb_hidden, dt_proj);
+  if (learned && ex.run()) {
+    float* table = G(ex, m->time_proj_weight);
+    for (int b = 0; b < B; ++b) {
+      float* row = table + (size_t)(int)timesteps[b] * m->time_proj_dim;
+      for (int c = 0; c < m->time_proj_dim; ++c) row[c] += dt_proj[(size_t)b * m->time_proj_dim + c];
+    }
+  }
+}
+
+// Forward + backward in one pass of the arena (planning or running).
+void run_train_step(Exec& ex, const TrainBatch& tb, const float* noisy, float* loss_out) {
+  Model* m = ex.m;
+  const int B = tb.batch, H = tb.height, W = tb.width;
+  Act y = run_forward(ex, H, W, noisy, tb.timesteps, tb.class_cond, nullptr);
+  if (ex.status != kOk) return;
+
+  // Loss: mean over samples of w_b * mean((out - target)^2); out is the UNet
+  // output in NCHW terms (NHWC here), divided by t for fourier embeddings.
+  const int C = m->out_channels;
+  const int pixels = H * W;
+  const size_t per_sample = (size_t)C * pixels;
+  Act dy = ex.alloc(y.h, y.w, y.c);
+  if (!ex.run()) {
+    run_backward(ex, dy, tb.timesteps, tb.class_cond);  // planning: measure the backward too
+    return;
+  }
+  double loss = 0;
+  for (int b = 0; b < B; ++b) {
+    const float weight = tb.loss_weights ? tb.loss_weights[b] : 1.0f;
+    const float inv_t = m->time_embedding_type == 1 ? 1.0f / tb.timesteps[b] : 1.0f;
+    double sample_sum = 0;
+    for (int p = 0; p < pixels; ++p)
+      for (int c = 0; c < C; ++c) {
+        const size_t nhwc = ((size_t)b * pixels + p) * C + c;
+        const size_t nchw = ((size_t)b * C + c) * pixels + p;
+        const float out = m->time_embedding_type == 1 ? y.data[nhwc] / tb.timesteps[b] : y.data[nhwc];
+        float target;
+        const float sa = tb.sqrt_alpha_prod[b], sb = tb.sqrt_one_minus_alpha_prod[b];
+        if (tb.target == 0)
+          target = tb.noise[nchw];
+        else if (tb.target == 1)
+          target = tb.x0[nchw];
+        else
+          target = sa * tb.noise[nchw] - sb * tb.x0[nchw];
+        const float diff = out - target;
+        sample_sum += (double)diff * diff;
+        // d loss / d out = 2 w_b (out - target) / (B * per_sample), then through the 1/t
+        dy.data[nhwc] = (float)(2.0 * weight * diff / ((double)B * per_sample)) * inv_t;
+      }
+    loss += weight * sample_sum / per_sample;
+  }
+  *loss_out = (float)(loss / B);
+  if (!(*loss_out == *loss_out) || !is_finite_f32(*loss_out)) return;  // the caller reports a non-finite loss
+  run_backward(ex, dy, tb.timesteps, tb.class_cond);
+}
+
+}  // namespace
+
+int train_step(Model* m, const TrainBatch& tb, float* loss_out) {
   *loss_out = 0;
-  const char* msg = "training is not implemented yet";
-  int i = 0;
-  for (; msg[i]; ++i) m->error[i] = msg[i];
-  m->error[i] = 0;
-  return kErrUnsupported;
+  if (!m->training_ready) return set_error(m, kErrState, Name("call trainInit before training"));
+  if (tb.batch < 1 || tb.height < 1 || tb.width < 1)
+    return set_error(m, kErrInvalidArgument, Name("batch, height and width must be positive"));
+  if (m->out_channels != m->in_channels)
+    return set_error(m, kErrUnsupported, Name("training needs out_channels = in_channels (a noise prediction)"));
+  if (tb.target < 0 || tb.target > 2) return set_error(m, kErrInvalidArgument, Name("unknown training target"));
+  if (m->dropout > 0)
+    return set_error(m, kErrUnsupported, Name("training with dropout > 0 is not supported yet (set dropout to 0)"));
+  int status = check_forward_inputs(m, tb.batch, tb.channels, tb.timesteps, tb.class_cond, tb.class_cond_len);
+  if (status != kOk) return status;
+  const size_t n = (size_t)tb.batch * tb.channels * tb.height * tb.width;
+  if (has_non_finite(tb.x0, (long long)n) || has_non_finite(tb.noise, (long long)n))
+    return set_error(m, kErrInvalidArgument, Name("the batch or the noise contains NaN or Inf"));
+
+  // Plan forward + backward together (training keeps every activation).
+  if (tb.batch != m->planned_batch || tb.height != m->planned_h || tb.width != m->planned_w || !m->planned_training) {
+    Arena planner;
+    planner.planning = true;
+    Exec plan{m, &planner, true, tb.batch, nullptr, nullptr, true, kOk, Message()};
+    planner.alloc(n);  // the noisy sample
+    float loss = 0;
+    run_train_step(plan, tb, nullptr, &loss);
+    if (plan.status != kOk) return fail(m, plan.status, plan.error);
+    const size_t bytes = planner.peak * sizeof(float) + (size_t)align_up(m->max_channels, 16) * sizeof(float);
+    status = ensure_arena(m, tb.batch, tb.height, tb.width, true, bytes);
+    if (status != kOk) return status;
+  }
+  model_clear_captures(m);
+  m->arena.top = 0;
+  m->arena.peak = 0;
+  float* zero_row = m->arena.alloc((size_t)m->max_channels);
+  mb_zero(zero_row, sizeof(float) * (size_t)m->max_channels);
+  Exec ex{m, &m->arena, false, tb.batch, zero_row, nullptr, true, kOk, Message()};
+  float* noisy = m->arena.alloc(n);
+  add_noise(tb.x0, tb.noise, tb.sqrt_alpha_prod, tb.sqrt_one_minus_alpha_prod, tb.batch, (int)(n / tb.batch), noisy);
+  run_train_step(ex, tb, noisy, loss_out);
+  if (ex.status != kOk) return fail(m, ex.status, ex.error);
+  if (!(*loss_out == *loss_out) || !is_finite_f32(*loss_out))
+    return set_error(m, kErrInvalidArgument, Name("the loss is NaN or Inf; no gradients were accumulated"));
+  return kOk;
 }
 
 }  // namespace mb

@@ -152,6 +152,7 @@ int model_init(Model* m, const double* cfg, int n) {
   m->class_embed = (int)cfg[kCfgClassEmbed];
   m->num_class_embeds = (int)cfg[kCfgNumClassEmbeds];
   m->num_train_timesteps = (int)cfg[kCfgNumTrainTimesteps];
+  m->dropout = (float)cfg[kCfgDropout];
   const double* boc = cfg + kCfgFixedSlots;
   const double* down_types = boc + levels;
   const double* up_types = down_types + levels;

@@ -77,6 +77,21 @@ export abstract class BaseScheduler<O extends ResolvedCommonOptions> {
     return this.mixPerItem(originalSamples, noise, timesteps, 'addNoise', (sa, sb, x, z) => f(f(sa * x) + f(sb * z)));
   }
 
+  /**
+   * The per-sample add_noise coefficients sqrt(a_t) and sqrt(1 - a_t), float32
+   * as diffusers computes them; the engine's training step takes these.
+   */
+  noiseCoefficients(timesteps: readonly number[]): { sqrtAlphaProd: Float32Array; sqrtOneMinusAlphaProd: Float32Array } {
+    const sqrtAlphaProd = new Float32Array(timesteps.length);
+    const sqrtOneMinusAlphaProd = new Float32Array(timesteps.length);
+    timesteps.forEach((t, b) => {
+      const a = this.alphaProd(t, 'noiseCoefficients');
+      sqrtAlphaProd[b] = F32_MATH.sqrt(a);
+      sqrtOneMinusAlphaProd[b] = F32_MATH.sqrt(f(1 - a));
+    });
+    return { sqrtAlphaProd, sqrtOneMinusAlphaProd };
+  }
+
   /** v-prediction target: sqrt(a_t) * noise - sqrt(1 - a_t) * sample, one t per batch item. */
   getVelocity(sample: Float32Array, noise: Float32Array, timesteps: readonly number[]): Float32Array {
     return this.mixPerItem(sample, noise, timesteps, 'getVelocity', (sa, sb, x, z) => f(f(sa * z) - f(sb * x)));
