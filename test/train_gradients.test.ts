@@ -1,0 +1,206 @@
+// The training step against diffusers: loss, every parameter gradient and one
+// AdamW step, on cpu and wasm (references: train_step.safetensors and
+// adamw_step.safetensors, written by diffusers + torch), and a
+// finite-difference check of the gradients per op family.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { createUNet, loadUNet } from '../src/index.js';
+import type { BackendName } from '../src/index.js';
+import type { EngineModel } from '../src/backend/backend.js';
+import { readSafetensorsFile, tensorToFloat32, tensorToInt64AsNumbers } from '../src/model/safetensors.js';
+import type { SafetensorsFile } from '../src/model/safetensors.js';
+import type { UNet2DModel } from '../src/model/unet.js';
+import { DDPMScheduler } from '../src/schedulers/ddpm.js';
+import { fixturePath, maxAbs, maxAbsDiff } from './helpers.js';
+
+const FIXTURES = ['tiny', 'mnist-variants', 'class-cond'] as const;
+const BACKENDS: BackendName[] = ['cpu', 'wasm'];
+
+function engineOf(unet: UNet2DModel): EngineModel {
+  return (unet as unknown as { engine: EngineModel }).engine;
+}
+
+async function batchFrom(file: SafetensorsFile) {
+  const timesteps = tensorToInt64AsNumbers(file, 'timestep');
+  const { sqrtAlphaProd, sqrtOneMinusAlphaProd } = new DDPMScheduler().noiseCoefficients(timesteps);
+  return {
+    x0: tensorToFloat32(file, 'x0'),
+    noise: tensorToFloat32(file, 'noise'),
+    shape: file.tensors.get('x0')!.shape as [number, number, number, number],
+    timesteps: Float32Array.from(timesteps),
+    sqrtAlphaProd,
+    sqrtOneMinusAlphaProd,
+    classCond: file.tensors.has('class_labels') ? Float32Array.from(tensorToInt64AsNumbers(file, 'class_labels')) : null,
+    target: 0 as const,
+    lossWeights: null,
+    dropoutSeed: 0,
+  };
+}
+
+for (const backend of BACKENDS) {
+  for (const name of FIXTURES) {
+    test(`${name} on ${backend}: loss and every gradient match diffusers`, async () => {
+      const reference = await readSafetensorsFile(fixturePath(`unet/${name}/train_step.safetensors`));
+      const unet = await loadUNet(fixturePath(`unet/${name}`), { backend });
+      const engine = engineOf(unet);
+      try {
+        engine.trainInit({ ema: false });
+        const loss = await engine.trainStep(await batchFrom(reference));
+        const expectedLoss = tensorToFloat32(reference, 'loss')[0]!;
+        assert.ok(Math.abs(loss - expectedLoss) <= 1e-5 * expectedLoss, `loss ${loss} vs ${expectedLoss}`);
+        const table = engine.paramTable();
+        const index = new Map(table.map(({ name: n }, i) => [n, i]));
+        let compared = 0;
+        for (const [key] of reference.tensors) {
+          if (!key.startsWith('grad.')) continue;
+          const param = key.slice(5);
+          const expected = tensorToFloat32(reference, key);
+          const got = engine.readTensor(index.get(param)!, 'grad');
+          compared++;
+          if (param.endsWith('.to_k.bias')) {
+            // Adding a constant to every key shifts each row of the scores by
+            // a constant, which softmax ignores: this gradient is exactly zero,
+            // and torch's reference holds only its rounding noise (~1e-10).
+            // Check that both are noise next to the layer's weight gradient.
+            const scale = maxAbs(tensorToFloat32(reference, key.replace('.bias', '.weight')));
+            assert.ok(maxAbs(expected) <= 1e-6 * scale, `${param}: the reference is not rounding noise`);
+            assert.ok(maxAbs(got) <= 1e-6 * scale, `${param}: ${maxAbs(got)} is not zero next to ${scale}`);
+            continue;
+          }
+          const tolerance = 1e-4 * maxAbs(expected);
+          const diff = maxAbsDiff(got, expected);
+          assert.ok(diff <= tolerance, `${name}/${backend}: grad of ${param} differs by ${diff} (tolerance ${tolerance})`);
+        }
+        assert.equal(compared, table.filter(({ name: n }) => reference.tensors.has(`grad.${n}`)).length);
+        assert.ok(compared > 50);
+      } finally {
+        unet.dispose();
+      }
+    });
+
+    test(`${name} on ${backend}: one AdamW step matches torch.optim.AdamW`, async () => {
+      const grads = await readSafetensorsFile(fixturePath(`unet/${name}/train_step.safetensors`));
+      const after = await readSafetensorsFile(fixturePath(`unet/${name}/adamw_step.safetensors`));
+      const unet = await loadUNet(fixturePath(`unet/${name}`), { backend });
+      const engine = engineOf(unet);
+      try {
+        engine.trainInit({ ema: false });
+        const table = engine.paramTable();
+        table.forEach(({ name: n }, i) => {
+          if (grads.tensors.has(`grad.${n}`)) engine.writeTensor(i, 'grad', tensorToFloat32(grads, `grad.${n}`));
+        });
+        engine.adamwStep({ lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step: 1, gradScale: 1 });
+        table.forEach(({ name: n }, i) => {
+          const expected = tensorToFloat32(after, `param.${n}`);
+          const diff = maxAbsDiff(engine.readTensor(i, 'param'), expected);
+          assert.ok(diff <= 1e-6, `${name}/${backend}: ${n} after AdamW differs by ${diff}`);
+        });
+      } finally {
+        unet.dispose();
+      }
+    });
+  }
+}
+
+async function checkFiniteDifferences(unet: UNet2DModel, batch: Awaited<ReturnType<typeof batchFrom>>, families: string[]) {
+  const engine = engineOf(unet);
+  engine.trainInit({ ema: false });
+  await engine.trainStep(batch);
+  const table = engine.paramTable();
+  // Read every gradient first: the finite-difference steps accumulate more.
+  const grads = new Map(families.map((name) => {
+    const i = table.findIndex((p) => p.name === name);
+    assert.ok(i >= 0, name);
+    return [name, engine.readTensor(i, 'grad')];
+  }));
+  for (const name of families) {
+    const i = table.findIndex((p) => p.name === name);
+    const grad = grads.get(name)!;
+    const param = engine.readTensor(i, 'param');
+    // the element with the largest gradient, where float32 differences are meaningful
+    let k = 0;
+    for (let j = 0; j < grad.length; j++) if (Math.abs(grad[j]!) > Math.abs(grad[k]!)) k = j;
+    const h = Math.max(1e-3, Math.abs(param[k]!) * 1e-2);
+    const lossAt = async (value: number) => {
+      const p = param.slice();
+      p[k] = value;
+      engine.writeTensor(i, 'param', p);
+      engine.repack();
+      return engine.trainStep(batch);
+    };
+    const plus = await lossAt(param[k]! + h);
+    const minus = await lossAt(param[k]! - h);
+    engine.writeTensor(i, 'param', param);
+    engine.repack();
+    const numeric = (plus - minus) / (2 * h);
+    const analytic = grad[k]!;
+    assert.ok(
+      Math.abs(numeric - analytic) <= 0.02 * Math.abs(analytic) + 2e-5,
+      `${name}[${k}]: finite difference ${numeric} vs backward ${analytic}`,
+    );
+  }
+}
+
+test('finite differences agree with the backward pass, per op family', async () => {
+  const reference = await readSafetensorsFile(fixturePath('unet/class-cond/train_step.safetensors'));
+  const unet = await loadUNet(fixturePath('unet/class-cond'), { backend: 'cpu' });
+  await checkFiniteDifferences(unet, await batchFrom(reference), [
+    'conv_in.weight', // conv 3x3
+    'down_blocks.0.resnets.0.norm1.weight', // GroupNorm + SiLU
+    'down_blocks.0.resnets.0.time_emb_proj.weight', // linear on the time embedding
+    'down_blocks.0.downsamplers.0.norm1.bias', // resnet downsample (avg pool)
+    'down_blocks.1.attentions.0.to_q.weight', // attention
+    'down_blocks.1.attentions.0.group_norm.weight', // GroupNorm without SiLU
+    'up_blocks.0.resnets.0.conv_shortcut.weight', // 1x1 conv, concat
+    'up_blocks.0.upsamplers.0.conv.weight', // nearest upsample + conv
+    'class_embedding.weight', // embedding table
+    'time_proj.weight', // learned time embedding
+    'time_embedding.linear_1.weight',
+  ]);
+  unet.dispose();
+});
+
+test('finite differences on paths no fixture covers: resnet up/down sampling, class_embed_type timestep, padding 0', async () => {
+  const unet = await createUNet(
+    {
+      block_out_channels: [16, 32],
+      down_block_types: ['AttnDownBlock2D', 'DownBlock2D'],
+      up_block_types: ['AttnUpBlock2D', 'UpBlock2D'],
+      layers_per_block: 1,
+      norm_num_groups: 8,
+      attention_head_dim: 8,
+      downsample_type: 'resnet',
+      upsample_type: 'resnet',
+      downsample_padding: 0,
+      class_embed_type: 'timestep',
+      resnet_time_scale_shift: 'scale_shift',
+      sample_size: 8,
+    },
+    { backend: 'cpu', seed: 5 },
+  );
+  const n = 2 * 3 * 8 * 8;
+  const timesteps = [100, 800];
+  const { sqrtAlphaProd, sqrtOneMinusAlphaProd } = new DDPMScheduler().noiseCoefficients(timesteps);
+  const batch = {
+    x0: new Float32Array(n).map((_, i) => Math.sin(i * 0.7)),
+    noise: new Float32Array(n).map((_, i) => Math.cos(i * 1.3)),
+    shape: [2, 3, 8, 8] as [number, number, number, number],
+    timesteps: Float32Array.from(timesteps),
+    sqrtAlphaProd,
+    sqrtOneMinusAlphaProd,
+    classCond: Float32Array.of(3, 250),
+    target: 0 as const,
+    lossWeights: null,
+    dropoutSeed: 0,
+  };
+  await checkFiniteDifferences(unet, batch, [
+    'down_blocks.0.downsamplers.0.conv1.weight',
+    'up_blocks.0.upsamplers.0.conv1.weight',
+    'up_blocks.0.upsamplers.0.norm2.weight',
+    'class_embedding.linear_1.weight',
+    'down_blocks.1.resnets.0.time_emb_proj.bias',
+    'mid_block.attentions.0.to_v.weight',
+  ]);
+  unet.dispose();
+});
