@@ -204,3 +204,48 @@ test('finite differences on paths no fixture covers: resnet up/down sampling, cl
   ]);
   unet.dispose();
 });
+
+test('dropout: a seeded Philox mask, the same on cpu and wasm, and its gradient checks out', async () => {
+  const config = {
+    block_out_channels: [16, 32],
+    down_block_types: ['DownBlock2D', 'AttnDownBlock2D'],
+    up_block_types: ['AttnUpBlock2D', 'UpBlock2D'],
+    layers_per_block: 1,
+    norm_num_groups: 8,
+    dropout: 0.25,
+    sample_size: 8,
+  };
+  const n = 2 * 3 * 8 * 8;
+  const timesteps = [10, 600];
+  const { sqrtAlphaProd, sqrtOneMinusAlphaProd } = new DDPMScheduler().noiseCoefficients(timesteps);
+  const batch = (dropoutSeed: number) => ({
+    x0: new Float32Array(n).map((_, i) => Math.sin(i * 0.3)),
+    noise: new Float32Array(n).map((_, i) => Math.cos(i * 0.9)),
+    shape: [2, 3, 8, 8] as [number, number, number, number],
+    timesteps: Float32Array.from(timesteps),
+    sqrtAlphaProd,
+    sqrtOneMinusAlphaProd,
+    classCond: null,
+    target: 0 as const,
+    lossWeights: null,
+    dropoutSeed,
+  });
+  const losses: number[][] = [];
+  for (const backend of BACKENDS) {
+    const unet = await createUNet(config, { backend, seed: 2 });
+    const engine = engineOf(unet);
+    engine.trainInit({ ema: false });
+    losses.push([await engine.trainStep(batch(1)), await engine.trainStep(batch(1)), await engine.trainStep(batch(2))]);
+    // inference ignores dropout: forward is deterministic
+    const x = batch(0).x0;
+    assert.deepEqual(await unet.forward(x, [2, 3, 8, 8], timesteps), await unet.forward(x, [2, 3, 8, 8], timesteps));
+    unet.dispose();
+  }
+  const [cpu, wasm] = losses as [number[], number[]];
+  assert.equal(cpu[0], cpu[1], 'same dropout seed, same loss');
+  assert.notEqual(cpu[0], cpu[2], 'another dropout seed, another mask');
+  assert.ok(Math.abs(cpu[0]! - wasm[0]!) <= 1e-5 * cpu[0]!, `cpu ${cpu[0]} vs wasm ${wasm[0]}`);
+  const unet = await createUNet(config, { backend: 'cpu', seed: 2 });
+  await checkFiniteDifferences(unet, batch(7), ['down_blocks.0.resnets.0.conv2.weight', 'up_blocks.1.resnets.1.norm2.weight']);
+  unet.dispose();
+});

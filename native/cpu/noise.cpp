@@ -56,4 +56,26 @@ void randn_philox(uint64_t seed, uint64_t draw, uint64_t offset, long long n, fl
   });
 }
 
+
+// Dropout with the same generator: element i of stream `stream` is kept when
+// its uniform (Philox counter (i / 4, stream), key seed, lane i % 4) is at
+// least p; kept values are scaled by 1 / (1 - p). The mask is a pure function
+// of (seed, stream, i), so the backward regenerates it instead of storing it,
+// and y = mask * x / (1 - p) serves both directions (it is linear in x).
+void dropout_apply(uint64_t seed, uint64_t stream, float p, const float* x, long long n, float* y) {
+  const float scale = 1.0f / (1.0f - p);
+  const long long groups = (n + 3) / 4;
+  parallel_ranges((int)((groups + 1023) / 1024), 1, [&](int t0, int t1) {
+    for (long long g = (long long)t0 * 1024; g < (long long)t1 * 1024 && g < groups; ++g) {
+      Philox4 r = philox4x32_10((uint32_t)g, (uint32_t)((uint64_t)g >> 32), (uint32_t)stream, (uint32_t)(stream >> 32),
+                                (uint32_t)seed, (uint32_t)(seed >> 32));
+      for (int lane = 0; lane < 4; ++lane) {
+        const long long i = g * 4 + lane;
+        if (i >= n) break;
+        y[i] = uniform_open(r.v[lane]) >= p ? x[i] * scale : 0.0f;
+      }
+    }
+  });
+}
+
 }  // namespace mb

@@ -170,6 +170,8 @@ void add_noise(const float* x0, const float* noise, const float* sqrt_alpha_prod
 // noise.cpp: standard normal noise from Philox4x32-10, bit-identical on every
 // backend: n values of draw `draw` under `seed`, starting at element `offset`.
 void randn_philox(uint64_t seed, uint64_t draw, uint64_t offset, long long n, float* out);
+// y = dropout(x) with a Philox mask keyed by (seed, stream); also its own backward.
+void dropout_apply(uint64_t seed, uint64_t stream, float p, const float* x, long long n, float* y);
 
 // ---------------------------------------------------------------------------
 // elementwise.cpp

@@ -75,9 +75,11 @@ Act resnet_backward(Exec& ex, const ResnetLayer& r, const Act& dout, float* d_si
   Act dx = ex.zeros(s.x.h, s.x.w, s.x.c);
   const Act dpre = divided(ex, dout, r.output_scale_factor);
 
-  // conv2 and the residual branch
+  // conv2 (through the dropout mask) and the residual branch
   Act dh2 = ex.zeros(s.h2.h, s.h2.w, s.h2.c);
-  conv_backward(ex, r.conv2, ConvSaved{s.h2, dpre, make_geometry(ex, s.h2, 1, 1, 1, 1, dpre)}, dpre, &dh2);
+  conv_backward(ex, r.conv2, ConvSaved{s.h2d, dpre, make_geometry(ex, s.h2d, 1, 1, 1, 1, dpre)}, dpre, &dh2);
+  if (ex.m->dropout > 0 && ex.run())
+    dropout_apply(ex.dropout_seed, s.dropout_stream, ex.m->dropout, dh2.data, (long long)dh2.floats(ex.batch), dh2.data);
   Act dxres = ex.zeros(s.xres.h, s.xres.w, s.xres.c);
   if (r.has_shortcut) {
     conv_backward(ex, r.conv_shortcut, ConvSaved{s.xres, dpre, make_geometry(ex, s.xres, 1, 1, 0, 0, dpre)}, dpre, &dxres);
@@ -346,8 +348,6 @@ int train_step(Model* m, const TrainBatch& tb, float* loss_out) {
   if (m->out_channels != m->in_channels)
     return set_error(m, kErrUnsupported, Name("training needs out_channels = in_channels (a noise prediction)"));
   if (tb.target < 0 || tb.target > 2) return set_error(m, kErrInvalidArgument, Name("unknown training target"));
-  if (m->dropout > 0)
-    return set_error(m, kErrUnsupported, Name("training with dropout > 0 is not supported yet (set dropout to 0)"));
   int status = check_forward_inputs(m, tb.batch, tb.channels, tb.timesteps, tb.class_cond, tb.class_cond_len);
   if (status != kOk) return status;
   const size_t n = (size_t)tb.batch * tb.channels * tb.height * tb.width;
@@ -358,7 +358,7 @@ int train_step(Model* m, const TrainBatch& tb, float* loss_out) {
   if (tb.batch != m->planned_batch || tb.height != m->planned_h || tb.width != m->planned_w || !m->planned_training) {
     Arena planner;
     planner.planning = true;
-    Exec plan{m, &planner, true, tb.batch, nullptr, nullptr, true, kOk, Message()};
+    Exec plan{m, &planner, true, tb.batch, nullptr, nullptr, true, 0, 0, kOk, Message()};
     planner.alloc(n);  // the noisy sample
     float loss = 0;
     run_train_step(plan, tb, nullptr, &loss);
@@ -372,7 +372,7 @@ int train_step(Model* m, const TrainBatch& tb, float* loss_out) {
   m->arena.peak = 0;
   float* zero_row = m->arena.alloc((size_t)m->max_channels);
   mb_zero(zero_row, sizeof(float) * (size_t)m->max_channels);
-  Exec ex{m, &m->arena, false, tb.batch, zero_row, nullptr, true, kOk, Message()};
+  Exec ex{m, &m->arena, false, tb.batch, zero_row, nullptr, true, tb.dropout_seed, 0, kOk, Message()};
   float* noisy = m->arena.alloc(n);
   add_noise(tb.x0, tb.noise, tb.sqrt_alpha_prod, tb.sqrt_one_minus_alpha_prod, tb.batch, (int)(n / tb.batch), noisy);
   run_train_step(ex, tb, noisy, loss_out);

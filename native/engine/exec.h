@@ -87,6 +87,8 @@ struct Exec {
   const float* zero_row;
   float* silu_emb;  // SiLU(temb), shared by every resnet's time projection
   bool training = false;  // keep what the backward needs; release nothing
+  uint64_t dropout_seed = 0;
+  uint64_t dropout_streams = 0;  // one mask stream per resnet, in graph order
   int status = kOk;
   Message error;
 

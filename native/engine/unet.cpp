@@ -560,7 +560,15 @@ void resnet_forward(Exec& ex, ResnetLayer& r, const Act& x, const Act& out) {
     s.stats2 = norm_apply(ex, r.norm2, h1, h2, true, temb_proj, proj_width);
   else
     s.stats2 = norm_apply(ex, r.norm2, h1, h2, true);
-  // dropout: identity (the engine trains with dropout 0; see train_step)
+  // dropout: identity at inference; a Philox mask when training
+  Act h2d = h2;
+  if (ex.training && ex.m->dropout > 0) {
+    h2d = ex.alloc(out.h, out.w, r.cout);
+    s.dropout_stream = ex.dropout_streams;
+    if (ex.run()) dropout_apply(ex.dropout_seed, s.dropout_stream, ex.m->dropout, h2.data, (long long)h2.floats(ex.batch), h2d.data);
+  }
+  if (ex.training) ++ex.dropout_streams;
+  s.h2d = h2d;
 
   Act shortcut = x_res;
   if (r.has_shortcut) {
@@ -571,7 +579,7 @@ void resnet_forward(Exec& ex, ResnetLayer& r, const Act& x, const Act& out) {
   ep2.residual = shortcut.data;
   ep2.residual_ld = shortcut.c;
   ep2.divisor = r.output_scale_factor;
-  conv_apply(ex, r.conv2, h2, 1, 1, 1, 1, out, ep2);
+  conv_apply(ex, r.conv2, h2d, 1, 1, 1, 1, out, ep2);
   ex.release(mark);
 }
 
@@ -804,7 +812,7 @@ int model_plan_bytes(Model* m, int batch, int height, int width, size_t* bytes) 
     return set_error(m, kErrInvalidArgument, Name("batch, height and width must be positive and reasonable"));
   Arena planner;
   planner.planning = true;
-  Exec ex{m, &planner, true, batch, nullptr, nullptr, false, kOk, Message()};
+  Exec ex{m, &planner, true, batch, nullptr, nullptr, false, 0, 0, kOk, Message()};
   run_forward(ex, height, width, nullptr, nullptr, nullptr, nullptr);
   if (ex.status != kOk) return fail(m, ex.status, ex.error);
   *bytes = planner.peak * sizeof(float) + (size_t)align_up(m->max_channels, 16) * sizeof(float);
@@ -902,7 +910,7 @@ int model_forward(Model* m, int batch, int channels, int height, int width, cons
   m->arena.peak = 0;
   float* zero_row = m->arena.alloc((size_t)m->max_channels);
   mb_zero(zero_row, sizeof(float) * (size_t)m->max_channels);
-  Exec ex{m, &m->arena, false, batch, zero_row, nullptr, false, kOk, Message()};
+  Exec ex{m, &m->arena, false, batch, zero_row, nullptr, false, 0, 0, kOk, Message()};
   run_forward(ex, height, width, sample_nchw, timesteps, class_cond, out_nchw);
   if (ex.status != kOk) return fail(m, ex.status, ex.error);
   return kOk;

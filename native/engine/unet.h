@@ -79,7 +79,9 @@ struct ResnetSaved {
   Act hin;   // conv1's input: h0, resampled when the block up/downsamples
   Act xres;  // the residual branch: x, resampled likewise
   Act h1;    // conv1(hin) + bias (+ temb): GroupNorm2's input
-  Act h2;    // SiLU(GroupNorm2(h1)) (scale/shift applied): conv2's input
+  Act h2;    // SiLU(GroupNorm2(h1)) (scale/shift applied)
+  Act h2d;   // conv2's input: h2, after dropout when training with dropout
+  uint64_t dropout_stream = 0;
   float* temb_proj = nullptr;
   float* stats1 = nullptr;
   float* stats2 = nullptr;
