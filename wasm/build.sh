@@ -15,6 +15,7 @@ SOURCES=(
   native/engine/unet.cpp
   native/engine/api.cpp
   native/cpu/conv2d.cpp
+  native/cpu/conv2d_winograd.cpp
   native/cpu/gemm_generic.cpp
   native/cpu/groupnorm.cpp
   native/cpu/attention.cpp
