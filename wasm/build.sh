@@ -17,6 +17,7 @@ SOURCES=(
   native/engine/train.cpp
   native/engine/backward.cpp
   native/cpu/conv2d.cpp
+  native/cpu/conv2d_winograd.cpp
   native/cpu/gemm_generic.cpp
   native/cpu/groupnorm.cpp
   native/cpu/attention.cpp

@@ -73,6 +73,8 @@ const char* select_conv_isa(const char* wanted) {
 }
 const char* conv_isa_name() { return kernel().name; }
 int conv_panel_width() { return kernel().nr; }
+int conv_tile_rows() { return kernel().mr; }
+TileKernel conv_tile_kernel() { return kernel().tile; }
 
 size_t packed_weights_floats(int cout, int cin, int taps) {
   int nr = conv_panel_width();

@@ -24,6 +24,10 @@ struct GemmTile {
 
 using TileKernel = void (*)(const GemmTile&);
 
+// The micro-kernel chosen for this CPU (conv2d.cpp) and its MR.
+TileKernel conv_tile_kernel();
+int conv_tile_rows();
+
 void conv_tile_generic(const GemmTile& tile);
 #if defined(__x86_64__) && defined(MB_HAVE_X86_KERNELS)
 void conv_tile_avx2(const GemmTile& tile);

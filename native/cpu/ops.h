@@ -16,9 +16,12 @@ namespace mb {
 // The weight ("B") matrix of a convolution, packed once at load into panels of
 // `nr` output channels: data[panel][tap][ci][nr], zero-padded past cout. The
 // micro-kernel streams one panel contiguously while it accumulates a tile.
+// Winograd-packed 3x3 weights (conv2d_winograd.cpp) are instead 16
+// transformed matrices, each [panel][ci][nr].
 struct PackedWeights {
   float* data = nullptr;
   int cout = 0, cin = 0, kh = 1, kw = 1, nr = 0;
+  bool winograd = false;
 };
 
 // Where element (n, ci, tap) of the logical weight lives in a source buffer,
@@ -76,6 +79,16 @@ size_t matmul_scratch_floats(int n, int k);
 void matmul(const float* a, int lda, int m, int k, const WeightSource& b, int n, float* c, int ldc, bool accumulate,
             float* scratch);
 void transpose(const float* a, int rows, int cols, int lda, float* out, int ldo);
+
+// conv2d_winograd.cpp: 3x3 convolutions with stride 1 (upsampled input
+// allowed) by Winograd F(2x2, 3x3), 2.25x fewer multiplies. Weights from a
+// torch-layout source; scratch of winograd_scratch_floats() for the current
+// thread count.
+size_t winograd_weights_floats(int cout, int cin);
+void pack_winograd_weights(PackedWeights* packed, float* storage, const WeightSource& src, int cout, int cin);
+size_t winograd_scratch_floats(const ConvGeometry& g, const PackedWeights& w);
+void winograd_conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
+                             float* out, const float* zero_row, float* scratch);
 
 // ---------------------------------------------------------------------------
 // groupnorm.cpp: GroupNorm over NHWC, with the tails that follow it in the

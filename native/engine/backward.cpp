@@ -355,7 +355,8 @@ int train_step(Model* m, const TrainBatch& tb, float* loss_out) {
     return set_error(m, kErrInvalidArgument, Name("the batch or the noise contains NaN or Inf"));
 
   // Plan forward + backward together (training keeps every activation).
-  if (tb.batch != m->planned_batch || tb.height != m->planned_h || tb.width != m->planned_w || !m->planned_training) {
+  if (tb.batch != m->planned_batch || tb.height != m->planned_h || tb.width != m->planned_w || !m->planned_training ||
+      num_threads() != m->planned_threads) {
     Arena planner;
     planner.planning = true;
     Exec plan{m, &planner, true, tb.batch, nullptr, nullptr, true, 0, 0, kOk, Message()};

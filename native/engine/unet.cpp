@@ -18,6 +18,10 @@ namespace {
 struct Builder {
   Model* m;
   int status = kOk;
+  // Winograd for the 3x3 convs built while this is set: the two finest
+  // levels, which hold most of the FLOPs. On the coarser maps there are too
+  // few 2x2 tiles for its GEMMs to beat the direct convolution's.
+  bool winograd_level = true;
 
   int param(const Name& name, int d0, int d1 = 0, int d2 = 0, int d3 = 0) {
     Param p;
@@ -59,6 +63,7 @@ struct Builder {
     c.cin = cin;
     c.cout = cout;
     c.k = k;
+    c.winograd = k == 3 && winograd_level;  // the downsampler (stride 2) clears it
     c.weight = param(prefix.with(".weight"), cout, cin, k, k);
     c.bias = param(prefix.with(".bias"), cout);
     if (cin > m->max_channels) m->max_channels = cin;
@@ -179,6 +184,7 @@ int model_init(Model* m, const double* cfg, int n) {
   m->conv_in.cin = m->in_channels;
   m->conv_in.cout = c0;
   m->conv_in.k = 3;
+  m->conv_in.winograd = true;
   m->max_channels = imax(m->in_channels, c0);
 
   // time
@@ -228,6 +234,7 @@ int model_init(Model* m, const double* cfg, int n) {
     output_channel = m->block_out_channels[i];
     const bool is_final = i == levels - 1;
     Block& blk = m->down[i];
+    b.winograd_level = i < 2;
     blk.type = (int)down_types[i];
     blk.num_layers = m->layers_per_block;
     blk.in_channels = input_channel;
@@ -246,6 +253,7 @@ int model_init(Model* m, const double* cfg, int n) {
       }
     }
     if (!is_final) {
+      b.winograd_level = i + 1 < 2;  // the downsampler's convs work at the next coarser level
       bool resnet_down = blk.type == kResnetDownsampleBlock2D || (blk.type == kAttnDownBlock2D && downsample_type == 1);
       if (resnet_down) {
         blk.resample_kind = kResampleResnet;
@@ -253,6 +261,7 @@ int model_init(Model* m, const double* cfg, int n) {
       } else {
         blk.resample_kind = kResampleConv;
         blk.resample_conv = b.conv(prefix.with(".downsamplers.0.conv"), output_channel, output_channel, 3);
+        blk.resample_conv.winograd = false;
       }
     }
   }
@@ -262,6 +271,7 @@ int model_init(Model* m, const double* cfg, int n) {
   if (m->has_mid) {
     const int c = m->block_out_channels[levels - 1];
     Block& mid = m->mid;
+    b.winograd_level = levels - 1 < 2;
     mid.num_layers = 2;
     mid.in_channels = mid.out_channels = c;
     mid.resnets[0] = b.resnet(Name("mid_block.resnets.0"), c, c, groups, mid_scale, 0);
@@ -283,6 +293,7 @@ int model_init(Model* m, const double* cfg, int n) {
     const int input_channel = m->block_out_channels[imax(levels - 2 - i, 0)];
     const bool is_final = i == levels - 1;
     Block& blk = m->up[i];
+    b.winograd_level = levels - 1 - i < 2;
     blk.type = (int)up_types[i];
     blk.num_layers = m->layers_per_block + 1;
     blk.in_channels = prev_output_channel;
@@ -303,6 +314,7 @@ int model_init(Model* m, const double* cfg, int n) {
       }
     }
     if (!is_final) {
+      b.winograd_level = levels - 2 - i < 2;  // the upsampler works at the next finer level
       bool resnet_up = blk.type == kResnetUpsampleBlock2D || (blk.type == kAttnUpBlock2D && upsample_type == 1);
       if (resnet_up) {
         blk.resample_kind = kResampleResnet;
@@ -314,6 +326,7 @@ int model_init(Model* m, const double* cfg, int n) {
     }
   }
 
+  b.winograd_level = true;
   m->norm_out = b.norm(Name("conv_norm_out"), c0, groups, m->norm_eps);
   m->conv_out = b.conv(Name("conv_out"), c0, m->out_channels, 3);
   if (m->time_embed_dim > m->max_channels) m->max_channels = m->time_embed_dim;
@@ -333,13 +346,18 @@ int model_init(Model* m, const double* cfg, int n) {
 
 namespace {
 
-size_t conv_packed_floats(const ConvLayer& c) { return packed_weights_floats(c.cout, c.cin, c.k * c.k); }
+size_t conv_packed_floats(const ConvLayer& c) {
+  return c.winograd ? winograd_weights_floats(c.cout, c.cin) : packed_weights_floats(c.cout, c.cin, c.k * c.k);
+}
 
 void pack_conv(Model* m, ConvLayer& c, float*& cursor) {
   const float* w = m->params[c.weight].data;
   const int taps = c.k * c.k;
   WeightSource src = {w, (long long)c.cin * taps, taps, 1};  // torch [Cout][Cin][kh][kw]
-  pack_weights(&c.packed, cursor, &src, &c.cout, 1, c.cin, c.k, c.k);
+  if (c.winograd)
+    pack_winograd_weights(&c.packed, cursor, src, c.cout, c.cin);
+  else
+    pack_weights(&c.packed, cursor, &src, &c.cout, 1, c.cin, c.k, c.k);
   cursor += conv_packed_floats(c);
 }
 
@@ -481,6 +499,19 @@ void conv_apply(Exec& ex, const ConvLayer& c, const Act& x, int upsample, int st
                 const Act& y, ConvEpilogue ep, ConvSaved* saved = nullptr) {
   const ConvGeometry g = make_geometry(ex, x, upsample, stride, pad_top, pad_left, y);
   if (saved) *saved = ConvSaved{x, y, g};
+  if (c.winograd) {
+    // Packing happens after planning: size the scratch from the layer's shape.
+    PackedWeights shape = c.packed;
+    shape.cout = c.cout, shape.cin = c.cin, shape.nr = conv_panel_width();
+    const size_t mark = ex.arena->mark();
+    float* scratch = ex.arena->alloc(winograd_scratch_floats(g, shape));
+    if (ex.run()) {
+      if (!ep.bias) ep.bias = P(ex, c.bias);
+      winograd_conv2d_forward(x.data, g, c.packed, ep, y.data, ex.zero_row, scratch);
+    }
+    ex.arena->release(mark);
+    return;
+  }
   if (!ex.run()) return;
   if (!ep.bias) ep.bias = P(ex, c.bias);
   conv2d_forward(x.data, g, c.packed, ep, y.data, ex.zero_row);
@@ -869,7 +900,8 @@ int check_forward_inputs(Model* m, int batch, int channels, const float* timeste
 }
 
 int ensure_arena(Model* m, int batch, int height, int width, bool training, size_t bytes) {
-  if (batch == m->planned_batch && height == m->planned_h && width == m->planned_w && training == m->planned_training)
+  if (batch == m->planned_batch && height == m->planned_h && width == m->planned_w && training == m->planned_training &&
+      num_threads() == m->planned_threads)
     return kOk;
   const char* what = training ? "a training step" : "a forward";
   if (m->arena_limit_bytes && bytes > m->arena_limit_bytes) {
@@ -892,6 +924,7 @@ int ensure_arena(Model* m, int batch, int height, int width, bool training, size
   m->planned_h = height;
   m->planned_w = width;
   m->planned_training = training;
+  m->planned_threads = num_threads();  // conv scratch is per thread
   return kOk;
 }
 
@@ -899,7 +932,8 @@ int model_forward(Model* m, int batch, int channels, int height, int width, cons
                   const float* timesteps, const float* class_cond, int class_cond_len, float* out_nchw) {
   int status = check_forward_inputs(m, batch, channels, timesteps, class_cond, class_cond_len);
   if (status != kOk) return status;
-  if (batch != m->planned_batch || height != m->planned_h || width != m->planned_w || m->planned_training) {
+  if (batch != m->planned_batch || height != m->planned_h || width != m->planned_w || m->planned_training ||
+      num_threads() != m->planned_threads) {
     size_t bytes = 0;
     status = model_plan_bytes(m, batch, height, width, &bytes);
     if (status == kOk) status = ensure_arena(m, batch, height, width, false, bytes);

@@ -104,6 +104,7 @@ struct NormLayer {
 struct ConvLayer {
   int weight = -1, bias = -1;
   int cin = 0, cout = 0, k = 1;
+  bool winograd = false;  // a 3x3 conv only ever run with stride 1: packed for Winograd
   PackedWeights packed;
 };
 
@@ -204,6 +205,7 @@ struct Model {
   Arena arena;
   int planned_batch = 0, planned_h = 0, planned_w = 0;
   bool planned_training = false;
+  int planned_threads = 0;  // conv scratch is per thread
   size_t arena_limit_bytes = (size_t)0;  // 0: no limit beyond what the allocator gives
 
   bool training_ready = false;
