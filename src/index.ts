@@ -15,3 +15,5 @@ export { TorchGenerator } from './rng/torch.js';
 export { samplesToImages, imagesToGridPng } from './image/png.js';
 export type { Backend, BackendName } from './backend/backend.js';
 export * from './errors.js';
+export * from './train/index.js';
+export * from './data/index.js';

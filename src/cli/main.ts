@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // The `marble` command. `marble info` reports what this machine offers;
-// `marble sample` joins with the sampling work.
+// `marble sample` generates images; `marble train` (./train.ts) trains.
 import { writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -10,6 +10,7 @@ import { MarbleError } from '../errors.js';
 import { classConditioning } from '../model/config.js';
 import { loadPipeline } from '../pipeline.js';
 import { sample } from '../sampler.js';
+import { registerTrainCommand } from './train.js';
 
 import { loadAddon, nativeAvailable } from '../backend/native.js';
 import { createWasmBackend, wasmPath } from '../backend/wasm.js';
@@ -138,6 +139,7 @@ program
   .option('--out <file>', 'output PNG (a grid of the batch)', 'samples.png')
   .action(sampleCommand);
 program.command('info').description('backends present, CPU features, threads, wasm SIMD support').action(info);
+registerTrainCommand(program);
 program.parseAsync(process.argv).catch((e: unknown) => {
   console.error(`marble: ${(e as Error).message}`);
   process.exit(e instanceof MarbleError && e.code === 'ERR_MARBLE_ABORTED' ? 130 : 1);

@@ -174,7 +174,8 @@ export function parseUNet2DConfig(input: unknown): UNet2DConfig {
     upsampleType: readChoice(json, 'upsample_type', 'conv', ['conv', 'resnet'] as const),
     dropout: readNumber(json, 'dropout', 0, (v) => v >= 0 && v < 1, 'a probability in [0, 1)'),
     actFn: 'silu',
-    attentionHeadDim: readOptionalInt(json, 'attention_head_dim', 1, 8192),
+    // diffusers' default is 8 when the key is absent; an explicit null means one head per block
+    attentionHeadDim: json['attention_head_dim'] === undefined ? 8 : readOptionalInt(json, 'attention_head_dim', 1, 8192),
     normNumGroups: readInt(json, 'norm_num_groups', 32, 1, 8192),
     attnNormNumGroups: readOptionalInt(json, 'attn_norm_num_groups', 1, 8192),
     normEps: readNumber(json, 'norm_eps', 1e-5, (v) => v > 0, 'a positive number'),
