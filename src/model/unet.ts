@@ -5,7 +5,7 @@ import path from 'node:path';
 
 import { BackendError, ConfigError, InputError, MarbleError, MemoryLimitError, WeightsError } from '../errors.js';
 import { EngineStatus } from '../backend/backend.js';
-import type { Backend, BackendName, CapturedTensor, EngineModel } from '../backend/backend.js';
+import type { Backend, BackendName, CapturedTensor, EngineModel, ParamInfo } from '../backend/backend.js';
 import { createBackend } from '../backend/select.js';
 import { classConditioning, encodeEngineConfig, parseUNet2DConfig, timeEmbedDim } from './config.js';
 import type { UNet2DConfig } from './config.js';
@@ -250,6 +250,35 @@ function matchWeights(
 }
 
 /**
+ * Creates the engine model for a config on the requested backend, lets
+ * `fill` set every parameter (by index in the parameter table), then packs
+ * the weights. Any failure disposes the engine and surfaces as a typed error.
+ */
+async function buildUNet(
+  config: UNet2DConfig,
+  options: LoadOptions,
+  fill: (engine: EngineModel, table: ParamInfo[]) => Promise<void> | void,
+): Promise<UNet2DModel> {
+  const backend = await createBackend(options.backend ?? 'auto', { threads: options.threads });
+  let engine: EngineModel;
+  try {
+    engine = backend.createModel(encodeEngineConfig(config));
+  } catch (e) {
+    throw engineError(e);
+  }
+  try {
+    const table = engine.paramTable();
+    await fill(engine, table);
+    engine.finalize();
+    engine.setMemoryLimit(options.memoryLimitBytes ?? defaultMemoryLimit());
+    return new UNet2DModel(config, backend, engine, table.reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0));
+  } catch (e) {
+    engine.dispose();
+    throw engineError(e);
+  }
+}
+
+/**
  * A UNet with freshly initialised weights, as torch initialises a new
  * UNet2DModel: conv and linear weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
  * GroupNorm weight 1 and bias 0, embeddings N(0, 1). For training from scratch
@@ -260,14 +289,7 @@ export async function createUNet(
   options: LoadOptions & { seed?: number } = {},
 ): Promise<UNet2DModel> {
   const config = parseUNet2DConfig(configJson);
-  const backend = await createBackend(options.backend ?? 'auto', { threads: options.threads });
-  let engine: EngineModel;
-  try {
-    engine = backend.createModel(encodeEngineConfig(config));
-  } catch (e) {
-    throw engineError(e);
-  }
-  try {
+  return buildUNet(config, options, (engine, table) => {
     // mulberry32: small, seeded, good enough for an initialisation
     let state = (options.seed ?? 0) >>> 0;
     const uniform = () => {
@@ -277,15 +299,13 @@ export async function createUNet(
       t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
       return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
     };
-    const table = engine.paramTable();
-    let count = 0;
     // fan_in of a bias is its layer's weight's fan_in
     const fanIn = new Map<string, number>();
     for (const { name, shape } of table)
       if (name.endsWith('.weight') && shape.length >= 2)
-        fanIn.set(name.slice(0, -'.weight'.length), shape.slice(1).reduce((a, b) => a * b, 1));
+        fanIn.set(name.slice(0, -'.weight'.length), shape.slice(1).reduce((x, y) => x * y, 1));
     table.forEach(({ name, shape }, index) => {
-      const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
+      const data = new Float32Array(shape.reduce((x, y) => x * y, 1));
       const layer = name.slice(0, name.lastIndexOf('.'));
       const isNorm = /norm/.test(layer) && shape.length === 1;
       if (isNorm) {
@@ -299,15 +319,8 @@ export async function createUNet(
           data[i] = Math.sqrt(-2 * Math.log(1 - uniform())) * Math.cos(2 * Math.PI * uniform());
       }
       engine.setParam(index, data);
-      count += data.length;
     });
-    engine.finalize();
-    engine.setMemoryLimit(options.memoryLimitBytes ?? defaultMemoryLimit());
-    return new UNet2DModel(config, backend, engine, count);
-  } catch (e) {
-    engine.dispose();
-    throw engineError(e);
-  }
+  });
 }
 
 /** Loads a diffusers UNet2DModel folder (or a pipeline folder) onto a backend. */
@@ -325,30 +338,14 @@ export async function loadUNet(dir: string, options: LoadOptions = {}): Promise<
   if (!(await isFile(weightsPath)))
     throw new WeightsError(`${weightsPath} is missing (marble reads safetensors weights, not .bin pickles)`);
 
-  const backend = await createBackend(options.backend ?? 'auto', { threads: options.threads });
-  let engine: EngineModel;
-  try {
-    engine = backend.createModel(encodeEngineConfig(config));
-  } catch (e) {
-    throw engineError(e);
-  }
-  try {
-    const table = engine.paramTable();
+  return buildUNet(config, options, async (engine, table) => {
     const weights = await readSafetensorsFile(weightsPath);
     const stored = matchWeights(table, weights, weightsPath);
-    let count = 0;
     table.forEach(({ name }, index) => {
       const data = tensorToFloat32(weights, stored.get(name)!);
       for (let i = 0; i < data.length; i++)
         if (!Number.isFinite(data[i])) throw new WeightsError(`${weightsPath}: ${name} contains ${data[i]}`);
       engine.setParam(index, data);
-      count += data.length;
     });
-    engine.finalize();
-    engine.setMemoryLimit(options.memoryLimitBytes ?? defaultMemoryLimit());
-    return new UNet2DModel(config, backend, engine, count);
-  } catch (e) {
-    engine.dispose();
-    throw engineError(e);
-  }
+  });
 }
