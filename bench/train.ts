@@ -8,9 +8,8 @@ import { fileURLToPath } from 'node:url';
 
 import { createUNet } from '../src/index.js';
 import type { BackendName } from '../src/index.js';
-import type { EngineModel } from '../src/backend/backend.js';
+import { engineOf } from '../src/train/engine_access.js';
 import { nativeAvailable } from '../src/backend/native.js';
-import type { UNet2DModel } from '../src/model/unet.js';
 import { DDPMScheduler } from '../src/schedulers/ddpm.js';
 import { CIFAR10_CONFIG, MNIST_SMALL_CONFIG } from './models.js';
 
@@ -23,7 +22,6 @@ const configs: Record<string, { config: Record<string, unknown>; channels: numbe
   'mnist-small': { config: MNIST_SMALL_CONFIG, channels: 1, size: 32 },
 };
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const engineOf = (unet: UNet2DModel) => (unet as unknown as { engine: EngineModel }).engine;
 const rows: Record<string, string | number>[] = [];
 
 for (const modelName of models) {

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 
 import { createUNet, loadUNet } from '../src/index.js';
 import type { BackendName } from '../src/index.js';
-import type { EngineModel } from '../src/backend/backend.js';
+import { engineOf } from '../src/train/engine_access.js';
 import { readSafetensorsFile, tensorToFloat32, tensorToInt64AsNumbers } from '../src/model/safetensors.js';
 import type { SafetensorsFile } from '../src/model/safetensors.js';
 import type { UNet2DModel } from '../src/model/unet.js';
@@ -17,9 +17,6 @@ import { fixturePath, maxAbs, maxAbsDiff } from './helpers.js';
 const FIXTURES = ['tiny', 'mnist-variants', 'class-cond'] as const;
 const BACKENDS: BackendName[] = ['cpu', 'wasm'];
 
-function engineOf(unet: UNet2DModel): EngineModel {
-  return (unet as unknown as { engine: EngineModel }).engine;
-}
 
 async function batchFrom(file: SafetensorsFile) {
   const timesteps = tensorToInt64AsNumbers(file, 'timestep');
