@@ -17,3 +17,4 @@ export type { Backend, BackendName } from './backend/backend.js';
 export * from './errors.js';
 export * from './train/index.js';
 export * from './data/index.js';
+export * from './eval/index.js';

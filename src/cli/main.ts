@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // The `marble` command. `marble info` reports what this machine offers;
-// `marble sample` generates images; `marble train` (./train.ts) trains.
+// `marble sample` generates images; `marble train` (./train.ts) trains;
+// `marble export` (./export.ts) writes a checkpoint as a release model folder;
+// `marble eval` (./eval.ts) measures a model's samples against real MNIST.
 import { writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -10,6 +12,9 @@ import { MarbleError } from '../errors.js';
 import { classConditioning } from '../model/config.js';
 import { loadPipeline } from '../pipeline.js';
 import { sample } from '../sampler.js';
+import { resolveSampleModel } from './embedded_model.js';
+import { registerEvalCommand } from './eval.js';
+import { registerExportCommand } from './export.js';
 import { registerTrainCommand } from './train.js';
 
 import { loadAddon, nativeAvailable } from '../backend/native.js';
@@ -67,9 +72,8 @@ interface SampleFlags {
 }
 
 async function sampleCommand(flags: SampleFlags): Promise<void> {
-  if (!flags.model) throw new MarbleError('ERR_MARBLE_INPUT', '--model DIR is required (a diffusers pipeline or UNet2DModel folder)');
   if (!/^\d+$/.test(flags.seed)) throw new InvalidArgumentError('--seed must be a non-negative integer');
-  const pipeline = await loadPipeline(flags.model, { backend: flags.backend });
+  const pipeline = await loadPipeline(resolveSampleModel(flags.model), { backend: flags.backend });
   const { unet } = pipeline;
   const scheduler = pipeline.scheduler(flags.scheduler);
   let classLabels: number[] | undefined;
@@ -123,7 +127,7 @@ program.name('marble').description('Diffusion models (diffusers UNet2DModel) for
 program
   .command('sample')
   .description('generate images with a diffusers DDPM/DDIM model folder')
-  .option('--model <dir>', 'pipeline folder (unet/, scheduler/) or UNet2DModel folder')
+  .option('--model <dir>', 'pipeline folder (unet/, scheduler/) or UNet2DModel folder (default: the embedded MNIST model)')
   .addOption(new Option('--scheduler <kind>', 'sampler').choices(['ddim', 'ddpm']).default('ddim'))
   .option('--steps <n>', 'inference steps (default: 50 for ddim, num_train_timesteps for ddpm)', integer('--steps', 1))
   .option('--eta <e>', 'DDIM eta: 0 deterministic, 1 DDPM-like', (v: string) => {
@@ -140,6 +144,8 @@ program
   .action(sampleCommand);
 program.command('info').description('backends present, CPU features, threads, wasm SIMD support').action(info);
 registerTrainCommand(program);
+registerExportCommand(program);
+registerEvalCommand(program);
 program.parseAsync(process.argv).catch((e: unknown) => {
   console.error(`marble: ${(e as Error).message}`);
   process.exit(e instanceof MarbleError && e.code === 'ERR_MARBLE_ABORTED' ? 130 : 1);

@@ -26,6 +26,8 @@ import type { DataLoaderState } from '../data/loader.js';
 import type { Dataset } from '../data/dataset.js';
 import { ImageFolderDataset } from '../data/image_folder.js';
 import { MnistDataset } from '../data/mnist.js';
+import { subsetDataset } from '../data/dataset.js';
+import { mnistSplit } from '../eval/mnist_reference.js';
 import { exists } from '../train/atomic_fs.js';
 import { defaultUNetConfig } from '../train/default_config.js';
 import { schedulerToDiffusersConfig } from '../train/diffusers_config.js';
@@ -56,6 +58,7 @@ interface TrainFlags {
   predictionType?: PredictionType;
   numTrainTimesteps?: number;
   randomFlip?: boolean;
+  holdout?: number;
   saveEvery: number;
   sampleEvery: number;
   sampleSteps: number;
@@ -71,6 +74,8 @@ interface CliState {
   data: string;
   batch: number;
   randomFlip: boolean;
+  /** MNIST digits held out of training (src/eval/mnist_reference.ts, mnistSplit, split seed 0). */
+  holdout: number;
   loader: DataLoaderState;
 }
 
@@ -94,15 +99,18 @@ function number(name: string, check: (n: number) => boolean, what: string) {
 const RUN_FLAGS = [
   'data', 'config', 'model', 'resolution', 'classConditional', 'batch', 'lr', 'lrSchedule', 'warmup', 'adamBeta1',
   'adamBeta2', 'adamEps', 'weightDecay', 'gradClip', 'gradAccum', 'minSnrGamma', 'ema', 'emaDecay', 'predictionType',
-  'numTrainTimesteps', 'randomFlip', 'seed',
+  'numTrainTimesteps', 'randomFlip', 'holdout', 'seed',
 ] as const;
 
-async function openDataset(spec: string, channels: number, size: number | [number, number]): Promise<Dataset> {
+async function openDataset(spec: string, channels: number, size: number | [number, number], holdout: number): Promise<Dataset> {
   if (channels !== 1 && channels !== 3) throw new ConfigError(`the model has in_channels = ${channels}; marble train feeds 1 (gray) or 3 (RGB) channel images`);
   if (spec === 'mnist') {
     if (Array.isArray(size) && size[0] !== size[1]) throw new InputError(`MNIST digits are square; the model's sample_size is [${size.join(', ')}]`);
-    return MnistDataset.load({ size: Array.isArray(size) ? size[0] : size, channels });
+    const all = await MnistDataset.load({ size: Array.isArray(size) ? size[0] : size, channels });
+    // Leave out the digits `marble eval` compares samples with.
+    return holdout > 0 ? subsetDataset(all, mnistSplit(all.length, holdout, 0).train) : all;
   }
+  if (holdout > 0) throw new InputError('--holdout applies to --data mnist only');
   return ImageFolderDataset.open(spec, { channels, size });
 }
 
@@ -186,7 +194,7 @@ async function trainCommand(flags: TrainFlags, command: Command): Promise<void> 
     const saved = trainer.userState as Partial<CliState> | null;
     if (!saved || typeof saved.data !== 'string' || !Number.isInteger(saved.batch) || !saved.loader)
       throw new InputError(`${checkpointDir} was not written by marble train (no data loader state); resume it through the API`);
-    cli = { data: saved.data, batch: saved.batch!, randomFlip: saved.randomFlip === true, loader: saved.loader };
+    cli = { data: saved.data, batch: saved.batch!, randomFlip: saved.randomFlip === true, holdout: saved.holdout ?? 0, loader: saved.loader };
     await trimLog(logFile, trainer.globalStep);
   } else {
     if (!flags.data) throw new InputError('--data mnist|DIR is required');
@@ -225,13 +233,13 @@ async function trainCommand(flags: TrainFlags, command: Command): Promise<void> 
       throw e;
     }
     const data = flags.data === 'mnist' ? 'mnist' : path.resolve(flags.data); // a resume may run from elsewhere
-    cli = { data, batch: flags.batch ?? 16, randomFlip: flags.randomFlip === true, loader: { epoch: 0, position: 0 } };
+    cli = { data, batch: flags.batch ?? 16, randomFlip: flags.randomFlip === true, holdout: flags.holdout ?? 0, loader: { epoch: 0, position: 0 } };
   }
 
   const unet = trainer.unet;
   try {
     const [height, width] = trainer.settings.sampleSize;
-    const dataset = await openDataset(cli.data, unet.config.inChannels, height === width ? height : [height, width]);
+    const dataset = await openDataset(cli.data, unet.config.inChannels, height === width ? height : [height, width], cli.holdout);
     const conditional = classConditioning(unet.config);
     if (conditional !== 'none' && (conditional !== 'labels' || dataset.numClasses === null))
       throw new InputError(`the model is class-conditional (${conditional}) but --data ${cli.data} has no class labels`);
@@ -340,6 +348,7 @@ export function registerTrainCommand(program: Command): void {
     .addOption(new Option('--prediction-type <type>', 'what the UNet predicts (default epsilon)').choices(['epsilon', 'v_prediction', 'sample']))
     .option('--num-train-timesteps <n>', 'diffusion steps of the noise schedule (default 1000)', integer('--num-train-timesteps', 1))
     .option('--random-flip', 'mirror images left-right at random')
+    .option('--holdout <n>', 'MNIST: leave out the n digits marble eval holds out (seeded split, seed 0)', integer('--holdout', 0))
     .option('--save-every <n>', 'save a checkpoint every n steps', integer('--save-every', 1), 500)
     .option('--sample-every <n>', 'write a sample grid every n steps (0: never)', integer('--sample-every', 0), 0)
     .option('--sample-steps <n>', 'DDIM steps for sample grids', integer('--sample-steps', 1), 50)

@@ -17,3 +17,14 @@ export interface Dataset {
   readonly numClasses: number | null;
   item(index: number): Promise<DatasetItem>;
 }
+
+/** The items of `base` at `indices` (e.g. a training split), renumbered from 0. */
+export function subsetDataset(base: Dataset, indices: ArrayLike<number>): Dataset {
+  const map = Array.from(indices);
+  return {
+    length: map.length,
+    shape: base.shape,
+    numClasses: base.numClasses,
+    item: (index: number) => base.item(map[index]!),
+  };
+}

@@ -1,0 +1,15 @@
+// Sample-quality measurement: exact k-NN precision/recall and nearest-
+// neighbour (copy) distances in pixel space, MNIST reference sets, batched
+// generation, and the steps-versus-quality table of `marble eval`.
+export { forEachPair, kthNeighborSquaredDistances, nearestNeighbors, rows, squaredDistance, squaredDistanceMatrix } from './distance.js';
+export type { NearestNeighbors, Rows } from './distance.js';
+export { precisionRecall } from './precision_recall.js';
+export type { PrecisionRecall } from './precision_recall.js';
+export { datasetRows, evenSubset, mnistSplit, toPixels } from './mnist_reference.js';
+export type { LabeledRows, MnistSplit } from './mnist_reference.js';
+export { generateSamples } from './generate.js';
+export type { GenerateOptions, Generated } from './generate.js';
+export { buildReference, measureSamples, quantile, summarize } from './metrics.js';
+export type { DistanceSummary, Reference, SampleMetrics } from './metrics.js';
+export { tableHeader, tableRow } from './table.js';
+export type { TableContext, TableRow } from './table.js';

@@ -1,0 +1,47 @@
+// The steps-versus-quality table `marble eval --table` writes: one markdown
+// row per sampler setting, under a header that says what was measured, so
+// the file can be pasted into models/README.md as it is.
+import type { Reference, SampleMetrics } from './metrics.js';
+
+export interface TableRow {
+  scheduler: 'ddim' | 'ddpm';
+  steps: number;
+  eta: number | null;
+  metrics: SampleMetrics;
+  /** Wall time of generating the samples, seconds. */
+  seconds: number;
+}
+
+export interface TableContext {
+  model: string;
+  samples: number;
+  seed: number;
+  batch: number;
+  backend: string;
+  heldOut: number;
+  train: number;
+  k: number;
+  reference: Reference;
+  /** Precision/recall of as many real training digits as samples, against the held-out: what a perfect model would score. */
+  realBaseline: { precision: number; recall: number };
+}
+
+const f3 = (x: number) => x.toFixed(3);
+
+export function tableHeader(c: TableContext): string {
+  return [
+    `Model \`${c.model}\`: ${c.samples} samples (classes cycling), seed ${c.seed}, batch ${c.batch}, ${c.backend} backend.`,
+    `Real digits: ${c.heldOut} held out of the mnist package's 10,000 (seeded split), ${c.train} as the training reference.`,
+    `Pixel space, values in [0, 1]; precision/recall with k = ${c.k} (Kynkäänniemi et al. 2019).`,
+    `Real-data baseline (${c.samples} training digits vs the held-out): precision ${f3(c.realBaseline.precision)}, recall ${f3(c.realBaseline.recall)}; ` +
+      `held-out digits' distance to the nearest training digit: mean ${f3(c.reference.heldOutNn.mean)}, median ${f3(c.reference.heldOutNn.median)}.`,
+    '',
+    '| sampler | steps | eta | precision | recall | NN to train, mean | NN to train, median | below held-out p1 | sampling time (s) |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ].join('\n');
+}
+
+export function tableRow(r: TableRow): string {
+  const m = r.metrics;
+  return `| ${r.scheduler} | ${r.steps} | ${r.eta ?? '-'} | ${f3(m.precision)} | ${f3(m.recall)} | ${f3(m.nnToTrain.mean)} | ${f3(m.nnToTrain.median)} | ${f3(m.belowHeldOutP1)} | ${r.seconds.toFixed(1)} |`;
+}
