@@ -15,6 +15,26 @@ namespace mb {
 namespace {
 constexpr size_t kMaxScoreFloats = (size_t)4 << 20;  // 16 MB of scores per block
 
+// softmax(scale * s) over each of `rows` rows of length T, in place, in float
+// like torch's upcast softmax (max subtracted first).
+void softmax_rows(float* scores, int rows, int T, float scale) {
+  parallel_for(rows, 4, [&](int i) {
+    float* s = scores + (size_t)i * T;
+    float mx = s[0] * scale;
+    for (int j = 0; j < T; ++j) {
+      s[j] *= scale;
+      mx = s[j] > mx ? s[j] : mx;
+    }
+    float sum = 0.0f;
+    for (int j = 0; j < T; ++j) {
+      s[j] = exp_f32(s[j] - mx);
+      sum += s[j];
+    }
+    const float inv = 1.0f / sum;
+    for (int j = 0; j < T; ++j) s[j] *= inv;
+  });
+}
+
 int query_block(const AttentionArgs& a) {
   size_t rows = kMaxScoreFloats / (size_t)a.tokens;
   if (rows < 1) rows = 1;
@@ -59,22 +79,7 @@ void attention_forward(const float* qkv, const AttentionArgs& a, float* out, flo
         gs.out_ld = T;
         conv2d_forward(q + (size_t)q0 * ld, gs, pk, ConvEpilogue(), scores, zero_row);
 
-        // softmax(scale * s) row by row, in float like torch's upcast softmax
-        parallel_for(rows, 4, [&](int i) {
-          float* s = scores + (size_t)i * T;
-          float mx = s[0] * a.scale;
-          for (int j = 0; j < T; ++j) {
-            s[j] *= a.scale;
-            mx = s[j] > mx ? s[j] : mx;
-          }
-          float sum = 0.0f;
-          for (int j = 0; j < T; ++j) {
-            s[j] = exp_f32(s[j] - mx);
-            sum += s[j];
-          }
-          const float inv = 1.0f / sum;
-          for (int j = 0; j < T; ++j) s[j] *= inv;
-        });
+        softmax_rows(scores, rows, T, a.scale);
 
         ConvGeometry go;
         go.batch = 1;
@@ -115,21 +120,7 @@ void attention_backward(const float* qkv, const AttentionArgs& a, const float* d
       float* dv = dq + 2 * C;
       // P = softmax(scale * Q K^T)
       matmul(q, ld, T, dh, WeightSource{k, ld, 1, 0}, T, probs, T, false, pack);
-      parallel_for(T, 4, [&](int i) {
-        float* s = probs + (size_t)i * T;
-        float mx = s[0] * a.scale;
-        for (int j = 0; j < T; ++j) {
-          s[j] *= a.scale;
-          mx = s[j] > mx ? s[j] : mx;
-        }
-        float sum = 0.0f;
-        for (int j = 0; j < T; ++j) {
-          s[j] = exp_f32(s[j] - mx);
-          sum += s[j];
-        }
-        const float inv = 1.0f / sum;
-        for (int j = 0; j < T; ++j) s[j] *= inv;
-      });
+      softmax_rows(probs, T, T, a.scale);
       // dV = P^T dO
       transpose(probs, T, T, T, transposed, T);
       matmul(transposed, T, T, T, WeightSource{d_o, 1, C, 0}, dh, dv, ld, false, pack);
