@@ -320,6 +320,7 @@ void conv2d_backward_data(const float* dy, const ConvGeometry& g, const float* w
 
 namespace {
 constexpr int kWeightGradChunk = 1024;  // output pixels per im2col chunk
+constexpr int kIm2colRows = 64;         // pixels per im2col packing task
 }
 
 size_t conv2d_backward_weights_scratch_floats(const ConvGeometry& g, int cout, int cin, int k) {
@@ -338,27 +339,42 @@ void conv2d_backward_weights(const float* in, const ConvGeometry& g, const float
   float* dy_t = packed + packed_weights_floats(n, kWeightGradChunk, 1);
   float* dw = dy_t + (size_t)cout * kWeightGradChunk;  // [cout][tap][ci]
   const int logical_h = g.in_h * g.upsample, logical_w = g.in_w * g.upsample;
+  const int up_shift = g.upsample == 2 ? 1 : 0;  // input pixel = logical pixel >> up_shift
+  const int pixels_per_image = g.out_h * g.out_w;
   for (int m0 = 0; m0 < rows_total; m0 += kWeightGradChunk) {
     const int rows = imin(kWeightGradChunk, rows_total - m0);
-    // B(n = (tap, ci), kk = pixel) = the input under that tap: im2col, packed.
-    parallel_for(panels, 1, [&](int p) {
-      float* dst = packed + (size_t)p * rows * nr;
-      for (int r = 0; r < rows; ++r) {
-        const int m = m0 + r;
-        const int b = m / (g.out_h * g.out_w);
-        const int rem = m - b * g.out_h * g.out_w;
-        const int oy = rem / g.out_w, ox = rem % g.out_w;
-        for (int j = 0; j < nr; ++j) {
-          const int col = p * nr + j;
-          float v = 0.0f;
-          if (col < n) {
-            const int t = col / cin, ci = col % cin;
-            const int iy = oy * g.stride - g.pad_top + t / k;
-            const int ix = ox * g.stride - g.pad_left + t % k;
-            if (iy >= 0 && iy < logical_h && ix >= 0 && ix < logical_w)
-              v = in[((size_t)(b * g.in_h + iy / g.upsample) * g.in_w + ix / g.upsample) * g.in_ld + ci];
+    // B(n = (tap, ci), kk = pixel) = the input under that tap: im2col, packed
+    // in panels of nr columns, packed[panel][pixel][j]. Each (pixel, tap) is
+    // one contiguous run of cin input channels (or padding), copied into the
+    // one or more panels its columns fall in.
+    const int row_blocks = (rows + kIm2colRows - 1) / kIm2colRows;
+    parallel_for(row_blocks, 1, [&](int rb) {
+      const int r0 = rb * kIm2colRows, r1 = imin(rows, r0 + kIm2colRows);
+      int b = (m0 + r0) / pixels_per_image;
+      int oy = (m0 + r0 - b * pixels_per_image) / g.out_w;
+      int ox = m0 + r0 - b * pixels_per_image - oy * g.out_w;
+      for (int r = r0; r < r1; ++r) {
+        const float* image = in + (size_t)b * g.in_h * g.in_w * g.in_ld;
+        for (int t = 0; t < taps; ++t) {
+          const int iy = oy * g.stride - g.pad_top + t / k, ix = ox * g.stride - g.pad_left + t % k;
+          const bool inside = iy >= 0 && iy < logical_h && ix >= 0 && ix < logical_w;
+          const float* src = inside ? image + ((size_t)(iy >> up_shift) * g.in_w + (ix >> up_shift)) * g.in_ld : nullptr;
+          for (int ci = 0, col = t * cin; ci < cin;) {
+            const int p = col / nr, j = col - p * nr, len = imin(cin - ci, nr - j);
+            float* dst = packed + ((size_t)p * rows + r) * nr + j;
+            if (src)
+              for (int i = 0; i < len; ++i) dst[i] = src[ci + i];
+            else
+              for (int i = 0; i < len; ++i) dst[i] = 0.0f;
+            ci += len;
+            col += len;
           }
-          *dst++ = v;
+        }
+        // Columns past n in the last panel multiply nothing but must be finite.
+        for (int col = n; col < panels * nr; ++col) packed[((size_t)(panels - 1) * rows + r) * nr + col % nr] = 0.0f;
+        if (++ox == g.out_w) {
+          ox = 0;
+          if (++oy == g.out_h) oy = 0, ++b;
         }
       }
     });

@@ -137,9 +137,98 @@ void group_norm_forward(const float* x, const GroupNormArgs& a, float* y, float*
 //   g1 = dout * silu'(y1);  dscale += g1 * y0, dshift += g1;  g0 = g1 * (1 + scale)
 //   dgamma += g0 * xhat, dbeta += g0;  gx = g0 * gamma
 //   dx += rstd * (gx - mean_group(gx) - xhat * mean_group(gx * xhat))
+// Every one of those sums is a linear function of two per-channel sums,
+//   S1[c] = sum over pixels of g1,  S2[c] = sum of g1 * (x - mean),
+// so pass 1 streams the pixels once for S1 and S2 (channel-contiguous, like
+// the forward's statistics), a small serial step turns them into the
+// parameter gradients and per-channel coefficients, and pass 2 is
+//   dx += k1[c] * g1 + k2[c] * (x - mean) + k3[c].
+
+namespace {
+
+// Per (sample, channel) coefficients of the two passes.
+struct NormBackCoef {
+  float mul, add;  // y1 = x * mul + add, as in the forward
+  float centre;    // the group mean
+  float k1, k2, k3;
+};
+constexpr int kCoefFloats = sizeof(NormBackCoef) / sizeof(float);
+constexpr int kAccumulatePixels = 64;  // float partial sums, flushed to double this often
+
+// g1 for four channels: dy through the SiLU's derivative at y1 (or dy).
+template <bool kSilu>
+inline f32x4 grad_pre_silu(f32x4 x, f32x4 dy, f32x4 mul, f32x4 add) {
+  if (!kSilu) return dy;
+  const f32x4 y1 = x * mul + add;
+  const f32x4 sig = 1.0f / (1.0f + exp_f32x4(-y1));
+  return dy * (sig * (1.0f + y1 * (1.0f - sig)));
+}
+
+template <bool kSilu>
+inline float grad_pre_silu(float x, float dy, float mul, float add) {
+  if (!kSilu) return dy;
+  const float y1 = x * mul + add;
+  const float sig = 1.0f / (1.0f + exp_f32(-y1));
+  return dy * (sig * (1.0f + y1 * (1.0f - sig)));
+}
+
+// Pass 1 over one sample's channels [c0, c0 + cn): S1 and S2 into sums[c][2].
+template <bool kSilu>
+void norm_backward_sums(const float* x, const float* dy, int pixels, int ld, int cn, const NormBackCoef* coef,
+                        double* sums) {
+  float acc1[kSlice], acc2[kSlice];
+  for (int c = 0; c < cn; ++c) sums[2 * c] = sums[2 * c + 1] = 0.0;
+  for (int p0 = 0; p0 < pixels; p0 += kAccumulatePixels) {
+    for (int c = 0; c < cn; ++c) acc1[c] = acc2[c] = 0.0f;
+    const int p1 = imin(pixels, p0 + kAccumulatePixels);
+    for (int p = p0; p < p1; ++p) {
+      const float* px = x + (size_t)p * ld;
+      const float* pg = dy + (size_t)p * ld;
+      int c = 0;
+      for (; c + 4 <= cn; c += 4) {
+        f32x4 mul, add, centre;
+        for (int l = 0; l < 4; ++l) mul[l] = coef[c + l].mul, add[l] = coef[c + l].add, centre[l] = coef[c + l].centre;
+        const f32x4 xv = load_f32x4(px + c);
+        const f32x4 g1 = grad_pre_silu<kSilu>(xv, load_f32x4(pg + c), mul, add);
+        store_f32x4(acc1 + c, load_f32x4(acc1 + c) + g1);
+        store_f32x4(acc2 + c, load_f32x4(acc2 + c) + g1 * (xv - centre));
+      }
+      for (; c < cn; ++c) {
+        const float g1 = grad_pre_silu<kSilu>(px[c], pg[c], coef[c].mul, coef[c].add);
+        acc1[c] += g1;
+        acc2[c] += g1 * (px[c] - coef[c].centre);
+      }
+    }
+    for (int c = 0; c < cn; ++c) sums[2 * c] += acc1[c], sums[2 * c + 1] += acc2[c];
+  }
+}
+
+// Pass 2 over one pixel's channels: dx += k1 * g1 + k2 * (x - centre) + k3.
+template <bool kSilu>
+void norm_backward_pixel(const float* x, const float* dy, const NormBackCoef* coef, int n, float* dx) {
+  int c = 0;
+  for (; c + 4 <= n; c += 4) {
+    f32x4 mul, add, centre, k1, k2, k3;
+    for (int l = 0; l < 4; ++l) {
+      const NormBackCoef& q = coef[c + l];
+      mul[l] = q.mul, add[l] = q.add, centre[l] = q.centre, k1[l] = q.k1, k2[l] = q.k2, k3[l] = q.k3;
+    }
+    const f32x4 xv = load_f32x4(x + c);
+    const f32x4 g1 = grad_pre_silu<kSilu>(xv, load_f32x4(dy + c), mul, add);
+    store_f32x4(dx + c, load_f32x4(dx + c) + (k1 * g1 + k2 * (xv - centre) + k3));
+  }
+  for (; c < n; ++c) {
+    const NormBackCoef& q = coef[c];
+    const float g1 = grad_pre_silu<kSilu>(x[c], dy[c], q.mul, q.add);
+    dx[c] += q.k1 * g1 + q.k2 * (x[c] - q.centre) + q.k3;
+  }
+}
+
+}  // namespace
 
 size_t group_norm_backward_scratch_floats(const GroupNormArgs& a) {
-  return (size_t)a.batch * a.channels * 2 + (size_t)a.batch * a.groups * 2;
+  // coefficients [B][C], and S1/S2 [B][C][2] in double
+  return (size_t)a.batch * a.channels * (kCoefFloats + 4);
 }
 
 void group_norm_backward(const float* x, const GroupNormArgs& a, const float* stats, const float* dy, float* dx,
@@ -147,84 +236,91 @@ void group_norm_backward(const float* x, const GroupNormArgs& a, const float* st
   const int C = a.channels, G = a.groups, cpg = C / G, P = a.pixels, B = a.batch;
   const float* mean = stats;
   const float* rstd = stats + B * G;
-  float* part_gamma = scratch;               // [B][C] partial dgamma
-  float* part_beta = scratch + (size_t)B * C;  // [B][C] partial dbeta
-  float* group_sums = part_beta + (size_t)B * C;  // [B][G][2]: sum gx, sum gx*xhat
+  NormBackCoef* coef = reinterpret_cast<NormBackCoef*>(scratch);
+  // The arena's blocks are 64-byte aligned and a NormBackCoef is 24 bytes: the doubles are aligned.
+  double* sums = reinterpret_cast<double*>(scratch + (size_t)B * C * kCoefFloats);
+  auto scale_of = [&](int b, int c) { return a.scale_shift ? a.scale_shift[(size_t)b * a.scale_shift_ld + c] : 0.0f; };
+  auto shift_of = [&](int b, int c) { return a.scale_shift ? a.scale_shift[(size_t)b * a.scale_shift_ld + C + c] : 0.0f; };
 
-  // Pass 1, per (sample, group): per-channel partial sums and the group sums.
-  parallel_for(B * G, 1, [&](int bg) {
-    const int b = bg / G, g = bg % G;
-    const float m = mean[bg], r = rstd[bg];
-    double sum_gx = 0, sum_gx_xhat = 0;
-    for (int cc = 0; cc < cpg; ++cc) {
-      const int c = g * cpg + cc;
-      const float gamma = a.gamma[c], beta = a.beta[c];
-      const float s = a.scale_shift ? a.scale_shift[(size_t)b * a.scale_shift_ld + c] : 0.0f;
-      const float sh = a.scale_shift ? a.scale_shift[(size_t)b * a.scale_shift_ld + C + c] : 0.0f;
-      double d_gamma = 0, d_beta = 0, d_scale = 0, d_shift = 0;
-      for (int p = 0; p < P; ++p) {
-        const size_t i = ((size_t)b * P + p) * C + c;
-        const float xhat = (x[i] - m) * r;
-        const float y0 = xhat * gamma + beta;
-        float g1 = dy[i];
-        if (a.silu) {
-          const float y1 = a.scale_shift ? y0 * (1.0f + s) + sh : y0;
-          const float sig = 1.0f / (1.0f + exp_f32(-y1));
-          g1 *= sig * (1.0f + y1 * (1.0f - sig));
-        }
-        float g0 = g1;
-        if (a.scale_shift) {
-          d_scale += (double)g1 * y0;
-          d_shift += g1;
-          g0 = g1 * (1.0f + s);
-        }
-        d_gamma += (double)g0 * xhat;
-        d_beta += g0;
-        const float gx = g0 * gamma;
-        sum_gx += gx;
-        sum_gx_xhat += (double)gx * xhat;
+  // The forward's per-channel affine map, to recompute y1 for SiLU'.
+  for (int b = 0; b < B; ++b)
+    for (int c = 0; c < C; ++c) {
+      const int g = c / cpg;
+      const float m = mean[b * G + g], r = rstd[b * G + g];
+      float k = r * a.gamma[c];
+      float d = a.beta[c] - m * k;
+      if (a.scale_shift) {
+        const float s = 1.0f + scale_of(b, c);
+        k *= s;
+        d = d * s + shift_of(b, c);
       }
-      part_gamma[(size_t)b * C + c] = (float)d_gamma;
-      part_beta[(size_t)b * C + c] = (float)d_beta;
-      if (a.scale_shift && dscale_shift) {
-        dscale_shift[(size_t)b * a.scale_shift_ld + c] += (float)d_scale;
-        dscale_shift[(size_t)b * a.scale_shift_ld + C + c] += (float)d_shift;
+      NormBackCoef& q = coef[(size_t)b * C + c];
+      q.mul = k;
+      q.add = d;
+      q.centre = m;
+    }
+
+  // Pass 1: S1 and S2 per (sample, channel); a task is whole groups, in slices of kSlice channels.
+  const int groups_per_task = imax(1, kSlice / cpg);
+  const int tasks_per_sample = (G + groups_per_task - 1) / groups_per_task;
+  parallel_for(B * tasks_per_sample, 1, [&](int task) {
+    const int b = task / tasks_per_sample;
+    const int c_begin = (task % tasks_per_sample) * groups_per_task * cpg;
+    const int c_end = imin(C, c_begin + groups_per_task * cpg);
+    for (int c0 = c_begin; c0 < c_end; c0 += kSlice) {
+      const int cn = imin(kSlice, c_end - c0);
+      const size_t off = (size_t)b * P * C + c0;
+      const NormBackCoef* q = coef + (size_t)b * C + c0;
+      double* s = sums + ((size_t)b * C + c0) * 2;
+      if (a.silu)
+        norm_backward_sums<true>(x + off, dy + off, P, C, cn, q, s);
+      else
+        norm_backward_sums<false>(x + off, dy + off, P, C, cn, q, s);
+    }
+  });
+
+  // Parameter gradients, and pass 2's coefficients from the group means of
+  // gx = g1 * (1 + scale) * gamma and gx * xhat.
+  const double count = (double)P * cpg;
+  for (int b = 0; b < B; ++b)
+    for (int g = 0; g < G; ++g) {
+      const float r = rstd[b * G + g];
+      double sum_gx = 0, sum_gx_xhat = 0;
+      for (int c = g * cpg; c < (g + 1) * cpg; ++c) {
+        const double s1 = sums[((size_t)b * C + c) * 2], s2 = sums[((size_t)b * C + c) * 2 + 1];
+        const double s = 1.0 + scale_of(b, c);
+        if (a.scale_shift && dscale_shift) {
+          dscale_shift[(size_t)b * a.scale_shift_ld + c] += (float)((double)r * a.gamma[c] * s2 + a.beta[c] * s1);
+          dscale_shift[(size_t)b * a.scale_shift_ld + C + c] += (float)s1;
+        }
+        if (dgamma) dgamma[c] += (float)(s * r * s2);
+        if (dbeta) dbeta[c] += (float)(s * s1);
+        sum_gx += a.gamma[c] * s * s1;
+        sum_gx_xhat += a.gamma[c] * s * r * s2;
+      }
+      const float mean_gx = (float)(sum_gx / count), mean_gx_xhat = (float)(sum_gx_xhat / count);
+      for (int c = g * cpg; c < (g + 1) * cpg; ++c) {
+        NormBackCoef& q = coef[(size_t)b * C + c];
+        q.k1 = r * a.gamma[c] * (1.0f + scale_of(b, c));
+        q.k2 = -r * r * mean_gx_xhat;
+        q.k3 = -r * mean_gx;
       }
     }
-    group_sums[(size_t)bg * 2] = (float)(sum_gx / ((double)P * cpg));
-    group_sums[(size_t)bg * 2 + 1] = (float)(sum_gx_xhat / ((double)P * cpg));
-  });
-  if (dgamma || dbeta)
-    for (int b = 0; b < B; ++b)
-      for (int c = 0; c < C; ++c) {
-        if (dgamma) dgamma[c] += part_gamma[(size_t)b * C + c];
-        if (dbeta) dbeta[c] += part_beta[(size_t)b * C + c];
-      }
 
-  // Pass 2: dx.
-  parallel_for(B * G, 1, [&](int bg) {
-    const int b = bg / G, g = bg % G;
-    const float m = mean[bg], r = rstd[bg];
-    const float mean_gx = group_sums[(size_t)bg * 2], mean_gx_xhat = group_sums[(size_t)bg * 2 + 1];
-    for (int p = 0; p < P; ++p) {
-      for (int cc = 0; cc < cpg; ++cc) {
-        const int c = g * cpg + cc;
-        const size_t i = ((size_t)b * P + p) * C + c;
-        const float gamma = a.gamma[c], beta = a.beta[c];
-        const float xhat = (x[i] - m) * r;
-        float g1 = dy[i];
-        if (a.silu) {
-          const float s = a.scale_shift ? a.scale_shift[(size_t)b * a.scale_shift_ld + c] : 0.0f;
-          const float sh = a.scale_shift ? a.scale_shift[(size_t)b * a.scale_shift_ld + C + c] : 0.0f;
-          const float y0 = xhat * gamma + beta;
-          const float y1 = a.scale_shift ? y0 * (1.0f + s) + sh : y0;
-          const float sig = 1.0f / (1.0f + exp_f32(-y1));
-          g1 *= sig * (1.0f + y1 * (1.0f - sig));
-        }
-        const float g0 = a.scale_shift ? g1 * (1.0f + a.scale_shift[(size_t)b * a.scale_shift_ld + c]) : g1;
-        const float gx = g0 * gamma;
-        dx[i] += r * (gx - mean_gx - xhat * mean_gx_xhat);
-      }
+  // Pass 2: dx, per sample in pixel chunks.
+  const int chunk = 64;
+  const int chunks_per_image = (P + chunk - 1) / chunk;
+  parallel_for(B * chunks_per_image, 1, [&](int task) {
+    const int b = task / chunks_per_image;
+    const int p0 = (task % chunks_per_image) * chunk;
+    const int p1 = imin(P, p0 + chunk);
+    const NormBackCoef* q = coef + (size_t)b * C;
+    for (int p = p0; p < p1; ++p) {
+      const size_t off = ((size_t)b * P + p) * C;
+      if (a.silu)
+        norm_backward_pixel<true>(x + off, dy + off, q, C, dx + off);
+      else
+        norm_backward_pixel<false>(x + off, dy + off, q, C, dx + off);
     }
   });
 }
