@@ -10,7 +10,7 @@
 //
 // Backward (at the end of the file): dX is again a convolution (the flipped,
 // transposed kernel over dY; stride-2 convs read a zero-dilated dY, upsampling
-// convs are followed by a 2x2 sum), and dW = dY^T * im2col(X) is a GEMM over
+// convs are followed by a 2x2 sum; by Winograd where the forward used it), and dW = dY^T * im2col(X) is a GEMM over
 // pixels, done in pixel chunks so the im2col panel stays small.
 #include "gemm_tile.h"
 #include "ops.h"
@@ -249,73 +249,98 @@ void transpose(const float* a, int rows, int cols, int lda, float* out, int ldo)
 }
 
 namespace {
-// The dX of a stride-1 convolution over a (logical) input of out-size: the
-// kernel flipped in space with input and output channels swapped.
-void flipped_conv(const float* dy, int batch, int h, int w, int dy_ld, const float* w_torch, int cout, int cin, int k,
-                  int pad_top, int pad_left, int in_h, int in_w, float* dx, int dx_ld, bool accumulate, float* packed_storage,
-                  const float* zero_row) {
-  const int taps = k * k;
-  PackedWeights packed;
-  // weight'(n = ci, c = co, t) = W[co][ci][taps - 1 - t]
-  WeightSource src = {w_torch + (taps - 1), taps, (long long)cin * taps, -1};
-  pack_weights(&packed, packed_storage, &src, &cin, 1, cout, k, k);
-  ConvGeometry g;
-  g.batch = batch;
-  g.in_h = in_h;
-  g.in_w = in_w;
-  g.in_ld = dy_ld;
-  g.out_h = h;
-  g.out_w = w;
-  g.out_ld = dx_ld;
-  g.pad_top = pad_top;
-  g.pad_left = pad_left;
-  ConvEpilogue ep;
-  if (accumulate) {
-    ep.residual = dx;
-    ep.residual_ld = dx_ld;
+// dX of a stride-1 convolution is again one: the kernel flipped in space with
+// input and output channels swapped, over dY (or over the zero-dilated dY of
+// a stride-2 conv), padded by k - 1 - pad. This is its geometry; in_h/in_w
+// are the size of what it reads, out_* of the dX it writes.
+ConvGeometry flipped_geometry(const ConvGeometry& g, int cout, int cin, int k) {
+  ConvGeometry f;
+  f.batch = g.batch;
+  f.pad_top = k - 1 - g.pad_top;
+  f.pad_left = k - 1 - g.pad_left;
+  if (g.stride == 2) {  // reads the dilated dY, (2 * out - 1) pixels a side
+    f.in_h = 2 * g.out_h - 1, f.in_w = 2 * g.out_w - 1, f.in_ld = cout;
+  } else {
+    f.in_h = g.out_h, f.in_w = g.out_w, f.in_ld = g.out_ld;
   }
-  conv2d_forward(dy, g, packed, ep, dx, zero_row);
+  if (g.upsample == 2) {  // writes dX at the upsampled size, summed 2x2 afterwards
+    f.out_h = g.out_h, f.out_w = g.out_w, f.out_ld = cin;
+  } else {
+    f.out_h = g.in_h, f.out_w = g.in_w, f.out_ld = g.in_ld;
+  }
+  return f;
+}
+
+// The flipped weights: weight'(n = ci, c = co, t) = W[co][ci][taps - 1 - t].
+WeightSource flipped_source(const float* w_torch, int cin, int k) {
+  const int taps = k * k;
+  return WeightSource{w_torch + (taps - 1), taps, (long long)cin * taps, -1};
+}
+
+// Winograd needs a 3x3 kernel and a stride-1 flipped conv (dY not dilated).
+bool flipped_winograd(const ConvGeometry& g, int k, bool winograd) { return winograd && k == 3 && g.stride == 1; }
+
+PackedWeights winograd_shape(int cout, int cin) {
+  PackedWeights shape;
+  shape.cout = cout, shape.cin = cin, shape.kh = shape.kw = 3, shape.nr = conv_panel_width(), shape.winograd = true;
+  return shape;
 }
 }  // namespace
 
-size_t conv2d_backward_scratch_floats(const ConvGeometry& g, int cout, int cin, int k) {
-  size_t n = packed_weights_floats(cin, cout, k * k);
+size_t conv2d_backward_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, bool winograd) {
+  size_t n;
+  if (flipped_winograd(g, k, winograd))
+    n = winograd_weights_floats(cin, cout) + winograd_scratch_floats(flipped_geometry(g, cout, cin, k), winograd_shape(cin, cout));
+  else
+    n = packed_weights_floats(cin, cout, k * k);
   if (g.upsample == 2) n += (size_t)g.batch * g.out_h * g.out_w * cin;
   if (g.stride == 2) n += (size_t)g.batch * (2 * g.out_h - 1) * (2 * g.out_w - 1) * cout;
   return n;
 }
 
 void conv2d_backward_data(const float* dy, const ConvGeometry& g, const float* w_torch, int cout, int cin, int k,
-                          float* dx, float* scratch, const float* zero_row) {
-  float* packed_storage = scratch;
-  float* extra = scratch + packed_weights_floats(cin, cout, k * k);
-  const int pad = k / 2;
-  if (g.stride == 1 && g.upsample == 1) {
-    // out[y] = sum_t in[y - pad_top + ky]: dX[y] = sum_t dY[y + pad_top - ky]
-    flipped_conv(dy, g.batch, g.in_h, g.in_w, g.out_ld, w_torch, cout, cin, k, k - 1 - g.pad_top, k - 1 - g.pad_left,
-                 g.out_h, g.out_w, dx, g.in_ld, true, packed_storage, zero_row);
-  } else if (g.upsample == 2) {
-    // The forward read the input upsampled x2: dX at that size, then each
-    // source pixel collects the four copies it was read as.
-    float* dx_up = extra;
-    flipped_conv(dy, g.batch, g.out_h, g.out_w, g.out_ld, w_torch, cout, cin, k, k - 1 - g.pad_top, k - 1 - g.pad_left,
-                 g.out_h, g.out_w, dx_up, cin, false, packed_storage, zero_row);
-    upsample_nearest2x_backward(dx_up, g.batch, g.in_h, g.in_w, cin, dx, g.in_ld);
+                          bool winograd, float* dx, float* scratch, const float* zero_row) {
+  const ConvGeometry f = flipped_geometry(g, cout, cin, k);
+  const WeightSource src = flipped_source(w_torch, cin, k);
+  const bool use_winograd = flipped_winograd(g, k, winograd);
+  PackedWeights packed;
+  float* extra;
+  if (use_winograd) {
+    pack_winograd_weights(&packed, scratch, src, cin, cout);
+    extra = scratch + winograd_weights_floats(cin, cout);
   } else {
-    // Stride 2: dX = flipped conv over dY scattered onto the even positions
-    // of a (2*out - 1) grid, padded by (k - 1 - pad).
-    const int zh = 2 * g.out_h - 1, zw = 2 * g.out_w - 1;
+    pack_weights(&packed, scratch, &src, &cin, 1, cout, k, k);
+    extra = scratch + packed_weights_floats(cin, cout, k * k);
+  }
+  float* winograd_scratch = extra;  // used only by the Winograd case, which needs no other extra buffer
+
+  const float* in = dy;
+  if (g.stride == 2) {
+    // dY scattered onto the even positions of the dilated grid.
     float* z = extra;
-    mb_zero(z, sizeof(float) * (size_t)g.batch * zh * zw * cout);
+    mb_zero(z, sizeof(float) * (size_t)g.batch * f.in_h * f.in_w * cout);
     for (int b = 0; b < g.batch; ++b)
       for (int y = 0; y < g.out_h; ++y)
         for (int x = 0; x < g.out_w; ++x)
-          mb_copy(z + (((size_t)b * zh + 2 * y) * zw + 2 * x) * cout,
+          mb_copy(z + (((size_t)b * f.in_h + 2 * y) * f.in_w + 2 * x) * cout,
                   dy + (((size_t)b * g.out_h + y) * g.out_w + x) * g.out_ld, sizeof(float) * cout);
-    flipped_conv(z, g.batch, g.in_h, g.in_w, cout, w_torch, cout, cin, k, k - 1 - g.pad_top, k - 1 - g.pad_left, zh, zw,
-                 dx, g.in_ld, true, packed_storage, zero_row);
+    in = z;
   }
-  (void)pad;
+  // The upsampling conv's dX is written at the upsampled size first; the others add straight into dx.
+  float* out = dx;
+  ConvEpilogue ep;
+  if (g.upsample == 2) {
+    out = extra;
+    winograd_scratch = extra + (size_t)g.batch * g.out_h * g.out_w * cin;
+  } else {
+    ep.residual = dx;
+    ep.residual_ld = g.in_ld;
+  }
+  if (use_winograd)
+    winograd_conv2d_forward(in, f, packed, ep, out, zero_row, winograd_scratch);
+  else
+    conv2d_forward(in, f, packed, ep, out, zero_row);
+  if (g.upsample == 2) upsample_nearest2x_backward(out, g.batch, g.in_h, g.in_w, cin, dx, g.in_ld);
 }
 
 namespace {

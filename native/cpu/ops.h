@@ -66,10 +66,11 @@ void conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights&
 // activations feed more than one consumer.
 //
 // dX for the convolution whose forward ran with geometry g (stride 1, stride 2
-// or upsample 2), weights in torch layout [cout][cin][k][k].
-size_t conv2d_backward_scratch_floats(const ConvGeometry& g, int cout, int cin, int k);
+// or upsample 2), weights in torch layout [cout][cin][k][k]. `winograd`: run
+// the flipped conv of a stride-1 3x3 layer by Winograd (where the forward did).
+size_t conv2d_backward_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, bool winograd);
 void conv2d_backward_data(const float* dy, const ConvGeometry& g, const float* w_torch, int cout, int cin, int k,
-                          float* dx, float* scratch, const float* zero_row);
+                          bool winograd, float* dx, float* scratch, const float* zero_row);
 // dW (torch layout) and db, accumulated.
 size_t conv2d_backward_weights_scratch_floats(const ConvGeometry& g, int cout, int cin, int k);
 void conv2d_backward_weights(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin, int k,

@@ -18,11 +18,11 @@ float* G(Exec& ex, int index) { return ex.m->params[index].grad; }
 // parameter gradients; the input gradient added into dx (if wanted).
 void conv_backward(Exec& ex, const ConvLayer& c, const ConvSaved& s, const Act& dy, Act* dx) {
   float* scratch_w = ex.arena->alloc(conv2d_backward_weights_scratch_floats(s.geometry, c.cout, c.cin, c.k));
-  float* scratch_d = dx ? ex.arena->alloc(conv2d_backward_scratch_floats(s.geometry, c.cout, c.cin, c.k)) : nullptr;
+  float* scratch_d = dx ? ex.arena->alloc(conv2d_backward_scratch_floats(s.geometry, c.cout, c.cin, c.k, c.winograd)) : nullptr;
   if (!ex.run()) return;
   conv2d_backward_weights(s.in.data, s.geometry, dy.data, c.cout, c.cin, c.k, G(ex, c.weight), G(ex, c.bias), scratch_w);
   if (dx)
-    conv2d_backward_data(dy.data, s.geometry, P(ex, c.weight), c.cout, c.cin, c.k, dx->data, scratch_d, ex.zero_row);
+    conv2d_backward_data(dy.data, s.geometry, P(ex, c.weight), c.cout, c.cin, c.k, c.winograd, dx->data, scratch_d, ex.zero_row);
 }
 
 // A linear layer over `rows` vectors: dW, db, and dx += dy W (if dx).
@@ -33,10 +33,10 @@ void linear_backward(Exec& ex, const ConvLayer& c, const float* x, int rows, con
   Act dy_act{const_cast<float*>(dy), 1, rows, c.cout};
   // The geometry's batch is 1 with `rows` pixels: the Exec batch does not apply.
   float* scratch_w = ex.arena->alloc(conv2d_backward_weights_scratch_floats(s.geometry, c.cout, c.cin, 1));
-  float* scratch_d = dx ? ex.arena->alloc(conv2d_backward_scratch_floats(s.geometry, c.cout, c.cin, 1)) : nullptr;
+  float* scratch_d = dx ? ex.arena->alloc(conv2d_backward_scratch_floats(s.geometry, c.cout, c.cin, 1, false)) : nullptr;
   if (!ex.run()) return;
   conv2d_backward_weights(x, s.geometry, dy, c.cout, c.cin, 1, G(ex, c.weight), G(ex, c.bias), scratch_w);
-  if (dx) conv2d_backward_data(dy, s.geometry, P(ex, c.weight), c.cout, c.cin, 1, dx, scratch_d, ex.zero_row);
+  if (dx) conv2d_backward_data(dy, s.geometry, P(ex, c.weight), c.cout, c.cin, 1, false, dx, scratch_d, ex.zero_row);
   (void)dy_act;
 }
 
