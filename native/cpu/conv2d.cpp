@@ -346,16 +346,21 @@ void conv2d_backward_data(const float* dy, const ConvGeometry& g, const float* w
 namespace {
 constexpr int kWeightGradChunk = 1024;  // output pixels per im2col chunk
 constexpr int kIm2colRows = 64;         // pixels per im2col packing task
+
+// Winograd takes the weight gradient of the layers whose forward it ran,
+// unless cin is so small that padding it to panels costs more than it saves.
+bool weight_grad_by_winograd(const ConvGeometry& g, int cin, int k, bool winograd) {
+  return winograd && k == 3 && g.stride == 1 && winograd_weight_grad_pays(cin);
 }
 
-size_t conv2d_backward_weights_scratch_floats(const ConvGeometry& g, int cout, int cin, int k) {
-  (void)g;
+size_t im2col_weight_grad_scratch_floats(int cout, int cin, int k) {
   const int n = k * k * cin;
   return packed_weights_floats(n, kWeightGradChunk, 1) + (size_t)cout * kWeightGradChunk + (size_t)cout * n;
 }
 
-void conv2d_backward_weights(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin, int k,
-                             float* grad_w, float* grad_b, float* scratch) {
+// dW = dY^T im2col(X), in chunks of kWeightGradChunk output pixels.
+void im2col_weight_grad(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin, int k,
+                        float* grad_w, float* scratch) {
   const int taps = k * k, n = taps * cin;
   const int rows_total = g.batch * g.out_h * g.out_w;
   const int nr = conv_panel_width();
@@ -430,7 +435,22 @@ void conv2d_backward_weights(const float* in, const ConvGeometry& g, const float
     for (int ci = 0; ci < cin; ++ci)
       for (int t = 0; t < taps; ++t) grad_w[((size_t)co * cin + ci) * taps + t] += dw[(size_t)co * n + (size_t)t * cin + ci];
   });
+}
+}  // namespace
+
+size_t conv2d_backward_weights_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, bool winograd) {
+  if (weight_grad_by_winograd(g, cin, k, winograd)) return winograd_backward_weights_scratch_floats(g, cout, cin);
+  return im2col_weight_grad_scratch_floats(cout, cin, k);
+}
+
+void conv2d_backward_weights(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin, int k,
+                             bool winograd, float* grad_w, float* grad_b, float* scratch, const float* zero_row) {
+  if (weight_grad_by_winograd(g, cin, k, winograd))
+    winograd_conv2d_backward_weights(in, g, dy, cout, cin, grad_w, scratch, zero_row);
+  else
+    im2col_weight_grad(in, g, dy, cout, cin, k, grad_w, scratch);
   if (grad_b) {
+    const int rows_total = g.batch * g.out_h * g.out_w;
     parallel_for((cout + 15) / 16, 1, [&](int cb) {
       const int c0 = cb * 16, c1 = imin(cout, c0 + 16);
       double sums[16] = {};

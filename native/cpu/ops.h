@@ -71,10 +71,11 @@ void conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights&
 size_t conv2d_backward_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, bool winograd);
 void conv2d_backward_data(const float* dy, const ConvGeometry& g, const float* w_torch, int cout, int cin, int k,
                           bool winograd, float* dx, float* scratch, const float* zero_row);
-// dW (torch layout) and db, accumulated.
-size_t conv2d_backward_weights_scratch_floats(const ConvGeometry& g, int cout, int cin, int k);
+// dW (torch layout) and db, accumulated; by Winograd for `winograd` layers
+// where that saves work.
+size_t conv2d_backward_weights_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, bool winograd);
 void conv2d_backward_weights(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin, int k,
-                             float* grad_w, float* grad_b, float* scratch);
+                             bool winograd, float* grad_w, float* grad_b, float* scratch, const float* zero_row);
 // C[m][n] (+)= sum_k A[m][k] * B(n, k), B read through a WeightSource (any strides).
 size_t matmul_scratch_floats(int n, int k);
 void matmul(const float* a, int lda, int m, int k, const WeightSource& b, int n, float* c, int ldc, bool accumulate,
@@ -90,6 +91,12 @@ void pack_winograd_weights(PackedWeights* packed, float* storage, const WeightSo
 size_t winograd_scratch_floats(const ConvGeometry& g, const PackedWeights& w);
 void winograd_conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
                              float* out, const float* zero_row, float* scratch);
+// The weight gradient (torch layout, accumulated; no bias) of such a conv by
+// the transposed algorithm; worth it when winograd_weight_grad_pays(cin).
+bool winograd_weight_grad_pays(int cin);
+size_t winograd_backward_weights_scratch_floats(const ConvGeometry& g, int cout, int cin);
+void winograd_conv2d_backward_weights(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin,
+                                      float* grad_w, float* scratch, const float* zero_row);
 
 // ---------------------------------------------------------------------------
 // groupnorm.cpp: GroupNorm over NHWC, with the tails that follow it in the

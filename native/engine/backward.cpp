@@ -17,10 +17,11 @@ float* G(Exec& ex, int index) { return ex.m->params[index].grad; }
 // Gradients of a convolution or linear layer: weights and bias into the
 // parameter gradients; the input gradient added into dx (if wanted).
 void conv_backward(Exec& ex, const ConvLayer& c, const ConvSaved& s, const Act& dy, Act* dx) {
-  float* scratch_w = ex.arena->alloc(conv2d_backward_weights_scratch_floats(s.geometry, c.cout, c.cin, c.k));
+  float* scratch_w = ex.arena->alloc(conv2d_backward_weights_scratch_floats(s.geometry, c.cout, c.cin, c.k, c.winograd));
   float* scratch_d = dx ? ex.arena->alloc(conv2d_backward_scratch_floats(s.geometry, c.cout, c.cin, c.k, c.winograd)) : nullptr;
   if (!ex.run()) return;
-  conv2d_backward_weights(s.in.data, s.geometry, dy.data, c.cout, c.cin, c.k, G(ex, c.weight), G(ex, c.bias), scratch_w);
+  conv2d_backward_weights(s.in.data, s.geometry, dy.data, c.cout, c.cin, c.k, c.winograd, G(ex, c.weight), G(ex, c.bias),
+                          scratch_w, ex.zero_row);
   if (dx)
     conv2d_backward_data(dy.data, s.geometry, P(ex, c.weight), c.cout, c.cin, c.k, c.winograd, dx->data, scratch_d, ex.zero_row);
 }
@@ -32,10 +33,11 @@ void linear_backward(Exec& ex, const ConvLayer& c, const float* x, int rows, con
   s.geometry = rows_geometry(rows, c.cin, c.cout);
   Act dy_act{const_cast<float*>(dy), 1, rows, c.cout};
   // The geometry's batch is 1 with `rows` pixels: the Exec batch does not apply.
-  float* scratch_w = ex.arena->alloc(conv2d_backward_weights_scratch_floats(s.geometry, c.cout, c.cin, 1));
+  float* scratch_w = ex.arena->alloc(conv2d_backward_weights_scratch_floats(s.geometry, c.cout, c.cin, 1, false));
   float* scratch_d = dx ? ex.arena->alloc(conv2d_backward_scratch_floats(s.geometry, c.cout, c.cin, 1, false)) : nullptr;
   if (!ex.run()) return;
-  conv2d_backward_weights(x, s.geometry, dy, c.cout, c.cin, 1, G(ex, c.weight), G(ex, c.bias), scratch_w);
+  conv2d_backward_weights(x, s.geometry, dy, c.cout, c.cin, 1, false, G(ex, c.weight), G(ex, c.bias), scratch_w,
+                          ex.zero_row);
   if (dx) conv2d_backward_data(dy, s.geometry, P(ex, c.weight), c.cout, c.cin, 1, false, dx, scratch_d, ex.zero_row);
   (void)dy_act;
 }
