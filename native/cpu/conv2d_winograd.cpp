@@ -266,12 +266,15 @@ void winograd_conv2d_forward(const float* in, const ConvGeometry& g, const Packe
 //   dU[q][co][ci] = sum over tiles of dM[q][tile][co] * V[q][tile][ci]   (16 GEMMs)
 //   dW[co][ci] += G^T dU[co][ci] G
 // which is 2.25x fewer multiplies than dY^T im2col(X), as in the forward.
-// Tiles are taken in chunks; per chunk, dM is stored transposed ([q][co][tile],
-// the GEMM's A rows) and V packed in panels ([q][panel][tile][nr], its B).
+// Tiles are taken in chunks; per chunk, V is packed in panels
+// ([q][panel][tile][nr], the GEMMs' B) and dM stored as computed, [q][tile][co].
+// The GEMMs' A is then dM transposed, which the micro-kernel reads in place by
+// treating each tile as a "tap" with one input channel: row (tile, r) of A is
+// a pointer to dM[q][tile][co0 + r].
 
 namespace {
 
-constexpr int kGradChunkTiles = 256;  // the GEMMs' K per chunk
+constexpr int kGradChunkTiles = 128;  // the GEMMs' K per chunk
 
 // dM = A dy A^T: the 16 values from a 2x2 block of output gradients.
 inline void output_transform_transposed(const f32x4 dy[2][2], f32x4 m[16]) {
@@ -335,7 +338,7 @@ void winograd_conv2d_backward_weights(const float* in, const ConvGeometry& g, co
   const int up_shift = g.upsample == 2 ? 1 : 0;
   const int cin_padded = k.panels * nr;
   float* v = scratch;            // [16][panel][chunk][nr]
-  float* dm = v + k.v_floats;    // [16][cout][chunk]
+  float* dm = v + k.v_floats;    // [16][chunk][cout]
   float* du = dm + k.m_floats;   // [16][cout][cin_padded]
   const int mtiles = (cout + mr - 1) / mr;
 
@@ -382,35 +385,34 @@ void winograd_conv2d_backward_weights(const float* in, const ConvGeometry& g, co
                                                      : zero_row;
         }
       const size_t m_q = (size_t)cout * k.chunk;
-      for (c = 0; c < cout; c += 4) {
-        const int lanes = imin(4, cout - c);
+      float* m_dst = dm + (size_t)t * cout;
+      for (c = 0; c + 4 <= cout; c += 4) {
         f32x4 d[2][2], r[16];
         for (int a = 0; a < 2; ++a)
-          for (int e = 0; e < 2; ++e)
-            if (lanes == 4) {
-              d[a][e] = load_f32x4(g_src[a][e] + c);
-            } else {
-              d[a][e] = f32x4{};
-              for (int l = 0; l < lanes; ++l) d[a][e][l] = g_src[a][e][c + l];
-            }
+          for (int e = 0; e < 2; ++e) d[a][e] = load_f32x4(g_src[a][e] + c);
         output_transform_transposed(d, r);
-        for (int q = 0; q < 16; ++q)
-          for (int l = 0; l < lanes; ++l) dm[q * m_q + (size_t)(c + l) * k.chunk + t] = r[q][l];
+        for (int q = 0; q < 16; ++q) store_f32x4(m_dst + q * m_q + c, r[q]);
+      }
+      for (; c < cout; ++c) {
+        f32x4 d[2][2], r[16];
+        for (int a = 0; a < 2; ++a)
+          for (int e = 0; e < 2; ++e) d[a][e] = f32x4{} + g_src[a][e][c];
+        output_transform_transposed(d, r);
+        for (int q = 0; q < 16; ++q) m_dst[q * m_q + c] = r[q][0];
       }
     });
 
-    // 2. The 16 GEMMs, dU[q] (+)= dM[q]^T V[q], as MR x NR tiles of (co, ci).
-    parallel_for(16 * k.panels * mtiles, 1, [&](int task) {
-      const int q = task / (k.panels * mtiles);
-      const int p = task / mtiles % k.panels;
+    // 2. The 16 GEMMs, dU[q] (+)= dM[q]^T V[q], by MR rows of co at a time
+    //    across all the panels of ci (which share the rows of A).
+    parallel_for(16 * mtiles, 1, [&](int task) {
+      const int q = task / mtiles;
       const int co0 = task % mtiles * mr;
-      const float* rows[kWinogradMaxMR];
+      const float* rows[kGradChunkTiles * kWinogradMaxMR];
       float* out_rows[kWinogradMaxMR];
       GemmTile gt;
       gt.rows = rows;
-      gt.taps = 1;
-      gt.cin = nt;
-      gt.panel = v + ((size_t)q * k.panels + p) * k.chunk * nr;
+      gt.taps = nt;
+      gt.cin = 1;
       gt.nrows = imin(mr, cout - co0);
       gt.out = out_rows;
       gt.bias = nullptr;
@@ -419,10 +421,15 @@ void winograd_conv2d_backward_weights(const float* in, const ConvGeometry& g, co
       gt.divisor = 1.0f;
       for (int r = 0; r < mr; ++r) {
         const int co = co0 + imin(r, gt.nrows - 1);  // rows past the end repeat the last
-        rows[r] = dm + ((size_t)q * cout + co) * k.chunk;
-        out_rows[r] = du + ((size_t)q * cout + co) * cin_padded + p * nr;
+        const float* a = dm + (size_t)q * k.chunk * cout + co;
+        for (int t = 0; t < nt; ++t) rows[t * mr + r] = a + (size_t)t * cout;
       }
-      kernel(gt);
+      for (int p = 0; p < k.panels; ++p) {
+        gt.panel = v + ((size_t)q * k.panels + p) * k.chunk * nr;
+        for (int r = 0; r < mr; ++r)
+          out_rows[r] = du + ((size_t)q * cout + co0 + imin(r, gt.nrows - 1)) * cin_padded + p * nr;
+        kernel(gt);
+      }
     });
   }
 
