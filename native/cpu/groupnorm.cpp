@@ -140,19 +140,15 @@ void group_norm_forward(const float* x, const GroupNormArgs& a, float* y, float*
 // Every one of those sums is a linear function of two per-channel sums,
 //   S1[c] = sum over pixels of g1,  S2[c] = sum of g1 * (x - mean),
 // so pass 1 streams the pixels once for S1 and S2 (channel-contiguous, like
-// the forward's statistics), a small serial step turns them into the
-// parameter gradients and per-channel coefficients, and pass 2 is
-//   dx += k1[c] * g1 + k2[c] * (x - mean) + k3[c].
+// the forward's statistics) and keeps g1, a small serial step turns the sums
+// into the parameter gradients and per-channel coefficients, and pass 2 is
+//   dx += k1[c] * g1 + k2[c] * (x - mean) + k3[c]
+// without evaluating the SiLU's derivative again.
 
 namespace {
 
-// Per (sample, channel) coefficients of the two passes.
-struct NormBackCoef {
-  float mul, add;  // y1 = x * mul + add, as in the forward
-  float centre;    // the group mean
-  float k1, k2, k3;
-};
-constexpr int kCoefFloats = sizeof(NormBackCoef) / sizeof(float);
+// Per-sample, per-channel coefficients of the two passes, one array each.
+enum NormBackCoef { kMul, kAdd, kCentre, kK1, kK2, kK3, kNumCoefs };  // y1 = x * mul + add; centre: the group mean
 constexpr int kAccumulatePixels = 64;  // float partial sums, flushed to double this often
 
 // g1 for four channels: dy through the SiLU's derivative at y1 (or dy).
@@ -172,10 +168,15 @@ inline float grad_pre_silu(float x, float dy, float mul, float add) {
   return dy * (sig * (1.0f + y1 * (1.0f - sig)));
 }
 
-// Pass 1 over one sample's channels [c0, c0 + cn): S1 and S2 into sums[c][2].
+// Pass 1 over channels [0, cn) of one sample (pointers already offset to the
+// first channel; coef[k] is coefficient array k at that channel): S1 and S2
+// into sums[c][2], and g1 into g1_out, laid out like dy.
 template <bool kSilu>
-void norm_backward_sums(const float* x, const float* dy, int pixels, int ld, int cn, const NormBackCoef* coef,
-                        double* sums) {
+void norm_backward_sums(const float* x, const float* dy, int pixels, int ld, int cn, const float* const coef[],
+                        double* sums, float* g1_out) {
+  const float* mul = coef[kMul];
+  const float* add = coef[kAdd];
+  const float* centre = coef[kCentre];
   float acc1[kSlice], acc2[kSlice];
   for (int c = 0; c < cn; ++c) sums[2 * c] = sums[2 * c + 1] = 0.0;
   for (int p0 = 0; p0 < pixels; p0 += kAccumulatePixels) {
@@ -184,51 +185,47 @@ void norm_backward_sums(const float* x, const float* dy, int pixels, int ld, int
     for (int p = p0; p < p1; ++p) {
       const float* px = x + (size_t)p * ld;
       const float* pg = dy + (size_t)p * ld;
+      float* po = g1_out + (size_t)p * ld;
       int c = 0;
       for (; c + 4 <= cn; c += 4) {
-        f32x4 mul, add, centre;
-        for (int l = 0; l < 4; ++l) mul[l] = coef[c + l].mul, add[l] = coef[c + l].add, centre[l] = coef[c + l].centre;
         const f32x4 xv = load_f32x4(px + c);
-        const f32x4 g1 = grad_pre_silu<kSilu>(xv, load_f32x4(pg + c), mul, add);
+        const f32x4 g1 = grad_pre_silu<kSilu>(xv, load_f32x4(pg + c), load_f32x4(mul + c), load_f32x4(add + c));
+        store_f32x4(po + c, g1);
         store_f32x4(acc1 + c, load_f32x4(acc1 + c) + g1);
-        store_f32x4(acc2 + c, load_f32x4(acc2 + c) + g1 * (xv - centre));
+        store_f32x4(acc2 + c, load_f32x4(acc2 + c) + g1 * (xv - load_f32x4(centre + c)));
       }
       for (; c < cn; ++c) {
-        const float g1 = grad_pre_silu<kSilu>(px[c], pg[c], coef[c].mul, coef[c].add);
+        const float g1 = grad_pre_silu<kSilu>(px[c], pg[c], mul[c], add[c]);
+        po[c] = g1;
         acc1[c] += g1;
-        acc2[c] += g1 * (px[c] - coef[c].centre);
+        acc2[c] += g1 * (px[c] - centre[c]);
       }
     }
     for (int c = 0; c < cn; ++c) sums[2 * c] += acc1[c], sums[2 * c + 1] += acc2[c];
   }
 }
 
-// Pass 2 over one pixel's channels: dx += k1 * g1 + k2 * (x - centre) + k3.
-template <bool kSilu>
-void norm_backward_pixel(const float* x, const float* dy, const NormBackCoef* coef, int n, float* dx) {
+// Pass 2 over one pixel's n channels: dx += k1 * g1 + k2 * (x - centre) + k3.
+void norm_backward_pixel(const float* x, const float* g1, const float* const coef[], int n, float* dx) {
+  const float* centre = coef[kCentre];
+  const float* k1 = coef[kK1];
+  const float* k2 = coef[kK2];
+  const float* k3 = coef[kK3];
   int c = 0;
   for (; c + 4 <= n; c += 4) {
-    f32x4 mul, add, centre, k1, k2, k3;
-    for (int l = 0; l < 4; ++l) {
-      const NormBackCoef& q = coef[c + l];
-      mul[l] = q.mul, add[l] = q.add, centre[l] = q.centre, k1[l] = q.k1, k2[l] = q.k2, k3[l] = q.k3;
-    }
-    const f32x4 xv = load_f32x4(x + c);
-    const f32x4 g1 = grad_pre_silu<kSilu>(xv, load_f32x4(dy + c), mul, add);
-    store_f32x4(dx + c, load_f32x4(dx + c) + (k1 * g1 + k2 * (xv - centre) + k3));
+    const f32x4 d = load_f32x4(x + c) - load_f32x4(centre + c);
+    const f32x4 v = load_f32x4(k1 + c) * load_f32x4(g1 + c) + load_f32x4(k2 + c) * d + load_f32x4(k3 + c);
+    store_f32x4(dx + c, load_f32x4(dx + c) + v);
   }
-  for (; c < n; ++c) {
-    const NormBackCoef& q = coef[c];
-    const float g1 = grad_pre_silu<kSilu>(x[c], dy[c], q.mul, q.add);
-    dx[c] += q.k1 * g1 + q.k2 * (x[c] - q.centre) + q.k3;
-  }
+  for (; c < n; ++c) dx[c] += k1[c] * g1[c] + k2[c] * (x[c] - centre[c]) + k3[c];
 }
 
 }  // namespace
 
 size_t group_norm_backward_scratch_floats(const GroupNormArgs& a) {
-  // coefficients [B][C], and S1/S2 [B][C][2] in double
-  return (size_t)a.batch * a.channels * (kCoefFloats + 4);
+  // S1/S2 [B][C][2] in double, the coefficients [B][kNumCoefs][C], g1 like dy
+  const size_t bc = (size_t)a.batch * a.channels;
+  return bc * 4 + bc * kNumCoefs + bc * a.pixels;
 }
 
 void group_norm_backward(const float* x, const GroupNormArgs& a, const float* stats, const float* dy, float* dx,
@@ -236,9 +233,11 @@ void group_norm_backward(const float* x, const GroupNormArgs& a, const float* st
   const int C = a.channels, G = a.groups, cpg = C / G, P = a.pixels, B = a.batch;
   const float* mean = stats;
   const float* rstd = stats + B * G;
-  NormBackCoef* coef = reinterpret_cast<NormBackCoef*>(scratch);
-  // The arena's blocks are 64-byte aligned and a NormBackCoef is 24 bytes: the doubles are aligned.
-  double* sums = reinterpret_cast<double*>(scratch + (size_t)B * C * kCoefFloats);
+  double* sums = reinterpret_cast<double*>(scratch);  // the arena's blocks are 64-byte aligned
+  float* coefs = scratch + (size_t)B * C * 4;
+  float* g1 = coefs + (size_t)B * C * kNumCoefs;
+  // coefficient k of sample b, from channel c on
+  auto coef = [&](int b, int k, int c) { return coefs + ((size_t)b * kNumCoefs + k) * C + c; };
   auto scale_of = [&](int b, int c) { return a.scale_shift ? a.scale_shift[(size_t)b * a.scale_shift_ld + c] : 0.0f; };
   auto shift_of = [&](int b, int c) { return a.scale_shift ? a.scale_shift[(size_t)b * a.scale_shift_ld + C + c] : 0.0f; };
 
@@ -254,10 +253,9 @@ void group_norm_backward(const float* x, const GroupNormArgs& a, const float* st
         k *= s;
         d = d * s + shift_of(b, c);
       }
-      NormBackCoef& q = coef[(size_t)b * C + c];
-      q.mul = k;
-      q.add = d;
-      q.centre = m;
+      *coef(b, kMul, c) = k;
+      *coef(b, kAdd, c) = d;
+      *coef(b, kCentre, c) = m;
     }
 
   // Pass 1: S1 and S2 per (sample, channel); a task is whole groups, in slices of kSlice channels.
@@ -270,12 +268,13 @@ void group_norm_backward(const float* x, const GroupNormArgs& a, const float* st
     for (int c0 = c_begin; c0 < c_end; c0 += kSlice) {
       const int cn = imin(kSlice, c_end - c0);
       const size_t off = (size_t)b * P * C + c0;
-      const NormBackCoef* q = coef + (size_t)b * C + c0;
+      const float* q[kNumCoefs];
+      for (int k = 0; k < kNumCoefs; ++k) q[k] = coef(b, k, c0);
       double* s = sums + ((size_t)b * C + c0) * 2;
       if (a.silu)
-        norm_backward_sums<true>(x + off, dy + off, P, C, cn, q, s);
+        norm_backward_sums<true>(x + off, dy + off, P, C, cn, q, s, g1 + off);
       else
-        norm_backward_sums<false>(x + off, dy + off, P, C, cn, q, s);
+        norm_backward_sums<false>(x + off, dy + off, P, C, cn, q, s, g1 + off);
     }
   });
 
@@ -300,10 +299,9 @@ void group_norm_backward(const float* x, const GroupNormArgs& a, const float* st
       }
       const float mean_gx = (float)(sum_gx / count), mean_gx_xhat = (float)(sum_gx_xhat / count);
       for (int c = g * cpg; c < (g + 1) * cpg; ++c) {
-        NormBackCoef& q = coef[(size_t)b * C + c];
-        q.k1 = r * a.gamma[c] * (1.0f + scale_of(b, c));
-        q.k2 = -r * r * mean_gx_xhat;
-        q.k3 = -r * mean_gx;
+        *coef(b, kK1, c) = r * a.gamma[c] * (1.0f + scale_of(b, c));
+        *coef(b, kK2, c) = -r * r * mean_gx_xhat;
+        *coef(b, kK3, c) = -r * mean_gx;
       }
     }
 
@@ -314,13 +312,11 @@ void group_norm_backward(const float* x, const GroupNormArgs& a, const float* st
     const int b = task / chunks_per_image;
     const int p0 = (task % chunks_per_image) * chunk;
     const int p1 = imin(P, p0 + chunk);
-    const NormBackCoef* q = coef + (size_t)b * C;
+    const float* q[kNumCoefs];
+    for (int k = 0; k < kNumCoefs; ++k) q[k] = coef(b, k, 0);
     for (int p = p0; p < p1; ++p) {
       const size_t off = ((size_t)b * P + p) * C;
-      if (a.silu)
-        norm_backward_pixel<true>(x + off, dy + off, q, C, dx + off);
-      else
-        norm_backward_pixel<false>(x + off, dy + off, q, C, dx + off);
+      norm_backward_pixel(x + off, g1 + off, q, C, dx + off);
     }
   });
 }
