@@ -96,20 +96,23 @@ void pack_weights(PackedWeights* packed, float* storage, const WeightSource* sou
   packed->kw = kw;
   packed->nr = nr;
   parallel_for(panels, 1, [&](int p) {
+    // Each column of the panel reads one row of one source: resolve them once.
+    const float* row[kMaxNR];
+    long long stride_ci[kMaxNR], stride_tap[kMaxNR];
+    for (int j = 0; j < nr; ++j) {
+      int n = p * nr + j;
+      row[j] = nullptr;
+      if (n >= cout) continue;
+      int s = 0;
+      while (n >= source_couts[s]) n -= source_couts[s++];
+      row[j] = sources[s].data + n * sources[s].stride_n;
+      stride_ci[j] = sources[s].stride_ci;
+      stride_tap[j] = sources[s].stride_tap;
+    }
     float* dst = storage + (size_t)p * taps * cin * nr;
     for (int t = 0; t < taps; ++t)
       for (int ci = 0; ci < cin; ++ci)
-        for (int j = 0; j < nr; ++j) {
-          int n = p * nr + j;
-          float v = 0.0f;
-          if (n < cout) {
-            int s = 0;
-            while (n >= source_couts[s]) n -= source_couts[s++];
-            const WeightSource& src = sources[s];
-            v = src.data[n * src.stride_n + ci * src.stride_ci + t * src.stride_tap];
-          }
-          *dst++ = v;
-        }
+        for (int j = 0; j < nr; ++j) *dst++ = row[j] ? row[j][ci * stride_ci[j] + t * stride_tap[j]] : 0.0f;
   });
 }
 
@@ -248,6 +251,17 @@ void transpose(const float* a, int rows, int cols, int lda, float* out, int ldo)
   });
 }
 
+void transpose_packed_panel(const float* src, size_t src_panel_floats, int n, int k, int p, float* dst) {
+  const int nr = conv_panel_width();
+  const int k0 = p * nr, kn = imin(nr, k - k0);
+  for (int i = 0; i < n; ++i) {
+    const float* s = src + (size_t)(i / nr) * src_panel_floats + (size_t)k0 * nr + i % nr;
+    float* d = dst + (size_t)i * nr;
+    for (int j = 0; j < kn; ++j) d[j] = s[(size_t)j * nr];
+    for (int j = kn; j < nr; ++j) d[j] = 0.0f;
+  }
+}
+
 namespace {
 // dX of a stride-1 convolution is again one: the kernel flipped in space with
 // input and output channels swapped, over dY (or over the zero-dilated dY of
@@ -271,12 +285,6 @@ ConvGeometry flipped_geometry(const ConvGeometry& g, int cout, int cin, int k) {
   return f;
 }
 
-// The flipped weights: weight'(n = ci, c = co, t) = W[co][ci][taps - 1 - t].
-WeightSource flipped_source(const float* w_torch, int cin, int k) {
-  const int taps = k * k;
-  return WeightSource{w_torch + (taps - 1), taps, (long long)cin * taps, -1};
-}
-
 // Winograd needs a 3x3 kernel and a stride-1 flipped conv (dY not dilated).
 bool flipped_winograd(const ConvGeometry& g, int k, bool winograd) { return winograd && k == 3 && g.stride == 1; }
 
@@ -284,6 +292,25 @@ PackedWeights winograd_shape(int cout, int cin) {
   PackedWeights shape;
   shape.cout = cout, shape.cin = cin, shape.kh = shape.kw = 3, shape.nr = conv_panel_width(), shape.winograd = true;
   return shape;
+}
+
+// The flipped, transposed direct weights for dX, from the forward's packing.
+void pack_backward_data_weights(PackedWeights* out, float* storage, const PackedWeights& w) {
+  const int nr = conv_panel_width();
+  const int taps = w.kh * w.kw;
+  const int panels = (w.cin + nr - 1) / nr;
+  out->data = storage;
+  out->cout = w.cin;
+  out->cin = w.cout;
+  out->kh = w.kh;
+  out->kw = w.kw;
+  out->nr = nr;
+  // Tap t of the flipped kernel is tap taps - 1 - t of the forward's.
+  parallel_for(panels * taps, 1, [&](int task) {
+    const int p = task / taps, t = task % taps;
+    transpose_packed_panel(w.data + (size_t)(taps - 1 - t) * w.cin * nr, (size_t)taps * w.cin * nr, w.cout, w.cin, p,
+                           storage + ((size_t)p * taps + t) * w.cout * nr);
+  });
 }
 }  // namespace
 
@@ -298,18 +325,18 @@ size_t conv2d_backward_scratch_floats(const ConvGeometry& g, int cout, int cin, 
   return n;
 }
 
-void conv2d_backward_data(const float* dy, const ConvGeometry& g, const float* w_torch, int cout, int cin, int k,
-                          bool winograd, float* dx, float* scratch, const float* zero_row) {
+void conv2d_backward_data(const float* dy, const ConvGeometry& g, const PackedWeights& w, float* dx, float* scratch,
+                          const float* zero_row) {
+  const int cout = w.cout, cin = w.cin, k = w.kh;
   const ConvGeometry f = flipped_geometry(g, cout, cin, k);
-  const WeightSource src = flipped_source(w_torch, cin, k);
-  const bool use_winograd = flipped_winograd(g, k, winograd);
+  const bool use_winograd = flipped_winograd(g, k, w.winograd);
   PackedWeights packed;
   float* extra;
   if (use_winograd) {
-    pack_winograd_weights(&packed, scratch, src, cin, cout);
+    pack_winograd_backward_data_weights(&packed, scratch, w);
     extra = scratch + winograd_weights_floats(cin, cout);
   } else {
-    pack_weights(&packed, scratch, &src, &cin, 1, cout, k, k);
+    pack_backward_data_weights(&packed, scratch, w);
     extra = scratch + packed_weights_floats(cin, cout, k * k);
   }
   float* winograd_scratch = extra;  // used only by the Winograd case, which needs no other extra buffer
@@ -451,12 +478,19 @@ void conv2d_backward_weights(const float* in, const ConvGeometry& g, const float
     im2col_weight_grad(in, g, dy, cout, cin, k, grad_w, scratch);
   if (grad_b) {
     const int rows_total = g.batch * g.out_h * g.out_w;
+    // Column sums of dY: float partial sums over blocks of rows, added up in double.
     parallel_for((cout + 15) / 16, 1, [&](int cb) {
-      const int c0 = cb * 16, c1 = imin(cout, c0 + 16);
+      const int c0 = cb * 16, cn = imin(16, cout - c0);
       double sums[16] = {};
-      for (int m = 0; m < rows_total; ++m)
-        for (int c = c0; c < c1; ++c) sums[c - c0] += dy[(size_t)m * g.out_ld + c];
-      for (int c = c0; c < c1; ++c) grad_b[c] += (float)sums[c - c0];
+      for (int m0 = 0; m0 < rows_total; m0 += 64) {
+        float part[16] = {};
+        for (int m = m0; m < imin(rows_total, m0 + 64); ++m) {
+          const float* row = dy + (size_t)m * g.out_ld + c0;
+          for (int c = 0; c < cn; ++c) part[c] += row[c];
+        }
+        for (int c = 0; c < cn; ++c) sums[c] += part[c];
+      }
+      for (int c = 0; c < cn; ++c) grad_b[c0 + c] += (float)sums[c];
     });
   }
 }

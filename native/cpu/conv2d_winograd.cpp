@@ -120,6 +120,29 @@ void pack_winograd_weights(PackedWeights* packed, float* storage, const WeightSo
   });
 }
 
+void pack_winograd_backward_data_weights(PackedWeights* out, float* storage, const PackedWeights& w) {
+  const int nr = w.nr;
+  const int panels = (w.cin + nr - 1) / nr;  // the result's columns are the forward's input channels
+  const size_t src_floats = (size_t)((w.cout + nr - 1) / nr) * w.cin * nr;  // one of the forward's 16 matrices
+  const size_t dst_floats = (size_t)panels * w.cout * nr;
+  out->data = storage;
+  out->cout = w.cin;
+  out->cin = w.cout;
+  out->kh = out->kw = 3;
+  out->nr = nr;
+  out->winograd = true;
+  // Flipping g in space reverses G's columns, which swaps G's rows 0 and 3
+  // (G J = S G), so the flipped kernel transforms to S U S^T: position (i, l)
+  // of the forward's U at (s[i], s[l]). Each of the 16 matrices is transposed.
+  static const int s[4] = {3, 1, 2, 0};
+  parallel_for(16 * panels, 1, [&](int task) {
+    const int q = task / panels, p = task % panels;
+    const int src_q = s[q / 4] * 4 + s[q % 4];
+    transpose_packed_panel(w.data + src_q * src_floats, (size_t)w.cin * nr, w.cout, w.cin, p,
+                           storage + q * dst_floats + (size_t)p * w.cout * nr);
+  });
+}
+
 size_t winograd_scratch_floats(const ConvGeometry& g, const PackedWeights& w) {
   const Blocking k = blocking(g, w);
   return (size_t)k.slots * (k.v_floats + k.m_floats);

@@ -66,11 +66,17 @@ void conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights&
 // activations feed more than one consumer.
 //
 // dX for the convolution whose forward ran with geometry g (stride 1, stride 2
-// or upsample 2), weights in torch layout [cout][cin][k][k]. `winograd`: run
-// the flipped conv of a stride-1 3x3 layer by Winograd (where the forward did).
+// or upsample 2) and packed weights w: a convolution with the flipped,
+// transposed kernel, whose packing is the forward's transposed (so the
+// backward uses exactly the weights the forward did). Winograd layers' dX
+// goes by Winograd too. The scratch size takes w's shape (cout, cin, k, winograd).
 size_t conv2d_backward_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, bool winograd);
-void conv2d_backward_data(const float* dy, const ConvGeometry& g, const float* w_torch, int cout, int cin, int k,
-                          bool winograd, float* dx, float* scratch, const float* zero_row);
+void conv2d_backward_data(const float* dy, const ConvGeometry& g, const PackedWeights& w, float* dx, float* scratch,
+                          const float* zero_row);
+// The packing of B^T from a packed B (one matrix with n columns, n = its
+// cout, and k rows, panels src_panel_floats apart): panel p of the result,
+// [n][nr], zero past k. Used to derive the backward's weights from the forward's.
+void transpose_packed_panel(const float* src, size_t src_panel_floats, int n, int k, int p, float* dst);
 // dW (torch layout) and db, accumulated; by Winograd for `winograd` layers
 // where that saves work.
 size_t conv2d_backward_weights_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, bool winograd);
@@ -91,6 +97,8 @@ void pack_winograd_weights(PackedWeights* packed, float* storage, const WeightSo
 size_t winograd_scratch_floats(const ConvGeometry& g, const PackedWeights& w);
 void winograd_conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
                              float* out, const float* zero_row, float* scratch);
+// The flipped, transposed Winograd weights for dX, from the forward's packing.
+void pack_winograd_backward_data_weights(PackedWeights* out, float* storage, const PackedWeights& w);
 // The weight gradient (torch layout, accumulated; no bias) of such a conv by
 // the transposed algorithm; worth it when winograd_weight_grad_pays(cin).
 bool winograd_weight_grad_pays(int cin);

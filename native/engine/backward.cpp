@@ -22,24 +22,31 @@ void conv_backward(Exec& ex, const ConvLayer& c, const ConvSaved& s, const Act& 
   if (!ex.run()) return;
   conv2d_backward_weights(s.in.data, s.geometry, dy.data, c.cout, c.cin, c.k, c.winograd, G(ex, c.weight), G(ex, c.bias),
                           scratch_w, ex.zero_row);
-  if (dx)
-    conv2d_backward_data(dy.data, s.geometry, P(ex, c.weight), c.cout, c.cin, c.k, c.winograd, dx->data, scratch_d, ex.zero_row);
+  if (dx) conv2d_backward_data(dy.data, s.geometry, c.packed, dx->data, scratch_d, ex.zero_row);
+}
+
+// dW and db of a linear layer (cin -> cout) over `rows` vectors, its output
+// gradient's rows dy_ld floats apart.
+void linear_weight_grad(Exec& ex, int weight, int bias, int cin, int cout, const float* x, int rows, const float* dy,
+                        int dy_ld) {
+  ConvGeometry g = rows_geometry(rows, cin, cout);
+  g.out_ld = dy_ld;
+  // The geometry's batch is 1 with `rows` pixels: the Exec batch does not apply.
+  float* scratch = ex.arena->alloc(conv2d_backward_weights_scratch_floats(g, cout, cin, 1, false));
+  if (ex.run()) conv2d_backward_weights(x, g, dy, cout, cin, 1, false, G(ex, weight), G(ex, bias), scratch, ex.zero_row);
+}
+
+// dx += dy W for a linear layer (or several fused, like attention's q|k|v).
+void linear_data_grad(Exec& ex, const ConvLayer& c, int rows, const float* dy, float* dx) {
+  const ConvGeometry g = rows_geometry(rows, c.cin, c.cout);
+  float* scratch = ex.arena->alloc(conv2d_backward_scratch_floats(g, c.cout, c.cin, 1, false));
+  if (ex.run()) conv2d_backward_data(dy, g, c.packed, dx, scratch, ex.zero_row);
 }
 
 // A linear layer over `rows` vectors: dW, db, and dx += dy W (if dx).
 void linear_backward(Exec& ex, const ConvLayer& c, const float* x, int rows, const float* dy, float* dx) {
-  ConvSaved s;
-  s.in = Act{const_cast<float*>(x), 1, rows, c.cin};
-  s.geometry = rows_geometry(rows, c.cin, c.cout);
-  Act dy_act{const_cast<float*>(dy), 1, rows, c.cout};
-  // The geometry's batch is 1 with `rows` pixels: the Exec batch does not apply.
-  float* scratch_w = ex.arena->alloc(conv2d_backward_weights_scratch_floats(s.geometry, c.cout, c.cin, 1, false));
-  float* scratch_d = dx ? ex.arena->alloc(conv2d_backward_scratch_floats(s.geometry, c.cout, c.cin, 1, false)) : nullptr;
-  if (!ex.run()) return;
-  conv2d_backward_weights(x, s.geometry, dy, c.cout, c.cin, 1, false, G(ex, c.weight), G(ex, c.bias), scratch_w,
-                          ex.zero_row);
-  if (dx) conv2d_backward_data(dy, s.geometry, P(ex, c.weight), c.cout, c.cin, 1, false, dx, scratch_d, ex.zero_row);
-  (void)dy_act;
+  linear_weight_grad(ex, c.weight, c.bias, c.cin, c.cout, x, rows, dy, c.cout);
+  if (dx) linear_data_grad(ex, c, rows, dy, dx);
 }
 
 void norm_backward(Exec& ex, const NormLayer& n, const Act& x, const float* stats, bool silu, const float* scale_shift,
@@ -152,22 +159,14 @@ Act attention_backward_block(Exec& ex, const AttnLayer& a, const Act& dout) {
   float* scratch = ex.arena->alloc(attention_backward_scratch_floats(args));
   if (ex.run()) attention_backward(s.qkv, args, dattn, dqkv, scratch);
 
-  // The fused q|k|v projection: gradients split back into the three layers.
+  // The fused q|k|v projection: dW per layer from its column slice of dqkv,
+  // dx through the fused weights in one GEMM.
   Act dnormed = ex.zeros(s.x.h, s.x.w, s.x.c);
   const int weights[3] = {a.q_w, a.k_w, a.v_w};
   const int biases[3] = {a.q_b, a.k_b, a.v_b};
-  for (int part = 0; part < 3; ++part) {
-    ConvLayer layer;
-    layer.weight = weights[part];
-    layer.bias = biases[part];
-    layer.cin = layer.cout = C;
-    layer.k = 1;
-    // dy for this part is a column slice of dqkv: copy it out contiguous.
-    float* dy = ex.arena->alloc((size_t)rows * C);
-    if (ex.run())
-      for (int r = 0; r < rows; ++r) mb_copy(dy + (size_t)r * C, dqkv + (size_t)r * 3 * C + part * C, sizeof(float) * C);
-    linear_backward(ex, layer, s.normed.data, rows, dy, dnormed.data);
-  }
+  for (int part = 0; part < 3; ++part)
+    linear_weight_grad(ex, weights[part], biases[part], C, C, s.normed.data, rows, dqkv + part * C, 3 * C);
+  linear_data_grad(ex, a.qkv, rows, dqkv, dnormed.data);
   if (a.has_norm)
     norm_backward(ex, a.norm, s.x, s.stats, false, nullptr, 0, dnormed, dx, nullptr);
   else if (ex.run())
