@@ -290,10 +290,8 @@ void winograd_conv2d_forward(const float* in, const ConvGeometry& g, const Packe
 //   dW[co][ci] += G^T dU[co][ci] G
 // which is 2.25x fewer multiplies than dY^T im2col(X), as in the forward.
 // Tiles are taken in chunks; per chunk, V is packed in panels
-// ([q][panel][tile][nr], the GEMMs' B) and dM stored as computed, [q][tile][co].
-// The GEMMs' A is then dM transposed, which the micro-kernel reads in place by
-// treating each tile as a "tap" with one input channel: row (tile, r) of A is
-// a pointer to dM[q][tile][co0 + r].
+// ([q][panel][tile][nr], the GEMMs' B) and dM stored transposed, [q][co][tile]
+// (the GEMMs' A rows).
 
 namespace {
 
@@ -316,6 +314,52 @@ inline void output_transform_transposed(const f32x4 dy[2][2], f32x4 m[16]) {
   }
 }
 
+// rows[l] = lane l of a, b, c, d: a 4x4 transpose.
+inline void transpose4(f32x4 a, f32x4 b, f32x4 c, f32x4 d, f32x4 rows[4]) {
+  const f32x4 ab_lo = __builtin_shufflevector(a, b, 0, 4, 1, 5), ab_hi = __builtin_shufflevector(a, b, 2, 6, 3, 7);
+  const f32x4 cd_lo = __builtin_shufflevector(c, d, 0, 4, 1, 5), cd_hi = __builtin_shufflevector(c, d, 2, 6, 3, 7);
+  rows[0] = __builtin_shufflevector(ab_lo, cd_lo, 0, 1, 4, 5);
+  rows[1] = __builtin_shufflevector(ab_lo, cd_lo, 2, 3, 6, 7);
+  rows[2] = __builtin_shufflevector(ab_hi, cd_hi, 0, 1, 4, 5);
+  rows[3] = __builtin_shufflevector(ab_hi, cd_hi, 2, 3, 6, 7);
+}
+
+// V = B^T d B of one tile (b, ty, tx) for all cin channels, into panels of nr
+// channels: channel c of matrix q at dst[q * q_stride + (c / nr) * panel_stride + c % nr],
+// zeros up to the last panel's end.
+void input_transform_tile(const float* in, const ConvGeometry& g, int b, int ty, int tx, int cin,
+                          const float* zero_row, float* dst, size_t panel_stride, size_t q_stride) {
+  const int nr = conv_panel_width();
+  const int logical_h = g.in_h * g.upsample, logical_w = g.in_w * g.upsample;
+  const int up_shift = g.upsample == 2 ? 1 : 0;
+  const float* src[4][4];
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) {
+      const int iy = ty * 2 - g.pad_top + i, ix = tx * 2 - g.pad_left + j;
+      const bool inside = iy >= 0 && iy < logical_h && ix >= 0 && ix < logical_w;
+      src[i][j] = inside ? in + ((size_t)(b * g.in_h + (iy >> up_shift)) * g.in_w + (ix >> up_shift)) * g.in_ld
+                         : zero_row;
+    }
+  const int cin_padded = (cin + nr - 1) / nr * nr;
+  int c = 0;
+  for (; c + 4 <= cin; c += 4) {
+    f32x4 d[4][4], r[16];
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j) d[i][j] = load_f32x4(src[i][j] + c);
+    input_transform(d, r);
+    float* out = dst + (size_t)(c / nr) * panel_stride + c % nr;
+    for (int q = 0; q < 16; ++q) store_f32x4(out + q * q_stride, r[q]);
+  }
+  for (; c < cin_padded; ++c) {  // the same arithmetic one channel at a time; zeros past cin
+    f32x4 d[4][4], r[16];
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j) d[i][j] = f32x4{} + (c < cin ? src[i][j][c] : 0.0f);
+    input_transform(d, r);
+    float* out = dst + (size_t)(c / nr) * panel_stride + c % nr;
+    for (int q = 0; q < 16; ++q) out[q * q_stride] = r[q][0];
+  }
+}
+
 struct GradBlocking {
   int tiles_h, tiles_w, tiles, chunk;
   int panels;  // of cin, nr wide
@@ -328,7 +372,7 @@ GradBlocking grad_blocking(const ConvGeometry& g, int cout, int cin) {
   k.tiles_h = (g.out_h + 1) / 2;
   k.tiles_w = (g.out_w + 1) / 2;
   k.tiles = g.batch * k.tiles_h * k.tiles_w;
-  k.chunk = imin(kGradChunkTiles, k.tiles);
+  k.chunk = imin(kGradChunkTiles, (k.tiles + 3) / 4 * 4);  // whole quads of tiles
   k.panels = (cin + nr - 1) / nr;
   k.v_floats = 16 * (size_t)k.panels * k.chunk * nr;
   k.m_floats = 16 * (size_t)cout * k.chunk;
@@ -357,71 +401,54 @@ void winograd_conv2d_backward_weights(const float* in, const ConvGeometry& g, co
   const GradBlocking k = grad_blocking(g, cout, cin);
   const int mr = conv_tile_rows(), nr = conv_panel_width();
   const TileKernel kernel = conv_tile_kernel();
-  const int logical_h = g.in_h * g.upsample, logical_w = g.in_w * g.upsample;
-  const int up_shift = g.upsample == 2 ? 1 : 0;
   const int cin_padded = k.panels * nr;
   float* v = scratch;            // [16][panel][chunk][nr]
-  float* dm = v + k.v_floats;    // [16][chunk][cout]
+  float* dm = v + k.v_floats;    // [16][cout][chunk]
   float* du = dm + k.m_floats;   // [16][cout][cin_padded]
   const int mtiles = (cout + mr - 1) / mr;
 
   for (int t0 = 0; t0 < k.tiles; t0 += k.chunk) {
     const int nt = imin(k.chunk, k.tiles - t0);
-    // 1. Transforms of the chunk's tiles: V from the input, dM from dY.
-    parallel_for(nt, 4, [&](int t) {
-      const int tile = t0 + t;
-      const int b = tile / (k.tiles_h * k.tiles_w);
-      const int rem = tile - b * k.tiles_h * k.tiles_w;
-      const int ty = rem / k.tiles_w, tx = rem % k.tiles_w;
-      const float* src[4][4];
-      for (int i = 0; i < 4; ++i)
-        for (int j = 0; j < 4; ++j) {
-          const int iy = ty * 2 - g.pad_top + i, ix = tx * 2 - g.pad_left + j;
-          const bool inside = iy >= 0 && iy < logical_h && ix >= 0 && ix < logical_w;
-          src[i][j] = inside ? in + ((size_t)(b * g.in_h + (iy >> up_shift)) * g.in_w + (ix >> up_shift)) * g.in_ld
-                             : zero_row;
-        }
-      const size_t v_q = (size_t)k.panels * k.chunk * nr;  // floats between the 16 V matrices
-      int c = 0;
-      for (; c + 4 <= cin; c += 4) {
-        f32x4 d[4][4], r[16];
-        for (int i = 0; i < 4; ++i)
-          for (int j = 0; j < 4; ++j) d[i][j] = load_f32x4(src[i][j] + c);
-        input_transform(d, r);
-        float* dst = v + ((size_t)(c / nr) * k.chunk + t) * nr + c % nr;
-        for (int q = 0; q < 16; ++q) store_f32x4(dst + q * v_q, r[q]);
+    // 1. Transforms of the chunk's tiles, four at a time: V from the input,
+    //    dM from dY (transposed in registers to [co][tile] rows).
+    parallel_for(k.chunk / 4, 4, [&](int quad) {
+      f32x4 m[4][16];  // dM of the quad's tiles, for four output channels
+      const float* g_src[4][2][2];
+      for (int i = 0; i < 4; ++i) {
+        const int t = quad * 4 + i, tile = t0 + t;
+        const int b = tile / (k.tiles_h * k.tiles_w);
+        const int rem = tile - b * k.tiles_h * k.tiles_w;
+        const int ty = rem / k.tiles_w, tx = rem % k.tiles_w;
+        for (int a = 0; a < 2; ++a)
+          for (int e = 0; e < 2; ++e) {
+            const int oy = ty * 2 + a, ox = tx * 2 + e;
+            const bool inside = t < nt && oy < g.out_h && ox < g.out_w;  // tiles past nt: zeros
+            g_src[i][a][e] = inside ? dy + ((size_t)(b * g.out_h + oy) * g.out_w + ox) * g.out_ld : zero_row;
+          }
+        if (t < nt) input_transform_tile(in, g, b, ty, tx, cin, zero_row, v + (size_t)t * nr, (size_t)k.chunk * nr,
+                                         (size_t)k.panels * k.chunk * nr);
       }
-      for (; c < cin_padded; ++c) {  // the same arithmetic one channel at a time; zeros past cin
-        f32x4 d[4][4], r[16];
-        for (int i = 0; i < 4; ++i)
-          for (int j = 0; j < 4; ++j) d[i][j] = f32x4{} + (c < cin ? src[i][j][c] : 0.0f);
-        input_transform(d, r);
-        float* dst = v + ((size_t)(c / nr) * k.chunk + t) * nr + c % nr;
-        for (int q = 0; q < 16; ++q) dst[q * v_q] = r[q][0];
-      }
-
-      const float* g_src[2][2];
-      for (int a = 0; a < 2; ++a)
-        for (int e = 0; e < 2; ++e) {
-          const int oy = ty * 2 + a, ox = tx * 2 + e;
-          g_src[a][e] = oy < g.out_h && ox < g.out_w ? dy + ((size_t)(b * g.out_h + oy) * g.out_w + ox) * g.out_ld
-                                                     : zero_row;
-        }
       const size_t m_q = (size_t)cout * k.chunk;
-      float* m_dst = dm + (size_t)t * cout;
-      for (c = 0; c + 4 <= cout; c += 4) {
-        f32x4 d[2][2], r[16];
-        for (int a = 0; a < 2; ++a)
-          for (int e = 0; e < 2; ++e) d[a][e] = load_f32x4(g_src[a][e] + c);
-        output_transform_transposed(d, r);
-        for (int q = 0; q < 16; ++q) store_f32x4(m_dst + q * m_q + c, r[q]);
-      }
-      for (; c < cout; ++c) {
-        f32x4 d[2][2], r[16];
-        for (int a = 0; a < 2; ++a)
-          for (int e = 0; e < 2; ++e) d[a][e] = f32x4{} + g_src[a][e][c];
-        output_transform_transposed(d, r);
-        for (int q = 0; q < 16; ++q) m_dst[q * m_q + c] = r[q][0];
+      for (int c = 0; c < cout; c += 4) {
+        const int lanes = imin(4, cout - c);
+        for (int i = 0; i < 4; ++i) {
+          f32x4 d[2][2];
+          for (int a = 0; a < 2; ++a)
+            for (int e = 0; e < 2; ++e)
+              if (lanes == 4) {
+                d[a][e] = load_f32x4(g_src[i][a][e] + c);
+              } else {
+                d[a][e] = f32x4{};
+                for (int l = 0; l < lanes; ++l) d[a][e][l] = g_src[i][a][e][c + l];
+              }
+          output_transform_transposed(d, m[i]);
+        }
+        float* dst = dm + (size_t)c * k.chunk + quad * 4;
+        for (int q = 0; q < 16; ++q) {
+          f32x4 rows[4];
+          transpose4(m[0][q], m[1][q], m[2][q], m[3][q], rows);
+          for (int l = 0; l < lanes; ++l) store_f32x4(dst + q * m_q + (size_t)l * k.chunk, rows[l]);
+        }
       }
     });
 
@@ -430,23 +457,20 @@ void winograd_conv2d_backward_weights(const float* in, const ConvGeometry& g, co
     parallel_for(16 * mtiles, 1, [&](int task) {
       const int q = task / mtiles;
       const int co0 = task % mtiles * mr;
-      const float* rows[kGradChunkTiles * kWinogradMaxMR];
+      const float* rows[kWinogradMaxMR];
       float* out_rows[kWinogradMaxMR];
       GemmTile gt;
       gt.rows = rows;
-      gt.taps = nt;
-      gt.cin = 1;
+      gt.taps = 1;
+      gt.cin = nt;
       gt.nrows = imin(mr, cout - co0);
       gt.out = out_rows;
       gt.bias = nullptr;
       gt.batch_bias = nullptr;
       gt.residual = t0 > 0 ? out_rows : nullptr;  // accumulate over chunks
       gt.divisor = 1.0f;
-      for (int r = 0; r < mr; ++r) {
-        const int co = co0 + imin(r, gt.nrows - 1);  // rows past the end repeat the last
-        const float* a = dm + (size_t)q * k.chunk * cout + co;
-        for (int t = 0; t < nt; ++t) rows[t * mr + r] = a + (size_t)t * cout;
-      }
+      for (int r = 0; r < mr; ++r)  // rows past the end repeat the last
+        rows[r] = dm + ((size_t)q * cout + co0 + imin(r, gt.nrows - 1)) * k.chunk;
       for (int p = 0; p < k.panels; ++p) {
         gt.panel = v + ((size_t)q * k.panels + p) * k.chunk * nr;
         for (int r = 0; r < mr; ++r)
