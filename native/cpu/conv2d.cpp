@@ -374,10 +374,11 @@ namespace {
 constexpr int kWeightGradChunk = 1024;  // output pixels per im2col chunk
 constexpr int kIm2colRows = 64;         // pixels per im2col packing task
 
-// Winograd takes the weight gradient of the layers whose forward it ran,
-// unless cin is so small that padding it to panels costs more than it saves.
-bool weight_grad_by_winograd(const ConvGeometry& g, int cin, int k, bool winograd) {
-  return winograd && k == 3 && g.stride == 1 && winograd_weight_grad_pays(cin);
+// Winograd takes the weight gradient of every stride-1 3x3 conv (its GEMMs
+// are cout x cin, large at any map size), unless cin is so small that padding
+// it to panels costs more than it saves.
+bool weight_grad_by_winograd(const ConvGeometry& g, int cin, int k) {
+  return k == 3 && g.stride == 1 && winograd_weight_grad_pays(cin);
 }
 
 size_t im2col_weight_grad_scratch_floats(int cout, int cin, int k) {
@@ -465,14 +466,14 @@ void im2col_weight_grad(const float* in, const ConvGeometry& g, const float* dy,
 }
 }  // namespace
 
-size_t conv2d_backward_weights_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, bool winograd) {
-  if (weight_grad_by_winograd(g, cin, k, winograd)) return winograd_backward_weights_scratch_floats(g, cout, cin);
+size_t conv2d_backward_weights_scratch_floats(const ConvGeometry& g, int cout, int cin, int k) {
+  if (weight_grad_by_winograd(g, cin, k)) return winograd_backward_weights_scratch_floats(g, cout, cin);
   return im2col_weight_grad_scratch_floats(cout, cin, k);
 }
 
 void conv2d_backward_weights(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin, int k,
-                             bool winograd, float* grad_w, float* grad_b, float* scratch, const float* zero_row) {
-  if (weight_grad_by_winograd(g, cin, k, winograd))
+                             float* grad_w, float* grad_b, float* scratch, const float* zero_row) {
+  if (weight_grad_by_winograd(g, cin, k))
     winograd_conv2d_backward_weights(in, g, dy, cout, cin, grad_w, scratch, zero_row);
   else
     im2col_weight_grad(in, g, dy, cout, cin, k, grad_w, scratch);

@@ -77,11 +77,11 @@ void conv2d_backward_data(const float* dy, const ConvGeometry& g, const PackedWe
 // cout, and k rows, panels src_panel_floats apart): panel p of the result,
 // [n][nr], zero past k. Used to derive the backward's weights from the forward's.
 void transpose_packed_panel(const float* src, size_t src_panel_floats, int n, int k, int p, float* dst);
-// dW (torch layout) and db, accumulated; by Winograd for `winograd` layers
+// dW (torch layout) and db, accumulated; by Winograd for stride-1 3x3 convs
 // where that saves work.
-size_t conv2d_backward_weights_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, bool winograd);
+size_t conv2d_backward_weights_scratch_floats(const ConvGeometry& g, int cout, int cin, int k);
 void conv2d_backward_weights(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin, int k,
-                             bool winograd, float* grad_w, float* grad_b, float* scratch, const float* zero_row);
+                             float* grad_w, float* grad_b, float* scratch, const float* zero_row);
 // C[m][n] (+)= sum_k A[m][k] * B(n, k), B read through a WeightSource (any strides).
 size_t matmul_scratch_floats(int n, int k);
 void matmul(const float* a, int lda, int m, int k, const WeightSource& b, int n, float* c, int ldc, bool accumulate,

@@ -17,11 +17,11 @@ float* G(Exec& ex, int index) { return ex.m->params[index].grad; }
 // Gradients of a convolution or linear layer: weights and bias into the
 // parameter gradients; the input gradient added into dx (if wanted).
 void conv_backward(Exec& ex, const ConvLayer& c, const ConvSaved& s, const Act& dy, Act* dx) {
-  float* scratch_w = ex.arena->alloc(conv2d_backward_weights_scratch_floats(s.geometry, c.cout, c.cin, c.k, c.winograd));
+  float* scratch_w = ex.arena->alloc(conv2d_backward_weights_scratch_floats(s.geometry, c.cout, c.cin, c.k));
   float* scratch_d = dx ? ex.arena->alloc(conv2d_backward_scratch_floats(s.geometry, c.cout, c.cin, c.k, c.winograd)) : nullptr;
   if (!ex.run()) return;
-  conv2d_backward_weights(s.in.data, s.geometry, dy.data, c.cout, c.cin, c.k, c.winograd, G(ex, c.weight), G(ex, c.bias),
-                          scratch_w, ex.zero_row);
+  conv2d_backward_weights(s.in.data, s.geometry, dy.data, c.cout, c.cin, c.k, G(ex, c.weight), G(ex, c.bias), scratch_w,
+                          ex.zero_row);
   if (dx) conv2d_backward_data(dy.data, s.geometry, c.packed, dx->data, scratch_d, ex.zero_row);
 }
 
@@ -32,8 +32,8 @@ void linear_weight_grad(Exec& ex, int weight, int bias, int cin, int cout, const
   ConvGeometry g = rows_geometry(rows, cin, cout);
   g.out_ld = dy_ld;
   // The geometry's batch is 1 with `rows` pixels: the Exec batch does not apply.
-  float* scratch = ex.arena->alloc(conv2d_backward_weights_scratch_floats(g, cout, cin, 1, false));
-  if (ex.run()) conv2d_backward_weights(x, g, dy, cout, cin, 1, false, G(ex, weight), G(ex, bias), scratch, ex.zero_row);
+  float* scratch = ex.arena->alloc(conv2d_backward_weights_scratch_floats(g, cout, cin, 1));
+  if (ex.run()) conv2d_backward_weights(x, g, dy, cout, cin, 1, G(ex, weight), G(ex, bias), scratch, ex.zero_row);
 }
 
 // dx += dy W for a linear layer (or several fused, like attention's q|k|v).
