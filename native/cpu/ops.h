@@ -208,6 +208,8 @@ void silu_forward(const float* x, long long n, float* y);
 // dx += dy * silu'(x)
 void silu_backward(const float* x, const float* dy, long long n, float* dx);
 void add_forward(const float* a, const float* b, long long n, float* y);
+// x[0..n) = 0, in parallel (gradient buffers are large)
+void zero_floats(float* x, size_t n);
 // Any NaN or Inf in x? (input validation)
 bool has_non_finite(const float* x, long long n);
 

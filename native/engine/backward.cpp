@@ -81,20 +81,25 @@ Act divided(Exec& ex, const Act& dy, float divisor) {
 // ResnetBlock2D backward: returns d(input); adds into d(silu_emb).
 Act resnet_backward(Exec& ex, const ResnetLayer& r, const Act& dout, float* d_silu_emb) {
   const ResnetSaved& s = r.saved;
-  Act dx = ex.zeros(s.x.h, s.x.w, s.x.c);
   const Act dpre = divided(ex, dout, r.output_scale_factor);
+  // Without resampling the residual branch's input is x itself, so dx starts
+  // as that branch's gradient: dpre (an identity shortcut), or zeros for the
+  // shortcut conv's dX or the resampling's backward to add into.
+  const bool identity = !r.has_shortcut && r.resample == 0;
+  Act dx = identity ? ex.alloc(s.x.h, s.x.w, s.x.c) : ex.zeros(s.x.h, s.x.w, s.x.c);
+  if (identity && ex.run()) mb_copy(dx.data, dpre.data, sizeof(float) * dx.floats(ex.batch));
 
   // conv2 (through the dropout mask) and the residual branch
   Act dh2 = ex.zeros(s.h2.h, s.h2.w, s.h2.c);
   conv_backward(ex, r.conv2, ConvSaved{s.h2d, dpre, make_geometry(ex, s.h2d, 1, 1, 1, 1, dpre)}, dpre, &dh2);
   if (ex.m->dropout > 0 && ex.run())
     dropout_apply(ex.dropout_seed, s.dropout_stream, ex.m->dropout, dh2.data, (long long)dh2.floats(ex.batch), dh2.data);
-  Act dxres = ex.zeros(s.xres.h, s.xres.w, s.xres.c);
-  if (r.has_shortcut) {
+  // d(xres), the resampled input's gradient: dx itself when nothing
+  // resamples, else dpre or the shortcut conv's dX, resampled back below.
+  Act dxres = dx;
+  if (r.resample != 0) dxres = r.has_shortcut ? ex.zeros(s.xres.h, s.xres.w, s.xres.c) : dpre;
+  if (r.has_shortcut)
     conv_backward(ex, r.conv_shortcut, ConvSaved{s.xres, dpre, make_geometry(ex, s.xres, 1, 1, 0, 0, dpre)}, dpre, &dxres);
-  } else if (ex.run()) {
-    add_forward(dxres.data, dpre.data, (long long)dpre.floats(ex.batch), dxres.data);
-  }
 
   // GroupNorm2 (+ scale/shift) + SiLU, and the time projection's gradient
   const int proj_width = r.time_emb_proj.cout;
@@ -107,11 +112,13 @@ Act resnet_backward(Exec& ex, const ResnetLayer& r, const Act& dout, float* d_si
   if (!ex.m->scale_shift && ex.run()) {
     // hidden + temb[:, :, None, None]: dtemb[b][c] = sum over pixels of dh1
     const int pixels = s.h1.h * s.h1.w;
-    for (int b = 0; b < ex.batch; ++b)
+    parallel_for(ex.batch, 1, [&](int b) {
+      float* row = dtemb + (size_t)b * proj_width;
       for (int p = 0; p < pixels; ++p) {
         const float* g = dh1.data + ((size_t)b * pixels + p) * s.h1.c;
-        for (int c = 0; c < s.h1.c; ++c) dtemb[(size_t)b * proj_width + c] += g[c];
+        for (int c = 0; c < s.h1.c; ++c) row[c] += g[c];
       }
+    });
   }
   linear_backward(ex, r.time_emb_proj, ex.silu_emb, ex.batch, dtemb, d_silu_emb);
 
@@ -130,8 +137,6 @@ Act resnet_backward(Exec& ex, const ResnetLayer& r, const Act& dout, float* d_si
         avgpool2x2_backward(dxres.data, ex.batch, s.x.h, s.x.w, s.x.c, dx.data);
       }
     }
-  } else if (ex.run()) {
-    add_forward(dx.data, dxres.data, (long long)dx.floats(ex.batch), dx.data);
   }
   norm_backward(ex, r.norm1, s.x, s.stats1, true, nullptr, 0, dh0, dx, nullptr);
   return dx;
