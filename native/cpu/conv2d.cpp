@@ -326,7 +326,7 @@ size_t conv2d_backward_scratch_floats(const ConvGeometry& g, int cout, int cin, 
 }
 
 void conv2d_backward_data(const float* dy, const ConvGeometry& g, const PackedWeights& w, float* dx, float* scratch,
-                          const float* zero_row) {
+                          const float* zero_row, bool accumulate) {
   const int cout = w.cout, cin = w.cin, k = w.kh;
   const ConvGeometry f = flipped_geometry(g, cout, cin, k);
   const bool use_winograd = flipped_winograd(g, k, w.winograd);
@@ -353,13 +353,14 @@ void conv2d_backward_data(const float* dy, const ConvGeometry& g, const PackedWe
                   dy + (((size_t)b * g.out_h + y) * g.out_w + x) * g.out_ld, sizeof(float) * cout);
     in = z;
   }
-  // The upsampling conv's dX is written at the upsampled size first; the others add straight into dx.
+  // The upsampling conv's dX is written at the upsampled size first; the
+  // others go straight into dx (added, unless told to overwrite).
   float* out = dx;
   ConvEpilogue ep;
   if (g.upsample == 2) {
     out = extra;
     winograd_scratch = extra + (size_t)g.batch * g.out_h * g.out_w * cin;
-  } else {
+  } else if (accumulate) {
     ep.residual = dx;
     ep.residual_ld = g.in_ld;
   }

@@ -70,9 +70,10 @@ void conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights&
 // transposed kernel, whose packing is the forward's transposed (so the
 // backward uses exactly the weights the forward did). Winograd layers' dX
 // goes by Winograd too. The scratch size takes w's shape (cout, cin, k, winograd).
+// accumulate = false overwrites dx instead (not for upsampling convs).
 size_t conv2d_backward_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, bool winograd);
 void conv2d_backward_data(const float* dy, const ConvGeometry& g, const PackedWeights& w, float* dx, float* scratch,
-                          const float* zero_row);
+                          const float* zero_row, bool accumulate = true);
 // The packing of B^T from a packed B (one matrix with n columns, n = its
 // cout, and k rows, panels src_panel_floats apart): panel p of the result,
 // [n][nr], zero past k. Used to derive the backward's weights from the forward's.

@@ -2,10 +2,13 @@
 // each layer's inputs in its `saved` record), the MSE loss, and the backward
 // walk, which visits the graph of unet.cpp in reverse, block for block.
 //
-// Every gradient buffer is zero-filled when allocated and every backward op
-// adds into it, because activations feed several consumers (a resnet's input
-// feeds its norm and its residual; a down block's outputs are also skips).
-// Parameter gradients accumulate across calls until zero_grad.
+// Every backward op adds into its input gradients, because activations feed
+// several consumers (a resnet's input feeds its norm and its residual; a down
+// block's outputs are also skips), so gradient buffers start zero-filled.
+// The exceptions, with a single producer, skip the fill: a conv input that
+// only the conv reads (conv_backward_fresh) and a resnet's dx, which starts
+// as its residual gradient. Parameter gradients accumulate across calls
+// until zero_grad.
 #include "exec.h"
 
 namespace mb {
@@ -16,13 +19,26 @@ float* G(Exec& ex, int index) { return ex.m->params[index].grad; }
 
 // Gradients of a convolution or linear layer: weights and bias into the
 // parameter gradients; the input gradient added into dx (if wanted).
-void conv_backward(Exec& ex, const ConvLayer& c, const ConvSaved& s, const Act& dy, Act* dx) {
+void conv_backward(Exec& ex, const ConvLayer& c, const ConvSaved& s, const Act& dy, Act* dx, bool accumulate = true) {
   float* scratch_w = ex.arena->alloc(conv2d_backward_weights_scratch_floats(s.geometry, c.cout, c.cin, c.k));
   float* scratch_d = dx ? ex.arena->alloc(conv2d_backward_scratch_floats(s.geometry, c.cout, c.cin, c.k, c.winograd)) : nullptr;
   if (!ex.run()) return;
   conv2d_backward_weights(s.in.data, s.geometry, dy.data, c.cout, c.cin, c.k, G(ex, c.weight), G(ex, c.bias), scratch_w,
                           ex.zero_row);
-  if (dx) conv2d_backward_data(dy.data, s.geometry, c.packed, dx->data, scratch_d, ex.zero_row);
+  if (dx) conv2d_backward_data(dy.data, s.geometry, c.packed, dx->data, scratch_d, ex.zero_row, accumulate);
+}
+
+// d(input) of a convolution whose input feeds nothing else: a new buffer,
+// which the dX convolution writes rather than adds into (no zero-fill).
+Act conv_backward_fresh(Exec& ex, const ConvLayer& c, const ConvSaved& s, const Act& dy) {
+  if (s.geometry.upsample == 2) {  // its dX is summed 2x2 into place: start from zeros
+    Act dx = ex.zeros(s.in.h, s.in.w, s.in.c);
+    conv_backward(ex, c, s, dy, &dx);
+    return dx;
+  }
+  Act dx = ex.alloc(s.in.h, s.in.w, s.in.c);
+  conv_backward(ex, c, s, dy, &dx, false);
+  return dx;
 }
 
 // dW and db of a linear layer (cin -> cout) over `rows` vectors, its output
@@ -90,8 +106,7 @@ Act resnet_backward(Exec& ex, const ResnetLayer& r, const Act& dout, float* d_si
   if (identity && ex.run()) mb_copy(dx.data, dpre.data, sizeof(float) * dx.floats(ex.batch));
 
   // conv2 (through the dropout mask) and the residual branch
-  Act dh2 = ex.zeros(s.h2.h, s.h2.w, s.h2.c);
-  conv_backward(ex, r.conv2, ConvSaved{s.h2d, dpre, make_geometry(ex, s.h2d, 1, 1, 1, 1, dpre)}, dpre, &dh2);
+  Act dh2 = conv_backward_fresh(ex, r.conv2, ConvSaved{s.h2d, dpre, make_geometry(ex, s.h2d, 1, 1, 1, 1, dpre)}, dpre);
   if (ex.m->dropout > 0 && ex.run())
     dropout_apply(ex.dropout_seed, s.dropout_stream, ex.m->dropout, dh2.data, (long long)dh2.floats(ex.batch), dh2.data);
   // d(xres), the resampled input's gradient: dx itself when nothing
@@ -123,8 +138,7 @@ Act resnet_backward(Exec& ex, const ResnetLayer& r, const Act& dout, float* d_si
   linear_backward(ex, r.time_emb_proj, ex.silu_emb, ex.batch, dtemb, d_silu_emb);
 
   // conv1, the resampling, GroupNorm1 + SiLU
-  Act dhin = ex.zeros(s.hin.h, s.hin.w, s.hin.c);
-  conv_backward(ex, r.conv1, ConvSaved{s.hin, s.h1, make_geometry(ex, s.hin, 1, 1, 1, 1, s.h1)}, dh1, &dhin);
+  Act dhin = conv_backward_fresh(ex, r.conv1, ConvSaved{s.hin, s.h1, make_geometry(ex, s.hin, 1, 1, 1, 1, s.h1)}, dh1);
   Act dh0 = dhin;
   if (r.resample != 0) {
     dh0 = ex.zeros(s.h0.h, s.h0.w, s.h0.c);
@@ -193,8 +207,7 @@ void run_backward(Exec& ex, const Act& dy, const float* timesteps, const float* 
   float* d_silu_emb = ex.zeros((size_t)B * TE);
 
   // 6. out
-  Act dnormed = ex.zeros(saved.conv_out.in.h, saved.conv_out.in.w, saved.conv_out.in.c);
-  conv_backward(ex, m->conv_out, saved.conv_out, dy, &dnormed);
+  Act dnormed = conv_backward_fresh(ex, m->conv_out, saved.conv_out, dy);
   Act dh = ex.zeros(saved.h_last.h, saved.h_last.w, saved.h_last.c);
   norm_backward(ex, m->norm_out, saved.h_last, saved.norm_out_stats, true, nullptr, 0, dnormed, dh, nullptr);
 
@@ -211,9 +224,7 @@ void run_backward(Exec& ex, const Act& dy, const float* timesteps, const float* 
     Block& blk = m->up[i];
     if (blk.resample_kind == kResampleConv) {
       const ConvSaved& s = blk.resample_saved;
-      Act din = ex.zeros(s.in.h, s.in.w, s.in.c);
-      conv_backward(ex, blk.resample_conv, s, dh, &din);
-      dh = din;
+      dh = conv_backward_fresh(ex, blk.resample_conv, s, dh);
     } else if (blk.resample_kind == kResampleResnet) {
       dh = resnet_backward(ex, blk.resample_resnet, dh, d_silu_emb);
     }
@@ -243,9 +254,7 @@ void run_backward(Exec& ex, const Act& dy, const float* timesteps, const float* 
       add_into(ex, dh, dskips[k--]);
       if (blk.resample_kind == kResampleConv) {
         const ConvSaved& s = blk.resample_saved;
-        Act din = ex.zeros(s.in.h, s.in.w, s.in.c);
-        conv_backward(ex, blk.resample_conv, s, dh, &din);
-        dh = din;
+        dh = conv_backward_fresh(ex, blk.resample_conv, s, dh);
       } else {
         dh = resnet_backward(ex, blk.resample_resnet, dh, d_silu_emb);
       }
