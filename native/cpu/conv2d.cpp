@@ -9,9 +9,11 @@
 // (tap, tile row) and reads the input in place.
 //
 // Backward (at the end of the file): dX is again a convolution (the flipped,
-// transposed kernel over dY; stride-2 convs read a zero-dilated dY, upsampling
-// convs are followed by a 2x2 sum; by Winograd where the forward used it), and dW = dY^T * im2col(X) is a GEMM over
-// pixels, done in pixel chunks so the im2col panel stays small.
+// transposed kernel over dY, packed by transposing the forward's packing; by
+// Winograd where the forward used it; upsampling convs are followed by a 2x2
+// sum; stride-2 convs split into four stride-1 ones by output parity), and
+// dW = dY^T * im2col(X) is a GEMM over pixels, done in pixel chunks so the
+// im2col panel stays small (stride-1 3x3 convs use Winograd's instead).
 #include "gemm_tile.h"
 #include "ops.h"
 
@@ -264,19 +266,15 @@ void transpose_packed_panel(const float* src, size_t src_panel_floats, int n, in
 
 namespace {
 // dX of a stride-1 convolution is again one: the kernel flipped in space with
-// input and output channels swapped, over dY (or over the zero-dilated dY of
-// a stride-2 conv), padded by k - 1 - pad. This is its geometry; in_h/in_w
-// are the size of what it reads, out_* of the dX it writes.
-ConvGeometry flipped_geometry(const ConvGeometry& g, int cout, int cin, int k) {
+// input and output channels swapped, over dY, padded by k - 1 - pad. This is
+// its geometry; in_h/in_w are the size of what it reads, out_* of the dX it
+// writes.
+ConvGeometry flipped_geometry(const ConvGeometry& g, int cin, int k) {
   ConvGeometry f;
   f.batch = g.batch;
   f.pad_top = k - 1 - g.pad_top;
   f.pad_left = k - 1 - g.pad_left;
-  if (g.stride == 2) {  // reads the dilated dY, (2 * out - 1) pixels a side
-    f.in_h = 2 * g.out_h - 1, f.in_w = 2 * g.out_w - 1, f.in_ld = cout;
-  } else {
-    f.in_h = g.out_h, f.in_w = g.out_w, f.in_ld = g.out_ld;
-  }
+  f.in_h = g.out_h, f.in_w = g.out_w, f.in_ld = g.out_ld;
   if (g.upsample == 2) {  // writes dX at the upsampled size, summed 2x2 afterwards
     f.out_h = g.out_h, f.out_w = g.out_w, f.out_ld = cin;
   } else {
@@ -312,23 +310,76 @@ void pack_backward_data_weights(PackedWeights* out, float* storage, const Packed
                            storage + ((size_t)p * taps + t) * w.cout * nr);
   });
 }
+
+// dX of a stride-2 convolution, by the parity of its pixels: dX[2a + ry][2b + rx]
+// takes only the taps ky = ry + pad_top (mod 2) (and likewise kx), reading
+// dY[a + (ry + pad_top - ky) / 2]. So each of the four parities is a stride-1
+// convolution over dY with those taps (kernels of 2x2, 2x1, 1x2 or 1x1 for a
+// 3x3), written to a scratch grid and then put in place: a quarter of the
+// work of convolving a zero-dilated dY.
+void strided_backward_data(const float* dy, const ConvGeometry& g, const PackedWeights& w, float* dx, float* scratch,
+                           const float* zero_row, bool accumulate) {
+  const int nr = conv_panel_width();
+  const int cout = w.cout, cin = w.cin, k = w.kh, taps = k * k;
+  const int panels = (cin + nr - 1) / nr;
+  float* out = scratch + packed_weights_floats(cin, cout, taps);
+  for (int ry = 0; ry < 2; ++ry)
+    for (int rx = 0; rx < 2; ++rx) {
+      const int sub_h = (g.in_h - ry + 1) / 2, sub_w = (g.in_w - rx + 1) / 2;
+      const int ky0 = (ry + g.pad_top) & 1, kx0 = (rx + g.pad_left) & 1;
+      const int nu = (k - ky0 + 1) / 2, nv = (k - kx0 + 1) / 2;  // taps of this parity per axis
+      if (sub_h <= 0 || sub_w <= 0 || nu <= 0 || nv <= 0) continue;
+      // Tap (v, u) of the sub-kernel is forward tap ky = ky0 + 2 (nu - 1 - v) (and likewise kx).
+      PackedWeights sub;
+      sub.data = scratch;
+      sub.cout = cin, sub.cin = cout, sub.kh = nu, sub.kw = nv, sub.nr = nr;
+      parallel_for(panels * nu * nv, 1, [&](int task) {
+        const int p = task / (nu * nv), t = task % (nu * nv);
+        const int ky = ky0 + 2 * (nu - 1 - t / nv), kx = kx0 + 2 * (nv - 1 - t % nv);
+        transpose_packed_panel(w.data + (size_t)(ky * k + kx) * cin * nr, (size_t)taps * cin * nr, cout, cin, p,
+                               scratch + ((size_t)p * nu * nv + t) * cout * nr);
+      });
+      ConvGeometry f;
+      f.batch = g.batch;
+      f.in_h = g.out_h, f.in_w = g.out_w, f.in_ld = g.out_ld;
+      f.out_h = sub_h, f.out_w = sub_w, f.out_ld = cin;
+      f.pad_top = nu - 1 - (ry + g.pad_top - ky0) / 2;
+      f.pad_left = nv - 1 - (rx + g.pad_left - kx0) / 2;
+      conv2d_forward(dy, f, sub, ConvEpilogue(), out, zero_row);
+      parallel_for(g.batch * sub_h, 1, [&](int row) {
+        const int b = row / sub_h, a = row % sub_h;
+        for (int c = 0; c < sub_w; ++c) {
+          const float* src = out + ((size_t)row * sub_w + c) * cin;
+          float* d = dx + (((size_t)b * g.in_h + 2 * a + ry) * g.in_w + 2 * c + rx) * g.in_ld;
+          if (accumulate)
+            for (int i = 0; i < cin; ++i) d[i] += src[i];
+          else
+            for (int i = 0; i < cin; ++i) d[i] = src[i];
+        }
+      });
+    }
+}
 }  // namespace
 
 size_t conv2d_backward_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, bool winograd) {
   size_t n;
   if (flipped_winograd(g, k, winograd))
-    n = winograd_weights_floats(cin, cout) + winograd_scratch_floats(flipped_geometry(g, cout, cin, k), winograd_shape(cin, cout));
+    n = winograd_weights_floats(cin, cout) + winograd_scratch_floats(flipped_geometry(g, cin, k), winograd_shape(cin, cout));
   else
     n = packed_weights_floats(cin, cout, k * k);
   if (g.upsample == 2) n += (size_t)g.batch * g.out_h * g.out_w * cin;
-  if (g.stride == 2) n += (size_t)g.batch * (2 * g.out_h - 1) * (2 * g.out_w - 1) * cout;
+  if (g.stride == 2) n += (size_t)g.batch * ((g.in_h + 1) / 2) * ((g.in_w + 1) / 2) * cin;  // one parity's dX
   return n;
 }
 
 void conv2d_backward_data(const float* dy, const ConvGeometry& g, const PackedWeights& w, float* dx, float* scratch,
                           const float* zero_row, bool accumulate) {
+  if (g.stride == 2) {
+    strided_backward_data(dy, g, w, dx, scratch, zero_row, accumulate);
+    return;
+  }
   const int cout = w.cout, cin = w.cin, k = w.kh;
-  const ConvGeometry f = flipped_geometry(g, cout, cin, k);
+  const ConvGeometry f = flipped_geometry(g, cin, k);
   const bool use_winograd = flipped_winograd(g, k, w.winograd);
   PackedWeights packed;
   float* extra;
@@ -339,20 +390,7 @@ void conv2d_backward_data(const float* dy, const ConvGeometry& g, const PackedWe
     pack_backward_data_weights(&packed, scratch, w);
     extra = scratch + packed_weights_floats(cin, cout, k * k);
   }
-  float* winograd_scratch = extra;  // used only by the Winograd case, which needs no other extra buffer
-
-  const float* in = dy;
-  if (g.stride == 2) {
-    // dY scattered onto the even positions of the dilated grid.
-    float* z = extra;
-    mb_zero(z, sizeof(float) * (size_t)g.batch * f.in_h * f.in_w * cout);
-    for (int b = 0; b < g.batch; ++b)
-      for (int y = 0; y < g.out_h; ++y)
-        for (int x = 0; x < g.out_w; ++x)
-          mb_copy(z + (((size_t)b * f.in_h + 2 * y) * f.in_w + 2 * x) * cout,
-                  dy + (((size_t)b * g.out_h + y) * g.out_w + x) * g.out_ld, sizeof(float) * cout);
-    in = z;
-  }
+  float* winograd_scratch = extra;
   // The upsampling conv's dX is written at the upsampled size first; the
   // others go straight into dx (added, unless told to overwrite).
   float* out = dx;
@@ -365,9 +403,9 @@ void conv2d_backward_data(const float* dy, const ConvGeometry& g, const PackedWe
     ep.residual_ld = g.in_ld;
   }
   if (use_winograd)
-    winograd_conv2d_forward(in, f, packed, ep, out, zero_row, winograd_scratch);
+    winograd_conv2d_forward(dy, f, packed, ep, out, zero_row, winograd_scratch);
   else
-    conv2d_forward(in, f, packed, ep, out, zero_row);
+    conv2d_forward(dy, f, packed, ep, out, zero_row);
   if (g.upsample == 2) upsample_nearest2x_backward(out, g.batch, g.in_h, g.in_w, cin, dx, g.in_ld);
 }
 
