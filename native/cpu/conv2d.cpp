@@ -9,9 +9,11 @@
 // (tap, tile row) and reads the input in place.
 //
 // Backward (at the end of the file): dX is again a convolution (the flipped,
-// transposed kernel over dY; stride-2 convs read a zero-dilated dY, upsampling
-// convs are followed by a 2x2 sum), and dW = dY^T * im2col(X) is a GEMM over
-// pixels, done in pixel chunks so the im2col panel stays small.
+// transposed kernel over dY, packed by transposing the forward's packing; by
+// Winograd where the forward used it; upsampling convs are followed by a 2x2
+// sum; stride-2 convs split into four stride-1 ones by output parity), and
+// dW = dY^T * im2col(X) is a GEMM over pixels, done in pixel chunks so the
+// im2col panel stays small (stride-1 3x3 convs use Winograd's instead).
 #include "gemm_tile.h"
 #include "ops.h"
 
@@ -96,20 +98,23 @@ void pack_weights(PackedWeights* packed, float* storage, const WeightSource* sou
   packed->kw = kw;
   packed->nr = nr;
   parallel_for(panels, 1, [&](int p) {
+    // Each column of the panel reads one row of one source: resolve them once.
+    const float* row[kMaxNR];
+    long long stride_ci[kMaxNR], stride_tap[kMaxNR];
+    for (int j = 0; j < nr; ++j) {
+      int n = p * nr + j;
+      row[j] = nullptr;
+      if (n >= cout) continue;
+      int s = 0;
+      while (n >= source_couts[s]) n -= source_couts[s++];
+      row[j] = sources[s].data + n * sources[s].stride_n;
+      stride_ci[j] = sources[s].stride_ci;
+      stride_tap[j] = sources[s].stride_tap;
+    }
     float* dst = storage + (size_t)p * taps * cin * nr;
     for (int t = 0; t < taps; ++t)
       for (int ci = 0; ci < cin; ++ci)
-        for (int j = 0; j < nr; ++j) {
-          int n = p * nr + j;
-          float v = 0.0f;
-          if (n < cout) {
-            int s = 0;
-            while (n >= source_couts[s]) n -= source_couts[s++];
-            const WeightSource& src = sources[s];
-            v = src.data[n * src.stride_n + ci * src.stride_ci + t * src.stride_tap];
-          }
-          *dst++ = v;
-        }
+        for (int j = 0; j < nr; ++j) *dst++ = row[j] ? row[j][ci * stride_ci[j] + t * stride_tap[j]] : 0.0f;
   });
 }
 
@@ -248,88 +253,181 @@ void transpose(const float* a, int rows, int cols, int lda, float* out, int ldo)
   });
 }
 
-namespace {
-// The dX of a stride-1 convolution over a (logical) input of out-size: the
-// kernel flipped in space with input and output channels swapped.
-void flipped_conv(const float* dy, int batch, int h, int w, int dy_ld, const float* w_torch, int cout, int cin, int k,
-                  int pad_top, int pad_left, int in_h, int in_w, float* dx, int dx_ld, bool accumulate, float* packed_storage,
-                  const float* zero_row) {
-  const int taps = k * k;
-  PackedWeights packed;
-  // weight'(n = ci, c = co, t) = W[co][ci][taps - 1 - t]
-  WeightSource src = {w_torch + (taps - 1), taps, (long long)cin * taps, -1};
-  pack_weights(&packed, packed_storage, &src, &cin, 1, cout, k, k);
-  ConvGeometry g;
-  g.batch = batch;
-  g.in_h = in_h;
-  g.in_w = in_w;
-  g.in_ld = dy_ld;
-  g.out_h = h;
-  g.out_w = w;
-  g.out_ld = dx_ld;
-  g.pad_top = pad_top;
-  g.pad_left = pad_left;
-  ConvEpilogue ep;
-  if (accumulate) {
-    ep.residual = dx;
-    ep.residual_ld = dx_ld;
+void transpose_packed_panel(const float* src, size_t src_panel_floats, int n, int k, int p, float* dst) {
+  const int nr = conv_panel_width();
+  const int k0 = p * nr, kn = imin(nr, k - k0);
+  for (int i = 0; i < n; ++i) {
+    const float* s = src + (size_t)(i / nr) * src_panel_floats + (size_t)k0 * nr + i % nr;
+    float* d = dst + (size_t)i * nr;
+    for (int j = 0; j < kn; ++j) d[j] = s[(size_t)j * nr];
+    for (int j = kn; j < nr; ++j) d[j] = 0.0f;
   }
-  conv2d_forward(dy, g, packed, ep, dx, zero_row);
+}
+
+namespace {
+// dX of a stride-1 convolution is again one: the kernel flipped in space with
+// input and output channels swapped, over dY, padded by k - 1 - pad. This is
+// its geometry; in_h/in_w are the size of what it reads, out_* of the dX it
+// writes.
+ConvGeometry flipped_geometry(const ConvGeometry& g, int cin, int k) {
+  ConvGeometry f;
+  f.batch = g.batch;
+  f.pad_top = k - 1 - g.pad_top;
+  f.pad_left = k - 1 - g.pad_left;
+  f.in_h = g.out_h, f.in_w = g.out_w, f.in_ld = g.out_ld;
+  if (g.upsample == 2) {  // writes dX at the upsampled size, summed 2x2 afterwards
+    f.out_h = g.out_h, f.out_w = g.out_w, f.out_ld = cin;
+  } else {
+    f.out_h = g.in_h, f.out_w = g.in_w, f.out_ld = g.in_ld;
+  }
+  return f;
+}
+
+// Winograd needs a 3x3 kernel and a stride-1 flipped conv (dY not dilated).
+bool flipped_winograd(const ConvGeometry& g, int k, bool winograd) { return winograd && k == 3 && g.stride == 1; }
+
+PackedWeights winograd_shape(int cout, int cin) {
+  PackedWeights shape;
+  shape.cout = cout, shape.cin = cin, shape.kh = shape.kw = 3, shape.nr = conv_panel_width(), shape.winograd = true;
+  return shape;
+}
+
+// The flipped, transposed direct weights for dX, from the forward's packing.
+void pack_backward_data_weights(PackedWeights* out, float* storage, const PackedWeights& w) {
+  const int nr = conv_panel_width();
+  const int taps = w.kh * w.kw;
+  const int panels = (w.cin + nr - 1) / nr;
+  out->data = storage;
+  out->cout = w.cin;
+  out->cin = w.cout;
+  out->kh = w.kh;
+  out->kw = w.kw;
+  out->nr = nr;
+  // Tap t of the flipped kernel is tap taps - 1 - t of the forward's.
+  parallel_for(panels * taps, 1, [&](int task) {
+    const int p = task / taps, t = task % taps;
+    transpose_packed_panel(w.data + (size_t)(taps - 1 - t) * w.cin * nr, (size_t)taps * w.cin * nr, w.cout, w.cin, p,
+                           storage + ((size_t)p * taps + t) * w.cout * nr);
+  });
+}
+
+// dX of a stride-2 convolution, by the parity of its pixels: dX[2a + ry][2b + rx]
+// takes only the taps ky = ry + pad_top (mod 2) (and likewise kx), reading
+// dY[a + (ry + pad_top - ky) / 2]. So each of the four parities is a stride-1
+// convolution over dY with those taps (kernels of 2x2, 2x1, 1x2 or 1x1 for a
+// 3x3), written to a scratch grid and then put in place: a quarter of the
+// work of convolving a zero-dilated dY.
+void strided_backward_data(const float* dy, const ConvGeometry& g, const PackedWeights& w, float* dx, float* scratch,
+                           const float* zero_row, bool accumulate) {
+  const int nr = conv_panel_width();
+  const int cout = w.cout, cin = w.cin, k = w.kh, taps = k * k;
+  const int panels = (cin + nr - 1) / nr;
+  float* out = scratch + packed_weights_floats(cin, cout, taps);
+  for (int ry = 0; ry < 2; ++ry)
+    for (int rx = 0; rx < 2; ++rx) {
+      const int sub_h = (g.in_h - ry + 1) / 2, sub_w = (g.in_w - rx + 1) / 2;
+      const int ky0 = (ry + g.pad_top) & 1, kx0 = (rx + g.pad_left) & 1;
+      const int nu = (k - ky0 + 1) / 2, nv = (k - kx0 + 1) / 2;  // taps of this parity per axis
+      if (sub_h <= 0 || sub_w <= 0 || nu <= 0 || nv <= 0) continue;
+      // Tap (v, u) of the sub-kernel is forward tap ky = ky0 + 2 (nu - 1 - v) (and likewise kx).
+      PackedWeights sub;
+      sub.data = scratch;
+      sub.cout = cin, sub.cin = cout, sub.kh = nu, sub.kw = nv, sub.nr = nr;
+      parallel_for(panels * nu * nv, 1, [&](int task) {
+        const int p = task / (nu * nv), t = task % (nu * nv);
+        const int ky = ky0 + 2 * (nu - 1 - t / nv), kx = kx0 + 2 * (nv - 1 - t % nv);
+        transpose_packed_panel(w.data + (size_t)(ky * k + kx) * cin * nr, (size_t)taps * cin * nr, cout, cin, p,
+                               scratch + ((size_t)p * nu * nv + t) * cout * nr);
+      });
+      ConvGeometry f;
+      f.batch = g.batch;
+      f.in_h = g.out_h, f.in_w = g.out_w, f.in_ld = g.out_ld;
+      f.out_h = sub_h, f.out_w = sub_w, f.out_ld = cin;
+      f.pad_top = nu - 1 - (ry + g.pad_top - ky0) / 2;
+      f.pad_left = nv - 1 - (rx + g.pad_left - kx0) / 2;
+      conv2d_forward(dy, f, sub, ConvEpilogue(), out, zero_row);
+      parallel_for(g.batch * sub_h, 1, [&](int row) {
+        const int b = row / sub_h, a = row % sub_h;
+        for (int c = 0; c < sub_w; ++c) {
+          const float* src = out + ((size_t)row * sub_w + c) * cin;
+          float* d = dx + (((size_t)b * g.in_h + 2 * a + ry) * g.in_w + 2 * c + rx) * g.in_ld;
+          if (accumulate)
+            for (int i = 0; i < cin; ++i) d[i] += src[i];
+          else
+            for (int i = 0; i < cin; ++i) d[i] = src[i];
+        }
+      });
+    }
 }
 }  // namespace
 
-size_t conv2d_backward_scratch_floats(const ConvGeometry& g, int cout, int cin, int k) {
-  size_t n = packed_weights_floats(cin, cout, k * k);
+size_t conv2d_backward_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, bool winograd) {
+  size_t n;
+  if (flipped_winograd(g, k, winograd))
+    n = winograd_weights_floats(cin, cout) + winograd_scratch_floats(flipped_geometry(g, cin, k), winograd_shape(cin, cout));
+  else
+    n = packed_weights_floats(cin, cout, k * k);
   if (g.upsample == 2) n += (size_t)g.batch * g.out_h * g.out_w * cin;
-  if (g.stride == 2) n += (size_t)g.batch * (2 * g.out_h - 1) * (2 * g.out_w - 1) * cout;
+  if (g.stride == 2) n += (size_t)g.batch * ((g.in_h + 1) / 2) * ((g.in_w + 1) / 2) * cin;  // one parity's dX
   return n;
 }
 
-void conv2d_backward_data(const float* dy, const ConvGeometry& g, const float* w_torch, int cout, int cin, int k,
-                          float* dx, float* scratch, const float* zero_row) {
-  float* packed_storage = scratch;
-  float* extra = scratch + packed_weights_floats(cin, cout, k * k);
-  const int pad = k / 2;
-  if (g.stride == 1 && g.upsample == 1) {
-    // out[y] = sum_t in[y - pad_top + ky]: dX[y] = sum_t dY[y + pad_top - ky]
-    flipped_conv(dy, g.batch, g.in_h, g.in_w, g.out_ld, w_torch, cout, cin, k, k - 1 - g.pad_top, k - 1 - g.pad_left,
-                 g.out_h, g.out_w, dx, g.in_ld, true, packed_storage, zero_row);
-  } else if (g.upsample == 2) {
-    // The forward read the input upsampled x2: dX at that size, then each
-    // source pixel collects the four copies it was read as.
-    float* dx_up = extra;
-    flipped_conv(dy, g.batch, g.out_h, g.out_w, g.out_ld, w_torch, cout, cin, k, k - 1 - g.pad_top, k - 1 - g.pad_left,
-                 g.out_h, g.out_w, dx_up, cin, false, packed_storage, zero_row);
-    upsample_nearest2x_backward(dx_up, g.batch, g.in_h, g.in_w, cin, dx, g.in_ld);
-  } else {
-    // Stride 2: dX = flipped conv over dY scattered onto the even positions
-    // of a (2*out - 1) grid, padded by (k - 1 - pad).
-    const int zh = 2 * g.out_h - 1, zw = 2 * g.out_w - 1;
-    float* z = extra;
-    mb_zero(z, sizeof(float) * (size_t)g.batch * zh * zw * cout);
-    for (int b = 0; b < g.batch; ++b)
-      for (int y = 0; y < g.out_h; ++y)
-        for (int x = 0; x < g.out_w; ++x)
-          mb_copy(z + (((size_t)b * zh + 2 * y) * zw + 2 * x) * cout,
-                  dy + (((size_t)b * g.out_h + y) * g.out_w + x) * g.out_ld, sizeof(float) * cout);
-    flipped_conv(z, g.batch, g.in_h, g.in_w, cout, w_torch, cout, cin, k, k - 1 - g.pad_top, k - 1 - g.pad_left, zh, zw,
-                 dx, g.in_ld, true, packed_storage, zero_row);
+void conv2d_backward_data(const float* dy, const ConvGeometry& g, const PackedWeights& w, float* dx, float* scratch,
+                          const float* zero_row, bool accumulate) {
+  if (g.stride == 2) {
+    strided_backward_data(dy, g, w, dx, scratch, zero_row, accumulate);
+    return;
   }
-  (void)pad;
+  const int cout = w.cout, cin = w.cin, k = w.kh;
+  const ConvGeometry f = flipped_geometry(g, cin, k);
+  const bool use_winograd = flipped_winograd(g, k, w.winograd);
+  PackedWeights packed;
+  float* extra;
+  if (use_winograd) {
+    pack_winograd_backward_data_weights(&packed, scratch, w);
+    extra = scratch + winograd_weights_floats(cin, cout);
+  } else {
+    pack_backward_data_weights(&packed, scratch, w);
+    extra = scratch + packed_weights_floats(cin, cout, k * k);
+  }
+  float* winograd_scratch = extra;
+  // The upsampling conv's dX is written at the upsampled size first; the
+  // others go straight into dx (added, unless told to overwrite).
+  float* out = dx;
+  ConvEpilogue ep;
+  if (g.upsample == 2) {
+    out = extra;
+    winograd_scratch = extra + (size_t)g.batch * g.out_h * g.out_w * cin;
+  } else if (accumulate) {
+    ep.residual = dx;
+    ep.residual_ld = g.in_ld;
+  }
+  if (use_winograd)
+    winograd_conv2d_forward(dy, f, packed, ep, out, zero_row, winograd_scratch);
+  else
+    conv2d_forward(dy, f, packed, ep, out, zero_row);
+  if (g.upsample == 2) upsample_nearest2x_backward(out, g.batch, g.in_h, g.in_w, cin, dx, g.in_ld);
 }
 
 namespace {
 constexpr int kWeightGradChunk = 1024;  // output pixels per im2col chunk
+constexpr int kIm2colRows = 64;         // pixels per im2col packing task
+
+// Winograd takes the weight gradient of every stride-1 3x3 conv (its GEMMs
+// are cout x cin, large at any map size), unless cin is so small that padding
+// it to panels costs more than it saves.
+bool weight_grad_by_winograd(const ConvGeometry& g, int cin, int k) {
+  return k == 3 && g.stride == 1 && winograd_weight_grad_pays(cin);
 }
 
-size_t conv2d_backward_weights_scratch_floats(const ConvGeometry& g, int cout, int cin, int k) {
-  (void)g;
+size_t im2col_weight_grad_scratch_floats(int cout, int cin, int k) {
   const int n = k * k * cin;
   return packed_weights_floats(n, kWeightGradChunk, 1) + (size_t)cout * kWeightGradChunk + (size_t)cout * n;
 }
 
-void conv2d_backward_weights(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin, int k,
-                             float* grad_w, float* grad_b, float* scratch) {
+// dW = dY^T im2col(X), in chunks of kWeightGradChunk output pixels.
+void im2col_weight_grad(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin, int k,
+                        float* grad_w, float* scratch) {
   const int taps = k * k, n = taps * cin;
   const int rows_total = g.batch * g.out_h * g.out_w;
   const int nr = conv_panel_width();
@@ -338,27 +436,42 @@ void conv2d_backward_weights(const float* in, const ConvGeometry& g, const float
   float* dy_t = packed + packed_weights_floats(n, kWeightGradChunk, 1);
   float* dw = dy_t + (size_t)cout * kWeightGradChunk;  // [cout][tap][ci]
   const int logical_h = g.in_h * g.upsample, logical_w = g.in_w * g.upsample;
+  const int up_shift = g.upsample == 2 ? 1 : 0;  // input pixel = logical pixel >> up_shift
+  const int pixels_per_image = g.out_h * g.out_w;
   for (int m0 = 0; m0 < rows_total; m0 += kWeightGradChunk) {
     const int rows = imin(kWeightGradChunk, rows_total - m0);
-    // B(n = (tap, ci), kk = pixel) = the input under that tap: im2col, packed.
-    parallel_for(panels, 1, [&](int p) {
-      float* dst = packed + (size_t)p * rows * nr;
-      for (int r = 0; r < rows; ++r) {
-        const int m = m0 + r;
-        const int b = m / (g.out_h * g.out_w);
-        const int rem = m - b * g.out_h * g.out_w;
-        const int oy = rem / g.out_w, ox = rem % g.out_w;
-        for (int j = 0; j < nr; ++j) {
-          const int col = p * nr + j;
-          float v = 0.0f;
-          if (col < n) {
-            const int t = col / cin, ci = col % cin;
-            const int iy = oy * g.stride - g.pad_top + t / k;
-            const int ix = ox * g.stride - g.pad_left + t % k;
-            if (iy >= 0 && iy < logical_h && ix >= 0 && ix < logical_w)
-              v = in[((size_t)(b * g.in_h + iy / g.upsample) * g.in_w + ix / g.upsample) * g.in_ld + ci];
+    // B(n = (tap, ci), kk = pixel) = the input under that tap: im2col, packed
+    // in panels of nr columns, packed[panel][pixel][j]. Each (pixel, tap) is
+    // one contiguous run of cin input channels (or padding), copied into the
+    // one or more panels its columns fall in.
+    const int row_blocks = (rows + kIm2colRows - 1) / kIm2colRows;
+    parallel_for(row_blocks, 1, [&](int rb) {
+      const int r0 = rb * kIm2colRows, r1 = imin(rows, r0 + kIm2colRows);
+      int b = (m0 + r0) / pixels_per_image;
+      int oy = (m0 + r0 - b * pixels_per_image) / g.out_w;
+      int ox = m0 + r0 - b * pixels_per_image - oy * g.out_w;
+      for (int r = r0; r < r1; ++r) {
+        const float* image = in + (size_t)b * g.in_h * g.in_w * g.in_ld;
+        for (int t = 0; t < taps; ++t) {
+          const int iy = oy * g.stride - g.pad_top + t / k, ix = ox * g.stride - g.pad_left + t % k;
+          const bool inside = iy >= 0 && iy < logical_h && ix >= 0 && ix < logical_w;
+          const float* src = inside ? image + ((size_t)(iy >> up_shift) * g.in_w + (ix >> up_shift)) * g.in_ld : nullptr;
+          for (int ci = 0, col = t * cin; ci < cin;) {
+            const int p = col / nr, j = col - p * nr, len = imin(cin - ci, nr - j);
+            float* dst = packed + ((size_t)p * rows + r) * nr + j;
+            if (src)
+              for (int i = 0; i < len; ++i) dst[i] = src[ci + i];
+            else
+              for (int i = 0; i < len; ++i) dst[i] = 0.0f;
+            ci += len;
+            col += len;
           }
-          *dst++ = v;
+        }
+        // Columns past n in the last panel multiply nothing but must be finite.
+        for (int col = n; col < panels * nr; ++col) packed[((size_t)(panels - 1) * rows + r) * nr + col % nr] = 0.0f;
+        if (++ox == g.out_w) {
+          ox = 0;
+          if (++oy == g.out_h) oy = 0, ++b;
         }
       }
     });
@@ -389,13 +502,35 @@ void conv2d_backward_weights(const float* in, const ConvGeometry& g, const float
     for (int ci = 0; ci < cin; ++ci)
       for (int t = 0; t < taps; ++t) grad_w[((size_t)co * cin + ci) * taps + t] += dw[(size_t)co * n + (size_t)t * cin + ci];
   });
+}
+}  // namespace
+
+size_t conv2d_backward_weights_scratch_floats(const ConvGeometry& g, int cout, int cin, int k) {
+  if (weight_grad_by_winograd(g, cin, k)) return winograd_backward_weights_scratch_floats(g, cout, cin);
+  return im2col_weight_grad_scratch_floats(cout, cin, k);
+}
+
+void conv2d_backward_weights(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin, int k,
+                             float* grad_w, float* grad_b, float* scratch, const float* zero_row) {
+  if (weight_grad_by_winograd(g, cin, k))
+    winograd_conv2d_backward_weights(in, g, dy, cout, cin, grad_w, scratch, zero_row);
+  else
+    im2col_weight_grad(in, g, dy, cout, cin, k, grad_w, scratch);
   if (grad_b) {
+    const int rows_total = g.batch * g.out_h * g.out_w;
+    // Column sums of dY: float partial sums over blocks of rows, added up in double.
     parallel_for((cout + 15) / 16, 1, [&](int cb) {
-      const int c0 = cb * 16, c1 = imin(cout, c0 + 16);
+      const int c0 = cb * 16, cn = imin(16, cout - c0);
       double sums[16] = {};
-      for (int m = 0; m < rows_total; ++m)
-        for (int c = c0; c < c1; ++c) sums[c - c0] += dy[(size_t)m * g.out_ld + c];
-      for (int c = c0; c < c1; ++c) grad_b[c] += (float)sums[c - c0];
+      for (int m0 = 0; m0 < rows_total; m0 += 64) {
+        float part[16] = {};
+        for (int m = m0; m < imin(rows_total, m0 + 64); ++m) {
+          const float* row = dy + (size_t)m * g.out_ld + c0;
+          for (int c = 0; c < cn; ++c) part[c] += row[c];
+        }
+        for (int c = 0; c < cn; ++c) sums[c] += part[c];
+      }
+      for (int c = 0; c < cn; ++c) grad_b[c0 + c] += (float)sums[c];
     });
   }
 }

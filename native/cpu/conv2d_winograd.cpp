@@ -120,6 +120,29 @@ void pack_winograd_weights(PackedWeights* packed, float* storage, const WeightSo
   });
 }
 
+void pack_winograd_backward_data_weights(PackedWeights* out, float* storage, const PackedWeights& w) {
+  const int nr = w.nr;
+  const int panels = (w.cin + nr - 1) / nr;  // the result's columns are the forward's input channels
+  const size_t src_floats = (size_t)((w.cout + nr - 1) / nr) * w.cin * nr;  // one of the forward's 16 matrices
+  const size_t dst_floats = (size_t)panels * w.cout * nr;
+  out->data = storage;
+  out->cout = w.cin;
+  out->cin = w.cout;
+  out->kh = out->kw = 3;
+  out->nr = nr;
+  out->winograd = true;
+  // Flipping g in space reverses G's columns, which swaps G's rows 0 and 3
+  // (G J = S G), so the flipped kernel transforms to S U S^T: position (i, l)
+  // of the forward's U at (s[i], s[l]). Each of the 16 matrices is transposed.
+  static const int s[4] = {3, 1, 2, 0};
+  parallel_for(16 * panels, 1, [&](int task) {
+    const int q = task / panels, p = task % panels;
+    const int src_q = s[q / 4] * 4 + s[q % 4];
+    transpose_packed_panel(w.data + src_q * src_floats, (size_t)w.cin * nr, w.cout, w.cin, p,
+                           storage + q * dst_floats + (size_t)p * w.cout * nr);
+  });
+}
+
 size_t winograd_scratch_floats(const ConvGeometry& g, const PackedWeights& w) {
   const Blocking k = blocking(g, w);
   return (size_t)k.slots * (k.v_floats + k.m_floats);
@@ -253,6 +276,226 @@ void winograd_conv2d_forward(const float* in, const ConvGeometry& g, const Packe
             finish(y, [](const float* p) { return *p; }, [](float* p, float x) { *p = x; }, j);
           }
         }
+      }
+    }
+  });
+}
+
+
+// ---------------------------------------------------------------------------
+// Backward: the weight gradient by the transposed algorithm. With the
+// forward's input transform V = B^T d B per (tile, ci) and the transpose of
+// its output transform, dM = A dY A^T per (tile, co),
+//   dU[q][co][ci] = sum over tiles of dM[q][tile][co] * V[q][tile][ci]   (16 GEMMs)
+//   dW[co][ci] += G^T dU[co][ci] G
+// which is 2.25x fewer multiplies than dY^T im2col(X), as in the forward.
+// Tiles are taken in chunks; per chunk, V is packed in panels
+// ([q][panel][tile][nr], the GEMMs' B) and dM stored transposed, [q][co][tile]
+// (the GEMMs' A rows).
+
+namespace {
+
+constexpr int kGradChunkTiles = 128;  // the GEMMs' K per chunk
+
+// dM = A dy A^T: the 16 values from a 2x2 block of output gradients.
+inline void output_transform_transposed(const f32x4 dy[2][2], f32x4 m[16]) {
+  f32x4 r[4][2];
+  for (int b = 0; b < 2; ++b) {
+    r[0][b] = dy[0][b];
+    r[1][b] = dy[0][b] + dy[1][b];
+    r[2][b] = dy[0][b] - dy[1][b];
+    r[3][b] = f32x4{} - dy[1][b];
+  }
+  for (int i = 0; i < 4; ++i) {
+    m[i * 4 + 0] = r[i][0];
+    m[i * 4 + 1] = r[i][0] + r[i][1];
+    m[i * 4 + 2] = r[i][0] - r[i][1];
+    m[i * 4 + 3] = f32x4{} - r[i][1];
+  }
+}
+
+// rows[l] = lane l of a, b, c, d: a 4x4 transpose.
+inline void transpose4(f32x4 a, f32x4 b, f32x4 c, f32x4 d, f32x4 rows[4]) {
+  const f32x4 ab_lo = __builtin_shufflevector(a, b, 0, 4, 1, 5), ab_hi = __builtin_shufflevector(a, b, 2, 6, 3, 7);
+  const f32x4 cd_lo = __builtin_shufflevector(c, d, 0, 4, 1, 5), cd_hi = __builtin_shufflevector(c, d, 2, 6, 3, 7);
+  rows[0] = __builtin_shufflevector(ab_lo, cd_lo, 0, 1, 4, 5);
+  rows[1] = __builtin_shufflevector(ab_lo, cd_lo, 2, 3, 6, 7);
+  rows[2] = __builtin_shufflevector(ab_hi, cd_hi, 0, 1, 4, 5);
+  rows[3] = __builtin_shufflevector(ab_hi, cd_hi, 2, 3, 6, 7);
+}
+
+// V = B^T d B of one tile (b, ty, tx) for all cin channels, into panels of nr
+// channels: channel c of matrix q at dst[q * q_stride + (c / nr) * panel_stride + c % nr],
+// zeros up to the last panel's end.
+void input_transform_tile(const float* in, const ConvGeometry& g, int b, int ty, int tx, int cin,
+                          const float* zero_row, float* dst, size_t panel_stride, size_t q_stride) {
+  const int nr = conv_panel_width();
+  const int logical_h = g.in_h * g.upsample, logical_w = g.in_w * g.upsample;
+  const int up_shift = g.upsample == 2 ? 1 : 0;
+  const float* src[4][4];
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) {
+      const int iy = ty * 2 - g.pad_top + i, ix = tx * 2 - g.pad_left + j;
+      const bool inside = iy >= 0 && iy < logical_h && ix >= 0 && ix < logical_w;
+      src[i][j] = inside ? in + ((size_t)(b * g.in_h + (iy >> up_shift)) * g.in_w + (ix >> up_shift)) * g.in_ld
+                         : zero_row;
+    }
+  const int cin_padded = (cin + nr - 1) / nr * nr;
+  int c = 0;
+  for (; c + 4 <= cin; c += 4) {
+    f32x4 d[4][4], r[16];
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j) d[i][j] = load_f32x4(src[i][j] + c);
+    input_transform(d, r);
+    float* out = dst + (size_t)(c / nr) * panel_stride + c % nr;
+    for (int q = 0; q < 16; ++q) store_f32x4(out + q * q_stride, r[q]);
+  }
+  for (; c < cin_padded; ++c) {  // the same arithmetic one channel at a time; zeros past cin
+    f32x4 d[4][4], r[16];
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j) d[i][j] = f32x4{} + (c < cin ? src[i][j][c] : 0.0f);
+    input_transform(d, r);
+    float* out = dst + (size_t)(c / nr) * panel_stride + c % nr;
+    for (int q = 0; q < 16; ++q) out[q * q_stride] = r[q][0];
+  }
+}
+
+struct GradBlocking {
+  int tiles_h, tiles_w, tiles, chunk;
+  int panels;  // of cin, nr wide
+  size_t v_floats, m_floats, u_floats;
+};
+
+GradBlocking grad_blocking(const ConvGeometry& g, int cout, int cin) {
+  GradBlocking k;
+  const int nr = conv_panel_width();
+  k.tiles_h = (g.out_h + 1) / 2;
+  k.tiles_w = (g.out_w + 1) / 2;
+  k.tiles = g.batch * k.tiles_h * k.tiles_w;
+  k.chunk = imin(kGradChunkTiles, (k.tiles + 3) / 4 * 4);  // whole quads of tiles
+  k.panels = (cin + nr - 1) / nr;
+  k.v_floats = 16 * (size_t)k.panels * k.chunk * nr;
+  k.m_floats = 16 * (size_t)cout * k.chunk;
+  k.u_floats = 16 * (size_t)cout * k.panels * nr;
+  return k;
+}
+
+}  // namespace
+
+bool winograd_weight_grad_pays(int cin) {
+  // Multiplies per output pixel and output channel, with cin padded to
+  // panels: 9 * cin (direct) against 16 * cin / 4 (per 2x2 tile).
+  const int nr = conv_panel_width();
+  const int direct = (9 * cin + nr - 1) / nr * nr;
+  const int winograd = 4 * ((cin + nr - 1) / nr * nr);
+  return winograd < direct;
+}
+
+size_t winograd_backward_weights_scratch_floats(const ConvGeometry& g, int cout, int cin) {
+  const GradBlocking k = grad_blocking(g, cout, cin);
+  return k.v_floats + k.m_floats + k.u_floats;
+}
+
+void winograd_conv2d_backward_weights(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin,
+                                      float* grad_w, float* scratch, const float* zero_row) {
+  const GradBlocking k = grad_blocking(g, cout, cin);
+  const int mr = conv_tile_rows(), nr = conv_panel_width();
+  const TileKernel kernel = conv_tile_kernel();
+  const int cin_padded = k.panels * nr;
+  float* v = scratch;            // [16][panel][chunk][nr]
+  float* dm = v + k.v_floats;    // [16][cout][chunk]
+  float* du = dm + k.m_floats;   // [16][cout][cin_padded]
+  const int mtiles = (cout + mr - 1) / mr;
+
+  for (int t0 = 0; t0 < k.tiles; t0 += k.chunk) {
+    const int nt = imin(k.chunk, k.tiles - t0);
+    // 1. Transforms of the chunk's tiles, four at a time: V from the input,
+    //    dM from dY (transposed in registers to [co][tile] rows).
+    parallel_for(k.chunk / 4, 4, [&](int quad) {
+      f32x4 m[4][16];  // dM of the quad's tiles, for four output channels
+      const float* g_src[4][2][2];
+      for (int i = 0; i < 4; ++i) {
+        const int t = quad * 4 + i, tile = t0 + t;
+        const int b = tile / (k.tiles_h * k.tiles_w);
+        const int rem = tile - b * k.tiles_h * k.tiles_w;
+        const int ty = rem / k.tiles_w, tx = rem % k.tiles_w;
+        for (int a = 0; a < 2; ++a)
+          for (int e = 0; e < 2; ++e) {
+            const int oy = ty * 2 + a, ox = tx * 2 + e;
+            const bool inside = t < nt && oy < g.out_h && ox < g.out_w;  // tiles past nt: zeros
+            g_src[i][a][e] = inside ? dy + ((size_t)(b * g.out_h + oy) * g.out_w + ox) * g.out_ld : zero_row;
+          }
+        if (t < nt) input_transform_tile(in, g, b, ty, tx, cin, zero_row, v + (size_t)t * nr, (size_t)k.chunk * nr,
+                                         (size_t)k.panels * k.chunk * nr);
+      }
+      const size_t m_q = (size_t)cout * k.chunk;
+      for (int c = 0; c < cout; c += 4) {
+        const int lanes = imin(4, cout - c);
+        for (int i = 0; i < 4; ++i) {
+          f32x4 d[2][2];
+          for (int a = 0; a < 2; ++a)
+            for (int e = 0; e < 2; ++e)
+              if (lanes == 4) {
+                d[a][e] = load_f32x4(g_src[i][a][e] + c);
+              } else {
+                d[a][e] = f32x4{};
+                for (int l = 0; l < lanes; ++l) d[a][e][l] = g_src[i][a][e][c + l];
+              }
+          output_transform_transposed(d, m[i]);
+        }
+        float* dst = dm + (size_t)c * k.chunk + quad * 4;
+        for (int q = 0; q < 16; ++q) {
+          f32x4 rows[4];
+          transpose4(m[0][q], m[1][q], m[2][q], m[3][q], rows);
+          for (int l = 0; l < lanes; ++l) store_f32x4(dst + q * m_q + (size_t)l * k.chunk, rows[l]);
+        }
+      }
+    });
+
+    // 2. The 16 GEMMs, dU[q] (+)= dM[q]^T V[q], by MR rows of co at a time
+    //    across all the panels of ci (which share the rows of A).
+    parallel_for(16 * mtiles, 1, [&](int task) {
+      const int q = task / mtiles;
+      const int co0 = task % mtiles * mr;
+      const float* rows[kWinogradMaxMR];
+      float* out_rows[kWinogradMaxMR];
+      GemmTile gt;
+      gt.rows = rows;
+      gt.taps = 1;
+      gt.cin = nt;
+      gt.nrows = imin(mr, cout - co0);
+      gt.out = out_rows;
+      gt.bias = nullptr;
+      gt.batch_bias = nullptr;
+      gt.residual = t0 > 0 ? out_rows : nullptr;  // accumulate over chunks
+      gt.divisor = 1.0f;
+      for (int r = 0; r < mr; ++r)  // rows past the end repeat the last
+        rows[r] = dm + ((size_t)q * cout + co0 + imin(r, gt.nrows - 1)) * k.chunk;
+      for (int p = 0; p < k.panels; ++p) {
+        gt.panel = v + ((size_t)q * k.panels + p) * k.chunk * nr;
+        for (int r = 0; r < mr; ++r)
+          out_rows[r] = du + ((size_t)q * cout + co0 + imin(r, gt.nrows - 1)) * cin_padded + p * nr;
+        kernel(gt);
+      }
+    });
+  }
+
+  // 3. dW += G^T dU G per (co, ci), G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].
+  parallel_for(cout, 1, [&](int co) {
+    for (int ci = 0; ci < cin; ++ci) {
+      float u[4][4];
+      for (int q = 0; q < 16; ++q) u[q / 4][q % 4] = du[((size_t)q * cout + co) * cin_padded + ci];
+      float r[3][4];  // G^T u
+      for (int l = 0; l < 4; ++l) {
+        r[0][l] = u[0][l] + 0.5f * (u[1][l] + u[2][l]);
+        r[1][l] = 0.5f * (u[1][l] - u[2][l]);
+        r[2][l] = 0.5f * (u[1][l] + u[2][l]) + u[3][l];
+      }
+      float* w = grad_w + ((size_t)co * cin + ci) * 9;
+      for (int x = 0; x < 3; ++x) {
+        w[x * 3 + 0] += r[x][0] + 0.5f * (r[x][1] + r[x][2]);
+        w[x * 3 + 1] += 0.5f * (r[x][1] - r[x][2]);
+        w[x * 3 + 2] += 0.5f * (r[x][1] + r[x][2]) + r[x][3];
       }
     }
   });

@@ -9,7 +9,19 @@ void silu_forward(const float* x, long long n, float* y) {
 }
 
 void add_forward(const float* a, const float* b, long long n, float* y) {
-  for (long long i = 0; i < n; ++i) y[i] = a[i] + b[i];
+  constexpr long long kChunk = 1 << 14;
+  parallel_ranges((int)((n + kChunk - 1) / kChunk), 1, [&](int c0, int c1) {
+    const long long i1 = (long long)c1 * kChunk < n ? (long long)c1 * kChunk : n;
+    for (long long i = (long long)c0 * kChunk; i < i1; ++i) y[i] = a[i] + b[i];
+  });
+}
+
+void zero_floats(float* x, size_t n) {
+  constexpr size_t kChunk = 1 << 16;
+  parallel_ranges((int)((n + kChunk - 1) / kChunk), 1, [&](int c0, int c1) {
+    const size_t i0 = (size_t)c0 * kChunk, i1 = (size_t)c1 * kChunk < n ? (size_t)c1 * kChunk : n;
+    mb_zero(x + i0, sizeof(float) * (i1 - i0));
+  });
 }
 
 void silu_backward(const float* x, const float* dy, long long n, float* dx) {

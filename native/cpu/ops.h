@@ -66,14 +66,23 @@ void conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights&
 // activations feed more than one consumer.
 //
 // dX for the convolution whose forward ran with geometry g (stride 1, stride 2
-// or upsample 2), weights in torch layout [cout][cin][k][k].
-size_t conv2d_backward_scratch_floats(const ConvGeometry& g, int cout, int cin, int k);
-void conv2d_backward_data(const float* dy, const ConvGeometry& g, const float* w_torch, int cout, int cin, int k,
-                          float* dx, float* scratch, const float* zero_row);
-// dW (torch layout) and db, accumulated.
+// or upsample 2) and packed weights w: a convolution with the flipped,
+// transposed kernel, whose packing is the forward's transposed (so the
+// backward uses exactly the weights the forward did). Winograd layers' dX
+// goes by Winograd too. The scratch size takes w's shape (cout, cin, k, winograd).
+// accumulate = false overwrites dx instead (not for upsampling convs).
+size_t conv2d_backward_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, bool winograd);
+void conv2d_backward_data(const float* dy, const ConvGeometry& g, const PackedWeights& w, float* dx, float* scratch,
+                          const float* zero_row, bool accumulate = true);
+// The packing of B^T from a packed B (one matrix with n columns, n = its
+// cout, and k rows, panels src_panel_floats apart): panel p of the result,
+// [n][nr], zero past k. Used to derive the backward's weights from the forward's.
+void transpose_packed_panel(const float* src, size_t src_panel_floats, int n, int k, int p, float* dst);
+// dW (torch layout) and db, accumulated; by Winograd for stride-1 3x3 convs
+// where that saves work.
 size_t conv2d_backward_weights_scratch_floats(const ConvGeometry& g, int cout, int cin, int k);
 void conv2d_backward_weights(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin, int k,
-                             float* grad_w, float* grad_b, float* scratch);
+                             float* grad_w, float* grad_b, float* scratch, const float* zero_row);
 // C[m][n] (+)= sum_k A[m][k] * B(n, k), B read through a WeightSource (any strides).
 size_t matmul_scratch_floats(int n, int k);
 void matmul(const float* a, int lda, int m, int k, const WeightSource& b, int n, float* c, int ldc, bool accumulate,
@@ -89,6 +98,14 @@ void pack_winograd_weights(PackedWeights* packed, float* storage, const WeightSo
 size_t winograd_scratch_floats(const ConvGeometry& g, const PackedWeights& w);
 void winograd_conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
                              float* out, const float* zero_row, float* scratch);
+// The flipped, transposed Winograd weights for dX, from the forward's packing.
+void pack_winograd_backward_data_weights(PackedWeights* out, float* storage, const PackedWeights& w);
+// The weight gradient (torch layout, accumulated; no bias) of such a conv by
+// the transposed algorithm; worth it when winograd_weight_grad_pays(cin).
+bool winograd_weight_grad_pays(int cin);
+size_t winograd_backward_weights_scratch_floats(const ConvGeometry& g, int cout, int cin);
+void winograd_conv2d_backward_weights(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin,
+                                      float* grad_w, float* scratch, const float* zero_row);
 
 // ---------------------------------------------------------------------------
 // groupnorm.cpp: GroupNorm over NHWC, with the tails that follow it in the
@@ -192,6 +209,8 @@ void silu_forward(const float* x, long long n, float* y);
 // dx += dy * silu'(x)
 void silu_backward(const float* x, const float* dy, long long n, float* dx);
 void add_forward(const float* a, const float* b, long long n, float* y);
+// x[0..n) = 0, in parallel (gradient buffers are large)
+void zero_floats(float* x, size_t n);
 // Any NaN or Inf in x? (input validation)
 bool has_non_finite(const float* x, long long n);
 

@@ -2,10 +2,13 @@
 // each layer's inputs in its `saved` record), the MSE loss, and the backward
 // walk, which visits the graph of unet.cpp in reverse, block for block.
 //
-// Every gradient buffer is zero-filled when allocated and every backward op
-// adds into it, because activations feed several consumers (a resnet's input
-// feeds its norm and its residual; a down block's outputs are also skips).
-// Parameter gradients accumulate across calls until zero_grad.
+// Every backward op adds into its input gradients, because activations feed
+// several consumers (a resnet's input feeds its norm and its residual; a down
+// block's outputs are also skips), so gradient buffers start zero-filled.
+// The exceptions, with a single producer, skip the fill: a conv input that
+// only the conv reads (conv_backward_fresh) and a resnet's dx, which starts
+// as its residual gradient. Parameter gradients accumulate across calls
+// until zero_grad.
 #include "exec.h"
 
 namespace mb {
@@ -16,28 +19,50 @@ float* G(Exec& ex, int index) { return ex.m->params[index].grad; }
 
 // Gradients of a convolution or linear layer: weights and bias into the
 // parameter gradients; the input gradient added into dx (if wanted).
-void conv_backward(Exec& ex, const ConvLayer& c, const ConvSaved& s, const Act& dy, Act* dx) {
+void conv_backward(Exec& ex, const ConvLayer& c, const ConvSaved& s, const Act& dy, Act* dx, bool accumulate = true) {
   float* scratch_w = ex.arena->alloc(conv2d_backward_weights_scratch_floats(s.geometry, c.cout, c.cin, c.k));
-  float* scratch_d = dx ? ex.arena->alloc(conv2d_backward_scratch_floats(s.geometry, c.cout, c.cin, c.k)) : nullptr;
+  float* scratch_d = dx ? ex.arena->alloc(conv2d_backward_scratch_floats(s.geometry, c.cout, c.cin, c.k, c.winograd)) : nullptr;
   if (!ex.run()) return;
-  conv2d_backward_weights(s.in.data, s.geometry, dy.data, c.cout, c.cin, c.k, G(ex, c.weight), G(ex, c.bias), scratch_w);
-  if (dx)
-    conv2d_backward_data(dy.data, s.geometry, P(ex, c.weight), c.cout, c.cin, c.k, dx->data, scratch_d, ex.zero_row);
+  conv2d_backward_weights(s.in.data, s.geometry, dy.data, c.cout, c.cin, c.k, G(ex, c.weight), G(ex, c.bias), scratch_w,
+                          ex.zero_row);
+  if (dx) conv2d_backward_data(dy.data, s.geometry, c.packed, dx->data, scratch_d, ex.zero_row, accumulate);
+}
+
+// d(input) of a convolution whose input feeds nothing else: a new buffer,
+// which the dX convolution writes rather than adds into (no zero-fill).
+Act conv_backward_fresh(Exec& ex, const ConvLayer& c, const ConvSaved& s, const Act& dy) {
+  if (s.geometry.upsample == 2) {  // its dX is summed 2x2 into place: start from zeros
+    Act dx = ex.zeros(s.in.h, s.in.w, s.in.c);
+    conv_backward(ex, c, s, dy, &dx);
+    return dx;
+  }
+  Act dx = ex.alloc(s.in.h, s.in.w, s.in.c);
+  conv_backward(ex, c, s, dy, &dx, false);
+  return dx;
+}
+
+// dW and db of a linear layer (cin -> cout) over `rows` vectors, its output
+// gradient's rows dy_ld floats apart.
+void linear_weight_grad(Exec& ex, int weight, int bias, int cin, int cout, const float* x, int rows, const float* dy,
+                        int dy_ld) {
+  ConvGeometry g = rows_geometry(rows, cin, cout);
+  g.out_ld = dy_ld;
+  // The geometry's batch is 1 with `rows` pixels: the Exec batch does not apply.
+  float* scratch = ex.arena->alloc(conv2d_backward_weights_scratch_floats(g, cout, cin, 1));
+  if (ex.run()) conv2d_backward_weights(x, g, dy, cout, cin, 1, G(ex, weight), G(ex, bias), scratch, ex.zero_row);
+}
+
+// dx += dy W for a linear layer (or several fused, like attention's q|k|v).
+void linear_data_grad(Exec& ex, const ConvLayer& c, int rows, const float* dy, float* dx) {
+  const ConvGeometry g = rows_geometry(rows, c.cin, c.cout);
+  float* scratch = ex.arena->alloc(conv2d_backward_scratch_floats(g, c.cout, c.cin, 1, false));
+  if (ex.run()) conv2d_backward_data(dy, g, c.packed, dx, scratch, ex.zero_row);
 }
 
 // A linear layer over `rows` vectors: dW, db, and dx += dy W (if dx).
 void linear_backward(Exec& ex, const ConvLayer& c, const float* x, int rows, const float* dy, float* dx) {
-  ConvSaved s;
-  s.in = Act{const_cast<float*>(x), 1, rows, c.cin};
-  s.geometry = rows_geometry(rows, c.cin, c.cout);
-  Act dy_act{const_cast<float*>(dy), 1, rows, c.cout};
-  // The geometry's batch is 1 with `rows` pixels: the Exec batch does not apply.
-  float* scratch_w = ex.arena->alloc(conv2d_backward_weights_scratch_floats(s.geometry, c.cout, c.cin, 1));
-  float* scratch_d = dx ? ex.arena->alloc(conv2d_backward_scratch_floats(s.geometry, c.cout, c.cin, 1)) : nullptr;
-  if (!ex.run()) return;
-  conv2d_backward_weights(x, s.geometry, dy, c.cout, c.cin, 1, G(ex, c.weight), G(ex, c.bias), scratch_w);
-  if (dx) conv2d_backward_data(dy, s.geometry, P(ex, c.weight), c.cout, c.cin, 1, dx, scratch_d, ex.zero_row);
-  (void)dy_act;
+  linear_weight_grad(ex, c.weight, c.bias, c.cin, c.cout, x, rows, dy, c.cout);
+  if (dx) linear_data_grad(ex, c, rows, dy, dx);
 }
 
 void norm_backward(Exec& ex, const NormLayer& n, const Act& x, const float* stats, bool silu, const float* scale_shift,
@@ -72,20 +97,24 @@ Act divided(Exec& ex, const Act& dy, float divisor) {
 // ResnetBlock2D backward: returns d(input); adds into d(silu_emb).
 Act resnet_backward(Exec& ex, const ResnetLayer& r, const Act& dout, float* d_silu_emb) {
   const ResnetSaved& s = r.saved;
-  Act dx = ex.zeros(s.x.h, s.x.w, s.x.c);
   const Act dpre = divided(ex, dout, r.output_scale_factor);
+  // Without resampling the residual branch's input is x itself, so dx starts
+  // as that branch's gradient: dpre (an identity shortcut), or zeros for the
+  // shortcut conv's dX or the resampling's backward to add into.
+  const bool identity = !r.has_shortcut && r.resample == 0;
+  Act dx = identity ? ex.alloc(s.x.h, s.x.w, s.x.c) : ex.zeros(s.x.h, s.x.w, s.x.c);
+  if (identity && ex.run()) mb_copy(dx.data, dpre.data, sizeof(float) * dx.floats(ex.batch));
 
   // conv2 (through the dropout mask) and the residual branch
-  Act dh2 = ex.zeros(s.h2.h, s.h2.w, s.h2.c);
-  conv_backward(ex, r.conv2, ConvSaved{s.h2d, dpre, make_geometry(ex, s.h2d, 1, 1, 1, 1, dpre)}, dpre, &dh2);
+  Act dh2 = conv_backward_fresh(ex, r.conv2, ConvSaved{s.h2d, dpre, make_geometry(ex, s.h2d, 1, 1, 1, 1, dpre)}, dpre);
   if (ex.m->dropout > 0 && ex.run())
     dropout_apply(ex.dropout_seed, s.dropout_stream, ex.m->dropout, dh2.data, (long long)dh2.floats(ex.batch), dh2.data);
-  Act dxres = ex.zeros(s.xres.h, s.xres.w, s.xres.c);
-  if (r.has_shortcut) {
+  // d(xres), the resampled input's gradient: dx itself when nothing
+  // resamples, else dpre or the shortcut conv's dX, resampled back below.
+  Act dxres = dx;
+  if (r.resample != 0) dxres = r.has_shortcut ? ex.zeros(s.xres.h, s.xres.w, s.xres.c) : dpre;
+  if (r.has_shortcut)
     conv_backward(ex, r.conv_shortcut, ConvSaved{s.xres, dpre, make_geometry(ex, s.xres, 1, 1, 0, 0, dpre)}, dpre, &dxres);
-  } else if (ex.run()) {
-    add_forward(dxres.data, dpre.data, (long long)dpre.floats(ex.batch), dxres.data);
-  }
 
   // GroupNorm2 (+ scale/shift) + SiLU, and the time projection's gradient
   const int proj_width = r.time_emb_proj.cout;
@@ -98,17 +127,18 @@ Act resnet_backward(Exec& ex, const ResnetLayer& r, const Act& dout, float* d_si
   if (!ex.m->scale_shift && ex.run()) {
     // hidden + temb[:, :, None, None]: dtemb[b][c] = sum over pixels of dh1
     const int pixels = s.h1.h * s.h1.w;
-    for (int b = 0; b < ex.batch; ++b)
+    parallel_for(ex.batch, 1, [&](int b) {
+      float* row = dtemb + (size_t)b * proj_width;
       for (int p = 0; p < pixels; ++p) {
         const float* g = dh1.data + ((size_t)b * pixels + p) * s.h1.c;
-        for (int c = 0; c < s.h1.c; ++c) dtemb[(size_t)b * proj_width + c] += g[c];
+        for (int c = 0; c < s.h1.c; ++c) row[c] += g[c];
       }
+    });
   }
   linear_backward(ex, r.time_emb_proj, ex.silu_emb, ex.batch, dtemb, d_silu_emb);
 
   // conv1, the resampling, GroupNorm1 + SiLU
-  Act dhin = ex.zeros(s.hin.h, s.hin.w, s.hin.c);
-  conv_backward(ex, r.conv1, ConvSaved{s.hin, s.h1, make_geometry(ex, s.hin, 1, 1, 1, 1, s.h1)}, dh1, &dhin);
+  Act dhin = conv_backward_fresh(ex, r.conv1, ConvSaved{s.hin, s.h1, make_geometry(ex, s.hin, 1, 1, 1, 1, s.h1)}, dh1);
   Act dh0 = dhin;
   if (r.resample != 0) {
     dh0 = ex.zeros(s.h0.h, s.h0.w, s.h0.c);
@@ -121,8 +151,6 @@ Act resnet_backward(Exec& ex, const ResnetLayer& r, const Act& dout, float* d_si
         avgpool2x2_backward(dxres.data, ex.batch, s.x.h, s.x.w, s.x.c, dx.data);
       }
     }
-  } else if (ex.run()) {
-    add_forward(dx.data, dxres.data, (long long)dx.floats(ex.batch), dx.data);
   }
   norm_backward(ex, r.norm1, s.x, s.stats1, true, nullptr, 0, dh0, dx, nullptr);
   return dx;
@@ -150,22 +178,14 @@ Act attention_backward_block(Exec& ex, const AttnLayer& a, const Act& dout) {
   float* scratch = ex.arena->alloc(attention_backward_scratch_floats(args));
   if (ex.run()) attention_backward(s.qkv, args, dattn, dqkv, scratch);
 
-  // The fused q|k|v projection: gradients split back into the three layers.
+  // The fused q|k|v projection: dW per layer from its column slice of dqkv,
+  // dx through the fused weights in one GEMM.
   Act dnormed = ex.zeros(s.x.h, s.x.w, s.x.c);
   const int weights[3] = {a.q_w, a.k_w, a.v_w};
   const int biases[3] = {a.q_b, a.k_b, a.v_b};
-  for (int part = 0; part < 3; ++part) {
-    ConvLayer layer;
-    layer.weight = weights[part];
-    layer.bias = biases[part];
-    layer.cin = layer.cout = C;
-    layer.k = 1;
-    // dy for this part is a column slice of dqkv: copy it out contiguous.
-    float* dy = ex.arena->alloc((size_t)rows * C);
-    if (ex.run())
-      for (int r = 0; r < rows; ++r) mb_copy(dy + (size_t)r * C, dqkv + (size_t)r * 3 * C + part * C, sizeof(float) * C);
-    linear_backward(ex, layer, s.normed.data, rows, dy, dnormed.data);
-  }
+  for (int part = 0; part < 3; ++part)
+    linear_weight_grad(ex, weights[part], biases[part], C, C, s.normed.data, rows, dqkv + part * C, 3 * C);
+  linear_data_grad(ex, a.qkv, rows, dqkv, dnormed.data);
   if (a.has_norm)
     norm_backward(ex, a.norm, s.x, s.stats, false, nullptr, 0, dnormed, dx, nullptr);
   else if (ex.run())
@@ -187,8 +207,7 @@ void run_backward(Exec& ex, const Act& dy, const float* timesteps, const float* 
   float* d_silu_emb = ex.zeros((size_t)B * TE);
 
   // 6. out
-  Act dnormed = ex.zeros(saved.conv_out.in.h, saved.conv_out.in.w, saved.conv_out.in.c);
-  conv_backward(ex, m->conv_out, saved.conv_out, dy, &dnormed);
+  Act dnormed = conv_backward_fresh(ex, m->conv_out, saved.conv_out, dy);
   Act dh = ex.zeros(saved.h_last.h, saved.h_last.w, saved.h_last.c);
   norm_backward(ex, m->norm_out, saved.h_last, saved.norm_out_stats, true, nullptr, 0, dnormed, dh, nullptr);
 
@@ -205,9 +224,7 @@ void run_backward(Exec& ex, const Act& dy, const float* timesteps, const float* 
     Block& blk = m->up[i];
     if (blk.resample_kind == kResampleConv) {
       const ConvSaved& s = blk.resample_saved;
-      Act din = ex.zeros(s.in.h, s.in.w, s.in.c);
-      conv_backward(ex, blk.resample_conv, s, dh, &din);
-      dh = din;
+      dh = conv_backward_fresh(ex, blk.resample_conv, s, dh);
     } else if (blk.resample_kind == kResampleResnet) {
       dh = resnet_backward(ex, blk.resample_resnet, dh, d_silu_emb);
     }
@@ -237,9 +254,7 @@ void run_backward(Exec& ex, const Act& dy, const float* timesteps, const float* 
       add_into(ex, dh, dskips[k--]);
       if (blk.resample_kind == kResampleConv) {
         const ConvSaved& s = blk.resample_saved;
-        Act din = ex.zeros(s.in.h, s.in.w, s.in.c);
-        conv_backward(ex, blk.resample_conv, s, dh, &din);
-        dh = din;
+        dh = conv_backward_fresh(ex, blk.resample_conv, s, dh);
       } else {
         dh = resnet_backward(ex, blk.resample_resnet, dh, d_silu_emb);
       }

@@ -96,12 +96,12 @@ struct Exec {
   // A zero-filled buffer (gradients accumulate into these).
   Act zeros(int h, int w, int c) {
     Act a = alloc(h, w, c);
-    if (run()) mb_zero(a.data, a.floats(batch) * sizeof(float));
+    if (run()) zero_floats(a.data, a.floats(batch));
     return a;
   }
   float* zeros(size_t n) {
     float* p = arena->alloc(n);
-    if (run()) mb_zero(p, n * sizeof(float));
+    if (run()) zero_floats(p, n);
     return p;
   }
   bool run() const { return !planning && status == kOk; }

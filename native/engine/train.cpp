@@ -45,6 +45,28 @@ double grad_norm(Model* m) {
   return sqrt_f64(total);
 }
 
+namespace {
+
+struct AdamwCoefs {
+  float decay, one_minus_beta1, beta2, one_minus_beta2, step_size, bc2_sqrt, eps, scale;
+};
+
+// One range of one tensor. The arrays never overlap and the coefficients are
+// values: that lets the compiler vectorise the loop (same operations per lane).
+void adamw_range(float* __restrict w, float* __restrict ma, float* __restrict va, const float* __restrict g, size_t n,
+                 const AdamwCoefs c) {
+  for (size_t k = 0; k < n; ++k) {
+    const float gk = c.scale == 1.0f ? g[k] : g[k] * c.scale;
+    w[k] = w[k] * c.decay;
+    ma[k] = ma[k] + c.one_minus_beta1 * (gk - ma[k]);
+    va[k] = va[k] * c.beta2 + c.one_minus_beta2 * (gk * gk);
+    const float denom = sqrt_f32(va[k]) / c.bc2_sqrt + c.eps;
+    w[k] = w[k] + (-c.step_size) * (ma[k] / denom);
+  }
+}
+
+}  // namespace
+
 // torch.optim.AdamW, single-tensor path, in its float32 order of operations:
 //   param *= 1 - lr * wd
 //   exp_avg = lerp(exp_avg, grad, 1 - beta1)
@@ -61,30 +83,20 @@ int adamw_step(Model* m, double lr, double beta1, double beta2, double eps, doub
   if (step > 100000) b1p = b2p = 0.0;
   bc1 = 1.0 - b1p;
   bc2 = 1.0 - b2p;
-  const float decay = (float)(1.0 - lr * weight_decay);
-  const float one_minus_beta1 = (float)(1.0 - beta1);
-  const float beta2f = (float)beta2, one_minus_beta2 = (float)(1.0 - beta2);
-  const float step_size = (float)(lr / bc1);
-  const float bc2_sqrt = (float)sqrt_f64(bc2);
-  const float epsf = (float)eps;
-  const float scale = (float)grad_scale;
+  AdamwCoefs c;
+  c.decay = (float)(1.0 - lr * weight_decay);
+  c.one_minus_beta1 = (float)(1.0 - beta1);
+  c.beta2 = (float)beta2, c.one_minus_beta2 = (float)(1.0 - beta2);
+  c.step_size = (float)(lr / bc1);
+  c.bc2_sqrt = (float)sqrt_f64(bc2);
+  c.eps = (float)eps;
+  c.scale = (float)grad_scale;
   for (int i = 0; i < m->params.size; ++i) {
     Param& p = m->params[i];
     if (!p.trainable) continue;
-    float* w = p.data;
-    float* ma = p.exp_avg;
-    float* va = p.exp_avg_sq;
-    const float* g = p.grad;
     parallel_ranges((int)((p.numel + 4095) / 4096), 1, [&](int c0, int c1) {
       const size_t k0 = (size_t)c0 * 4096, k1 = (size_t)c1 * 4096 < p.numel ? (size_t)c1 * 4096 : p.numel;
-      for (size_t k = k0; k < k1; ++k) {
-        const float gk = scale == 1.0f ? g[k] : g[k] * scale;
-        w[k] = w[k] * decay;
-        ma[k] = ma[k] + one_minus_beta1 * (gk - ma[k]);
-        va[k] = va[k] * beta2f + one_minus_beta2 * (gk * gk);
-        const float denom = sqrt_f32(va[k]) / bc2_sqrt + epsf;
-        w[k] = w[k] + (-step_size) * (ma[k] / denom);
-      }
+      adamw_range(p.data + k0, p.exp_avg + k0, p.exp_avg_sq + k0, p.grad + k0, k1 - k0, c);
     });
   }
   return model_repack(m);

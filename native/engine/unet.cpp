@@ -910,16 +910,21 @@ int ensure_arena(Model* m, int batch, int height, int width, bool training, size
         (long long)(bytes >> 20)).add(" MB of activations, over the limit of ").add_int((long long)(m->arena_limit_bytes >> 20)).add(" MB");
     return fail(m, kErrOutOfMemory, msg);
   }
-  m->arena.free_storage();
-  m->planned_batch = m->planned_h = m->planned_w = 0;
-  m->arena.base = static_cast<float*>(mb_alloc(bytes));
+  // Storage that is already big enough stays (say a training step's arena
+  // serving the forwards between steps): a new one would page-fault all over.
+  if (!m->arena.base || m->arena.capacity < bytes / sizeof(float)) {
+    m->arena.free_storage();
+    m->planned_batch = m->planned_h = m->planned_w = 0;
+    m->arena.base = static_cast<float*>(mb_alloc(bytes));
+    m->arena.capacity = bytes / sizeof(float);
+  }
   if (!m->arena.base) {
     Message msg;
     msg.add("out of memory: ").add(what).add(" at batch ").add_int(batch).add(", ").add_int(height).add("x").add_int(width).add(
         " needs ").add_int((long long)(bytes >> 20)).add(" MB of activations");
+    m->arena.capacity = 0;
     return fail(m, kErrOutOfMemory, msg);
   }
-  m->arena.capacity = bytes / sizeof(float);
   m->planned_batch = batch;
   m->planned_h = height;
   m->planned_w = width;
