@@ -51,8 +51,15 @@ for (const modelName of models) {
       engine.adamwStep({ lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step: 1, gradScale: 1 });
     };
     const forward = () => unet.forward(x0, [batch, channels, size, size], timesteps);
-    await step(); // warm-up: plans the arena
-    await forward();
+    try {
+      await step(); // warm-up: plans the arena
+      await forward();
+    } catch (e) {
+      // e.g. wasm's 4 GB address space at cifar10-32, batch 16
+      rows.push({ model: modelName, backend, batch, 'train step ms': `failed: ${(e as Error).message.slice(0, 60)}` });
+      unet.dispose();
+      continue;
+    }
     const trainMs: number[] = [];
     const forwardMs: number[] = [];
     for (let i = 0; i < iterations; i++) {
