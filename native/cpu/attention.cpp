@@ -69,27 +69,12 @@ void attention_forward(const float* qkv, const AttentionArgs& a, float* out, flo
 
       for (int q0 = 0; q0 < T; q0 += qb) {
         const int rows = imin(qb, T - q0);
-        ConvGeometry gs;
-        gs.batch = 1;
-        gs.in_h = 1;
-        gs.in_w = rows;
-        gs.in_ld = ld;
-        gs.out_h = 1;
-        gs.out_w = rows;
-        gs.out_ld = T;
-        conv2d_forward(q + (size_t)q0 * ld, gs, pk, ConvEpilogue(), scores, zero_row);
+        conv2d_forward(q + (size_t)q0 * ld, rows_geometry(rows, ld, T), pk, ConvEpilogue(), scores, zero_row);
 
         softmax_rows(scores, rows, T, a.scale);
 
-        ConvGeometry go;
-        go.batch = 1;
-        go.in_h = 1;
-        go.in_w = rows;
-        go.in_ld = T;
-        go.out_h = 1;
-        go.out_w = rows;
-        go.out_ld = C;
-        conv2d_forward(scores, go, pv, ConvEpilogue(), out + ((size_t)b * T + q0) * C + h * dh, zero_row);
+        conv2d_forward(scores, rows_geometry(rows, T, C), pv, ConvEpilogue(), out + ((size_t)b * T + q0) * C + h * dh,
+                       zero_row);
       }
     }
   }

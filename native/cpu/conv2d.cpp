@@ -226,14 +226,7 @@ void matmul(const float* a, int lda, int m, int k, const WeightSource& b, int n,
   if (m <= 0 || n <= 0 || k <= 0) return;
   PackedWeights packed;
   pack_weights(&packed, scratch, &b, &n, 1, k, 1, 1);
-  ConvGeometry g;
-  g.batch = 1;
-  g.in_h = 1;
-  g.in_w = m;
-  g.in_ld = lda;
-  g.out_h = 1;
-  g.out_w = m;
-  g.out_ld = ldc;
+  const ConvGeometry g = rows_geometry(m, lda, ldc);
   ConvEpilogue ep;
   if (accumulate) {
     ep.residual = c;  // each element reads its own old value before the tile stores it
@@ -482,14 +475,7 @@ void im2col_weight_grad(const float* in, const ConvGeometry& g, const float* dy,
     pw.kh = pw.kw = 1;
     pw.nr = nr;
     transpose(dy + (size_t)m0 * g.out_ld, rows, cout, g.out_ld, dy_t, rows);
-    ConvGeometry gg;
-    gg.batch = 1;
-    gg.in_h = 1;
-    gg.in_w = cout;
-    gg.in_ld = rows;
-    gg.out_h = 1;
-    gg.out_w = cout;
-    gg.out_ld = n;
+    const ConvGeometry gg = rows_geometry(cout, rows, n);
     ConvEpilogue ep;
     if (m0 > 0) {
       ep.residual = dw;

@@ -47,6 +47,20 @@ struct ConvGeometry {
   int stride = 1, pad_top = 0, pad_left = 0;
 };
 
+// A GEMM as a convolution: `rows` vectors (rows of A, in_ld apart) form a
+// 1 x rows image, so linear layers and matmuls share the conv driver.
+inline ConvGeometry rows_geometry(int rows, int in_ld, int out_ld) {
+  ConvGeometry g;
+  g.batch = 1;
+  g.in_h = 1;
+  g.in_w = rows;
+  g.in_ld = in_ld;
+  g.out_h = 1;
+  g.out_w = rows;
+  g.out_ld = out_ld;
+  return g;
+}
+
 // out = (conv(in) + bias + batch_bias[b] + residual) / divisor, all fused into
 // the GEMM's store (diffusers divides by output_scale_factor, so do we). Any of
 // the extra terms may be null.

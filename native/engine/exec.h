@@ -136,17 +136,4 @@ inline ConvGeometry make_geometry(const Exec& ex, const Act& x, int upsample, in
   return g;
 }
 
-// Rows of vectors as a 1 x rows image, for linear layers.
-inline ConvGeometry rows_geometry(int rows, int in_ld, int out_ld) {
-  ConvGeometry g;
-  g.batch = 1;
-  g.in_h = 1;
-  g.in_w = rows;
-  g.in_ld = in_ld;
-  g.out_h = 1;
-  g.out_w = rows;
-  g.out_ld = out_ld;
-  return g;
-}
-
 }  // namespace mb
