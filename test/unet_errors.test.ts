@@ -245,11 +245,11 @@ test('class-conditional models need valid labels', async () => {
 test('a forward beyond the memory limit is refused before allocating', async () => {
   for (const backend of BACKENDS) {
     const unet = await loadUNet(fixturePath('unet/tiny'), { backend, memoryLimitBytes: 64 << 20 });
-    const needed = unet.activationBytes(512, 64, 64);
+    const needed = unet.activationBytes(64, 64, 64);
     assert.ok(needed > 64 << 20, `plan for a big batch exceeds the limit (${needed})`);
     // The sample itself is small enough to build; the activations are not.
-    const x = new Float32Array(512 * 3 * 64 * 64);
-    await assert.rejects(unet.forward(x, [512, 3, 64, 64], 1), (err: unknown) => {
+    const x = new Float32Array(64 * 3 * 64 * 64);
+    await assert.rejects(unet.forward(x, [64, 3, 64, 64], 1), (err: unknown) => {
       assert.ok(err instanceof MemoryLimitError, String(err));
       assert.match((err as Error).message, /needs \d+ MB of activations, over the limit of 64 MB/);
       return true;
@@ -266,5 +266,22 @@ test('createUNet builds a random model from a config alone', async () => {
   assert.equal(unet.parameterCount > 100000, true);
   const out = await unet.forward(new Float32Array(3 * 16 * 16).fill(0.2), [1, 3, 16, 16], 5);
   assert.ok(out.every((v) => Number.isFinite(v)) && out.some((v) => v !== 0));
+  unet.dispose();
+});
+
+test('sizes a backend cannot address are refused with a MemoryLimitError, not wrapped around', async () => {
+  const unet = await loadUNet(fixturePath('unet/tiny'), { backend: 'wasm' });
+  // 64 x 256 x 256 images of 64+ channels: over 4 GB in one buffer, beyond wasm32
+  assert.throws(() => unet.activationBytes(64, 256, 256), (err: unknown) => {
+    assert.ok(err instanceof MemoryLimitError, String(err));
+    assert.match((err as Error).message, /beyond what this 32-bit \(wasm\) build can address/);
+    return true;
+  });
+  // the cpu build counts the same plan exactly (no wrap-around): 4x the batch, ~4x the bytes
+  const cpu = await loadUNet(fixturePath('unet/tiny'), { backend: 'cpu' });
+  const one = cpu.activationBytes(64, 256, 256);
+  const four = cpu.activationBytes(256, 256, 256);
+  assert.ok(four > 3.9 * one && four < 4.1 * one, `${one} -> ${four}`);
+  cpu.dispose();
   unet.dispose();
 });

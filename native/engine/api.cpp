@@ -40,7 +40,8 @@ MB_API int mb_model_finalize(Model* m) { return mb::model_finalize(m); }
 
 MB_API double mb_model_plan_bytes(Model* m, int batch, int height, int width) {
   size_t bytes = 0;
-  if (mb::model_plan_bytes(m, batch, height, width, &bytes) != mb::kOk) return -1;
+  const int status = mb::model_plan_bytes(m, batch, height, width, &bytes);
+  if (status != mb::kOk) return -(double)status;  // negative: the status code
   return (double)bytes;
 }
 

@@ -25,6 +25,7 @@ MB_API int mb_model_param_ndim(mb::Model* m, int index);
 MB_API int mb_model_param_dim(mb::Model* m, int index, int axis);
 MB_API float* mb_model_param_data(mb::Model* m, int index);
 MB_API int mb_model_finalize(mb::Model* m);
+// Arena bytes a forward at this size needs, or -(status) when it cannot be planned.
 MB_API double mb_model_plan_bytes(mb::Model* m, int batch, int height, int width);
 MB_API void mb_model_set_memory_limit(mb::Model* m, double bytes);
 MB_API int mb_model_forward(mb::Model* m, int batch, int channels, int height, int width, const float* sample_nchw,

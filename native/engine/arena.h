@@ -8,24 +8,26 @@
 
 namespace mb {
 
+// Sizes are counted in 64 bits even where size_t has 32 (wasm32), so that a
+// plan for an absurd batch reports its true size instead of wrapping around.
 struct Arena {
   float* base = nullptr;
-  size_t capacity = 0;  // floats
-  size_t top = 0;       // floats in use
-  size_t peak = 0;
+  uint64_t capacity = 0;  // floats
+  uint64_t top = 0;       // floats in use
+  uint64_t peak = 0;
   bool planning = false;
 
-  float* alloc(size_t floats) {
-    floats = align_up(floats ? floats : 1, 16);  // 64-byte aligned blocks
-    size_t offset = top;
+  float* alloc(uint64_t floats) {
+    floats = ((floats ? floats : 1) + 15) & ~(uint64_t)15;  // 64-byte aligned blocks
+    const uint64_t offset = top;
     top += floats;
     if (top > peak) peak = top;
     // While planning, hand out distinct fake addresses that are never read.
-    if (planning) return reinterpret_cast<float*>((uintptr_t)64 + offset * sizeof(float));
-    return base + offset;
+    if (planning) return reinterpret_cast<float*>((uintptr_t)64 + (uintptr_t)(offset * sizeof(float)));
+    return base + (size_t)offset;
   }
-  size_t mark() const { return top; }
-  void release(size_t mark) { top = mark; }
+  uint64_t mark() const { return top; }
+  void release(uint64_t mark) { top = mark; }
 
   void free_storage() {
     mb_free(base);

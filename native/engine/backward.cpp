@@ -372,6 +372,8 @@ int train_step(Model* m, const TrainBatch& tb, float* loss_out) {
   // Plan forward + backward together (training keeps every activation).
   if (tb.batch != m->planned_batch || tb.height != m->planned_h || tb.width != m->planned_w || !m->planned_training ||
       num_threads() != m->planned_threads) {
+    status = check_plan_size(m, tb.batch, tb.height, tb.width);
+    if (status != kOk) return status;
     Arena planner;
     planner.planning = true;
     Exec plan{m, &planner, true, tb.batch, nullptr, nullptr, true, 0, 0, kOk, Message()};
@@ -379,8 +381,9 @@ int train_step(Model* m, const TrainBatch& tb, float* loss_out) {
     float loss = 0;
     run_train_step(plan, tb, nullptr, &loss);
     if (plan.status != kOk) return fail(m, plan.status, plan.error);
-    const size_t bytes = planner.peak * sizeof(float) + (size_t)align_up(m->max_channels, 16) * sizeof(float);
-    status = ensure_arena(m, tb.batch, tb.height, tb.width, true, bytes);
+    size_t bytes = 0;
+    status = plan_total_bytes(m, planner, &bytes);
+    if (status == kOk) status = ensure_arena(m, tb.batch, tb.height, tb.width, true, bytes);
     if (status != kOk) return status;
   }
   model_clear_captures(m);

@@ -92,7 +92,7 @@ struct Exec {
   int status = kOk;
   Message error;
 
-  Act alloc(int h, int w, int c) { return Act{arena->alloc((size_t)batch * h * w * c), h, w, c}; }
+  Act alloc(int h, int w, int c) { return Act{arena->alloc((uint64_t)batch * h * w * c), h, w, c}; }
   // A zero-filled buffer (gradients accumulate into these).
   Act zeros(int h, int w, int c) {
     Act a = alloc(h, w, c);
@@ -105,8 +105,8 @@ struct Exec {
     return p;
   }
   bool run() const { return !planning && status == kOk; }
-  size_t mark() const { return arena->mark(); }
-  void release(size_t mark) {
+  uint64_t mark() const { return arena->mark(); }
+  void release(uint64_t mark) {
     if (!training) arena->release(mark);
   }
   void fail_with(const Message& msg) {

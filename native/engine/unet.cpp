@@ -503,7 +503,7 @@ void conv_apply(Exec& ex, const ConvLayer& c, const Act& x, int upsample, int st
     // Packing happens after planning: size the scratch from the layer's shape.
     PackedWeights shape = c.packed;
     shape.cout = c.cout, shape.cin = c.cin, shape.nr = conv_panel_width();
-    const size_t mark = ex.arena->mark();
+    const uint64_t mark = ex.arena->mark();
     float* scratch = ex.arena->alloc(winograd_scratch_floats(g, shape));
     if (ex.run()) {
       if (!ep.bias) ep.bias = P(ex, c.bias);
@@ -548,7 +548,7 @@ float* norm_apply(Exec& ex, const NormLayer& n, const Act& x, const Act& y, bool
 // ResnetBlock2D (pre-norm, SiLU), writing into `out` (already allocated, the
 // output size). Temporaries are released before returning (inference).
 void resnet_forward(Exec& ex, ResnetLayer& r, const Act& x, const Act& out) {
-  const size_t mark = ex.mark();
+  const uint64_t mark = ex.mark();
   ResnetSaved& s = r.saved;
   Act h = ex.alloc(x.h, x.w, x.c);
   s.x = x;
@@ -627,7 +627,7 @@ Act resnet_new(Exec& ex, ResnetLayer& r, const Act& x) {
 // updates x in place; training writes a new tensor so x stays for the backward.
 Act attention_forward_block(Exec& ex, AttnLayer& a, const Act& x) {
   Act out = ex.training ? ex.alloc(x.h, x.w, x.c) : x;
-  const size_t mark = ex.mark();
+  const uint64_t mark = ex.mark();
   AttnSaved& s = a.saved;
   const int tokens = x.h * x.w;
   const int rows = ex.batch * tokens;
@@ -803,7 +803,7 @@ Act run_forward(Exec& ex, int height, int width, const float* x_nchw, const floa
         return Act();
       }
       Act out = ex.alloc(h.h, h.w, blk.resnets[j].cout);
-      const size_t mark = ex.mark();
+      const uint64_t mark = ex.mark();
       Act cat = ex.alloc(h.h, h.w, h.c + skip.c);
       blk.prev[j] = h;
       blk.cat[j] = cat;
@@ -838,16 +838,48 @@ Act run_forward(Exec& ex, int height, int width, const float* x_nchw, const floa
   return y;
 }
 
-int model_plan_bytes(Model* m, int batch, int height, int width, size_t* bytes) {
+int check_plan_size(Model* m, int batch, int height, int width) {
   if (batch < 1 || height < 1 || width < 1 || batch > (1 << 20) || height > (1 << 15) || width > (1 << 15))
     return set_error(m, kErrInvalidArgument, Name("batch, height and width must be positive and reasonable"));
+  // Each buffer's size is computed in size_t; on 32-bit builds (wasm) refuse
+  // shapes where one could pass 4 GB before any of them is computed. The
+  // widest buffers are the widest activation (max_channels counts concats),
+  // q|k|v (3x a block's channels) and the attention backward's 3 T^2 scores.
+  if (sizeof(size_t) < 8) {
+    const double pixels = (double)batch * height * width;
+    const double widest = pixels * (m->max_channels + 1) * 3.0 * sizeof(float);
+    const double tokens = (double)height * width;
+    const double scores = 4.0 * tokens * tokens * sizeof(float);
+    if (widest >= 4294967296.0 || scores >= 4294967296.0) {
+      Message msg;
+      msg.add("batch ").add_int(batch).add(" at ").add_int(height).add("x").add_int(width).add(
+          " is beyond what this 32-bit (wasm) build can address");
+      return fail(m, kErrOutOfMemory, msg);
+    }
+  }
+  return kOk;
+}
+
+int plan_total_bytes(Model* m, const Arena& planner, size_t* bytes) {
+  const uint64_t total = planner.peak * sizeof(float) + (uint64_t)align_up(m->max_channels, 16) * sizeof(float);
+  if (total > (uint64_t)(size_t)-1 / 2) {
+    Message msg;
+    msg.add("needs ").add_int((long long)(total >> 20)).add(" MB of activations, beyond what this build can address");
+    return fail(m, kErrOutOfMemory, msg);
+  }
+  *bytes = (size_t)total;
+  return kOk;
+}
+
+int model_plan_bytes(Model* m, int batch, int height, int width, size_t* bytes) {
+  int status = check_plan_size(m, batch, height, width);
+  if (status != kOk) return status;
   Arena planner;
   planner.planning = true;
   Exec ex{m, &planner, true, batch, nullptr, nullptr, false, 0, 0, kOk, Message()};
   run_forward(ex, height, width, nullptr, nullptr, nullptr, nullptr);
   if (ex.status != kOk) return fail(m, ex.status, ex.error);
-  *bytes = planner.peak * sizeof(float) + (size_t)align_up(m->max_channels, 16) * sizeof(float);
-  return kOk;
+  return plan_total_bytes(m, planner, bytes);
 }
 
 void model_clear_captures(Model* m) {

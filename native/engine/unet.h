@@ -235,6 +235,10 @@ Act run_forward(Exec& ex, int height, int width, const float* x_nchw, const floa
 // Arena planning and the checks shared by forward and train_step.
 int check_forward_inputs(Model* m, int batch, int channels, const float* timesteps, const float* class_cond,
                          int class_cond_len);
+// Refuses sizes whose buffers could not be addressed (32-bit builds), before planning.
+int check_plan_size(Model* m, int batch, int height, int width);
+// The planned arena in bytes, or an error when the build cannot address it.
+int plan_total_bytes(Model* m, const Arena& planner, size_t* bytes);
 // (Re)allocates the arena for this size and mode when it changed; checks the memory limit first.
 int ensure_arena(Model* m, int batch, int height, int width, bool training, size_t bytes);
 // Repacks the weights after the parameters changed (an optimizer step, a load).

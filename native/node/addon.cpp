@@ -133,7 +133,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     double bytes = mb_model_plan_bytes(model_, info[0].As<Napi::Number>().Int32Value(),
                                        info[1].As<Napi::Number>().Int32Value(), info[2].As<Napi::Number>().Int32Value());
     if (bytes < 0) {
-      engine_error(env, 1, mb_model_error(model_)).ThrowAsJavaScriptException();
+      engine_error(env, (int)-bytes, mb_model_error(model_)).ThrowAsJavaScriptException();
       return env.Undefined();
     }
     return Napi::Number::New(env, bytes);

@@ -154,7 +154,7 @@ class WasmModel implements EngineModel {
 
   planBytes(batch: number, height: number, width: number): number {
     const bytes = this.ex.mb_model_plan_bytes(this.live(), batch, height, width);
-    if (bytes < 0) throw new EngineFailure(1, this.error());
+    if (bytes < 0) throw new EngineFailure(-bytes, this.error());
     return bytes;
   }
 
