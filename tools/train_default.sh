@@ -11,23 +11,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUN=runs/mnist-default
-STEPS=10000
+STEPS=2400
 MARBLE=(node dist/src/cli/main.js)
 
 if [[ -f "$RUN/checkpoint/trainer_state/state.json" ]]; then
   # The run's settings live in the checkpoint; --resume takes them from there.
   "${MARBLE[@]}" train --out "$RUN" --resume --steps "$STEPS" \
-    --backend cpu --save-every 500 --sample-every 1000
+    --backend cpu --save-every 200 --sample-every 0
 else
   "${MARBLE[@]}" train --data mnist --holdout 1000 --class-conditional \
     --config models/mnist-train-config.json \
     --out "$RUN" --steps "$STEPS" --batch 64 \
-    --lr 5e-4 --lr-schedule cosine --warmup 500 \
+    --lr 5e-4 --lr-schedule cosine --warmup 240 \
     --adam-beta1 0.95 --adam-beta2 0.999 --adam-eps 1e-8 --weight-decay 1e-6 \
     --grad-clip 1 --min-snr-gamma 5 \
     --ema --ema-decay 0.9999 \
     --prediction-type epsilon --num-train-timesteps 1000 \
-    --seed 0 --backend cpu --save-every 500 --sample-every 1000
+    --seed 0 --backend cpu --save-every 200 --sample-every 0
 fi
 
 # The EMA weights (the checkpoint's unet/) in f16, with the scheduler and model index.
