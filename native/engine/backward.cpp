@@ -386,11 +386,7 @@ int train_step(Model* m, const TrainBatch& tb, float* loss_out) {
     if (status == kOk) status = ensure_arena(m, tb.batch, tb.height, tb.width, true, bytes);
     if (status != kOk) return status;
   }
-  model_clear_captures(m);
-  m->arena.top = 0;
-  m->arena.peak = 0;
-  float* zero_row = m->arena.alloc((size_t)m->max_channels);
-  mb_zero(zero_row, sizeof(float) * (size_t)m->max_channels);
+  float* zero_row = begin_pass(m);
   Exec ex{m, &m->arena, false, tb.batch, zero_row, nullptr, true, tb.dropout_seed, 0, kOk, Message()};
   float* noisy = m->arena.alloc(n);
   add_noise(tb.x0, tb.noise, tb.sqrt_alpha_prod, tb.sqrt_one_minus_alpha_prod, tb.batch, (int)(n / tb.batch), noisy);

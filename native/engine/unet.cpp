@@ -965,6 +965,15 @@ int ensure_arena(Model* m, int batch, int height, int width, bool training, size
   return kOk;
 }
 
+float* begin_pass(Model* m) {
+  model_clear_captures(m);
+  m->arena.top = 0;
+  m->arena.peak = 0;
+  float* zero_row = m->arena.alloc((size_t)m->max_channels);
+  mb_zero(zero_row, sizeof(float) * (size_t)m->max_channels);
+  return zero_row;
+}
+
 int model_forward(Model* m, int batch, int channels, int height, int width, const float* sample_nchw,
                   const float* timesteps, const float* class_cond, int class_cond_len, float* out_nchw) {
   int status = check_forward_inputs(m, batch, channels, timesteps, class_cond, class_cond_len);
@@ -976,11 +985,7 @@ int model_forward(Model* m, int batch, int channels, int height, int width, cons
     if (status == kOk) status = ensure_arena(m, batch, height, width, false, bytes);
     if (status != kOk) return status;
   }
-  model_clear_captures(m);
-  m->arena.top = 0;
-  m->arena.peak = 0;
-  float* zero_row = m->arena.alloc((size_t)m->max_channels);
-  mb_zero(zero_row, sizeof(float) * (size_t)m->max_channels);
+  float* zero_row = begin_pass(m);
   Exec ex{m, &m->arena, false, batch, zero_row, nullptr, false, 0, 0, kOk, Message()};
   run_forward(ex, height, width, sample_nchw, timesteps, class_cond, out_nchw);
   if (ex.status != kOk) return fail(m, ex.status, ex.error);

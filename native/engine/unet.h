@@ -239,6 +239,9 @@ int check_forward_inputs(Model* m, int batch, int channels, const float* timeste
 int check_plan_size(Model* m, int batch, int height, int width);
 // The planned arena in bytes, or an error when the build cannot address it.
 int plan_total_bytes(Model* m, const Arena& planner, size_t* bytes);
+// Starts a pass over the planned arena: clears it and lays the zero row that
+// convolutions read for padding (first in the arena, as planned). Returns it.
+float* begin_pass(Model* m);
 // (Re)allocates the arena for this size and mode when it changed; checks the memory limit first.
 int ensure_arena(Model* m, int batch, int height, int width, bool training, size_t bytes);
 // Repacks the weights after the parameters changed (an optimizer step, a load).
