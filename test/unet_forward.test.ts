@@ -146,8 +146,10 @@ test('pipeline folders load through their unet/ subfolder', async () => {
   }
 });
 
-test('the cpu backend keeps the event loop free during a forward', async () => {
-  const unet = await loadUNet(fixturePath('unet/cifar-slim'), { backend: 'cpu' });
+for (const backend of ['cpu', 'wasm'] as BackendName[])
+test(`the ${backend} backend keeps the event loop free during a forward`, async () => {
+  // wasm: the forward runs on the engine worker_thread (src/backend/wasm.ts)
+  const unet = await loadUNet(fixturePath('unet/cifar-slim'), { backend, threads: 2 });
   try {
     const batch = 16;
     const sample = new Float32Array(batch * 3 * 32 * 32).fill(0.1);

@@ -53,8 +53,10 @@ export function defaultThreads(): number {
 const WORKER_SCRIPT = new URL('./wasm_worker_node.js', import.meta.url);
 
 /** worker_threads for wasm_threads.ts: unref'd, so they never keep the process alive by themselves. */
-const spawnNodeThread: SpawnThread = (init, events) => {
-  const worker = new Worker(WORKER_SCRIPT, { workerData: init });
+export const spawnNodeThread: SpawnThread = (init, events) => {
+  // execArgv: [] — the worker runs only compiled JS and wasm, and some of the
+  // parent's flags (--input-type, say) would stop a worker from starting.
+  const worker = new Worker(WORKER_SCRIPT, { workerData: init, execArgv: [] });
   let terminated = false;
   worker.on('message', events.message);
   worker.on('error', events.error);

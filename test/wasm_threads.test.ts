@@ -1,0 +1,111 @@
+// The threaded wasm build's runtime: worker threads end with dispose, the
+// process never waits for them, and failures on a worker thread surface as
+// typed errors instead of hangs.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+
+import { BackendError, loadUNet } from '../src/index.js';
+import { WASM_THREADS_MEMORY, exportsOf, EngineFailure } from '../src/backend/wasm_core.js';
+import { spawnNodeThread, wasmPath, wasmThreadsPath } from '../src/backend/wasm.js';
+import { startThreads } from '../src/backend/wasm_threads.js';
+import { engineError } from '../src/model/unet.js';
+import { fixturePath } from './helpers.js';
+
+/** OS threads of this process (Linux); every worker_thread is at least one. */
+function osThreads(): number {
+  const status = readFileSync('/proc/self/status', 'utf8');
+  return Number(/^Threads:\s+(\d+)/m.exec(status)![1]);
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+test('dispose terminates the wasm worker threads', { skip: !existsSync('/proc/self/status') && 'needs /proc' }, async () => {
+  const load = () => loadUNet(fixturePath('unet/tiny'), { backend: 'wasm', threads: 3 });
+  (await load()).dispose(); // warms up what starts once per process (libuv's pool, V8's helpers)
+  await sleep(200);
+  const before = osThreads();
+  const unet = await load();
+  const sample = new Float32Array(2 * 3 * 32 * 32).fill(0.5);
+  await unet.forward(sample, [2, 3, 32, 32], 10);
+  const during = osThreads();
+  assert.ok(during >= before + 3, `an engine thread and 2 pool workers: ${before} -> ${during} OS threads`);
+  unet.dispose();
+  await assert.rejects(unet.forward(sample, [2, 3, 32, 32], 10), BackendError);
+  let after = osThreads();
+  for (let i = 0; i < 100 && after > before; i++) {
+    await sleep(20);
+    after = osThreads();
+  }
+  assert.ok(after <= before, `after dispose: ${after} OS threads, ${before} before loading`);
+});
+
+test('dispose during a forward waits for it, then stops the threads', async () => {
+  const unet = await loadUNet(fixturePath('unet/cifar-slim'), { backend: 'wasm', threads: 2 });
+  const sample = new Float32Array(4 * 3 * 32 * 32).fill(0.25);
+  const pending = unet.forward(sample, [4, 3, 32, 32], 10);
+  await new Promise((resolve) => setImmediate(resolve)); // the call is on the engine thread now
+  unet.dispose();
+  const out = await pending;
+  assert.equal(out.length, sample.length);
+  assert.ok(out.every(Number.isFinite));
+});
+
+test('worker threads do not keep the process alive', async () => {
+  // A script that loads a wasm model, runs a forward and neither disposes it
+  // nor exits: Node must end by itself once the forward resolved.
+  const index = new URL('../src/index.js', import.meta.url).href;
+  const script = `
+    const { loadUNet } = await import(${JSON.stringify(index)});
+    const unet = await loadUNet(${JSON.stringify(fixturePath('unet/tiny'))}, { backend: 'wasm', threads: 2 });
+    const out = await unet.forward(new Float32Array(3 * 32 * 32), [1, 3, 32, 32], 5);
+    console.log('forward', out.length);`;
+  const { stdout } = await new Promise<{ stdout: string }>((resolve, reject) => {
+    execFile(process.execPath, ['--input-type=module', '-e', script], { timeout: 30_000 }, (error, stdout, stderr) =>
+      error ? reject(new Error(`${error.message}\n${stderr}`)) : resolve({ stdout }),
+    );
+  });
+  assert.equal(stdout.trim(), `forward ${3 * 32 * 32}`);
+});
+
+async function threadedInstance() {
+  const module = new WebAssembly.Module(readFileSync(wasmThreadsPath()));
+  const memory = new WebAssembly.Memory(WASM_THREADS_MEMORY);
+  const ex = exportsOf(new WebAssembly.Instance(module, { env: { memory } }), memory);
+  return { module, memory, ex };
+}
+
+test('a worker that cannot start is a typed error, not a hang', async () => {
+  const { memory, ex } = await threadedInstance();
+  const wrongModule = new WebAssembly.Module(readFileSync(wasmPath())); // the single-threaded build
+  await assert.rejects(
+    startThreads({ module: wrongModule, memory, ex, poolWorkers: 1, engineThread: false, callerMayWait: true, spawn: spawnNodeThread }),
+    (e: unknown) => e instanceof EngineFailure && engineError(e) instanceof BackendError && /instantiate/.test((e as Error).message),
+  );
+});
+
+test('a trap on the engine thread rejects the call and every later one with a typed error', async () => {
+  const { module, memory, ex } = await threadedInstance();
+  const threads = await startThreads({ module, memory, ex, poolWorkers: 1, engineThread: true, callerMayWait: true, spawn: spawnNodeThread });
+  try {
+    // A model handle far outside the memory: the engine's first read traps.
+    const bogus = [0x7ffffff0, 1, 3, 8, 8, 0, 0, 0, 0, 0];
+    const isTrap = (e: unknown) => engineError(e) instanceof BackendError && /trapped/.test((e as Error).message);
+    await assert.rejects(threads.longCall!('mb_model_forward', bogus), isTrap);
+    await assert.rejects(threads.longCall!('mb_model_forward', bogus), (e: unknown) => engineError(e) instanceof BackendError && /failed earlier/.test((e as Error).message));
+  } finally {
+    threads.dispose();
+  }
+});
+
+test('the module is initialised once: a second thread sees the first one\'s heap', async () => {
+  // lld's __wasm_init_memory must not re-run the data/bss initialisation for
+  // later instances, or the allocator's state (in .bss) would be wiped.
+  const { module, memory, ex } = await threadedInstance();
+  const first = ex.mb_wasm_alloc(1000);
+  const second = exportsOf(new WebAssembly.Instance(module, { env: { memory } }), memory);
+  const next = second.mb_wasm_alloc(1000);
+  assert.ok(first > 0 && next > 0);
+  assert.ok(next >= first + 1000, `the second instance allocated ${next}, over the first's block at ${first}`);
+});
