@@ -5,12 +5,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
 
 import { BackendError, loadUNet } from '../src/index.js';
-import { WASM_THREADS_MEMORY, exportsOf, EngineFailure } from '../src/backend/wasm_core.js';
+import { WASM_THREADS_MEMORY, backendOver, exportsOf, EngineFailure } from '../src/backend/wasm_core.js';
 import { spawnNodeThread, wasmPath, wasmThreadsPath } from '../src/backend/wasm.js';
 import { startThreads } from '../src/backend/wasm_threads.js';
 import { engineError } from '../src/model/unet.js';
+import { createWasmBackend } from '../src/wasm.js';
+import type { WorkerLike } from '../src/wasm.js';
 import { fixturePath } from './helpers.js';
 
 /** OS threads of this process (Linux); every worker_thread is at least one. */
@@ -108,4 +111,60 @@ test('the module is initialised once: a second thread sees the first one\'s heap
   const next = second.mb_wasm_alloc(1000);
   assert.ok(first > 0 && next > 0);
   assert.ok(next >= first + 1000, `the second instance allocated ${next}, over the first's block at ${first}`);
+});
+
+test('marble-diffusion/wasm: the threaded build with a Web Worker pool matches the single-threaded build bit for bit', async () => {
+  // Node has no Web Worker: worker_threads dressed as one (test/support/web_worker_scope.ts).
+  const scopeScript = new URL('./support/web_worker_scope.js', import.meta.url);
+  let spawned = 0;
+  const createWorker = (): WorkerLike => {
+    const worker = new Worker(scopeScript, { execArgv: [] });
+    worker.unref();
+    spawned++;
+    const like: WorkerLike = {
+      onmessage: null,
+      onerror: null,
+      postMessage: (message) => worker.postMessage(message),
+      terminate: () => void worker.terminate(),
+    };
+    worker.on('message', (data) => like.onmessage?.({ data }));
+    worker.on('error', (e) => like.onerror?.({ message: e.message }));
+    return like;
+  };
+  const threaded = await createWasmBackend({ threads: 3, threaded: readFileSync(wasmThreadsPath()), createWorker });
+  const single = await createWasmBackend({ threads: 1, single: readFileSync(wasmPath()), createWorker });
+  assert.equal(threaded.threads(), 3);
+  assert.equal(single.threads(), 1);
+  assert.equal(spawned, 2, 'two pool workers for three threads, none for the single-threaded build');
+  const sample = new Float32Array(2 * 3 * 32 * 32).map((_, i) => Math.sin(i * 0.1));
+  const outputs: Float32Array[] = [];
+  for (const backend of [threaded, single]) {
+    const unet = await loadUNet(fixturePath('unet/cifar-slim'), { backend });
+    outputs.push(await unet.forward(sample, [2, 3, 32, 32], [10, 900]));
+    unet.dispose();
+  }
+  assert.ok(outputs[0]!.some((v) => v !== 0));
+  assert.deepEqual(outputs[0], outputs[1]);
+  threaded.dispose!();
+});
+
+test('pool workers run a share of the parallel loops, with the same bits as without them', async () => {
+  const { module, memory, ex } = await threadedInstance();
+  const threads = await startThreads({ module, memory, ex, poolWorkers: 1, engineThread: false, callerMayWait: true, spawn: spawnNodeThread });
+  const sample = new Float32Array(2 * 3 * 32 * 32).map((_, i) => Math.cos(i * 0.3));
+  const outputs: Float32Array[] = [];
+  try {
+    const backend = backendOver(ex, { threads: 2 });
+    const unet = await loadUNet(fixturePath('unet/cifar-slim'), { backend });
+    outputs.push(await unet.forward(sample, [2, 3, 32, 32], 400));
+    unet.dispose();
+    assert.ok(ex.mb_pool_worker_chunks!() > 0, 'the pool worker ran chunks');
+  } finally {
+    threads.dispose();
+  }
+  const single = await createWasmBackend({ threads: 1, single: readFileSync(wasmPath()) });
+  const unet = await loadUNet(fixturePath('unet/cifar-slim'), { backend: single });
+  outputs.push(await unet.forward(sample, [2, 3, 32, 32], 400));
+  unet.dispose();
+  assert.deepEqual(outputs[0], outputs[1]);
 });

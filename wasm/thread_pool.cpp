@@ -45,6 +45,7 @@ struct Pool {
   int stopping;         // set with the last generation bump: workers return
   int failed;           // a worker trapped: its share of a region was not done
   int caller_may_wait;  // 0 where the region's caller must not block (a browser's main thread)
+  int worker_chunks;    // chunks run by workers since the start (tests check the pool really works)
 };
 
 Pool pool;
@@ -57,15 +58,18 @@ constexpr int kSpins = 1 << 12;
 
 int load(const int* p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
 
-void work() {
+// Returns the number of chunks this thread ran.
+int work() {
   const int n = pool.n, grain = pool.grain;
   const TaskFn fn = pool.fn;
   void* ctx = pool.ctx;
-  for (;;) {
+  int chunks = 0;
+  for (;; ++chunks) {
     const int begin = __atomic_fetch_add(&pool.next, grain, __ATOMIC_RELAXED);
     if (begin >= n) break;
     fn(ctx, begin, begin + grain < n ? begin + grain : n);
   }
+  return chunks;
 }
 
 void finish_share() {
@@ -126,7 +130,8 @@ MB_EXPORT void mb_pool_worker_run() {
     }
     seen = generation;
     if (mb::load(&pool.stopping)) break;
-    mb::work();
+    const int chunks = mb::work();
+    if (chunks) __atomic_add_fetch(&pool.worker_chunks, chunks, __ATOMIC_RELAXED);
     mb::finish_share();
   }
   __atomic_sub_fetch(&pool.ready, 1, __ATOMIC_SEQ_CST);
@@ -160,3 +165,5 @@ MB_EXPORT void mb_pool_worker_failed() {
 }
 
 MB_EXPORT int mb_pool_failed() { return mb::load(&pool.failed); }
+
+MB_EXPORT int mb_pool_worker_chunks() { return mb::load(&pool.worker_chunks); }

@@ -90,6 +90,7 @@ export interface Exports {
   mb_pool_stop?(): void;
   mb_pool_worker_failed?(): void;
   mb_pool_failed?(): number;
+  mb_pool_worker_chunks?(): number;
 }
 
 /** The engine calls that take long enough to run off the caller's thread. */
