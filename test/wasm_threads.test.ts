@@ -168,3 +168,22 @@ test('pool workers run a share of the parallel loops, with the same bits as with
   unet.dispose();
   assert.deepEqual(outputs[0], outputs[1]);
 });
+
+test('marble-diffusion/wasm and its Web Worker import no Node built-ins', () => {
+  // Follows the relative imports of the compiled entry points; any other
+  // specifier (node:fs, worker_threads, ...) would break browsers and workerd.
+  const seen = new Set<string>();
+  const visit = (file: URL) => {
+    if (seen.has(file.href)) return;
+    seen.add(file.href);
+    const source = readFileSync(file, 'utf8');
+    for (const [, from, bare] of source.matchAll(/(?:^|\n)\s*(?:import|export)\b[^'"]*?from\s*['"]([^'"]+)['"]|(?:^|\n)\s*import\s*['"]([^'"]+)['"]/g)) {
+      const specifier = (from ?? bare)!;
+      assert.ok(specifier.startsWith('.'), `${file.pathname} imports ${specifier}`);
+      visit(new URL(specifier, file));
+    }
+  };
+  visit(new URL('../src/wasm.js', import.meta.url));
+  visit(new URL('../src/backend/wasm_worker_web.js', import.meta.url));
+  assert.ok(seen.size >= 5, `followed ${seen.size} modules`);
+});
