@@ -251,7 +251,14 @@ class WasmModel implements EngineModel {
 
   /** Runs a long engine call where the runtime says (here, or the engine worker), then checks the pool. */
   private async longCall(name: LongCallName, args: number[]): Promise<number> {
-    const call = this.runtime.longCall ? this.runtime.longCall(name, args) : Promise.resolve((this.ex[name] as (...a: number[]) => number)(...args));
+    const here = () => {
+      try {
+        return Promise.resolve((this.ex[name] as (...a: number[]) => number)(...args));
+      } catch (e) {
+        return Promise.reject(e instanceof WebAssembly.RuntimeError ? runtimeFailure(`the wasm engine trapped in ${name}: ${e.message}`) : e);
+      }
+    };
+    const call = this.runtime.longCall ? this.runtime.longCall(name, args) : here();
     this.inflight = call.catch(() => undefined);
     try {
       const status = await call;
