@@ -8,7 +8,7 @@
 // call marble from a Web Worker to keep a page responsive. (In Node, the
 // package's main entry runs them on a worker_thread instead.)
 import type { Backend } from './backend/backend.js';
-import { WASM_THREADS_MEMORY, backendOver, exportsOf, instantiateWasmBackend } from './backend/wasm_core.js';
+import { WASM_THREADS_MEMORY, backendOver, exportsOf, guardedExports, instantiateWasmBackend } from './backend/wasm_core.js';
 import { startThreads } from './backend/wasm_threads.js';
 import type { SpawnThread, ThreadMessage } from './backend/wasm_threads.js';
 import { BackendError } from './errors.js';
@@ -97,7 +97,7 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
     worker.postMessage(init);
     return { post: (message) => worker.postMessage(message), terminate: () => worker.terminate() };
   };
-  const ex = exportsOf(instance, memory);
+  const ex = guardedExports(exportsOf(instance, memory));
   try {
     const started = await startThreads({
       module,

@@ -8,7 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 
 import { BackendError, loadUNet } from '../src/index.js';
-import { WASM_THREADS_MEMORY, backendOver, exportsOf, EngineFailure } from '../src/backend/wasm_core.js';
+import { WASM_THREADS_MEMORY, backendOver, exportsOf, guardedExports, EngineFailure } from '../src/backend/wasm_core.js';
 import { spawnNodeThread, wasmPath, wasmThreadsPath } from '../src/backend/wasm.js';
 import { startThreads } from '../src/backend/wasm_threads.js';
 import { engineError } from '../src/model/unet.js';
@@ -186,4 +186,27 @@ test('marble-diffusion/wasm and its Web Worker import no Node built-ins', () => 
   visit(new URL('../src/wasm.js', import.meta.url));
   visit(new URL('../src/backend/wasm_worker_web.js', import.meta.url));
   assert.ok(seen.size >= 5, `followed ${seen.size} modules`);
+});
+
+test('a trap inside a parallel loop, on a pool worker or on the caller, is a typed error and never a hang', async () => {
+  // Philox normals are written in tasks of 4096 floats spread over the pool;
+  // the output runs past the end of memory in the last task only, so whoever
+  // takes that task traps: a pool worker (the caller must still wake up) or
+  // the caller. Which one varies from run to run (both were seen when this
+  // test was written); six rounds make each likely.
+  for (let round = 0; round < 6; round++) {
+    const { module, memory, ex: raw } = await threadedInstance();
+    const threads = await startThreads({ module, memory, ex: raw, poolWorkers: 1, engineThread: false, callerMayWait: true, spawn: spawnNodeThread });
+    const ex = guardedExports(raw);
+    try {
+      const n = 32 * 4096;
+      const out = memory.buffer.byteLength - (n - 100) * 4;
+      const isTyped = (e: unknown) => e instanceof EngineFailure && engineError(e) instanceof BackendError;
+      assert.throws(() => ex.mb_randn_philox(1, 0, 0, 0, 0, n, out), isTyped);
+      // Nothing runs on a backend in that state.
+      assert.throws(() => ex.mb_wasm_alloc(16), (e: unknown) => isTyped(e) && /failed earlier/.test((e as Error).message));
+    } finally {
+      threads.dispose();
+    }
+  }
 });

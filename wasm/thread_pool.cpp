@@ -164,6 +164,10 @@ MB_EXPORT void mb_pool_worker_failed() {
   mb::finish_share();
 }
 
+// Any thread trapped (the region's caller, the engine thread): locks may be
+// held and a region half done, so every thread's later calls are refused.
+MB_EXPORT void mb_pool_mark_failed() { __atomic_store_n(&pool.failed, 1, __ATOMIC_SEQ_CST); }
+
 MB_EXPORT int mb_pool_failed() { return mb::load(&pool.failed); }
 
 MB_EXPORT int mb_pool_worker_chunks() { return mb::load(&pool.worker_chunks); }

@@ -28,7 +28,7 @@ import { Worker } from 'node:worker_threads';
 import { BackendError } from '../errors.js';
 import type { Backend } from './backend.js';
 import { packageRoot } from './native.js';
-import { WASM_THREADS_MEMORY, backendOver, exportsOf, instantiateWasmBackend, instantiateWasmBackendSync } from './wasm_core.js';
+import { WASM_THREADS_MEMORY, backendOver, exportsOf, guardedExports, instantiateWasmBackend, instantiateWasmBackendSync } from './wasm_core.js';
 import { startThreads } from './wasm_threads.js';
 import type { SpawnThread } from './wasm_threads.js';
 
@@ -100,7 +100,7 @@ export async function createWasmBackend(options: { threads?: number } = {}): Pro
     compiledThreads = null;
     throw new BackendError(`cannot load ${wasmThreadsPath()}: ${(e as Error).message}`);
   }
-  const ex = exportsOf(instance, memory);
+  const ex = guardedExports(exportsOf(instance, memory));
   try {
     const started = await startThreads({
       module,

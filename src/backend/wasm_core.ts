@@ -90,6 +90,7 @@ export interface Exports {
   mb_pool_stop?(): void;
   mb_pool_worker_failed?(): void;
   mb_pool_failed?(): number;
+  mb_pool_mark_failed?(): void;
   mb_pool_worker_chunks?(): number;
 }
 
@@ -122,6 +123,36 @@ export const THREAD_STACK_BYTES = 1 << 20;
 export function exportsOf(instance: WebAssembly.Instance, memory?: WebAssembly.Memory): Exports {
   const ex = instance.exports as unknown as Exports;
   return memory ? { ...ex, memory } : ex;
+}
+
+/**
+ * The threaded build's exports for the thread that owns the backend: a trap
+ * becomes a typed error and sets the pool's failure flag, and every call
+ * checks that flag before and after. A thread that trapped may have left a
+ * lock held or its share of a parallel loop undone, so the backend refuses
+ * further work rather than hang or return wrong numbers.
+ */
+export function guardedExports(ex: Exports): Exports {
+  const failed = ex.mb_pool_failed!;
+  const guarded: Record<string, unknown> = { ...ex };
+  for (const [name, value] of Object.entries(ex)) {
+    if (typeof value !== 'function' || name.startsWith('mb_pool_')) continue;
+    const call = value as (...args: number[]) => unknown;
+    guarded[name] = (...args: number[]) => {
+      if (failed()) throw runtimeFailure('a wasm pool worker failed earlier; this backend cannot be used any more');
+      let result: unknown;
+      try {
+        result = call(...args);
+      } catch (e) {
+        if (!(e instanceof WebAssembly.RuntimeError)) throw e;
+        ex.mb_pool_mark_failed!();
+        throw runtimeFailure(`the wasm engine trapped in ${name}: ${e.message}`);
+      }
+      if (failed()) throw runtimeFailure(`a wasm pool worker trapped during ${name}; its result is incomplete`);
+      return result;
+    };
+  }
+  return guarded as unknown as Exports;
 }
 
 /** A failure in the wasm runtime itself (a trap, a dead worker): status State, a BackendError to callers. */

@@ -86,6 +86,7 @@ export function runThread(init: ThreadInit, post: (message: ThreadMessage) => vo
       post({ type: 'result', id, value });
     } catch (e) {
       ex.__stack_pointer!.value = init.stackTop; // a trap leaves the stack pointer where it was
+      ex.mb_pool_mark_failed!(); // the main thread's instance refuses further calls too
       post({ type: 'error', id, message: `the wasm engine trapped in ${name}: ${(e as Error).message}` });
     }
   };
