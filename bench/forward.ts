@@ -2,24 +2,37 @@
 // at batch 1 and 8 on each backend, with GFLOP/s. Results also go to
 // bench/results/forward.json. Figures are machine-dependent: compare ratios
 // measured in one run, not numbers across machines.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Bench } from 'tinybench';
 
 import { createUNet } from '../src/index.js';
-import type { BackendName } from '../src/index.js';
+import type { LoadOptions } from '../src/index.js';
 import { nativeAvailable } from '../src/backend/native.js';
+import { wasmPath } from '../src/backend/wasm.js';
+import { createWasmBackend } from '../src/wasm.js';
 import { CIFAR10_CONFIG, CIFAR10_GFLOP_PER_IMAGE } from './models.js';
 
-const backends: BackendName[] = nativeAvailable() ? ['cpu', 'wasm'] : ['wasm'];
+// --- wasm rows (issue #5 threads): `wasm-tN` is the Node wasm backend
+// (marble-threads.wasm, forward on its engine worker) with N threads;
+// `wasm-single` is marble.wasm on the main thread (runtimes without shared memory).
+const wasmThreads = (process.env.BENCH_WASM_THREADS ?? '1,2').split(',').map(Number);
+const wasmSingle = await createWasmBackend({ threads: 1, single: readFileSync(wasmPath()) });
+const configs = new Map<string, LoadOptions>([
+  ...(nativeAvailable() ? [['cpu', { backend: 'cpu' }] as const] : []),
+  ['wasm-single', { backend: wasmSingle }],
+  ...wasmThreads.map((threads) => [`wasm-t${threads}`, { backend: 'wasm', threads }] as const),
+]);
+const backends = [...configs.keys()];
+// --- end of the wasm rows
 const batches = (process.env.BENCH_BATCHES ?? '1,8').split(',').map(Number);
 const bench = new Bench({ iterations: Number(process.env.BENCH_ITERATIONS ?? 5), warmupIterations: 1, time: 0 });
 const rows: { backend: string; isa: string; threads: number; batch: number; ms: number; gflops: number }[] = [];
 
-const models = new Map<BackendName, Awaited<ReturnType<typeof createUNet>>>();
-for (const backend of backends) models.set(backend, await createUNet(CIFAR10_CONFIG, { backend, seed: 1 }));
+const models = new Map<string, Awaited<ReturnType<typeof createUNet>>>();
+for (const backend of backends) models.set(backend, await createUNet(CIFAR10_CONFIG, { ...configs.get(backend), seed: 1 }));
 
 for (const backend of backends) {
   const unet = models.get(backend)!;
@@ -33,7 +46,7 @@ for (const backend of backends) {
 await bench.run();
 
 for (const task of bench.tasks) {
-  const [backend, b] = task.name.split(' ') as [BackendName, string];
+  const [backend, b] = task.name.split(' ') as [string, string];
   const batch = Number(b.slice(1));
   const result = task.result as { latency?: { min: number; p50?: number; mean: number } } | undefined;
   const ms = result?.latency?.p50 ?? result?.latency?.mean ?? NaN;

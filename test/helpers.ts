@@ -1,8 +1,12 @@
 // Shared test utilities: fixture paths and tolerance checks.
 import { fileURLToPath } from 'node:url';
 
+import { readFile } from 'node:fs/promises';
+
 import { nativeAvailable } from '../src/backend/native.js';
-import type { BackendName } from '../src/index.js';
+import { wasmPath } from '../src/backend/wasm.js';
+import type { LoadOptions } from '../src/index.js';
+import { createWasmBackend } from '../src/wasm.js';
 
 /** Tests run from dist/test/; the fixtures stay in the source tree. */
 export function fixturePath(relative: string): string {
@@ -11,10 +15,27 @@ export function fixturePath(relative: string): string {
 
 export const UNET_FIXTURES = ['tiny', 'cifar-slim', 'mnist-variants', 'class-cond'] as const;
 
-/** Backends under test: both must be present here (CI builds the addon). */
-export function backendsUnderTest(): BackendName[] {
+export interface BackendUnderTest {
+  label: string;
+  /** What loadUNet / createUNet get to run on it. */
+  options: LoadOptions;
+}
+
+/**
+ * The backends the parity tables run on, all present here (CI builds the
+ * addon): the cpu addon; `wasm`, the single-threaded marble.wasm (through
+ * marble-diffusion/wasm, on this thread, the build for runtimes without
+ * SharedArrayBuffer); `wasm-threads-2`, loadUNet's Node wasm backend:
+ * marble-threads.wasm on an engine worker with one pool worker.
+ */
+export async function backendsUnderTest(): Promise<BackendUnderTest[]> {
   if (!nativeAvailable()) throw new Error('the native addon is not built: run `npm run build:addon` before the tests');
-  return ['cpu', 'wasm'];
+  const single = await createWasmBackend({ threads: 1, single: await readFile(wasmPath()) });
+  return [
+    { label: 'cpu', options: { backend: 'cpu' } },
+    { label: 'wasm', options: { backend: single } },
+    { label: 'wasm-threads-2', options: { backend: 'wasm', threads: 2 } },
+  ];
 }
 
 export function maxAbs(a: Float32Array): number {

@@ -34,11 +34,13 @@ async function reference(name: string): Promise<Reference> {
 
 const outputs = new Map<string, Float32Array>();
 
-for (const backend of backendsUnderTest()) {
+const BACKENDS = await backendsUnderTest();
+
+for (const { label: backend, options } of BACKENDS) {
   for (const name of UNET_FIXTURES) {
     test(`${name} on ${backend} matches diffusers (out and every intermediate)`, async () => {
       const ref = await reference(name);
-      const unet = await loadUNet(fixturePath(`unet/${name}`), { backend });
+      const unet = await loadUNet(fixturePath(`unet/${name}`), options);
       try {
         const out = await unet.forward(ref.sample, ref.shape, ref.timesteps, ref.classLabels, { capture: true });
         outputs.set(`${name}/${backend}`, out);
@@ -63,14 +65,27 @@ for (const backend of backendsUnderTest()) {
   }
 }
 
-test('cpu and wasm agree within 1e-5 relative on every fixture', () => {
+test('cpu and both wasm builds agree within 1e-5 relative on every fixture', () => {
   for (const name of UNET_FIXTURES) {
     const cpu = outputs.get(`${name}/cpu`);
-    const wasm = outputs.get(`${name}/wasm`);
-    assert.ok(cpu && wasm, `${name}: both backends produced an output`);
-    const diff = maxAbsDiff(cpu, wasm);
-    const tolerance = 1e-5 * maxAbs(cpu);
-    assert.ok(diff <= tolerance, `${name}: cpu vs wasm differ by ${diff} (tolerance ${tolerance})`);
+    assert.ok(cpu, `${name}: cpu produced an output`);
+    for (const wasmLabel of ['wasm', 'wasm-threads-2']) {
+      const wasm = outputs.get(`${name}/${wasmLabel}`);
+      assert.ok(wasm, `${name}: ${wasmLabel} produced an output`);
+      const diff = maxAbsDiff(cpu, wasm);
+      const tolerance = 1e-5 * maxAbs(cpu);
+      assert.ok(diff <= tolerance, `${name}: cpu vs ${wasmLabel} differ by ${diff} (tolerance ${tolerance})`);
+    }
+  }
+});
+
+test('the threaded wasm build with 2 threads gives the single-threaded build\'s bits', () => {
+  // Work is split by index, never by thread, so threads change nothing.
+  for (const name of UNET_FIXTURES) {
+    const single = outputs.get(`${name}/wasm`)!;
+    const threaded = outputs.get(`${name}/wasm-threads-2`)!;
+    assert.ok(single && threaded);
+    assert.deepEqual(threaded, single, `${name}: threaded vs single-threaded wasm`);
   }
 });
 
@@ -131,8 +146,10 @@ test('pipeline folders load through their unet/ subfolder', async () => {
   }
 });
 
-test('the cpu backend keeps the event loop free during a forward', async () => {
-  const unet = await loadUNet(fixturePath('unet/cifar-slim'), { backend: 'cpu' });
+for (const backend of ['cpu', 'wasm'] as BackendName[])
+test(`the ${backend} backend keeps the event loop free during a forward`, async () => {
+  // wasm: the forward runs on the engine worker_thread (src/backend/wasm.ts)
+  const unet = await loadUNet(fixturePath('unet/cifar-slim'), { backend, threads: 2 });
   try {
     const batch = 16;
     const sample = new Float32Array(batch * 3 * 32 * 32).fill(0.1);

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Builds wasm/dist/marble.wasm from the engine and CPU op sources with
+# Builds the two wasm modules from the engine and CPU op sources with
 # Debian's clang-16 + lld-16: wasm32, freestanding (no libc, no WASI imports),
-# SIMD128. The output is committed; CI rebuilds it and fails if it differs.
+# SIMD128. Both outputs are committed; CI rebuilds them and fails if they differ.
+#
+#   wasm/dist/marble.wasm          single-threaded; no imports, its own memory.
+#                                  For runtimes without SharedArrayBuffer.
+#   wasm/dist/marble-threads.wasm  threads: atomics, an imported shared memory
+#                                  (env.memory) and wasm/thread_pool.cpp. Every
+#                                  thread instantiates it on the same memory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CLANG=${CLANG:-clang-16}
 WASM_LD=${WASM_LD:-wasm-ld-16}
-OBJ=wasm/obj
-OUT=wasm/dist/marble.wasm
-mkdir -p "$OBJ" wasm/dist
+mkdir -p wasm/dist
 
 SOURCES=(
   native/engine/unet.cpp
@@ -31,15 +35,42 @@ SOURCES=(
 FLAGS=(--target=wasm32 -std=c++17 -O3 -msimd128 -mbulk-memory -mnontrapping-fptoint -ffreestanding -nostdlib
   -fno-exceptions -fno-rtti -fvisibility=hidden -ffp-contract=off -fno-math-errno -Wall
   -ffile-prefix-map="$PWD"=.)
+# Memory limits. The threaded build's memory is created by the loader
+# (src/backend/wasm_core.ts, WASM_THREADS_MEMORY), which must use these numbers.
+INITIAL_MEMORY=16777216
+MAX_MEMORY=4294967296
+STACK_SIZE=1048576  # the first instance's stack; other threads get theirs from the heap
 
-objects=()
-for src in "${SOURCES[@]}"; do
-  obj="$OBJ/$(basename "${src%.cpp}").o"
-  "$CLANG" "${FLAGS[@]}" -c "$src" -o "$obj"
-  objects+=("$obj")
-done
+# compile OBJ_DIR SOURCES...: compiles each source with FLAGS + EXTRA_FLAGS into OBJ_DIR, sets `objects`
+compile() {
+  local dir=$1
+  shift
+  local -a flags=("${FLAGS[@]}" "${EXTRA_FLAGS[@]}")
+  mkdir -p "$dir"
+  objects=()
+  for src in "$@"; do
+    local obj="$dir/$(basename "${src%.cpp}").o"
+    "$CLANG" "${flags[@]}" -c "$src" -o "$obj"
+    objects+=("$obj")
+  done
+}
 
-"$WASM_LD" --no-entry --export-dynamic --strip-all -z stack-size=1048576 \
-  --initial-memory=16777216 --max-memory=4294967296 \
-  -o "$OUT" "${objects[@]}"
-echo "built $OUT ($(stat -c %s "$OUT") bytes)"
+EXTRA_FLAGS=()
+compile wasm/obj "${SOURCES[@]}"
+"$WASM_LD" --no-entry --export-dynamic --strip-all -z stack-size=$STACK_SIZE \
+  --initial-memory=$INITIAL_MEMORY --max-memory=$MAX_MEMORY \
+  -o wasm/dist/marble.wasm "${objects[@]}"
+echo "built wasm/dist/marble.wasm ($(stat -c %s wasm/dist/marble.wasm) bytes)"
+
+# The threaded build: every object needs atomics (lld refuses to mix), the
+# memory is imported and shared, and lld turns the data segments passive with
+# a start function (__wasm_init_memory) that initialises them only in the
+# first instance. __stack_pointer is exported so that each thread's instance
+# can point it at a stack of its own before its first call.
+EXTRA_FLAGS=(-matomics -DMB_WASM_THREADS=1)
+compile wasm/obj/threads "${SOURCES[@]}" wasm/thread_pool.cpp
+"$WASM_LD" --no-entry --export-dynamic --strip-all -z stack-size=$STACK_SIZE \
+  --import-memory --shared-memory --initial-memory=$INITIAL_MEMORY --max-memory=$MAX_MEMORY \
+  --export=__stack_pointer \
+  -o wasm/dist/marble-threads.wasm "${objects[@]}"
+echo "built wasm/dist/marble-threads.wasm ($(stat -c %s wasm/dist/marble-threads.wasm) bytes)"

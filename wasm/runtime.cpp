@@ -2,6 +2,10 @@
 // (a first-fit allocator over linear memory, growing it on demand), memcpy
 // and friends, operator new/delete, and a serial run_parallel. No imports,
 // so the module instantiates in browsers, Deno, workerd and Node alike.
+//
+// The threaded build (MB_WASM_THREADS, wasm/build.sh) compiles this file too:
+// there the memory is shared by several instances on several threads, so the
+// allocator takes a lock, and run_parallel comes from wasm/thread_pool.cpp.
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,6 +35,25 @@ uintptr_t last_block = 0;
 
 Header* block_at(uintptr_t p) { return reinterpret_cast<Header*>(p); }
 
+#if MB_WASM_THREADS
+// One lock around the heap. Allocation is rare (planning, model setup, the
+// JS side's argument buffers), so a spin lock is enough; it never waits
+// (memory.atomic.wait32 traps on a browser's main thread).
+int heap_lock = 0;
+struct HeapLock {
+  HeapLock() {
+    while (__atomic_exchange_n(&heap_lock, 1, __ATOMIC_ACQUIRE))
+      while (__atomic_load_n(&heap_lock, __ATOMIC_RELAXED)) {
+      }
+  }
+  ~HeapLock() { __atomic_store_n(&heap_lock, 0, __ATOMIC_RELEASE); }
+};
+#else
+struct HeapLock {
+  HeapLock() {}  // one thread, nothing to lock
+};
+#endif
+
 bool ensure_memory(uintptr_t end) {
   size_t have = __builtin_wasm_memory_size(0) * kPage;
   if (end <= have) return true;
@@ -39,6 +62,7 @@ bool ensure_memory(uintptr_t end) {
 }
 
 void* allocate(size_t bytes) {
+  HeapLock lock;
   if (!heap_start) {
     heap_start = ((uintptr_t)&__heap_base + kAlign - 1) & ~(uintptr_t)(kAlign - 1);
     heap_end = heap_start;
@@ -75,6 +99,7 @@ void* allocate(size_t bytes) {
 
 void release(void* ptr) {
   if (!ptr) return;
+  HeapLock lock;
   uintptr_t p = reinterpret_cast<uintptr_t>(ptr) - sizeof(Header);
   Header* h = block_at(p);
   h->free = 1;
@@ -143,9 +168,10 @@ void mb_free(void* ptr) { release(ptr); }
 void mb_copy(void* dst, const void* src, size_t bytes) { __builtin_memcpy(dst, src, bytes); }
 void mb_zero(void* dst, size_t bytes) { __builtin_memset(dst, 0, bytes); }
 
-// Single-threaded build: the caller does all the work. (The threaded build
-// with shared memory and workers is the speed issue's.)
+#if !MB_WASM_THREADS
+// Single-threaded build: the caller does all the work.
 void run_parallel(int n, int, TaskFn fn, void* ctx) { fn(ctx, 0, n); }
 int num_threads() { return 1; }
 void set_num_threads(int) {}
+#endif
 }  // namespace mb

@@ -119,6 +119,12 @@ export interface Backend {
   ): void;
   /** One raw Philox4x32-10 block (for known-answer tests). */
   philoxBlock(counter: readonly number[], key: readonly number[]): Uint32Array;
+  /**
+   * Stops what the backend started (the wasm backend's worker threads) once
+   * no call is in flight; its models cannot be used afterwards. Optional: the
+   * native addon's pool lives as long as the process.
+   */
+  dispose?(): void;
 }
 
 /** Splits a non-negative 64-bit value into the (lo, hi) uint32 halves the engine takes. */

@@ -1,29 +1,119 @@
-// The wasm backend in Node: reads the committed wasm/dist/marble.wasm.
+// The wasm backend in Node.
+//
+// Node always has SharedArrayBuffer, so loadUNet's wasm backend is the
+// threaded build (wasm/dist/marble-threads.wasm) on a shared memory, with
+// three kinds of instance on it:
+//   - one on this (the main) thread, for the light synchronous calls
+//     (parameter table, weights in and out, scheduler steps, AdamW, noise);
+//   - one on an engine worker_thread, which runs the long calls (forward,
+//     training step), so the event loop stays free while they run;
+//   - `threads - 1` pool workers, which the engine's parallel regions use.
+// `threads: 1` is the single-threaded path (no pool workers: every region runs
+// serially on its caller); the engine worker still keeps the event loop free.
+//
+// Why not message passing to a worker that owns everything: the Backend
+// interface is synchronous apart from forward and trainStep, and a shared
+// memory lets those sync calls stay plain function calls on the same model,
+// with no copy of the weights or of the results through postMessage.
+//
+// wasm/dist/marble.wasm (single-threaded, no shared memory) serves the
+// synchronous wasmBackendSync() below, and runtimes without SharedArrayBuffer
+// through src/wasm.ts.
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
+import { Worker } from 'node:worker_threads';
 
 import { BackendError } from '../errors.js';
 import type { Backend } from './backend.js';
 import { packageRoot } from './native.js';
-import { instantiateWasmBackend, instantiateWasmBackendSync } from './wasm_core.js';
+import { WASM_THREADS_MEMORY, backendOver, exportsOf, guardedExports, instantiateWasmBackend, instantiateWasmBackendSync } from './wasm_core.js';
+import { startThreads } from './wasm_threads.js';
+import type { SpawnThread } from './wasm_threads.js';
 
-let compiled: Promise<WebAssembly.Module> | null = null;
+let compiledSingle: Promise<WebAssembly.Module> | null = null;
+let compiledThreads: Promise<WebAssembly.Module> | null = null;
 
+/** The single-threaded build. */
 export function wasmPath(): string {
   return path.join(packageRoot(), 'wasm', 'dist', 'marble.wasm');
 }
 
+/** The threaded build. */
+export function wasmThreadsPath(): string {
+  return path.join(packageRoot(), 'wasm', 'dist', 'marble-threads.wasm');
+}
+
+/** Default pool size: the cores Node may use. */
+export function defaultThreads(): number {
+  return typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length;
+}
+
+const WORKER_SCRIPT = new URL('./wasm_worker_node.js', import.meta.url);
+
+/** worker_threads for wasm_threads.ts: unref'd, so they never keep the process alive by themselves. */
+export const spawnNodeThread: SpawnThread = (init, events) => {
+  // execArgv: [] — the worker runs only compiled JS and wasm, and some of the
+  // parent's flags (--input-type, say) would stop a worker from starting.
+  const worker = new Worker(WORKER_SCRIPT, { workerData: init, execArgv: [] });
+  let terminated = false;
+  worker.on('message', events.message);
+  worker.on('error', events.error);
+  worker.on('exit', (code) => {
+    if (!terminated) events.error(new Error(`the worker thread exited (code ${code})`));
+  });
+  worker.unref();
+  return {
+    post: (message) => worker.postMessage(message),
+    terminate: () => {
+      terminated = true;
+      void worker.terminate();
+    },
+    ref: () => worker.ref(),
+    unref: () => worker.unref(),
+  };
+};
+
 export async function createWasmBackend(options: { threads?: number } = {}): Promise<Backend> {
-  // The single-threaded build ignores `threads` until the threaded build lands.
-  void options;
   if (typeof WebAssembly !== 'object') throw new BackendError('this runtime has no WebAssembly');
-  compiled ??= readFile(wasmPath()).then((bytes) => WebAssembly.compile(bytes));
+  const threads = options.threads ?? defaultThreads();
+  if (typeof SharedArrayBuffer === 'undefined') {
+    // Node started with shared memory disabled: the single-threaded build, on this thread.
+    compiledSingle ??= readFile(wasmPath()).then((bytes) => WebAssembly.compile(bytes));
+    try {
+      return await instantiateWasmBackend(await compiledSingle);
+    } catch (e) {
+      compiledSingle = null;
+      throw new BackendError(`cannot load ${wasmPath()}: ${(e as Error).message}`);
+    }
+  }
+  compiledThreads ??= readFile(wasmThreadsPath()).then((bytes) => WebAssembly.compile(bytes));
+  let module: WebAssembly.Module;
+  let memory: WebAssembly.Memory;
+  let instance: WebAssembly.Instance;
   try {
-    return await instantiateWasmBackend(await compiled);
+    module = await compiledThreads;
+    memory = new WebAssembly.Memory(WASM_THREADS_MEMORY);
+    instance = new WebAssembly.Instance(module, { env: { memory } });
   } catch (e) {
-    compiled = null;
-    throw new BackendError(`cannot load ${wasmPath()}: ${(e as Error).message}`);
+    compiledThreads = null;
+    throw new BackendError(`cannot load ${wasmThreadsPath()}: ${(e as Error).message}`);
+  }
+  const ex = guardedExports(exportsOf(instance, memory));
+  try {
+    const started = await startThreads({
+      module,
+      memory,
+      ex,
+      poolWorkers: threads - 1,
+      engineThread: true,
+      callerMayWait: true, // every Node thread may block, the main one included
+      spawn: spawnNodeThread,
+    });
+    return backendOver(ex, { threads, longCall: started.longCall, dispose: started.dispose });
+  } catch (e) {
+    throw new BackendError(`cannot start the wasm worker threads: ${(e as Error).message}`);
   }
 }
 

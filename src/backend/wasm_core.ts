@@ -1,10 +1,15 @@
-// The wasm backend over an instantiated marble.wasm, with no Node built-ins so
-// that browsers, Deno and workerd can use it (see src/wasm.ts). The module
-// has no imports; every call goes through the engine's C ABI (api.h).
+// The wasm backend over an instantiated marble.wasm or marble-threads.wasm,
+// with no Node built-ins so that browsers, Deno and workerd can use it (see
+// src/wasm.ts). Every call goes through the engine's C ABI (api.h).
+//
+// marble.wasm has no imports and its own memory. marble-threads.wasm imports
+// a shared memory (env.memory) that every thread's instance works on; its
+// long calls (forward, training step) may run on another thread (the engine
+// worker in Node, src/backend/wasm.ts), the light ones run here.
 import { split64 } from './backend.js';
 import type { Backend, CapturedTensor, EngineModel, ParamInfo, TensorKind, TrainStepArgs } from './backend.js';
 
-interface Exports {
+export interface Exports {
   memory: WebAssembly.Memory;
   mb_wasm_alloc(bytes: number): number;
   mb_wasm_free(ptr: number): void;
@@ -77,9 +82,85 @@ interface Exports {
   ): number;
   mb_add_noise(x0: number, noise: number, sa: number, sb: number, batch: number, sampleSize: number, out: number): void;
   mb_philox4x32_10(c0: number, c1: number, c2: number, c3: number, k0: number, k1: number, out: number): void;
+  // marble-threads.wasm only (wasm/thread_pool.cpp)
+  __stack_pointer?: WebAssembly.Global;
+  mb_pool_worker_run?(): void;
+  mb_pool_ready?(): number;
+  mb_pool_start?(workers: number, callerMayWait: number): void;
+  mb_pool_stop?(): void;
+  mb_pool_worker_failed?(): void;
+  mb_pool_failed?(): number;
+  mb_pool_mark_failed?(): void;
+  mb_pool_worker_chunks?(): number;
 }
 
-class EngineFailure extends Error {
+/** The engine calls that take long enough to run off the caller's thread. */
+export type LongCallName = 'mb_model_forward' | 'mb_model_train_step';
+
+/**
+ * Where a backend runs its long calls and what it tears down at dispose:
+ * by default the calls run synchronously on this thread.
+ */
+export interface WasmRuntime {
+  /** The pool size the engine uses (1: serial). */
+  threads: number;
+  /** Runs a long call (on another thread for the Node engine worker); resolves to its status. */
+  longCall?(name: LongCallName, args: number[]): Promise<number>;
+  /** Stops the threads the backend started. */
+  dispose?(): void;
+}
+
+/**
+ * The shared memory of marble-threads.wasm, created by the loader. The
+ * numbers are wasm/build.sh's INITIAL_MEMORY and MAX_MEMORY in 64 KiB pages.
+ */
+export const WASM_THREADS_MEMORY = { initial: 16777216 / 65536, maximum: 4294967296 / 65536, shared: true } as const;
+
+/** Stack of each extra thread's instance (the first instance has the linker's 1 MiB one). */
+export const THREAD_STACK_BYTES = 1 << 20;
+
+/** Exports of an instance, with the memory it works on (imported by marble-threads.wasm). */
+export function exportsOf(instance: WebAssembly.Instance, memory?: WebAssembly.Memory): Exports {
+  const ex = instance.exports as unknown as Exports;
+  return memory ? { ...ex, memory } : ex;
+}
+
+/**
+ * The threaded build's exports for the thread that owns the backend: a trap
+ * becomes a typed error and sets the pool's failure flag, and every call
+ * checks that flag before and after. A thread that trapped may have left a
+ * lock held or its share of a parallel loop undone, so the backend refuses
+ * further work rather than hang or return wrong numbers.
+ */
+export function guardedExports(ex: Exports): Exports {
+  const failed = ex.mb_pool_failed!;
+  const guarded: Record<string, unknown> = { ...ex };
+  for (const [name, value] of Object.entries(ex)) {
+    if (typeof value !== 'function' || name.startsWith('mb_pool_')) continue;
+    const call = value as (...args: number[]) => unknown;
+    guarded[name] = (...args: number[]) => {
+      if (failed()) throw runtimeFailure('a wasm pool worker failed earlier; this backend cannot be used any more');
+      let result: unknown;
+      try {
+        result = call(...args);
+      } catch (e) {
+        if (!(e instanceof WebAssembly.RuntimeError)) throw e;
+        ex.mb_pool_mark_failed!();
+        throw runtimeFailure(`the wasm engine trapped in ${name}: ${e.message}`);
+      }
+      if (failed()) throw runtimeFailure(`a wasm pool worker trapped during ${name}; its result is incomplete`);
+      return result;
+    };
+  }
+  return guarded as unknown as Exports;
+}
+
+/** A failure in the wasm runtime itself (a trap, a dead worker): status State, a BackendError to callers. */
+export function runtimeFailure(message: string): Error {
+  return new EngineFailure(4, message);
+}
+
+export class EngineFailure extends Error {
   readonly status: number;
   constructor(status: number, message: string) {
     super(message);
@@ -91,13 +172,17 @@ function readCString(mem: WebAssembly.Memory, ptr: number): string {
   const bytes = new Uint8Array(mem.buffer, ptr);
   let end = 0;
   while (bytes[end] !== 0) end++;
-  return new TextDecoder().decode(bytes.subarray(0, end));
+  // slice: TextDecoder refuses views of a SharedArrayBuffer (the threaded build's memory)
+  return new TextDecoder().decode(bytes.slice(0, end));
 }
 
 class WasmModel implements EngineModel {
   private handle: number;
+  /** The long call in flight, if any: dispose() waits for it before deleting the model. */
+  private inflight: Promise<unknown> | null = null;
   constructor(
     private readonly ex: Exports,
+    private readonly runtime: WasmRuntime,
     config: Float64Array,
   ) {
     const cfg = this.alloc(config.byteLength);
@@ -187,11 +272,31 @@ class WasmModel implements EngineModel {
       const cls = classCond ? put(classCond) : 0;
       const out = this.alloc(outSize * 4);
       ptrs.push(out);
-      const status = ex.mb_model_forward(m, batch, channels, height, width, x, t, cls, classCond?.length ?? 0, out);
+      const status = await this.longCall('mb_model_forward', [m, batch, channels, height, width, x, t, cls, classCond?.length ?? 0, out]);
       if (status !== 0) throw new EngineFailure(status, this.error());
       return new Float32Array(ex.memory.buffer, out, outSize).slice();
     } finally {
       for (const p of ptrs) ex.mb_wasm_free(p);
+    }
+  }
+
+  /** Runs a long engine call where the runtime says (here, or the engine worker), then checks the pool. */
+  private async longCall(name: LongCallName, args: number[]): Promise<number> {
+    const here = () => {
+      try {
+        return Promise.resolve((this.ex[name] as (...a: number[]) => number)(...args));
+      } catch (e) {
+        return Promise.reject(e instanceof WebAssembly.RuntimeError ? runtimeFailure(`the wasm engine trapped in ${name}: ${e.message}`) : e);
+      }
+    };
+    const call = this.runtime.longCall ? this.runtime.longCall(name, args) : here();
+    this.inflight = call.catch(() => undefined);
+    try {
+      const status = await call;
+      if (this.ex.mb_pool_failed?.()) throw runtimeFailure('a wasm pool worker failed during the call; its result is incomplete');
+      return status;
+    } finally {
+      this.inflight = null;
     }
   }
 
@@ -217,8 +322,12 @@ class WasmModel implements EngineModel {
   }
 
   dispose(): void {
-    if (this.handle) this.ex.mb_model_delete(this.handle);
+    const handle = this.handle;
     this.handle = 0;
+    if (!handle) return;
+    // A forward still running on another thread uses the model: delete it after.
+    if (this.inflight) void this.inflight.then(() => this.ex.mb_model_delete(handle));
+    else this.ex.mb_model_delete(handle);
   }
 
   trainInit(options: { ema: boolean }): void {
@@ -232,10 +341,9 @@ class WasmModel implements EngineModel {
     const [b, c, h, w] = a.shape;
     const inputs = [a.x0, a.noise, a.timesteps, a.sqrtAlphaProd, a.sqrtOneMinusAlphaProd, a.classCond, a.lossWeights];
     const loss = new Float32Array(1);
-    let status = 0;
-    withArrays(ex, inputs, [loss], (p) => {
-      status = ex.mb_model_train_step(m, b, c, h, w, p[0]!, p[1]!, p[2]!, p[3]!, p[4]!, p[5]!, a.classCond?.length ?? 0, a.target, p[6]!, a.dropoutSeed, p[7]!);
-    });
+    const status = await withArrays(ex, inputs, [loss], (p) =>
+      this.longCall('mb_model_train_step', [m, b, c, h, w, p[0]!, p[1]!, p[2]!, p[3]!, p[4]!, p[5]!, a.classCond?.length ?? 0, a.target, p[6]!, a.dropoutSeed, p[7]!]),
+    );
     if (status !== 0) throw new EngineFailure(status, this.error());
     return loss[0]!;
   }
@@ -286,9 +394,22 @@ class WasmModel implements EngineModel {
   }
 }
 
-/** Copies arrays into wasm memory for one call, and results back out. */
-function withArrays<T>(ex: Exports, inputs: (Float32Array | null)[], outputs: Float32Array[], call: (ptrs: number[]) => T): T {
+/** Copies arrays into wasm memory for one call, and results back out (sync or async calls). */
+function withArrays<T>(ex: Exports, inputs: (Float32Array | null)[], outputs: Float32Array[], call: (ptrs: number[]) => T): T;
+function withArrays<T>(
+  ex: Exports,
+  inputs: (Float32Array | null)[],
+  outputs: Float32Array[],
+  call: (ptrs: number[]) => Promise<T>,
+): Promise<T>;
+function withArrays<T>(ex: Exports, inputs: (Float32Array | null)[], outputs: Float32Array[], call: (ptrs: number[]) => T | Promise<T>) {
   const ptrs: number[] = [];
+  const release = () => {
+    for (const p of ptrs) if (p) ex.mb_wasm_free(p);
+  };
+  const copyOut = () =>
+    outputs.forEach((out, i) => out.set(new Float32Array(ex.memory.buffer, ptrs[inputs.length + i]!, out.length)));
+  let result: T | Promise<T>;
   try {
     for (const a of [...inputs, ...outputs]) {
       if (!a) {
@@ -300,32 +421,57 @@ function withArrays<T>(ex: Exports, inputs: (Float32Array | null)[], outputs: Fl
       ptrs.push(ptr);
       new Float32Array(ex.memory.buffer, ptr, a.length).set(a);
     }
-    const result = call(ptrs);
-    outputs.forEach((out, i) => out.set(new Float32Array(ex.memory.buffer, ptrs[inputs.length + i]!, out.length)));
+    result = call(ptrs);
+  } catch (e) {
+    release();
+    throw e;
+  }
+  if (result instanceof Promise)
+    return result.then(
+      (value) => {
+        copyOut();
+        return value;
+      },
+    ).finally(release);
+  try {
+    copyOut();
     return result;
   } finally {
-    for (const p of ptrs) if (p) ex.mb_wasm_free(p);
+    release();
   }
 }
 
-/** A wasm Backend over compiled marble.wasm bytes or module. */
+/** A wasm Backend over compiled marble.wasm (the single-threaded build) bytes or module. */
 export async function instantiateWasmBackend(source: BufferSource | WebAssembly.Module): Promise<Backend> {
   const module = source instanceof WebAssembly.Module ? source : await WebAssembly.compile(source);
-  return backendOver(await WebAssembly.instantiate(module, {}));
+  return backendOver(exportsOf(await WebAssembly.instantiate(module, {})), { threads: 1 });
 }
 
 /** Synchronous instantiation (fine in Node and workers; browsers limit it on the main thread). */
 export function instantiateWasmBackendSync(module: WebAssembly.Module): Backend {
-  return backendOver(new WebAssembly.Instance(module, {}));
+  return backendOver(exportsOf(new WebAssembly.Instance(module, {})), { threads: 1 });
 }
 
-function backendOver(instance: WebAssembly.Instance): Backend {
-  const ex = instance.exports as unknown as Exports;
+/**
+ * A Backend over exports of either build: marble.wasm, or an instance of
+ * marble-threads.wasm on its shared memory (src/backend/wasm_threads.ts
+ * starts its pool; `runtime` says where long calls run and what dispose stops).
+ */
+export function backendOver(ex: Exports, runtime: WasmRuntime): Backend {
+  let disposed = false;
   return {
     name: 'wasm',
-    createModel: (config) => new WasmModel(ex, config),
-    threads: () => 1,
+    createModel: (config) => {
+      if (disposed) throw new EngineFailure(4, 'this wasm backend has been disposed');
+      return new WasmModel(ex, runtime, config);
+    },
+    threads: () => runtime.threads,
     isa: () => 'simd128',
+    dispose: () => {
+      if (disposed) return;
+      disposed = true;
+      runtime.dispose?.();
+    },
     randn: (seed, draw, n, offset = 0) => {
       const [seedLo, seedHi] = split64(seed, 'seed');
       const [drawLo, drawHi] = split64(draw, 'draw');

@@ -18,7 +18,7 @@ import { registerExportCommand } from './export.js';
 import { registerTrainCommand } from './train.js';
 
 import { loadAddon, nativeAvailable } from '../backend/native.js';
-import { createWasmBackend, wasmPath } from '../backend/wasm.js';
+import { createWasmBackend, wasmPath, wasmThreadsPath } from '../backend/wasm.js';
 
 // The smallest module that uses a SIMD128 instruction (v128.const, drop).
 const SIMD_PROBE = new Uint8Array([
@@ -39,7 +39,9 @@ async function info(): Promise<void> {
   }
   try {
     const wasm = await createWasmBackend();
-    lines.push(['backend wasm', `available: ${wasm.isa()}, ${wasm.threads()} thread (${wasmPath()})`]);
+    const build = typeof SharedArrayBuffer === 'function' ? `threaded build, ${wasm.threads()} threads, ${wasmThreadsPath()}` : wasmPath();
+    lines.push(['backend wasm', `available: ${wasm.isa()}, ${build}`]);
+    wasm.dispose?.();
   } catch (e) {
     lines.push(['backend wasm', `unavailable: ${(e as Error).message}`]);
   }

@@ -355,7 +355,7 @@ export function registerTrainCommand(program: Command): void {
     .option('--sample-batch <n>', 'images per sample grid', integer('--sample-batch', 1), 16)
     .option('--resume', 'continue the run saved in OUT/checkpoint')
     .addOption(new Option('--backend <name>', 'engine backend').choices(['auto', 'cpu', 'wasm']).default('auto'))
-    .option('--threads <n>', 'worker threads for the cpu backend', integer('--threads', 1))
+    .option('--threads <n>', 'threads for the cpu and wasm backends (default: all cores)', integer('--threads', 1))
     .option('--seed <s>', 'seed of the weights, noise, timesteps and data order (default 0)')
     .action((flags: TrainFlags, command: Command) => trainCommand(flags, command));
 }

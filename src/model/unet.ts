@@ -13,9 +13,17 @@ import { readSafetensorsFile, tensorToFloat32 } from './safetensors.js';
 import type { SafetensorsFile } from './safetensors.js';
 
 export interface LoadOptions {
-  /** 'auto' picks the native cpu addon when it is built, else wasm. */
-  backend?: 'auto' | BackendName;
-  /** Worker threads for the cpu backend (default: the machine's cores). */
+  /**
+   * 'auto' picks the native cpu addon when it is built, else wasm. A Backend
+   * object (createBackend(), or marble-diffusion/wasm's createWasmBackend())
+   * is used as it is, and the caller keeps ownership of it.
+   */
+  backend?: 'auto' | BackendName | Backend;
+  /**
+   * Threads for the cpu and wasm backends (default: the machine's cores; 1:
+   * the single-threaded path). The cpu addon's pool is one per process, so
+   * the last value set wins there.
+   */
   threads?: number;
   /** Refuse forwards whose activations need more than this many bytes (checked before allocating). */
   memoryLimitBytes?: number;
@@ -63,11 +71,15 @@ export class UNet2DModel {
   private queue: Promise<unknown> = Promise.resolve();
   private lastCaptures: CapturedTensor[] = [];
 
-  constructor(config: UNet2DConfig, backend: Backend, engine: EngineModel, parameterCount: number) {
+  /** Whether dispose() also disposes the backend (one loadUNet made for this model). */
+  private readonly ownsBackend: boolean;
+
+  constructor(config: UNet2DConfig, backend: Backend, engine: EngineModel, parameterCount: number, ownsBackend = false) {
     this.config = config;
     this.backend = backend;
     this.engine = engine;
     this.parameterCount = parameterCount;
+    this.ownsBackend = ownsBackend;
   }
 
   /**
@@ -104,9 +116,12 @@ export class UNet2DModel {
     }
   }
 
+  /** Frees the model (after a forward still in flight) and the worker threads its backend started. */
   dispose(): void {
-    this.engine?.dispose();
+    if (!this.engine) return;
+    this.engine.dispose();
     this.engine = null;
+    if (this.ownsBackend) this.backend.dispose?.();
   }
 
   private live(): EngineModel {
@@ -259,11 +274,16 @@ async function buildUNet(
   options: LoadOptions,
   fill: (engine: EngineModel, table: ParamInfo[]) => Promise<void> | void,
 ): Promise<UNet2DModel> {
-  const backend = await createBackend(options.backend ?? 'auto', { threads: options.threads });
+  const given = typeof options.backend === 'object' ? options.backend : null;
+  const backend = given ?? (await createBackend((options.backend as 'auto' | BackendName | undefined) ?? 'auto', { threads: options.threads }));
+  const disposeBackend = () => {
+    if (!given) backend.dispose?.();
+  };
   let engine: EngineModel;
   try {
     engine = backend.createModel(encodeEngineConfig(config));
   } catch (e) {
+    disposeBackend();
     throw engineError(e);
   }
   try {
@@ -271,9 +291,10 @@ async function buildUNet(
     await fill(engine, table);
     engine.finalize();
     engine.setMemoryLimit(options.memoryLimitBytes ?? defaultMemoryLimit());
-    return new UNet2DModel(config, backend, engine, table.reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0));
+    return new UNet2DModel(config, backend, engine, table.reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0), !given);
   } catch (e) {
     engine.dispose();
+    disposeBackend();
     throw engineError(e);
   }
 }

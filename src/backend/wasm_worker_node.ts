@@ -1,0 +1,11 @@
+// A worker_threads thread of the Node wasm backend (src/backend/wasm.ts):
+// runs src/backend/wasm_threads.ts's runThread on the workerData it is given.
+import { parentPort, workerData } from 'node:worker_threads';
+
+import { runThread } from './wasm_threads.js';
+import type { CallMessage, ThreadInit } from './wasm_threads.js';
+
+const port = parentPort!;
+const serve = runThread(workerData as ThreadInit, (message) => port.postMessage(message));
+if (serve) port.on('message', (call: CallMessage) => serve(call));
+else port.close(); // a pool thread returns only once the pool stopped (or failed)
