@@ -1,7 +1,10 @@
 // npm run bench: forward time of the cifar10-32 architecture (random weights)
-// at batch 1 and 8 on each backend, with GFLOP/s. Results also go to
-// bench/results/forward.json. Figures are machine-dependent: compare ratios
-// measured in one run, not numbers across machines.
+// at batch 1 and 8 on each backend, with GFLOP/s and the percentage of the
+// measured peak (bench/peak.ts) for the same ISA and thread count; then
+// onnxruntime-node / onnxruntime-web on the same model when installed
+// (bench/ort_forward.ts). Results also go to bench/results/forward.json.
+// Figures are machine-dependent: compare ratios measured in one run, not
+// numbers across machines.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,11 +15,14 @@ import { createUNet } from '../src/index.js';
 import type { BackendName } from '../src/index.js';
 import { nativeAvailable } from '../src/backend/native.js';
 import { CIFAR10_CONFIG, CIFAR10_GFLOP_PER_IMAGE } from './models.js';
+import { ortForwardRows } from './ort_forward.js';
+import { peakPercent, resultPeaks } from './peak.js';
 
 const backends: BackendName[] = nativeAvailable() ? ['cpu', 'wasm'] : ['wasm'];
 const batches = (process.env.BENCH_BATCHES ?? '1,8').split(',').map(Number);
 const bench = new Bench({ iterations: Number(process.env.BENCH_ITERATIONS ?? 5), warmupIterations: 1, time: 0 });
-const rows: { backend: string; isa: string; threads: number; batch: number; ms: number; gflops: number }[] = [];
+const rows: { backend: string; isa: string; threads: number; batch: number; ms: number; gflops: number; 'peak %'?: number | null }[] = [];
+const gflopsAt = (batch: number, ms: number) => Math.round(((CIFAR10_GFLOP_PER_IMAGE * batch) / (ms / 1000)) * 10) / 10;
 
 const models = new Map<BackendName, Awaited<ReturnType<typeof createUNet>>>();
 for (const backend of backends) models.set(backend, await createUNet(CIFAR10_CONFIG, { backend, seed: 1 }));
@@ -44,13 +50,17 @@ for (const task of bench.tasks) {
     threads: unet.backend.threads(),
     batch,
     ms: Math.round(ms * 10) / 10,
-    gflops: Math.round(((CIFAR10_GFLOP_PER_IMAGE * batch) / (ms / 1000)) * 10) / 10,
+    gflops: gflopsAt(batch, ms),
   });
 }
+for (const unet of models.values()) unet.dispose();
+for (const row of await ortForwardRows(batches, os.cpus().length, Number(process.env.BENCH_ITERATIONS ?? 5)))
+  rows.push({ ...row, gflops: gflopsAt(row.batch, row.ms) });
+const peaks = await resultPeaks();
+for (const row of rows) row['peak %'] = peakPercent(row, peaks);
 console.log(`forward, google/ddpm-cifar10-32 architecture, random weights (${os.cpus()[0]?.model}, ${os.cpus().length} cores)`);
 console.table(rows);
 const here = path.dirname(fileURLToPath(import.meta.url));
 const outDir = path.resolve(here, '..', '..', 'bench', 'results');
 mkdirSync(outDir, { recursive: true });
 writeFileSync(path.join(outDir, 'forward.json'), JSON.stringify({ date: new Date().toISOString(), cpu: os.cpus()[0]?.model, rows }, null, 2) + '\n');
-for (const unet of models.values()) unet.dispose();

@@ -1,0 +1,164 @@
+// The machine's measured float32 peak, per ISA path and thread count: the
+// denominators of the benchmarks' "% of peak". The kernel is
+// native/cpu/peak.cpp (register-resident multiply-adds, no memory traffic),
+// run through the addon's thread pool (cpu) and through marble.wasm (wasm;
+// N threads = N worker_threads each running its own instance, started
+// together, which is what N wasm threads can do at best).
+//
+// Run alone: node dist/bench/peak.js (prints the table, writes bench/results/peak.json).
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+
+import { loadAddon, nativeAvailable } from '../src/backend/native.js';
+import { wasmPath } from '../src/backend/wasm.js';
+import { readResult, writeResult } from './results.js';
+
+export interface PeakRow {
+  /** 'cpu' (the addon) or 'wasm'. */
+  backend: 'cpu' | 'wasm';
+  /** The GEMM path this ceiling belongs to: avx512, avx2, generic (native SSE2), simd128 (wasm). */
+  isa: string;
+  threads: number;
+  gflops: number;
+}
+
+const ISA_CODES: Record<string, number> = { generic: 0, avx2: 1, avx512: 2 };
+/** Each measurement runs about this long; the best of `repeats` is kept (other load only slows a run down). */
+const TARGET_SECONDS = Number(process.env.BENCH_PEAK_SECONDS ?? 0.25);
+const REPEATS = Number(process.env.BENCH_PEAK_REPEATS ?? 3);
+
+type PeakFn = (isa: number, tasks: number, iterations: number) => number;
+
+/** GFLOP/s of `threads` threads: calibrates the iteration count, then the best of REPEATS runs. */
+function measureNative(peak: PeakFn, isa: number, threads: number): number {
+  // Several tasks per thread so the pool's work queue balances a late-waking worker.
+  const tasks = threads === 1 ? 1 : threads * 4;
+  let iterations = 1e5;
+  for (;;) {
+    const t0 = performance.now();
+    const flops = peak(isa, tasks, iterations);
+    const seconds = (performance.now() - t0) / 1000;
+    if (flops === 0) return 0;
+    if (seconds > TARGET_SECONDS / 4) {
+      iterations = Math.ceil((iterations * TARGET_SECONDS) / seconds);
+      break;
+    }
+    iterations *= 4;
+  }
+  let best = 0;
+  for (let r = 0; r < REPEATS; r++) {
+    const t0 = performance.now();
+    const flops = peak(isa, tasks, iterations);
+    best = Math.max(best, flops / ((performance.now() - t0) / 1000) / 1e9);
+  }
+  return best;
+}
+
+interface WasmPeakExports {
+  mb_peak_fma: PeakFn;
+}
+
+function wasmInstance(module: WebAssembly.Module): WasmPeakExports {
+  return new WebAssembly.Instance(module, {}).exports as unknown as WasmPeakExports;
+}
+
+/** N workers, each with its own wasm instance, released together by an Atomics barrier. */
+async function measureWasm(module: WebAssembly.Module, threads: number): Promise<number> {
+  const single = wasmInstance(module);
+  let iterations = 1e5;
+  for (;;) {
+    const t0 = performance.now();
+    single.mb_peak_fma(0, 1, iterations);
+    const seconds = (performance.now() - t0) / 1000;
+    if (seconds > TARGET_SECONDS / 4) {
+      iterations = Math.ceil((iterations * TARGET_SECONDS) / seconds);
+      break;
+    }
+    iterations *= 4;
+  }
+  let best = 0;
+  for (let r = 0; r < REPEATS; r++) {
+    const gate = new Int32Array(new SharedArrayBuffer(8));
+    const workers = Array.from({ length: threads }, () => new Worker(fileURLToPath(import.meta.url), { workerData: { module, gate, iterations } }));
+    const ready = workers.map((w) => new Promise<void>((resolve) => w.once('message', () => resolve())));
+    await Promise.all(ready);
+    const results = workers.map((w) => new Promise<{ flops: number; end: number }>((resolve, reject) => {
+      w.once('message', resolve);
+      w.once('error', reject);
+    }));
+    const start = performance.timeOrigin + performance.now();
+    Atomics.store(gate, 0, 1);
+    Atomics.notify(gate, 0);
+    const done = await Promise.all(results);
+    const seconds = (Math.max(...done.map((d) => d.end)) - start) / 1000;
+    best = Math.max(best, done.reduce((n, d) => n + d.flops, 0) / seconds / 1e9);
+    await Promise.all(workers.map((w) => w.terminate()));
+  }
+  return best;
+}
+
+/** Peak GFLOP/s for every ISA path this machine has, at 1 thread and at `threads` (default: the cores). */
+export async function measurePeaks(threads = os.cpus().length): Promise<PeakRow[]> {
+  const rows: PeakRow[] = [];
+  const counts = [...new Set([1, threads])];
+  if (nativeAvailable()) {
+    const addon = loadAddon() as unknown as { peakFma?: PeakFn; setThreads(n: number): number; threads(): number };
+    if (addon.peakFma) {
+      const before = addon.threads();
+      for (const [isa, code] of Object.entries(ISA_CODES))
+        for (const n of counts) {
+          addon.setThreads(n);
+          const gflops = measureNative(addon.peakFma, code, n);
+          if (gflops > 0) rows.push({ backend: 'cpu', isa, threads: n, gflops: Math.round(gflops * 10) / 10 });
+        }
+      addon.setThreads(before);
+    }
+  }
+  const module = new WebAssembly.Module(readFileSync(wasmPath()));
+  if (WebAssembly.Module.exports(module).some((e) => e.name === 'mb_peak_fma'))
+    for (const n of counts) rows.push({ backend: 'wasm', isa: 'simd128', threads: n, gflops: Math.round((await measureWasm(module, n)) * 10) / 10 });
+  return rows;
+}
+
+/** The peak a measured row should be compared with: same backend and ISA, same thread count (null if not measured). */
+export function peakFor(peaks: readonly PeakRow[], backend: 'cpu' | 'wasm', isa: string, threads: number): number | null {
+  const wasmIsa = backend === 'wasm' ? 'simd128' : isa;
+  return peaks.find((p) => p.backend === backend && p.isa === wasmIsa && p.threads === threads)?.gflops ?? null;
+}
+
+/** The peaks measured earlier in this `npm run bench` (bench/results/peak.json, under an hour old), else measured now. */
+export async function resultPeaks(): Promise<PeakRow[]> {
+  const saved = readResult<{ date: string; rows: PeakRow[] }>('peak.json');
+  if (saved && Date.now() - Date.parse(saved.date) < 3600_000) return saved.rows;
+  return measurePeaks();
+}
+
+/**
+ * A benchmark row's GFLOP/s as a percentage of the peak it can reach: the
+ * same backend, ISA and thread count; onnxruntime-node against the widest
+ * native ISA (its MLAS kernels pick it at run time), onnxruntime-web against wasm.
+ */
+export function peakPercent(row: { backend: string; isa: string; threads: number; gflops: number }, peaks: readonly PeakRow[]): number | null {
+  let peak: number | null;
+  if (row.backend === 'cpu') peak = peakFor(peaks, 'cpu', row.isa, row.threads);
+  else if (row.backend === 'wasm' || row.isa === 'wasm') peak = peakFor(peaks, 'wasm', 'simd128', row.threads);
+  else peak = Math.max(0, ...peaks.filter((p) => p.backend === 'cpu' && p.threads === row.threads).map((p) => p.gflops)) || null;
+  return peak ? Math.round((row.gflops / peak) * 1000) / 10 : null;
+}
+
+if (!isMainThread) {
+  // a wasm peak worker: instantiate, say ready, wait for the gate, run, report the end time
+  const { module, gate, iterations } = workerData as { module: WebAssembly.Module; gate: Int32Array; iterations: number };
+  const instance = wasmInstance(module);
+  parentPort!.postMessage('ready');
+  Atomics.wait(gate, 0, 0);
+  const flops = instance.mb_peak_fma(0, 1, iterations);
+  parentPort!.postMessage({ flops, end: performance.timeOrigin + performance.now() });
+} else if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const rows = await measurePeaks();
+  console.log(`peak float32 throughput (native/cpu/peak.cpp), ${os.cpus()[0]?.model}, ${os.cpus().length} cores`);
+  console.table(rows);
+  writeResult('peak.json', { rows });
+}
