@@ -5,6 +5,7 @@
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 
+import { peakPercent } from './peak.js';
 import type { PeakRow } from './peak.js';
 import { RESULTS_DIR, readResult } from './results.js';
 
@@ -63,8 +64,9 @@ const ddim = readResult<Stamped<DdimRow> & { steps: number }>('ddim50.json');
 
 if (forward) {
   sections.push(`## Forward and DDIM sampling, google/ddpm-cifar10-32 architecture (random weights)`, '');
-  sections.push(`${forward.cpu ?? 'unknown CPU'}${forward.cores ? `, ${forward.cores} cores` : ''}; forward ${forward.date.slice(0, 10)}. Forward: median ms (GFLOP/s, % of the measured peak for the same ISA and threads).`, '');
-  const fw = byBatch(forward.rows, (r) => `${r.ms} ms (${Math.round(r.gflops)} GFLOP/s${r['peak %'] != null ? `, ${Math.round(r['peak %'])}%` : ''})`);
+  sections.push(`${forward.cpu ?? 'unknown CPU'}${forward.cores ? `, ${forward.cores} cores` : ''}; forward ${forward.date.slice(0, 10)}. Forward: median ms (GFLOP/s, % of the best peak measured in the run for the same ISA and threads, table below).`, '');
+  const percent = (r: ForwardRow) => (peak ? peakPercent(r, peak.rows) : null);
+  const fw = byBatch(forward.rows, (r) => `${r.ms} ms (${Math.round(r.gflops)} GFLOP/s${percent(r) != null ? `, ${Math.round(percent(r)!)}% of peak` : ''})`);
   const lines = fw.lines.map((l) => [`${l[0]} forward`, ...l.slice(1)]);
   if (ddim) {
     const dd = byBatch(ddim.rows, (r) => `${r.seconds} s`);
