@@ -77,10 +77,12 @@ if (forward) {
 
 if (peak) {
   sections.push('## Measured peak float32 throughput (bench/peak.ts, native/cpu/peak.cpp)', '');
-  const counts = [...new Set(peak.rows.map((r) => r.threads))].sort((a, b) => a - b);
-  const paths = [...new Set(peak.rows.map((r) => `${r.backend} ${r.isa}`))];
+  sections.push('GFLOP/s. Wall-clock: flops / elapsed time (other load lowers it); CPU-time: flops / CPU seconds received x threads (the rate while running). The peak is the higher; best of the measurements at the start and the end of the run.', '');
   sections.push(
-    table(['path', ...counts.map((n) => `${threadsWord(n)} (GFLOP/s)`)], paths.map((p) => [p, ...counts.map((n) => peak.rows.find((r) => `${r.backend} ${r.isa}` === p && r.threads === n)?.gflops ?? '')])),
+    table(
+      ['path', 'threads', 'peak', 'wall-clock', 'CPU-time'],
+      peak.rows.map((r) => [`${r.backend} ${r.isa}`, r.threads, r.gflops, r.wallGflops ?? '', r.cpuTimeGflops ?? '']),
+    ),
     '',
   );
 }
