@@ -1,8 +1,8 @@
 // onnxruntime-node and onnxruntime-web, when installed, for the side-by-side
 // benchmark rows and the ONNX export's parity test. Neither is a dependency
-// of marble (see package.json "peerDependenciesMeta" and README's Speed
-// section for why and how to install them): they are imported by a name
-// TypeScript does not resolve, and typed here by the little we use.
+// of marble (`npm run bench:ort` installs them without saving; README's
+// Speed section says why): they are imported by a name TypeScript does not
+// resolve, and typed here by the little we use.
 
 export type OrtRuntime = 'onnxruntime-node' | 'onnxruntime-web';
 
