@@ -198,6 +198,57 @@ describe('onnxruntime-node runs the exported graph', { skip: skipOrt }, () => {
     });
   }
 
+  // Options no fixture covers, cross-checked against marble's engine (itself checked against diffusers
+  // on the fixtures): two independent implementations of the same config must agree.
+  const variants: Record<string, Record<string, unknown>> = {
+    'class_embed_type timestep, resnet down/upsampling in attention blocks, attn_norm_num_groups, time_embedding_dim': {
+      block_out_channels: [16, 32], down_block_types: ['AttnDownBlock2D', 'AttnDownBlock2D'], up_block_types: ['AttnUpBlock2D', 'AttnUpBlock2D'],
+      layers_per_block: 1, norm_num_groups: 8, attention_head_dim: 8, attn_norm_num_groups: 4, downsample_type: 'resnet', upsample_type: 'resnet',
+      class_embed_type: 'timestep', time_embedding_dim: 48, flip_sin_to_cos: false, freq_shift: 1,
+    },
+    'class_embed_type identity, no mid block, scale_shift, downsample_padding 0': {
+      block_out_channels: [16, 32], down_block_types: ['DownBlock2D', 'DownBlock2D'], up_block_types: ['UpBlock2D', 'UpBlock2D'],
+      layers_per_block: 2, norm_num_groups: 4, mid_block_type: null, class_embed_type: 'identity', resnet_time_scale_shift: 'scale_shift', downsample_padding: 0,
+    },
+    'odd time_proj width (a zero column), three levels, multi-head mid attention': {
+      block_out_channels: [9, 18, 18], down_block_types: ['DownBlock2D', 'AttnDownBlock2D', 'DownBlock2D'], up_block_types: ['UpBlock2D', 'AttnUpBlock2D', 'UpBlock2D'],
+      layers_per_block: 1, norm_num_groups: 3, attention_head_dim: 9, in_channels: 2, out_channels: 4, center_input_sample: true, mid_block_scale_factor: 0.7,
+    },
+  };
+  for (const [what, config] of Object.entries(variants)) {
+    test(`onnxruntime-node agrees with marble: ${what}`, async () => {
+      const { ort } = ortNode!;
+      const unet = await createUNet(config, { backend: 'cpu', seed: 5 });
+      const session = await createOrtSession('onnxruntime-node', ort, unetToOnnx(unet), 1);
+      try {
+        const shape: [number, number, number, number] = [2, unet.config.inChannels, 16, 16];
+        const x = Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, i) => Math.sin(i * 0.37));
+        const t = [3, 700];
+        const feeds: Record<string, InstanceType<typeof ort.Tensor>> = {
+          sample: new ort.Tensor('float32', x, shape),
+          timestep: new ort.Tensor('float32', Float32Array.from(t), [2]),
+        };
+        let cond: number[] | undefined;
+        if (unet.config.classEmbedType === 'timestep') {
+          cond = [5, 321];
+          feeds.class_labels = new ort.Tensor('float32', Float32Array.from(cond), [2]);
+        } else if (unet.config.classEmbedType === 'identity') {
+          const width = (unet.config.timeEmbeddingDim ?? unet.config.blockOutChannels[0]! * 4);
+          cond = Array.from({ length: 2 * width }, (_, i) => Math.cos(i * 0.11));
+          feeds.class_labels = new ort.Tensor('float32', Float32Array.from(cond), [2, width]);
+        }
+        const ours = await unet.forward(x, shape, t, cond);
+        const theirs = (await session.run(feeds)).out_sample!;
+        assert.deepEqual(theirs.dims, [2, unet.config.outChannels, 16, 16]);
+        const diff = maxAbsDiff(theirs.data as Float32Array, ours);
+        assert.ok(diff <= 1e-4 * Math.max(1, maxAbs(ours)), `${what}: onnxruntime vs marble differ by ${diff} (max |out| ${maxAbs(ours)})`);
+      } finally {
+        await session.release();
+        unet.dispose();
+      }
+    });
+  }
+
   test('the exported graph has dynamic batch and spatial sizes (onnxruntime-node, 16x40 and batch 3, against marble)', async () => {
     const { ort } = ortNode!;
     const unet = await createUNet(JSON.parse(await readFile(fixturePath('unet/cifar-slim/config.json'), 'utf8')), { backend: 'cpu', seed: 3 });
