@@ -5,6 +5,7 @@
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 
+import { CIFAR10_GFLOP_PER_IMAGE } from './models.js';
 import { peakPercent } from './peak.js';
 import type { PeakRow } from './peak.js';
 import { RESULTS_DIR, readResult } from './results.js';
@@ -69,7 +70,8 @@ if (forward) {
   const fw = byBatch(forward.rows, (r) => `${r.ms} ms (${Math.round(r.gflops)} GFLOP/s${percent(r) != null ? `, ${Math.round(percent(r)!)}% of peak` : ''})`);
   const lines = fw.lines.map((l) => [`${l[0]} forward`, ...l.slice(1)]);
   if (ddim) {
-    const dd = byBatch(ddim.rows, (r) => `${r.seconds} s`);
+    // 50 forwards per sample; the fused step kernel's few flops per pixel are not counted
+    const dd = byBatch(ddim.rows, (r) => `${r.seconds} s (${Math.round((CIFAR10_GFLOP_PER_IMAGE * r.batch * r.steps) / r.seconds)} GFLOP/s)`);
     for (const l of dd.lines) lines.push([`${l[0]} DDIM ${ddim.steps} steps`, ...fw.batches.map((b) => l[1 + dd.batches.indexOf(b)] ?? '')]);
   }
   sections.push(table(['', ...fw.batches.map((b) => `batch ${b}`)], lines), '');
