@@ -68,7 +68,9 @@ __attribute__((target("avx512f"))) void fma_avx512(long long iterations) {
     for (int i = 0; i < kAvx512Accumulators; ++i) acc[i] = _mm512_fmadd_ps(acc[i], half, half);
   __m512 sum = _mm512_setzero_ps();
   for (int i = 0; i < kAvx512Accumulators; ++i) sum = _mm512_add_ps(sum, acc[i]);
-  g_peak_sink = _mm512_reduce_add_ps(sum);
+  float lanes[16];  // (not _mm512_reduce_add_ps: GCC 12's header trips -Wuninitialized)
+  _mm512_storeu_ps(lanes, sum);
+  g_peak_sink = lanes[0] + lanes[15];
 }
 constexpr double kAvx512FlopsPerIteration = kAvx512Accumulators * 16 * 2;
 #endif
