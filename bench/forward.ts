@@ -2,7 +2,8 @@
 // at batch 1 and 8 on each backend, with GFLOP/s and the percentage of the
 // measured peak (bench/peak.ts) for the same ISA and thread count; then
 // onnxruntime-node / onnxruntime-web on the same model when installed
-// (bench/ort_forward.ts). Results also go to bench/results/forward.json.
+// (bench/ort_forward.ts), and both on one thread, interleaved
+// (bench/single_thread.ts). Results also go to bench/results/forward.json.
 // Figures are machine-dependent: compare ratios measured in one run, not
 // numbers across machines.
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -17,6 +18,7 @@ import { nativeAvailable } from '../src/backend/native.js';
 import { CIFAR10_CONFIG, CIFAR10_GFLOP_PER_IMAGE } from './models.js';
 import { ortForwardRows } from './ort_forward.js';
 import { peakPercent, resultPeaks } from './peak.js';
+import { singleThreadRows } from './single_thread.js';
 
 const backends: BackendName[] = nativeAvailable() ? ['cpu', 'wasm'] : ['wasm'];
 const batches = (process.env.BENCH_BATCHES ?? '1,8').split(',').map(Number);
@@ -55,6 +57,8 @@ for (const task of bench.tasks) {
 }
 for (const unet of models.values()) unet.dispose();
 for (const row of await ortForwardRows(batches, os.cpus().length, Number(process.env.BENCH_ITERATIONS ?? 5)))
+  rows.push({ ...row, gflops: gflopsAt(row.batch, row.ms) });
+for (const row of await singleThreadRows(batches, Number(process.env.BENCH_ITERATIONS ?? 5)))
   rows.push({ ...row, gflops: gflopsAt(row.batch, row.ms) });
 const peaks = await resultPeaks();
 for (const row of rows) row['peak %'] = peakPercent(row, peaks);
