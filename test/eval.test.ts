@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -234,6 +234,41 @@ test('generation: each batch draws its own noise', async () => {
     assert.notDeepEqual(generated.data.subarray(0, d), generated.data.subarray(2 * d, 3 * d));
   } finally {
     unet.dispose();
+  }
+});
+
+test('generation cache: a rerun reads finished batches back, a damaged batch is sampled again, another seed misses', async () => {
+  const unet = await loadUNet(fixturePath('unet/tiny'));
+  const dir = await mkdtemp(path.join(tmpdir(), 'marble-gen-cache-'));
+  try {
+    const cache = { dir, modelKey: 'tiny' };
+    const options = { unet, scheduler: new DDIMScheduler(), count: 5, steps: 2, seed: 1, batchSize: 2, cache };
+    const fresh: boolean[] = [];
+    const first = await generateSamples({ ...options, onBatch: (_d, _t, fromCache) => fresh.push(fromCache) });
+    assert.deepEqual(fresh, [false, false, false]);
+    const files = (await readdir(dir)).filter((f) => f.endsWith('.f32'));
+    assert.equal(files.length, 3);
+
+    const again: boolean[] = [];
+    const second = await generateSamples({ ...options, onBatch: (_d, _t, fromCache) => again.push(fromCache) });
+    assert.deepEqual(again, [true, true, true]);
+    assert.deepEqual(second.data, first.data);
+    assert.ok(Math.abs(second.seconds - first.seconds) < 1e-9, 'cached batches keep their recorded sampling time');
+
+    // a truncated batch file (an interrupted write outside our rename) is not trusted
+    const victim = path.join(dir, files[0]);
+    await writeFile(victim, (await readFile(victim)).subarray(0, 10));
+    const repaired: boolean[] = [];
+    const third = await generateSamples({ ...options, onBatch: (_d, _t, fromCache) => repaired.push(fromCache) });
+    assert.equal(repaired.filter((c) => !c).length, 1);
+    assert.deepEqual(third.data, first.data);
+
+    const missed: boolean[] = [];
+    await generateSamples({ ...options, seed: 2, onBatch: (_d, _t, fromCache) => missed.push(fromCache) });
+    assert.deepEqual(missed, [false, false, false]);
+  } finally {
+    unet.dispose();
+    await rm(dir, { recursive: true, force: true });
   }
 });
 

@@ -10,7 +10,7 @@
 // perfect model would get with this many samples. --table runs DDIM at
 // several step counts with eta 0 and 1 and writes a markdown table, one row
 // at a time (an interrupted run keeps the rows it finished).
-import { mkdir, writeFile, appendFile } from 'node:fs/promises';
+import { mkdir, readdir, writeFile, appendFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 
@@ -19,7 +19,7 @@ import { MnistDataset } from '../data/mnist.js';
 import { buildReference, measureSamples } from '../eval/metrics.js';
 import type { Reference, SampleMetrics } from '../eval/metrics.js';
 import { datasetRows, evenSubset, mnistSplit } from '../eval/mnist_reference.js';
-import { generateSamples } from '../eval/generate.js';
+import { generateSamples, modelCacheKey } from '../eval/generate.js';
 import { precisionRecall } from '../eval/precision_recall.js';
 import { tableHeader, tableRow } from '../eval/table.js';
 import type { TableContext, TableRow } from '../eval/table.js';
@@ -48,6 +48,15 @@ interface EvalFlags {
   table?: string;
   tableSteps: number[];
   grid?: string;
+  cache?: string;
+}
+
+/** The model folder's weights and configs (pipeline or bare UNet folder), for the cache key. */
+async function modelFiles(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
+  return entries
+    .filter((e) => e.isFile() && (e.name.endsWith('.safetensors') || e.name.endsWith('.json')))
+    .map((e) => path.join(e.parentPath ?? e.path, e.name));
 }
 
 function integer(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
@@ -114,6 +123,7 @@ async function evalCommand(flags: EvalFlags): Promise<void> {
   process.once('SIGINT', onSigint);
   try {
     const { reference, realBaseline, side } = await loadReference(pipeline, flags);
+    const cache = flags.cache ? { dir: flags.cache, modelKey: await modelCacheKey(await modelFiles(resolved)) } : undefined;
     const run = async (scheduler: 'ddim' | 'ddpm', steps: number, eta: number | undefined) => {
       const label = `${scheduler} ${steps} steps${eta === undefined ? '' : `, eta ${eta}`}`;
       const generated = await generateSamples({
@@ -125,7 +135,8 @@ async function evalCommand(flags: EvalFlags): Promise<void> {
         seed: flags.seed,
         batchSize: flags.batch,
         signal: controller.signal,
-        onBatch: (done, total) => console.error(`${label}: ${done}/${total} samples`),
+        cache,
+        onBatch: (done, total, fromCache) => console.error(`${label}: ${done}/${total} samples${fromCache ? ' (cached)' : ''}`),
       });
       const metrics = measureSamples(generated, reference, K);
       return { generated, metrics, label };
@@ -209,5 +220,6 @@ export function registerEvalCommand(program: Command): void {
     .option('--table <file>', 'run DDIM at --table-steps with eta 0 and 1 and write a markdown table (--scheduler, --steps, --eta are then unused)')
     .addOption(new Option('--table-steps <list>', 'step counts for --table').argParser(stepList).default(TABLE_STEPS, TABLE_STEPS.join(',')))
     .option('--grid <file>', 'write the first 100 samples as a PNG grid')
+    .option('--cache <dir>', 'keep finished batches here and reuse them: an interrupted run resumes (keyed by weights, sampler, seed, batch)')
     .action((flags: EvalFlags) => evalCommand(flags));
 }

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Measures the embedded default model (`npm run eval:default`; issue #6):
+#   1. DDIM 50 steps, 1,000 digits: precision/recall (k = 3) against the 1,000
+#      held-out digits, nearest-training-digit distances, a grid of the first 100;
+#   2. DDPM 1,000 steps, 1,000 digits: the same measures;
+#   3. the DDIM steps-versus-quality table (10, 20, 50, 100, 1000 steps x eta 0, 1).
+# Results go to models/mnist-eval-*.json and models/mnist-steps.{md,json}.
+#
+# The 1000-step runs cost about 100 minutes each on two cores, so every
+# finished batch of 100 digits is kept in runs/eval-cache (keyed by weights,
+# sampler, steps, eta, seed and batch): run the script again after an
+# interruption and it resumes; finished rows come back from the cache. Pass
+# step counts to limit the table, e.g. `bash tools/eval_default.sh 10,20,50,100`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TABLE_STEPS=${1:-10,20,50,100,1000}
+EVAL=(node dist/src/cli/main.js eval --model models/mnist --samples 1000 --batch 100 --seed 0 --backend cpu --cache runs/eval-cache)
+
+"${EVAL[@]}" --scheduler ddim --steps 50 --json models/mnist-eval-ddim50.json --grid models/mnist-eval-samples.png
+"${EVAL[@]}" --table models/mnist-steps.md --table-steps "$TABLE_STEPS" --json models/mnist-steps.json
+if [[ -z "${SKIP_DDPM:-}" ]]; then
+  "${EVAL[@]}" --scheduler ddpm --json models/mnist-eval-ddpm1000.json
+fi
