@@ -19,6 +19,7 @@ SOURCES=(
   native/cpu/conv2d.cpp
   native/cpu/conv2d_winograd.cpp
   native/cpu/gemm_generic.cpp
+  native/cpu/peak.cpp
   native/cpu/groupnorm.cpp
   native/cpu/attention.cpp
   native/cpu/resample.cpp
@@ -26,7 +27,6 @@ SOURCES=(
   native/cpu/elementwise.cpp
   native/cpu/noise.cpp
   native/cpu/diffusion_step.cpp
-  native/cpu/peak.cpp
   wasm/runtime.cpp
 )
 FLAGS=(--target=wasm32 -std=c++17 -O3 -msimd128 -mbulk-memory -mnontrapping-fptoint -ffreestanding -nostdlib
