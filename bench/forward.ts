@@ -1,11 +1,7 @@
 // npm run bench: forward time of the cifar10-32 architecture (random weights)
-// at batch 1 and 8 on each backend, with GFLOP/s and the percentage of the
-// measured peak (bench/peak.ts) for the same ISA and thread count; then
-// onnxruntime-node / onnxruntime-web on the same model when installed
-// (bench/ort_forward.ts), and both on one thread, interleaved
-// (bench/single_thread.ts). Results also go to bench/results/forward.json.
-// Figures are machine-dependent: compare ratios measured in one run, not
-// numbers across machines.
+// at batch 1 and 8 on each backend, with GFLOP/s. Results also go to
+// bench/results/forward.json. Figures are machine-dependent: compare ratios
+// measured in one run, not numbers across machines.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,6 +12,10 @@ import { createUNet } from '../src/index.js';
 import type { BackendName } from '../src/index.js';
 import { nativeAvailable } from '../src/backend/native.js';
 import { CIFAR10_CONFIG, CIFAR10_GFLOP_PER_IMAGE } from './models.js';
+// Also (issue #5): % of the measured peak (bench/peak.ts) for each row's ISA and
+// thread count; onnxruntime-node / onnxruntime-web on the same model when
+// installed (bench/ort_forward.ts); marble cpu and onnxruntime-node on one
+// thread each, interleaved (bench/single_thread.ts).
 import { ortForwardRows } from './ort_forward.js';
 import { peakPercent, resultPeaks } from './peak.js';
 import { singleThreadRows } from './single_thread.js';

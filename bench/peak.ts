@@ -178,8 +178,9 @@ export async function resultPeaks(): Promise<PeakRow[]> {
  */
 export function peakPercent(row: { backend: string; isa: string; threads: number; gflops: number }, peaks: readonly PeakRow[]): number | null {
   let peak: number | null;
-  if (row.backend === 'cpu') peak = peakFor(peaks, 'cpu', row.isa, row.threads);
-  else if (row.backend === 'wasm' || row.isa === 'wasm') peak = peakFor(peaks, 'wasm', 'simd128', row.threads);
+  // marble's rows are named cpu..., wasm... (e.g. wasm-t2); onnxruntime-web's isa is 'wasm'
+  if (row.backend.startsWith('cpu')) peak = peakFor(peaks, 'cpu', row.isa, row.threads);
+  else if (row.backend.startsWith('wasm') || row.isa === 'wasm' || row.isa === 'simd128') peak = peakFor(peaks, 'wasm', 'simd128', row.threads);
   else peak = Math.max(0, ...peaks.filter((p) => p.backend === 'cpu' && p.threads === row.threads).map((p) => p.gflops)) || null;
   return peak ? Math.round((row.gflops / peak) * 1000) / 10 : null;
 }

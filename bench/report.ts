@@ -42,7 +42,7 @@ function table(header: string[], rows: (string | number)[][]): string {
 const threadsWord = (n: number) => `${n} thread${n === 1 ? '' : 's'}`;
 
 function label(row: { backend: string; isa: string; threads: number }): string {
-  if (row.backend === 'cpu' || row.backend === 'wasm') return `marble ${row.backend} (${row.isa}, ${threadsWord(row.threads)})`;
+  if (row.backend.startsWith('cpu') || row.backend.startsWith('wasm')) return `marble ${row.backend} (${row.isa}, ${threadsWord(row.threads)})`;
   return `${row.backend} (${row.isa === 'wasm' ? 'wasm, ' : ''}${threadsWord(row.threads)})`;
 }
 
