@@ -14,6 +14,13 @@ import { nativeAvailable } from '../src/backend/native.js';
 import { wasmPath } from '../src/backend/wasm.js';
 import { createWasmBackend } from '../src/wasm.js';
 import { CIFAR10_CONFIG, CIFAR10_GFLOP_PER_IMAGE } from './models.js';
+// Also (issue #5): % of the measured peak (bench/peak.ts) for each row's ISA and
+// thread count; onnxruntime-node / onnxruntime-web on the same model when
+// installed (bench/ort_forward.ts); marble cpu and onnxruntime-node on one
+// thread each, interleaved (bench/single_thread.ts).
+import { ortForwardRows } from './ort_forward.js';
+import { peakPercent, resultPeaks } from './peak.js';
+import { singleThreadRows } from './single_thread.js';
 
 // --- wasm rows (issue #5 threads): `wasm-tN` is the Node wasm backend
 // (marble-threads.wasm, forward on its engine worker) with N threads;
@@ -29,7 +36,8 @@ const backends = [...configs.keys()];
 // --- end of the wasm rows
 const batches = (process.env.BENCH_BATCHES ?? '1,8').split(',').map(Number);
 const bench = new Bench({ iterations: Number(process.env.BENCH_ITERATIONS ?? 5), warmupIterations: 1, time: 0 });
-const rows: { backend: string; isa: string; threads: number; batch: number; ms: number; gflops: number }[] = [];
+const rows: { backend: string; isa: string; threads: number; batch: number; ms: number; gflops: number; 'peak %'?: number | null }[] = [];
+const gflopsAt = (batch: number, ms: number) => Math.round(((CIFAR10_GFLOP_PER_IMAGE * batch) / (ms / 1000)) * 10) / 10;
 
 const models = new Map<string, Awaited<ReturnType<typeof createUNet>>>();
 for (const backend of backends) models.set(backend, await createUNet(CIFAR10_CONFIG, { ...configs.get(backend), seed: 1 }));
@@ -57,13 +65,19 @@ for (const task of bench.tasks) {
     threads: unet.backend.threads(),
     batch,
     ms: Math.round(ms * 10) / 10,
-    gflops: Math.round(((CIFAR10_GFLOP_PER_IMAGE * batch) / (ms / 1000)) * 10) / 10,
+    gflops: gflopsAt(batch, ms),
   });
 }
+for (const unet of models.values()) unet.dispose();
+for (const row of await ortForwardRows(batches, os.cpus().length, Number(process.env.BENCH_ITERATIONS ?? 5)))
+  rows.push({ ...row, gflops: gflopsAt(row.batch, row.ms) });
+for (const row of await singleThreadRows(batches, Number(process.env.BENCH_ITERATIONS ?? 5)))
+  rows.push({ ...row, gflops: gflopsAt(row.batch, row.ms) });
+const peaks = await resultPeaks();
+for (const row of rows) row['peak %'] = peakPercent(row, peaks);
 console.log(`forward, google/ddpm-cifar10-32 architecture, random weights (${os.cpus()[0]?.model}, ${os.cpus().length} cores)`);
 console.table(rows);
 const here = path.dirname(fileURLToPath(import.meta.url));
 const outDir = path.resolve(here, '..', '..', 'bench', 'results');
 mkdirSync(outDir, { recursive: true });
 writeFileSync(path.join(outDir, 'forward.json'), JSON.stringify({ date: new Date().toISOString(), cpu: os.cpus()[0]?.model, rows }, null, 2) + '\n');
-for (const unet of models.values()) unet.dispose();

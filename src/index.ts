@@ -8,6 +8,7 @@ export { createBackend } from './backend/select.js';
 export { loadPipeline } from './pipeline.js';
 export type { Pipeline } from './pipeline.js';
 export { sample } from './sampler.js';
+export { unetToOnnx, ONNX_OPSET } from './onnx/export.js';
 export type { SampleOptions, SampleResult, StepInfo, GeneratorName } from './sampler.js';
 export { DDPMScheduler } from './schedulers/ddpm.js';
 export { DDIMScheduler } from './schedulers/ddim.js';

@@ -23,6 +23,7 @@ SOURCES=(
   native/cpu/conv2d.cpp
   native/cpu/conv2d_winograd.cpp
   native/cpu/gemm_generic.cpp
+  native/cpu/peak.cpp
   native/cpu/groupnorm.cpp
   native/cpu/attention.cpp
   native/cpu/resample.cpp

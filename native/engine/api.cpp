@@ -8,6 +8,7 @@
 namespace mb {
 const char* select_conv_isa(const char* wanted);
 const char* conv_isa_name();
+double peak_fma(int isa, int tasks, long long iterations);  // native/cpu/peak.cpp
 }  // namespace mb
 
 using mb::Model;
@@ -84,6 +85,10 @@ MB_API void mb_set_threads(int n) { mb::set_num_threads(n); }
 MB_API const char* mb_isa(void) { return mb::conv_isa_name(); }
 MB_API const char* mb_select_isa(const char* wanted) { return mb::select_conv_isa(wanted); }
 MB_API int mb_has_non_finite(const float* x, double n) { return mb::has_non_finite(x, (long long)n) ? 1 : 0; }
+MB_API double mb_peak_fma(int isa, int tasks, double iterations) {
+  if (!(iterations >= 1 && iterations <= 1e15)) return 0;
+  return mb::peak_fma(isa, tasks, (long long)iterations);
+}
 
 MB_API void mb_randn_philox(uint32_t seed_lo, uint32_t seed_hi, uint32_t draw_lo, uint32_t draw_hi, double offset,
                             double n, float* out) {

@@ -59,6 +59,10 @@ MB_API void mb_set_threads(int n);
 MB_API const char* mb_isa(void);
 MB_API const char* mb_select_isa(const char* wanted);
 MB_API int mb_has_non_finite(const float* x, double n);
+// Peak float32 throughput micro-benchmark (native/cpu/peak.cpp): isa 0 generic,
+// 1 avx2, 2 avx512; `tasks` tasks of `iterations` rounds on the thread pool.
+// Returns the float operations done (0 if the ISA is unavailable); the caller times it.
+MB_API double mb_peak_fma(int isa, int tasks, double iterations);
 
 // Philox noise (native/cpu/noise.cpp): n standard normals of draw `draw` under
 // `seed`, from element `offset`. 64-bit values travel as (lo, hi) 32-bit halves.

@@ -460,6 +460,12 @@ Napi::Value SelectIsa(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), mb_select_isa(wanted.c_str()));
 }
 
+// peakFma(isa, tasks, iterations) -> float operations done (synchronous; bench/peak.ts times it)
+Napi::Value PeakFma(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), mb_peak_fma(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value(),
+                                                   info[2].As<Napi::Number>().DoubleValue()));
+}
+
 // randnPhilox(seedLo, seedHi, drawLo, drawHi, offset, n) -> Float32Array
 Napi::Value RandnPhilox(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -534,6 +540,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("isa", Napi::Function::New(env, Isa));
   exports.Set("selectIsa", Napi::Function::New(env, SelectIsa));
+  exports.Set("peakFma", Napi::Function::New(env, PeakFma));
   return exports;
 }
 

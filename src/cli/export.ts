@@ -11,7 +11,13 @@
 // trainer_state/ (optimizer moments, the raw weights next to the EMA) is
 // left behind. The folder is built under a temporary name, loaded once as a
 // check, and only then swapped in, so OUT is never half-written.
-import { copyFile, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+//
+// `--onnx FILE` writes the UNet as one ONNX file instead (or as well):
+// opset 17, f32 weights named as in diffusers (src/onnx/), inputs sample,
+// timestep (and class_labels), output out_sample. Written beside FILE and
+// renamed over it, so FILE is never half-written either.
+import { randomBytes } from 'node:crypto';
+import { copyFile, mkdir, readFile, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 
@@ -20,6 +26,8 @@ import { parseUNet2DConfig } from '../model/config.js';
 import { readSafetensorsFile, tensorToFloat32, writeSafetensorsFile } from '../model/safetensors.js';
 import type { TensorToWrite } from '../model/safetensors.js';
 import { loadUNet, resolveModelDir } from '../model/unet.js';
+import { unetToOnnx } from '../onnx/export.js';
+import type { OnnxExportInfo } from '../onnx/export.js';
 import { DDPMScheduler } from '../schedulers/ddpm.js';
 import { commitDirectory, exists, temporaryName } from '../train/atomic_fs.js';
 import { ddpmPipelineIndex, schedulerToDiffusersConfig } from '../train/diffusers_config.js';
@@ -156,29 +164,91 @@ export async function exportModel(options: ExportOptions): Promise<ExportResult>
   }
 }
 
+export interface OnnxExportOptions {
+  /** As for exportModel: a pipeline, run or UNet2DModel folder. */
+  checkpoint: string;
+  /** The .onnx file to write. */
+  file: string;
+  /** Replace the file when it exists. */
+  force?: boolean;
+}
+
+export interface OnnxExportResult extends OnnxExportInfo {
+  file: string;
+  bytes: number;
+}
+
+/** Writes the checkpoint's UNet as an ONNX file (see the header comment). */
+export async function exportOnnxFile(options: OnnxExportOptions): Promise<OnnxExportResult> {
+  const file = path.resolve(options.file);
+  try {
+    const existing = await stat(file);
+    if (existing.isDirectory()) throw new InputError(`--onnx ${options.file} is a folder; give a file name such as unet.onnx`);
+    if (!options.force) throw new InputError(`--onnx ${options.file} already exists; pass --force to replace it`);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  const folder = path.dirname(file);
+  if (!(await stat(folder).then((st) => st.isDirectory(), () => false)))
+    throw new InputError(`--onnx ${options.file}: the folder ${folder} does not exist`);
+  const { unetDir } = await locate(options.checkpoint);
+  const unet = await loadUNet(unetDir);
+  let bytes: Uint8Array;
+  const info: OnnxExportInfo = { parameters: 0, initializers: 0, nodes: 0 };
+  try {
+    bytes = unetToOnnx(unet, info);
+  } finally {
+    unet.dispose();
+  }
+  const temporary = `${file}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
+  try {
+    await writeFile(temporary, bytes);
+    await rename(temporary, file);
+  } catch (e) {
+    await unlink(temporary).catch(() => {});
+    throw e;
+  }
+  return { file, bytes: bytes.byteLength, ...info };
+}
+
 interface ExportFlags {
   checkpoint: string;
-  out: string;
+  out?: string;
+  onnx?: string;
   dtype: ExportDtype;
   force?: boolean;
+}
+
+function shownPath(p: string): string {
+  const relative = path.relative(process.cwd(), p);
+  return relative && !relative.startsWith('..') ? relative : p;
 }
 
 /** Adds `marble export` to the program. */
 export function registerExportCommand(program: Command): void {
   program
     .command('export')
-    .description('write a checkpoint as a release model folder (diffusers DDPMPipeline layout, f16 weights by default)')
+    .description('write a checkpoint as a release model folder (diffusers DDPMPipeline layout, f16 weights by default) and/or an ONNX file')
     .requiredOption('--checkpoint <dir>', 'a pipeline folder (e.g. runs/x/checkpoint), a run folder, or a UNet2DModel folder')
-    .requiredOption('--out <dir>', 'the model folder to write (replaced as a whole)')
-    .addOption(new Option('--dtype <type>', 'weight precision').choices(['f16', 'f32']).default('f16'))
-    .option('--force', 'replace --out when it already holds a model folder')
+    .option('--out <dir>', 'the model folder to write (replaced as a whole)')
+    .option('--onnx <file>', 'write the UNet as an ONNX model (opset 17, f32 weights) to this file')
+    .addOption(new Option('--dtype <type>', 'weight precision of --out').choices(['f16', 'f32']).default('f16'))
+    .option('--force', 'replace --out when it already holds a model folder, and --onnx when the file exists')
     .action(async (flags: ExportFlags) => {
-      const r = await exportModel(flags);
-      const relative = path.relative(process.cwd(), r.out);
-      const shown = relative && !relative.startsWith('..') ? relative : r.out;
-      console.log(
-        `exported ${flags.checkpoint} -> ${shown}: ${r.parameters.toLocaleString('en-US')} parameters in ${r.tensors} tensors, ` +
-          `${flags.dtype}, weights ${(r.weightBytes / 1e6).toFixed(2)} MB, largest rounding error ${r.maxRoundingError.toExponential(2)}`,
-      );
+      if (flags.out === undefined && flags.onnx === undefined) throw new InputError('give --out <dir>, --onnx <file>, or both');
+      if (flags.out !== undefined) {
+        const r = await exportModel({ checkpoint: flags.checkpoint, out: flags.out, dtype: flags.dtype, force: flags.force });
+        console.log(
+          `exported ${flags.checkpoint} -> ${shownPath(r.out)}: ${r.parameters.toLocaleString('en-US')} parameters in ${r.tensors} tensors, ` +
+            `${flags.dtype}, weights ${(r.weightBytes / 1e6).toFixed(2)} MB, largest rounding error ${r.maxRoundingError.toExponential(2)}`,
+        );
+      }
+      if (flags.onnx !== undefined) {
+        const r = await exportOnnxFile({ checkpoint: flags.checkpoint, file: flags.onnx, force: flags.force });
+        console.log(
+          `exported ${flags.checkpoint} -> ${shownPath(r.file)}: ONNX opset 17, ${r.parameters.toLocaleString('en-US')} parameters (f32), ` +
+            `${r.nodes} nodes, ${(r.bytes / 1e6).toFixed(2)} MB`,
+        );
+      }
     });
 }
