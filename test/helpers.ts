@@ -13,7 +13,7 @@ export function fixturePath(relative: string): string {
   return fileURLToPath(new URL(`../../test/fixtures/${relative}`, import.meta.url));
 }
 
-export const UNET_FIXTURES = ['tiny', 'cifar-slim', 'mnist-variants', 'class-cond'] as const;
+export const UNET_FIXTURES = ['tiny', 'cifar-slim', 'mnist-variants', 'class-cond', 'class-timestep'] as const;
 
 export interface BackendUnderTest {
   label: string;

@@ -13,7 +13,7 @@ import type { UNet2DModel } from '../src/model/unet.js';
 import { DDPMScheduler } from '../src/schedulers/ddpm.js';
 import { backendsUnderTest, fixturePath, maxAbs, maxAbsDiff } from './helpers.js';
 
-const FIXTURES = ['tiny', 'mnist-variants', 'class-cond'] as const;
+const FIXTURES = ['tiny', 'mnist-variants', 'class-cond', 'class-timestep'] as const;
 const BACKENDS = await backendsUnderTest();
 
 
