@@ -2,6 +2,7 @@
 import { fileURLToPath } from 'node:url';
 
 import { nativeAvailable } from '../src/backend/native.js';
+import { readSafetensorsFile, tensorToFloat32, tensorToInt64AsNumbers } from '../src/model/safetensors.js';
 import type { BackendName } from '../src/index.js';
 
 /** Tests run from dist/test/; the fixtures stay in the source tree. */
@@ -31,4 +32,27 @@ export function maxAbsDiff(a: Float32Array, b: Float32Array): number {
     if (!(d <= m)) m = d; // NaN propagates as a failure
   }
   return m;
+}
+
+/** A forward fixture (test/fixtures/unet/NAME/forward.safetensors): the input and diffusers' output and intermediates. */
+export interface ForwardReference {
+  sample: Float32Array;
+  shape: number[];
+  timesteps: number[];
+  classLabels?: number[];
+  tensors: Map<string, { data: Float32Array; shape: number[] }>;
+}
+
+export async function forwardReference(name: string): Promise<ForwardReference> {
+  const file = await readSafetensorsFile(fixturePath(`unet/${name}/forward.safetensors`));
+  const tensors = new Map<string, { data: Float32Array; shape: number[] }>();
+  for (const [key, info] of file.tensors)
+    if (info.dtype === 'F32') tensors.set(key, { data: tensorToFloat32(file, key), shape: info.shape });
+  return {
+    sample: tensors.get('sample')!.data,
+    shape: tensors.get('sample')!.shape,
+    timesteps: tensorToInt64AsNumbers(file, 'timestep'),
+    classLabels: file.tensors.has('class_labels') ? tensorToInt64AsNumbers(file, 'class_labels') : undefined,
+    tensors,
+  };
 }

@@ -2,12 +2,15 @@
 // semantics), global gradient norm, EMA of the weights. The training step
 // itself (add-noise + forward + MSE + backward) is in backward.cpp.
 #include "mathf.h"
+#include "ops.h"
 #include "unet.h"
 
 namespace mb {
 
 int train_init(Model* m, bool ema) {
   if (!m->finalized) return kErrState;
+  // The backward and the optimizer run on the cpu ops over host memory.
+  if (m->ops->device_memory) return kErrUnsupported;
   for (int i = 0; i < m->params.size; ++i) {
     Param& p = m->params[i];
     const size_t bytes = p.numel * sizeof(float);

@@ -1,0 +1,116 @@
+// Layout changes (NCHW at the API, NHWC inside) and the UNet's resampling on
+// the GPU: the twins of cpu/resample.cpp, one thread per output element,
+// with the CPU's float operations in the same order (bit-identical).
+#include "cuda_common.cuh"
+
+namespace mb {
+namespace cuda {
+
+namespace {
+
+// y[b][p][c] = x[b][c][p] * scale + shift
+__global__ void nchw_to_nhwc_kernel(const float* x, int channels, int pixels, float* y, float scale, float shift,
+                                    size_t total) {
+  MB_GRID_STRIDE(i, total) {
+    const int c = (int)(i % (size_t)channels);
+    const size_t bp = i / (size_t)channels;
+    const size_t b = bp / (size_t)pixels, p = bp % (size_t)pixels;
+    y[i] = x[(b * channels + c) * pixels + p] * scale + shift;
+  }
+}
+
+// y[b][c][p] = x[b][p][c] (/ divisors[b])
+__global__ void nhwc_to_nchw_kernel(const float* x, int channels, int pixels, const float* divisors, float* y,
+                                    size_t total) {
+  MB_GRID_STRIDE(i, total) {
+    const size_t p = i % (size_t)pixels;
+    const size_t bc = i / (size_t)pixels;
+    const size_t b = bc / (size_t)channels, c = bc % (size_t)channels;
+    const float v = x[(b * pixels + p) * channels + c];
+    y[i] = divisors ? v / divisors[b] : v;
+  }
+}
+
+__global__ void upsample_kernel(const float* x, int h, int w, int channels, float* y, size_t total) {
+  const int oh = 2 * h, ow = 2 * w;
+  MB_GRID_STRIDE(i, total) {
+    const int c = (int)(i % (size_t)channels);
+    size_t rest = i / (size_t)channels;
+    const int ox = (int)(rest % (size_t)ow);
+    rest /= (size_t)ow;
+    const int oy = (int)(rest % (size_t)oh);
+    const size_t b = rest / (size_t)oh;
+    y[i] = x[((b * h + oy / 2) * w + ox / 2) * channels + c];
+  }
+}
+
+__global__ void avgpool_kernel(const float* x, int h, int w, int channels, float* y, size_t total) {
+  const int oh = h / 2, ow = w / 2;
+  MB_GRID_STRIDE(i, total) {
+    const int c = (int)(i % (size_t)channels);
+    size_t rest = i / (size_t)channels;
+    const int ox = (int)(rest % (size_t)ow);
+    rest /= (size_t)ow;
+    const int oy = (int)(rest % (size_t)oh);
+    const size_t b = rest / (size_t)oh;
+    const float* r0 = x + ((b * h + 2 * oy) * w + 2 * ox) * channels + c;
+    const float* r1 = r0 + (size_t)w * channels;
+    y[i] = (r0[0] + r0[channels] + r1[0] + r1[channels]) / 4.0f;
+  }
+}
+
+__global__ void concat_kernel(const float* a, int ca, const float* b, int cb, float* y, size_t total) {
+  const int cw = ca + cb;
+  MB_GRID_STRIDE(i, total) {
+    const size_t p = i / (size_t)cw;
+    const int c = (int)(i % (size_t)cw);
+    y[i] = c < ca ? a[p * ca + c] : b[p * cb + (c - ca)];
+  }
+}
+
+}  // namespace
+
+void nchw_to_nhwc(const float* x, int batch, int channels, int h, int w, float* y, float scale, float shift) {
+  const size_t total = (size_t)batch * channels * h * w;
+  if (!total || !begin_launch()) return;
+  nchw_to_nhwc_kernel<<<grid_for(total), kThreads, 0, stream()>>>(x, channels, h * w, y, scale, shift, total);
+  check_launch("nchw_to_nhwc");
+}
+
+void nhwc_to_nchw(const float* x, int batch, int channels, int h, int w, float* y) {
+  const size_t total = (size_t)batch * channels * h * w;
+  if (!total || !begin_launch()) return;
+  nhwc_to_nchw_kernel<<<grid_for(total), kThreads, 0, stream()>>>(x, channels, h * w, nullptr, y, total);
+  check_launch("nhwc_to_nchw");
+}
+
+void nhwc_to_nchw_div(const float* x, int batch, int channels, int h, int w, const float* divisors, float* y) {
+  const size_t total = (size_t)batch * channels * h * w;
+  if (!total || !begin_launch()) return;
+  nhwc_to_nchw_kernel<<<grid_for(total), kThreads, 0, stream()>>>(x, channels, h * w, divisors, y, total);
+  check_launch("nhwc_to_nchw_div");
+}
+
+void upsample_nearest2x(const float* x, int batch, int h, int w, int channels, float* y) {
+  const size_t total = (size_t)batch * 4 * h * w * channels;
+  if (!total || !begin_launch()) return;
+  upsample_kernel<<<grid_for(total), kThreads, 0, stream()>>>(x, h, w, channels, y, total);
+  check_launch("upsample_nearest2x");
+}
+
+void avgpool2x2(const float* x, int batch, int h, int w, int channels, float* y) {
+  const size_t total = (size_t)batch * (h / 2) * (w / 2) * channels;
+  if (!total || !begin_launch()) return;
+  avgpool_kernel<<<grid_for(total), kThreads, 0, stream()>>>(x, h, w, channels, y, total);
+  check_launch("avgpool2x2");
+}
+
+void concat_channels(const float* a, int ca, const float* b, int cb, int pixels, float* y) {
+  const size_t total = (size_t)pixels * (ca + cb);
+  if (!total || !begin_launch()) return;
+  concat_kernel<<<grid_for(total), kThreads, 0, stream()>>>(a, ca, b, cb, y, total);
+  check_launch("concat_channels");
+}
+
+}  // namespace cuda
+}  // namespace mb

@@ -1,0 +1,181 @@
+// The CUDA backend against the references, on a machine with a GPU; one
+// skipped test naming the reason everywhere else. Built so that one run on a
+// GPU reports everything: each op family case by case (native/cuda/parity.cpp
+// against the CPU ops), every forward fixture with its intermediates against
+// diffusers (the tolerances of unet_forward.test.ts), cuda against cpu, the
+// schedulers' pipelines, typed errors for a batch beyond device memory and
+// for a kernel fault (in a child process: a fault loses the CUDA context).
+// No test stops the others.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+import { MemoryLimitError, createUNet, loadUNet } from '../src/index.js';
+import type { BackendName } from '../src/index.js';
+import { cudaDevices, cudaUnavailableReason, loadAddon } from '../src/backend/native.js';
+import type { CudaParityCase } from '../src/backend/native.js';
+import { readSafetensorsFile, tensorToFloat32 } from '../src/model/safetensors.js';
+import { sample } from '../src/sampler.js';
+import { DDIMScheduler } from '../src/schedulers/ddim.js';
+import { DDPMScheduler } from '../src/schedulers/ddpm.js';
+import { UNET_FIXTURES, fixturePath, forwardReference, maxAbs, maxAbsDiff } from './helpers.js';
+
+const reason = cudaUnavailableReason();
+
+// Relative bounds (of max(1, max |cpu|)) for ops whose sums run in a different
+// order on the GPU; every other op must reproduce the CPU's bits.
+const RELATIVE_TOLERANCE: Record<string, number> = {
+  conv2d: 2e-5,
+  linear: 2e-5,
+  attention: 2e-5,
+  group_norm: 1e-5,
+};
+
+if (reason !== null) {
+  test('cuda parity suites', (t) => t.skip(`no CUDA device: ${reason}`));
+} else {
+  test('every CUDA op family matches the CPU ops (case by case)', async (t) => {
+    const cases: CudaParityCase[] = loadAddon().cudaParity(0, 20261128);
+    assert.ok(cases.length >= 50, `the self-test ran ${cases.length} cases`);
+    const families = new Set(cases.map((c) => c.op));
+    for (const op of ['conv2d', 'linear', 'group_norm', 'attention', 'resample', 'embed', 'elementwise', 'noise', 'diffusion_step'])
+      assert.ok(families.has(op), `the self-test covers ${op}`);
+    for (const c of cases) {
+      await t.test(`${c.op}: ${c.name}`, () => {
+        assert.equal(c.status, 0, `did not run: ${c.error}`);
+        t.diagnostic(`${c.op}: ${c.name}: max |cuda - cpu| ${c.maxAbsErr} (max |cpu| ${c.maxRef}, ${c.elements} values)`);
+        if (c.exact) {
+          assert.equal(c.maxAbsErr, 0, `not bit-identical: max |cuda - cpu| = ${c.maxAbsErr}`);
+        } else {
+          const tolerance = RELATIVE_TOLERANCE[c.op]! * Math.max(1, c.maxRef);
+          assert.ok(c.maxAbsErr <= tolerance, `max |cuda - cpu| = ${c.maxAbsErr} > ${tolerance}`);
+        }
+      });
+    }
+  });
+
+  const outputs = new Map<string, Float32Array>();
+  for (const name of UNET_FIXTURES) {
+    test(`${name} on cuda matches diffusers (out and every intermediate)`, async () => {
+      const ref = await forwardReference(name);
+      const unet = await loadUNet(fixturePath(`unet/${name}`), { backend: 'cuda' });
+      try {
+        const out = await unet.forward(ref.sample, ref.shape, ref.timesteps, ref.classLabels, { capture: true });
+        outputs.set(name, out);
+        const checked: string[] = [];
+        const check = (key: string, got: Float32Array, shape: number[]) => {
+          const expected = ref.tensors.get(key)!;
+          assert.deepEqual(shape, expected.shape, `${key}: shape`);
+          const tolerance = 1e-4 * Math.max(1, maxAbs(expected.data));
+          const diff = maxAbsDiff(got, expected.data);
+          assert.ok(diff <= tolerance, `${name}/cuda: ${key} differs from diffusers by ${diff} (tolerance ${tolerance})`);
+          checked.push(key);
+        };
+        for (const captured of unet.captures()) if (ref.tensors.has(captured.name)) check(captured.name, captured.data, captured.shape);
+        check('out', out, [ref.shape[0]!, unet.config.outChannels, ref.shape[2]!, ref.shape[3]!]);
+        const expectedKeys = [...ref.tensors.keys()].filter((k) => k !== 'sample');
+        assert.deepEqual(checked.sort(), expectedKeys.sort(), 'every reference tensor was compared');
+      } finally {
+        unet.dispose();
+      }
+    });
+  }
+
+  test('cuda and cpu agree within 1e-5 relative on every fixture', async () => {
+    for (const name of UNET_FIXTURES) {
+      const ref = await forwardReference(name);
+      const unet = await loadUNet(fixturePath(`unet/${name}`), { backend: 'cpu' });
+      const cpu = await unet.forward(ref.sample, ref.shape, ref.timesteps, ref.classLabels);
+      unet.dispose();
+      const cuda = outputs.get(name);
+      assert.ok(cuda, `${name}: the cuda forward ran`);
+      const diff = maxAbsDiff(cpu, cuda);
+      const tolerance = 1e-5 * maxAbs(cpu);
+      assert.ok(diff <= tolerance, `${name}: cpu vs cuda differ by ${diff} (tolerance ${tolerance})`);
+    }
+  });
+
+  // Many tiles in every kernel's grid, partial tiles, several query blocks' worth of batch.
+  for (const [batch, h, w] of [[33, 32, 32], [3, 16, 40]] as const) {
+    test(`cifar-slim at batch ${batch}, ${h}x${w}: cuda equals cpu within 1e-5 relative`, async () => {
+      const shape = [batch, 3, h, w];
+      const x = new Float32Array(batch * 3 * h * w).map((_, i) => Math.sin(i * 0.37) * 1.5);
+      const timesteps = Array.from({ length: batch }, (_, b) => (b * 37) % 1000);
+      const outs: Float32Array[] = [];
+      for (const backend of ['cpu', 'cuda'] as BackendName[]) {
+        const unet = await loadUNet(fixturePath('unet/cifar-slim'), { backend });
+        try {
+          outs.push(await unet.forward(x, shape, timesteps));
+          // The same model again: the arena and weights persist between calls.
+          if (backend === 'cuda') assert.deepEqual(await unet.forward(x, shape, timesteps), outs[1], 'repeatable');
+        } finally {
+          unet.dispose();
+        }
+      }
+      const diff = maxAbsDiff(outs[0]!, outs[1]!);
+      assert.ok(diff <= 1e-5 * Math.max(1, maxAbs(outs[0]!)), `cpu vs cuda: ${diff}`);
+    });
+  }
+
+  test("generator 'torch' reproduces DDPMPipeline and DDIMPipeline on cuda", async () => {
+    const meta = JSON.parse(readFileSync(fixturePath('pipelines/tiny_samples.json'), 'utf8')) as {
+      cases: { name: string; pipeline: 'ddpm' | 'ddim'; steps: number; seed: number; batch: number; eta?: number }[];
+    };
+    const references = await readSafetensorsFile(fixturePath('pipelines/tiny_samples.safetensors'));
+    const unet = await loadUNet(fixturePath('unet/tiny'), { backend: 'cuda' });
+    try {
+      for (const c of meta.cases) {
+        const scheduler = c.pipeline === 'ddpm' ? new DDPMScheduler() : new DDIMScheduler();
+        const result = await sample({ unet, scheduler, numInferenceSteps: c.steps, batchSize: c.batch, seed: BigInt(c.seed), generator: 'torch', eta: c.eta });
+        const expected = tensorToFloat32(references, c.name);
+        const diff = maxAbsDiff(result.samples, expected);
+        const tolerance = 1e-4 * Math.max(1, maxAbs(expected));
+        assert.ok(diff <= tolerance, `${c.name} (${c.pipeline}, seed ${c.seed}, eta ${c.eta}): off by ${diff}`);
+      }
+    } finally {
+      unet.dispose();
+    }
+  });
+
+  test('a batch beyond device memory is a MemoryLimitError before allocating, and the model still works', async () => {
+    // Wide channels make the activations ~1000x the input, so the batch that
+    // overflows the device needs only a modest input array.
+    const config = {
+      block_out_channels: [256, 256],
+      down_block_types: ['DownBlock2D', 'DownBlock2D'],
+      up_block_types: ['UpBlock2D', 'UpBlock2D'],
+      layers_per_block: 1,
+      in_channels: 3,
+      out_channels: 3,
+      sample_size: 128,
+    };
+    const unet = await createUNet(config, { backend: 'cuda', memoryLimitBytes: Number.MAX_SAFE_INTEGER, seed: 0 });
+    try {
+      const deviceBytes = cudaDevices().devices[0]!.totalBytes!;
+      const batch = Math.ceil((1.5 * deviceBytes) / unet.activationBytes(1, 128, 128));
+      await assert.rejects(unet.forward(new Float32Array(batch * 3 * 128 * 128), [batch, 3, 128, 128], 10), (err: unknown) => {
+        assert.ok(err instanceof MemoryLimitError, String(err));
+        assert.match((err as Error).message, /out of cuda memory/);
+        return true;
+      });
+      const out = await unet.forward(new Float32Array(2 * 3 * 128 * 128).fill(0.5), [2, 3, 128, 128], 10);
+      assert.ok(out.every(Number.isFinite));
+    } finally {
+      unet.dispose();
+    }
+  });
+
+  test('a kernel fault is a typed device error and the process survives it', () => {
+    // In a child: the fault loses this process's CUDA context for good.
+    const native = fileURLToPath(new URL('../src/backend/native.js', import.meta.url));
+    const script = `import('${native}').then((m) => { const r = m.loadAddon().cudaFaultProbe(0); console.log(JSON.stringify(r)); console.log('alive'); });`;
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+    const lines = out.trim().split('\n');
+    const result = JSON.parse(lines[0]!) as { status: number; message: string };
+    assert.equal(result.status, 5, `status ${result.status}: ${result.message}`);
+    assert.match(result.message, /illegal address|cudaError/);
+    assert.equal(lines[1], 'alive');
+  });
+}
