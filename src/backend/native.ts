@@ -92,7 +92,8 @@ export function packageRoot(): string {
 export function loadAddon(): Addon {
   if (addon) return addon;
   if (loadError) throw loadError;
-  const file = path.join(packageRoot(), 'build', 'Release', 'marble.node');
+  // MARBLE_ADDON points at another build of the addon (bench/gpu-check.sh uses it).
+  const file = process.env.MARBLE_ADDON ? path.resolve(process.env.MARBLE_ADDON) : path.join(packageRoot(), 'build', 'Release', 'marble.node');
   if (!existsSync(file)) {
     loadError = new BackendError(`the native addon is not built (${file} is missing); run \`npm run build:addon\``);
     throw loadError;
