@@ -89,7 +89,9 @@ cat "$RESULTS/cuda-devices.json"
 
 # 4. The CUDA suites (each test and each op case reported, none stops the others).
 say "CUDA test suites"
-timeout 240 "$NODE" --test --test-reporter=spec --test-reporter-destination=stdout \
+# MB_PARITY_TRACE: the op self-test names each case on stderr before running it,
+# so a crash inside one still says which.
+MB_PARITY_TRACE=1 timeout 240 "$NODE" --test --test-reporter=spec --test-reporter-destination=stdout \
   --test-reporter=tap --test-reporter-destination="$RESULTS/cuda-tests.tap" \
   dist/test/cuda.test.js dist/test/cuda_backend.test.js
 STATUS[tests]=$?

@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 
 import { BackendError, DDPMScheduler, Trainer, createBackend, loadUNet } from '../src/index.js';
 import { engineOf } from '../src/train/engine_access.js';
-import { cudaDevices, cudaUnavailableReason } from '../src/backend/native.js';
+import { cudaDevices, cudaUnavailableReason, loadAddon } from '../src/backend/native.js';
 import { fixturePath } from './helpers.js';
 
 const info = cudaDevices();
@@ -67,6 +67,22 @@ if (reason !== null) {
     }
   });
 }
+
+test('the CUDA op self-test runs every case end to end (dry run: the CPU ops on both sides)', () => {
+  // What a GPU run of test/cuda.test.ts will execute, minus the GPU: every
+  // case allocates, copies, runs and compares; run twice, the CPU ops agree
+  // to the bit (they are deterministic), so the comparison reports 0.
+  const cases = loadAddon().cudaParity(0, 20261128, true);
+  assert.ok(cases.length >= 45, `${cases.length} cases`);
+  const families = new Set(cases.map((c) => c.op));
+  for (const op of ['conv2d', 'linear', 'group_norm', 'attention', 'resample', 'embed', 'elementwise', 'noise', 'diffusion_step'])
+    assert.ok(families.has(op), `covers ${op}`);
+  for (const c of cases) {
+    assert.equal(c.status, 0, `${c.op}: ${c.name}: ${c.error}`);
+    assert.ok(c.elements > 0 && c.maxRef > 0, `${c.op}: ${c.name}: compared ${c.elements} values, max ${c.maxRef}`);
+    assert.equal(c.maxAbsErr, 0, `${c.op}: ${c.name}: two CPU runs differ by ${c.maxAbsErr}`);
+  }
+});
 
 test('marble info names the CUDA devices, or why there are none', () => {
   const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));

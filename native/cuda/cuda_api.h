@@ -47,7 +47,7 @@ struct MbParityCase {
   int status;          // 0, or the device status when the op failed to run
   char error[256];
 };
-MB_API int mb_cuda_parity_run(int device, uint32_t seed);
+MB_API int mb_cuda_parity_run(int device, uint32_t seed, int dry_run);
 // Launches a kernel that writes through a bad pointer and reports what the
 // error path makes of it: the status (kErrDevice) with the message in
 // `message`. It loses the CUDA context for good: call it only in a child

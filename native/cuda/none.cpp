@@ -20,6 +20,12 @@ void copy_reason(char* dst, int len, const char* src) {
 
 namespace mb {
 const Ops* cuda_ops() { return nullptr; }
+namespace cuda {
+int select_device(int, char* reason, int reason_len) {
+  copy_reason(reason, reason_len, kNotBuilt);
+  return kErrUnsupported;
+}
+}  // namespace cuda
 }  // namespace mb
 
 MB_API int mb_cuda_built(void) { return 0; }
@@ -37,8 +43,6 @@ MB_API int mb_model_use_cuda(mb::Model* m, int) {
   return mb::kErrUnsupported;
 }
 MB_API const char* mb_model_device(mb::Model* m) { return m->ops ? m->ops->name : "cpu"; }
-MB_API int mb_cuda_parity_run(int, uint32_t) { return 0; }
-MB_API int mb_cuda_parity_case(int, MbParityCase*) { return mb::kErrInvalidArgument; }
 MB_API int mb_cuda_fault_probe(int, char* message, int message_len) {
   copy_reason(message, message_len, kNotBuilt);
   return mb::kErrUnsupported;

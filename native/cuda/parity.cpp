@@ -6,12 +6,18 @@
 // the ops whose float operations are the CPU's (layouts, resampling,
 // embeddings, SiLU, Philox noise, the diffusion step), relative for the
 // GEMM-based ops and the reductions (conv, attention, GroupNorm statistics).
+//
+// Compiled into every addon (it is plain C++ over the Ops tables): a dry run
+// puts the CPU table on both sides, so machines without a GPU still check
+// that every case runs end to end and that the CPU ops are deterministic.
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <functional>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -25,7 +31,27 @@ int select_device(int device, char* reason, int reason_len);
 
 namespace {
 
+// Host buffers as the engine's own: 64-byte aligned (the CPU micro-kernels
+// store whole aligned vectors, as they may into arena memory).
+template <typename T>
+struct EngineAllocator {
+  using value_type = T;
+  EngineAllocator() = default;
+  template <typename U>
+  EngineAllocator(const EngineAllocator<U>&) {}
+  T* allocate(size_t n) {
+    void* p = mb_alloc(n * sizeof(T) + 64);
+    if (!p) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t) { mb_free(p); }
+  bool operator==(const EngineAllocator&) const { return true; }
+  bool operator!=(const EngineAllocator&) const { return false; }
+};
+using Floats = std::vector<float, EngineAllocator<float>>;
+
 std::vector<MbParityCase> g_cases;
+const Ops* g_device_ops = nullptr;  // the side under test: cuda, or cpu in a dry run
 
 struct Rng {
   uint64_t s;
@@ -37,8 +63,8 @@ struct Rng {
     return (uint32_t)(s >> 16);
   }
   float uniform(float lo, float hi) { return lo + (hi - lo) * (float)(next() & 0xffffff) / 16777216.0f; }
-  std::vector<float> vec(size_t n, float lo = -1.0f, float hi = 1.0f) {
-    std::vector<float> v(n);
+  Floats vec(size_t n, float lo = -1.0f, float hi = 1.0f) {
+    Floats v(n);
     for (auto& x : v) x = uniform(lo, hi);
     return v;
   }
@@ -60,13 +86,13 @@ struct Device {
     }
     return static_cast<float*>(p);
   }
-  float* put(const std::vector<float>& v) {
+  float* put(const Floats& v) {
     float* p = alloc(v.size());
     if (p) ops->upload(p, v.data(), v.size() * sizeof(float));
     return p;
   }
-  std::vector<float> get(const float* p, size_t n) {
-    std::vector<float> v(n, 0.0f);
+  Floats get(const float* p, size_t n) {
+    Floats v(n, 0.0f);
     if (p) ops->download(v.data(), p, n * sizeof(float));
     return v;
   }
@@ -79,14 +105,18 @@ void copy_text(char* dst, size_t len, const std::string& s) {
 
 // Runs one case: `body` computes the CPU reference and the CUDA result.
 void run_case(const char* op, const std::string& name, bool exact,
-              const std::function<bool(Device& dev, std::vector<float>& cpu, std::vector<float>& gpu)>& body) {
+              const std::function<bool(Device& dev, Floats& cpu, Floats& gpu)>& body) {
   MbParityCase c;
   memset(&c, 0, sizeof(c));
   copy_text(c.op, sizeof(c.op), op);
   copy_text(c.name, sizeof(c.name), name);
+  if (getenv("MB_PARITY_TRACE")) {  // names the case before it runs: a crash inside still says which
+    fprintf(stderr, "parity case %s: %s\n", op, name.c_str());
+    fflush(stderr);
+  }
   c.exact = exact ? 1 : 0;
-  const Ops* cu = cuda_ops();
-  std::vector<float> cpu, gpu;
+  const Ops* cu = g_device_ops;
+  Floats cpu, gpu;
   bool ok;
   {
     Device dev(cu);
@@ -163,16 +193,16 @@ void conv_case(Rng& rng, const ConvCase& cc) {
   if (cc.residual) name += " +residual";
   if (cc.divisor != 1.0f) name += " /divisor";
   if (cc.winograd_ref) name += " (cpu: winograd)";
-  run_case("conv2d", name, false, [&](Device& dev, std::vector<float>& ref, std::vector<float>& got) {
+  run_case("conv2d", name, false, [&](Device& dev, Floats& ref, Floats& got) {
     const int taps = cc.k * cc.k;
     WeightSource src = {w.data(), (long long)cc.cin * taps, taps, 1};
     int couts[1] = {cc.cout};
     // cpu
-    std::vector<float> cpu_packed(cpu->conv_packed_floats(cc.cout, cc.cin, cc.k, cc.winograd_ref) + 64);
+    Floats cpu_packed(cpu->conv_packed_floats(cc.cout, cc.cin, cc.k, cc.winograd_ref) + 64);
     PackedWeights pw;
     cpu->pack_conv(&pw, cpu_packed.data(), &src, couts, 1, cc.cin, cc.k, cc.winograd_ref);
-    std::vector<float> zero_row(cc.cin + cc.cout + 64, 0.0f);
-    std::vector<float> scratch(cpu->conv_scratch_floats(g, cc.cout, cc.cin, cc.k, cc.winograd_ref) + 64);
+    Floats zero_row(cc.cin + cc.cout + 64, 0.0f);
+    Floats scratch(cpu->conv_scratch_floats(g, cc.cout, cc.cin, cc.k, cc.winograd_ref) + 64);
     ConvEpilogue ep;
     ep.bias = cc.bias ? bias.data() : nullptr;
     ep.batch_bias = cc.batch_bias ? bb.data() : nullptr;
@@ -191,14 +221,15 @@ void conv_case(Rng& rng, const ConvCase& cc) {
     float* dbb = dev.put(bb);
     float* dres = dev.put(res);
     float* dscratch = dev.alloc(cu->conv_scratch_floats(g, cc.cout, cc.cin, cc.k, cc.winograd_ref));
-    if (!dw || !dx || !dout || !dbias || !dbb || !dres || !dscratch) return false;
+    float* dzero = dev.alloc(zero_row.size());  // the arena's zero row, as the engine passes it
+    if (!dw || !dx || !dout || !dbias || !dbb || !dres || !dscratch || !dzero) return false;
     PackedWeights dpw;
     cu->pack_conv(&dpw, dw, &src, couts, 1, cc.cin, cc.k, cc.winograd_ref);
     ConvEpilogue dep = ep;
     dep.bias = cc.bias ? dbias : nullptr;
     dep.batch_bias = cc.batch_bias ? dbb : nullptr;
     dep.residual = cc.residual ? dres : nullptr;
-    cu->conv2d_forward(dx, g, dpw, dep, dout, nullptr, dscratch);
+    cu->conv2d_forward(dx, g, dpw, dep, dout, dzero, dscratch);
     got = dev.get(dout, out_n);
     return true;
   });
@@ -209,18 +240,18 @@ void linear_case(Rng& rng, int rows, int cin, int cout, bool fused_sources, bool
   auto x = rng.vec((size_t)rows * cin);
   const int parts = fused_sources ? 3 : 1;
   const int part_out = cout / parts;
-  std::vector<std::vector<float>> ws;
+  std::vector<Floats> ws;
   for (int s = 0; s < parts; ++s) ws.push_back(rng.vec((size_t)part_out * cin, -0.2f, 0.2f));
   auto bias = rng.vec(cout);
   auto res = rng.vec((size_t)rows * cout);
   std::string name = shape("%d rows, %d -> %d%s%s", rows, cin, cout, fused_sources ? " (q|k|v from 3 sources)" : "",
                            residual_in_place ? " +residual in place" : "");
-  run_case("linear", name, false, [&](Device& dev, std::vector<float>& ref, std::vector<float>& got) {
+  run_case("linear", name, false, [&](Device& dev, Floats& ref, Floats& got) {
     WeightSource src[3];
     int couts[3];
     for (int s = 0; s < parts; ++s) src[s] = {ws[s].data(), cin, 1, 0}, couts[s] = part_out;
     const ConvGeometry g = rows_geometry(rows, cin, cout);
-    std::vector<float> packed(cpu->conv_packed_floats(cout, cin, 1, false) + 64), zero_row(cin + cout + 64, 0.0f);
+    Floats packed(cpu->conv_packed_floats(cout, cin, 1, false) + 64), zero_row(cin + cout + 64, 0.0f);
     PackedWeights pw;
     cpu->pack_conv(&pw, packed.data(), src, couts, parts, cin, 1, false);
     ConvEpilogue ep;
@@ -233,13 +264,14 @@ void linear_case(Rng& rng, int rows, int cin, int cout, bool fused_sources, bool
     float* dx = dev.put(x);
     float* dout = dev.put(res);
     float* dbias = dev.put(bias);
-    if (!dw || !dx || !dout || !dbias) return false;
+    float* dzero = dev.alloc(zero_row.size());
+    if (!dw || !dx || !dout || !dbias || !dzero) return false;
     PackedWeights dpw;
     cu->pack_conv(&dpw, dw, src, couts, parts, cin, 1, false);
     ConvEpilogue dep;
     dep.bias = dbias;
     if (residual_in_place) dep.residual = dout, dep.residual_ld = cout;
-    cu->conv2d_forward(dx, g, dpw, dep, dout, nullptr, nullptr);
+    cu->conv2d_forward(dx, g, dpw, dep, dout, dzero, nullptr);
     got = dev.get(dout, (size_t)rows * cout);
     return true;
   });
@@ -256,13 +288,13 @@ void group_norm_case(Rng& rng, int batch, int pixels, int channels, int groups, 
   auto ss = rng.vec((size_t)batch * 2 * channels, -0.5f, 0.5f);
   std::string name = shape("b%d %d px, C %d, G %d%s%s, mean %+g", batch, pixels, channels, groups, silu ? " +silu" : "",
                            scale_shift ? " +scale_shift" : "", offset);
-  run_case("group_norm", name, false, [&](Device& dev, std::vector<float>& ref, std::vector<float>& got) {
+  run_case("group_norm", name, false, [&](Device& dev, Floats& ref, Floats& got) {
     GroupNormArgs a;
     a.batch = batch, a.pixels = pixels, a.channels = channels, a.groups = groups, a.eps = 1e-5f, a.silu = silu;
     a.gamma = gamma.data(), a.beta = beta.data();
     a.scale_shift = scale_shift ? ss.data() : nullptr, a.scale_shift_ld = 2 * channels;
     ref.assign(x.size(), 0.0f);
-    std::vector<float> stats(2 * (size_t)batch * groups);
+    Floats stats(2 * (size_t)batch * groups);
     cpu->group_norm_forward(x.data(), a, ref.data(), stats.data());
     float* dx = dev.put(x);
     float* dy = dev.alloc(x.size());
@@ -290,18 +322,19 @@ void attention_case(Rng& rng, int batch, int tokens, int heads, int head_dim) {
   const int C = heads * head_dim;
   auto qkv = rng.vec((size_t)batch * tokens * 3 * C, -2.0f, 2.0f);
   std::string name = shape("b%d, %d tokens, %d heads x %d", batch, tokens, heads, head_dim);
-  run_case("attention", name, false, [&](Device& dev, std::vector<float>& ref, std::vector<float>& got) {
+  run_case("attention", name, false, [&](Device& dev, Floats& ref, Floats& got) {
     AttentionArgs a;
     a.batch = batch, a.tokens = tokens, a.heads = heads, a.head_dim = head_dim;
     a.scale = 1.0f / sqrtf((float)head_dim);
     ref.assign((size_t)batch * tokens * C, 0.0f);
-    std::vector<float> scratch(cpu->attention_scratch_floats(a) + 64), zero_row(3 * C + 64, 0.0f);
+    Floats scratch(cpu->attention_scratch_floats(a) + 64), zero_row(3 * C + 64, 0.0f);
     cpu->attention_forward(qkv.data(), a, ref.data(), scratch.data(), zero_row.data());
     float* dqkv = dev.put(qkv);
     float* dout = dev.alloc(ref.size());
     float* dscratch = dev.alloc(dev.ops->attention_scratch_floats(a));
-    if (!dqkv || !dout || !dscratch) return false;
-    dev.ops->attention_forward(dqkv, a, dout, dscratch, nullptr);
+    float* dzero = dev.alloc(zero_row.size());
+    if (!dqkv || !dout || !dscratch || !dzero) return false;
+    dev.ops->attention_forward(dqkv, a, dout, dscratch, dzero);
     got = dev.get(dout, ref.size());
     return true;
   });
@@ -316,7 +349,7 @@ void resample_cases(Rng& rng) {
   auto x = rng.vec(n), a = rng.vec(n), divisors = rng.vec(B, 0.5f, 900.0f);
   auto run_unary = [&](const char* label, size_t out_n,
                        const std::function<void(const Ops*, const float*, const float*, float*)>& f) {
-    run_case("resample", label, true, [&](Device& dev, std::vector<float>& ref, std::vector<float>& got) {
+    run_case("resample", label, true, [&](Device& dev, Floats& ref, Floats& got) {
       ref.assign(out_n, 0.0f);
       f(cpu, x.data(), divisors.data(), ref.data());
       float* dx = dev.put(x);
@@ -343,7 +376,7 @@ void resample_cases(Rng& rng) {
   run_unary("avgpool2x2", n / 4, [&](const Ops* o, const float* in, const float*, float* out) {
     o->avgpool2x2(in, B, H, W, C, out);
   });
-  run_case("resample", "concat_channels (5 | 7)", true, [&](Device& dev, std::vector<float>& ref, std::vector<float>& got) {
+  run_case("resample", "concat_channels (5 | 7)", true, [&](Device& dev, Floats& ref, Floats& got) {
     const int pixels = B * H * W, ca = 5, cb = 7;
     auto b = rng.vec((size_t)pixels * cb);
     ref.assign((size_t)pixels * (ca + cb), 0.0f);
@@ -362,12 +395,12 @@ void resample_cases(Rng& rng) {
 
 void embed_cases(Rng& rng) {
   const Ops* cpu = cpu_ops();
-  std::vector<float> t = {0.0f, 1.0f, 17.0f, 250.5f, 999.0f, 4095.0f};
+  Floats t = {0.0f, 1.0f, 17.0f, 250.5f, 999.0f, 4095.0f};
   const int B = (int)t.size();
   struct Sin { int dim; bool flip; float shift; };
   for (Sin s : {Sin{128, true, 0.0f}, Sin{64, false, 1.0f}, Sin{33, true, 1.0f}}) {
     run_case("embed", shape("timestep_embedding dim %d flip %d shift %g", s.dim, s.flip, s.shift), true,
-             [&](Device& dev, std::vector<float>& ref, std::vector<float>& got) {
+             [&](Device& dev, Floats& ref, Floats& got) {
                ref.assign((size_t)B * s.dim, 0.0f);
                cpu->timestep_embedding(t.data(), B, s.dim, s.flip, s.shift, ref.data());
                float* dt = dev.put(t);
@@ -378,9 +411,9 @@ void embed_cases(Rng& rng) {
                return true;
              });
   }
-  std::vector<float> tf = {0.002f, 0.5f, 1.0f, 80.0f, 999.0f};
+  Floats tf = {0.002f, 0.5f, 1.0f, 80.0f, 999.0f};
   auto fw = rng.vec(32, -16.0f, 16.0f);
-  run_case("embed", "fourier_embedding n 32", true, [&](Device& dev, std::vector<float>& ref, std::vector<float>& got) {
+  run_case("embed", "fourier_embedding n 32", true, [&](Device& dev, Floats& ref, Floats& got) {
     const int Bf = (int)tf.size();
     ref.assign((size_t)Bf * 64, 0.0f);
     cpu->fourier_embedding(tf.data(), Bf, fw.data(), 32, ref.data());
@@ -393,11 +426,11 @@ void embed_cases(Rng& rng) {
     return true;
   });
   auto table = rng.vec(10 * 48);
-  std::vector<float> idx = {3, 0, 9, 3};
+  Floats idx = {3, 0, 9, 3};
   auto base = rng.vec(4 * 48);
   for (bool acc : {false, true}) {
     run_case("embed", acc ? "gather_rows accumulate (class embedding)" : "gather_rows (learned time embedding)", true,
-             [&](Device& dev, std::vector<float>& ref, std::vector<float>& got) {
+             [&](Device& dev, Floats& ref, Floats& got) {
                ref = base;
                cpu->gather_rows(table.data(), 48, idx.data(), 4, ref.data(), acc);
                float* dt = dev.put(table);
@@ -415,7 +448,7 @@ void elementwise_cases(Rng& rng) {
   const Ops* cpu = cpu_ops();
   auto x = rng.vec(100003, -30.0f, 30.0f), y = rng.vec(100003);
   run_case("elementwise", "silu over [-30, 30], 100003 values", true,
-           [&](Device& dev, std::vector<float>& ref, std::vector<float>& got) {
+           [&](Device& dev, Floats& ref, Floats& got) {
              ref.assign(x.size(), 0.0f);
              cpu->silu_forward(x.data(), (long long)x.size(), ref.data());
              float* dx = dev.put(x);
@@ -425,7 +458,7 @@ void elementwise_cases(Rng& rng) {
              got = dev.get(dy, x.size());
              return true;
            });
-  run_case("elementwise", "add, 100003 values", true, [&](Device& dev, std::vector<float>& ref, std::vector<float>& got) {
+  run_case("elementwise", "add, 100003 values", true, [&](Device& dev, Floats& ref, Floats& got) {
     ref.assign(x.size(), 0.0f);
     cpu->add_forward(x.data(), y.data(), (long long)x.size(), ref.data());
     float* dx = dev.put(x);
@@ -447,7 +480,7 @@ void noise_cases(Rng& rng) {
                  Draw{1, 2, 5, 1}}) {
     run_case("noise", shape("randn_philox seed %llu draw %llu offset %llu n %lld", (unsigned long long)d.seed,
                             (unsigned long long)d.draw, (unsigned long long)d.offset, d.n),
-             true, [&](Device& dev, std::vector<float>& ref, std::vector<float>& got) {
+             true, [&](Device& dev, Floats& ref, Floats& got) {
                ref.assign((size_t)d.n, 0.0f);
                cpu->randn_philox(d.seed, d.draw, d.offset, d.n, ref.data());
                float* dy = dev.alloc((size_t)d.n);
@@ -458,7 +491,7 @@ void noise_cases(Rng& rng) {
              });
   }
   auto x = rng.vec(10001);
-  run_case("noise", "dropout p 0.1, 10001 values", true, [&](Device& dev, std::vector<float>& ref, std::vector<float>& got) {
+  run_case("noise", "dropout p 0.1, 10001 values", true, [&](Device& dev, Floats& ref, Floats& got) {
     ref.assign(x.size(), 0.0f);
     cpu->dropout_apply(5, 9, 0.1f, x.data(), (long long)x.size(), ref.data());
     float* dx = dev.put(x);
@@ -492,13 +525,13 @@ void step_cases(Rng& rng) {
     c.dynamic_thresholding_ratio = 0.995f, c.sample_max_value = 1.0f;
     c.x0_coeff = 0.21f, c.other_coeff = 0.77f, c.noise_std = 0.13f, c.min_log = -9.0f, c.max_log = -2.5f;
     const bool learned = v.noise_term == kNoiseLearnedRange || v.noise_term == kNoiseLearnedVariance;
-    std::vector<float> model = learned ? out2 : std::vector<float>(out2.begin(), out2.begin() + (size_t)B * n);
+    Floats model = learned ? out2 : Floats(out2.begin(), out2.begin() + (size_t)B * n);
     if (v.noise_term == kNoiseLearnedVariance)  // a variance must be positive
       for (int b = 0; b < B; ++b)
         for (int i = 0; i < n; ++i) model[(size_t)b * 2 * n + n + i] = fabsf(model[(size_t)b * 2 * n + n + i]) + 1e-3f;
     const StepLayout layout = {B, n, learned ? 2 * n : n};
-    run_case("diffusion_step", v.name, true, [&](Device& dev, std::vector<float>& ref, std::vector<float>& got) {
-      std::vector<float> prev((size_t)B * n), x0((size_t)B * n);
+    run_case("diffusion_step", v.name, true, [&](Device& dev, Floats& ref, Floats& got) {
+      Floats prev((size_t)B * n), x0((size_t)B * n);
       cpu->diffusion_step(c, layout, model.data(), sample.data(), noise.data(), prev.data(), x0.data());
       ref = prev;
       ref.insert(ref.end(), x0.begin(), x0.end());
@@ -516,8 +549,8 @@ void step_cases(Rng& rng) {
     });
   }
   auto x0 = rng.vec((size_t)B * n);
-  std::vector<float> sa = {0.99f, 0.5f, 0.01f}, sb = {0.1410674f, 0.8660254f, 0.99995f};
-  run_case("diffusion_step", "add_noise, 3 samples", true, [&](Device& dev, std::vector<float>& ref, std::vector<float>& got) {
+  Floats sa = {0.99f, 0.5f, 0.01f}, sb = {0.1410674f, 0.8660254f, 0.99995f};
+  run_case("diffusion_step", "add_noise, 3 samples", true, [&](Device& dev, Floats& ref, Floats& got) {
     ref.assign(x0.size(), 0.0f);
     cpu->add_noise(x0.data(), noise.data(), sa.data(), sb.data(), B, n, ref.data());
     float* dx = dev.put(x0);
@@ -537,10 +570,15 @@ void step_cases(Rng& rng) {
 
 using namespace mb;
 
-MB_API int mb_cuda_parity_run(int device, uint32_t seed) {
+MB_API int mb_cuda_parity_run(int device, uint32_t seed, int dry_run) {
   g_cases.clear();
-  char reason[400];
-  if (cuda::select_device(device, reason, sizeof(reason)) != kOk || !cuda_ops()) return 0;
+  if (dry_run) {
+    g_device_ops = cpu_ops();
+  } else {
+    char reason[400];
+    if (cuda::select_device(device, reason, sizeof(reason)) != kOk || !cuda_ops()) return 0;
+    g_device_ops = cuda_ops();
+  }
   Rng rng(seed);
   // conv2d: the UNet's shapes (conv_in, resnet convs with the time bias and the
   // residual, the shortcut, down- and upsampling), odd sizes that leave partial

@@ -575,11 +575,12 @@ Napi::Value CudaDevices(const Napi::CallbackInfo& info) {
   return result;
 }
 
-// cudaParity(device, seed) -> [{ op, name, exact, maxAbsErr, maxRef, elements, status, error }]
+// cudaParity(device, seed, dryRun) -> [{ op, name, exact, maxAbsErr, maxRef, elements, status, error }]
 // Synchronous: a test helper that runs every op family once on small inputs.
 Napi::Value CudaParity(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const int n = mb_cuda_parity_run(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Uint32Value());
+  const int n = mb_cuda_parity_run(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Uint32Value(),
+                                   info[2].ToBoolean().Value() ? 1 : 0);
   Napi::Array list = Napi::Array::New(env, (size_t)n);
   for (int i = 0; i < n; ++i) {
     MbParityCase c;

@@ -51,7 +51,8 @@ type NativeModel = EngineModel & { useCuda(device: number): void; device(): stri
 interface Addon {
   Model: new (config: Float64Array) => NativeModel;
   cudaDevices(): CudaDevices;
-  cudaParity(device: number, seed: number): CudaParityCase[];
+  /** dryRun: the CPU ops on both sides, no device needed (checks the harness). */
+  cudaParity(device: number, seed: number, dryRun: boolean): CudaParityCase[];
   cudaFaultProbe(device: number): { status: number; message: string };
   threads(): number;
   setThreads(n: number): number;
