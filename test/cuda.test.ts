@@ -20,7 +20,7 @@ import { readSafetensorsFile, tensorToFloat32 } from '../src/model/safetensors.j
 import { sample } from '../src/sampler.js';
 import { DDIMScheduler } from '../src/schedulers/ddim.js';
 import { DDPMScheduler } from '../src/schedulers/ddpm.js';
-import { UNET_FIXTURES, fixturePath, forwardReference, maxAbs, maxAbsDiff } from './helpers.js';
+import { SELF_TEST_FAMILIES, UNET_FIXTURES, fixturePath, forwardReference, maxAbs, maxAbsDiff } from './helpers.js';
 
 const reason = cudaUnavailableReason();
 
@@ -31,6 +31,9 @@ const RELATIVE_TOLERANCE: Record<string, number> = {
   linear: 2e-5,
   attention: 2e-5,
   group_norm: 1e-5,
+  conv2d_backward: 2e-5,
+  attention_backward: 2e-5,
+  group_norm_backward: 1e-5,
 };
 
 if (reason !== null) {
@@ -51,10 +54,9 @@ if (reason !== null) {
     assert.ok(child.status === 0 && child.stdout.startsWith('['),
       `the self-test process ended with status ${child.status} (signal ${child.signal}) after: ${trace.slice(-3).join(' | ')}`);
     const cases = JSON.parse(child.stdout) as CudaParityCase[];
-    assert.ok(cases.length >= 45, `the self-test ran ${cases.length} cases`);
+    assert.ok(cases.length >= 70, `the self-test ran ${cases.length} cases`);
     const families = new Set(cases.map((c) => c.op));
-    for (const op of ['conv2d', 'linear', 'group_norm', 'attention', 'resample', 'embed', 'elementwise', 'noise', 'diffusion_step'])
-      assert.ok(families.has(op), `the self-test covers ${op}`);
+    for (const op of SELF_TEST_FAMILIES) assert.ok(families.has(op), `the self-test covers ${op}`);
     for (const c of cases) {
       await t.test(`${c.op}: ${c.name}`, () => {
         assert.equal(c.status, 0, `did not run: ${c.error}`);

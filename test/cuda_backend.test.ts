@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { BackendError, DDPMScheduler, Trainer, createBackend, loadUNet } from '../src/index.js';
 import { engineOf } from '../src/train/engine_access.js';
 import { cudaDevices, cudaUnavailableReason, loadAddon } from '../src/backend/native.js';
-import { fixturePath } from './helpers.js';
+import { SELF_TEST_FAMILIES, fixturePath } from './helpers.js';
 
 const info = cudaDevices();
 const reason = cudaUnavailableReason();
@@ -73,10 +73,9 @@ test('the CUDA op self-test runs every case end to end (dry run: the CPU ops on 
   // case allocates, copies, runs and compares; run twice, the CPU ops agree
   // to the bit (they are deterministic), so the comparison reports 0.
   const cases = loadAddon().cudaParity(0, 20261128, true);
-  assert.ok(cases.length >= 45, `${cases.length} cases`);
+  assert.ok(cases.length >= 70, `${cases.length} cases`);
   const families = new Set(cases.map((c) => c.op));
-  for (const op of ['conv2d', 'linear', 'group_norm', 'attention', 'resample', 'embed', 'elementwise', 'noise', 'diffusion_step'])
-    assert.ok(families.has(op), `covers ${op}`);
+  for (const op of SELF_TEST_FAMILIES) assert.ok(families.has(op), `covers ${op}`);
   for (const c of cases) {
     assert.equal(c.status, 0, `${c.op}: ${c.name}: ${c.error}`);
     assert.ok(c.elements > 0 && c.maxRef > 0, `${c.op}: ${c.name}: compared ${c.elements} values, max ${c.maxRef}`);

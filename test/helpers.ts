@@ -12,6 +12,12 @@ export function fixturePath(relative: string): string {
 
 export const UNET_FIXTURES = ['tiny', 'cifar-slim', 'mnist-variants', 'class-cond'] as const;
 
+/** The op families native/cuda/parity.cpp checks, each against the CPU ops. */
+export const SELF_TEST_FAMILIES = [
+  'conv2d', 'linear', 'group_norm', 'attention', 'resample', 'embed', 'elementwise', 'noise', 'diffusion_step',
+  'conv2d_backward', 'group_norm_backward', 'attention_backward', 'resample_backward', 'optimizer',
+];
+
 /** Backends under test: both must be present here (CI builds the addon). */
 export function backendsUnderTest(): BackendName[] {
   if (!nativeAvailable()) throw new Error('the native addon is not built: run `npm run build:addon` before the tests');

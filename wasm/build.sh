@@ -26,6 +26,7 @@ SOURCES=(
   native/cpu/elementwise.cpp
   native/cpu/noise.cpp
   native/cpu/diffusion_step.cpp
+  native/cpu/adamw.cpp
   native/cpu/cpu_ops.cpp
   wasm/runtime.cpp
 )

@@ -67,6 +67,11 @@ int cpu_diffusion_step(const StepCoefficients& c, const StepLayout& layout, cons
   return kOk;
 }
 
+void cpu_conv2d_backward_data(const float* dy, const ConvGeometry& g, const PackedWeights& w, float* dx, float* scratch,
+                              const float* zero_row, bool accumulate) {
+  conv2d_backward_data(dy, g, w, dx, scratch, zero_row, accumulate);  // (a default argument cannot go through a pointer)
+}
+
 const Ops kCpuOps = {
     "cpu",
     false,
@@ -100,6 +105,20 @@ const Ops kCpuOps = {
     randn_philox,
     add_noise,
     cpu_diffusion_step,
+    conv2d_backward_scratch_floats,
+    cpu_conv2d_backward_data,
+    conv2d_backward_weights_scratch_floats,
+    conv2d_backward_weights,
+    group_norm_backward_scratch_floats,
+    group_norm_backward,
+    attention_backward_scratch_floats,
+    attention_backward,
+    upsample_nearest2x_backward,
+    avgpool2x2_backward,
+    concat_channels_backward,
+    silu_backward,
+    adamw_update,
+    ema_update,
 };
 
 }  // namespace

@@ -4,6 +4,7 @@
 // head) pairs at once, softmax(scale * S) per row (torch's order: scale,
 // subtract the max, exp, divide by the sum), then O = P V into the output's
 // head slice. Queries go in blocks so the scores stay under kMaxScoreFloats.
+// The backward follows at the end.
 #include "../engine/mathf.h"
 #include "cuda_common.cuh"
 
@@ -81,6 +82,40 @@ __global__ void __launch_bounds__(kSoftmaxThreads) softmax_rows(float* scores, l
   }
 }
 
+// dS = P * (dP - rowsum(dP * P)) * scale, in place over dP; one block per row.
+__global__ void __launch_bounds__(kSoftmaxThreads) softmax_backward_rows(const float* probs, float* dprobs, long long rows,
+                                                                          int T, float scale) {
+  __shared__ double shared[kSoftmaxThreads / 32];
+  for (long long row = blockIdx.x; row < rows; row += gridDim.x) {
+    const float* p = probs + (size_t)row * T;
+    float* dp = dprobs + (size_t)row * T;
+    double dot = 0.0;
+    for (int j = threadIdx.x; j < T; j += blockDim.x) dot += (double)dp[j] * p[j];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int o = 16; o > 0; o >>= 1) dot += __shfl_down_sync(0xffffffffu, dot, o);
+    if (lane == 0) shared[warp] = dot;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      double total = 0.0;
+      for (int w = 0; w < (int)(blockDim.x >> 5); ++w) total += shared[w];
+      shared[0] = total;
+    }
+    __syncthreads();
+    const float rowsum = (float)shared[0];
+    __syncthreads();
+    for (int j = threadIdx.x; j < T; j += blockDim.x) dp[j] = p[j] * (dp[j] - rowsum) * scale;
+  }
+}
+
+// Samples per backward chunk: the probabilities and their gradient for every
+// head of a chunk stay under kMaxScoreFloats each.
+int backward_samples_per_chunk(const AttentionArgs& a) {
+  const size_t per_sample = (size_t)a.heads * a.tokens * a.tokens;
+  size_t n = kMaxScoreFloats / (per_sample ? per_sample : 1);
+  if (n < 1) n = 1;
+  return n >= (size_t)a.batch ? a.batch : (int)n;
+}
+
 }  // namespace
 
 size_t attention_scratch_floats(const AttentionArgs& a) {
@@ -122,6 +157,59 @@ void attention_forward(const float* qkv, const AttentionArgs& a, float* out, flo
     o.c_i = C, o.c_outer = (long long)T * C, o.c_inner = dh;
     o.m = rows, o.n = dh, o.k = T, o.batches = (int)BH, o.inner = H;
     batched_gemm(o);
+    if (failed()) return;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Backward: recomputes P = softmax(scale Q K^T), then dV = P^T dO,
+// dP = dO V^T, dS = P (dP - rowsum(dP P)) scale, dQ = dS K, dK = dS^T Q, each
+// a batched GEMM over a chunk of samples and all their heads. dqkv is
+// overwritten.
+
+size_t attention_backward_scratch_floats(const AttentionArgs& a) {
+  return 2 * align_up((size_t)backward_samples_per_chunk(a) * a.heads * a.tokens * a.tokens, 16) + 64;
+}
+
+void attention_backward(const float* qkv, const AttentionArgs& a, const float* dout, float* dqkv, float* scratch) {
+  if (a.batch <= 0 || a.tokens <= 0 || !begin_launch()) return;
+  const int T = a.tokens, dh = a.head_dim, H = a.heads, C = H * dh, ld = 3 * C;
+  const int chunk = backward_samples_per_chunk(a);
+  const size_t block = align_up((size_t)chunk * H * T * T, 16);
+  float* probs = scratch;
+  float* dprobs = scratch + block;
+  const long long TT = (long long)T * T;
+  for (int b0 = 0; b0 < a.batch; b0 += chunk) {
+    const int nb = a.batch - b0 < chunk ? a.batch - b0 : chunk;
+    const float* q = qkv + (size_t)b0 * T * ld;
+    const float* k = q + C;
+    const float* v = q + 2 * C;
+    const float* d_o = dout + (size_t)b0 * T * C;
+    float* dq = dqkv + (size_t)b0 * T * ld;
+    float* dk = dq + C;
+    float* dv = dq + 2 * C;
+    const int batches = nb * H;
+    // P[z][i][j] = softmax_j(scale sum_d Q[i][d] K[j][d])
+    BatchedGemm s{q, ld, 1, (long long)T * ld, dh, k, 1, ld, (long long)T * ld, dh, probs, T, H * TT, TT, T, T, dh, batches, H};
+    batched_gemm(s);
+    if (failed()) return;
+    softmax_rows<<<grid_for((size_t)batches * T, 1), kSoftmaxThreads, 0, stream()>>>(probs, (long long)batches * T, T, a.scale);
+    if (!check_launch("softmax_rows (backward)")) return;
+    // dV[j][d] = sum_i P[i][j] dO[i][d]
+    BatchedGemm gv{probs, 1, T, H * TT, TT, d_o, C, 1, (long long)T * C, dh, dv, ld, (long long)T * ld, dh, T, dh, T, batches, H};
+    batched_gemm(gv);
+    // dP[i][j] = sum_d dO[i][d] V[j][d]
+    BatchedGemm gp{d_o, C, 1, (long long)T * C, dh, v, 1, ld, (long long)T * ld, dh, dprobs, T, H * TT, TT, T, T, dh, batches, H};
+    batched_gemm(gp);
+    if (failed()) return;
+    softmax_backward_rows<<<grid_for((size_t)batches * T, 1), kSoftmaxThreads, 0, stream()>>>(probs, dprobs,
+                                                                                            (long long)batches * T, T, a.scale);
+    if (!check_launch("softmax_backward_rows")) return;
+    // dQ[i][d] = sum_j dS[i][j] K[j][d];  dK[j][d] = sum_i dS[i][j] Q[i][d]
+    BatchedGemm gq{dprobs, T, 1, H * TT, TT, k, ld, 1, (long long)T * ld, dh, dq, ld, (long long)T * ld, dh, T, dh, T, batches, H};
+    batched_gemm(gq);
+    BatchedGemm gk{dprobs, 1, T, H * TT, TT, q, ld, 1, (long long)T * ld, dh, dk, ld, (long long)T * ld, dh, T, dh, T, batches, H};
+    batched_gemm(gk);
     if (failed()) return;
   }
 }

@@ -8,7 +8,8 @@
 // in the CPU's order, so only the K-sum's rounding differs from the CPU.
 //
 // Weights are packed once at load as a plain K x N row-major matrix (Winograd
-// is a CPU-side choice; the flag is ignored here).
+// is a CPU-side choice; the flag is ignored here). The backward (dX, dW, db)
+// follows at the end.
 #include <vector>
 
 #include "cuda_common.cuh"
@@ -182,6 +183,231 @@ __global__ void __launch_bounds__(kGemmThreads) strided_batched_gemm(GemmParams 
   }
 }
 
+// --- backward -----------------------------------------------------------------
+
+// dX as an implicit GEMM: rows = input pixels (at the logical, upsampled size
+// for an upsampling conv), columns = input channels, K = (tap, output
+// channel). A(m, (tap, n)) = dY at the output pixel that tap connects to m, or
+// 0 where the stride skips it or it falls outside; B((tap, n), ci) reads the
+// forward's packed weights [tap][ci][n] transposed in place.
+struct DataParams {
+  const float* dy;
+  const float* w;
+  float* out;
+  long long M;
+  int N, K;  // N = cin, K = taps * cout
+  int cout, cin, kw;
+  int lh, lw;  // rows' image size
+  int out_h, out_w, dy_ld, stride, pad_top, pad_left;
+  int out_ld;
+  bool accumulate;
+};
+
+__global__ void __launch_bounds__(kGemmThreads) conv_backward_data_gemm(DataParams p) {
+  __shared__ float As[kBK][kBM + 4];
+  __shared__ float Bs[kBK][kBN];
+  const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+  const long long m0 = (long long)blockIdx.x * kBM;
+  const int n0 = blockIdx.y * kBN;
+  const int ar = tid >> 2, ak = (tid & 3) * 4;
+  const long long am = m0 + ar;
+  const bool a_row_ok = am < p.M;
+  const long long pixels = (long long)p.lh * p.lw;
+  const long long ab = a_row_ok ? am / pixels : 0;
+  const int rem = a_row_ok ? (int)(am - ab * pixels) : 0;
+  const int iy = rem / p.lw, ix = rem - (rem / p.lw) * p.lw;
+  const float* image = p.dy + (size_t)ab * p.out_h * p.out_w * p.dy_ld;
+  const int bk = tid >> 4, bn = (tid & 15) * 4;
+
+  float acc[4][4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+
+  for (int k0 = 0; k0 < p.K; k0 += kBK) {
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int k = k0 + ak + q;
+      float v = 0.0f;
+      if (a_row_ok && k < p.K) {
+        const int tap = k / p.cout, n = k - (k / p.cout) * p.cout;
+        const int ky = tap / p.kw, kx = tap - (tap / p.kw) * p.kw;
+        const int oy_s = iy + p.pad_top - ky, ox_s = ix + p.pad_left - kx;
+        if (oy_s >= 0 && ox_s >= 0 && oy_s % p.stride == 0 && ox_s % p.stride == 0) {
+          const int oy = oy_s / p.stride, ox = ox_s / p.stride;
+          if (oy < p.out_h && ox < p.out_w) v = image[((size_t)oy * p.out_w + ox) * p.dy_ld + n];
+        }
+      }
+      As[ak + q][ar] = v;
+    }
+    {
+      const int k = k0 + bk;
+      const int tap = k / p.cout, n = k - (k / p.cout) * p.cout;
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int ci = n0 + bn + q;
+        Bs[bk][bn + q] = (k < p.K && ci < p.N) ? p.w[((size_t)tap * p.cin + ci) * p.cout + n] : 0.0f;
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kBK; ++kk) {
+      float a[4], b[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) a[i] = As[kk][ty + 16 * i];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) b[j] = Bs[kk][tx + 16 * j];
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = __fmaf_rn(a[i], b[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const long long m = m0 + ty + 16 * i;
+    if (m >= p.M) continue;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int n = n0 + tx + 16 * j;
+      if (n >= p.N) continue;
+      float* o = p.out + (size_t)m * p.out_ld + n;
+      *o = p.accumulate ? *o + acc[i][j] : acc[i][j];
+    }
+  }
+}
+
+// dW as a GEMM with the reduction over output pixels: C[n][(tap, ci)] =
+// sum_m dY[m][n] A[m][(tap, ci)] (A gathered as in the forward). The pixels
+// are split over gridDim.z; each split writes its partial C, and
+// weight_grad_reduce adds the splits in order into the torch-layout gradient
+// (deterministic, no atomics).
+struct WeightParams {
+  const float* in;
+  const float* dy;
+  float* partial;  // [splits][N][K]
+  long long M, m_per_split;
+  int N, K;  // N = cout, K = taps * cin
+  int cin, kw;
+  int in_h, in_w, in_ld, up_shift, logical_h, logical_w;
+  int out_h, out_w, dy_ld, stride, pad_top, pad_left;
+};
+
+__global__ void __launch_bounds__(kGemmThreads) conv_backward_weights_gemm(WeightParams p) {
+  __shared__ float Ds[kBK][kBM + 4];  // dY^T: [m][n]
+  __shared__ float Xs[kBK][kBN];      // A: [m][k]
+  const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+  const int n0 = blockIdx.x * kBM, c0 = blockIdx.y * kBN;
+  const long long m_begin = (long long)blockIdx.z * p.m_per_split;
+  const long long m_end = m_begin + p.m_per_split < p.M ? m_begin + p.m_per_split : p.M;
+  const int lm = tid >> 4, lq = (tid & 15) * 4;  // this thread's row of both tiles, and its 4 columns
+  const long long pixels = (long long)p.out_h * p.out_w;
+
+  float acc[4][4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+
+  for (long long mb = m_begin; mb < m_end; mb += kBK) {
+    const long long m = mb + lm;
+    const bool row_ok = m < m_end;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int n = n0 + lq + q;
+      Ds[lm][lq + q] = (row_ok && n < p.N) ? p.dy[(size_t)m * p.dy_ld + n] : 0.0f;
+    }
+    long long b = 0;
+    int oy = 0, ox = 0;
+    if (row_ok) {
+      b = m / pixels;
+      const int rem = (int)(m - b * pixels);
+      oy = rem / p.out_w;
+      ox = rem - oy * p.out_w;
+    }
+    const float* image = p.in + (size_t)b * p.in_h * p.in_w * p.in_ld;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int k = c0 + lq + q;
+      float v = 0.0f;
+      if (row_ok && k < p.K) {
+        const int tap = k / p.cin, ci = k - (k / p.cin) * p.cin;
+        const int dy = tap / p.kw, dx = tap - (tap / p.kw) * p.kw;
+        const int iy = oy * p.stride - p.pad_top + dy, ix = ox * p.stride - p.pad_left + dx;
+        if (iy >= 0 && iy < p.logical_h && ix >= 0 && ix < p.logical_w)
+          v = image[((size_t)(iy >> p.up_shift) * p.in_w + (size_t)(ix >> p.up_shift)) * p.in_ld + ci];
+      }
+      Xs[lm][lq + q] = v;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kBK; ++kk) {
+      float a[4], b2[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) a[i] = Ds[kk][ty + 16 * i];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) b2[j] = Xs[kk][tx + 16 * j];
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = __fmaf_rn(a[i], b2[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+  float* out = p.partial + (size_t)blockIdx.z * p.N * p.K;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int n = n0 + ty + 16 * i;
+    if (n >= p.N) continue;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int k = c0 + tx + 16 * j;
+      if (k < p.K) out[(size_t)n * p.K + k] = acc[i][j];
+    }
+  }
+}
+
+// grad_w[n][ci][tap] += sum over splits of partial[s][n][tap * cin + ci]
+__global__ void weight_grad_reduce(const float* partial, int splits, int N, int K, int cin, int taps, float* grad_w) {
+  MB_GRID_STRIDE(i, (size_t)N * K) {
+    const size_t n = i / (size_t)K;
+    const int k = (int)(i % (size_t)K);
+    float sum = 0.0f;
+    for (int s = 0; s < splits; ++s) sum += partial[(size_t)s * N * K + i];
+    const int tap = k / cin, ci = k - (k / cin) * cin;
+    grad_w[(n * cin + ci) * taps + tap] += sum;
+  }
+}
+
+// grad_b[n] += sum over rows of dY[m][n]: 32 columns x 8 row lanes per block, in double.
+__global__ void __launch_bounds__(256) bias_grad(const float* dy, long long rows, int ld, int N, float* grad_b) {
+  __shared__ double part[8][32];
+  const int lane_n = threadIdx.x & 31, lane_m = threadIdx.x >> 5;
+  const int n = blockIdx.x * 32 + lane_n;
+  double sum = 0.0;
+  if (n < N)
+    for (long long m = lane_m; m < rows; m += 8) sum += (double)dy[(size_t)m * ld + n];
+  part[lane_m][lane_n] = sum;
+  __syncthreads();
+  if (lane_m == 0 && n < N) {
+    for (int l = 1; l < 8; ++l) sum += part[l][lane_n];
+    grad_b[n] += (float)sum;
+  }
+}
+
+// Splits of the pixel reduction: enough blocks to fill the GPU, and partial
+// results within kMaxPartialFloats.
+constexpr size_t kMaxPartialFloats = (size_t)16 << 20;
+int weight_grad_splits(long long M, int N, int K) {
+  long long splits = (M + 511) / 512;
+  const long long cap = (long long)(kMaxPartialFloats / ((size_t)N * K ? (size_t)N * K : 1));
+  if (splits > cap) splits = cap;
+  if (splits > 65535) splits = 65535;
+  return splits < 1 ? 1 : (int)splits;
+}
+
 }  // namespace
 
 size_t conv_packed_floats(int cout, int cin, int k, bool) {
@@ -267,6 +493,103 @@ void batched_gemm(const BatchedGemm& g) {
     GemmParams p{g, z0};
     strided_batched_gemm<<<dim3((unsigned)mtiles, (unsigned)ntiles, (unsigned)nz), kGemmThreads, 0, stream()>>>(p);
     if (!check_launch("strided_batched_gemm")) return;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Backward.
+
+size_t conv2d_backward_data_scratch_floats(const ConvGeometry& g, int, int cin, int, bool) {
+  // an upsampling conv's dX at the upsampled size, summed 2x2 into dx afterwards
+  return g.upsample == 2 ? (size_t)g.batch * g.in_h * 2 * g.in_w * 2 * cin : 0;
+}
+
+void conv2d_backward_data(const float* dy, const ConvGeometry& g, const PackedWeights& w, float* dx, float* scratch,
+                          const float*, bool accumulate) {
+  if (!begin_launch()) return;
+  DataParams p;
+  p.dy = dy;
+  p.w = w.data;
+  p.cout = w.cout;
+  p.cin = w.cin;
+  p.kw = w.kw;
+  p.N = w.cin;
+  p.K = w.kh * w.kw * w.cout;
+  p.lh = g.in_h * g.upsample;
+  p.lw = g.in_w * g.upsample;
+  p.M = (long long)g.batch * p.lh * p.lw;
+  p.out_h = g.out_h;
+  p.out_w = g.out_w;
+  p.dy_ld = g.out_ld;
+  p.stride = g.stride;
+  p.pad_top = g.pad_top;
+  p.pad_left = g.pad_left;
+  if (g.upsample == 2) {
+    p.out = scratch;
+    p.out_ld = w.cin;
+    p.accumulate = false;
+  } else {
+    p.out = dx;
+    p.out_ld = g.in_ld;
+    p.accumulate = accumulate;
+  }
+  if (p.M <= 0 || p.N <= 0) return;
+  const long long mtiles = (p.M + kBM - 1) / kBM;
+  const int ntiles = (p.N + kBN - 1) / kBN;
+  if (mtiles > 0x7fffffffLL || ntiles > 65535) {
+    record(cudaErrorInvalidConfiguration, "conv2d_backward_data: too large for one launch");
+    return;
+  }
+  conv_backward_data_gemm<<<dim3((unsigned)mtiles, (unsigned)ntiles), kGemmThreads, 0, stream()>>>(p);
+  if (!check_launch("conv_backward_data_gemm")) return;
+  if (g.upsample == 2) upsample_nearest2x_backward(scratch, g.batch, g.in_h, g.in_w, w.cin, dx, g.in_ld);
+}
+
+size_t conv2d_backward_weights_scratch_floats(const ConvGeometry& g, int cout, int cin, int k) {
+  const long long M = (long long)g.batch * g.out_h * g.out_w;
+  const int K = k * k * cin;
+  return (size_t)weight_grad_splits(M, cout, K) * cout * K;
+}
+
+void conv2d_backward_weights(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin, int k,
+                             float* grad_w, float* grad_b, float* scratch, const float*) {
+  if (!begin_launch()) return;
+  WeightParams p;
+  p.in = in;
+  p.dy = dy;
+  p.partial = scratch;
+  p.M = (long long)g.batch * g.out_h * g.out_w;
+  p.N = cout;
+  p.K = k * k * cin;
+  p.cin = cin;
+  p.kw = k;
+  p.in_h = g.in_h;
+  p.in_w = g.in_w;
+  p.in_ld = g.in_ld;
+  p.up_shift = g.upsample == 2 ? 1 : 0;
+  p.logical_h = g.in_h * g.upsample;
+  p.logical_w = g.in_w * g.upsample;
+  p.out_h = g.out_h;
+  p.out_w = g.out_w;
+  p.dy_ld = g.out_ld;
+  p.stride = g.stride;
+  p.pad_top = g.pad_top;
+  p.pad_left = g.pad_left;
+  if (p.M <= 0 || p.N <= 0 || p.K <= 0) return;
+  const int splits = weight_grad_splits(p.M, p.N, p.K);
+  p.m_per_split = ((p.M + splits - 1) / splits + kBK - 1) / kBK * kBK;
+  const int ntiles = (p.N + kBM - 1) / kBM, ktiles = (p.K + kBN - 1) / kBN;
+  if (ktiles > 65535) {
+    record(cudaErrorInvalidConfiguration, "conv2d_backward_weights: too large for one launch");
+    return;
+  }
+  conv_backward_weights_gemm<<<dim3((unsigned)ntiles, (unsigned)ktiles, (unsigned)splits), kGemmThreads, 0, stream()>>>(p);
+  if (!check_launch("conv_backward_weights_gemm")) return;
+  weight_grad_reduce<<<grid_for((size_t)p.N * p.K), kThreads, 0, stream()>>>(scratch, splits, p.N, p.K, cin, k * k, grad_w);
+  if (!check_launch("weight_grad_reduce")) return;
+  if (grad_b) {
+    bias_grad<<<(unsigned)((cout + 31) / 32), 256, 0, stream()>>>(dy, p.M, g.out_ld, cout, grad_b);
+    check_launch("bias_grad");
   }
 }
 

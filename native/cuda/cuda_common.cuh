@@ -78,6 +78,12 @@ void pack_conv(PackedWeights* packed, float* storage, const WeightSource* source
 size_t conv_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, bool winograd);
 void conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep, float* out,
                     const float* zero_row, float* scratch);
+size_t conv2d_backward_data_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, bool winograd);
+void conv2d_backward_data(const float* dy, const ConvGeometry& g, const PackedWeights& w, float* dx, float* scratch,
+                          const float* zero_row, bool accumulate);
+size_t conv2d_backward_weights_scratch_floats(const ConvGeometry& g, int cout, int cin, int k);
+void conv2d_backward_weights(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin, int k,
+                             float* grad_w, float* grad_b, float* scratch, const float* zero_row);
 // A batched GEMM with arbitrary strides (attention.cu uses it): for z in [0, batches),
 // C_z[i][j] = alpha * sum_k A_z(i, k) B_z(k, j), where batch z's base offsets are
 // (z / inner) * outer_stride + (z % inner) * inner_stride for A, B and C alike.
@@ -93,9 +99,14 @@ struct BatchedGemm {
 void batched_gemm(const BatchedGemm& g);
 // groupnorm.cu
 void group_norm_forward(const float* x, const GroupNormArgs& a, float* y, float* stats);
+size_t group_norm_backward_scratch_floats(const GroupNormArgs& a);
+void group_norm_backward(const float* x, const GroupNormArgs& a, const float* stats, const float* dy, float* dx,
+                         float* dgamma, float* dbeta, float* dscale_shift, float* scratch);
 // attention.cu
 size_t attention_scratch_floats(const AttentionArgs& a);
 void attention_forward(const float* qkv, const AttentionArgs& a, float* out, float* scratch, const float* zero_row);
+size_t attention_backward_scratch_floats(const AttentionArgs& a);
+void attention_backward(const float* qkv, const AttentionArgs& a, const float* dout, float* dqkv, float* scratch);
 // resample.cu
 void nchw_to_nhwc(const float* x, int batch, int channels, int h, int w, float* y, float scale, float shift);
 void nhwc_to_nchw(const float* x, int batch, int channels, int h, int w, float* y);
@@ -103,6 +114,9 @@ void nhwc_to_nchw_div(const float* x, int batch, int channels, int h, int w, con
 void upsample_nearest2x(const float* x, int batch, int h, int w, int channels, float* y);
 void avgpool2x2(const float* x, int batch, int h, int w, int channels, float* y);
 void concat_channels(const float* a, int ca, const float* b, int cb, int pixels, float* y);
+void upsample_nearest2x_backward(const float* dy, int batch, int h, int w, int channels, float* dx, int dx_ld);
+void avgpool2x2_backward(const float* dy, int batch, int h, int w, int channels, float* dx);
+void concat_channels_backward(const float* dy, int ca, int cb, int pixels, float* da, float* db);
 // embed.cu
 void timestep_embedding(const float* timesteps, int batch, int dim, bool flip_sin_to_cos, float freq_shift, float* out);
 void fourier_embedding(const float* timesteps, int batch, const float* weight, int n, float* out);
@@ -110,6 +124,10 @@ void gather_rows(const float* table, int dim, const float* index, int batch, flo
 // elementwise.cu
 void silu_forward(const float* x, long long n, float* y);
 void add_forward(const float* a, const float* b, long long n, float* y);
+void silu_backward(const float* x, const float* dy, long long n, float* dx);
+// adamw.cu
+void adamw_update(float* w, float* exp_avg, float* exp_avg_sq, const float* grad, size_t n, const AdamwCoefs& c);
+void ema_update(float* ema, const float* w, size_t n, float one_minus_decay);
 // noise.cu
 void randn_philox(uint64_t seed, uint64_t draw, uint64_t offset, long long n, float* out);
 void dropout_apply(uint64_t seed, uint64_t stream, float p, const float* x, long long n, float* y);

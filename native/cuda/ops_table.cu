@@ -41,6 +41,20 @@ const Ops kCudaOps = {
     cuda::randn_philox,
     cuda::add_noise,
     cuda::diffusion_step,
+    cuda::conv2d_backward_data_scratch_floats,
+    cuda::conv2d_backward_data,
+    cuda::conv2d_backward_weights_scratch_floats,
+    cuda::conv2d_backward_weights,
+    cuda::group_norm_backward_scratch_floats,
+    cuda::group_norm_backward,
+    cuda::attention_backward_scratch_floats,
+    cuda::attention_backward,
+    cuda::upsample_nearest2x_backward,
+    cuda::avgpool2x2_backward,
+    cuda::concat_channels_backward,
+    cuda::silu_backward,
+    cuda::adamw_update,
+    cuda::ema_update,
 };
 }  // namespace
 

@@ -565,6 +565,260 @@ void step_cases(Rng& rng) {
   });
 }
 
+
+// --- backward and the optimizer ---------------------------------------------------
+
+// dX and dW/db of one convolution geometry; accumulated outputs start from
+// random values (the backward adds into them).
+void conv_backward_cases(Rng& rng, const ConvCase& cc, bool accumulate) {
+  const Ops* cpu = cpu_ops();
+  const int lh = cc.in_h * cc.upsample, lw = cc.in_w * cc.upsample;
+  const int out_h = (lh + (cc.stride == 2 && cc.pad_top == 0 ? 1 : 2 * cc.pad_top) - cc.k) / cc.stride + 1;
+  const int out_w = (lw + (cc.stride == 2 && cc.pad_left == 0 ? 1 : 2 * cc.pad_left) - cc.k) / cc.stride + 1;
+  ConvGeometry g;
+  g.batch = cc.batch, g.in_h = cc.in_h, g.in_w = cc.in_w, g.in_ld = cc.cin, g.upsample = cc.upsample;
+  g.out_h = out_h, g.out_w = out_w, g.out_ld = cc.cout, g.stride = cc.stride, g.pad_top = cc.pad_top, g.pad_left = cc.pad_left;
+  const size_t in_n = (size_t)cc.batch * cc.in_h * cc.in_w * cc.cin, out_n = (size_t)cc.batch * out_h * out_w * cc.cout;
+  const int taps = cc.k * cc.k;
+  auto x = rng.vec(in_n), dy = rng.vec(out_n), dx0 = rng.vec(in_n);
+  auto w = rng.vec((size_t)cc.cout * cc.cin * taps, -0.2f, 0.2f);
+  auto gw0 = rng.vec(w.size()), gb0 = rng.vec(cc.cout);
+  const std::string geometry = shape("b%d %dx%d%s cin %d cout %d k%d s%d pad %d,%d", cc.batch, cc.in_h, cc.in_w,
+                                     cc.upsample == 2 ? " up2" : "", cc.cin, cc.cout, cc.k, cc.stride, cc.pad_top, cc.pad_left);
+  run_case("conv2d_backward", "dX " + geometry + (accumulate ? " (added)" : " (written)") + (cc.winograd_ref ? " (cpu: winograd)" : ""),
+           false, [&](Device& dev, Floats& ref, Floats& got) {
+             WeightSource src = {w.data(), (long long)cc.cin * taps, taps, 1};
+             int couts[1] = {cc.cout};
+             Floats packed(cpu->conv_packed_floats(cc.cout, cc.cin, cc.k, cc.winograd_ref) + 64);
+             PackedWeights pw;
+             cpu->pack_conv(&pw, packed.data(), &src, couts, 1, cc.cin, cc.k, cc.winograd_ref);
+             Floats scratch(cpu->conv2d_backward_data_scratch_floats(g, cc.cout, cc.cin, cc.k, cc.winograd_ref) + 64);
+             Floats zero_row(cc.cin + cc.cout + 64, 0.0f);
+             ref = dx0;
+             cpu->conv2d_backward_data(dy.data(), g, pw, ref.data(), scratch.data(), zero_row.data(), accumulate);
+             const Ops* cu = dev.ops;
+             float* dw = dev.alloc(cu->conv_packed_floats(cc.cout, cc.cin, cc.k, cc.winograd_ref));
+             float* ddy = dev.put(dy);
+             float* ddx = dev.put(dx0);
+             float* dscratch = dev.alloc(cu->conv2d_backward_data_scratch_floats(g, cc.cout, cc.cin, cc.k, cc.winograd_ref));
+             float* dzero = dev.alloc(zero_row.size());
+             if (!dw || !ddy || !ddx || !dscratch || !dzero) return false;
+             PackedWeights dpw;
+             cu->pack_conv(&dpw, dw, &src, couts, 1, cc.cin, cc.k, cc.winograd_ref);
+             cu->conv2d_backward_data(ddy, g, dpw, ddx, dscratch, dzero, accumulate);
+             got = dev.get(ddx, in_n);
+             return true;
+           });
+  if (!accumulate) return;  // the weight gradient does not depend on it
+  run_case("conv2d_backward", "dW, db " + geometry, false, [&](Device& dev, Floats& ref, Floats& got) {
+    Floats scratch(cpu->conv2d_backward_weights_scratch_floats(g, cc.cout, cc.cin, cc.k) + 64);
+    Floats zero_row(cc.cin + cc.cout + 64, 0.0f);
+    Floats gw = gw0, gb = gb0;
+    cpu->conv2d_backward_weights(x.data(), g, dy.data(), cc.cout, cc.cin, cc.k, gw.data(), gb.data(), scratch.data(),
+                                 zero_row.data());
+    ref = gw;
+    ref.insert(ref.end(), gb.begin(), gb.end());
+    const Ops* cu = dev.ops;
+    float* dx = dev.put(x);
+    float* ddy = dev.put(dy);
+    float* dgw = dev.put(gw0);
+    float* dgb = dev.put(gb0);
+    float* dscratch = dev.alloc(cu->conv2d_backward_weights_scratch_floats(g, cc.cout, cc.cin, cc.k));
+    float* dzero = dev.alloc(zero_row.size());
+    if (!dx || !ddy || !dgw || !dgb || !dscratch || !dzero) return false;
+    cu->conv2d_backward_weights(dx, g, ddy, cc.cout, cc.cin, cc.k, dgw, dgb, dscratch, dzero);
+    got = dev.get(dgw, gw0.size());
+    auto b = dev.get(dgb, gb0.size());
+    got.insert(got.end(), b.begin(), b.end());
+    return true;
+  });
+}
+
+// A linear layer's dW over a column slice of a wider gradient (attention's
+// q|k|v), the way backward.cpp calls it.
+void linear_weight_grad_case(Rng& rng, int rows, int cin, int cout, int dy_ld) {
+  const Ops* cpu = cpu_ops();
+  auto x = rng.vec((size_t)rows * cin), dy = rng.vec((size_t)rows * dy_ld + 1);  // read from dy + 1: an unaligned slice
+  auto gw0 = rng.vec((size_t)cout * cin), gb0 = rng.vec(cout);
+  ConvGeometry g = rows_geometry(rows, cin, cout);
+  g.out_ld = dy_ld;
+  run_case("conv2d_backward", shape("linear dW, db: %d rows, %d -> %d, dy ld %d", rows, cin, cout, dy_ld), false,
+           [&](Device& dev, Floats& ref, Floats& got) {
+             Floats scratch(cpu->conv2d_backward_weights_scratch_floats(g, cout, cin, 1) + 64), zero_row(cin + cout + 64, 0.0f);
+             Floats gw = gw0, gb = gb0;
+             cpu->conv2d_backward_weights(x.data(), g, dy.data() + 1, cout, cin, 1, gw.data(), gb.data(), scratch.data(),
+                                          zero_row.data());
+             ref = gw;
+             ref.insert(ref.end(), gb.begin(), gb.end());
+             const Ops* cu = dev.ops;
+             float* dx = dev.put(x);
+             float* ddy = dev.put(dy);
+             float* dgw = dev.put(gw0);
+             float* dgb = dev.put(gb0);
+             float* dscratch = dev.alloc(cu->conv2d_backward_weights_scratch_floats(g, cout, cin, 1));
+             if (!dx || !ddy || !dgw || !dgb || !dscratch) return false;
+             cu->conv2d_backward_weights(dx, g, ddy + 1, cout, cin, 1, dgw, dgb, dscratch, nullptr);
+             got = dev.get(dgw, gw0.size());
+             auto b = dev.get(dgb, gb0.size());
+             got.insert(got.end(), b.begin(), b.end());
+             return true;
+           });
+}
+
+void group_norm_backward_case(Rng& rng, int batch, int pixels, int channels, int groups, bool silu, bool scale_shift) {
+  const Ops* cpu = cpu_ops();
+  const size_t n = (size_t)batch * pixels * channels;
+  auto x = rng.vec(n), dy = rng.vec(n), dx0 = rng.vec(n);
+  for (auto& v : x) v = v * 2.0f + 0.5f;
+  auto gamma = rng.vec(channels, 0.5f, 1.5f), beta = rng.vec(channels), ss = rng.vec((size_t)batch * 2 * channels, -0.5f, 0.5f);
+  auto dg0 = rng.vec(channels), db0 = rng.vec(channels), dss0 = rng.vec(ss.size());
+  run_case("group_norm_backward",
+           shape("b%d %d px, C %d, G %d%s%s", batch, pixels, channels, groups, silu ? " +silu" : "", scale_shift ? " +scale_shift" : ""),
+           false, [&](Device& dev, Floats& ref, Floats& got) {
+             GroupNormArgs a;
+             a.batch = batch, a.pixels = pixels, a.channels = channels, a.groups = groups, a.eps = 1e-5f, a.silu = silu;
+             a.gamma = gamma.data(), a.beta = beta.data();
+             a.scale_shift = scale_shift ? ss.data() : nullptr, a.scale_shift_ld = 2 * channels;
+             // the statistics from the CPU forward, on both sides
+             Floats y(n), stats(2 * (size_t)batch * groups);
+             cpu->group_norm_forward(x.data(), a, y.data(), stats.data());
+             Floats scratch(cpu->group_norm_backward_scratch_floats(a) + 64);
+             Floats dx = dx0, dg = dg0, db = db0, dss = dss0;
+             cpu->group_norm_backward(x.data(), a, stats.data(), dy.data(), dx.data(), dg.data(), db.data(),
+                                      scale_shift ? dss.data() : nullptr, scratch.data());
+             ref = dx;
+             ref.insert(ref.end(), dg.begin(), dg.end());
+             ref.insert(ref.end(), db.begin(), db.end());
+             if (scale_shift) ref.insert(ref.end(), dss.begin(), dss.end());
+             float* d_x = dev.put(x);
+             float* d_dy = dev.put(dy);
+             float* d_dx = dev.put(dx0);
+             float* d_g = dev.put(gamma);
+             float* d_b = dev.put(beta);
+             float* d_ss = dev.put(ss);
+             float* d_stats = dev.put(stats);
+             float* d_dg = dev.put(dg0);
+             float* d_db = dev.put(db0);
+             float* d_dss = dev.put(dss0);
+             float* d_scratch = dev.alloc(dev.ops->group_norm_backward_scratch_floats(a));
+             if (!d_x || !d_dy || !d_dx || !d_g || !d_b || !d_ss || !d_stats || !d_dg || !d_db || !d_dss || !d_scratch) return false;
+             GroupNormArgs d = a;
+             d.gamma = d_g, d.beta = d_b, d.scale_shift = scale_shift ? d_ss : nullptr;
+             dev.ops->group_norm_backward(d_x, d, d_stats, d_dy, d_dx, d_dg, d_db, scale_shift ? d_dss : nullptr, d_scratch);
+             got = dev.get(d_dx, n);
+             auto g1 = dev.get(d_dg, channels), g2 = dev.get(d_db, channels);
+             got.insert(got.end(), g1.begin(), g1.end());
+             got.insert(got.end(), g2.begin(), g2.end());
+             if (scale_shift) {
+               auto g3 = dev.get(d_dss, ss.size());
+               got.insert(got.end(), g3.begin(), g3.end());
+             }
+             return true;
+           });
+}
+
+void attention_backward_case(Rng& rng, int batch, int tokens, int heads, int head_dim) {
+  const Ops* cpu = cpu_ops();
+  const int C = heads * head_dim;
+  auto qkv = rng.vec((size_t)batch * tokens * 3 * C, -1.5f, 1.5f), dout = rng.vec((size_t)batch * tokens * C);
+  run_case("attention_backward", shape("b%d, %d tokens, %d heads x %d", batch, tokens, heads, head_dim), false,
+           [&](Device& dev, Floats& ref, Floats& got) {
+             AttentionArgs a;
+             a.batch = batch, a.tokens = tokens, a.heads = heads, a.head_dim = head_dim;
+             a.scale = 1.0f / sqrtf((float)head_dim);
+             ref.assign(qkv.size(), 0.0f);
+             Floats scratch(cpu->attention_backward_scratch_floats(a) + 64);
+             cpu->attention_backward(qkv.data(), a, dout.data(), ref.data(), scratch.data());
+             float* dq = dev.put(qkv);
+             float* dd = dev.put(dout);
+             float* dout_qkv = dev.alloc(qkv.size());
+             float* ds = dev.alloc(dev.ops->attention_backward_scratch_floats(a));
+             if (!dq || !dd || !dout_qkv || !ds) return false;
+             dev.ops->attention_backward(dq, a, dd, dout_qkv, ds);
+             got = dev.get(dout_qkv, qkv.size());
+             return true;
+           });
+}
+
+void elementwise_backward_cases(Rng& rng) {
+  const Ops* cpu = cpu_ops();
+  // resampling backward (bit-identical): dx starts random, the ops add into it
+  const int B = 2, H = 6, W = 7, C = 5;
+  auto run = [&](const char* name, size_t dy_n, size_t dx_n, const std::function<void(const Ops*, const float*, float*)>& f) {
+    auto dy = rng.vec(dy_n), dx0 = rng.vec(dx_n);
+    run_case("resample_backward", name, true, [&](Device& dev, Floats& ref, Floats& got) {
+      ref = dx0;
+      f(cpu, dy.data(), ref.data());
+      float* ddy = dev.put(dy);
+      float* ddx = dev.put(dx0);
+      if (!ddy || !ddx) return false;
+      f(dev.ops, ddy, ddx);
+      got = dev.get(ddx, dx_n);
+      return true;
+    });
+  };
+  run("upsample_nearest2x_backward into a wider tensor (ld 8)", (size_t)B * 4 * H * W * C, (size_t)B * H * W * 8,
+      [&](const Ops* o, const float* dy, float* dx) { o->upsample_nearest2x_backward(dy, B, H, W, C, dx, 8); });
+  run("avgpool2x2_backward, odd width", (size_t)B * (H / 2) * (W / 2) * C, (size_t)B * H * W * C,
+      [&](const Ops* o, const float* dy, float* dx) { o->avgpool2x2_backward(dy, B, H, W, C, dx); });
+  run("concat_channels_backward (3 | 4)", (size_t)B * H * W * 7, (size_t)B * H * W * 7,
+      [&](const Ops* o, const float* dy, float* dx) {
+        // da and db live side by side in one buffer
+        o->concat_channels_backward(dy, 3, 4, B * H * W, dx, dx + (size_t)B * H * W * 3);
+      });
+  auto x = rng.vec(50001, -20.0f, 20.0f), dy = rng.vec(50001), dx0 = rng.vec(50001);
+  run_case("elementwise", "silu_backward, 50001 values", true, [&](Device& dev, Floats& ref, Floats& got) {
+    ref = dx0;
+    cpu->silu_backward(x.data(), dy.data(), (long long)x.size(), ref.data());
+    float* d_x = dev.put(x);
+    float* d_dy = dev.put(dy);
+    float* d_dx = dev.put(dx0);
+    if (!d_x || !d_dy || !d_dx) return false;
+    dev.ops->silu_backward(d_x, d_dy, (long long)x.size(), d_dx);
+    got = dev.get(d_dx, x.size());
+    return true;
+  });
+}
+
+void optimizer_cases(Rng& rng) {
+  const Ops* cpu = cpu_ops();
+  const size_t n = 70001;
+  auto w0 = rng.vec(n), m0 = rng.vec(n, -0.01f, 0.01f), v0 = rng.vec(n, 0.0f, 1e-4f), g = rng.vec(n, -0.1f, 0.1f);
+  for (float scale : {1.0f, 0.5f}) {
+    AdamwCoefs c;
+    c.decay = 1.0f - 1e-4f * 0.01f, c.one_minus_beta1 = 0.1f, c.beta2 = 0.999f, c.one_minus_beta2 = 0.001f;
+    c.step_size = 1e-4f / 0.271f, c.bc2_sqrt = 0.0627f, c.eps = 1e-8f, c.scale = scale;
+    run_case("optimizer", shape("adamw, %zu values, grad scale %g", n, scale), true, [&](Device& dev, Floats& ref, Floats& got) {
+      Floats w = w0, m = m0, v = v0;
+      cpu->adamw_update(w.data(), m.data(), v.data(), g.data(), n, c);
+      ref = w;
+      ref.insert(ref.end(), m.begin(), m.end());
+      ref.insert(ref.end(), v.begin(), v.end());
+      float* dw = dev.put(w0);
+      float* dm = dev.put(m0);
+      float* dv = dev.put(v0);
+      float* dg = dev.put(g);
+      if (!dw || !dm || !dv || !dg) return false;
+      dev.ops->adamw_update(dw, dm, dv, dg, n, c);
+      got = dev.get(dw, n);
+      auto a = dev.get(dm, n), b = dev.get(dv, n);
+      got.insert(got.end(), a.begin(), a.end());
+      got.insert(got.end(), b.begin(), b.end());
+      return true;
+    });
+  }
+  run_case("optimizer", "ema decay 0.9999", true, [&](Device& dev, Floats& ref, Floats& got) {
+    ref = m0;
+    cpu->ema_update(ref.data(), w0.data(), n, (float)(1.0 - 0.9999));
+    float* de = dev.put(m0);
+    float* dw = dev.put(w0);
+    if (!de || !dw) return false;
+    dev.ops->ema_update(de, dw, n, (float)(1.0 - 0.9999));
+    got = dev.get(de, n);
+    return true;
+  });
+}
+
 }  // namespace
 }  // namespace mb
 
@@ -611,6 +865,25 @@ MB_API int mb_cuda_parity_run(int device, uint32_t seed, int dry_run) {
   elementwise_cases(rng);
   noise_cases(rng);
   step_cases(rng);
+  // The backward and the optimizer last: not yet used by the engine on cuda,
+  // so a fault here cannot hide a forward result.
+  conv_backward_cases(rng, {2, 32, 48, 3, 8, 8, 1, 1, 1, 1, true, false, false, false, 1.0f}, true);
+  conv_backward_cases(rng, {2, 32, 48, 3, 8, 8, 1, 1, 1, 1, true, false, false, false, 1.0f}, false);
+  conv_backward_cases(rng, {2, 64, 64, 3, 16, 16, 1, 1, 1, 1, true, false, false, true, 1.0f}, true);
+  conv_backward_cases(rng, {2, 32, 40, 3, 16, 16, 1, 2, 1, 1, true, false, false, false, 1.0f}, true);
+  conv_backward_cases(rng, {2, 32, 32, 3, 15, 15, 1, 2, 0, 0, true, false, false, false, 1.0f}, true);
+  conv_backward_cases(rng, {2, 48, 48, 3, 8, 8, 2, 1, 1, 1, true, false, false, false, 1.0f}, true);
+  conv_backward_cases(rng, {2, 64, 96, 1, 8, 8, 1, 1, 0, 0, true, false, false, false, 1.0f}, true);
+  conv_backward_cases(rng, {8, 128, 128, 3, 8, 8, 1, 1, 1, 1, true, false, false, false, 1.0f}, true);
+  linear_weight_grad_case(rng, 100, 64, 64, 3 * 64);
+  linear_weight_grad_case(rng, 4, 128, 512, 512);
+  group_norm_backward_case(rng, 2, 64, 64, 32, true, false);
+  group_norm_backward_case(rng, 2, 64, 64, 32, true, true);
+  group_norm_backward_case(rng, 3, 49, 96, 8, false, false);
+  attention_backward_case(rng, 2, 64, 1, 64);
+  attention_backward_case(rng, 2, 100, 4, 32);
+  elementwise_backward_cases(rng);
+  optimizer_cases(rng);
   return (int)g_cases.size();
 }
 

@@ -1,5 +1,5 @@
 // Layout changes (NCHW at the API, NHWC inside) and the UNet's resampling on
-// the GPU: the twins of cpu/resample.cpp, one thread per output element,
+// the GPU, forward then backward: the twins of cpu/resample.cpp, one thread per output element,
 // with the CPU's float operations in the same order (bit-identical).
 #include "cuda_common.cuh"
 
@@ -68,6 +68,48 @@ __global__ void concat_kernel(const float* a, int ca, const float* b, int cb, fl
   }
 }
 
+// Backward (each adds into dx, one thread per dx element, the CPU's sums in its order).
+__global__ void upsample_backward_kernel(const float* dy, int h, int w, int channels, float* dx, int dx_ld, size_t total) {
+  const int oh = 2 * h, ow = 2 * w;
+  MB_GRID_STRIDE(i, total) {
+    const int c = (int)(i % (size_t)channels);
+    size_t rest = i / (size_t)channels;
+    const int x = (int)(rest % (size_t)w);
+    rest /= (size_t)w;
+    const int y = (int)(rest % (size_t)h);
+    const size_t b = rest / (size_t)h;
+    const float* r0 = dy + ((b * oh + 2 * y) * ow + 2 * x) * channels;
+    const float* r1 = r0 + (size_t)ow * channels;
+    float* d = dx + ((b * h + y) * w + x) * dx_ld;
+    d[c] += (r0[c] + r0[channels + c]) + (r1[c] + r1[channels + c]);
+  }
+}
+
+__global__ void avgpool_backward_kernel(const float* dy, int h, int w, int channels, float* dx, size_t total) {
+  const int oh = h / 2, ow = w / 2;
+  MB_GRID_STRIDE(i, total) {
+    const int c = (int)(i % (size_t)channels);
+    size_t rest = i / (size_t)channels;
+    const int x = (int)(rest % (size_t)w);
+    rest /= (size_t)w;
+    const int y = (int)(rest % (size_t)h);
+    const size_t b = rest / (size_t)h;
+    if (y / 2 < oh && x / 2 < ow) dx[i] += dy[((b * oh + y / 2) * ow + x / 2) * channels + c] / 4.0f;
+  }
+}
+
+__global__ void concat_backward_kernel(const float* dy, int ca, int cb, float* da, float* db, size_t total) {
+  const int cw = ca + cb;
+  MB_GRID_STRIDE(i, total) {
+    const size_t p = i / (size_t)cw;
+    const int c = (int)(i % (size_t)cw);
+    if (c < ca)
+      da[p * ca + c] += dy[i];
+    else
+      db[p * cb + (c - ca)] += dy[i];
+  }
+}
+
 }  // namespace
 
 void nchw_to_nhwc(const float* x, int batch, int channels, int h, int w, float* y, float scale, float shift) {
@@ -110,6 +152,30 @@ void concat_channels(const float* a, int ca, const float* b, int cb, int pixels,
   if (!total || !begin_launch()) return;
   concat_kernel<<<grid_for(total), kThreads, 0, stream()>>>(a, ca, b, cb, y, total);
   check_launch("concat_channels");
+}
+
+// ---------------------------------------------------------------------------
+// Backward.
+
+void upsample_nearest2x_backward(const float* dy, int batch, int h, int w, int channels, float* dx, int dx_ld) {
+  const size_t total = (size_t)batch * h * w * channels;
+  if (!total || !begin_launch()) return;
+  upsample_backward_kernel<<<grid_for(total), kThreads, 0, stream()>>>(dy, h, w, channels, dx, dx_ld, total);
+  check_launch("upsample_nearest2x_backward");
+}
+
+void avgpool2x2_backward(const float* dy, int batch, int h, int w, int channels, float* dx) {
+  const size_t total = (size_t)batch * h * w * channels;
+  if (!total || !begin_launch()) return;
+  avgpool_backward_kernel<<<grid_for(total), kThreads, 0, stream()>>>(dy, h, w, channels, dx, total);
+  check_launch("avgpool2x2_backward");
+}
+
+void concat_channels_backward(const float* dy, int ca, int cb, int pixels, float* da, float* db) {
+  const size_t total = (size_t)pixels * (ca + cb);
+  if (!total || !begin_launch()) return;
+  concat_backward_kernel<<<grid_for(total), kThreads, 0, stream()>>>(dy, ca, cb, da, db, total);
+  check_launch("concat_channels_backward");
 }
 
 }  // namespace cuda

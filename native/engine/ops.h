@@ -81,6 +81,31 @@ struct Ops {
   // kOk, or kErrUnsupported for a variant the device does not implement.
   int (*diffusion_step)(const StepCoefficients& c, const StepLayout& layout, const float* model_output,
                         const float* sample, const float* noise, float* prev_sample, float* pred_original_sample);
+
+  // --- backward and the optimizer ---------------------------------------------
+  // Semantics as in cpu/ops.h (every backward op ADDS into its input
+  // gradients unless it says otherwise). The graph's backward walk
+  // (backward.cpp) does not call these through the table yet: the CPU path
+  // calls cpu/ops.h directly, and the CUDA ones are checked op by op
+  // (native/cuda/parity.cpp) until the walk and the parameter gradients move
+  // to the device.
+  size_t (*conv2d_backward_data_scratch_floats)(const ConvGeometry& g, int cout, int cin, int k, bool winograd);
+  void (*conv2d_backward_data)(const float* dy, const ConvGeometry& g, const PackedWeights& w, float* dx,
+                               float* scratch, const float* zero_row, bool accumulate);
+  size_t (*conv2d_backward_weights_scratch_floats)(const ConvGeometry& g, int cout, int cin, int k);
+  void (*conv2d_backward_weights)(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin, int k,
+                                  float* grad_w, float* grad_b, float* scratch, const float* zero_row);
+  size_t (*group_norm_backward_scratch_floats)(const GroupNormArgs& a);
+  void (*group_norm_backward)(const float* x, const GroupNormArgs& a, const float* stats, const float* dy, float* dx,
+                              float* dgamma, float* dbeta, float* dscale_shift, float* scratch);
+  size_t (*attention_backward_scratch_floats)(const AttentionArgs& a);
+  void (*attention_backward)(const float* qkv, const AttentionArgs& a, const float* dout, float* dqkv, float* scratch);
+  void (*upsample_nearest2x_backward)(const float* dy, int batch, int h, int w, int channels, float* dx, int dx_ld);
+  void (*avgpool2x2_backward)(const float* dy, int batch, int h, int w, int channels, float* dx);
+  void (*concat_channels_backward)(const float* dy, int ca, int cb, int pixels, float* da, float* db);
+  void (*silu_backward)(const float* x, const float* dy, long long n, float* dx);
+  void (*adamw_update)(float* w, float* exp_avg, float* exp_avg_sq, const float* grad, size_t n, const AdamwCoefs& c);
+  void (*ema_update)(float* ema, const float* w, size_t n, float one_minus_decay);
 };
 
 // The CPU table (native/cpu/cpu_ops.cpp): every build has it.
