@@ -12,6 +12,31 @@ export function fixturePath(relative: string): string {
 
 export const UNET_FIXTURES = ['tiny', 'cifar-slim', 'mnist-variants', 'class-cond'] as const;
 
+/**
+ * Relative bounds (of max(1, max |cpu|)) for the self-test's op families whose
+ * sums run in another order on the GPU; every other family must reproduce the
+ * CPU's bits.
+ */
+export const SELF_TEST_TOLERANCE: Record<string, number> = {
+  conv2d: 2e-5,
+  linear: 2e-5,
+  attention: 2e-5,
+  group_norm: 1e-5,
+  conv2d_backward: 2e-5,
+  attention_backward: 2e-5,
+  group_norm_backward: 1e-5,
+};
+
+/** One self-test case's verdict: null when it passes, else why not. */
+export function selfTestFailure(c: { op: string; exact: boolean; maxAbsErr: number; maxRef: number; status: number; error: string }): string | null {
+  if (c.status !== 0) return `did not run (status ${c.status}): ${c.error}`;
+  if (c.exact) return c.maxAbsErr === 0 ? null : `not bit-identical: max |cuda - cpu| = ${c.maxAbsErr}`;
+  const bound = SELF_TEST_TOLERANCE[c.op];
+  if (bound === undefined) return `no tolerance for op family ${c.op}`;
+  const tolerance = bound * Math.max(1, c.maxRef);
+  return c.maxAbsErr <= tolerance ? null : `max |cuda - cpu| = ${c.maxAbsErr} > ${tolerance}`;
+}
+
 /** The op families native/cuda/parity.cpp checks, each against the CPU ops. */
 export const SELF_TEST_FAMILIES = [
   'conv2d', 'linear', 'group_norm', 'attention', 'resample', 'embed', 'elementwise', 'noise', 'diffusion_step',

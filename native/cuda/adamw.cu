@@ -30,13 +30,13 @@ __global__ void ema_kernel(float* ema, const float* w, size_t n, float one_minus
 
 void adamw_update(float* w, float* exp_avg, float* exp_avg_sq, const float* grad, size_t n, const AdamwCoefs& c) {
   if (!n || !begin_launch()) return;
-  adamw_kernel<<<grid_for(n), kThreads, 0, stream()>>>(w, exp_avg, exp_avg_sq, grad, n, c);
+  MB_LAUNCH(adamw_kernel, grid_for(n), kThreads)(w, exp_avg, exp_avg_sq, grad, n, c);
   check_launch("adamw");
 }
 
 void ema_update(float* ema, const float* w, size_t n, float one_minus_decay) {
   if (!n || !begin_launch()) return;
-  ema_kernel<<<grid_for(n), kThreads, 0, stream()>>>(ema, w, n, one_minus_decay);
+  MB_LAUNCH(ema_kernel, grid_for(n), kThreads)(ema, w, n, one_minus_decay);
   check_launch("ema");
 }
 

@@ -402,7 +402,8 @@ __global__ void __launch_bounds__(256) bias_grad(const float* dy, long long rows
 constexpr size_t kMaxPartialFloats = (size_t)16 << 20;
 int weight_grad_splits(long long M, int N, int K) {
   long long splits = (M + 511) / 512;
-  const long long cap = (long long)(kMaxPartialFloats / ((size_t)N * K ? (size_t)N * K : 1));
+  const size_t nk = (size_t)N * K;
+  const long long cap = (long long)(kMaxPartialFloats / (nk ? nk : 1));
   if (splits > cap) splits = cap;
   if (splits > 65535) splits = 65535;
   return splits < 1 ? 1 : (int)splits;
@@ -477,7 +478,7 @@ void conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights&
     record(cudaErrorInvalidConfiguration, "conv2d: output too large for one launch");
     return;
   }
-  conv_implicit_gemm<<<dim3((unsigned)mtiles, (unsigned)ntiles), kGemmThreads, 0, stream()>>>(p);
+  MB_LAUNCH(conv_implicit_gemm, dim3((unsigned)mtiles, (unsigned)ntiles), kGemmThreads)(p);
   check_launch("conv_implicit_gemm");
 }
 
@@ -491,7 +492,7 @@ void batched_gemm(const BatchedGemm& g) {
   for (int z0 = 0; z0 < g.batches; z0 += 65535) {
     const int nz = g.batches - z0 < 65535 ? g.batches - z0 : 65535;
     GemmParams p{g, z0};
-    strided_batched_gemm<<<dim3((unsigned)mtiles, (unsigned)ntiles, (unsigned)nz), kGemmThreads, 0, stream()>>>(p);
+    MB_LAUNCH(strided_batched_gemm, dim3((unsigned)mtiles, (unsigned)ntiles, (unsigned)nz), kGemmThreads)(p);
     if (!check_launch("strided_batched_gemm")) return;
   }
 }
@@ -540,7 +541,7 @@ void conv2d_backward_data(const float* dy, const ConvGeometry& g, const PackedWe
     record(cudaErrorInvalidConfiguration, "conv2d_backward_data: too large for one launch");
     return;
   }
-  conv_backward_data_gemm<<<dim3((unsigned)mtiles, (unsigned)ntiles), kGemmThreads, 0, stream()>>>(p);
+  MB_LAUNCH(conv_backward_data_gemm, dim3((unsigned)mtiles, (unsigned)ntiles), kGemmThreads)(p);
   if (!check_launch("conv_backward_data_gemm")) return;
   if (g.upsample == 2) upsample_nearest2x_backward(scratch, g.batch, g.in_h, g.in_w, w.cin, dx, g.in_ld);
 }
@@ -583,12 +584,12 @@ void conv2d_backward_weights(const float* in, const ConvGeometry& g, const float
     record(cudaErrorInvalidConfiguration, "conv2d_backward_weights: too large for one launch");
     return;
   }
-  conv_backward_weights_gemm<<<dim3((unsigned)ntiles, (unsigned)ktiles, (unsigned)splits), kGemmThreads, 0, stream()>>>(p);
+  MB_LAUNCH(conv_backward_weights_gemm, dim3((unsigned)ntiles, (unsigned)ktiles, (unsigned)splits), kGemmThreads)(p);
   if (!check_launch("conv_backward_weights_gemm")) return;
-  weight_grad_reduce<<<grid_for((size_t)p.N * p.K), kThreads, 0, stream()>>>(scratch, splits, p.N, p.K, cin, k * k, grad_w);
+  MB_LAUNCH(weight_grad_reduce, grid_for((size_t)p.N * p.K), kThreads)(scratch, splits, p.N, p.K, cin, k * k, grad_w);
   if (!check_launch("weight_grad_reduce")) return;
   if (grad_b) {
-    bias_grad<<<(unsigned)((cout + 31) / 32), 256, 0, stream()>>>(dy, p.M, g.out_ld, cout, grad_b);
+    MB_LAUNCH(bias_grad, (unsigned)((cout + 31) / 32), 256)(dy, p.M, g.out_ld, cout, grad_b);
     check_launch("bias_grad");
   }
 }

@@ -11,9 +11,19 @@
 // leaves the CUDA context unusable: the message says so.
 #pragma once
 
-#include <cuda_runtime.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#if defined(MB_CUDA_EMULATION)
+// The kernels compiled as plain C++ and run on the CPU (native/cuda/emulation):
+// a check of their index math that needs no GPU.
+#include "emulation/cuda_emulation.h"
+#define MB_LAUNCH(kernel, grid, block) ::mb_emu::launch((grid), (block), kernel)
+#else
+#include <cuda_runtime.h>
+// kernel<<<grid, block, 0, stream>>> spelled so that the emulation can take it over.
+#define MB_LAUNCH(kernel, grid, block) kernel<<<(grid), (block), 0, ::mb::cuda::stream()>>>
+#endif
 
 #include "../engine/ops.h"
 

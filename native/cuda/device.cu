@@ -270,7 +270,7 @@ MB_API int mb_cuda_fault_probe(int device, char* message, int message_len) {
     return status;
   }
   if (!cuda::begin_launch()) return kErrDevice;
-  write_through_bad_pointer<<<1, 32, 0, cuda::stream()>>>(reinterpret_cast<float*>((uintptr_t)16));
+  MB_LAUNCH(write_through_bad_pointer, 1, 32)(reinterpret_cast<float*>((uintptr_t)16));
   cuda::check_launch("write_through_bad_pointer");
   status = cuda::sync_stream();
   cuda::copy_text(message, message_len, status == kOk ? "the faulting kernel reported nothing" : cuda::error_text());

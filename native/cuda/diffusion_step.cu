@@ -79,7 +79,7 @@ int diffusion_step(const StepCoefficients& c, const StepLayout& layout, const fl
   if (c.x0_clip == kX0DynamicThreshold) return kErrUnsupported;
   const size_t total = (size_t)layout.batch_size * layout.sample_size;
   if (!total || !begin_launch()) return kOk;
-  step_kernel<<<grid_for(total), kThreads, 0, stream()>>>(c, layout, model_output, sample, noise, prev_sample,
+  MB_LAUNCH(step_kernel, grid_for(total), kThreads)(c, layout, model_output, sample, noise, prev_sample,
                                                           pred_original_sample);
   check_launch("diffusion_step");
   return kOk;
@@ -89,7 +89,7 @@ void add_noise(const float* x0, const float* noise, const float* sqrt_alpha_prod
                int batch, int sample_size, float* out) {
   const size_t total = (size_t)batch * sample_size;
   if (!total || !begin_launch()) return;
-  add_noise_kernel<<<grid_for(total), kThreads, 0, stream()>>>(x0, noise, sqrt_alpha_prod, sqrt_one_minus_alpha_prod,
+  MB_LAUNCH(add_noise_kernel, grid_for(total), kThreads)(x0, noise, sqrt_alpha_prod, sqrt_one_minus_alpha_prod,
                                                                (size_t)sample_size, total, out);
   check_launch("add_noise");
 }

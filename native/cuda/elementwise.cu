@@ -23,13 +23,13 @@ __global__ void silu_backward_kernel(const float* x, const float* dy, size_t n, 
 
 void silu_forward(const float* x, long long n, float* y) {
   if (n <= 0 || !begin_launch()) return;
-  silu_kernel<<<grid_for((size_t)n), kThreads, 0, stream()>>>(x, (size_t)n, y);
+  MB_LAUNCH(silu_kernel, grid_for((size_t)n), kThreads)(x, (size_t)n, y);
   check_launch("silu");
 }
 
 void add_forward(const float* a, const float* b, long long n, float* y) {
   if (n <= 0 || !begin_launch()) return;
-  add_kernel<<<grid_for((size_t)n), kThreads, 0, stream()>>>(a, b, (size_t)n, y);
+  MB_LAUNCH(add_kernel, grid_for((size_t)n), kThreads)(a, b, (size_t)n, y);
   check_launch("add");
 }
 
@@ -39,7 +39,7 @@ void add_forward(const float* a, const float* b, long long n, float* y) {
 // dx += dy * silu'(x)
 void silu_backward(const float* x, const float* dy, long long n, float* dx) {
   if (n <= 0 || !begin_launch()) return;
-  silu_backward_kernel<<<grid_for((size_t)n), kThreads, 0, stream()>>>(x, dy, (size_t)n, dx);
+  MB_LAUNCH(silu_backward_kernel, grid_for((size_t)n), kThreads)(x, dy, (size_t)n, dx);
   check_launch("silu_backward");
 }
 

@@ -51,25 +51,25 @@ __global__ void gather_kernel(const float* table, int dim, const float* index, i
 void timestep_embedding(const float* timesteps, int batch, int dim, bool flip_sin_to_cos, float freq_shift, float* out) {
   if (batch <= 0 || dim <= 0 || !begin_launch()) return;
   if (dim / 2 > 0) {
-    timestep_kernel<<<grid_for((size_t)batch * (dim / 2)), kThreads, 0, stream()>>>(timesteps, batch, dim,
+    MB_LAUNCH(timestep_kernel, grid_for((size_t)batch * (dim / 2)), kThreads)(timesteps, batch, dim,
                                                                                    flip_sin_to_cos, freq_shift, out);
     if (!check_launch("timestep_embedding")) return;
   }
   if (dim % 2) {
-    odd_dim_zero<<<grid_for((size_t)batch), kThreads, 0, stream()>>>(batch, dim, out);
+    MB_LAUNCH(odd_dim_zero, grid_for((size_t)batch), kThreads)(batch, dim, out);
     check_launch("timestep_embedding (odd dim)");
   }
 }
 
 void fourier_embedding(const float* timesteps, int batch, const float* weight, int n, float* out) {
   if (batch <= 0 || n <= 0 || !begin_launch()) return;
-  fourier_kernel<<<grid_for((size_t)batch * n), kThreads, 0, stream()>>>(timesteps, batch, weight, n, out);
+  MB_LAUNCH(fourier_kernel, grid_for((size_t)batch * n), kThreads)(timesteps, batch, weight, n, out);
   check_launch("fourier_embedding");
 }
 
 void gather_rows(const float* table, int dim, const float* index, int batch, float* out, bool accumulate) {
   if (batch <= 0 || dim <= 0 || !begin_launch()) return;
-  gather_kernel<<<grid_for((size_t)batch * dim), kThreads, 0, stream()>>>(table, dim, index, batch, out, accumulate);
+  MB_LAUNCH(gather_kernel, grid_for((size_t)batch * dim), kThreads)(table, dim, index, batch, out, accumulate);
   check_launch("gather_rows");
 }
 

@@ -229,12 +229,12 @@ void group_norm_forward(const float* x, const GroupNormArgs& a, float* y, float*
   }
   float* mean = stats;
   float* rstd = stats + (size_t)a.batch * a.groups;
-  group_stats<<<dim3((unsigned)a.groups, (unsigned)a.batch), kStatThreads, 0, stream()>>>(x, a.pixels, a.channels,
+  MB_LAUNCH(group_stats, dim3((unsigned)a.groups, (unsigned)a.batch), kStatThreads)(x, a.pixels, a.channels,
                                                                                         a.groups, a.eps, mean, rstd);
   if (!check_launch("group_stats")) return;
   ApplyParams p{x, y, mean, rstd, a.gamma, a.beta, a.scale_shift, a.scale_shift_ld, a.pixels, a.channels, a.groups, a.silu};
   const size_t total = (size_t)a.batch * a.pixels * a.channels;
-  group_apply<<<grid_for(total), kThreads, 0, stream()>>>(p, total);
+  MB_LAUNCH(group_apply, grid_for(total), kThreads)(p, total);
   check_launch("group_apply");
 }
 
@@ -266,14 +266,14 @@ void group_norm_backward(const float* x, const GroupNormArgs& a, const float* st
   p.g1 = p.coefs + bc * kNumCoefs;
   p.dgamma = dgamma, p.dbeta = dbeta, p.dscale_shift = dscale_shift;
   p.count = (double)a.pixels * (a.channels / a.groups);
-  back_affine<<<grid_for(bc), kThreads, 0, stream()>>>(p);
+  MB_LAUNCH(back_affine, grid_for(bc), kThreads)(p);
   if (!check_launch("group_norm_backward affine")) return;
-  back_sums<<<dim3((unsigned)((a.channels + 31) / 32), (unsigned)a.batch), 256, 0, stream()>>>(p);
+  MB_LAUNCH(back_sums, dim3((unsigned)((a.channels + 31) / 32), (unsigned)a.batch), 256)(p);
   if (!check_launch("group_norm_backward sums")) return;
-  back_params<<<(unsigned)((a.groups + 63) / 64), 64, 0, stream()>>>(p);
+  MB_LAUNCH(back_params, (unsigned)((a.groups + 63) / 64), 64)(p);
   if (!check_launch("group_norm_backward params")) return;
   const size_t total = bc * a.pixels;
-  back_dx<<<grid_for(total), kThreads, 0, stream()>>>(p, total);
+  MB_LAUNCH(back_dx, grid_for(total), kThreads)(p, total);
   check_launch("group_norm_backward dx");
 }
 

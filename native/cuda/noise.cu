@@ -57,7 +57,7 @@ void randn_philox(uint64_t seed, uint64_t draw, uint64_t offset, long long n, fl
   if (n <= 0 || !begin_launch()) return;
   const uint64_t first_group = offset / 4, last_group = (offset + (uint64_t)n - 1) / 4;
   const uint64_t groups = last_group - first_group + 1;
-  randn_kernel<<<grid_for((size_t)groups), kThreads, 0, stream()>>>(seed, draw, offset, (uint64_t)n, first_group, groups,
+  MB_LAUNCH(randn_kernel, grid_for((size_t)groups), kThreads)(seed, draw, offset, (uint64_t)n, first_group, groups,
                                                                     out);
   check_launch("randn_philox");
 }
@@ -65,7 +65,7 @@ void randn_philox(uint64_t seed, uint64_t draw, uint64_t offset, long long n, fl
 void dropout_apply(uint64_t seed, uint64_t stream_id, float p, const float* x, long long n, float* y) {
   if (n <= 0 || !begin_launch()) return;
   const float scale = 1.0f / (1.0f - p);
-  dropout_kernel<<<grid_for((size_t)((n + 3) / 4)), kThreads, 0, stream()>>>(seed, stream_id, p, scale, x, (uint64_t)n,
+  MB_LAUNCH(dropout_kernel, grid_for((size_t)((n + 3) / 4)), kThreads)(seed, stream_id, p, scale, x, (uint64_t)n,
                                                                              y);
   check_launch("dropout");
 }

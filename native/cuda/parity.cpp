@@ -824,15 +824,23 @@ void optimizer_cases(Rng& rng) {
 
 using namespace mb;
 
+namespace mb {
+// Every case, with `device_ops` as the side under test (also the entry of
+// the CUDA emulation test, native/cuda/emulation/main.cpp).
+int run_parity(const Ops* device_ops, uint32_t seed);
+}  // namespace mb
+
 MB_API int mb_cuda_parity_run(int device, uint32_t seed, int dry_run) {
   g_cases.clear();
-  if (dry_run) {
-    g_device_ops = cpu_ops();
-  } else {
-    char reason[400];
-    if (cuda::select_device(device, reason, sizeof(reason)) != kOk || !cuda_ops()) return 0;
-    g_device_ops = cuda_ops();
-  }
+  if (dry_run) return run_parity(cpu_ops(), seed);
+  char reason[400];
+  if (cuda::select_device(device, reason, sizeof(reason)) != kOk || !cuda_ops()) return 0;
+  return run_parity(cuda_ops(), seed);
+}
+
+int mb::run_parity(const Ops* device_ops, uint32_t seed) {
+  g_cases.clear();
+  g_device_ops = device_ops;
   Rng rng(seed);
   // conv2d: the UNet's shapes (conv_in, resnet convs with the time bias and the
   // residual, the shortcut, down- and upsampling), odd sizes that leave partial

@@ -115,42 +115,42 @@ __global__ void concat_backward_kernel(const float* dy, int ca, int cb, float* d
 void nchw_to_nhwc(const float* x, int batch, int channels, int h, int w, float* y, float scale, float shift) {
   const size_t total = (size_t)batch * channels * h * w;
   if (!total || !begin_launch()) return;
-  nchw_to_nhwc_kernel<<<grid_for(total), kThreads, 0, stream()>>>(x, channels, h * w, y, scale, shift, total);
+  MB_LAUNCH(nchw_to_nhwc_kernel, grid_for(total), kThreads)(x, channels, h * w, y, scale, shift, total);
   check_launch("nchw_to_nhwc");
 }
 
 void nhwc_to_nchw(const float* x, int batch, int channels, int h, int w, float* y) {
   const size_t total = (size_t)batch * channels * h * w;
   if (!total || !begin_launch()) return;
-  nhwc_to_nchw_kernel<<<grid_for(total), kThreads, 0, stream()>>>(x, channels, h * w, nullptr, y, total);
+  MB_LAUNCH(nhwc_to_nchw_kernel, grid_for(total), kThreads)(x, channels, h * w, nullptr, y, total);
   check_launch("nhwc_to_nchw");
 }
 
 void nhwc_to_nchw_div(const float* x, int batch, int channels, int h, int w, const float* divisors, float* y) {
   const size_t total = (size_t)batch * channels * h * w;
   if (!total || !begin_launch()) return;
-  nhwc_to_nchw_kernel<<<grid_for(total), kThreads, 0, stream()>>>(x, channels, h * w, divisors, y, total);
+  MB_LAUNCH(nhwc_to_nchw_kernel, grid_for(total), kThreads)(x, channels, h * w, divisors, y, total);
   check_launch("nhwc_to_nchw_div");
 }
 
 void upsample_nearest2x(const float* x, int batch, int h, int w, int channels, float* y) {
   const size_t total = (size_t)batch * 4 * h * w * channels;
   if (!total || !begin_launch()) return;
-  upsample_kernel<<<grid_for(total), kThreads, 0, stream()>>>(x, h, w, channels, y, total);
+  MB_LAUNCH(upsample_kernel, grid_for(total), kThreads)(x, h, w, channels, y, total);
   check_launch("upsample_nearest2x");
 }
 
 void avgpool2x2(const float* x, int batch, int h, int w, int channels, float* y) {
   const size_t total = (size_t)batch * (h / 2) * (w / 2) * channels;
   if (!total || !begin_launch()) return;
-  avgpool_kernel<<<grid_for(total), kThreads, 0, stream()>>>(x, h, w, channels, y, total);
+  MB_LAUNCH(avgpool_kernel, grid_for(total), kThreads)(x, h, w, channels, y, total);
   check_launch("avgpool2x2");
 }
 
 void concat_channels(const float* a, int ca, const float* b, int cb, int pixels, float* y) {
   const size_t total = (size_t)pixels * (ca + cb);
   if (!total || !begin_launch()) return;
-  concat_kernel<<<grid_for(total), kThreads, 0, stream()>>>(a, ca, b, cb, y, total);
+  MB_LAUNCH(concat_kernel, grid_for(total), kThreads)(a, ca, b, cb, y, total);
   check_launch("concat_channels");
 }
 
@@ -160,21 +160,21 @@ void concat_channels(const float* a, int ca, const float* b, int cb, int pixels,
 void upsample_nearest2x_backward(const float* dy, int batch, int h, int w, int channels, float* dx, int dx_ld) {
   const size_t total = (size_t)batch * h * w * channels;
   if (!total || !begin_launch()) return;
-  upsample_backward_kernel<<<grid_for(total), kThreads, 0, stream()>>>(dy, h, w, channels, dx, dx_ld, total);
+  MB_LAUNCH(upsample_backward_kernel, grid_for(total), kThreads)(dy, h, w, channels, dx, dx_ld, total);
   check_launch("upsample_nearest2x_backward");
 }
 
 void avgpool2x2_backward(const float* dy, int batch, int h, int w, int channels, float* dx) {
   const size_t total = (size_t)batch * h * w * channels;
   if (!total || !begin_launch()) return;
-  avgpool_backward_kernel<<<grid_for(total), kThreads, 0, stream()>>>(dy, h, w, channels, dx, total);
+  MB_LAUNCH(avgpool_backward_kernel, grid_for(total), kThreads)(dy, h, w, channels, dx, total);
   check_launch("avgpool2x2_backward");
 }
 
 void concat_channels_backward(const float* dy, int ca, int cb, int pixels, float* da, float* db) {
   const size_t total = (size_t)pixels * (ca + cb);
   if (!total || !begin_launch()) return;
-  concat_backward_kernel<<<grid_for(total), kThreads, 0, stream()>>>(dy, ca, cb, da, db, total);
+  MB_LAUNCH(concat_backward_kernel, grid_for(total), kThreads)(dy, ca, cb, da, db, total);
   check_launch("concat_channels_backward");
 }
 
