@@ -54,7 +54,7 @@ else
   GEN=(); command -v ninja >/dev/null && GEN=(-G Ninja)
   BUILD_START=$(date +%s)
   [ -n "$ARCH" ] && export MARBLE_CUDA_ARCHITECTURES=$ARCH
-  if MARBLE_CUDA=ON cmake -S . -B build-gpu "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release \
+  if MARBLE_CUDA=ON MARBLE_CUDA_EMULATION=OFF cmake -S . -B build-gpu "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release \
       "-DCMAKE_JS_INC=$ROOT/node_modules/node-api-headers/include;$ROOT/node_modules/node-addon-api" \
       "-DCMAKE_LIBRARY_OUTPUT_DIRECTORY=$ROOT/build-gpu/Release" \
     && timeout 240 cmake --build build-gpu -j "$(nproc)"; then

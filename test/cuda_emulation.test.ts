@@ -1,42 +1,28 @@
-// The CUDA kernels on any machine: marble_cuda_emulation (built with the
-// addon, native/cuda/emulation) compiles native/cuda's kernels as C++ and
-// runs them on the CPU — each block's threads as fibers with real barriers,
-// shared memory and warp shuffles — through the same op-by-op self-test a GPU
-// runs (native/cuda/parity.cpp), against the CPU ops and with the same
-// tolerances as test/cuda.test.ts. It checks the kernels' index math, bounds,
-// tiling and reductions; what only a GPU shows (timing, the memory model,
-// nvcc's code generation) is left to cuda.test.ts.
+// The CUDA test suite (test/cuda_suite.ts) on every machine, GPU or not:
+// marble_emulated.node is the addon with native/cuda's kernels compiled as
+// C++ and run on the CPU (native/cuda/emulation: each block's threads as
+// fibers with real barriers, shared memory and warp shuffles), so the
+// kernels' index math, bounds, tiling and reductions, and the engine's device
+// paths (input staging, parameter copies, device packing, the memory check),
+// meet the same references and tolerances as on a GPU. What only a GPU shows
+// (nvcc's code, timing, the memory model, kernel faults) is cuda.test.ts's.
 import { test } from 'node:test';
-import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
-import { packageRoot } from '../src/backend/native.js';
-import type { CudaParityCase } from '../src/backend/native.js';
-import { SELF_TEST_FAMILIES, selfTestFailure } from './helpers.js';
-
-const addonDir = process.env.MARBLE_ADDON ? path.dirname(path.resolve(process.env.MARBLE_ADDON)) : path.join(packageRoot(), 'build', 'Release');
-const program = path.join(addonDir, 'marble_cuda_emulation');
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const emulated = path.join(root, 'build', 'Release', 'marble_emulated.node');
 
 if (process.env.MARBLE_CUDA_EMULATION === 'OFF') {
-  test('CUDA kernels under CPU emulation', (t) => t.skip('MARBLE_CUDA_EMULATION=OFF: the emulation test program was not built'));
-} else {
-  test('every CUDA kernel matches the CPU ops under CPU emulation (case by case)', async (t) => {
-    assert.ok(existsSync(program), `${program} is missing: build the addon (npm run build:addon), or set MARBLE_CUDA_EMULATION=OFF`);
-    const run = spawnSync(program, ['20261128'], { encoding: 'utf8', env: { ...process.env, MB_PARITY_TRACE: '1' }, maxBuffer: 64 << 20 });
-    const trace = run.stderr.trim().split('\n');
-    assert.ok(run.status === 0 && run.stdout.startsWith('['),
-      `the emulation ended with status ${run.status} (signal ${run.signal}) after: ${trace.slice(-3).join(' | ')}`);
-    const cases = JSON.parse(run.stdout) as CudaParityCase[];
-    assert.ok(cases.length >= 70, `${cases.length} cases`);
-    const families = new Set(cases.map((c) => c.op));
-    for (const op of SELF_TEST_FAMILIES) assert.ok(families.has(op), `covers ${op}`);
-    for (const c of cases) {
-      await t.test(`${c.op}: ${c.name}`, () => {
-        const failure = selfTestFailure(c);
-        assert.equal(failure, null, failure ?? '');
-      });
-    }
+  test('CUDA suite under CPU emulation', (t) => t.skip('MARBLE_CUDA_EMULATION=OFF: marble_emulated.node was not built'));
+} else if (!existsSync(emulated)) {
+  test('CUDA suite under CPU emulation', () => {
+    throw new Error(`${emulated} is missing: build the addon (npm run build:addon), or set MARBLE_CUDA_EMULATION=OFF`);
   });
+} else {
+  // This process (node --test runs each file in its own) uses the emulated addon.
+  process.env.MARBLE_ADDON = emulated;
+  const { registerCudaSuite } = await import('./cuda_suite.js');
+  registerCudaSuite({ emulated: true });
 }

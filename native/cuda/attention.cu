@@ -145,7 +145,7 @@ void attention_forward(const float* qkv, const AttentionArgs& a, float* out, flo
     batched_gemm(s);
     if (failed()) return;
     const long long score_rows = BH * rows;
-    MB_LAUNCH(softmax_rows, grid_for((size_t)score_rows, 1), kSoftmaxThreads)(scratch, score_rows, T, a.scale);
+    MB_LAUNCH_SYNC(softmax_rows, grid_for((size_t)score_rows, 1), kSoftmaxThreads)(scratch, score_rows, T, a.scale);
     if (!check_launch("softmax_rows")) return;
     // O[b][q0 + i][h d] = sum_j P[z][i][j] V[b][j][h d]
     BatchedGemm o;
@@ -193,7 +193,7 @@ void attention_backward(const float* qkv, const AttentionArgs& a, const float* d
     BatchedGemm s{q, ld, 1, (long long)T * ld, dh, k, 1, ld, (long long)T * ld, dh, probs, T, H * TT, TT, T, T, dh, batches, H};
     batched_gemm(s);
     if (failed()) return;
-    MB_LAUNCH(softmax_rows, grid_for((size_t)batches * T, 1), kSoftmaxThreads)(probs, (long long)batches * T, T, a.scale);
+    MB_LAUNCH_SYNC(softmax_rows, grid_for((size_t)batches * T, 1), kSoftmaxThreads)(probs, (long long)batches * T, T, a.scale);
     if (!check_launch("softmax_rows (backward)")) return;
     // dV[j][d] = sum_i P[i][j] dO[i][d]
     BatchedGemm gv{probs, 1, T, H * TT, TT, d_o, C, 1, (long long)T * C, dh, dv, ld, (long long)T * ld, dh, T, dh, T, batches, H};
@@ -202,7 +202,7 @@ void attention_backward(const float* qkv, const AttentionArgs& a, const float* d
     BatchedGemm gp{d_o, C, 1, (long long)T * C, dh, v, 1, ld, (long long)T * ld, dh, dprobs, T, H * TT, TT, T, T, dh, batches, H};
     batched_gemm(gp);
     if (failed()) return;
-    MB_LAUNCH(softmax_backward_rows, grid_for((size_t)batches * T, 1), kSoftmaxThreads)(probs, dprobs,
+    MB_LAUNCH_SYNC(softmax_backward_rows, grid_for((size_t)batches * T, 1), kSoftmaxThreads)(probs, dprobs,
                                                                                             (long long)batches * T, T, a.scale);
     if (!check_launch("softmax_backward_rows")) return;
     // dQ[i][d] = sum_j dS[i][j] K[j][d];  dK[j][d] = sum_i dS[i][j] Q[i][d]

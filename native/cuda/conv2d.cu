@@ -478,7 +478,7 @@ void conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights&
     record(cudaErrorInvalidConfiguration, "conv2d: output too large for one launch");
     return;
   }
-  MB_LAUNCH(conv_implicit_gemm, dim3((unsigned)mtiles, (unsigned)ntiles), kGemmThreads)(p);
+  MB_LAUNCH_SYNC(conv_implicit_gemm, dim3((unsigned)mtiles, (unsigned)ntiles), kGemmThreads)(p);
   check_launch("conv_implicit_gemm");
 }
 
@@ -492,7 +492,7 @@ void batched_gemm(const BatchedGemm& g) {
   for (int z0 = 0; z0 < g.batches; z0 += 65535) {
     const int nz = g.batches - z0 < 65535 ? g.batches - z0 : 65535;
     GemmParams p{g, z0};
-    MB_LAUNCH(strided_batched_gemm, dim3((unsigned)mtiles, (unsigned)ntiles, (unsigned)nz), kGemmThreads)(p);
+    MB_LAUNCH_SYNC(strided_batched_gemm, dim3((unsigned)mtiles, (unsigned)ntiles, (unsigned)nz), kGemmThreads)(p);
     if (!check_launch("strided_batched_gemm")) return;
   }
 }
@@ -541,7 +541,7 @@ void conv2d_backward_data(const float* dy, const ConvGeometry& g, const PackedWe
     record(cudaErrorInvalidConfiguration, "conv2d_backward_data: too large for one launch");
     return;
   }
-  MB_LAUNCH(conv_backward_data_gemm, dim3((unsigned)mtiles, (unsigned)ntiles), kGemmThreads)(p);
+  MB_LAUNCH_SYNC(conv_backward_data_gemm, dim3((unsigned)mtiles, (unsigned)ntiles), kGemmThreads)(p);
   if (!check_launch("conv_backward_data_gemm")) return;
   if (g.upsample == 2) upsample_nearest2x_backward(scratch, g.batch, g.in_h, g.in_w, w.cin, dx, g.in_ld);
 }
@@ -584,12 +584,12 @@ void conv2d_backward_weights(const float* in, const ConvGeometry& g, const float
     record(cudaErrorInvalidConfiguration, "conv2d_backward_weights: too large for one launch");
     return;
   }
-  MB_LAUNCH(conv_backward_weights_gemm, dim3((unsigned)ntiles, (unsigned)ktiles, (unsigned)splits), kGemmThreads)(p);
+  MB_LAUNCH_SYNC(conv_backward_weights_gemm, dim3((unsigned)ntiles, (unsigned)ktiles, (unsigned)splits), kGemmThreads)(p);
   if (!check_launch("conv_backward_weights_gemm")) return;
   MB_LAUNCH(weight_grad_reduce, grid_for((size_t)p.N * p.K), kThreads)(scratch, splits, p.N, p.K, cin, k * k, grad_w);
   if (!check_launch("weight_grad_reduce")) return;
   if (grad_b) {
-    MB_LAUNCH(bias_grad, (unsigned)((cout + 31) / 32), 256)(dy, p.M, g.out_ld, cout, grad_b);
+    MB_LAUNCH_SYNC(bias_grad, (unsigned)((cout + 31) / 32), 256)(dy, p.M, g.out_ld, cout, grad_b);
     check_launch("bias_grad");
   }
 }

@@ -18,11 +18,15 @@
 // The kernels compiled as plain C++ and run on the CPU (native/cuda/emulation):
 // a check of their index math that needs no GPU.
 #include "emulation/cuda_emulation.h"
-#define MB_LAUNCH(kernel, grid, block) ::mb_emu::launch((grid), (block), kernel)
+#define MB_LAUNCH(kernel, grid, block) ::mb_emu::launch((grid), (block), kernel, false)
+#define MB_LAUNCH_SYNC(kernel, grid, block) ::mb_emu::launch((grid), (block), kernel, true)
 #else
 #include <cuda_runtime.h>
-// kernel<<<grid, block, 0, stream>>> spelled so that the emulation can take it over.
+// kernel<<<grid, block, 0, stream>>> spelled so that the emulation can take it
+// over; kernels that use __syncthreads or warp shuffles launch with
+// MB_LAUNCH_SYNC (the emulation runs their threads as fibers).
 #define MB_LAUNCH(kernel, grid, block) kernel<<<(grid), (block), 0, ::mb::cuda::stream()>>>
+#define MB_LAUNCH_SYNC(kernel, grid, block) kernel<<<(grid), (block), 0, ::mb::cuda::stream()>>>
 #endif
 
 #include "../engine/ops.h"

@@ -229,7 +229,7 @@ void group_norm_forward(const float* x, const GroupNormArgs& a, float* y, float*
   }
   float* mean = stats;
   float* rstd = stats + (size_t)a.batch * a.groups;
-  MB_LAUNCH(group_stats, dim3((unsigned)a.groups, (unsigned)a.batch), kStatThreads)(x, a.pixels, a.channels,
+  MB_LAUNCH_SYNC(group_stats, dim3((unsigned)a.groups, (unsigned)a.batch), kStatThreads)(x, a.pixels, a.channels,
                                                                                         a.groups, a.eps, mean, rstd);
   if (!check_launch("group_stats")) return;
   ApplyParams p{x, y, mean, rstd, a.gamma, a.beta, a.scale_shift, a.scale_shift_ld, a.pixels, a.channels, a.groups, a.silu};
@@ -268,7 +268,7 @@ void group_norm_backward(const float* x, const GroupNormArgs& a, const float* st
   p.count = (double)a.pixels * (a.channels / a.groups);
   MB_LAUNCH(back_affine, grid_for(bc), kThreads)(p);
   if (!check_launch("group_norm_backward affine")) return;
-  MB_LAUNCH(back_sums, dim3((unsigned)((a.channels + 31) / 32), (unsigned)a.batch), 256)(p);
+  MB_LAUNCH_SYNC(back_sums, dim3((unsigned)((a.channels + 31) / 32), (unsigned)a.batch), 256)(p);
   if (!check_launch("group_norm_backward sums")) return;
   MB_LAUNCH(back_params, (unsigned)((a.groups + 63) / 64), 64)(p);
   if (!check_launch("group_norm_backward params")) return;

@@ -163,9 +163,13 @@ function nativeBackend(name: 'cpu' | 'cuda', options: { threads?: number }): Bac
       model.dispose();
       throw new BackendError(`cuda: ${(e as Error).message}`);
     }
-    model.trainInit = () => {
-      throw new BackendError('training on the cuda backend is not implemented yet (the GPU backward is open work): use backend "cpu"');
-    };
+    // The addon's methods are read-only properties of its prototype: shadow
+    // this one on the instance (plain assignment would throw).
+    Object.defineProperty(model, 'trainInit', {
+      value: () => {
+        throw new BackendError('training on the cuda backend is not implemented yet (the GPU backward is open work): use backend "cpu"');
+      },
+    });
     return model;
   };
   return {

@@ -3,8 +3,8 @@
 // (ucontext) on one OS thread, so __syncthreads is a real barrier, shared
 // memory (static storage here) is shared by the block's threads, and
 // __shfl_down_sync exchanges values across the warp. Used by the
-// marble_cuda_emulation test program to run the kernels against the CPU ops
-// on machines without a GPU. It checks index math, bounds, tiling and
+// marble_emulated.node addon (the CUDA backend with these kernels) to run the
+// CUDA test suite on machines without a GPU. It checks index math, bounds, tiling and
 // reductions; it cannot see GPU timing, races between warps that a barrier
 // orders on the CPU anyway, or the memory model.
 #pragma once
@@ -49,13 +49,15 @@ extern thread_local dim3 t_block_dim, t_grid_dim;
 void syncthreads();
 // Every thread of the block publishes a value; returns lane + delta's (own value past the warp).
 double shfl_down(double v, int delta);
-void run_grid(dim3 grid, dim3 block, const std::function<void()>& body);
+// `cooperative`: the kernel synchronises its threads, run them as fibers;
+// else each thread runs to its end in turn (a barrier there is an error).
+void run_grid(dim3 grid, dim3 block, const std::function<void()>& body, bool cooperative);
 // Counts launches whose configuration CUDA would refuse (more than 1024 threads, grid.y/z > 65535).
-extern int g_bad_launches;
+extern thread_local int g_bad_launches;
 
 template <typename K>
-auto launch(dim3 grid, dim3 block, K kernel) {
-  return [=](auto... args) { run_grid(grid, block, [=]() { kernel(args...); }); };
+auto launch(dim3 grid, dim3 block, K kernel, bool cooperative) {
+  return [=](auto... args) { run_grid(grid, block, [=]() { kernel(args...); }, cooperative); };
 }
 
 }  // namespace mb_emu

@@ -14,7 +14,7 @@ namespace mb_emu {
 thread_local ThreadState* t_current = nullptr;
 thread_local uint3 t_block;
 thread_local dim3 t_block_dim, t_grid_dim;
-int g_bad_launches = 0;
+thread_local int g_bad_launches = 0;
 
 namespace {
 
@@ -27,11 +27,12 @@ struct Fiber {
   bool done = false;
 };
 
-ucontext_t g_scheduler;
-std::vector<Fiber> g_fibers;
+// Per OS thread: a launch runs entirely on the thread that makes it.
+thread_local ucontext_t g_scheduler;
+thread_local std::vector<Fiber> g_fibers;
 thread_local Fiber* t_fiber = nullptr;
-const std::function<void()>* g_body = nullptr;
-std::vector<double> g_shuffle;
+thread_local const std::function<void()>* g_body = nullptr;
+thread_local std::vector<double> g_shuffle;
 
 void fiber_main(unsigned index) {
   Fiber& f = g_fibers[index];
@@ -46,6 +47,10 @@ void fiber_main(unsigned index) {
 
 void syncthreads() {
   Fiber* f = t_fiber;
+  if (!f) {  // a kernel launched with MB_LAUNCH, not MB_LAUNCH_SYNC, reached a barrier
+    fprintf(stderr, "emulated CUDA: __syncthreads in a kernel not launched with MB_LAUNCH_SYNC\n");
+    abort();
+  }
   swapcontext(&f->context, &g_scheduler);  // the scheduler resumes everyone once all have arrived
   t_fiber = f;
   t_current = &f->state;
@@ -61,10 +66,28 @@ double shfl_down(double v, int delta) {
   return out;
 }
 
-void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
+void run_grid(dim3 grid, dim3 block, const std::function<void()>& body, bool cooperative) {
   const unsigned threads = block.x * block.y * block.z;
   if (threads > 1024 || grid.y > 65535 || grid.z > 65535 || threads == 0) {
     ++g_bad_launches;
+    return;
+  }
+  t_block_dim = block;
+  t_grid_dim = grid;
+  if (!cooperative) {  // no barriers: each thread runs to its end in turn, on this stack
+    ThreadState state;
+    t_fiber = nullptr;
+    t_current = &state;
+    for (unsigned bz = 0; bz < grid.z; ++bz)
+      for (unsigned by = 0; by < grid.y; ++by)
+        for (unsigned bx = 0; bx < grid.x; ++bx) {
+          t_block = uint3{bx, by, bz};
+          for (unsigned i = 0; i < threads; ++i) {
+            state.tid = uint3{i % block.x, (i / block.x) % block.y, i / (block.x * block.y)};
+            body();
+          }
+        }
+    t_current = nullptr;
     return;
   }
   g_body = &body;
@@ -100,6 +123,7 @@ void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
         }
       }
   t_current = nullptr;
+  t_fiber = nullptr;
 }
 
 }  // namespace mb_emu
@@ -128,7 +152,9 @@ int select_device(int, char*, int) { return kOk; }
 const char* error_text() { return "a launch configuration CUDA would refuse (see stderr)"; }
 void* device_alloc(size_t bytes) { return mb_alloc(bytes ? bytes : 16); }
 void device_free(void* p) { mb_free(p); }
-size_t device_available() { return 0; }
+// The emulated device's memory, as a GPU would report it (the engine refuses
+// plans beyond it before allocating; test/cuda_suite.ts checks that).
+size_t device_available() { return (size_t)8 << 30; }
 void upload(void* dst, const void* src, size_t bytes) { memcpy(dst, src, bytes); }
 void download(void* dst, const void* src, size_t bytes) { memcpy(dst, src, bytes); }
 void zero(void* dst, size_t bytes) { memset(dst, 0, bytes); }
