@@ -11,9 +11,9 @@
 # Needs node >= 20 (NODE, else `node` on the PATH) and the package's
 # node_modules (runtime dependencies; node-addon-api and node-api-headers to
 # build). npm is not needed. The addon: MARBLE_ADDON=/path/marble.node, else
-# build/Release/marble.node when present (say, carried in prebuilt), else it
-# is built here with cmake + nvcc into build-gpu/ for this GPU's architecture;
-# MARBLE_REBUILD=1 forces that build. The TypeScript must be compiled (dist/)
+# build/Release/marble.node when present and loadable here (say, carried in
+# prebuilt: bench/gpu-pack.sh), else it is built here with cmake + nvcc into
+# build-gpu/ for this GPU's architecture; MARBLE_REBUILD=1 forces that build. The TypeScript must be compiled (dist/)
 # unless node_modules/typescript is there to compile it.
 # Results go to $OUT when set (else bench/results/gpu-check/): gpu-check.json
 # (summary), cuda-tests.tap, gpu.json (benchmark), gpu-check.log (all output).
@@ -41,11 +41,14 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,c
 if [ -n "${MARBLE_ADDON:-}" ]; then
   say "addon given: $MARBLE_ADDON"
   STATUS[build]="given"
-elif [ -f build/Release/marble.node ] && [ "${MARBLE_REBUILD:-0}" != 1 ]; then
+elif [ -f build/Release/marble.node ] && [ "${MARBLE_REBUILD:-0}" != 1 ] &&
+     "$NODE" -e "require('$ROOT/build/Release/marble.node')" 2>"$RESULTS/prebuilt-load-error.txt"; then
   export MARBLE_ADDON=$ROOT/build/Release/marble.node
   say "prebuilt addon: $MARBLE_ADDON"
   STATUS[build]="prebuilt"
 else
+  # No prebuilt addon, or one this machine cannot load (other system libraries): build here.
+  [ -s "$RESULTS/prebuilt-load-error.txt" ] && say "the prebuilt addon does not load here: $(head -c 300 "$RESULTS/prebuilt-load-error.txt")"
   ARCH=${MARBLE_CUDA_ARCHITECTURES:-}
   if [ -z "$ARCH" ] && command -v nvidia-smi >/dev/null; then
     ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d ' .')
