@@ -7,6 +7,7 @@ import { nativeAvailable } from '../src/backend/native.js';
 import { wasmPath } from '../src/backend/wasm.js';
 import type { LoadOptions } from '../src/index.js';
 import { createWasmBackend } from '../src/wasm.js';
+import { readSafetensorsFile, tensorToFloat32, tensorToInt64AsNumbers } from '../src/model/safetensors.js';
 
 /** Tests run from dist/test/; the fixtures stay in the source tree. */
 export function fixturePath(relative: string): string {
@@ -14,6 +15,37 @@ export function fixturePath(relative: string): string {
 }
 
 export const UNET_FIXTURES = ['tiny', 'cifar-slim', 'mnist-variants', 'class-cond', 'class-timestep'] as const;
+
+/**
+ * Relative bounds (of max(1, max |cpu|)) for the self-test's op families whose
+ * sums run in another order on the GPU; every other family must reproduce the
+ * CPU's bits.
+ */
+export const SELF_TEST_TOLERANCE: Record<string, number> = {
+  conv2d: 2e-5,
+  linear: 2e-5,
+  attention: 2e-5,
+  group_norm: 1e-5,
+  conv2d_backward: 2e-5,
+  attention_backward: 2e-5,
+  group_norm_backward: 1e-5,
+};
+
+/** One self-test case's verdict: null when it passes, else why not. */
+export function selfTestFailure(c: { op: string; exact: boolean; maxAbsErr: number; maxRef: number; status: number; error: string }): string | null {
+  if (c.status !== 0) return `did not run (status ${c.status}): ${c.error}`;
+  if (c.exact) return c.maxAbsErr === 0 ? null : `not bit-identical: max |cuda - cpu| = ${c.maxAbsErr}`;
+  const bound = SELF_TEST_TOLERANCE[c.op];
+  if (bound === undefined) return `no tolerance for op family ${c.op}`;
+  const tolerance = bound * Math.max(1, c.maxRef);
+  return c.maxAbsErr <= tolerance ? null : `max |cuda - cpu| = ${c.maxAbsErr} > ${tolerance}`;
+}
+
+/** The op families native/cuda/parity.cpp checks, each against the CPU ops. */
+export const SELF_TEST_FAMILIES = [
+  'conv2d', 'linear', 'group_norm', 'attention', 'resample', 'embed', 'elementwise', 'noise', 'diffusion_step',
+  'conv2d_backward', 'group_norm_backward', 'attention_backward', 'resample_backward', 'optimizer',
+];
 
 export interface BackendUnderTest {
   label: string;
@@ -52,4 +84,27 @@ export function maxAbsDiff(a: Float32Array, b: Float32Array): number {
     if (!(d <= m)) m = d; // NaN propagates as a failure
   }
   return m;
+}
+
+/** A forward fixture (test/fixtures/unet/NAME/forward.safetensors): the input and diffusers' output and intermediates. */
+export interface ForwardReference {
+  sample: Float32Array;
+  shape: number[];
+  timesteps: number[];
+  classLabels?: number[];
+  tensors: Map<string, { data: Float32Array; shape: number[] }>;
+}
+
+export async function forwardReference(name: string): Promise<ForwardReference> {
+  const file = await readSafetensorsFile(fixturePath(`unet/${name}/forward.safetensors`));
+  const tensors = new Map<string, { data: Float32Array; shape: number[] }>();
+  for (const [key, info] of file.tensors)
+    if (info.dtype === 'F32') tensors.set(key, { data: tensorToFloat32(file, key), shape: info.shape });
+  return {
+    sample: tensors.get('sample')!.data,
+    shape: tensors.get('sample')!.shape,
+    timesteps: tensorToInt64AsNumbers(file, 'timestep'),
+    classLabels: file.tensors.has('class_labels') ? tensorToInt64AsNumbers(file, 'class_labels') : undefined,
+    tensors,
+  };
 }

@@ -16,8 +16,8 @@ const GENERIC = 12 * 4 * 2;
 const AVX2 = 12 * 8 * 2;
 const AVX512 = 16 * 16 * 2;
 
-test('peakFma (addon) counts the operations of each ISA kernel and refuses unknown ones', () => {
-  backendsUnderTest();
+test('peakFma (addon) counts the operations of each ISA kernel and refuses unknown ones', async () => {
+  await backendsUnderTest(); // throws when the addon is not built
   const addon = loadAddon() as unknown as { peakFma: PeakFn; isa(): string };
   assert.equal(addon.peakFma(0, 1, 1000), 1000 * GENERIC);
   assert.equal(addon.peakFma(0, 6, 1000), 6 * 1000 * GENERIC, 'tasks on the thread pool add up');

@@ -7,30 +7,7 @@ import assert from 'node:assert/strict';
 
 import { loadUNet } from '../src/index.js';
 import type { BackendName } from '../src/index.js';
-import { readSafetensorsFile, tensorToFloat32, tensorToInt64AsNumbers } from '../src/model/safetensors.js';
-import { UNET_FIXTURES, backendsUnderTest, fixturePath, maxAbs, maxAbsDiff } from './helpers.js';
-
-interface Reference {
-  sample: Float32Array;
-  shape: number[];
-  timesteps: number[];
-  classLabels?: number[];
-  tensors: Map<string, { data: Float32Array; shape: number[] }>;
-}
-
-async function reference(name: string): Promise<Reference> {
-  const file = await readSafetensorsFile(fixturePath(`unet/${name}/forward.safetensors`));
-  const tensors = new Map<string, { data: Float32Array; shape: number[] }>();
-  for (const [key, info] of file.tensors)
-    if (info.dtype === 'F32') tensors.set(key, { data: tensorToFloat32(file, key), shape: info.shape });
-  return {
-    sample: tensors.get('sample')!.data,
-    shape: tensors.get('sample')!.shape,
-    timesteps: tensorToInt64AsNumbers(file, 'timestep'),
-    classLabels: file.tensors.has('class_labels') ? tensorToInt64AsNumbers(file, 'class_labels') : undefined,
-    tensors,
-  };
-}
+import { UNET_FIXTURES, backendsUnderTest, fixturePath, forwardReference as reference, maxAbs, maxAbsDiff } from './helpers.js';
 
 const outputs = new Map<string, Float32Array>();
 

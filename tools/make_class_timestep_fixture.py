@@ -9,9 +9,9 @@ diffusers (written with diffusers 0.40.0.dev0, torch 2.13.0+cpu):
 
 Writes the same files as ../shared/fixtures/unet/* (see its README):
 config.json, diffusion_pytorch_model.safetensors, forward.safetensors
-(sample, timestep, class_labels, out, temb, conv_in, down.i, mid, up.i) and
+(sample, timestep, class_labels, out, temb, conv_in, down.i, mid, up.i),
 train_step.safetensors (x0, noise, timestep, class_labels, noisy, loss,
-grad.<param>).
+grad.<param>) and adamw_step.safetensors (param.<name> after one AdamW step).
 """
 import sys
 from pathlib import Path
@@ -97,6 +97,12 @@ def main(out: Path) -> None:
     for name, p in model.named_parameters():
         train[f"grad.{name}"] = p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
     save_file({k: v.contiguous() for k, v in train.items()}, str(out / "train_step.safetensors"))
+
+    # one torch.optim.AdamW step on those gradients, from the saved weights
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+    optimizer.step()
+    adamw = {f"param.{name}": p.detach().clone() for name, p in model.named_parameters()}
+    save_file({k: v.contiguous() for k, v in adamw.items()}, str(out / "adamw_step.safetensors"))
     print("wrote", out, "loss", float(loss))
 
 

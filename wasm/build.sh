@@ -31,6 +31,8 @@ SOURCES=(
   native/cpu/elementwise.cpp
   native/cpu/noise.cpp
   native/cpu/diffusion_step.cpp
+  native/cpu/adamw.cpp
+  native/cpu/cpu_ops.cpp
   wasm/runtime.cpp
 )
 FLAGS=(--target=wasm32 -std=c++17 -O3 -msimd128 -mbulk-memory -mnontrapping-fptoint -ffreestanding -nostdlib

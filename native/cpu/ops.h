@@ -218,6 +218,18 @@ void randn_philox(uint64_t seed, uint64_t draw, uint64_t offset, long long n, fl
 void dropout_apply(uint64_t seed, uint64_t stream, float p, const float* x, long long n, float* y);
 
 // ---------------------------------------------------------------------------
+// adamw.cpp: the optimizer's per-tensor updates (engine/train.cpp drives them).
+// torch.optim.AdamW's single-tensor float32 order of operations:
+//   w *= decay; m += (1 - beta1) (g - m); v = v beta2 + (1 - beta2) g g;
+//   w += -step_size * m / (sqrt(v) / bc2_sqrt + eps), with g = grad * scale.
+struct AdamwCoefs {
+  float decay, one_minus_beta1, beta2, one_minus_beta2, step_size, bc2_sqrt, eps, scale;
+};
+void adamw_update(float* w, float* exp_avg, float* exp_avg_sq, const float* grad, size_t n, const AdamwCoefs& c);
+// ema -= (1 - decay) (ema - w)
+void ema_update(float* ema, const float* w, size_t n, float one_minus_decay);
+
+// ---------------------------------------------------------------------------
 // elementwise.cpp
 void silu_forward(const float* x, long long n, float* y);
 // dx += dy * silu'(x)

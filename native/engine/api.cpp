@@ -153,6 +153,11 @@ MB_API int mb_model_train_init(Model* m, int ema) {
     int i = 0;
     for (; msg[i]; ++i) m->error[i] = msg[i];
     m->error[i] = 0;
+  } else if (status == mb::kErrUnsupported) {
+    const char* msg = "training runs on the cpu backend only for now (the cuda backward is not implemented)";
+    int i = 0;
+    for (; msg[i]; ++i) m->error[i] = msg[i];
+    m->error[i] = 0;
   } else if (status == mb::kErrOutOfMemory) {
     const char* msg = "out of memory allocating the optimizer state";
     int i = 0;

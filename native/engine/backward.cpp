@@ -286,7 +286,17 @@ void run_backward(Exec& ex, const Act& dy, const float* timesteps, const float* 
     linear_backward(ex, m->class_linear_2, c_hidden_act, B, demb, dc_hidden_act);
     float* dc_hidden = ex.zeros((size_t)B * TE);
     if (ex.run()) silu_backward(saved.c_hidden, dc_hidden_act, (long long)B * TE, dc_hidden);
-    linear_backward(ex, m->class_linear_1, saved.c_proj, B, dc_hidden, nullptr);
+    // With a learned time table the class projection was a lookup in it, whose rows get the gradient.
+    const bool class_rows = m->time_embedding_type == 2;
+    float* dc_proj = class_rows ? ex.zeros((size_t)B * m->time_proj_dim) : nullptr;
+    linear_backward(ex, m->class_linear_1, saved.c_proj, B, dc_hidden, dc_proj);
+    if (class_rows && ex.run()) {
+      float* table = G(ex, m->time_proj_weight);
+      for (int b = 0; b < B; ++b) {
+        float* row = table + (size_t)(int)class_cond[b] * m->time_proj_dim;
+        for (int c = 0; c < m->time_proj_dim; ++c) row[c] += dc_proj[(size_t)b * m->time_proj_dim + c];
+      }
+    }
   }
   float* demb_hidden_act = ex.zeros((size_t)B * TE);
   float* emb_hidden_act = ex.arena->alloc((size_t)B * TE);

@@ -5,6 +5,7 @@
 
 #include "../cpu/ops.h"
 #include "mathf.h"
+#include "ops.h"
 #include "unet.h"
 
 namespace mb {
@@ -96,7 +97,7 @@ struct Exec {
   // A zero-filled buffer (gradients accumulate into these).
   Act zeros(int h, int w, int c) {
     Act a = alloc(h, w, c);
-    if (run()) zero_floats(a.data, a.floats(batch));
+    if (run()) zero_floats(a.data, a.floats(batch));  // backward only: host (cpu) memory
     return a;
   }
   float* zeros(size_t n) {
@@ -105,6 +106,7 @@ struct Exec {
     return p;
   }
   bool run() const { return !planning && status == kOk; }
+  const Ops& ops() const { return *m->ops; }
   uint64_t mark() const { return arena->mark(); }
   void release(uint64_t mark) {
     if (!training) arena->release(mark);
@@ -117,7 +119,8 @@ struct Exec {
   }
 };
 
-inline const float* P(Exec& ex, int index) { return ex.m->params[index].data; }
+// A parameter as the model's ops read it (a device copy on cuda).
+inline const float* P(Exec& ex, int index) { return ex.m->params[index].dev; }
 
 inline ConvGeometry make_geometry(const Exec& ex, const Act& x, int upsample, int stride, int pad_top, int pad_left,
                                   const Act& y) {

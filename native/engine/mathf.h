@@ -1,7 +1,7 @@
 // The engine's own float32 math: exp, log, sin, cos, sqrt.
 //
 // Why our own: the wasm build has no libm, and the same function on every
-// backend means cpu, wasm (and later cuda) compute the same values. The
+// backend means cpu, wasm and cuda compute the same values. The
 // scalar versions here are accurate to about 1 ulp; sin/cos/log go through
 // double precision, which wasm and x86 both evaluate exactly per IEEE 754.
 // Files that need bit-identical results are compiled with -ffp-contract=off.
@@ -9,21 +9,32 @@
 
 #include <stdint.h>
 
+// Scalar functions are also compiled for CUDA devices (native/cuda), where
+// with --fmad=false they perform the same IEEE operations and return the
+// same bits. The four-lane versions below are host-only.
+#ifndef MB_HD
+#if defined(__CUDACC__)
+#define MB_HD __host__ __device__
+#else
+#define MB_HD
+#endif
+#endif
+
 namespace mb {
 
-inline uint32_t f32_bits(float x) { return __builtin_bit_cast(uint32_t, x); }
-inline float bits_f32(uint32_t b) { return __builtin_bit_cast(float, b); }
-inline uint64_t f64_bits(double x) { return __builtin_bit_cast(uint64_t, x); }
-inline double bits_f64(uint64_t b) { return __builtin_bit_cast(double, b); }
+MB_HD inline uint32_t f32_bits(float x) { return __builtin_bit_cast(uint32_t, x); }
+MB_HD inline float bits_f32(uint32_t b) { return __builtin_bit_cast(float, b); }
+MB_HD inline uint64_t f64_bits(double x) { return __builtin_bit_cast(uint64_t, x); }
+MB_HD inline double bits_f64(uint64_t b) { return __builtin_bit_cast(double, b); }
 
-inline float sqrt_f32(float x) { return __builtin_sqrtf(x); }
-inline double sqrt_f64(double x) { return __builtin_sqrt(x); }
-inline bool is_finite_f32(float x) { return (f32_bits(x) & 0x7f800000u) != 0x7f800000u; }
+MB_HD inline float sqrt_f32(float x) { return __builtin_sqrtf(x); }
+MB_HD inline double sqrt_f64(double x) { return __builtin_sqrt(x); }
+MB_HD inline bool is_finite_f32(float x) { return (f32_bits(x) & 0x7f800000u) != 0x7f800000u; }
 
 // exp(x) for float: x = n*ln2 + r with |r| <= ln2/2, exp(r) by a degree-6
 // minimax polynomial (the classic Cephes coefficients), then scale by 2^n in
 // two steps so that results in the subnormal range are still right.
-inline float exp_f32(float x) {
+MB_HD inline float exp_f32(float x) {
   if (x != x) return x;
   if (x > 88.72283935546875f) return bits_f32(0x7f800000u);
   if (x < -103.97208f) return 0.0f;
@@ -48,7 +59,7 @@ inline float exp_f32(float x) {
 
 // log(x) in double: x = m * 2^e with m in [sqrt(1/2), sqrt(2)), then
 // log(m) = 2 atanh(s), s = (m-1)/(m+1), by its series (|s| < 0.172).
-inline double log_f64(double x) {
+MB_HD inline double log_f64(double x) {
   if (x != x || x < 0) return bits_f64(0x7ff8000000000000ull);
   if (x == 0) return -bits_f64(0x7ff0000000000000ull);
   if (x == bits_f64(0x7ff0000000000000ull)) return x;
@@ -73,11 +84,11 @@ inline double log_f64(double x) {
   const double kLn2 = 0.69314718055994530942;
   return 2.0 * s * t + e * kLn2;
 }
-inline float log_f32(float x) { return (float)log_f64((double)x); }
+MB_HD inline float log_f32(float x) { return (float)log_f64((double)x); }
 
 // sin and cos in double after reducing by multiples of pi/2 (pi/2 in three
 // parts, exact for |x| well beyond 1e6, the largest timestep arguments seen).
-inline void sincos_f64(double x, double* s_out, double* c_out) {
+MB_HD inline void sincos_f64(double x, double* s_out, double* c_out) {
   const double kTwoOverPi = 0.63661977236758134308;
   const double kPio2_1 = 1.57079632673412561417e+00;
   const double kPio2_2 = 6.07710050650619224932e-11;
@@ -116,19 +127,19 @@ inline void sincos_f64(double x, double* s_out, double* c_out) {
   *s_out = s;
   *c_out = c;
 }
-inline float sin_f32(float x) {
+MB_HD inline float sin_f32(float x) {
   double s, c;
   sincos_f64((double)x, &s, &c);
   return (float)s;
 }
-inline float cos_f32(float x) {
+MB_HD inline float cos_f32(float x) {
   double s, c;
   sincos_f64((double)x, &s, &c);
   return (float)c;
 }
 
 // SiLU(x) = x * sigmoid(x), written as x / (1 + exp(-x)) like torch.
-inline float silu_f32(float x) { return x / (1.0f + exp_f32(-x)); }
+MB_HD inline float silu_f32(float x) { return x / (1.0f + exp_f32(-x)); }
 
 // Four lanes at a time through the compiler's generic vectors (SSE2 natively,
 // SIMD128 in wasm). exp_f32x4 performs exactly exp_f32's operations, lane by

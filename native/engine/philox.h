@@ -6,13 +6,21 @@
 
 #include <stdint.h>
 
+#ifndef MB_HD
+#if defined(__CUDACC__)
+#define MB_HD __host__ __device__  // native/cuda/noise.cu runs the same rounds
+#else
+#define MB_HD
+#endif
+#endif
+
 namespace mb {
 
 struct Philox4 {
   uint32_t v[4];
 };
 
-inline void philox_mulhilo(uint32_t a, uint32_t b, uint32_t* hi, uint32_t* lo) {
+MB_HD inline void philox_mulhilo(uint32_t a, uint32_t b, uint32_t* hi, uint32_t* lo) {
   uint64_t product = (uint64_t)a * (uint64_t)b;
   *hi = (uint32_t)(product >> 32);
   *lo = (uint32_t)product;
@@ -20,7 +28,7 @@ inline void philox_mulhilo(uint32_t a, uint32_t b, uint32_t* hi, uint32_t* lo) {
 
 // counter = (c0, c1, c2, c3), key = (k0, k1); ten rounds with the key bumped
 // by the Weyl constants between rounds (the Random123 / cuRAND constants).
-inline Philox4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1) {
+MB_HD inline Philox4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1) {
   const uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;
   const uint32_t kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
   for (int round = 0; round < 10; ++round) {

@@ -2,12 +2,15 @@
 // semantics), global gradient norm, EMA of the weights. The training step
 // itself (add-noise + forward + MSE + backward) is in backward.cpp.
 #include "mathf.h"
+#include "ops.h"
 #include "unet.h"
 
 namespace mb {
 
 int train_init(Model* m, bool ema) {
   if (!m->finalized) return kErrState;
+  // The backward and the optimizer run on the cpu ops over host memory.
+  if (m->ops->device_memory) return kErrUnsupported;
   for (int i = 0; i < m->params.size; ++i) {
     Param& p = m->params[i];
     const size_t bytes = p.numel * sizeof(float);
@@ -45,28 +48,6 @@ double grad_norm(Model* m) {
   return sqrt_f64(total);
 }
 
-namespace {
-
-struct AdamwCoefs {
-  float decay, one_minus_beta1, beta2, one_minus_beta2, step_size, bc2_sqrt, eps, scale;
-};
-
-// One range of one tensor. The arrays never overlap and the coefficients are
-// values: that lets the compiler vectorise the loop (same operations per lane).
-void adamw_range(float* __restrict w, float* __restrict ma, float* __restrict va, const float* __restrict g, size_t n,
-                 const AdamwCoefs c) {
-  for (size_t k = 0; k < n; ++k) {
-    const float gk = c.scale == 1.0f ? g[k] : g[k] * c.scale;
-    w[k] = w[k] * c.decay;
-    ma[k] = ma[k] + c.one_minus_beta1 * (gk - ma[k]);
-    va[k] = va[k] * c.beta2 + c.one_minus_beta2 * (gk * gk);
-    const float denom = sqrt_f32(va[k]) / c.bc2_sqrt + c.eps;
-    w[k] = w[k] + (-c.step_size) * (ma[k] / denom);
-  }
-}
-
-}  // namespace
-
 // torch.optim.AdamW, single-tensor path, in its float32 order of operations:
 //   param *= 1 - lr * wd
 //   exp_avg = lerp(exp_avg, grad, 1 - beta1)
@@ -94,10 +75,7 @@ int adamw_step(Model* m, double lr, double beta1, double beta2, double eps, doub
   for (int i = 0; i < m->params.size; ++i) {
     Param& p = m->params[i];
     if (!p.trainable) continue;
-    parallel_ranges((int)((p.numel + 4095) / 4096), 1, [&](int c0, int c1) {
-      const size_t k0 = (size_t)c0 * 4096, k1 = (size_t)c1 * 4096 < p.numel ? (size_t)c1 * 4096 : p.numel;
-      adamw_range(p.data + k0, p.exp_avg + k0, p.exp_avg_sq + k0, p.grad + k0, k1 - k0, c);
-    });
+    adamw_update(p.data, p.exp_avg, p.exp_avg_sq, p.grad, p.numel, c);
   }
   return model_repack(m);
 }
@@ -107,7 +85,7 @@ void ema_update(Model* m, double decay) {
   for (int i = 0; i < m->params.size; ++i) {
     Param& p = m->params[i];
     if (!p.ema) continue;
-    for (size_t k = 0; k < p.numel; ++k) p.ema[k] = p.ema[k] - one_minus * (p.ema[k] - p.data[k]);
+    ema_update(p.ema, p.data, p.numel, one_minus);
   }
 }
 

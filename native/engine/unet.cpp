@@ -7,6 +7,7 @@
 #include "../cpu/ops.h"
 #include "exec.h"
 #include "mathf.h"
+#include "ops.h"
 
 namespace mb {
 
@@ -34,7 +35,7 @@ struct Builder {
       p.numel *= (size_t)dims[i];
     }
     for (int i = p.ndim; i < 4; ++i) p.shape[i] = 0;
-    p.data = nullptr;
+    p.data = p.dev = nullptr;
     p.grad = p.exp_avg = p.exp_avg_sq = p.ema = nullptr;
     p.trainable = true;
     if (!m->params.push(p)) status = kErrOutOfMemory;
@@ -132,6 +133,7 @@ bool in_range(double v, double lo, double hi) { return v == v && v >= lo && v <=
 }  // namespace
 
 int model_init(Model* m, const double* cfg, int n) {
+  if (!m->ops) m->ops = cpu_ops();
   if (n < kCfgFixedSlots) return set_error(m, kErrInvalidArgument, Name("engine config too short"));
   const int levels = (int)cfg[kCfgNumLevels];
   if (!in_range(cfg[kCfgNumLevels], 1, kMaxLevels))
@@ -337,6 +339,7 @@ int model_init(Model* m, const double* cfg, int n) {
     Param& p = m->params[i];
     p.data = static_cast<float*>(mb_alloc(p.numel * sizeof(float)));
     if (!p.data) return set_error(m, kErrOutOfMemory, Name("out of memory allocating parameters"));
+    p.dev = p.data;  // a device model points these at its device copies when it packs
   }
   return kOk;
 }
@@ -346,24 +349,23 @@ int model_init(Model* m, const double* cfg, int n) {
 
 namespace {
 
-size_t conv_packed_floats(const ConvLayer& c) {
-  return c.winograd ? winograd_weights_floats(c.cout, c.cin) : packed_weights_floats(c.cout, c.cin, c.k * c.k);
+// Packing is the device's concern (its own layouts, in its own memory): these
+// walk the layers and hand each one's torch-layout weights to m->ops.
+size_t conv_packed_floats(const Model* m, const ConvLayer& c) {
+  return m->ops->conv_packed_floats(c.cout, c.cin, c.k, c.winograd);
 }
 
 void pack_conv(Model* m, ConvLayer& c, float*& cursor) {
   const float* w = m->params[c.weight].data;
   const int taps = c.k * c.k;
   WeightSource src = {w, (long long)c.cin * taps, taps, 1};  // torch [Cout][Cin][kh][kw]
-  if (c.winograd)
-    pack_winograd_weights(&c.packed, cursor, src, c.cout, c.cin);
-  else
-    pack_weights(&c.packed, cursor, &src, &c.cout, 1, c.cin, c.k, c.k);
-  cursor += conv_packed_floats(c);
+  m->ops->pack_conv(&c.packed, cursor, &src, &c.cout, 1, c.cin, c.k, c.winograd);
+  cursor += conv_packed_floats(m, c);
 }
 
-size_t resnet_packed_floats(const ResnetLayer& r) {
-  size_t n = conv_packed_floats(r.conv1) + conv_packed_floats(r.time_emb_proj) + conv_packed_floats(r.conv2);
-  if (r.has_shortcut) n += conv_packed_floats(r.conv_shortcut);
+size_t resnet_packed_floats(const Model* m, const ResnetLayer& r) {
+  size_t n = conv_packed_floats(m, r.conv1) + conv_packed_floats(m, r.time_emb_proj) + conv_packed_floats(m, r.conv2);
+  if (r.has_shortcut) n += conv_packed_floats(m, r.conv_shortcut);
   return n;
 }
 
@@ -374,32 +376,32 @@ void pack_resnet(Model* m, ResnetLayer& r, float*& cursor) {
   if (r.has_shortcut) pack_conv(m, r.conv_shortcut, cursor);
 }
 
-size_t attention_packed_floats(const AttnLayer& a) {
-  return conv_packed_floats(a.qkv) + conv_packed_floats(a.out) + (size_t)align_up(3 * a.channels, 16);
+size_t attention_packed_floats(const Model* m, const AttnLayer& a) {
+  return conv_packed_floats(m, a.qkv) + conv_packed_floats(m, a.out) + (size_t)align_up(3 * a.channels, 16);
 }
 
 void pack_attention(Model* m, AttnLayer& a, float*& cursor) {
   const int c = a.channels;
   WeightSource sources[3] = {{m->params[a.q_w].data, c, 1, 0}, {m->params[a.k_w].data, c, 1, 0}, {m->params[a.v_w].data, c, 1, 0}};
   int couts[3] = {c, c, c};
-  pack_weights(&a.qkv.packed, cursor, sources, couts, 3, c, 1, 1);
-  cursor += conv_packed_floats(a.qkv);
+  m->ops->pack_conv(&a.qkv.packed, cursor, sources, couts, 3, c, 1, false);
+  cursor += conv_packed_floats(m, a.qkv);
   pack_conv(m, a.out, cursor);
   a.qkv_bias = cursor;
-  mb_copy(cursor, m->params[a.q_b].data, sizeof(float) * c);
-  mb_copy(cursor + c, m->params[a.k_b].data, sizeof(float) * c);
-  mb_copy(cursor + 2 * c, m->params[a.v_b].data, sizeof(float) * c);
+  m->ops->upload(cursor, m->params[a.q_b].data, sizeof(float) * c);
+  m->ops->upload(cursor + c, m->params[a.k_b].data, sizeof(float) * c);
+  m->ops->upload(cursor + 2 * c, m->params[a.v_b].data, sizeof(float) * c);
   cursor += align_up(3 * c, 16);
 }
 
-size_t block_packed_floats(const Block& blk, bool is_mid) {
+size_t block_packed_floats(const Model* m, const Block& blk, bool is_mid) {
   size_t n = 0;
   for (int j = 0; j < blk.num_layers; ++j) {
-    n += resnet_packed_floats(blk.resnets[j]);
-    if (blk.has_attention && (!is_mid || j == 0)) n += attention_packed_floats(blk.attentions[j]);
+    n += resnet_packed_floats(m, blk.resnets[j]);
+    if (blk.has_attention && (!is_mid || j == 0)) n += attention_packed_floats(m, blk.attentions[j]);
   }
-  if (blk.resample_kind == kResampleConv) n += conv_packed_floats(blk.resample_conv);
-  if (blk.resample_kind == kResampleResnet) n += resnet_packed_floats(blk.resample_resnet);
+  if (blk.resample_kind == kResampleConv) n += conv_packed_floats(m, blk.resample_conv);
+  if (blk.resample_kind == kResampleResnet) n += resnet_packed_floats(m, blk.resample_resnet);
   return n;
 }
 
@@ -426,16 +428,49 @@ int model_repack(Model* m) {
   return pack_all(m);
 }
 
-static int pack_all(Model* m) {
-  size_t total = conv_packed_floats(m->conv_in) + conv_packed_floats(m->time_linear_1) +
-                 conv_packed_floats(m->time_linear_2) + conv_packed_floats(m->conv_out);
-  if (m->class_embed == 2) total += conv_packed_floats(m->class_linear_1) + conv_packed_floats(m->class_linear_2);
-  for (int i = 0; i < m->num_levels; ++i) total += block_packed_floats(m->down[i], false);
-  if (m->has_mid) total += block_packed_floats(m->mid, true);
-  for (int i = 0; i < m->num_levels; ++i) total += block_packed_floats(m->up[i], false);
+// A device model's parameters as its ops read them (biases, norm weights,
+// embedding tables): one device allocation, uploaded from the host copies.
+static int upload_params(Model* m) {
+  if (!m->ops->device_memory) {
+    for (int i = 0; i < m->params.size; ++i) m->params[i].dev = m->params[i].data;
+    return kOk;
+  }
+  size_t total = 0;
+  for (int i = 0; i < m->params.size; ++i) total += align_up(m->params[i].numel, 16);
+  if (!m->param_device_storage) {
+    m->param_device_storage = static_cast<float*>(m->ops->alloc(total * sizeof(float)));
+    if (!m->param_device_storage) {
+      Message msg;
+      msg.add("out of ").add(m->ops->name).add(" memory for the parameters (").add_int((long long)(total * 4 >> 20)).add(" MB)");
+      return fail(m, kErrOutOfMemory, msg);
+    }
+  }
+  float* cursor = m->param_device_storage;
+  for (int i = 0; i < m->params.size; ++i) {
+    Param& p = m->params[i];
+    m->ops->upload(cursor, p.data, p.numel * sizeof(float));
+    p.dev = cursor;
+    cursor += align_up(p.numel, 16);
+  }
+  return kOk;
+}
 
-  if (!m->packed_storage) m->packed_storage = static_cast<float*>(mb_alloc(total * sizeof(float)));
-  if (!m->packed_storage) return set_error(m, kErrOutOfMemory, Name("out of memory packing weights"));
+static int pack_all(Model* m) {
+  size_t total = conv_packed_floats(m, m->conv_in) + conv_packed_floats(m, m->time_linear_1) +
+                 conv_packed_floats(m, m->time_linear_2) + conv_packed_floats(m, m->conv_out);
+  if (m->class_embed == 2) total += conv_packed_floats(m, m->class_linear_1) + conv_packed_floats(m, m->class_linear_2);
+  for (int i = 0; i < m->num_levels; ++i) total += block_packed_floats(m, m->down[i], false);
+  if (m->has_mid) total += block_packed_floats(m, m->mid, true);
+  for (int i = 0; i < m->num_levels; ++i) total += block_packed_floats(m, m->up[i], false);
+
+  if (!m->packed_storage) m->packed_storage = static_cast<float*>(m->ops->alloc(total * sizeof(float)));
+  if (!m->packed_storage) {
+    Message msg;
+    msg.add("out of ").add(m->ops->name).add(" memory packing weights (").add_int((long long)(total * 4 >> 20)).add(" MB)");
+    return fail(m, kErrOutOfMemory, msg);
+  }
+  int status = upload_params(m);
+  if (status != kOk) return status;
   float* cursor = m->packed_storage;
   pack_conv(m, m->conv_in, cursor);
   pack_conv(m, m->time_linear_1, cursor);
@@ -448,6 +483,12 @@ static int pack_all(Model* m) {
   if (m->has_mid) pack_block(m, m->mid, true, cursor);
   for (int i = 0; i < m->num_levels; ++i) pack_block(m, m->up[i], false, cursor);
   pack_conv(m, m->conv_out, cursor);
+  status = m->ops->sync();
+  if (status != kOk) {
+    Message msg;
+    msg.add(m->ops->name).add(" error while packing weights: ").add(m->ops->error_message());
+    return fail(m, status, msg);
+  }
   m->finalized = true;
   return kOk;
 }
@@ -471,9 +512,22 @@ void capture(Exec& ex, const char* name, const Act& a, int level = -1) {
   cap.shape[1] = a.c;
   cap.shape[2] = a.h;
   cap.shape[3] = a.w;
-  cap.data = static_cast<float*>(mb_alloc(a.floats(ex.batch) * sizeof(float)));
+  const size_t bytes = a.floats(ex.batch) * sizeof(float);
+  cap.data = static_cast<float*>(mb_alloc(bytes));
   if (!cap.data) return;
-  nhwc_to_nchw(a.data, ex.batch, a.c, a.h, a.w, cap.data);
+  const Ops& ops = *m->ops;
+  if (ops.device_memory) {  // a debugging aid: converted on the device, then copied back
+    float* staged = static_cast<float*>(ops.alloc(bytes));
+    if (!staged) {
+      mb_free(cap.data);
+      return;
+    }
+    ops.nhwc_to_nchw(a.data, ex.batch, a.c, a.h, a.w, staged);
+    ops.download(cap.data, staged, bytes);
+    ops.free(staged);
+  } else {
+    nhwc_to_nchw(a.data, ex.batch, a.c, a.h, a.w, cap.data);
+  }
   m->captures.push(cap);
 }
 
@@ -490,7 +544,7 @@ void capture_matrix(Exec& ex, const char* name, const float* data, int rows, int
   cap.shape[2] = cap.shape[3] = 0;
   cap.data = static_cast<float*>(mb_alloc((size_t)rows * cols * sizeof(float)));
   if (!cap.data) return;
-  mb_copy(cap.data, data, (size_t)rows * cols * sizeof(float));
+  m->ops->download(cap.data, data, (size_t)rows * cols * sizeof(float));
   m->captures.push(cap);
 }
 
@@ -499,22 +553,15 @@ void conv_apply(Exec& ex, const ConvLayer& c, const Act& x, int upsample, int st
                 const Act& y, ConvEpilogue ep, ConvSaved* saved = nullptr) {
   const ConvGeometry g = make_geometry(ex, x, upsample, stride, pad_top, pad_left, y);
   if (saved) *saved = ConvSaved{x, y, g};
-  if (c.winograd) {
-    // Packing happens after planning: size the scratch from the layer's shape.
-    PackedWeights shape = c.packed;
-    shape.cout = c.cout, shape.cin = c.cin, shape.nr = conv_panel_width();
-    const uint64_t mark = ex.arena->mark();
-    float* scratch = ex.arena->alloc(winograd_scratch_floats(g, shape));
-    if (ex.run()) {
-      if (!ep.bias) ep.bias = P(ex, c.bias);
-      winograd_conv2d_forward(x.data, g, c.packed, ep, y.data, ex.zero_row, scratch);
-    }
-    ex.arena->release(mark);
-    return;
+  // Packing happens after planning: size the scratch from the layer's shape.
+  const size_t scratch_floats = ex.ops().conv_scratch_floats(g, c.cout, c.cin, c.k, c.winograd);
+  const uint64_t mark = ex.arena->mark();
+  float* scratch = scratch_floats ? ex.arena->alloc(scratch_floats) : nullptr;
+  if (ex.run()) {
+    if (!ep.bias) ep.bias = P(ex, c.bias);
+    ex.ops().conv2d_forward(x.data, g, c.packed, ep, y.data, ex.zero_row, scratch);
   }
-  if (!ex.run()) return;
-  if (!ep.bias) ep.bias = P(ex, c.bias);
-  conv2d_forward(x.data, g, c.packed, ep, y.data, ex.zero_row);
+  ex.arena->release(mark);
 }
 
 // A linear layer over `rows` vectors of length c.cin.
@@ -522,7 +569,7 @@ void linear_apply(Exec& ex, const ConvLayer& c, const float* x, int rows, float*
   if (!ex.run()) return;
   ConvEpilogue ep;
   ep.bias = bias ? bias : P(ex, c.bias);
-  conv2d_forward(x, rows_geometry(rows, c.cin, c.cout), c.packed, ep, y, ex.zero_row);
+  ex.ops().conv2d_forward(x, rows_geometry(rows, c.cin, c.cout), c.packed, ep, y, ex.zero_row, nullptr);
 }
 
 // Returns the statistics buffer (mean, rstd) for the backward.
@@ -541,7 +588,7 @@ float* norm_apply(Exec& ex, const NormLayer& n, const Act& x, const Act& y, bool
   a.scale_shift = scale_shift;
   a.scale_shift_ld = scale_shift_ld;
   a.silu = silu;
-  group_norm_forward(x.data, a, y.data, stats);
+  ex.ops().group_norm_forward(x.data, a, y.data, stats);
   return stats;
 }
 
@@ -560,11 +607,11 @@ void resnet_forward(Exec& ex, ResnetLayer& r, const Act& x, const Act& out) {
     x_res = ex.alloc(out.h, out.w, x.c);
     if (ex.run()) {
       if (r.resample > 0) {
-        upsample_nearest2x(h.data, ex.batch, x.h, x.w, x.c, h2.data);
-        upsample_nearest2x(x.data, ex.batch, x.h, x.w, x.c, x_res.data);
+        ex.ops().upsample_nearest2x(h.data, ex.batch, x.h, x.w, x.c, h2.data);
+        ex.ops().upsample_nearest2x(x.data, ex.batch, x.h, x.w, x.c, x_res.data);
       } else {
-        avgpool2x2(h.data, ex.batch, x.h, x.w, x.c, h2.data);
-        avgpool2x2(x.data, ex.batch, x.h, x.w, x.c, x_res.data);
+        ex.ops().avgpool2x2(h.data, ex.batch, x.h, x.w, x.c, h2.data);
+        ex.ops().avgpool2x2(x.data, ex.batch, x.h, x.w, x.c, x_res.data);
       }
     }
     h = h2;
@@ -596,7 +643,7 @@ void resnet_forward(Exec& ex, ResnetLayer& r, const Act& x, const Act& out) {
   if (ex.training && ex.m->dropout > 0) {
     h2d = ex.alloc(out.h, out.w, r.cout);
     s.dropout_stream = ex.dropout_streams;
-    if (ex.run()) dropout_apply(ex.dropout_seed, s.dropout_stream, ex.m->dropout, h2.data, (long long)h2.floats(ex.batch), h2d.data);
+    if (ex.run()) ex.ops().dropout_apply(ex.dropout_seed, s.dropout_stream, ex.m->dropout, h2.data, (long long)h2.floats(ex.batch), h2d.data);
   }
   if (ex.training) ++ex.dropout_streams;
   s.h2d = h2d;
@@ -650,15 +697,16 @@ Act attention_forward_block(Exec& ex, AttnLayer& a, const Act& x) {
   args.heads = a.heads;
   args.head_dim = a.head_dim;
   args.scale = 1.0f / sqrt_f32((float)a.head_dim);
-  float* scratch = ex.arena->alloc(attention_scratch_floats(args));
-  if (ex.run()) attention_forward(qkv, args, attn, scratch, ex.zero_row);
+  float* scratch = ex.arena->alloc(ex.ops().attention_scratch_floats(args));
+  if (ex.run()) ex.ops().attention_forward(qkv, args, attn, scratch, ex.zero_row);
   if (ex.run()) {
     ConvEpilogue ep;
     ep.bias = P(ex, a.out.bias);
     ep.residual = x.data;  // each output element reads only its own residual: in place is safe
     ep.residual_ld = x.c;
     ep.divisor = a.rescale_output_factor;
-    conv2d_forward(attn, rows_geometry(rows, a.channels, a.channels), a.out.packed, ep, out.data, ex.zero_row);
+    ex.ops().conv2d_forward(attn, rows_geometry(rows, a.channels, a.channels), a.out.packed, ep, out.data, ex.zero_row,
+                            nullptr);
   }
   ex.release(mark);
   return out;
@@ -682,18 +730,14 @@ Act run_forward(Exec& ex, int height, int width, const float* x_nchw, const floa
   // 1. time embedding (and class embedding), then SiLU of it for the resnets
   float* t_proj = ex.arena->alloc((size_t)B * m->time_proj_dim);
   saved.t_proj = t_proj;
+  const Ops& ops = ex.ops();
   if (ex.run()) {
-    if (m->time_embedding_type == 0) {
-      timestep_embedding(timesteps, B, m->time_proj_dim, m->flip_sin_to_cos, m->freq_shift, t_proj);
-    } else if (m->time_embedding_type == 1) {
-      fourier_embedding(timesteps, B, P(ex, m->time_proj_weight), m->block_out_channels[0], t_proj);
-    } else {
-      int idx[1];
-      for (int b = 0; b < B; ++b) {
-        idx[0] = (int)timesteps[b];
-        embedding_lookup(P(ex, m->time_proj_weight), m->time_proj_dim, idx, 1, t_proj + (size_t)b * m->time_proj_dim);
-      }
-    }
+    if (m->time_embedding_type == 0)
+      ops.timestep_embedding(timesteps, B, m->time_proj_dim, m->flip_sin_to_cos, m->freq_shift, t_proj);
+    else if (m->time_embedding_type == 1)
+      ops.fourier_embedding(timesteps, B, P(ex, m->time_proj_weight), m->block_out_channels[0], t_proj);
+    else
+      ops.gather_rows(P(ex, m->time_proj_weight), m->time_proj_dim, timesteps, B, t_proj, false);
   }
   const int TE = m->time_embed_dim;
   float* emb_hidden = ex.arena->alloc((size_t)B * TE);
@@ -702,14 +746,11 @@ Act run_forward(Exec& ex, int height, int width, const float* x_nchw, const floa
   saved.emb_hidden = emb_hidden;
   saved.emb = emb;
   linear_apply(ex, m->time_linear_1, t_proj, B, emb_hidden);
-  if (ex.run()) silu_forward(emb_hidden, (long long)B * TE, emb_hidden_act);
+  if (ex.run()) ops.silu_forward(emb_hidden, (long long)B * TE, emb_hidden_act);
   linear_apply(ex, m->time_linear_2, emb_hidden_act, B, emb);
   capture_matrix(ex, "temb", emb, B, TE);
   if (m->class_embed == 1 && ex.run()) {
-    for (int b = 0; b < B; ++b) {
-      const float* row = P(ex, m->class_table) + (size_t)(int)class_cond[b] * TE;
-      for (int c = 0; c < TE; ++c) emb[(size_t)b * TE + c] += row[c];
-    }
+    ops.gather_rows(P(ex, m->class_table), TE, class_cond, B, emb, true);
   } else if (m->class_embed == 2) {
     float* c_proj = ex.arena->alloc((size_t)B * m->time_proj_dim);
     float* c_hidden = ex.arena->alloc((size_t)B * TE);
@@ -717,27 +758,31 @@ Act run_forward(Exec& ex, int height, int width, const float* x_nchw, const floa
     float* c_emb = ex.arena->alloc((size_t)B * TE);
     saved.c_proj = c_proj;
     saved.c_hidden = c_hidden;
+    // diffusers projects the labels with the model's own time_proj, whichever
+    // it is: sinusoids, the Fourier features, or rows of the learned table.
     if (ex.run()) {
       if (m->time_embedding_type == 1)
-        fourier_embedding(class_cond, B, P(ex, m->time_proj_weight), m->block_out_channels[0], c_proj);
+        ops.fourier_embedding(class_cond, B, P(ex, m->time_proj_weight), m->block_out_channels[0], c_proj);
+      else if (m->time_embedding_type == 2)
+        ops.gather_rows(P(ex, m->time_proj_weight), m->time_proj_dim, class_cond, B, c_proj, false);
       else
-        timestep_embedding(class_cond, B, m->time_proj_dim, m->flip_sin_to_cos, m->freq_shift, c_proj);
+        ops.timestep_embedding(class_cond, B, m->time_proj_dim, m->flip_sin_to_cos, m->freq_shift, c_proj);
     }
     linear_apply(ex, m->class_linear_1, c_proj, B, c_hidden);
-    if (ex.run()) silu_forward(c_hidden, (long long)B * TE, c_hidden_act);
+    if (ex.run()) ops.silu_forward(c_hidden, (long long)B * TE, c_hidden_act);
     linear_apply(ex, m->class_linear_2, c_hidden_act, B, c_emb);
-    if (ex.run()) add_forward(emb, c_emb, (long long)B * TE, emb);
+    if (ex.run()) ops.add_forward(emb, c_emb, (long long)B * TE, emb);
   } else if (m->class_embed == 3 && ex.run()) {
-    add_forward(emb, class_cond, (long long)B * TE, emb);
+    ops.add_forward(emb, class_cond, (long long)B * TE, emb);
   }
   ex.silu_emb = ex.arena->alloc((size_t)B * TE);
   saved.silu_emb = ex.silu_emb;
-  if (ex.run()) silu_forward(emb, (long long)B * TE, ex.silu_emb);
+  if (ex.run()) ops.silu_forward(emb, (long long)B * TE, ex.silu_emb);
 
   // 2. input, to NHWC (centering fused), and conv_in
   Act input = ex.alloc(height, width, m->in_channels);
   if (ex.run())
-    nchw_to_nhwc(x_nchw, B, m->in_channels, height, width, input.data, m->center_input_sample ? 2.0f : 1.0f,
+    ops.nchw_to_nhwc(x_nchw, B, m->in_channels, height, width, input.data, m->center_input_sample ? 2.0f : 1.0f,
                  m->center_input_sample ? -1.0f : 0.0f);
   Act h = ex.alloc(height, width, m->block_out_channels[0]);
   conv_apply(ex, m->conv_in, input, 1, 1, 1, 1, h, ConvEpilogue(), &saved.conv_in);
@@ -807,7 +852,7 @@ Act run_forward(Exec& ex, int height, int width, const float* x_nchw, const floa
       Act cat = ex.alloc(h.h, h.w, h.c + skip.c);
       blk.prev[j] = h;
       blk.cat[j] = cat;
-      if (ex.run()) concat_channels(h.data, h.c, skip.data, skip.c, B * h.h * h.w, cat.data);
+      if (ex.run()) ops.concat_channels(h.data, h.c, skip.data, skip.c, B * h.h * h.w, cat.data);
       resnet_forward(ex, blk.resnets[j], cat, out);
       ex.release(mark);
       h = out;
@@ -831,11 +876,40 @@ Act run_forward(Exec& ex, int height, int width, const float* x_nchw, const floa
   conv_apply(ex, m->conv_out, normed, 1, 1, 1, 1, y, ConvEpilogue(), &saved.conv_out);
   if (ex.run() && out_nchw) {
     if (m->time_embedding_type == 1)
-      nhwc_to_nchw_div(y.data, B, m->out_channels, y.h, y.w, timesteps, out_nchw);
+      ops.nhwc_to_nchw_div(y.data, B, m->out_channels, y.h, y.w, timesteps, out_nchw);
     else
-      nhwc_to_nchw(y.data, B, m->out_channels, y.h, y.w, out_nchw);
+      ops.nhwc_to_nchw(y.data, B, m->out_channels, y.h, y.w, out_nchw);
   }
   return y;
+}
+
+// run_forward with host inputs and output. On a device with its own memory
+// they are staged through arena buffers (allocated while planning too, so the
+// plan counts them) and the result is copied back; on the host they are used
+// in place.
+static void run_forward_staged(Exec& ex, int channels, int height, int width, const float* x_nchw,
+                               const float* timesteps, const float* class_cond, int class_cond_len, float* out_nchw) {
+  const Ops& ops = ex.ops();
+  if (!ops.device_memory) {
+    run_forward(ex, height, width, x_nchw, timesteps, class_cond, out_nchw);
+    return;
+  }
+  Model* m = ex.m;
+  const size_t in_floats = (size_t)ex.batch * channels * height * width;
+  const size_t out_floats = (size_t)ex.batch * m->out_channels * height * width;
+  float* x_dev = ex.arena->alloc(in_floats);
+  float* t_dev = ex.arena->alloc((size_t)ex.batch);
+  float* c_dev = class_cond_len > 0 || (ex.planning && m->class_embed != 0)
+                     ? ex.arena->alloc(m->class_embed == 3 ? (size_t)ex.batch * m->time_embed_dim : (size_t)ex.batch)
+                     : nullptr;
+  float* out_dev = ex.arena->alloc(out_floats);
+  if (ex.run()) {
+    ops.upload(x_dev, x_nchw, in_floats * sizeof(float));
+    ops.upload(t_dev, timesteps, (size_t)ex.batch * sizeof(float));
+    if (c_dev && class_cond) ops.upload(c_dev, class_cond, (size_t)class_cond_len * sizeof(float));
+  }
+  run_forward(ex, height, width, x_dev, t_dev, class_cond ? c_dev : nullptr, out_dev);
+  if (ex.run() && out_nchw) ops.download(out_nchw, out_dev, out_floats * sizeof(float));
 }
 
 int check_plan_size(Model* m, int batch, int height, int width) {
@@ -877,7 +951,7 @@ int model_plan_bytes(Model* m, int batch, int height, int width, size_t* bytes) 
   Arena planner;
   planner.planning = true;
   Exec ex{m, &planner, true, batch, nullptr, nullptr, false, 0, 0, kOk, Message()};
-  run_forward(ex, height, width, nullptr, nullptr, nullptr, nullptr);
+  run_forward_staged(ex, m->in_channels, height, width, nullptr, nullptr, nullptr, 0, nullptr);
   if (ex.status != kOk) return fail(m, ex.status, ex.error);
   return plan_total_bytes(m, planner, bytes);
 }
@@ -914,6 +988,17 @@ int check_forward_inputs(Model* m, int batch, int channels, const float* timeste
           return fail(m, kErrInvalidArgument, msg);
         }
       }
+    // class_embed_type timestep with a learned time table: the labels index that table
+    if (m->class_embed == 2 && m->time_embedding_type == 2)
+      for (int b = 0; b < batch; ++b) {
+        const float v = class_cond[b];
+        if (!(v >= 0 && v < m->num_train_timesteps) || v != (float)(int)v) {
+          Message msg;
+          msg.add("class label at index ").add_int(b).add(" indexes the learned time table: it must be an integer in [0, ")
+              .add_int(m->num_train_timesteps).add(")");
+          return fail(m, kErrInvalidArgument, msg);
+        }
+      }
     if (has_non_finite(class_cond, class_cond_len))
       return set_error(m, kErrInvalidArgument, Name("class conditioning contains NaN or Inf"));
   }
@@ -944,15 +1029,27 @@ int ensure_arena(Model* m, int batch, int height, int width, bool training, size
   }
   // Storage that is already big enough stays (say a training step's arena
   // serving the forwards between steps): a new one would page-fault all over.
+  const Ops& ops = *m->ops;
   if (!m->arena.base || m->arena.capacity < bytes / sizeof(float)) {
-    m->arena.free_storage();
+    ops.free(m->arena.base);
+    m->arena.base = nullptr;
+    m->arena.capacity = 0;
     m->planned_batch = m->planned_h = m->planned_w = 0;
-    m->arena.base = static_cast<float*>(mb_alloc(bytes));
+    // A device says how much it has left: refuse before asking for more.
+    const size_t available = ops.available_bytes();
+    if (available && bytes > available) {
+      Message msg;
+      msg.add("out of ").add(ops.name).add(" memory: ").add(what).add(" at batch ").add_int(batch).add(", ").add_int(height).add(
+          "x").add_int(width).add(" needs ").add_int((long long)(bytes >> 20)).add(" MB of activations, ").add_int(
+          (long long)(available >> 20)).add(" MB are free");
+      return fail(m, kErrOutOfMemory, msg);
+    }
+    m->arena.base = static_cast<float*>(ops.alloc(bytes));
     m->arena.capacity = bytes / sizeof(float);
   }
   if (!m->arena.base) {
     Message msg;
-    msg.add("out of memory: ").add(what).add(" at batch ").add_int(batch).add(", ").add_int(height).add("x").add_int(width).add(
+    msg.add("out of ").add(ops.name).add(" memory: ").add(what).add(" at batch ").add_int(batch).add(", ").add_int(height).add("x").add_int(width).add(
         " needs ").add_int((long long)(bytes >> 20)).add(" MB of activations");
     m->arena.capacity = 0;
     return fail(m, kErrOutOfMemory, msg);
@@ -970,7 +1067,7 @@ float* begin_pass(Model* m) {
   m->arena.top = 0;
   m->arena.peak = 0;
   float* zero_row = m->arena.alloc((size_t)m->max_channels);
-  mb_zero(zero_row, sizeof(float) * (size_t)m->max_channels);
+  m->ops->zero(zero_row, sizeof(float) * (size_t)m->max_channels);
   return zero_row;
 }
 
@@ -987,8 +1084,14 @@ int model_forward(Model* m, int batch, int channels, int height, int width, cons
   }
   float* zero_row = begin_pass(m);
   Exec ex{m, &m->arena, false, batch, zero_row, nullptr, false, 0, 0, kOk, Message()};
-  run_forward(ex, height, width, sample_nchw, timesteps, class_cond, out_nchw);
+  run_forward_staged(ex, channels, height, width, sample_nchw, timesteps, class_cond, class_cond_len, out_nchw);
   if (ex.status != kOk) return fail(m, ex.status, ex.error);
+  status = m->ops->sync();  // a device reports launch errors and faults here
+  if (status != kOk) {
+    Message msg;
+    msg.add(m->ops->name).add(" error in the forward pass: ").add(m->ops->error_message());
+    return fail(m, status, msg);
+  }
   return kOk;
 }
 
@@ -1002,9 +1105,14 @@ void model_release(Model* m) {
     mb_free(p.ema);
   }
   m->params.release();
-  mb_free(m->packed_storage);
+  const Ops* ops = m->ops ? m->ops : cpu_ops();
+  ops->free(m->packed_storage);
   m->packed_storage = nullptr;
-  m->arena.free_storage();
+  ops->free(m->param_device_storage);
+  m->param_device_storage = nullptr;
+  ops->free(m->arena.base);
+  m->arena.base = nullptr;
+  m->arena.capacity = m->arena.top = m->arena.peak = 0;
   model_clear_captures(m);
   m->captures.release();
 }

@@ -1,6 +1,7 @@
 // The UNet2DModel graph: built once from a config, it owns the parameter table
 // (diffusers names and shapes), the packed weights and the activation arena,
-// and runs the forward pass on the op set in native/cpu/ops.h.
+// and runs the forward pass on the op set of its device (engine/ops.h: cpu or
+// cuda). The backward and the optimizer run on the cpu ops.
 #pragma once
 
 #include "../cpu/ops.h"
@@ -51,7 +52,8 @@ struct Param {
   int ndim;
   int shape[4];
   size_t numel;
-  float* data;
+  float* data;  // host, torch layout: what the loader fills and the optimizer updates
+  float* dev;   // the values as the model's ops read them: `data` on cpu, a device copy on cuda
   // Training state, allocated by train_init (null until then), torch layout.
   float* grad;
   float* exp_avg;
@@ -170,7 +172,12 @@ struct Capture {
   float* data;
 };
 
+struct Ops;
+
 struct Model {
+  const Ops* ops = nullptr;  // the device the forward runs on (cpu unless chosen before finalize)
+  float* param_device_storage = nullptr;  // one device allocation for every Param::dev (device ops only)
+
   // config
   int in_channels = 0, out_channels = 0;
   bool center_input_sample = false;

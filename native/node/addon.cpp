@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "../cuda/cuda_api.h"
 #include "../engine/api.h"
 
 namespace {
@@ -42,6 +43,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                            InstanceMethod("readTensor", &ModelWrap::ReadTensor),
                            InstanceMethod("writeTensor", &ModelWrap::WriteTensor),
                            InstanceMethod("repack", &ModelWrap::Repack),
+                           InstanceMethod("useCuda", &ModelWrap::UseCuda),
+                           InstanceMethod("device", &ModelWrap::Device),
                        });
   }
 
@@ -292,6 +295,21 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return env.Undefined();
   }
 
+  // useCuda(device): run this model on a CUDA device (before finalize).
+  Napi::Value UseCuda(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    int status = mb_model_use_cuda(model_, info[0].As<Napi::Number>().Int32Value());
+    if (status != 0) engine_error(env, status, mb_model_error(model_)).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+
+  Napi::Value Device(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    return Napi::String::New(env, mb_model_device(model_));
+  }
+
   mb::Model* model_ = nullptr;
 };
 
@@ -530,7 +548,78 @@ Napi::Value AddNoise(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// cudaDevices() -> { built, buildInfo, count, reason, devices: [...] }
+Napi::Value CudaDevices(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object result = Napi::Object::New(env);
+  char reason[512] = {0};
+  const int count = mb_cuda_device_count(reason, sizeof(reason));
+  result.Set("built", Napi::Boolean::New(env, mb_cuda_built() != 0));
+  result.Set("buildInfo", mb_cuda_build_info());
+  result.Set("count", count);
+  result.Set("reason", std::string(reason));
+  Napi::Array devices = Napi::Array::New(env);
+  for (int i = 0; i < count; ++i) {
+    MbCudaDevice d;
+    char why[512] = {0};
+    Napi::Object entry = Napi::Object::New(env);
+    entry.Set("index", i);
+    if (mb_cuda_device_info(i, &d, why, sizeof(why)) != 0) {
+      entry.Set("error", std::string(why));
+    } else {
+      entry.Set("name", std::string(d.name));
+      entry.Set("computeCapability", std::to_string(d.major) + "." + std::to_string(d.minor));
+      entry.Set("multiprocessors", d.multiprocessors);
+      entry.Set("totalBytes", d.total_bytes);
+      entry.Set("driverVersion", d.driver_version);
+      entry.Set("runtimeVersion", d.runtime_version);
+      entry.Set("pciBusId", std::string(d.pci_bus_id));
+    }
+    devices.Set((uint32_t)i, entry);
+  }
+  result.Set("devices", devices);
+  return result;
+}
+
+// cudaParity(device, seed, dryRun) -> [{ op, name, exact, maxAbsErr, maxRef, elements, status, error }]
+// Synchronous: a test helper that runs every op family once on small inputs.
+Napi::Value CudaParity(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int n = mb_cuda_parity_run(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Uint32Value(),
+                                   info[2].ToBoolean().Value() ? 1 : 0);
+  Napi::Array list = Napi::Array::New(env, (size_t)n);
+  for (int i = 0; i < n; ++i) {
+    MbParityCase c;
+    if (mb_cuda_parity_case(i, &c) != 0) continue;
+    Napi::Object e = Napi::Object::New(env);
+    e.Set("op", std::string(c.op));
+    e.Set("name", std::string(c.name));
+    e.Set("exact", Napi::Boolean::New(env, c.exact != 0));
+    e.Set("maxAbsErr", c.max_abs_err);
+    e.Set("maxRef", c.max_ref);
+    e.Set("elements", c.elements);
+    e.Set("status", c.status);
+    e.Set("error", std::string(c.error));
+    list.Set((uint32_t)i, e);
+  }
+  return list;
+}
+
+// cudaFaultProbe(device) -> { status, message }: loses the CUDA context (child processes only).
+Napi::Value CudaFaultProbe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  char message[512] = {0};
+  const int status = mb_cuda_fault_probe(info[0].As<Napi::Number>().Int32Value(), message, sizeof(message));
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("status", status);
+  result.Set("message", std::string(message));
+  return result;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("cudaDevices", Napi::Function::New(env, CudaDevices));
+  exports.Set("cudaFaultProbe", Napi::Function::New(env, CudaFaultProbe));
+  exports.Set("cudaParity", Napi::Function::New(env, CudaParity));
   exports.Set("diffusionStep", Napi::Function::New(env, DiffusionStep));
   exports.Set("addNoise", Napi::Function::New(env, AddNoise));
   exports.Set("randnPhilox", Napi::Function::New(env, RandnPhilox));

@@ -1,8 +1,8 @@
 // The Backend interface: what the TypeScript side needs from an engine build.
-// The native addon (cpu) and the wasm module both expose the engine's C ABI
+// The native addon (cpu, cuda) and the wasm module both expose the engine's C ABI
 // (native/engine/api.h); these interfaces are that ABI in TypeScript terms.
 
-export type BackendName = 'cpu' | 'wasm';
+export type BackendName = 'cpu' | 'wasm' | 'cuda';
 
 export interface ParamInfo {
   name: string;
@@ -140,4 +140,6 @@ export const enum EngineStatus {
   OutOfMemory = 2,
   Unsupported = 3,
   State = 4,
+  /** A device failure: launch error, kernel fault, lost device (native/engine/ops.h kErrDevice). */
+  Device = 5,
 }

@@ -1,4 +1,7 @@
-// The cpu backend: the Node-API addon built by cmake-js into build/Release.
+// The cpu and cuda backends: the Node-API addon built by cmake-js into
+// build/Release. cuda is the same addon with the model's forward on a GPU
+// (native/cuda); the addon links cudart statically, so it loads everywhere
+// and reports "no device" with the CUDA runtime's reason where there is none.
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -8,8 +11,49 @@ import { BackendError, InputError } from '../errors.js';
 import { split64 } from './backend.js';
 import type { Backend, EngineModel } from './backend.js';
 
+/** What the addon knows about CUDA here (native/cuda/cuda_api.h). */
+export interface CudaDevices {
+  /** The addon was compiled with the CUDA backend (nvcc found, MARBLE_CUDA not OFF). */
+  built: boolean;
+  buildInfo: string;
+  count: number;
+  /** Why there is no device, when count is 0 (the CUDA runtime's words). */
+  reason: string;
+  devices: {
+    index: number;
+    name?: string;
+    computeCapability?: string;
+    multiprocessors?: number;
+    totalBytes?: number;
+    driverVersion?: number;
+    runtimeVersion?: number;
+    pciBusId?: string;
+    error?: string;
+  }[];
+}
+
+/** One case of the CUDA op self-test (native/cuda/parity.cpp). */
+export interface CudaParityCase {
+  op: string;
+  name: string;
+  /** The CUDA op must reproduce the CPU's bits. */
+  exact: boolean;
+  maxAbsErr: number;
+  maxRef: number;
+  elements: number;
+  /** 0, or the engine status when the op did not run (5: a device error). */
+  status: number;
+  error: string;
+}
+
+type NativeModel = EngineModel & { useCuda(device: number): void; device(): string };
+
 interface Addon {
-  Model: new (config: Float64Array) => EngineModel;
+  Model: new (config: Float64Array) => NativeModel;
+  cudaDevices(): CudaDevices;
+  /** dryRun: the CPU ops on both sides, no device needed (checks the harness). */
+  cudaParity(device: number, seed: number, dryRun: boolean): CudaParityCase[];
+  cudaFaultProbe(device: number): { status: number; message: string };
   threads(): number;
   setThreads(n: number): number;
   isa(): string;
@@ -49,7 +93,8 @@ export function packageRoot(): string {
 export function loadAddon(): Addon {
   if (addon) return addon;
   if (loadError) throw loadError;
-  const file = path.join(packageRoot(), 'build', 'Release', 'marble.node');
+  // MARBLE_ADDON points at another build of the addon (bench/gpu-check.sh uses it).
+  const file = process.env.MARBLE_ADDON ? path.resolve(process.env.MARBLE_ADDON) : path.join(packageRoot(), 'build', 'Release', 'marble.node');
   if (!existsSync(file)) {
     loadError = new BackendError(`the native addon is not built (${file} is missing); run \`npm run build:addon\``);
     throw loadError;
@@ -74,12 +119,62 @@ export function nativeAvailable(): boolean {
   }
 }
 
+/** CUDA devices and build status; a missing or unloadable addon counts as "no device". */
+export function cudaDevices(): CudaDevices {
+  try {
+    return loadAddon().cudaDevices();
+  } catch (e) {
+    return { built: false, buildInfo: 'not built', count: 0, reason: (e as Error).message, devices: [] };
+  }
+}
+
+/** Why the cuda backend cannot run here, or null when a device is usable. */
+export function cudaUnavailableReason(): string | null {
+  const info = cudaDevices();
+  if (info.count > 0) return null;
+  return info.reason || 'no CUDA device';
+}
+
 export function createNativeBackend(options: { threads?: number } = {}): Backend {
+  return nativeBackend('cpu', options);
+}
+
+/**
+ * The cuda backend: models run their forward on CUDA device 0. Scheduler
+ * steps, noise and add_noise run on the addon's CPU kernels over the host
+ * arrays the sampler holds (bit-identical with the GPU's); training is not on
+ * the GPU yet and says so.
+ */
+export function createCudaBackend(options: { threads?: number } = {}): Backend {
+  const reason = cudaUnavailableReason();
+  if (reason !== null) throw new BackendError(`no CUDA device: ${reason}`);
+  return nativeBackend('cuda', options);
+}
+
+function nativeBackend(name: 'cpu' | 'cuda', options: { threads?: number }): Backend {
   const lib = loadAddon();
   if (options.threads !== undefined) lib.setThreads(options.threads);
+  const createModel = (config: Float64Array): EngineModel => {
+    const model = new lib.Model(config);
+    if (name === 'cpu') return model;
+    try {
+      model.useCuda(0);
+    } catch (e) {
+      model.dispose();
+      throw new BackendError(`cuda: ${(e as Error).message}`);
+    }
+    // The addon's methods are read-only properties of its prototype: shadow
+    // this one on the instance (plain assignment would throw).
+    Object.defineProperty(model, 'trainInit', {
+      value: () => {
+        throw new BackendError('training on the cuda backend is not implemented yet (the GPU backward is open work): use backend "cpu"');
+      },
+    });
+    return model;
+  };
   return {
-    name: 'cpu',
-    createModel: (config) => new lib.Model(config),
+    name,
+    createModel,
     threads: () => lib.threads(),
     isa: () => lib.isa(),
     randn: (seed, draw, n, offset = 0) =>

@@ -1,8 +1,9 @@
-// Picks a backend: 'auto' means the native addon when it is built and loads,
+// Picks a backend: 'auto' means cuda when the addon has it and a device is
+// usable, else the native addon's cpu kernels when it is built and loads,
 // otherwise the wasm module (which needs nothing but the committed .wasm).
 import { BackendError } from '../errors.js';
 import type { Backend, BackendName } from './backend.js';
-import { createNativeBackend, nativeAvailable } from './native.js';
+import { createCudaBackend, createNativeBackend, cudaUnavailableReason, nativeAvailable } from './native.js';
 import { createWasmBackend, wasmBackendSync } from './wasm.js';
 
 export async function createBackend(
@@ -16,10 +17,13 @@ export async function createBackend(
       return createNativeBackend(options);
     case 'wasm':
       return createWasmBackend(options);
+    case 'cuda':
+      return createCudaBackend(options);
     case 'auto':
-      return nativeAvailable() ? createNativeBackend(options) : createWasmBackend(options);
+      if (!nativeAvailable()) return createWasmBackend(options);
+      return cudaUnavailableReason() === null ? createCudaBackend(options) : createNativeBackend(options);
     default:
-      throw new BackendError(`unknown backend ${JSON.stringify(name)} (auto, cpu, wasm)`);
+      throw new BackendError(`unknown backend ${JSON.stringify(name)} (auto, cpu, wasm, cuda)`);
   }
 }
 

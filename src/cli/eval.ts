@@ -43,7 +43,7 @@ interface EvalFlags {
   batch: number;
   realHoldout: number;
   splitSeed: number;
-  backend: 'auto' | 'cpu' | 'wasm';
+  backend: 'auto' | 'cpu' | 'wasm' | 'cuda';
   json?: string;
   table?: string;
   tableSteps: number[];
@@ -215,7 +215,7 @@ export function registerEvalCommand(program: Command): void {
     .option('--batch <b>', 'images per sampling call (the samples depend on it too)', integer('--batch', 1), 100)
     .option('--real-holdout <n>', 'real digits held out of the 10,000 to compare with', integer('--real-holdout', K + 1, 9999), 1000)
     .option('--split-seed <s>', 'seed of the held-out split', integer('--split-seed', 0), 0)
-    .addOption(new Option('--backend <name>', 'engine backend').choices(['auto', 'cpu', 'wasm']).default('auto'))
+    .addOption(new Option('--backend <name>', 'engine backend').choices(['auto', 'cpu', 'wasm', 'cuda']).default('auto'))
     .option('--json <file>', 'also write the results as JSON')
     .option('--table <file>', 'run DDIM at --table-steps with eta 0 and 1 and write a markdown table (--scheduler, --steps, --eta are then unused)')
     .addOption(new Option('--table-steps <list>', 'step counts for --table').argParser(stepList).default(TABLE_STEPS, TABLE_STEPS.join(',')))

@@ -17,7 +17,7 @@ import { registerEvalCommand } from './eval.js';
 import { registerExportCommand } from './export.js';
 import { registerTrainCommand } from './train.js';
 
-import { loadAddon, nativeAvailable } from '../backend/native.js';
+import { cudaDevices, loadAddon, nativeAvailable } from '../backend/native.js';
 import { createWasmBackend, wasmPath, wasmThreadsPath } from '../backend/wasm.js';
 
 // The smallest module that uses a SIMD128 instruction (v128.const, drop).
@@ -46,7 +46,20 @@ async function info(): Promise<void> {
     lines.push(['backend wasm', `unavailable: ${(e as Error).message}`]);
   }
   lines.push(['wasm simd128', WebAssembly.validate(SIMD_PROBE) ? 'supported by this runtime' : 'NOT supported by this runtime']);
-  lines.push(['backend cuda', 'not yet implemented']);
+  const cuda = cudaDevices();
+  if (cuda.count > 0) {
+    lines.push(['backend cuda', `available: ${cuda.count} device${cuda.count > 1 ? 's' : ''} (${cuda.buildInfo}); forward on the GPU, training on cpu`]);
+    for (const d of cuda.devices) {
+      const driver = d.driverVersion ? `driver ${Math.floor(d.driverVersion / 1000)}.${(d.driverVersion % 1000) / 10}` : 'driver ?';
+      lines.push([
+        `cuda ${d.index}`,
+        d.error ??
+          `${d.name}, compute capability ${d.computeCapability}, ${d.multiprocessors} SMs, ${((d.totalBytes ?? 0) / 2 ** 30).toFixed(1)} GiB, ${driver}, PCI ${d.pciBusId}`,
+      ]);
+    }
+  } else {
+    lines.push(['backend cuda', `unavailable: ${cuda.built ? cuda.reason : 'this addon was built without CUDA (no nvcc, or MARBLE_CUDA=OFF)'}`]);
+  }
   lines.push(['node', process.version]);
   const width = Math.max(...lines.map(([k]) => k.length));
   for (const [key, value] of lines) console.log(`${key.padEnd(width)}  ${value}`);
@@ -69,7 +82,7 @@ interface SampleFlags {
   seed: string;
   generator: 'philox' | 'torch';
   class?: number;
-  backend: 'auto' | 'cpu' | 'wasm';
+  backend: 'auto' | 'cpu' | 'wasm' | 'cuda';
   out: string;
 }
 
@@ -141,7 +154,7 @@ program
   .option('--seed <s>', 'random seed (an integer below 2^64)', '0')
   .addOption(new Option('--generator <name>', 'noise generator: philox (same on every backend) or torch (matches diffusers on CPU)').choices(['philox', 'torch']).default('philox'))
   .option('--class <k>', 'class label for class-conditional models (default: cycle through the classes)', integer('--class', 0))
-  .addOption(new Option('--backend <name>', 'engine backend').choices(['auto', 'cpu', 'wasm']).default('auto'))
+  .addOption(new Option('--backend <name>', 'engine backend').choices(['auto', 'cpu', 'wasm', 'cuda']).default('auto'))
   .option('--out <file>', 'output PNG (a grid of the batch)', 'samples.png')
   .action(sampleCommand);
 program.command('info').description('backends present, CPU features, threads, wasm SIMD support').action(info);

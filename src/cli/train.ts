@@ -13,6 +13,7 @@ import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
 
+import { nativeAvailable } from '../backend/native.js';
 import { ConfigError, InputError } from '../errors.js';
 import { classConditioning } from '../model/config.js';
 import { createUNet, loadUNet, resolveModelDir } from '../model/unet.js';
@@ -114,9 +115,15 @@ async function openDataset(spec: string, channels: number, size: number | [numbe
   return ImageFolderDataset.open(spec, { channels, size });
 }
 
+/** 'auto' for training means cpu (else wasm): the cuda backend has no backward yet, so a GPU is not picked here. */
+function trainingBackend(backend: TrainFlags['backend']): TrainFlags['backend'] {
+  if (backend !== 'auto') return backend;
+  return nativeAvailable() ? 'cpu' : 'wasm';
+}
+
 /** The UNet to train: --model (fine-tune its weights), --config (fresh weights), or the default. */
 async function buildUNet(flags: TrainFlags, seed: bigint): Promise<UNet2DModel> {
-  const load = { backend: flags.backend, threads: flags.threads } as const;
+  const load = { backend: trainingBackend(flags.backend), threads: flags.threads } as const;
   if (flags.model && flags.config) throw new InputError('pass --model (start from its weights) or --config (fresh weights), not both');
   if (flags.model) return loadUNet(await resolveModelDir(flags.model), load);
   let json: unknown;
@@ -190,7 +197,7 @@ async function trainCommand(flags: TrainFlags, command: Command): Promise<void> 
     const ignored = RUN_FLAGS.filter((k) => command.getOptionValueSource(k) === 'cli');
     if (ignored.length)
       console.error(`marble: --resume continues the saved run; ignoring ${ignored.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')}`);
-    trainer = await Trainer.resume(checkpointDir, { backend: flags.backend, threads: flags.threads, totalSteps: flags.steps });
+    trainer = await Trainer.resume(checkpointDir, { backend: trainingBackend(flags.backend), threads: flags.threads, totalSteps: flags.steps });
     const saved = trainer.userState as Partial<CliState> | null;
     if (!saved || typeof saved.data !== 'string' || !Number.isInteger(saved.batch) || !saved.loader)
       throw new InputError(`${checkpointDir} was not written by marble train (no data loader state); resume it through the API`);

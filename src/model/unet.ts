@@ -57,6 +57,7 @@ export function engineError(e: unknown): Error {
     case EngineStatus.Unsupported:
       return new ConfigError(`config.json: ${message}`);
     case EngineStatus.State:
+    case EngineStatus.Device:
       return new BackendError(message);
     default:
       return e instanceof Error ? e : new Error(message);

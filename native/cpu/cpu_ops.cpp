@@ -1,0 +1,128 @@
+// The CPU's entry in the device seam (engine/ops.h): the functions of
+// cpu/ops.h behind the Ops table, plus host memory. The wrappers only adapt
+// signatures; the work is the same functions the CPU path always called.
+#include "../engine/ops.h"
+
+namespace mb {
+
+namespace {
+
+void* host_alloc(size_t bytes) { return mb_alloc(bytes); }
+void host_free(void* p) { mb_free(p); }
+size_t host_available() { return 0; }
+void host_copy(void* dst, const void* src, size_t bytes) { mb_copy(dst, src, bytes); }
+void host_zero(void* dst, size_t bytes) { mb_zero(dst, bytes); }
+int host_sync() { return kOk; }
+const char* host_error() { return ""; }
+
+size_t cpu_conv_packed_floats(int cout, int cin, int k, bool winograd) {
+  return winograd ? winograd_weights_floats(cout, cin) : packed_weights_floats(cout, cin, k * k);
+}
+
+void cpu_pack_conv(PackedWeights* packed, float* storage, const WeightSource* sources, const int* couts, int n, int cin,
+                   int k, bool winograd) {
+  if (winograd)
+    pack_winograd_weights(packed, storage, sources[0], couts[0], cin);
+  else
+    pack_weights(packed, storage, sources, couts, n, cin, k, k);
+}
+
+size_t cpu_conv_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, bool winograd) {
+  (void)k;
+  if (!winograd) return 0;
+  PackedWeights shape;  // the scratch depends on the shape only, not on packed data
+  shape.cout = cout, shape.cin = cin, shape.kh = shape.kw = 3, shape.nr = conv_panel_width(), shape.winograd = true;
+  return winograd_scratch_floats(g, shape);
+}
+
+void cpu_conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
+                        float* out, const float* zero_row, float* scratch) {
+  if (w.winograd)
+    winograd_conv2d_forward(in, g, w, ep, out, zero_row, scratch);
+  else
+    conv2d_forward(in, g, w, ep, out, zero_row);
+}
+
+void cpu_gather_rows(const float* table, int dim, const float* index, int batch, float* out, bool accumulate) {
+  for (int b = 0; b < batch; ++b) {
+    const float* row = table + (size_t)(int)index[b] * dim;
+    float* o = out + (size_t)b * dim;
+    if (accumulate)
+      for (int c = 0; c < dim; ++c) o[c] += row[c];
+    else
+      mb_copy(o, row, sizeof(float) * dim);
+  }
+}
+
+int cpu_diffusion_step(const StepCoefficients& c, const StepLayout& layout, const float* model_output,
+                       const float* sample, const float* noise, float* prev_sample, float* pred_original_sample) {
+  float* scratch = nullptr;
+  const size_t scratch_floats = diffusion_step_scratch_floats(c, layout);
+  if (scratch_floats) {
+    scratch = static_cast<float*>(mb_alloc(scratch_floats * sizeof(float)));
+    if (!scratch) return kErrOutOfMemory;
+  }
+  diffusion_step(c, layout, model_output, sample, noise, prev_sample, pred_original_sample, scratch);
+  mb_free(scratch);
+  return kOk;
+}
+
+void cpu_conv2d_backward_data(const float* dy, const ConvGeometry& g, const PackedWeights& w, float* dx, float* scratch,
+                              const float* zero_row, bool accumulate) {
+  conv2d_backward_data(dy, g, w, dx, scratch, zero_row, accumulate);  // (a default argument cannot go through a pointer)
+}
+
+const Ops kCpuOps = {
+    "cpu",
+    false,
+    host_alloc,
+    host_free,
+    host_available,
+    host_copy,
+    host_copy,
+    host_zero,
+    host_sync,
+    host_error,
+    cpu_conv_packed_floats,
+    cpu_pack_conv,
+    cpu_conv_scratch_floats,
+    cpu_conv2d_forward,
+    group_norm_forward,
+    attention_scratch_floats,
+    attention_forward,
+    nchw_to_nhwc,
+    nhwc_to_nchw,
+    nhwc_to_nchw_div,
+    upsample_nearest2x,
+    avgpool2x2,
+    concat_channels,
+    timestep_embedding,
+    fourier_embedding,
+    cpu_gather_rows,
+    silu_forward,
+    add_forward,
+    dropout_apply,
+    randn_philox,
+    add_noise,
+    cpu_diffusion_step,
+    conv2d_backward_scratch_floats,
+    cpu_conv2d_backward_data,
+    conv2d_backward_weights_scratch_floats,
+    conv2d_backward_weights,
+    group_norm_backward_scratch_floats,
+    group_norm_backward,
+    attention_backward_scratch_floats,
+    attention_backward,
+    upsample_nearest2x_backward,
+    avgpool2x2_backward,
+    concat_channels_backward,
+    silu_backward,
+    adamw_update,
+    ema_update,
+};
+
+}  // namespace
+
+const Ops* cpu_ops() { return &kCpuOps; }
+
+}  // namespace mb

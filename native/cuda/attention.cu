@@ -1,0 +1,218 @@
+// Multi-head self-attention on the GPU over the fused qkv buffer
+// [batch * tokens][3 C] (q | k | v), the twin of cpu/attention.cpp: per
+// (sample, head), S = Q K^T as a strided batched GEMM over all (sample,
+// head) pairs at once, softmax(scale * S) per row (torch's order: scale,
+// subtract the max, exp, divide by the sum), then O = P V into the output's
+// head slice. Queries go in blocks so the scores stay under kMaxScoreFloats.
+// The backward follows at the end.
+#include "../engine/mathf.h"
+#include "cuda_common.cuh"
+
+namespace mb {
+namespace cuda {
+
+namespace {
+
+constexpr size_t kMaxScoreFloats = (size_t)32 << 20;  // 128 MB of scores per block of queries
+constexpr int kSoftmaxThreads = 256;
+
+int query_block(const AttentionArgs& a) {
+  const size_t per_query = (size_t)a.batch * a.heads * a.tokens;
+  size_t rows = kMaxScoreFloats / (per_query ? per_query : 1);
+  if (rows < 1) rows = 1;
+  return rows >= (size_t)a.tokens ? a.tokens : (int)rows;
+}
+
+__device__ float block_reduce_max(float v, float* shared) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int o = 16; o > 0; o >>= 1) {
+    const float other = __shfl_down_sync(0xffffffffu, v, o);
+    v = other > v ? other : v;
+  }
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float m = shared[0];
+    for (int w = 1; w < (int)(blockDim.x >> 5); ++w) m = shared[w] > m ? shared[w] : m;
+    shared[0] = m;
+  }
+  __syncthreads();
+  const float result = shared[0];
+  __syncthreads();
+  return result;
+}
+
+__device__ float block_reduce_sum(float v, float* shared) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float s = 0.0f;
+    for (int w = 0; w < (int)(blockDim.x >> 5); ++w) s += shared[w];
+    shared[0] = s;
+  }
+  __syncthreads();
+  const float result = shared[0];
+  __syncthreads();
+  return result;
+}
+
+// One block per row of scores (`rows` rows of length T, in place).
+__global__ void __launch_bounds__(kSoftmaxThreads) softmax_rows(float* scores, long long rows, int T, float scale) {
+  __shared__ float shared[kSoftmaxThreads / 32];
+  for (long long row = blockIdx.x; row < rows; row += gridDim.x) {
+    float* s = scores + (size_t)row * T;
+    float mx = -__int_as_float(0x7f800000);
+    for (int j = threadIdx.x; j < T; j += blockDim.x) {
+      const float v = s[j] * scale;
+      s[j] = v;
+      mx = v > mx ? v : mx;
+    }
+    mx = block_reduce_max(mx, shared);
+    float sum = 0.0f;
+    for (int j = threadIdx.x; j < T; j += blockDim.x) {
+      const float e = exp_f32(s[j] - mx);
+      s[j] = e;
+      sum += e;
+    }
+    sum = block_reduce_sum(sum, shared);
+    const float inv = 1.0f / sum;
+    for (int j = threadIdx.x; j < T; j += blockDim.x) s[j] *= inv;
+  }
+}
+
+// dS = P * (dP - rowsum(dP * P)) * scale, in place over dP; one block per row.
+__global__ void __launch_bounds__(kSoftmaxThreads) softmax_backward_rows(const float* probs, float* dprobs, long long rows,
+                                                                          int T, float scale) {
+  __shared__ double shared[kSoftmaxThreads / 32];
+  for (long long row = blockIdx.x; row < rows; row += gridDim.x) {
+    const float* p = probs + (size_t)row * T;
+    float* dp = dprobs + (size_t)row * T;
+    double dot = 0.0;
+    for (int j = threadIdx.x; j < T; j += blockDim.x) dot += (double)dp[j] * p[j];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int o = 16; o > 0; o >>= 1) dot += __shfl_down_sync(0xffffffffu, dot, o);
+    if (lane == 0) shared[warp] = dot;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      double total = 0.0;
+      for (int w = 0; w < (int)(blockDim.x >> 5); ++w) total += shared[w];
+      shared[0] = total;
+    }
+    __syncthreads();
+    const float rowsum = (float)shared[0];
+    __syncthreads();
+    for (int j = threadIdx.x; j < T; j += blockDim.x) dp[j] = p[j] * (dp[j] - rowsum) * scale;
+  }
+}
+
+// Samples per backward chunk: the probabilities and their gradient for every
+// head of a chunk stay under kMaxScoreFloats each.
+int backward_samples_per_chunk(const AttentionArgs& a) {
+  const size_t per_sample = (size_t)a.heads * a.tokens * a.tokens;
+  size_t n = kMaxScoreFloats / (per_sample ? per_sample : 1);
+  if (n < 1) n = 1;
+  return n >= (size_t)a.batch ? a.batch : (int)n;
+}
+
+}  // namespace
+
+size_t attention_scratch_floats(const AttentionArgs& a) {
+  return (size_t)a.batch * a.heads * query_block(a) * a.tokens + 64;
+}
+
+void attention_forward(const float* qkv, const AttentionArgs& a, float* out, float* scratch, const float*) {
+  if (a.batch <= 0 || a.tokens <= 0 || !begin_launch()) return;
+  const int T = a.tokens, dh = a.head_dim, H = a.heads, C = H * dh, ld = 3 * C;
+  const int qb = query_block(a);
+  const long long BH = (long long)a.batch * H;
+  if (BH > 0x7fffffffLL) {
+    record(cudaErrorInvalidConfiguration, "attention: batch * heads too large");
+    return;
+  }
+  for (int q0 = 0; q0 < T; q0 += qb) {
+    const int rows = T - q0 < qb ? T - q0 : qb;
+    // S[z][i][j] = sum_d Q[b][q0 + i][h d] K[b][j][h d], z = b * H + h
+    BatchedGemm s;
+    s.a = qkv + (size_t)q0 * ld;
+    s.a_i = ld, s.a_k = 1, s.a_outer = (long long)T * ld, s.a_inner = dh;
+    s.b = qkv + C;
+    s.b_k = 1, s.b_j = ld, s.b_outer = (long long)T * ld, s.b_inner = dh;
+    s.c = scratch;
+    s.c_i = T, s.c_outer = (long long)H * rows * T, s.c_inner = (long long)rows * T;
+    s.m = rows, s.n = T, s.k = dh, s.batches = (int)BH, s.inner = H;
+    batched_gemm(s);
+    if (failed()) return;
+    const long long score_rows = BH * rows;
+    MB_LAUNCH_SYNC(softmax_rows, grid_for((size_t)score_rows, 1), kSoftmaxThreads)(scratch, score_rows, T, a.scale);
+    if (!check_launch("softmax_rows")) return;
+    // O[b][q0 + i][h d] = sum_j P[z][i][j] V[b][j][h d]
+    BatchedGemm o;
+    o.a = scratch;
+    o.a_i = T, o.a_k = 1, o.a_outer = (long long)H * rows * T, o.a_inner = (long long)rows * T;
+    o.b = qkv + 2 * C;
+    o.b_k = ld, o.b_j = 1, o.b_outer = (long long)T * ld, o.b_inner = dh;
+    o.c = out + (size_t)q0 * C;
+    o.c_i = C, o.c_outer = (long long)T * C, o.c_inner = dh;
+    o.m = rows, o.n = dh, o.k = T, o.batches = (int)BH, o.inner = H;
+    batched_gemm(o);
+    if (failed()) return;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Backward: recomputes P = softmax(scale Q K^T), then dV = P^T dO,
+// dP = dO V^T, dS = P (dP - rowsum(dP P)) scale, dQ = dS K, dK = dS^T Q, each
+// a batched GEMM over a chunk of samples and all their heads. dqkv is
+// overwritten.
+
+size_t attention_backward_scratch_floats(const AttentionArgs& a) {
+  return 2 * align_up((size_t)backward_samples_per_chunk(a) * a.heads * a.tokens * a.tokens, 16) + 64;
+}
+
+void attention_backward(const float* qkv, const AttentionArgs& a, const float* dout, float* dqkv, float* scratch) {
+  if (a.batch <= 0 || a.tokens <= 0 || !begin_launch()) return;
+  const int T = a.tokens, dh = a.head_dim, H = a.heads, C = H * dh, ld = 3 * C;
+  const int chunk = backward_samples_per_chunk(a);
+  const size_t block = align_up((size_t)chunk * H * T * T, 16);
+  float* probs = scratch;
+  float* dprobs = scratch + block;
+  const long long TT = (long long)T * T;
+  for (int b0 = 0; b0 < a.batch; b0 += chunk) {
+    const int nb = a.batch - b0 < chunk ? a.batch - b0 : chunk;
+    const float* q = qkv + (size_t)b0 * T * ld;
+    const float* k = q + C;
+    const float* v = q + 2 * C;
+    const float* d_o = dout + (size_t)b0 * T * C;
+    float* dq = dqkv + (size_t)b0 * T * ld;
+    float* dk = dq + C;
+    float* dv = dq + 2 * C;
+    const int batches = nb * H;
+    // P[z][i][j] = softmax_j(scale sum_d Q[i][d] K[j][d])
+    BatchedGemm s{q, ld, 1, (long long)T * ld, dh, k, 1, ld, (long long)T * ld, dh, probs, T, H * TT, TT, T, T, dh, batches, H};
+    batched_gemm(s);
+    if (failed()) return;
+    MB_LAUNCH_SYNC(softmax_rows, grid_for((size_t)batches * T, 1), kSoftmaxThreads)(probs, (long long)batches * T, T, a.scale);
+    if (!check_launch("softmax_rows (backward)")) return;
+    // dV[j][d] = sum_i P[i][j] dO[i][d]
+    BatchedGemm gv{probs, 1, T, H * TT, TT, d_o, C, 1, (long long)T * C, dh, dv, ld, (long long)T * ld, dh, T, dh, T, batches, H};
+    batched_gemm(gv);
+    // dP[i][j] = sum_d dO[i][d] V[j][d]
+    BatchedGemm gp{d_o, C, 1, (long long)T * C, dh, v, 1, ld, (long long)T * ld, dh, dprobs, T, H * TT, TT, T, T, dh, batches, H};
+    batched_gemm(gp);
+    if (failed()) return;
+    MB_LAUNCH_SYNC(softmax_backward_rows, grid_for((size_t)batches * T, 1), kSoftmaxThreads)(probs, dprobs,
+                                                                                            (long long)batches * T, T, a.scale);
+    if (!check_launch("softmax_backward_rows")) return;
+    // dQ[i][d] = sum_j dS[i][j] K[j][d];  dK[j][d] = sum_i dS[i][j] Q[i][d]
+    BatchedGemm gq{dprobs, T, 1, H * TT, TT, k, ld, 1, (long long)T * ld, dh, dq, ld, (long long)T * ld, dh, T, dh, T, batches, H};
+    batched_gemm(gq);
+    BatchedGemm gk{dprobs, 1, T, H * TT, TT, q, ld, 1, (long long)T * ld, dh, dk, ld, (long long)T * ld, dh, T, dh, T, batches, H};
+    batched_gemm(gk);
+    if (failed()) return;
+  }
+}
+
+}  // namespace cuda
+}  // namespace mb

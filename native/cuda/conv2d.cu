@@ -1,0 +1,598 @@
+// Convolution as an implicit GEMM on the GPU, fp32 (tensor cores later), and
+// the strided batched GEMM that attention uses. The GEMM view is the CPU's:
+// rows M = output pixels (b, oy, ox), columns N = output channels, and the
+// reduction K = (tap, input channel), input channel fastest, so that a row of
+// A reads channel runs of NHWC pixels. Padding, stride 2 and the nearest x2
+// upsampled input are resolved while loading A (no im2col buffer); the
+// epilogue (bias, per-sample bias, residual, divisor) is fused into the store
+// in the CPU's order, so only the K-sum's rounding differs from the CPU.
+//
+// Weights are packed once at load as a plain K x N row-major matrix (Winograd
+// is a CPU-side choice; the flag is ignored here). The backward (dX, dW, db)
+// follows at the end.
+#include <vector>
+
+#include "cuda_common.cuh"
+
+namespace mb {
+namespace cuda {
+
+namespace {
+
+constexpr int kBM = 64, kBN = 64, kBK = 16, kGemmThreads = 256;
+
+struct ConvParams {
+  const float* in;
+  const float* w;  // [K][N]
+  float* out;
+  long long M;  // batch * out_h * out_w
+  int N, K;
+  int cin, kw;
+  int in_h, in_w, in_ld, up_shift, logical_h, logical_w;
+  int out_h, out_w, out_ld, stride, pad_top, pad_left;
+  const float* bias;
+  const float* batch_bias;
+  int batch_bias_ld;
+  const float* residual;  // may alias out: each element reads its own residual before storing
+  int residual_ld;
+  float divisor;
+};
+
+// 64 x 64 output tile per block of 256 threads, 4 x 4 per thread (rows ty +
+// 16 i, columns tx + 16 j, so a warp's shared-memory reads spread over banks).
+__global__ void __launch_bounds__(kGemmThreads) conv_implicit_gemm(ConvParams p) {
+  __shared__ float As[kBK][kBM + 4];
+  __shared__ float Bs[kBK][kBN];
+  const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+  const long long m0 = (long long)blockIdx.x * kBM;
+  const int n0 = blockIdx.y * kBN;
+
+  // This thread loads A's row ar (fixed for the whole K loop), four k at a time.
+  const int ar = tid >> 2, ak = (tid & 3) * 4;
+  const long long am = m0 + ar;
+  const bool a_row_ok = am < p.M;
+  const long long pixels = (long long)p.out_h * p.out_w;
+  const long long ab = a_row_ok ? am / pixels : 0;
+  const int rem = a_row_ok ? (int)(am - ab * pixels) : 0;
+  const int oy = rem / p.out_w, ox = rem - (rem / p.out_w) * p.out_w;
+  const int iy0 = oy * p.stride - p.pad_top, ix0 = ox * p.stride - p.pad_left;
+  const float* image = p.in + (size_t)ab * p.in_h * p.in_w * p.in_ld;
+  // ... and B's row bk, four consecutive columns.
+  const int bk = tid >> 4, bn = (tid & 15) * 4;
+
+  float acc[4][4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+
+  for (int k0 = 0; k0 < p.K; k0 += kBK) {
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int k = k0 + ak + q;
+      float v = 0.0f;
+      if (a_row_ok && k < p.K) {
+        const int tap = k / p.cin, ci = k - (k / p.cin) * p.cin;
+        const int dy = tap / p.kw, dx = tap - (tap / p.kw) * p.kw;
+        const int iy = iy0 + dy, ix = ix0 + dx;
+        if (iy >= 0 && iy < p.logical_h && ix >= 0 && ix < p.logical_w)
+          v = image[((size_t)(iy >> p.up_shift) * p.in_w + (size_t)(ix >> p.up_shift)) * p.in_ld + ci];
+      }
+      As[ak + q][ar] = v;
+    }
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int k = k0 + bk, n = n0 + bn + q;
+      Bs[bk][bn + q] = (k < p.K && n < p.N) ? p.w[(size_t)k * p.N + n] : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kBK; ++kk) {
+      float a[4], b[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) a[i] = As[kk][ty + 16 * i];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) b[j] = Bs[kk][tx + 16 * j];
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = __fmaf_rn(a[i], b[j], acc[i][j]);  // explicit FMA: the file is built with --fmad=false
+    }
+    __syncthreads();
+  }
+
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const long long m = m0 + ty + 16 * i;
+    if (m >= p.M) continue;
+    const long long b = m / pixels;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int n = n0 + tx + 16 * j;
+      if (n >= p.N) continue;
+      float v = acc[i][j];
+      if (p.bias) v += p.bias[n];
+      if (p.batch_bias) v += p.batch_bias[(size_t)b * p.batch_bias_ld + n];
+      if (p.residual) v = p.residual[(size_t)m * p.residual_ld + n] + v;
+      if (p.divisor != 1.0f) v = v / p.divisor;
+      p.out[(size_t)m * p.out_ld + n] = v;
+    }
+  }
+}
+
+struct GemmParams {
+  BatchedGemm g;
+  int z0;  // first batch of this launch (gridDim.z is at most 65535)
+};
+
+__global__ void __launch_bounds__(kGemmThreads) strided_batched_gemm(GemmParams p) {
+  __shared__ float As[kBK][kBM + 4];
+  __shared__ float Bs[kBK][kBN];
+  const BatchedGemm& g = p.g;
+  const int z = p.z0 + blockIdx.z;
+  const long long zo = z / g.inner, zi = z % g.inner;
+  const float* A = g.a + zo * g.a_outer + zi * g.a_inner;
+  const float* B = g.b + zo * g.b_outer + zi * g.b_inner;
+  float* C = g.c + zo * g.c_outer + zi * g.c_inner;
+  const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+  const int m0 = blockIdx.x * kBM, n0 = blockIdx.y * kBN;
+  const int ar = tid >> 2, ak = (tid & 3) * 4;
+  const int bk = tid >> 4, bn = (tid & 15) * 4;
+
+  float acc[4][4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+
+  for (int k0 = 0; k0 < g.k; k0 += kBK) {
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int i = m0 + ar, k = k0 + ak + q;
+      As[ak + q][ar] = (i < g.m && k < g.k) ? A[(long long)i * g.a_i + (long long)k * g.a_k] : 0.0f;
+    }
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int k = k0 + bk, j = n0 + bn + q;
+      Bs[bk][bn + q] = (k < g.k && j < g.n) ? B[(long long)k * g.b_k + (long long)j * g.b_j] : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kBK; ++kk) {
+      float a[4], b[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) a[i] = As[kk][ty + 16 * i];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) b[j] = Bs[kk][tx + 16 * j];
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = __fmaf_rn(a[i], b[j], acc[i][j]);  // explicit FMA: the file is built with --fmad=false
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int row = m0 + ty + 16 * i;
+    if (row >= g.m) continue;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int col = n0 + tx + 16 * j;
+      if (col < g.n) C[(long long)row * g.c_i + col] = acc[i][j];
+    }
+  }
+}
+
+// --- backward -----------------------------------------------------------------
+
+// dX as an implicit GEMM: rows = input pixels (at the logical, upsampled size
+// for an upsampling conv), columns = input channels, K = (tap, output
+// channel). A(m, (tap, n)) = dY at the output pixel that tap connects to m, or
+// 0 where the stride skips it or it falls outside; B((tap, n), ci) reads the
+// forward's packed weights [tap][ci][n] transposed in place.
+struct DataParams {
+  const float* dy;
+  const float* w;
+  float* out;
+  long long M;
+  int N, K;  // N = cin, K = taps * cout
+  int cout, cin, kw;
+  int lh, lw;  // rows' image size
+  int out_h, out_w, dy_ld, stride, pad_top, pad_left;
+  int out_ld;
+  bool accumulate;
+};
+
+__global__ void __launch_bounds__(kGemmThreads) conv_backward_data_gemm(DataParams p) {
+  __shared__ float As[kBK][kBM + 4];
+  __shared__ float Bs[kBK][kBN];
+  const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+  const long long m0 = (long long)blockIdx.x * kBM;
+  const int n0 = blockIdx.y * kBN;
+  const int ar = tid >> 2, ak = (tid & 3) * 4;
+  const long long am = m0 + ar;
+  const bool a_row_ok = am < p.M;
+  const long long pixels = (long long)p.lh * p.lw;
+  const long long ab = a_row_ok ? am / pixels : 0;
+  const int rem = a_row_ok ? (int)(am - ab * pixels) : 0;
+  const int iy = rem / p.lw, ix = rem - (rem / p.lw) * p.lw;
+  const float* image = p.dy + (size_t)ab * p.out_h * p.out_w * p.dy_ld;
+  const int bk = tid >> 4, bn = (tid & 15) * 4;
+
+  float acc[4][4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+
+  for (int k0 = 0; k0 < p.K; k0 += kBK) {
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int k = k0 + ak + q;
+      float v = 0.0f;
+      if (a_row_ok && k < p.K) {
+        const int tap = k / p.cout, n = k - (k / p.cout) * p.cout;
+        const int ky = tap / p.kw, kx = tap - (tap / p.kw) * p.kw;
+        const int oy_s = iy + p.pad_top - ky, ox_s = ix + p.pad_left - kx;
+        if (oy_s >= 0 && ox_s >= 0 && oy_s % p.stride == 0 && ox_s % p.stride == 0) {
+          const int oy = oy_s / p.stride, ox = ox_s / p.stride;
+          if (oy < p.out_h && ox < p.out_w) v = image[((size_t)oy * p.out_w + ox) * p.dy_ld + n];
+        }
+      }
+      As[ak + q][ar] = v;
+    }
+    {
+      const int k = k0 + bk;
+      const int tap = k / p.cout, n = k - (k / p.cout) * p.cout;
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int ci = n0 + bn + q;
+        Bs[bk][bn + q] = (k < p.K && ci < p.N) ? p.w[((size_t)tap * p.cin + ci) * p.cout + n] : 0.0f;
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kBK; ++kk) {
+      float a[4], b[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) a[i] = As[kk][ty + 16 * i];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) b[j] = Bs[kk][tx + 16 * j];
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = __fmaf_rn(a[i], b[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const long long m = m0 + ty + 16 * i;
+    if (m >= p.M) continue;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int n = n0 + tx + 16 * j;
+      if (n >= p.N) continue;
+      float* o = p.out + (size_t)m * p.out_ld + n;
+      *o = p.accumulate ? *o + acc[i][j] : acc[i][j];
+    }
+  }
+}
+
+// dW as a GEMM with the reduction over output pixels: C[n][(tap, ci)] =
+// sum_m dY[m][n] A[m][(tap, ci)] (A gathered as in the forward). The pixels
+// are split over gridDim.z; each split writes its partial C, and
+// weight_grad_reduce adds the splits in order into the torch-layout gradient
+// (deterministic, no atomics).
+struct WeightParams {
+  const float* in;
+  const float* dy;
+  float* partial;  // [splits][N][K]
+  long long M, m_per_split;
+  int N, K;  // N = cout, K = taps * cin
+  int cin, kw;
+  int in_h, in_w, in_ld, up_shift, logical_h, logical_w;
+  int out_h, out_w, dy_ld, stride, pad_top, pad_left;
+};
+
+__global__ void __launch_bounds__(kGemmThreads) conv_backward_weights_gemm(WeightParams p) {
+  __shared__ float Ds[kBK][kBM + 4];  // dY^T: [m][n]
+  __shared__ float Xs[kBK][kBN];      // A: [m][k]
+  const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+  const int n0 = blockIdx.x * kBM, c0 = blockIdx.y * kBN;
+  const long long m_begin = (long long)blockIdx.z * p.m_per_split;
+  const long long m_end = m_begin + p.m_per_split < p.M ? m_begin + p.m_per_split : p.M;
+  const int lm = tid >> 4, lq = (tid & 15) * 4;  // this thread's row of both tiles, and its 4 columns
+  const long long pixels = (long long)p.out_h * p.out_w;
+
+  float acc[4][4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+
+  for (long long mb = m_begin; mb < m_end; mb += kBK) {
+    const long long m = mb + lm;
+    const bool row_ok = m < m_end;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int n = n0 + lq + q;
+      Ds[lm][lq + q] = (row_ok && n < p.N) ? p.dy[(size_t)m * p.dy_ld + n] : 0.0f;
+    }
+    long long b = 0;
+    int oy = 0, ox = 0;
+    if (row_ok) {
+      b = m / pixels;
+      const int rem = (int)(m - b * pixels);
+      oy = rem / p.out_w;
+      ox = rem - oy * p.out_w;
+    }
+    const float* image = p.in + (size_t)b * p.in_h * p.in_w * p.in_ld;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int k = c0 + lq + q;
+      float v = 0.0f;
+      if (row_ok && k < p.K) {
+        const int tap = k / p.cin, ci = k - (k / p.cin) * p.cin;
+        const int dy = tap / p.kw, dx = tap - (tap / p.kw) * p.kw;
+        const int iy = oy * p.stride - p.pad_top + dy, ix = ox * p.stride - p.pad_left + dx;
+        if (iy >= 0 && iy < p.logical_h && ix >= 0 && ix < p.logical_w)
+          v = image[((size_t)(iy >> p.up_shift) * p.in_w + (size_t)(ix >> p.up_shift)) * p.in_ld + ci];
+      }
+      Xs[lm][lq + q] = v;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kBK; ++kk) {
+      float a[4], b2[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) a[i] = Ds[kk][ty + 16 * i];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) b2[j] = Xs[kk][tx + 16 * j];
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = __fmaf_rn(a[i], b2[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+  float* out = p.partial + (size_t)blockIdx.z * p.N * p.K;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int n = n0 + ty + 16 * i;
+    if (n >= p.N) continue;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int k = c0 + tx + 16 * j;
+      if (k < p.K) out[(size_t)n * p.K + k] = acc[i][j];
+    }
+  }
+}
+
+// grad_w[n][ci][tap] += sum over splits of partial[s][n][tap * cin + ci]
+__global__ void weight_grad_reduce(const float* partial, int splits, int N, int K, int cin, int taps, float* grad_w) {
+  MB_GRID_STRIDE(i, (size_t)N * K) {
+    const size_t n = i / (size_t)K;
+    const int k = (int)(i % (size_t)K);
+    float sum = 0.0f;
+    for (int s = 0; s < splits; ++s) sum += partial[(size_t)s * N * K + i];
+    const int tap = k / cin, ci = k - (k / cin) * cin;
+    grad_w[(n * cin + ci) * taps + tap] += sum;
+  }
+}
+
+// grad_b[n] += sum over rows of dY[m][n]: 32 columns x 8 row lanes per block, in double.
+__global__ void __launch_bounds__(256) bias_grad(const float* dy, long long rows, int ld, int N, float* grad_b) {
+  __shared__ double part[8][32];
+  const int lane_n = threadIdx.x & 31, lane_m = threadIdx.x >> 5;
+  const int n = blockIdx.x * 32 + lane_n;
+  double sum = 0.0;
+  if (n < N)
+    for (long long m = lane_m; m < rows; m += 8) sum += (double)dy[(size_t)m * ld + n];
+  part[lane_m][lane_n] = sum;
+  __syncthreads();
+  if (lane_m == 0 && n < N) {
+    for (int l = 1; l < 8; ++l) sum += part[l][lane_n];
+    grad_b[n] += (float)sum;
+  }
+}
+
+// Splits of the pixel reduction: enough blocks to fill the GPU, and partial
+// results within kMaxPartialFloats.
+constexpr size_t kMaxPartialFloats = (size_t)16 << 20;
+int weight_grad_splits(long long M, int N, int K) {
+  long long splits = (M + 511) / 512;
+  const size_t nk = (size_t)N * K;
+  const long long cap = (long long)(kMaxPartialFloats / (nk ? nk : 1));
+  if (splits > cap) splits = cap;
+  if (splits > 65535) splits = 65535;
+  return splits < 1 ? 1 : (int)splits;
+}
+
+}  // namespace
+
+size_t conv_packed_floats(int cout, int cin, int k, bool) {
+  return align_up((size_t)cout * cin * k * k, 16);  // keeps the next layer's weights 64-byte aligned
+}
+
+void pack_conv(PackedWeights* packed, float* storage, const WeightSource* sources, const int* couts, int num_sources,
+               int cin, int k, bool) {
+  int cout = 0;
+  for (int s = 0; s < num_sources; ++s) cout += couts[s];
+  const int taps = k * k;
+  const size_t K = (size_t)taps * cin;
+  std::vector<float> host(K * (size_t)cout);
+  int n = 0;
+  for (int s = 0; s < num_sources; ++s) {
+    const WeightSource& src = sources[s];
+    for (int nn = 0; nn < couts[s]; ++nn, ++n)
+      for (int t = 0; t < taps; ++t)
+        for (int ci = 0; ci < cin; ++ci)
+          host[((size_t)t * cin + ci) * cout + n] = src.data[nn * src.stride_n + ci * src.stride_ci + t * src.stride_tap];
+  }
+  upload(storage, host.data(), host.size() * sizeof(float));  // staged before it returns: host may go
+  packed->data = storage;
+  packed->cout = cout;
+  packed->cin = cin;
+  packed->kh = packed->kw = k;
+  packed->nr = 0;
+  packed->winograd = false;
+}
+
+size_t conv_scratch_floats(const ConvGeometry&, int, int, int, bool) { return 0; }
+
+void conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep, float* out,
+                    const float*, float*) {
+  if (!begin_launch()) return;
+  ConvParams p;
+  p.in = in;
+  p.w = w.data;
+  p.out = out;
+  p.M = (long long)g.batch * g.out_h * g.out_w;
+  p.N = w.cout;
+  p.K = w.kh * w.kw * w.cin;
+  p.cin = w.cin;
+  p.kw = w.kw;
+  p.in_h = g.in_h;
+  p.in_w = g.in_w;
+  p.in_ld = g.in_ld;
+  p.up_shift = g.upsample == 2 ? 1 : 0;
+  p.logical_h = g.in_h * g.upsample;
+  p.logical_w = g.in_w * g.upsample;
+  p.out_h = g.out_h;
+  p.out_w = g.out_w;
+  p.out_ld = g.out_ld;
+  p.stride = g.stride;
+  p.pad_top = g.pad_top;
+  p.pad_left = g.pad_left;
+  p.bias = ep.bias;
+  p.batch_bias = ep.batch_bias;
+  p.batch_bias_ld = ep.batch_bias_ld;
+  p.residual = ep.residual;
+  p.residual_ld = ep.residual_ld;
+  p.divisor = ep.divisor;
+  if (p.M <= 0 || p.N <= 0) return;
+  const long long mtiles = (p.M + kBM - 1) / kBM;
+  const int ntiles = (p.N + kBN - 1) / kBN;
+  if (mtiles > 0x7fffffffLL || ntiles > 65535) {
+    record(cudaErrorInvalidConfiguration, "conv2d: output too large for one launch");
+    return;
+  }
+  MB_LAUNCH_SYNC(conv_implicit_gemm, dim3((unsigned)mtiles, (unsigned)ntiles), kGemmThreads)(p);
+  check_launch("conv_implicit_gemm");
+}
+
+void batched_gemm(const BatchedGemm& g) {
+  if (g.m <= 0 || g.n <= 0 || g.batches <= 0 || !begin_launch()) return;
+  const int mtiles = (g.m + kBM - 1) / kBM, ntiles = (g.n + kBN - 1) / kBN;
+  if (ntiles > 65535) {
+    record(cudaErrorInvalidConfiguration, "batched_gemm: n too large for one launch");
+    return;
+  }
+  for (int z0 = 0; z0 < g.batches; z0 += 65535) {
+    const int nz = g.batches - z0 < 65535 ? g.batches - z0 : 65535;
+    GemmParams p{g, z0};
+    MB_LAUNCH_SYNC(strided_batched_gemm, dim3((unsigned)mtiles, (unsigned)ntiles, (unsigned)nz), kGemmThreads)(p);
+    if (!check_launch("strided_batched_gemm")) return;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Backward.
+
+size_t conv2d_backward_data_scratch_floats(const ConvGeometry& g, int, int cin, int, bool) {
+  // an upsampling conv's dX at the upsampled size, summed 2x2 into dx afterwards
+  return g.upsample == 2 ? (size_t)g.batch * g.in_h * 2 * g.in_w * 2 * cin : 0;
+}
+
+void conv2d_backward_data(const float* dy, const ConvGeometry& g, const PackedWeights& w, float* dx, float* scratch,
+                          const float*, bool accumulate) {
+  if (!begin_launch()) return;
+  DataParams p;
+  p.dy = dy;
+  p.w = w.data;
+  p.cout = w.cout;
+  p.cin = w.cin;
+  p.kw = w.kw;
+  p.N = w.cin;
+  p.K = w.kh * w.kw * w.cout;
+  p.lh = g.in_h * g.upsample;
+  p.lw = g.in_w * g.upsample;
+  p.M = (long long)g.batch * p.lh * p.lw;
+  p.out_h = g.out_h;
+  p.out_w = g.out_w;
+  p.dy_ld = g.out_ld;
+  p.stride = g.stride;
+  p.pad_top = g.pad_top;
+  p.pad_left = g.pad_left;
+  if (g.upsample == 2) {
+    p.out = scratch;
+    p.out_ld = w.cin;
+    p.accumulate = false;
+  } else {
+    p.out = dx;
+    p.out_ld = g.in_ld;
+    p.accumulate = accumulate;
+  }
+  if (p.M <= 0 || p.N <= 0) return;
+  const long long mtiles = (p.M + kBM - 1) / kBM;
+  const int ntiles = (p.N + kBN - 1) / kBN;
+  if (mtiles > 0x7fffffffLL || ntiles > 65535) {
+    record(cudaErrorInvalidConfiguration, "conv2d_backward_data: too large for one launch");
+    return;
+  }
+  MB_LAUNCH_SYNC(conv_backward_data_gemm, dim3((unsigned)mtiles, (unsigned)ntiles), kGemmThreads)(p);
+  if (!check_launch("conv_backward_data_gemm")) return;
+  if (g.upsample == 2) upsample_nearest2x_backward(scratch, g.batch, g.in_h, g.in_w, w.cin, dx, g.in_ld);
+}
+
+size_t conv2d_backward_weights_scratch_floats(const ConvGeometry& g, int cout, int cin, int k) {
+  const long long M = (long long)g.batch * g.out_h * g.out_w;
+  const int K = k * k * cin;
+  return (size_t)weight_grad_splits(M, cout, K) * cout * K;
+}
+
+void conv2d_backward_weights(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin, int k,
+                             float* grad_w, float* grad_b, float* scratch, const float*) {
+  if (!begin_launch()) return;
+  WeightParams p;
+  p.in = in;
+  p.dy = dy;
+  p.partial = scratch;
+  p.M = (long long)g.batch * g.out_h * g.out_w;
+  p.N = cout;
+  p.K = k * k * cin;
+  p.cin = cin;
+  p.kw = k;
+  p.in_h = g.in_h;
+  p.in_w = g.in_w;
+  p.in_ld = g.in_ld;
+  p.up_shift = g.upsample == 2 ? 1 : 0;
+  p.logical_h = g.in_h * g.upsample;
+  p.logical_w = g.in_w * g.upsample;
+  p.out_h = g.out_h;
+  p.out_w = g.out_w;
+  p.dy_ld = g.out_ld;
+  p.stride = g.stride;
+  p.pad_top = g.pad_top;
+  p.pad_left = g.pad_left;
+  if (p.M <= 0 || p.N <= 0 || p.K <= 0) return;
+  const int splits = weight_grad_splits(p.M, p.N, p.K);
+  p.m_per_split = ((p.M + splits - 1) / splits + kBK - 1) / kBK * kBK;
+  const int ntiles = (p.N + kBM - 1) / kBM, ktiles = (p.K + kBN - 1) / kBN;
+  if (ktiles > 65535) {
+    record(cudaErrorInvalidConfiguration, "conv2d_backward_weights: too large for one launch");
+    return;
+  }
+  MB_LAUNCH_SYNC(conv_backward_weights_gemm, dim3((unsigned)ntiles, (unsigned)ktiles, (unsigned)splits), kGemmThreads)(p);
+  if (!check_launch("conv_backward_weights_gemm")) return;
+  MB_LAUNCH(weight_grad_reduce, grid_for((size_t)p.N * p.K), kThreads)(scratch, splits, p.N, p.K, cin, k * k, grad_w);
+  if (!check_launch("weight_grad_reduce")) return;
+  if (grad_b) {
+    MB_LAUNCH_SYNC(bias_grad, (unsigned)((cout + 31) / 32), 256)(dy, p.M, g.out_ld, cout, grad_b);
+    check_launch("bias_grad");
+  }
+}
+
+}  // namespace cuda
+}  // namespace mb

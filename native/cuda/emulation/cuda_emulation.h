@@ -1,0 +1,78 @@
+// CUDA emulated on the CPU, just enough for native/cuda's kernels: a launch
+// runs every block in turn, and a block's threads as cooperative fibers
+// (ucontext) on one OS thread, so __syncthreads is a real barrier, shared
+// memory (static storage here) is shared by the block's threads, and
+// __shfl_down_sync exchanges values across the warp. Used by the
+// marble_emulated.node addon (the CUDA backend with these kernels) to run the
+// CUDA test suite on machines without a GPU. It checks index math, bounds, tiling and
+// reductions; it cannot see GPU timing, races between warps that a barrier
+// orders on the CPU anyway, or the memory model.
+#pragma once
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <functional>
+
+struct dim3 {
+  unsigned x = 1, y = 1, z = 1;
+  dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+struct uint3 {
+  unsigned x, y, z;
+};
+
+typedef int cudaError_t;
+typedef void* cudaStream_t;
+constexpr cudaError_t cudaSuccess = 0;
+constexpr cudaError_t cudaErrorInvalidConfiguration = 9;
+#define cudaStreamPerThread ((cudaStream_t)0)
+
+#define __global__
+#define __device__
+#define __host__
+#define __shared__ static
+#define __launch_bounds__(...)
+#define __forceinline__ inline
+
+namespace mb_emu {
+
+struct ThreadState {
+  uint3 tid;
+};
+extern thread_local ThreadState* t_current;
+extern thread_local uint3 t_block;
+extern thread_local dim3 t_block_dim, t_grid_dim;
+
+void syncthreads();
+// Every thread of the block publishes a value; returns lane + delta's (own value past the warp).
+double shfl_down(double v, int delta);
+// `cooperative`: the kernel synchronises its threads, run them as fibers;
+// else each thread runs to its end in turn (a barrier there is an error).
+void run_grid(dim3 grid, dim3 block, const std::function<void()>& body, bool cooperative);
+// Counts launches whose configuration CUDA would refuse (more than 1024 threads, grid.y/z > 65535).
+extern thread_local int g_bad_launches;
+
+template <typename K>
+auto launch(dim3 grid, dim3 block, K kernel, bool cooperative) {
+  return [=](auto... args) { run_grid(grid, block, [=]() { kernel(args...); }, cooperative); };
+}
+
+}  // namespace mb_emu
+
+#define threadIdx (::mb_emu::t_current->tid)
+#define blockIdx (::mb_emu::t_block)
+#define blockDim (::mb_emu::t_block_dim)
+#define gridDim (::mb_emu::t_grid_dim)
+
+inline void __syncthreads() { ::mb_emu::syncthreads(); }
+inline float __shfl_down_sync(unsigned, float v, int delta) { return (float)::mb_emu::shfl_down((double)v, delta); }
+inline double __shfl_down_sync(unsigned, double v, int delta) { return ::mb_emu::shfl_down(v, delta); }
+inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
+inline float __int_as_float(int i) {
+  float f;
+  memcpy(&f, &i, 4);
+  return f;
+}

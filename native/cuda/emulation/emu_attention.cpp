@@ -1,0 +1,2 @@
+// attention.cu compiled as C++ for the CUDA emulation (see cuda_emulation.h).
+#include "../attention.cu"

@@ -1,0 +1,2 @@
+// elementwise.cu compiled as C++ for the CUDA emulation (see cuda_emulation.h).
+#include "../elementwise.cu"

@@ -1,0 +1,2 @@
+// embed.cu compiled as C++ for the CUDA emulation (see cuda_emulation.h).
+#include "../embed.cu"

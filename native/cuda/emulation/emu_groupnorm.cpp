@@ -1,0 +1,2 @@
+// groupnorm.cu compiled as C++ for the CUDA emulation (see cuda_emulation.h).
+#include "../groupnorm.cu"

@@ -1,0 +1,2 @@
+// resample.cu compiled as C++ for the CUDA emulation (see cuda_emulation.h).
+#include "../resample.cu"

@@ -1,0 +1,63 @@
+// The CUDA entry in the device seam (engine/ops.h): each op family's .cu file
+// provides the functions, this table hands them to the graph walk.
+#include "cuda_common.cuh"
+
+namespace mb {
+
+namespace {
+int sync_entry() { return cuda::sync_stream(); }
+const char* error_entry() { return cuda::error_text(); }
+
+const Ops kCudaOps = {
+    "cuda",
+    true,
+    cuda::device_alloc,
+    cuda::device_free,
+    cuda::device_available,
+    cuda::upload,
+    cuda::download,
+    cuda::zero,
+    sync_entry,
+    error_entry,
+    cuda::conv_packed_floats,
+    cuda::pack_conv,
+    cuda::conv_scratch_floats,
+    cuda::conv2d_forward,
+    cuda::group_norm_forward,
+    cuda::attention_scratch_floats,
+    cuda::attention_forward,
+    cuda::nchw_to_nhwc,
+    cuda::nhwc_to_nchw,
+    cuda::nhwc_to_nchw_div,
+    cuda::upsample_nearest2x,
+    cuda::avgpool2x2,
+    cuda::concat_channels,
+    cuda::timestep_embedding,
+    cuda::fourier_embedding,
+    cuda::gather_rows,
+    cuda::silu_forward,
+    cuda::add_forward,
+    cuda::dropout_apply,
+    cuda::randn_philox,
+    cuda::add_noise,
+    cuda::diffusion_step,
+    cuda::conv2d_backward_data_scratch_floats,
+    cuda::conv2d_backward_data,
+    cuda::conv2d_backward_weights_scratch_floats,
+    cuda::conv2d_backward_weights,
+    cuda::group_norm_backward_scratch_floats,
+    cuda::group_norm_backward,
+    cuda::attention_backward_scratch_floats,
+    cuda::attention_backward,
+    cuda::upsample_nearest2x_backward,
+    cuda::avgpool2x2_backward,
+    cuda::concat_channels_backward,
+    cuda::silu_backward,
+    cuda::adamw_update,
+    cuda::ema_update,
+};
+}  // namespace
+
+const Ops* cuda_ops_table() { return &kCudaOps; }
+
+}  // namespace mb

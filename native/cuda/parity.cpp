@@ -1,0 +1,902 @@
+// The CUDA op self-test: every op family of the device seam (engine/ops.h)
+// run on the GPU and on the CPU over the same random inputs, case by case.
+// A case that fails to launch or faults is recorded and the next one runs
+// anyway, so one run on a GPU reports every op. test/cuda_ops.test.ts turns
+// the cases into one subtest each, with the tolerances: bit-identical for
+// the ops whose float operations are the CPU's (layouts, resampling,
+// embeddings, SiLU, Philox noise, the diffusion step), relative for the
+// GEMM-based ops and the reductions (conv, attention, GroupNorm statistics).
+//
+// Compiled into every addon (it is plain C++ over the Ops tables): a dry run
+// puts the CPU table on both sides, so machines without a GPU still check
+// that every case runs end to end and that the CPU ops are deterministic.
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <functional>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "../engine/ops.h"
+#include "cuda_api.h"
+
+namespace mb {
+namespace cuda {
+int select_device(int device, char* reason, int reason_len);
+}  // namespace cuda
+
+namespace {
+
+// Host buffers as the engine's own: 64-byte aligned (the CPU micro-kernels
+// store whole aligned vectors, as they may into arena memory).
+template <typename T>
+struct EngineAllocator {
+  using value_type = T;
+  EngineAllocator() = default;
+  template <typename U>
+  EngineAllocator(const EngineAllocator<U>&) {}
+  T* allocate(size_t n) {
+    void* p = mb_alloc(n * sizeof(T) + 64);
+    if (!p) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t) { mb_free(p); }
+  bool operator==(const EngineAllocator&) const { return true; }
+  bool operator!=(const EngineAllocator&) const { return false; }
+};
+using Floats = std::vector<float, EngineAllocator<float>>;
+
+std::vector<MbParityCase> g_cases;
+const Ops* g_device_ops = nullptr;  // the side under test: cuda, or cpu in a dry run
+
+struct Rng {
+  uint64_t s;
+  explicit Rng(uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ull + 1) {}
+  uint32_t next() {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return (uint32_t)(s >> 16);
+  }
+  float uniform(float lo, float hi) { return lo + (hi - lo) * (float)(next() & 0xffffff) / 16777216.0f; }
+  Floats vec(size_t n, float lo = -1.0f, float hi = 1.0f) {
+    Floats v(n);
+    for (auto& x : v) x = uniform(lo, hi);
+    return v;
+  }
+};
+
+// A device copy of a host vector, freed with the case.
+struct Device {
+  const Ops* ops;
+  std::vector<void*> owned;
+  explicit Device(const Ops* o) : ops(o) {}
+  ~Device() {
+    for (void* p : owned) ops->free(p);
+  }
+  float* alloc(size_t n) {
+    void* p = ops->alloc((n ? n : 1) * sizeof(float));
+    if (p) {
+      owned.push_back(p);
+      ops->zero(p, (n ? n : 1) * sizeof(float));
+    }
+    return static_cast<float*>(p);
+  }
+  float* put(const Floats& v) {
+    float* p = alloc(v.size());
+    if (p) ops->upload(p, v.data(), v.size() * sizeof(float));
+    return p;
+  }
+  Floats get(const float* p, size_t n) {
+    Floats v(n, 0.0f);
+    if (p) ops->download(v.data(), p, n * sizeof(float));
+    return v;
+  }
+};
+
+void copy_text(char* dst, size_t len, const std::string& s) {
+  strncpy(dst, s.c_str(), len - 1);
+  dst[len - 1] = 0;
+}
+
+// Runs one case: `body` computes the CPU reference and the CUDA result.
+void run_case(const char* op, const std::string& name, bool exact,
+              const std::function<bool(Device& dev, Floats& cpu, Floats& gpu)>& body) {
+  MbParityCase c;
+  memset(&c, 0, sizeof(c));
+  copy_text(c.op, sizeof(c.op), op);
+  copy_text(c.name, sizeof(c.name), name);
+  if (getenv("MB_PARITY_TRACE")) {  // names the case before it runs: a crash inside still says which
+    fprintf(stderr, "parity case %s: %s\n", op, name.c_str());
+    fflush(stderr);
+  }
+  c.exact = exact ? 1 : 0;
+  const Ops* cu = g_device_ops;
+  Floats cpu, gpu;
+  bool ok;
+  {
+    Device dev(cu);
+    ok = body(dev, cpu, gpu);
+    const int status = cu->sync();
+    if (status != kOk) {
+      c.status = status;
+      copy_text(c.error, sizeof(c.error), cu->error_message());
+    } else if (!ok) {
+      c.status = kErrOutOfMemory;
+      copy_text(c.error, sizeof(c.error), "device allocation failed");
+    }
+  }
+  if (c.status == kOk) {
+    c.elements = (double)cpu.size();
+    if (cpu.size() != gpu.size()) {
+      c.status = kErrInvalidArgument;
+      copy_text(c.error, sizeof(c.error), "result sizes differ");
+    }
+    for (size_t i = 0; i < cpu.size() && c.status == kOk; ++i) {
+      const double a = cpu[i], b = gpu[i];
+      uint32_t ba, bb;
+      memcpy(&ba, &cpu[i], 4);
+      memcpy(&bb, &gpu[i], 4);
+      double err;
+      if (ba == bb) err = 0;
+      else if (isnan(a) || isnan(b) || isinf(a) || isinf(b)) err = INFINITY;
+      else err = fabs(a - b);
+      if (exact && ba != bb && err == 0) err = 1e-45;  // +0 vs -0 still counts for bit-identical ops
+      if (err > c.max_abs_err) c.max_abs_err = err;
+      if (fabs(a) > c.max_ref && !isinf(a)) c.max_ref = fabs(a);
+    }
+  }
+  g_cases.push_back(c);
+}
+
+std::string shape(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+std::string shape(const char* fmt, ...) {
+  char buf[128];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof(buf), fmt, ap);
+  va_end(ap);
+  return buf;
+}
+
+// --- conv2d and linear -----------------------------------------------------
+
+struct ConvCase {
+  int batch, cin, cout, k, in_h, in_w, upsample, stride, pad_top, pad_left;
+  bool bias, batch_bias, residual, winograd_ref;
+  float divisor;
+};
+
+void conv_case(Rng& rng, const ConvCase& cc) {
+  const Ops* cpu = cpu_ops();
+  const int lh = cc.in_h * cc.upsample, lw = cc.in_w * cc.upsample;
+  // diffusers' output size; padding 0 with stride 2 means F.pad(0, 1, 0, 1) (one extra on the far side)
+  const int extra = cc.stride == 2 && cc.pad_top == 0 ? 1 : 2 * cc.pad_top;
+  const int out_h = (lh + extra - cc.k) / cc.stride + 1, out_w = (lw + (cc.stride == 2 && cc.pad_left == 0 ? 1 : 2 * cc.pad_left) - cc.k) / cc.stride + 1;
+  ConvGeometry g;
+  g.batch = cc.batch, g.in_h = cc.in_h, g.in_w = cc.in_w, g.in_ld = cc.cin, g.upsample = cc.upsample;
+  g.out_h = out_h, g.out_w = out_w, g.out_ld = cc.cout, g.stride = cc.stride, g.pad_top = cc.pad_top, g.pad_left = cc.pad_left;
+  const size_t in_n = (size_t)cc.batch * cc.in_h * cc.in_w * cc.cin, out_n = (size_t)cc.batch * out_h * out_w * cc.cout;
+  auto x = rng.vec(in_n);
+  auto w = rng.vec((size_t)cc.cout * cc.cin * cc.k * cc.k, -0.2f, 0.2f);
+  auto bias = rng.vec(cc.cout);
+  auto bb = rng.vec((size_t)cc.batch * (cc.cout + 3));
+  auto res = rng.vec(out_n);
+  std::string name = shape("b%d %dx%d%s cin %d cout %d k%d s%d pad %d,%d", cc.batch, cc.in_h, cc.in_w,
+                           cc.upsample == 2 ? " up2" : "", cc.cin, cc.cout, cc.k, cc.stride, cc.pad_top, cc.pad_left);
+  if (cc.bias) name += " +bias";
+  if (cc.batch_bias) name += " +temb";
+  if (cc.residual) name += " +residual";
+  if (cc.divisor != 1.0f) name += " /divisor";
+  if (cc.winograd_ref) name += " (cpu: winograd)";
+  run_case("conv2d", name, false, [&](Device& dev, Floats& ref, Floats& got) {
+    const int taps = cc.k * cc.k;
+    WeightSource src = {w.data(), (long long)cc.cin * taps, taps, 1};
+    int couts[1] = {cc.cout};
+    // cpu
+    Floats cpu_packed(cpu->conv_packed_floats(cc.cout, cc.cin, cc.k, cc.winograd_ref) + 64);
+    PackedWeights pw;
+    cpu->pack_conv(&pw, cpu_packed.data(), &src, couts, 1, cc.cin, cc.k, cc.winograd_ref);
+    Floats zero_row(cc.cin + cc.cout + 64, 0.0f);
+    Floats scratch(cpu->conv_scratch_floats(g, cc.cout, cc.cin, cc.k, cc.winograd_ref) + 64);
+    ConvEpilogue ep;
+    ep.bias = cc.bias ? bias.data() : nullptr;
+    ep.batch_bias = cc.batch_bias ? bb.data() : nullptr;
+    ep.batch_bias_ld = cc.cout + 3;
+    ep.residual = cc.residual ? res.data() : nullptr;
+    ep.residual_ld = cc.cout;
+    ep.divisor = cc.divisor;
+    ref.assign(out_n, 0.0f);
+    cpu->conv2d_forward(x.data(), g, pw, ep, ref.data(), zero_row.data(), scratch.data());
+    // cuda
+    const Ops* cu = dev.ops;
+    float* dw = dev.alloc(cu->conv_packed_floats(cc.cout, cc.cin, cc.k, cc.winograd_ref));
+    float* dx = dev.put(x);
+    float* dout = dev.alloc(out_n);
+    float* dbias = dev.put(bias);
+    float* dbb = dev.put(bb);
+    float* dres = dev.put(res);
+    float* dscratch = dev.alloc(cu->conv_scratch_floats(g, cc.cout, cc.cin, cc.k, cc.winograd_ref));
+    float* dzero = dev.alloc(zero_row.size());  // the arena's zero row, as the engine passes it
+    if (!dw || !dx || !dout || !dbias || !dbb || !dres || !dscratch || !dzero) return false;
+    PackedWeights dpw;
+    cu->pack_conv(&dpw, dw, &src, couts, 1, cc.cin, cc.k, cc.winograd_ref);
+    ConvEpilogue dep = ep;
+    dep.bias = cc.bias ? dbias : nullptr;
+    dep.batch_bias = cc.batch_bias ? dbb : nullptr;
+    dep.residual = cc.residual ? dres : nullptr;
+    cu->conv2d_forward(dx, g, dpw, dep, dout, dzero, dscratch);
+    got = dev.get(dout, out_n);
+    return true;
+  });
+}
+
+void linear_case(Rng& rng, int rows, int cin, int cout, bool fused_sources, bool residual_in_place) {
+  const Ops* cpu = cpu_ops();
+  auto x = rng.vec((size_t)rows * cin);
+  const int parts = fused_sources ? 3 : 1;
+  const int part_out = cout / parts;
+  std::vector<Floats> ws;
+  for (int s = 0; s < parts; ++s) ws.push_back(rng.vec((size_t)part_out * cin, -0.2f, 0.2f));
+  auto bias = rng.vec(cout);
+  auto res = rng.vec((size_t)rows * cout);
+  std::string name = shape("%d rows, %d -> %d%s%s", rows, cin, cout, fused_sources ? " (q|k|v from 3 sources)" : "",
+                           residual_in_place ? " +residual in place" : "");
+  run_case("linear", name, false, [&](Device& dev, Floats& ref, Floats& got) {
+    WeightSource src[3];
+    int couts[3];
+    for (int s = 0; s < parts; ++s) src[s] = {ws[s].data(), cin, 1, 0}, couts[s] = part_out;
+    const ConvGeometry g = rows_geometry(rows, cin, cout);
+    Floats packed(cpu->conv_packed_floats(cout, cin, 1, false) + 64), zero_row(cin + cout + 64, 0.0f);
+    PackedWeights pw;
+    cpu->pack_conv(&pw, packed.data(), src, couts, parts, cin, 1, false);
+    ConvEpilogue ep;
+    ep.bias = bias.data();
+    ref = res;
+    if (residual_in_place) ep.residual = ref.data(), ep.residual_ld = cout;
+    cpu->conv2d_forward(x.data(), g, pw, ep, ref.data(), zero_row.data(), nullptr);
+    const Ops* cu = dev.ops;
+    float* dw = dev.alloc(cu->conv_packed_floats(cout, cin, 1, false));
+    float* dx = dev.put(x);
+    float* dout = dev.put(res);
+    float* dbias = dev.put(bias);
+    float* dzero = dev.alloc(zero_row.size());
+    if (!dw || !dx || !dout || !dbias || !dzero) return false;
+    PackedWeights dpw;
+    cu->pack_conv(&dpw, dw, src, couts, parts, cin, 1, false);
+    ConvEpilogue dep;
+    dep.bias = dbias;
+    if (residual_in_place) dep.residual = dout, dep.residual_ld = cout;
+    cu->conv2d_forward(dx, g, dpw, dep, dout, dzero, nullptr);
+    got = dev.get(dout, (size_t)rows * cout);
+    return true;
+  });
+}
+
+// --- GroupNorm ----------------------------------------------------------------
+
+void group_norm_case(Rng& rng, int batch, int pixels, int channels, int groups, bool silu, bool scale_shift,
+                     float offset) {
+  const Ops* cpu = cpu_ops();
+  auto x = rng.vec((size_t)batch * pixels * channels);
+  for (auto& v : x) v = v * 3.0f + offset;  // an offset stresses the two-pass variance
+  auto gamma = rng.vec(channels, 0.5f, 1.5f), beta = rng.vec(channels);
+  auto ss = rng.vec((size_t)batch * 2 * channels, -0.5f, 0.5f);
+  std::string name = shape("b%d %d px, C %d, G %d%s%s, mean %+g", batch, pixels, channels, groups, silu ? " +silu" : "",
+                           scale_shift ? " +scale_shift" : "", offset);
+  run_case("group_norm", name, false, [&](Device& dev, Floats& ref, Floats& got) {
+    GroupNormArgs a;
+    a.batch = batch, a.pixels = pixels, a.channels = channels, a.groups = groups, a.eps = 1e-5f, a.silu = silu;
+    a.gamma = gamma.data(), a.beta = beta.data();
+    a.scale_shift = scale_shift ? ss.data() : nullptr, a.scale_shift_ld = 2 * channels;
+    ref.assign(x.size(), 0.0f);
+    Floats stats(2 * (size_t)batch * groups);
+    cpu->group_norm_forward(x.data(), a, ref.data(), stats.data());
+    float* dx = dev.put(x);
+    float* dy = dev.alloc(x.size());
+    float* dg = dev.put(gamma);
+    float* db = dev.put(beta);
+    float* dss = dev.put(ss);
+    float* dstats = dev.alloc(2 * (size_t)batch * groups);
+    if (!dx || !dy || !dg || !db || !dss || !dstats) return false;
+    GroupNormArgs d = a;
+    d.gamma = dg, d.beta = db, d.scale_shift = scale_shift ? dss : nullptr;
+    dev.ops->group_norm_forward(dx, d, dy, dstats);
+    got = dev.get(dy, x.size());
+    // the statistics too: the backward will read them
+    auto got_stats = dev.get(dstats, stats.size());
+    ref.insert(ref.end(), stats.begin(), stats.end());
+    got.insert(got.end(), got_stats.begin(), got_stats.end());
+    return true;
+  });
+}
+
+// --- attention ----------------------------------------------------------------
+
+void attention_case(Rng& rng, int batch, int tokens, int heads, int head_dim) {
+  const Ops* cpu = cpu_ops();
+  const int C = heads * head_dim;
+  auto qkv = rng.vec((size_t)batch * tokens * 3 * C, -2.0f, 2.0f);
+  std::string name = shape("b%d, %d tokens, %d heads x %d", batch, tokens, heads, head_dim);
+  run_case("attention", name, false, [&](Device& dev, Floats& ref, Floats& got) {
+    AttentionArgs a;
+    a.batch = batch, a.tokens = tokens, a.heads = heads, a.head_dim = head_dim;
+    a.scale = 1.0f / sqrtf((float)head_dim);
+    ref.assign((size_t)batch * tokens * C, 0.0f);
+    Floats scratch(cpu->attention_scratch_floats(a) + 64), zero_row(3 * C + 64, 0.0f);
+    cpu->attention_forward(qkv.data(), a, ref.data(), scratch.data(), zero_row.data());
+    float* dqkv = dev.put(qkv);
+    float* dout = dev.alloc(ref.size());
+    float* dscratch = dev.alloc(dev.ops->attention_scratch_floats(a));
+    float* dzero = dev.alloc(zero_row.size());
+    if (!dqkv || !dout || !dscratch || !dzero) return false;
+    dev.ops->attention_forward(dqkv, a, dout, dscratch, dzero);
+    got = dev.get(dout, ref.size());
+    return true;
+  });
+}
+
+// --- layouts and resampling (bit-identical) -----------------------------------------
+
+void resample_cases(Rng& rng) {
+  const Ops* cpu = cpu_ops();
+  const int B = 3, C = 5, H = 6, W = 10;
+  const size_t n = (size_t)B * C * H * W;
+  auto x = rng.vec(n), a = rng.vec(n), divisors = rng.vec(B, 0.5f, 900.0f);
+  auto run_unary = [&](const char* label, size_t out_n,
+                       const std::function<void(const Ops*, const float*, const float*, float*)>& f) {
+    run_case("resample", label, true, [&](Device& dev, Floats& ref, Floats& got) {
+      ref.assign(out_n, 0.0f);
+      f(cpu, x.data(), divisors.data(), ref.data());
+      float* dx = dev.put(x);
+      float* dd = dev.put(divisors);
+      float* dy = dev.alloc(out_n);
+      if (!dx || !dd || !dy) return false;
+      f(dev.ops, dx, dd, dy);
+      got = dev.get(dy, out_n);
+      return true;
+    });
+  };
+  run_unary("nchw_to_nhwc, center_input_sample (2x - 1)", n, [&](const Ops* o, const float* in, const float*, float* out) {
+    o->nchw_to_nhwc(in, B, C, H, W, out, 2.0f, -1.0f);
+  });
+  run_unary("nhwc_to_nchw", n, [&](const Ops* o, const float* in, const float*, float* out) {
+    o->nhwc_to_nchw(in, B, C, H, W, out);
+  });
+  run_unary("nhwc_to_nchw_div (fourier output / t)", n, [&](const Ops* o, const float* in, const float* d, float* out) {
+    o->nhwc_to_nchw_div(in, B, C, H, W, d, out);
+  });
+  run_unary("upsample_nearest2x", n * 4, [&](const Ops* o, const float* in, const float*, float* out) {
+    o->upsample_nearest2x(in, B, H, W, C, out);
+  });
+  run_unary("avgpool2x2", n / 4, [&](const Ops* o, const float* in, const float*, float* out) {
+    o->avgpool2x2(in, B, H, W, C, out);
+  });
+  run_case("resample", "concat_channels (5 | 7)", true, [&](Device& dev, Floats& ref, Floats& got) {
+    const int pixels = B * H * W, ca = 5, cb = 7;
+    auto b = rng.vec((size_t)pixels * cb);
+    ref.assign((size_t)pixels * (ca + cb), 0.0f);
+    cpu->concat_channels(a.data(), ca, b.data(), cb, pixels, ref.data());
+    float* da = dev.put(a);
+    float* db = dev.put(b);
+    float* dy = dev.alloc(ref.size());
+    if (!da || !db || !dy) return false;
+    dev.ops->concat_channels(da, ca, db, cb, pixels, dy);
+    got = dev.get(dy, ref.size());
+    return true;
+  });
+}
+
+// --- embeddings, elementwise (bit-identical) ----------------------------------------
+
+void embed_cases(Rng& rng) {
+  const Ops* cpu = cpu_ops();
+  Floats t = {0.0f, 1.0f, 17.0f, 250.5f, 999.0f, 4095.0f};
+  const int B = (int)t.size();
+  struct Sin { int dim; bool flip; float shift; };
+  for (Sin s : {Sin{128, true, 0.0f}, Sin{64, false, 1.0f}, Sin{33, true, 1.0f}}) {
+    run_case("embed", shape("timestep_embedding dim %d flip %d shift %g", s.dim, s.flip, s.shift), true,
+             [&](Device& dev, Floats& ref, Floats& got) {
+               ref.assign((size_t)B * s.dim, 0.0f);
+               cpu->timestep_embedding(t.data(), B, s.dim, s.flip, s.shift, ref.data());
+               float* dt = dev.put(t);
+               float* dy = dev.alloc(ref.size());
+               if (!dt || !dy) return false;
+               dev.ops->timestep_embedding(dt, B, s.dim, s.flip, s.shift, dy);
+               got = dev.get(dy, ref.size());
+               return true;
+             });
+  }
+  Floats tf = {0.002f, 0.5f, 1.0f, 80.0f, 999.0f};
+  auto fw = rng.vec(32, -16.0f, 16.0f);
+  run_case("embed", "fourier_embedding n 32", true, [&](Device& dev, Floats& ref, Floats& got) {
+    const int Bf = (int)tf.size();
+    ref.assign((size_t)Bf * 64, 0.0f);
+    cpu->fourier_embedding(tf.data(), Bf, fw.data(), 32, ref.data());
+    float* dt = dev.put(tf);
+    float* dw = dev.put(fw);
+    float* dy = dev.alloc(ref.size());
+    if (!dt || !dw || !dy) return false;
+    dev.ops->fourier_embedding(dt, Bf, dw, 32, dy);
+    got = dev.get(dy, ref.size());
+    return true;
+  });
+  auto table = rng.vec(10 * 48);
+  Floats idx = {3, 0, 9, 3};
+  auto base = rng.vec(4 * 48);
+  for (bool acc : {false, true}) {
+    run_case("embed", acc ? "gather_rows accumulate (class embedding)" : "gather_rows (learned time embedding)", true,
+             [&](Device& dev, Floats& ref, Floats& got) {
+               ref = base;
+               cpu->gather_rows(table.data(), 48, idx.data(), 4, ref.data(), acc);
+               float* dt = dev.put(table);
+               float* di = dev.put(idx);
+               float* dy = dev.put(base);
+               if (!dt || !di || !dy) return false;
+               dev.ops->gather_rows(dt, 48, di, 4, dy, acc);
+               got = dev.get(dy, ref.size());
+               return true;
+             });
+  }
+}
+
+void elementwise_cases(Rng& rng) {
+  const Ops* cpu = cpu_ops();
+  auto x = rng.vec(100003, -30.0f, 30.0f), y = rng.vec(100003);
+  run_case("elementwise", "silu over [-30, 30], 100003 values", true,
+           [&](Device& dev, Floats& ref, Floats& got) {
+             ref.assign(x.size(), 0.0f);
+             cpu->silu_forward(x.data(), (long long)x.size(), ref.data());
+             float* dx = dev.put(x);
+             float* dy = dev.alloc(x.size());
+             if (!dx || !dy) return false;
+             dev.ops->silu_forward(dx, (long long)x.size(), dy);
+             got = dev.get(dy, x.size());
+             return true;
+           });
+  run_case("elementwise", "add, 100003 values", true, [&](Device& dev, Floats& ref, Floats& got) {
+    ref.assign(x.size(), 0.0f);
+    cpu->add_forward(x.data(), y.data(), (long long)x.size(), ref.data());
+    float* dx = dev.put(x);
+    float* dy = dev.put(y);
+    float* dz = dev.alloc(x.size());
+    if (!dx || !dy || !dz) return false;
+    dev.ops->add_forward(dx, dy, (long long)x.size(), dz);
+    got = dev.get(dz, x.size());
+    return true;
+  });
+}
+
+// --- noise, diffusion step (bit-identical) ------------------------------------------
+
+void noise_cases(Rng& rng) {
+  const Ops* cpu = cpu_ops();
+  struct Draw { uint64_t seed, draw, offset; long long n; };
+  for (Draw d : {Draw{0, 0, 0, 4096}, Draw{42, 7, 3, 1001}, Draw{0xFFFFFFFF12345678ull, 0x100000001ull, 1ull << 33, 999},
+                 Draw{1, 2, 5, 1}}) {
+    run_case("noise", shape("randn_philox seed %llu draw %llu offset %llu n %lld", (unsigned long long)d.seed,
+                            (unsigned long long)d.draw, (unsigned long long)d.offset, d.n),
+             true, [&](Device& dev, Floats& ref, Floats& got) {
+               ref.assign((size_t)d.n, 0.0f);
+               cpu->randn_philox(d.seed, d.draw, d.offset, d.n, ref.data());
+               float* dy = dev.alloc((size_t)d.n);
+               if (!dy) return false;
+               dev.ops->randn_philox(d.seed, d.draw, d.offset, d.n, dy);
+               got = dev.get(dy, (size_t)d.n);
+               return true;
+             });
+  }
+  auto x = rng.vec(10001);
+  run_case("noise", "dropout p 0.1, 10001 values", true, [&](Device& dev, Floats& ref, Floats& got) {
+    ref.assign(x.size(), 0.0f);
+    cpu->dropout_apply(5, 9, 0.1f, x.data(), (long long)x.size(), ref.data());
+    float* dx = dev.put(x);
+    float* dy = dev.alloc(x.size());
+    if (!dx || !dy) return false;
+    dev.ops->dropout_apply(5, 9, 0.1f, dx, (long long)x.size(), dy);
+    got = dev.get(dy, x.size());
+    return true;
+  });
+}
+
+void step_cases(Rng& rng) {
+  const Ops* cpu = cpu_ops();
+  const int B = 3, n = 3 * 17 * 13;
+  auto sample = rng.vec((size_t)B * n, -3.0f, 3.0f), noise = rng.vec((size_t)B * n, -3.0f, 3.0f);
+  auto out2 = rng.vec((size_t)B * 2 * n, -1.0f, 1.0f);  // a learned-variance model output: [eps | v]
+  struct Variant { const char* name; int prediction, clip, combine, eps_from, noise_term; };
+  const Variant variants[] = {
+      {"ddpm epsilon, clip, scalar noise", kPredictEpsilon, kX0Clamp, kCombineSample, kEpsilonFromModelOutput, kNoiseScalar},
+      {"ddim epsilon, no clip, eta 0", kPredictEpsilon, kX0None, kCombineEpsilon, kEpsilonFromModelOutput, kNoiseNone},
+      {"ddim v_prediction, clip, epsilon from clipped x0", kPredictV, kX0Clamp, kCombineEpsilon, kEpsilonFromClippedX0, kNoiseScalar},
+      {"ddpm sample prediction", kPredictSample, kX0Clamp, kCombineSample, kEpsilonFromModelOutput, kNoiseScalar},
+      {"ddpm learned_range variance", kPredictEpsilon, kX0Clamp, kCombineSample, kEpsilonFromModelOutput, kNoiseLearnedRange},
+      {"ddpm learned variance", kPredictEpsilon, kX0None, kCombineSample, kEpsilonFromModelOutput, kNoiseLearnedVariance},
+  };
+  for (const Variant& v : variants) {
+    StepCoefficients c;
+    c.prediction = v.prediction, c.x0_clip = v.clip, c.combine = v.combine, c.epsilon_from = v.eps_from;
+    c.noise_term = v.noise_term;
+    c.sqrt_alpha_prod = 0.3f, c.sqrt_beta_prod = 0.9539392f, c.clip_sample_range = 1.0f;
+    c.dynamic_thresholding_ratio = 0.995f, c.sample_max_value = 1.0f;
+    c.x0_coeff = 0.21f, c.other_coeff = 0.77f, c.noise_std = 0.13f, c.min_log = -9.0f, c.max_log = -2.5f;
+    const bool learned = v.noise_term == kNoiseLearnedRange || v.noise_term == kNoiseLearnedVariance;
+    Floats model = learned ? out2 : Floats(out2.begin(), out2.begin() + (size_t)B * n);
+    if (v.noise_term == kNoiseLearnedVariance)  // a variance must be positive
+      for (int b = 0; b < B; ++b)
+        for (int i = 0; i < n; ++i) model[(size_t)b * 2 * n + n + i] = fabsf(model[(size_t)b * 2 * n + n + i]) + 1e-3f;
+    const StepLayout layout = {B, n, learned ? 2 * n : n};
+    run_case("diffusion_step", v.name, true, [&](Device& dev, Floats& ref, Floats& got) {
+      Floats prev((size_t)B * n), x0((size_t)B * n);
+      cpu->diffusion_step(c, layout, model.data(), sample.data(), noise.data(), prev.data(), x0.data());
+      ref = prev;
+      ref.insert(ref.end(), x0.begin(), x0.end());
+      float* dm = dev.put(model);
+      float* ds = dev.put(sample);
+      float* dn = dev.put(noise);
+      float* dp = dev.alloc(prev.size());
+      float* dx0 = dev.alloc(x0.size());
+      if (!dm || !ds || !dn || !dp || !dx0) return false;
+      if (dev.ops->diffusion_step(c, layout, dm, ds, dn, dp, dx0) != kOk) return false;
+      got = dev.get(dp, prev.size());
+      auto g0 = dev.get(dx0, x0.size());
+      got.insert(got.end(), g0.begin(), g0.end());
+      return true;
+    });
+  }
+  auto x0 = rng.vec((size_t)B * n);
+  Floats sa = {0.99f, 0.5f, 0.01f}, sb = {0.1410674f, 0.8660254f, 0.99995f};
+  run_case("diffusion_step", "add_noise, 3 samples", true, [&](Device& dev, Floats& ref, Floats& got) {
+    ref.assign(x0.size(), 0.0f);
+    cpu->add_noise(x0.data(), noise.data(), sa.data(), sb.data(), B, n, ref.data());
+    float* dx = dev.put(x0);
+    float* dn = dev.put(noise);
+    float* dsa = dev.put(sa);
+    float* dsb = dev.put(sb);
+    float* dy = dev.alloc(x0.size());
+    if (!dx || !dn || !dsa || !dsb || !dy) return false;
+    dev.ops->add_noise(dx, dn, dsa, dsb, B, n, dy);
+    got = dev.get(dy, x0.size());
+    return true;
+  });
+}
+
+
+// --- backward and the optimizer ---------------------------------------------------
+
+// dX and dW/db of one convolution geometry; accumulated outputs start from
+// random values (the backward adds into them).
+void conv_backward_cases(Rng& rng, const ConvCase& cc, bool accumulate) {
+  const Ops* cpu = cpu_ops();
+  const int lh = cc.in_h * cc.upsample, lw = cc.in_w * cc.upsample;
+  const int out_h = (lh + (cc.stride == 2 && cc.pad_top == 0 ? 1 : 2 * cc.pad_top) - cc.k) / cc.stride + 1;
+  const int out_w = (lw + (cc.stride == 2 && cc.pad_left == 0 ? 1 : 2 * cc.pad_left) - cc.k) / cc.stride + 1;
+  ConvGeometry g;
+  g.batch = cc.batch, g.in_h = cc.in_h, g.in_w = cc.in_w, g.in_ld = cc.cin, g.upsample = cc.upsample;
+  g.out_h = out_h, g.out_w = out_w, g.out_ld = cc.cout, g.stride = cc.stride, g.pad_top = cc.pad_top, g.pad_left = cc.pad_left;
+  const size_t in_n = (size_t)cc.batch * cc.in_h * cc.in_w * cc.cin, out_n = (size_t)cc.batch * out_h * out_w * cc.cout;
+  const int taps = cc.k * cc.k;
+  auto x = rng.vec(in_n), dy = rng.vec(out_n), dx0 = rng.vec(in_n);
+  auto w = rng.vec((size_t)cc.cout * cc.cin * taps, -0.2f, 0.2f);
+  auto gw0 = rng.vec(w.size()), gb0 = rng.vec(cc.cout);
+  const std::string geometry = shape("b%d %dx%d%s cin %d cout %d k%d s%d pad %d,%d", cc.batch, cc.in_h, cc.in_w,
+                                     cc.upsample == 2 ? " up2" : "", cc.cin, cc.cout, cc.k, cc.stride, cc.pad_top, cc.pad_left);
+  run_case("conv2d_backward", "dX " + geometry + (accumulate ? " (added)" : " (written)") + (cc.winograd_ref ? " (cpu: winograd)" : ""),
+           false, [&](Device& dev, Floats& ref, Floats& got) {
+             WeightSource src = {w.data(), (long long)cc.cin * taps, taps, 1};
+             int couts[1] = {cc.cout};
+             Floats packed(cpu->conv_packed_floats(cc.cout, cc.cin, cc.k, cc.winograd_ref) + 64);
+             PackedWeights pw;
+             cpu->pack_conv(&pw, packed.data(), &src, couts, 1, cc.cin, cc.k, cc.winograd_ref);
+             Floats scratch(cpu->conv2d_backward_data_scratch_floats(g, cc.cout, cc.cin, cc.k, cc.winograd_ref) + 64);
+             Floats zero_row(cc.cin + cc.cout + 64, 0.0f);
+             ref = dx0;
+             cpu->conv2d_backward_data(dy.data(), g, pw, ref.data(), scratch.data(), zero_row.data(), accumulate);
+             const Ops* cu = dev.ops;
+             float* dw = dev.alloc(cu->conv_packed_floats(cc.cout, cc.cin, cc.k, cc.winograd_ref));
+             float* ddy = dev.put(dy);
+             float* ddx = dev.put(dx0);
+             float* dscratch = dev.alloc(cu->conv2d_backward_data_scratch_floats(g, cc.cout, cc.cin, cc.k, cc.winograd_ref));
+             float* dzero = dev.alloc(zero_row.size());
+             if (!dw || !ddy || !ddx || !dscratch || !dzero) return false;
+             PackedWeights dpw;
+             cu->pack_conv(&dpw, dw, &src, couts, 1, cc.cin, cc.k, cc.winograd_ref);
+             cu->conv2d_backward_data(ddy, g, dpw, ddx, dscratch, dzero, accumulate);
+             got = dev.get(ddx, in_n);
+             return true;
+           });
+  if (!accumulate) return;  // the weight gradient does not depend on it
+  run_case("conv2d_backward", "dW, db " + geometry, false, [&](Device& dev, Floats& ref, Floats& got) {
+    Floats scratch(cpu->conv2d_backward_weights_scratch_floats(g, cc.cout, cc.cin, cc.k) + 64);
+    Floats zero_row(cc.cin + cc.cout + 64, 0.0f);
+    Floats gw = gw0, gb = gb0;
+    cpu->conv2d_backward_weights(x.data(), g, dy.data(), cc.cout, cc.cin, cc.k, gw.data(), gb.data(), scratch.data(),
+                                 zero_row.data());
+    ref = gw;
+    ref.insert(ref.end(), gb.begin(), gb.end());
+    const Ops* cu = dev.ops;
+    float* dx = dev.put(x);
+    float* ddy = dev.put(dy);
+    float* dgw = dev.put(gw0);
+    float* dgb = dev.put(gb0);
+    float* dscratch = dev.alloc(cu->conv2d_backward_weights_scratch_floats(g, cc.cout, cc.cin, cc.k));
+    float* dzero = dev.alloc(zero_row.size());
+    if (!dx || !ddy || !dgw || !dgb || !dscratch || !dzero) return false;
+    cu->conv2d_backward_weights(dx, g, ddy, cc.cout, cc.cin, cc.k, dgw, dgb, dscratch, dzero);
+    got = dev.get(dgw, gw0.size());
+    auto b = dev.get(dgb, gb0.size());
+    got.insert(got.end(), b.begin(), b.end());
+    return true;
+  });
+}
+
+// A linear layer's dW over a column slice of a wider gradient (attention's
+// q|k|v), the way backward.cpp calls it.
+void linear_weight_grad_case(Rng& rng, int rows, int cin, int cout, int dy_ld) {
+  const Ops* cpu = cpu_ops();
+  auto x = rng.vec((size_t)rows * cin), dy = rng.vec((size_t)rows * dy_ld + 1);  // read from dy + 1: an unaligned slice
+  auto gw0 = rng.vec((size_t)cout * cin), gb0 = rng.vec(cout);
+  ConvGeometry g = rows_geometry(rows, cin, cout);
+  g.out_ld = dy_ld;
+  run_case("conv2d_backward", shape("linear dW, db: %d rows, %d -> %d, dy ld %d", rows, cin, cout, dy_ld), false,
+           [&](Device& dev, Floats& ref, Floats& got) {
+             Floats scratch(cpu->conv2d_backward_weights_scratch_floats(g, cout, cin, 1) + 64), zero_row(cin + cout + 64, 0.0f);
+             Floats gw = gw0, gb = gb0;
+             cpu->conv2d_backward_weights(x.data(), g, dy.data() + 1, cout, cin, 1, gw.data(), gb.data(), scratch.data(),
+                                          zero_row.data());
+             ref = gw;
+             ref.insert(ref.end(), gb.begin(), gb.end());
+             const Ops* cu = dev.ops;
+             float* dx = dev.put(x);
+             float* ddy = dev.put(dy);
+             float* dgw = dev.put(gw0);
+             float* dgb = dev.put(gb0);
+             float* dscratch = dev.alloc(cu->conv2d_backward_weights_scratch_floats(g, cout, cin, 1));
+             if (!dx || !ddy || !dgw || !dgb || !dscratch) return false;
+             cu->conv2d_backward_weights(dx, g, ddy + 1, cout, cin, 1, dgw, dgb, dscratch, nullptr);
+             got = dev.get(dgw, gw0.size());
+             auto b = dev.get(dgb, gb0.size());
+             got.insert(got.end(), b.begin(), b.end());
+             return true;
+           });
+}
+
+void group_norm_backward_case(Rng& rng, int batch, int pixels, int channels, int groups, bool silu, bool scale_shift) {
+  const Ops* cpu = cpu_ops();
+  const size_t n = (size_t)batch * pixels * channels;
+  auto x = rng.vec(n), dy = rng.vec(n), dx0 = rng.vec(n);
+  for (auto& v : x) v = v * 2.0f + 0.5f;
+  auto gamma = rng.vec(channels, 0.5f, 1.5f), beta = rng.vec(channels), ss = rng.vec((size_t)batch * 2 * channels, -0.5f, 0.5f);
+  auto dg0 = rng.vec(channels), db0 = rng.vec(channels), dss0 = rng.vec(ss.size());
+  run_case("group_norm_backward",
+           shape("b%d %d px, C %d, G %d%s%s", batch, pixels, channels, groups, silu ? " +silu" : "", scale_shift ? " +scale_shift" : ""),
+           false, [&](Device& dev, Floats& ref, Floats& got) {
+             GroupNormArgs a;
+             a.batch = batch, a.pixels = pixels, a.channels = channels, a.groups = groups, a.eps = 1e-5f, a.silu = silu;
+             a.gamma = gamma.data(), a.beta = beta.data();
+             a.scale_shift = scale_shift ? ss.data() : nullptr, a.scale_shift_ld = 2 * channels;
+             // the statistics from the CPU forward, on both sides
+             Floats y(n), stats(2 * (size_t)batch * groups);
+             cpu->group_norm_forward(x.data(), a, y.data(), stats.data());
+             Floats scratch(cpu->group_norm_backward_scratch_floats(a) + 64);
+             Floats dx = dx0, dg = dg0, db = db0, dss = dss0;
+             cpu->group_norm_backward(x.data(), a, stats.data(), dy.data(), dx.data(), dg.data(), db.data(),
+                                      scale_shift ? dss.data() : nullptr, scratch.data());
+             ref = dx;
+             ref.insert(ref.end(), dg.begin(), dg.end());
+             ref.insert(ref.end(), db.begin(), db.end());
+             if (scale_shift) ref.insert(ref.end(), dss.begin(), dss.end());
+             float* d_x = dev.put(x);
+             float* d_dy = dev.put(dy);
+             float* d_dx = dev.put(dx0);
+             float* d_g = dev.put(gamma);
+             float* d_b = dev.put(beta);
+             float* d_ss = dev.put(ss);
+             float* d_stats = dev.put(stats);
+             float* d_dg = dev.put(dg0);
+             float* d_db = dev.put(db0);
+             float* d_dss = dev.put(dss0);
+             float* d_scratch = dev.alloc(dev.ops->group_norm_backward_scratch_floats(a));
+             if (!d_x || !d_dy || !d_dx || !d_g || !d_b || !d_ss || !d_stats || !d_dg || !d_db || !d_dss || !d_scratch) return false;
+             GroupNormArgs d = a;
+             d.gamma = d_g, d.beta = d_b, d.scale_shift = scale_shift ? d_ss : nullptr;
+             dev.ops->group_norm_backward(d_x, d, d_stats, d_dy, d_dx, d_dg, d_db, scale_shift ? d_dss : nullptr, d_scratch);
+             got = dev.get(d_dx, n);
+             auto g1 = dev.get(d_dg, channels), g2 = dev.get(d_db, channels);
+             got.insert(got.end(), g1.begin(), g1.end());
+             got.insert(got.end(), g2.begin(), g2.end());
+             if (scale_shift) {
+               auto g3 = dev.get(d_dss, ss.size());
+               got.insert(got.end(), g3.begin(), g3.end());
+             }
+             return true;
+           });
+}
+
+void attention_backward_case(Rng& rng, int batch, int tokens, int heads, int head_dim) {
+  const Ops* cpu = cpu_ops();
+  const int C = heads * head_dim;
+  auto qkv = rng.vec((size_t)batch * tokens * 3 * C, -1.5f, 1.5f), dout = rng.vec((size_t)batch * tokens * C);
+  run_case("attention_backward", shape("b%d, %d tokens, %d heads x %d", batch, tokens, heads, head_dim), false,
+           [&](Device& dev, Floats& ref, Floats& got) {
+             AttentionArgs a;
+             a.batch = batch, a.tokens = tokens, a.heads = heads, a.head_dim = head_dim;
+             a.scale = 1.0f / sqrtf((float)head_dim);
+             ref.assign(qkv.size(), 0.0f);
+             Floats scratch(cpu->attention_backward_scratch_floats(a) + 64);
+             cpu->attention_backward(qkv.data(), a, dout.data(), ref.data(), scratch.data());
+             float* dq = dev.put(qkv);
+             float* dd = dev.put(dout);
+             float* dout_qkv = dev.alloc(qkv.size());
+             float* ds = dev.alloc(dev.ops->attention_backward_scratch_floats(a));
+             if (!dq || !dd || !dout_qkv || !ds) return false;
+             dev.ops->attention_backward(dq, a, dd, dout_qkv, ds);
+             got = dev.get(dout_qkv, qkv.size());
+             return true;
+           });
+}
+
+void elementwise_backward_cases(Rng& rng) {
+  const Ops* cpu = cpu_ops();
+  // resampling backward (bit-identical): dx starts random, the ops add into it
+  const int B = 2, H = 6, W = 7, C = 5;
+  auto run = [&](const char* name, size_t dy_n, size_t dx_n, const std::function<void(const Ops*, const float*, float*)>& f) {
+    auto dy = rng.vec(dy_n), dx0 = rng.vec(dx_n);
+    run_case("resample_backward", name, true, [&](Device& dev, Floats& ref, Floats& got) {
+      ref = dx0;
+      f(cpu, dy.data(), ref.data());
+      float* ddy = dev.put(dy);
+      float* ddx = dev.put(dx0);
+      if (!ddy || !ddx) return false;
+      f(dev.ops, ddy, ddx);
+      got = dev.get(ddx, dx_n);
+      return true;
+    });
+  };
+  run("upsample_nearest2x_backward into a wider tensor (ld 8)", (size_t)B * 4 * H * W * C, (size_t)B * H * W * 8,
+      [&](const Ops* o, const float* dy, float* dx) { o->upsample_nearest2x_backward(dy, B, H, W, C, dx, 8); });
+  run("avgpool2x2_backward, odd width", (size_t)B * (H / 2) * (W / 2) * C, (size_t)B * H * W * C,
+      [&](const Ops* o, const float* dy, float* dx) { o->avgpool2x2_backward(dy, B, H, W, C, dx); });
+  run("concat_channels_backward (3 | 4)", (size_t)B * H * W * 7, (size_t)B * H * W * 7,
+      [&](const Ops* o, const float* dy, float* dx) {
+        // da and db live side by side in one buffer
+        o->concat_channels_backward(dy, 3, 4, B * H * W, dx, dx + (size_t)B * H * W * 3);
+      });
+  auto x = rng.vec(50001, -20.0f, 20.0f), dy = rng.vec(50001), dx0 = rng.vec(50001);
+  run_case("elementwise", "silu_backward, 50001 values", true, [&](Device& dev, Floats& ref, Floats& got) {
+    ref = dx0;
+    cpu->silu_backward(x.data(), dy.data(), (long long)x.size(), ref.data());
+    float* d_x = dev.put(x);
+    float* d_dy = dev.put(dy);
+    float* d_dx = dev.put(dx0);
+    if (!d_x || !d_dy || !d_dx) return false;
+    dev.ops->silu_backward(d_x, d_dy, (long long)x.size(), d_dx);
+    got = dev.get(d_dx, x.size());
+    return true;
+  });
+}
+
+void optimizer_cases(Rng& rng) {
+  const Ops* cpu = cpu_ops();
+  const size_t n = 70001;
+  auto w0 = rng.vec(n), m0 = rng.vec(n, -0.01f, 0.01f), v0 = rng.vec(n, 0.0f, 1e-4f), g = rng.vec(n, -0.1f, 0.1f);
+  for (float scale : {1.0f, 0.5f}) {
+    AdamwCoefs c;
+    c.decay = 1.0f - 1e-4f * 0.01f, c.one_minus_beta1 = 0.1f, c.beta2 = 0.999f, c.one_minus_beta2 = 0.001f;
+    c.step_size = 1e-4f / 0.271f, c.bc2_sqrt = 0.0627f, c.eps = 1e-8f, c.scale = scale;
+    run_case("optimizer", shape("adamw, %zu values, grad scale %g", n, scale), true, [&](Device& dev, Floats& ref, Floats& got) {
+      Floats w = w0, m = m0, v = v0;
+      cpu->adamw_update(w.data(), m.data(), v.data(), g.data(), n, c);
+      ref = w;
+      ref.insert(ref.end(), m.begin(), m.end());
+      ref.insert(ref.end(), v.begin(), v.end());
+      float* dw = dev.put(w0);
+      float* dm = dev.put(m0);
+      float* dv = dev.put(v0);
+      float* dg = dev.put(g);
+      if (!dw || !dm || !dv || !dg) return false;
+      dev.ops->adamw_update(dw, dm, dv, dg, n, c);
+      got = dev.get(dw, n);
+      auto a = dev.get(dm, n), b = dev.get(dv, n);
+      got.insert(got.end(), a.begin(), a.end());
+      got.insert(got.end(), b.begin(), b.end());
+      return true;
+    });
+  }
+  run_case("optimizer", "ema decay 0.9999", true, [&](Device& dev, Floats& ref, Floats& got) {
+    ref = m0;
+    cpu->ema_update(ref.data(), w0.data(), n, (float)(1.0 - 0.9999));
+    float* de = dev.put(m0);
+    float* dw = dev.put(w0);
+    if (!de || !dw) return false;
+    dev.ops->ema_update(de, dw, n, (float)(1.0 - 0.9999));
+    got = dev.get(de, n);
+    return true;
+  });
+}
+
+}  // namespace
+}  // namespace mb
+
+using namespace mb;
+
+namespace mb {
+// Every case, with `device_ops` as the side under test (also the entry of
+// the CUDA emulation test, native/cuda/emulation/main.cpp).
+int run_parity(const Ops* device_ops, uint32_t seed);
+}  // namespace mb
+
+MB_API int mb_cuda_parity_run(int device, uint32_t seed, int dry_run) {
+  g_cases.clear();
+  if (dry_run) return run_parity(cpu_ops(), seed);
+  char reason[400];
+  if (cuda::select_device(device, reason, sizeof(reason)) != kOk || !cuda_ops()) return 0;
+  return run_parity(cuda_ops(), seed);
+}
+
+int mb::run_parity(const Ops* device_ops, uint32_t seed) {
+  g_cases.clear();
+  g_device_ops = device_ops;
+  Rng rng(seed);
+  // conv2d: the UNet's shapes (conv_in, resnet convs with the time bias and the
+  // residual, the shortcut, down- and upsampling), odd sizes that leave partial
+  // tiles, and the CPU's Winograd path as the reference where the UNet uses it.
+  conv_case(rng, {2, 3, 32, 3, 8, 8, 1, 1, 1, 1, true, false, false, false, 1.0f});
+  conv_case(rng, {2, 3, 32, 3, 8, 8, 1, 1, 1, 1, true, false, false, true, 1.0f});
+  conv_case(rng, {2, 64, 64, 3, 16, 16, 1, 1, 1, 1, true, true, false, true, 1.0f});
+  conv_case(rng, {3, 48, 80, 3, 9, 7, 1, 1, 1, 1, true, false, true, false, 1.0f});
+  conv_case(rng, {2, 35, 70, 3, 5, 6, 1, 1, 1, 1, true, true, true, false, 1.4142135f});
+  conv_case(rng, {2, 64, 96, 1, 8, 8, 1, 1, 0, 0, true, false, false, false, 1.0f});
+  conv_case(rng, {2, 32, 32, 3, 16, 16, 1, 2, 1, 1, true, false, false, false, 1.0f});
+  conv_case(rng, {2, 32, 32, 3, 15, 15, 1, 2, 0, 0, true, false, false, false, 1.0f});
+  conv_case(rng, {2, 64, 64, 3, 8, 8, 2, 1, 1, 1, true, false, false, false, 1.0f});
+  conv_case(rng, {2, 64, 64, 3, 8, 8, 2, 1, 1, 1, true, false, false, true, 1.0f});
+  conv_case(rng, {1, 128, 3, 3, 32, 32, 1, 1, 1, 1, true, false, false, true, 1.0f});
+  conv_case(rng, {4, 256, 256, 3, 4, 4, 1, 1, 1, 1, true, true, true, false, 1.0f});
+  linear_case(rng, 3, 128, 512, false, false);
+  linear_case(rng, 70, 96, 3 * 96, true, false);
+  linear_case(rng, 130, 64, 64, false, true);
+  group_norm_case(rng, 2, 64, 64, 32, true, false, 0.0f);
+  group_norm_case(rng, 2, 64, 64, 32, true, true, 0.0f);
+  group_norm_case(rng, 3, 49, 96, 8, false, false, 40.0f);
+  group_norm_case(rng, 1, 1024, 128, 32, true, false, -3.0f);
+  attention_case(rng, 2, 64, 1, 64);
+  attention_case(rng, 2, 100, 4, 32);
+  attention_case(rng, 1, 256, 2, 64);
+  attention_case(rng, 3, 16, 8, 8);
+  resample_cases(rng);
+  embed_cases(rng);
+  elementwise_cases(rng);
+  noise_cases(rng);
+  step_cases(rng);
+  // The backward and the optimizer last: not yet used by the engine on cuda,
+  // so a fault here cannot hide a forward result.
+  conv_backward_cases(rng, {2, 32, 48, 3, 8, 8, 1, 1, 1, 1, true, false, false, false, 1.0f}, true);
+  conv_backward_cases(rng, {2, 32, 48, 3, 8, 8, 1, 1, 1, 1, true, false, false, false, 1.0f}, false);
+  conv_backward_cases(rng, {2, 64, 64, 3, 16, 16, 1, 1, 1, 1, true, false, false, true, 1.0f}, true);
+  conv_backward_cases(rng, {2, 32, 40, 3, 16, 16, 1, 2, 1, 1, true, false, false, false, 1.0f}, true);
+  conv_backward_cases(rng, {2, 32, 32, 3, 15, 15, 1, 2, 0, 0, true, false, false, false, 1.0f}, true);
+  conv_backward_cases(rng, {2, 48, 48, 3, 8, 8, 2, 1, 1, 1, true, false, false, false, 1.0f}, true);
+  conv_backward_cases(rng, {2, 64, 96, 1, 8, 8, 1, 1, 0, 0, true, false, false, false, 1.0f}, true);
+  conv_backward_cases(rng, {8, 128, 128, 3, 8, 8, 1, 1, 1, 1, true, false, false, false, 1.0f}, true);
+  linear_weight_grad_case(rng, 100, 64, 64, 3 * 64);
+  linear_weight_grad_case(rng, 4, 128, 512, 512);
+  group_norm_backward_case(rng, 2, 64, 64, 32, true, false);
+  group_norm_backward_case(rng, 2, 64, 64, 32, true, true);
+  group_norm_backward_case(rng, 3, 49, 96, 8, false, false);
+  attention_backward_case(rng, 2, 64, 1, 64);
+  attention_backward_case(rng, 2, 100, 4, 32);
+  elementwise_backward_cases(rng);
+  optimizer_cases(rng);
+  return (int)g_cases.size();
+}
+
+MB_API int mb_cuda_parity_case(int index, MbParityCase* out) {
+  if (index < 0 || index >= (int)g_cases.size()) return kErrInvalidArgument;
+  *out = g_cases[(size_t)index];
+  return kOk;
+}

@@ -1,0 +1,117 @@
+// The device seam: the op set the UNet graph walk (unet.cpp) calls, as a
+// table of function pointers that each device fills once — native/cpu
+// (cpu_ops.cpp, over the functions of cpu/ops.h) and native/cuda
+// (ops_table.cu, over device pointers). The graph exists once; a model runs
+// on the device whose table it holds (Model::ops).
+//
+// Pointers handed to these functions point into the device's own memory
+// (what `alloc` returned, the arena, the parameters' `dev` copies) unless a
+// parameter says "host". A plain struct of function pointers rather than a
+// class with virtual functions: the wasm build has no C++ runtime.
+//
+// Errors: the CPU ops cannot fail once their memory exists. A device's ops
+// may fail asynchronously (a kernel fault, a launch error): they record the
+// first failure and `sync` reports it as a status with `error_message`.
+#pragma once
+
+#include "../cpu/ops.h"
+
+namespace mb {
+
+// Device failures (a launch error, a kernel fault, a lost device). The model
+// stays usable for another try only if the device recovered.
+constexpr int kErrDevice = 5;
+
+struct Ops {
+  const char* name;    // "cpu", "cuda"
+  bool device_memory;  // buffers are not host-addressable: stage host data through upload/download
+
+  // --- memory -------------------------------------------------------------
+  void* (*alloc)(size_t bytes);  // null when out of memory
+  void (*free)(void* ptr);
+  // Bytes that `alloc` can still give (the device's free memory), or 0 when unknown.
+  size_t (*available_bytes)();
+  void (*upload)(void* dst, const void* host_src, size_t bytes);
+  void (*download)(void* host_dst, const void* src, size_t bytes);
+  void (*zero)(void* dst, size_t bytes);
+  // Waits for queued work; kOk, or kErrDevice with the reason in error_message().
+  int (*sync)();
+  const char* (*error_message)();
+
+  // --- convolution / linear (the GEMMs) ------------------------------------
+  // Weights are packed once per device, into the device's own layout, from
+  // host sources (torch layout through WeightSource); `storage` is device memory.
+  size_t (*conv_packed_floats)(int cout, int cin, int k, bool winograd);
+  void (*pack_conv)(PackedWeights* packed, float* storage, const WeightSource* sources, const int* source_couts,
+                    int num_sources, int cin, int k, bool winograd);
+  // Scratch a forward conv with this geometry needs (0: none).
+  size_t (*conv_scratch_floats)(const ConvGeometry& g, int cout, int cin, int k, bool winograd);
+  void (*conv2d_forward)(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
+                         float* out, const float* zero_row, float* scratch);
+
+  // --- normalisation, attention --------------------------------------------
+  void (*group_norm_forward)(const float* x, const GroupNormArgs& a, float* y, float* stats);
+  size_t (*attention_scratch_floats)(const AttentionArgs& a);
+  void (*attention_forward)(const float* qkv, const AttentionArgs& a, float* out, float* scratch,
+                            const float* zero_row);
+
+  // --- layout, resampling ---------------------------------------------------
+  void (*nchw_to_nhwc)(const float* x, int batch, int channels, int h, int w, float* y, float scale, float shift);
+  void (*nhwc_to_nchw)(const float* x, int batch, int channels, int h, int w, float* y);
+  void (*nhwc_to_nchw_div)(const float* x, int batch, int channels, int h, int w, const float* divisors, float* y);
+  void (*upsample_nearest2x)(const float* x, int batch, int h, int w, int channels, float* y);
+  void (*avgpool2x2)(const float* x, int batch, int h, int w, int channels, float* y);
+  void (*concat_channels)(const float* a, int ca, const float* b, int cb, int pixels, float* y);
+
+  // --- embeddings -----------------------------------------------------------
+  void (*timestep_embedding)(const float* timesteps, int batch, int dim, bool flip_sin_to_cos, float freq_shift,
+                             float* out);
+  void (*fourier_embedding)(const float* timesteps, int batch, const float* weight, int n, float* out);
+  // out[b] (+)= table[(int)index[b]]: the indices are floats in device memory
+  // (timesteps, class labels), already validated as integers in range.
+  void (*gather_rows)(const float* table, int dim, const float* index, int batch, float* out, bool accumulate);
+
+  // --- elementwise, noise, the diffusion step --------------------------------
+  void (*silu_forward)(const float* x, long long n, float* y);
+  void (*add_forward)(const float* a, const float* b, long long n, float* y);
+  void (*dropout_apply)(uint64_t seed, uint64_t stream, float p, const float* x, long long n, float* y);
+  void (*randn_philox)(uint64_t seed, uint64_t draw, uint64_t offset, long long n, float* out);
+  void (*add_noise)(const float* x0, const float* noise, const float* sqrt_alpha_prod,
+                    const float* sqrt_one_minus_alpha_prod, int batch, int sample_size, float* out);
+  // kOk, or kErrUnsupported for a variant the device does not implement.
+  int (*diffusion_step)(const StepCoefficients& c, const StepLayout& layout, const float* model_output,
+                        const float* sample, const float* noise, float* prev_sample, float* pred_original_sample);
+
+  // --- backward and the optimizer ---------------------------------------------
+  // Semantics as in cpu/ops.h (every backward op ADDS into its input
+  // gradients unless it says otherwise). The graph's backward walk
+  // (backward.cpp) does not call these through the table yet: the CPU path
+  // calls cpu/ops.h directly, and the CUDA ones are checked op by op
+  // (native/cuda/parity.cpp) until the walk and the parameter gradients move
+  // to the device.
+  size_t (*conv2d_backward_data_scratch_floats)(const ConvGeometry& g, int cout, int cin, int k, bool winograd);
+  void (*conv2d_backward_data)(const float* dy, const ConvGeometry& g, const PackedWeights& w, float* dx,
+                               float* scratch, const float* zero_row, bool accumulate);
+  size_t (*conv2d_backward_weights_scratch_floats)(const ConvGeometry& g, int cout, int cin, int k);
+  void (*conv2d_backward_weights)(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin, int k,
+                                  float* grad_w, float* grad_b, float* scratch, const float* zero_row);
+  size_t (*group_norm_backward_scratch_floats)(const GroupNormArgs& a);
+  void (*group_norm_backward)(const float* x, const GroupNormArgs& a, const float* stats, const float* dy, float* dx,
+                              float* dgamma, float* dbeta, float* dscale_shift, float* scratch);
+  size_t (*attention_backward_scratch_floats)(const AttentionArgs& a);
+  void (*attention_backward)(const float* qkv, const AttentionArgs& a, const float* dout, float* dqkv, float* scratch);
+  void (*upsample_nearest2x_backward)(const float* dy, int batch, int h, int w, int channels, float* dx, int dx_ld);
+  void (*avgpool2x2_backward)(const float* dy, int batch, int h, int w, int channels, float* dx);
+  void (*concat_channels_backward)(const float* dy, int ca, int cb, int pixels, float* da, float* db);
+  void (*silu_backward)(const float* x, const float* dy, long long n, float* dx);
+  void (*adamw_update)(float* w, float* exp_avg, float* exp_avg_sq, const float* grad, size_t n, const AdamwCoefs& c);
+  void (*ema_update)(float* ema, const float* w, size_t n, float one_minus_decay);
+};
+
+// The CPU table (native/cpu/cpu_ops.cpp): every build has it.
+const Ops* cpu_ops();
+// The CUDA table (native/cuda/ops_table.cu), or null in a build without CUDA
+// or on a machine without a usable device (see native/cuda/cuda_api.h).
+const Ops* cuda_ops();
+
+}  // namespace mb
