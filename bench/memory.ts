@@ -7,6 +7,8 @@
 //   peak       the resident high-water mark during sampling (VmHWM, reset
 //              through /proc/self/clear_refs once the model is loaded)
 //   arena      the engine's activation arena for batch 1 at 32x32
+//   released   the unpacked weight copies freed after packing, as loadPipeline
+//              does for a sampling model (UNet2DModel.releaseWeights)
 // and the footprint = peak - baseline, which the target bounds.
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -31,6 +33,7 @@ interface ChildReport {
   baselineMB: number;
   loadedMB: number;
   peakMB: number;
+  releasedMB: number;
 }
 
 /** A /proc/self/status field in MB (Linux only). */
@@ -48,6 +51,8 @@ async function child(backend: BackendName, steps: number): Promise<ChildReport> 
   gc();
   const baselineMB = statusMB('VmRSS');
   const unet = await createUNet(CIFAR10_CONFIG, { backend, seed: 1 });
+  // What a sampling model holds (loadPipeline's default): the packed weights only.
+  const releasedMB = unet.releaseWeights() / MB;
   gc();
   const loadedMB = statusMB('VmRSS');
   writeFileSync('/proc/self/clear_refs', '5'); // resets VmHWM to the current RSS
@@ -61,6 +66,7 @@ async function child(backend: BackendName, steps: number): Promise<ChildReport> 
     baselineMB: round(baselineMB),
     loadedMB: round(loadedMB),
     peakMB: round(peakMB),
+    releasedMB: round(releasedMB),
   };
   unet.dispose();
   return report;

@@ -17,6 +17,11 @@ export interface Pipeline {
   scheduler(kind: 'ddpm' | 'ddim'): DDPMScheduler | DDIMScheduler;
 }
 
+/**
+ * A diffusers pipeline folder (unet/ + scheduler/) or a bare UNet2DModel
+ * folder, for sampling: unless `keepWeights: true`, its UNet keeps only the
+ * packed weights (half the memory; it cannot train or be read back).
+ */
 export async function loadPipeline(dir: string, options: LoadOptions = {}): Promise<Pipeline> {
   const modelDir = await resolveModelDir(dir);
   const root = path.basename(modelDir) === 'unet' && modelDir !== dir ? path.dirname(modelDir) : dir;
@@ -27,7 +32,8 @@ export async function loadPipeline(dir: string, options: LoadOptions = {}): Prom
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new ConfigError(`${configPath}: ${(e as Error).message}`);
   }
-  const unet = await loadUNet(modelDir, options);
+  // A pipeline samples: by default its UNet keeps only the packed weights.
+  const unet = await loadUNet(modelDir, { ...options, keepWeights: options.keepWeights ?? false });
   return {
     unet,
     schedulerConfig,

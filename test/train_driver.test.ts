@@ -272,7 +272,7 @@ test('save writes a diffusers DDPMPipeline folder plus trainer_state; resume res
       unet: ['diffusers', 'UNet2DModel'],
     });
     // The pipeline's model is the EMA (what diffusers' training script saves), loadable as is.
-    const pipeline = await loadPipeline(ckpt, { backend: 'cpu' });
+    const pipeline = await loadPipeline(ckpt, { backend: 'cpu', keepWeights: true });
     const table = engineOf(pipeline.unet).paramTable();
     const ema = trainer.readAll('ema');
     table.forEach((_, i) => assert.deepEqual(engineOf(pipeline.unet).readTensor(i, 'param'), ema[i]));

@@ -148,7 +148,7 @@ MB_API void mb_add_noise(const float* x0, const float* noise, const float* sqrt_
 
 MB_API int mb_model_train_init(Model* m, int ema) {
   int status = mb::train_init(m, ema != 0);
-  if (status == mb::kErrState) {
+  if (status == mb::kErrState && !m->finalized) {
     const char* msg = "load the weights before training";
     int i = 0;
     for (; msg[i]; ++i) m->error[i] = msg[i];
@@ -197,3 +197,9 @@ MB_API float* mb_model_tensor_data(Model* m, int index, int kind) {
   }
 }
 MB_API int mb_model_repack(Model* m) { return mb::model_repack(m); }
+MB_API double mb_model_release_host_weights(Model* m) {
+  size_t bytes = 0;
+  const int status = mb::model_release_host_weights(m, &bytes);
+  return status == mb::kOk ? (double)bytes : -(double)status;
+}
+MB_API int mb_model_weights_released(Model* m) { return mb::model_weights_released(m) ? 1 : 0; }

@@ -52,6 +52,12 @@ MB_API int mb_model_adamw_step(mb::Model* m, double lr, double beta1, double bet
 MB_API void mb_model_ema_update(mb::Model* m, double decay);
 MB_API float* mb_model_tensor_data(mb::Model* m, int index, int kind);
 MB_API int mb_model_repack(mb::Model* m);
+// Frees the unpacked copies of the conv/linear weights once packed (a model
+// that only samples needs the packed ones): returns the bytes freed, or
+// -(status) on error. Afterwards train_init and repack are refused and those
+// params' data pointers are null; mb_model_weights_released tells why.
+MB_API double mb_model_release_host_weights(mb::Model* m);
+MB_API int mb_model_weights_released(mb::Model* m);
 
 MB_API int mb_get_threads(void);
 MB_API void mb_set_threads(int n);

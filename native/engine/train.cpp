@@ -1,6 +1,7 @@
 // Training state and the optimizer: gradients, AdamW (torch.optim.AdamW
 // semantics), global gradient norm, EMA of the weights. The training step
 // itself (add-noise + forward + MSE + backward) is in backward.cpp.
+#include "exec.h"
 #include "mathf.h"
 #include "ops.h"
 #include "unet.h"
@@ -9,6 +10,11 @@ namespace mb {
 
 int train_init(Model* m, bool ema) {
   if (!m->finalized) return kErrState;
+  if (model_weights_released(m)) {
+    Message msg;
+    msg.add("this model released its unpacked weights to save memory (loadPipeline does): load it with loadUNet to train");
+    return fail(m, kErrState, msg);
+  }
   // The backward and the optimizer run on the cpu ops over host memory.
   if (m->ops->device_memory) return kErrUnsupported;
   for (int i = 0; i < m->params.size; ++i) {

@@ -38,6 +38,7 @@ struct Builder {
     p.data = p.dev = nullptr;
     p.grad = p.exp_avg = p.exp_avg_sq = p.ema = nullptr;
     p.trainable = true;
+    p.packed_only = p.released = false;
     if (!m->params.push(p)) status = kErrOutOfMemory;
     return m->params.size - 1;
   }
@@ -356,6 +357,7 @@ size_t conv_packed_floats(const Model* m, const ConvLayer& c) {
 }
 
 void pack_conv(Model* m, ConvLayer& c, float*& cursor) {
+  m->params[c.weight].packed_only = true;
   const float* w = m->params[c.weight].data;
   const int taps = c.k * c.k;
   WeightSource src = {w, (long long)c.cin * taps, taps, 1};  // torch [Cout][Cin][kh][kw]
@@ -382,6 +384,7 @@ size_t attention_packed_floats(const Model* m, const AttnLayer& a) {
 
 void pack_attention(Model* m, AttnLayer& a, float*& cursor) {
   const int c = a.channels;
+  m->params[a.q_w].packed_only = m->params[a.k_w].packed_only = m->params[a.v_w].packed_only = true;
   WeightSource sources[3] = {{m->params[a.q_w].data, c, 1, 0}, {m->params[a.k_w].data, c, 1, 0}, {m->params[a.v_w].data, c, 1, 0}};
   int couts[3] = {c, c, c};
   m->ops->pack_conv(&a.qkv.packed, cursor, sources, couts, 3, c, 1, false);
@@ -425,7 +428,36 @@ int model_finalize(Model* m) {
 
 int model_repack(Model* m) {
   if (!m->finalized) return set_error(m, kErrState, Name("weights are not loaded"));
+  if (model_weights_released(m)) {
+    Message msg;
+    msg.add("this model released its unpacked weights to save memory (loadPipeline does): it can only sample");
+    return fail(m, kErrState, msg);
+  }
   return pack_all(m);
+}
+
+bool model_weights_released(const Model* m) {
+  for (int i = 0; i < m->params.size; ++i)
+    if (m->params[i].released) return true;
+  return false;
+}
+
+int model_release_host_weights(Model* m, size_t* released_bytes) {
+  if (released_bytes) *released_bytes = 0;
+  if (!m->finalized) return set_error(m, kErrState, Name("weights are not loaded"));
+  if (m->training_ready) return set_error(m, kErrState, Name("a model set up for training keeps its weights"));
+  for (int i = 0; i < m->params.size; ++i) {
+    Param& p = m->params[i];
+    if (!p.packed_only || p.released || !p.data) continue;
+    // A host-memory device reads parameters in place (dev == data); packed-only
+    // ones are never read that way, so dev goes too.
+    if (p.dev == p.data) p.dev = nullptr;
+    mb_free(p.data);
+    p.data = nullptr;
+    p.released = true;
+    if (released_bytes) *released_bytes += p.numel * sizeof(float);
+  }
+  return kOk;
 }
 
 // A device model's parameters as its ops read them (biases, norm weights,

@@ -60,6 +60,11 @@ struct Param {
   float* exp_avg_sq;
   float* ema;
   bool trainable;  // false for GaussianFourierProjection's fixed weight
+  // Conv/linear weights the kernels read only in packed form: `data` may be
+  // released after packing (model_release_host_weights) to halve a sampling
+  // model's memory; released ones are null and the model can no longer train.
+  bool packed_only;
+  bool released;
 };
 
 // An NHWC activation: `batch` images of h x w pixels, c channels each.
@@ -253,6 +258,14 @@ float* begin_pass(Model* m);
 int ensure_arena(Model* m, int batch, int height, int width, bool training, size_t bytes);
 // Repacks the weights after the parameters changed (an optimizer step, a load).
 int model_repack(Model* m);
+// Frees the torch-layout host copies of the weights that exist only to be
+// packed (conv and linear weights), once packed: what a model that only
+// samples needs is the packed copy. Afterwards the model refuses train_init
+// and repack, and those tensors read as absent. kErrState before finalize or
+// after train_init. `released_bytes` (may be null) gets what was freed.
+int model_release_host_weights(Model* m, size_t* released_bytes);
+// True when model_release_host_weights released anything.
+bool model_weights_released(const Model* m);
 
 // train.cpp
 int train_init(Model* m, bool ema);

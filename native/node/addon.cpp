@@ -43,6 +43,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                            InstanceMethod("readTensor", &ModelWrap::ReadTensor),
                            InstanceMethod("writeTensor", &ModelWrap::WriteTensor),
                            InstanceMethod("repack", &ModelWrap::Repack),
+                           InstanceMethod("releaseHostWeights", &ModelWrap::ReleaseHostWeights),
                            InstanceMethod("useCuda", &ModelWrap::UseCuda),
                            InstanceMethod("device", &ModelWrap::Device),
                        });
@@ -118,7 +119,13 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       Napi::RangeError::New(env, "parameter size mismatch").ThrowAsJavaScriptException();
       return env.Undefined();
     }
-    std::memcpy(mb_model_param_data(model_, index), data.Data(), numel * sizeof(float));
+    float* dst = mb_model_param_data(model_, index);
+    if (!dst) {
+      engine_error(env, 4, "this weight was released after packing to save memory: the model can only sample")
+          .ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    std::memcpy(dst, data.Data(), numel * sizeof(float));
     return env.Undefined();
   }
 
@@ -257,7 +264,12 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       return nullptr;
     }
     float* data = mb_model_tensor_data(model_, index, kind);
-    if (!data) engine_error(env, 4, "that tensor is not allocated (call trainInit first)").ThrowAsJavaScriptException();
+    if (!data)
+      engine_error(env, 4,
+                   kind == 0 && mb_model_weights_released(model_)
+                       ? "this weight was released after packing to save memory (loadPipeline does): load with loadUNet to read it"
+                       : "that tensor is not allocated (call trainInit first)")
+          .ThrowAsJavaScriptException();
     return data;
   }
 
@@ -285,6 +297,18 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     }
     std::memcpy(data, in.Data(), n * sizeof(float));
     return env.Undefined();
+  }
+
+  // releaseHostWeights(): frees the unpacked conv/linear weights; returns the bytes freed.
+  Napi::Value ReleaseHostWeights(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    const double result = mb_model_release_host_weights(model_);
+    if (result < 0) {
+      engine_error(env, (int)-result, mb_model_error(model_)).ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    return Napi::Number::New(env, result);
   }
 
   Napi::Value Repack(const Napi::CallbackInfo& info) {

@@ -67,6 +67,11 @@ export interface EngineModel {
   writeTensor(index: number, kind: TensorKind, data: Float32Array): void;
   /** Repacks the weights after writeTensor(…, 'param', …). */
   repack(): void;
+  /**
+   * Frees the unpacked copies of the packed (conv/linear) weights; returns the
+   * bytes freed. Afterwards trainInit and repack throw, and so does reading those params.
+   */
+  releaseHostWeights(): number;
 }
 
 export type TensorKind = 'param' | 'grad' | 'exp_avg' | 'exp_avg_sq' | 'ema';

@@ -68,6 +68,8 @@ export interface Exports {
   mb_model_ema_update(m: number, decay: number): void;
   mb_model_tensor_data(m: number, index: number, kind: number): number;
   mb_model_repack(m: number): number;
+  mb_model_release_host_weights(m: number): number;
+  mb_model_weights_released(m: number): number;
   mb_randn_philox(seedLo: number, seedHi: number, drawLo: number, drawHi: number, offset: number, n: number, out: number): void;
   mb_diffusion_step(
     coefficients: number,
@@ -227,8 +229,9 @@ class WasmModel implements EngineModel {
 
   setParam(index: number, data: Float32Array): void {
     const m = this.live();
+    if (!Number.isInteger(index) || index < 0 || index >= this.ex.mb_model_param_count(m)) throw new RangeError('parameter index out of range');
     const ptr = this.ex.mb_model_param_data(m, index);
-    if (!ptr) throw new RangeError('parameter index out of range');
+    if (!ptr) throw new EngineFailure(4, 'this weight was released after packing to save memory: the model can only sample');
     new Float32Array(this.ex.memory.buffer, ptr, data.length).set(data);
   }
 
@@ -371,7 +374,13 @@ class WasmModel implements EngineModel {
     if (!Number.isInteger(index) || index < 0 || index >= this.ex.mb_model_param_count(m) || !kinds.includes(kind))
       throw new RangeError('tensor index or kind out of range');
     const ptr = this.ex.mb_model_tensor_data(m, index, kinds.indexOf(kind));
-    if (!ptr) throw new EngineFailure(4, 'that tensor is not allocated (call trainInit first)');
+    if (!ptr)
+      throw new EngineFailure(
+        4,
+        kind === 'param' && this.ex.mb_model_weights_released(m)
+          ? 'this weight was released after packing to save memory (loadPipeline does): load with loadUNet to read it'
+          : 'that tensor is not allocated (call trainInit first)',
+      );
     let numel = 1;
     for (let d = 0, nd = this.ex.mb_model_param_ndim(m, index); d < nd; d++) numel *= this.ex.mb_model_param_dim(m, index, d);
     return { ptr, numel };
@@ -391,6 +400,12 @@ class WasmModel implements EngineModel {
   repack(): void {
     const status = this.ex.mb_model_repack(this.live());
     if (status !== 0) throw new EngineFailure(status, this.error());
+  }
+
+  releaseHostWeights(): number {
+    const result = this.ex.mb_model_release_host_weights(this.live());
+    if (result < 0) throw new EngineFailure(-result, this.error());
+    return result;
   }
 }
 

@@ -27,6 +27,14 @@ export interface LoadOptions {
   threads?: number;
   /** Refuse forwards whose activations need more than this many bytes (checked before allocating). */
   memoryLimitBytes?: number;
+  /**
+   * Keep the unpacked (torch-layout) copy of the conv and linear weights next
+   * to the packed one the kernels read. Needed to train, repack, export or
+   * read the weights back; without it a model holds its weights once, about
+   * half the memory. Default: true for loadUNet and createUNet, false for
+   * loadPipeline (a pipeline samples). See UNet2DModel.releaseWeights().
+   */
+  keepWeights?: boolean;
 }
 
 export interface ForwardOptions {
@@ -112,6 +120,20 @@ export class UNet2DModel {
   activationBytes(batch: number, height: number, width: number): number {
     try {
       return this.live().planBytes(batch, height, width);
+    } catch (e) {
+      throw engineError(e);
+    }
+  }
+
+  /**
+   * Frees the unpacked copy of the conv and linear weights, keeping only the
+   * packed one the kernels read: a model that only samples needs half the
+   * memory. Afterwards it still samples, but training, repacking and reading
+   * those weights back fail with a typed error. Returns the bytes freed.
+   */
+  releaseWeights(): number {
+    try {
+      return this.live().releaseHostWeights();
     } catch (e) {
       throw engineError(e);
     }
@@ -291,6 +313,7 @@ async function buildUNet(
     const table = engine.paramTable();
     await fill(engine, table);
     engine.finalize();
+    if (options.keepWeights === false) engine.releaseHostWeights();
     engine.setMemoryLimit(options.memoryLimitBytes ?? defaultMemoryLimit());
     return new UNet2DModel(config, backend, engine, table.reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0), !given);
   } catch (e) {

@@ -1,0 +1,81 @@
+// A sampling model holds its weights once: releaseWeights() / keepWeights:
+// false free the unpacked copy of the packed conv and linear weights. The
+// forward must not change by a bit, and everything that needs the unpacked
+// copy (training, repacking, reading the weights) must fail with a typed error.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { BackendError, DDPMScheduler, loadPipeline, loadUNet } from '../src/index.js';
+import { Trainer } from '../src/train/index.js';
+import { readSafetensorsFile, tensorToFloat32, tensorToInt64AsNumbers } from '../src/model/safetensors.js';
+import { engineOf } from '../src/train/engine_access.js';
+import { backendsUnderTest, fixturePath } from './helpers.js';
+
+const BACKENDS = await backendsUnderTest();
+
+async function forwardInput(name: string) {
+  const file = await readSafetensorsFile(fixturePath(`unet/${name}/forward.safetensors`));
+  return {
+    sample: tensorToFloat32(file, 'sample'),
+    shape: file.tensors.get('sample')!.shape,
+    timesteps: tensorToInt64AsNumbers(file, 'timestep'),
+    classLabels: file.tensors.has('class_labels') ? tensorToInt64AsNumbers(file, 'class_labels') : undefined,
+  };
+}
+
+for (const { label, options } of BACKENDS) {
+  test(`released weights on ${label}: the same forward bits, half the weight memory, typed errors for what needs them`, async () => {
+    const input = await forwardInput('class-cond');
+    const kept = await loadUNet(fixturePath('unet/class-cond'), options);
+    const released = await loadUNet(fixturePath('unet/class-cond'), { ...options, keepWeights: false });
+    try {
+      const expected = await kept.forward(input.sample, input.shape, input.timesteps, input.classLabels);
+      const got = await released.forward(input.sample, input.shape, input.timesteps, input.classLabels);
+      assert.deepEqual(got, expected, 'the forward reads only the packed weights');
+
+      // What was freed: exactly the conv and linear weights (4-d conv kernels, 2-d linear
+      // matrices), not the embedding tables (learned time table, class table) the forward reads.
+      const table = engineOf(kept).paramTable();
+      const embeddingTables = /^(time_proj|class_embedding)\.weight$/;
+      const freedNames = table.filter((p) => (p.shape.length === 4 || p.shape.length === 2) && !embeddingTables.test(p.name)).map((p) => p.name);
+      const engine = engineOf(released);
+      const unreadable = table.filter((_, i) => {
+        try {
+          engine.readTensor(i, 'param');
+          return false;
+        } catch {
+          return true;
+        }
+      }).map((p) => p.name);
+      assert.deepEqual(unreadable.sort(), freedNames.sort());
+      // biases, norms and embedding tables are read by the forward and stay
+      const bias = table.findIndex((p) => p.name === 'conv_in.bias');
+      assert.deepEqual(engine.readTensor(bias, 'param'), engineOf(kept).readTensor(bias, 'param'));
+
+      assert.equal(kept.releaseWeights() > 0, true, 'an explicit release frees bytes');
+      assert.equal(kept.releaseWeights(), 0, 'a second release frees nothing');
+      assert.throws(() => engineOf(released).repack(), /released/);
+      assert.throws(() => new Trainer({ unet: released, noiseScheduler: new DDPMScheduler(), optimizer: { lr: 1e-3 } }), /released/);
+      const weight = table.findIndex((p) => p.name === 'conv_in.weight');
+      assert.throws(() => engine.setParam(weight, new Float32Array(table[weight]!.shape.reduce((a, b) => a * b, 1))), /released/);
+    } finally {
+      kept.dispose();
+      released.dispose();
+    }
+  });
+}
+
+test('loadPipeline releases by default (it samples), keepWeights: true keeps them; a training model cannot release', async () => {
+  const pipeline = await loadPipeline(fixturePath('unet/tiny'), { backend: 'cpu' });
+  const kept = await loadPipeline(fixturePath('unet/tiny'), { backend: 'cpu', keepWeights: true });
+  try {
+    const index = engineOf(pipeline.unet).paramTable().findIndex((p) => p.name === 'conv_in.weight');
+    assert.throws(() => engineOf(pipeline.unet).readTensor(index, 'param'), /released/);
+    assert.equal(engineOf(kept.unet).readTensor(index, 'param').length > 0, true);
+    new Trainer({ unet: kept.unet, noiseScheduler: new DDPMScheduler(), optimizer: { lr: 1e-3 } });
+    assert.throws(() => kept.unet.releaseWeights(), (e: unknown) => e instanceof BackendError && /training keeps its weights/.test((e as Error).message));
+  } finally {
+    pipeline.unet.dispose();
+    kept.unet.dispose();
+  }
+});
