@@ -198,6 +198,15 @@ void add_into(Exec& ex, const Act& dst, const Act& src) {
 }
 
 // The backward walk. `dy` is d(loss)/d(UNet output) in NHWC.
+// table[index[b]] += rows[b]: the backward of a row lookup (embedding tables,
+// the learned time table). Indices were validated as integers in range.
+static void scatter_add_rows(float* table, int dim, const float* index, int batch, const float* rows) {
+  for (int b = 0; b < batch; ++b) {
+    float* row = table + (size_t)(int)index[b] * dim;
+    for (int c = 0; c < dim; ++c) row[c] += rows[(size_t)b * dim + c];
+  }
+}
+
 void run_backward(Exec& ex, const Act& dy, const float* timesteps, const float* class_cond) {
   Model* m = ex.m;
   ForwardSaved& saved = m->saved;
@@ -274,11 +283,7 @@ void run_backward(Exec& ex, const Act& dy, const float* timesteps, const float* 
   float* demb = ex.zeros((size_t)B * TE);
   if (ex.run()) silu_backward(saved.emb, d_silu_emb, (long long)B * TE, demb);
   if (m->class_embed == 1 && ex.run()) {
-    float* table = G(ex, m->class_table);
-    for (int b = 0; b < B; ++b) {
-      float* row = table + (size_t)(int)class_cond[b] * TE;
-      for (int c = 0; c < TE; ++c) row[c] += demb[(size_t)b * TE + c];
-    }
+    scatter_add_rows(G(ex, m->class_table), TE, class_cond, B, demb);
   } else if (m->class_embed == 2) {
     float* dc_hidden_act = ex.zeros((size_t)B * TE);
     float* c_hidden_act = ex.arena->alloc((size_t)B * TE);
@@ -290,13 +295,7 @@ void run_backward(Exec& ex, const Act& dy, const float* timesteps, const float* 
     const bool class_rows = m->time_embedding_type == 2;
     float* dc_proj = class_rows ? ex.zeros((size_t)B * m->time_proj_dim) : nullptr;
     linear_backward(ex, m->class_linear_1, saved.c_proj, B, dc_hidden, dc_proj);
-    if (class_rows && ex.run()) {
-      float* table = G(ex, m->time_proj_weight);
-      for (int b = 0; b < B; ++b) {
-        float* row = table + (size_t)(int)class_cond[b] * m->time_proj_dim;
-        for (int c = 0; c < m->time_proj_dim; ++c) row[c] += dc_proj[(size_t)b * m->time_proj_dim + c];
-      }
-    }
+    if (class_rows && ex.run()) scatter_add_rows(G(ex, m->time_proj_weight), m->time_proj_dim, class_cond, B, dc_proj);
   }
   float* demb_hidden_act = ex.zeros((size_t)B * TE);
   float* emb_hidden_act = ex.arena->alloc((size_t)B * TE);
@@ -307,13 +306,7 @@ void run_backward(Exec& ex, const Act& dy, const float* timesteps, const float* 
   const bool learned = m->time_embedding_type == 2;
   float* dt_proj = learned ? ex.zeros((size_t)B * m->time_proj_dim) : nullptr;
   linear_backward(ex, m->time_linear_1, saved.t_proj, B, demb_hidden, dt_proj);
-  if (learned && ex.run()) {
-    float* table = G(ex, m->time_proj_weight);
-    for (int b = 0; b < B; ++b) {
-      float* row = table + (size_t)(int)timesteps[b] * m->time_proj_dim;
-      for (int c = 0; c < m->time_proj_dim; ++c) row[c] += dt_proj[(size_t)b * m->time_proj_dim + c];
-    }
-  }
+  if (learned && ex.run()) scatter_add_rows(G(ex, m->time_proj_weight), m->time_proj_dim, timesteps, B, dt_proj);
 }
 
 // Forward + backward in one pass of the arena (planning or running).
