@@ -167,6 +167,7 @@ void* mb_alloc(size_t bytes) { return allocate(bytes); }
 void mb_free(void* ptr) { release(ptr); }
 void mb_copy(void* dst, const void* src, size_t bytes) { __builtin_memcpy(dst, src, bytes); }
 void mb_zero(void* dst, size_t bytes) { __builtin_memset(dst, 0, bytes); }
+void mb_return_free_memory() {}
 
 #if !MB_WASM_THREADS
 // Single-threaded build: the caller does all the work.

@@ -9,6 +9,9 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -25,6 +28,11 @@ void* mb_alloc(size_t bytes) {
 void mb_free(void* ptr) { free(ptr); }
 void mb_copy(void* dst, const void* src, size_t bytes) { memcpy(dst, src, bytes); }
 void mb_zero(void* dst, size_t bytes) { memset(dst, 0, bytes); }
+void mb_return_free_memory() {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
+}
 
 namespace {
 

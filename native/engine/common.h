@@ -17,6 +17,9 @@ void* mb_alloc(size_t bytes);
 void mb_free(void* ptr);
 void mb_copy(void* dst, const void* src, size_t bytes);
 void mb_zero(void* dst, size_t bytes);
+// Hands freed heap memory back to the OS where the allocator keeps it (glibc);
+// a no-op elsewhere (wasm linear memory never shrinks).
+void mb_return_free_memory();
 
 inline int imin(int a, int b) { return a < b ? a : b; }
 inline int imax(int a, int b) { return a > b ? a : b; }

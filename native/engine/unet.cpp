@@ -457,6 +457,7 @@ int model_release_host_weights(Model* m, size_t* released_bytes) {
     p.released = true;
     if (released_bytes) *released_bytes += p.numel * sizeof(float);
   }
+  mb_return_free_memory();
   return kOk;
 }
 
