@@ -7,8 +7,8 @@
 //   peak       the resident high-water mark during sampling (VmHWM, reset
 //              through /proc/self/clear_refs once the model is loaded)
 //   arena      the engine's activation arena for batch 1 at 32x32
-//   released   the unpacked weight copies freed after packing, as loadPipeline
-//              does for a sampling model (UNet2DModel.releaseWeights)
+// The model is created with keepWeights: false, as loadPipeline loads a
+// sampling model: each unpacked weight is freed once its layer is packed.
 // and the footprint = peak - baseline, which the target bounds.
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -33,7 +33,6 @@ interface ChildReport {
   baselineMB: number;
   loadedMB: number;
   peakMB: number;
-  releasedMB: number;
 }
 
 /** A /proc/self/status field in MB (Linux only). */
@@ -50,9 +49,9 @@ async function child(backend: BackendName, steps: number): Promise<ChildReport> 
   if (!gc) throw new Error('run with --expose-gc');
   gc();
   const baselineMB = statusMB('VmRSS');
-  const unet = await createUNet(CIFAR10_CONFIG, { backend, seed: 1 });
-  // What a sampling model holds (loadPipeline's default): the packed weights only.
-  const releasedMB = unet.releaseWeights() / MB;
+  // What a sampling model holds (loadPipeline's default): the packed weights only,
+  // each unpacked weight freed as soon as its layer is packed.
+  const unet = await createUNet(CIFAR10_CONFIG, { backend, seed: 1, keepWeights: false });
   gc();
   const loadedMB = statusMB('VmRSS');
   writeFileSync('/proc/self/clear_refs', '5'); // resets VmHWM to the current RSS
@@ -66,7 +65,6 @@ async function child(backend: BackendName, steps: number): Promise<ChildReport> 
     baselineMB: round(baselineMB),
     loadedMB: round(loadedMB),
     peakMB: round(peakMB),
-    releasedMB: round(releasedMB),
   };
   unet.dispose();
   return report;

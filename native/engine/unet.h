@@ -210,7 +210,11 @@ struct Model {
   ConvLayer conv_out;
 
   int max_channels = 0;  // widest activation; sizes the zero row
-  float* packed_storage = nullptr;
+  // The packed weights, one block per packing step in packing order (a repack
+  // reuses them in the same order): separate blocks, so that a model that
+  // releases its unpacked weights as it packs never holds both copies whole.
+  Vec<float*> packed_blocks;
+  bool release_on_pack = false;  // set by model_release_host_weights before finalize
   bool finalized = false;
 
   // Activation arena, planned per (batch, height, width).
@@ -259,10 +263,13 @@ int ensure_arena(Model* m, int batch, int height, int width, bool training, size
 // Repacks the weights after the parameters changed (an optimizer step, a load).
 int model_repack(Model* m);
 // Frees the torch-layout host copies of the weights that exist only to be
-// packed (conv and linear weights), once packed: what a model that only
-// samples needs is the packed copy. Afterwards the model refuses train_init
-// and repack, and those tensors read as absent. kErrState before finalize or
-// after train_init. `released_bytes` (may be null) gets what was freed.
+// packed (conv and linear weights): what a model that only samples needs is
+// the packed copy. Before finalize it marks the model to free each weight as
+// soon as its layer is packed (the peak then never holds both copies: wasm
+// memory cannot shrink afterwards); after, it frees them at once. Afterwards
+// the model refuses train_init and repack, and those tensors read as absent.
+// kErrState after train_init. `released_bytes` (may be null) gets what was
+// freed now.
 int model_release_host_weights(Model* m, size_t* released_bytes);
 // True when model_release_host_weights released anything.
 bool model_weights_released(const Model* m);

@@ -69,7 +69,9 @@ export interface EngineModel {
   repack(): void;
   /**
    * Frees the unpacked copies of the packed (conv/linear) weights; returns the
-   * bytes freed. Afterwards trainInit and repack throw, and so does reading those params.
+   * bytes freed now. Before finalize() it marks them to be freed as each layer
+   * is packed (and returns 0). Afterwards trainInit and repack throw, and so
+   * does reading those params.
    */
   releaseHostWeights(): number;
 }

@@ -312,8 +312,10 @@ async function buildUNet(
   try {
     const table = engine.paramTable();
     await fill(engine, table);
-    engine.finalize();
+    // Before finalize: each weight is freed as soon as its layer is packed, so
+    // the two copies never coexist whole (wasm memory cannot shrink later).
     if (options.keepWeights === false) engine.releaseHostWeights();
+    engine.finalize();
     engine.setMemoryLimit(options.memoryLimitBytes ?? defaultMemoryLimit());
     return new UNet2DModel(config, backend, engine, table.reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0), !given);
   } catch (e) {
