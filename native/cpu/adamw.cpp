@@ -1,5 +1,6 @@
 // The optimizer's per-tensor updates on the CPU: AdamW (torch.optim.AdamW's
-// single-tensor float32 order of operations) and the EMA of the weights.
+// single-tensor float32 order of operations), the EMA of the weights, and
+// the squared sums the global gradient norm (gradient clipping) adds up.
 // engine/train.cpp computes the per-step coefficients and walks the tensors.
 #include "../engine/mathf.h"
 #include "ops.h"
@@ -33,6 +34,12 @@ void adamw_update(float* w, float* exp_avg, float* exp_avg_sq, const float* grad
 
 void ema_update(float* ema, const float* w, size_t n, float one_minus_decay) {
   for (size_t k = 0; k < n; ++k) ema[k] = ema[k] - one_minus_decay * (ema[k] - w[k]);
+}
+
+void sum_squares(const float* x, size_t n, double* out) {
+  double sum = 0;
+  for (size_t k = 0; k < n; ++k) sum += (double)x[k] * x[k];
+  out[0] = sum;
 }
 
 }  // namespace mb

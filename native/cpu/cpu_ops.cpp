@@ -11,7 +11,13 @@ void* host_alloc(size_t bytes) { return mb_alloc(bytes); }
 void host_free(void* p) { mb_free(p); }
 size_t host_available() { return 0; }
 void host_copy(void* dst, const void* src, size_t bytes) { mb_copy(dst, src, bytes); }
-void host_zero(void* dst, size_t bytes) { mb_zero(dst, bytes); }
+// Gradient buffers are large: whole floats are cleared on the thread pool.
+void host_zero(void* dst, size_t bytes) {
+  if (bytes % sizeof(float) == 0)
+    zero_floats(static_cast<float*>(dst), bytes / sizeof(float));
+  else
+    mb_zero(dst, bytes);
+}
 int host_sync() { return kOk; }
 const char* host_error() { return ""; }
 
@@ -81,6 +87,7 @@ const Ops kCpuOps = {
     host_copy,
     host_copy,
     host_zero,
+    host_copy,
     host_sync,
     host_error,
     cpu_conv_packed_floats,
@@ -99,12 +106,16 @@ const Ops kCpuOps = {
     timestep_embedding,
     fourier_embedding,
     cpu_gather_rows,
+    scatter_add_rows,
     silu_forward,
     add_forward,
     dropout_apply,
     randn_philox,
     add_noise,
     cpu_diffusion_step,
+    diffusion_loss,
+    divide_scalar,
+    add_broadcast_backward,
     conv2d_backward_scratch_floats,
     cpu_conv2d_backward_data,
     conv2d_backward_weights_scratch_floats,
@@ -119,6 +130,7 @@ const Ops kCpuOps = {
     silu_backward,
     adamw_update,
     ema_update,
+    sum_squares,
 };
 
 }  // namespace

@@ -16,6 +16,10 @@ void add_forward(const float* a, const float* b, long long n, float* y) {
   });
 }
 
+void divide_scalar(const float* x, float divisor, long long n, float* y) {
+  for (long long i = 0; i < n; ++i) y[i] = x[i] / divisor;
+}
+
 void zero_floats(float* x, size_t n) {
   constexpr size_t kChunk = 1 << 16;
   parallel_ranges((int)((n + kChunk - 1) / kChunk), 1, [&](int c0, int c1) {
@@ -29,6 +33,17 @@ void silu_backward(const float* x, const float* dy, long long n, float* dx) {
     const float sig = 1.0f / (1.0f + exp_f32(-x[i]));
     dx[i] += dy[i] * (sig * (1.0f + x[i] * (1.0f - sig)));
   }
+}
+
+// One sample per task; within it each channel's sum runs over the pixels in order.
+void add_broadcast_backward(const float* dy, int batch, int pixels, int channels, float* dbias) {
+  parallel_for(batch, 1, [&](int b) {
+    float* row = dbias + (size_t)b * channels;
+    for (int p = 0; p < pixels; ++p) {
+      const float* g = dy + ((size_t)b * pixels + p) * channels;
+      for (int c = 0; c < channels; ++c) row[c] += g[c];
+    }
+  });
 }
 
 bool has_non_finite(const float* x, long long n) {

@@ -49,4 +49,13 @@ void embedding_lookup(const float* table, int dim, const int* index, int batch, 
   for (int b = 0; b < batch; ++b) mb_copy(out + (size_t)b * dim, table + (size_t)index[b] * dim, sizeof(float) * dim);
 }
 
+// The backward of a row lookup, in order of b: repeated indices add in the
+// order the CUDA kernel adds them too.
+void scatter_add_rows(float* table, int dim, const float* index, int batch, const float* rows) {
+  for (int b = 0; b < batch; ++b) {
+    float* row = table + (size_t)(int)index[b] * dim;
+    for (int c = 0; c < dim; ++c) row[c] += rows[(size_t)b * dim + c];
+  }
+}
+
 }  // namespace mb

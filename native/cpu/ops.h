@@ -178,6 +178,10 @@ void timestep_embedding(const float* timesteps, int batch, int dim, bool flip_si
 void fourier_embedding(const float* timesteps, int batch, const float* weight, int n, float* out);
 // Rows of an embedding table: out[b] = table[index[b]].
 void embedding_lookup(const float* table, int dim, const int* index, int batch, float* out);
+// The backward of a row lookup (class tables, the learned time table):
+// table[(int)index[b]] += rows[b], b in order, the indices floats already
+// validated as integers in range (they may repeat).
+void scatter_add_rows(float* table, int dim, const float* index, int batch, const float* rows);
 
 // ---------------------------------------------------------------------------
 // diffusion_step.cpp: the fused per-element DDPM/DDIM step (the C++ twin of
@@ -209,6 +213,24 @@ void diffusion_step(const StepCoefficients& c, const StepLayout& layout, const f
 // x_t = sqrt(a_t) * x0 + sqrt(1 - a_t) * noise, with per-sample coefficients.
 void add_noise(const float* x0, const float* noise, const float* sqrt_alpha_prod, const float* sqrt_one_minus_alpha_prod,
                int batch, int sample_size, float* out);
+// The training loss and its gradient: per sample b, w_b * mean((out - target)^2)
+// where out is the UNet output (NHWC, divided by t for fourier embeddings) and
+// target the noise (epsilon), x0 (sample) or sa * noise - sb * x0 (v_prediction),
+// both NCHW. Writes dy = d(mean over samples of the loss)/d(UNet output) (NHWC)
+// and each sample's sum of squared errors into sample_sums[b] (double, summed
+// pixel by pixel, channel by channel); the caller forms the loss from those.
+enum DiffusionTarget { kTargetEpsilon = 0, kTargetSample = 1, kTargetV = 2 };
+struct DiffusionLossArgs {
+  int batch = 1, channels = 1, pixels = 1;
+  int target = kTargetEpsilon;
+  const float* x0 = nullptr;     // NCHW
+  const float* noise = nullptr;  // NCHW
+  const float* sqrt_alpha_prod = nullptr;            // [batch]
+  const float* sqrt_one_minus_alpha_prod = nullptr;  // [batch]
+  const float* loss_weights = nullptr;  // [batch], or null for 1
+  const float* divisors = nullptr;      // [batch] timesteps when the output is divided by t (fourier), or null
+};
+void diffusion_loss(const float* out, const DiffusionLossArgs& a, float* dy, double* sample_sums);
 
 // ---------------------------------------------------------------------------
 // noise.cpp: standard normal noise from Philox4x32-10, bit-identical on every
@@ -228,6 +250,8 @@ struct AdamwCoefs {
 void adamw_update(float* w, float* exp_avg, float* exp_avg_sq, const float* grad, size_t n, const AdamwCoefs& c);
 // ema -= (1 - decay) (ema - w)
 void ema_update(float* ema, const float* w, size_t n, float one_minus_decay);
+// out[0] = sum of x[i]^2, accumulated in double in index order (a term of the global gradient norm).
+void sum_squares(const float* x, size_t n, double* out);
 
 // ---------------------------------------------------------------------------
 // elementwise.cpp
@@ -235,6 +259,11 @@ void silu_forward(const float* x, long long n, float* y);
 // dx += dy * silu'(x)
 void silu_backward(const float* x, const float* dy, long long n, float* dx);
 void add_forward(const float* a, const float* b, long long n, float* y);
+// y = x / divisor (a block's output_scale_factor, in the backward)
+void divide_scalar(const float* x, float divisor, long long n, float* y);
+// dbias[b][c] += sum over pixels of dy[b][p][c]: the backward of adding a
+// per-sample vector to every pixel (a resnet's time embedding), pixels in order.
+void add_broadcast_backward(const float* dy, int batch, int pixels, int channels, float* dbias);
 // x[0..n) = 0, in parallel (gradient buffers are large)
 void zero_floats(float* x, size_t n);
 // Any NaN or Inf in x? (input validation)

@@ -7,11 +7,10 @@
 // epilogue (bias, per-sample bias, residual, divisor) is fused into the store
 // in the CPU's order, so only the K-sum's rounding differs from the CPU.
 //
-// Weights are packed once at load as a plain K x N row-major matrix (Winograd
-// is a CPU-side choice; the flag is ignored here). The backward (dX, dW, db)
+// Weights are packed on the device, from the parameters' device copies, as a
+// plain K x N row-major matrix (Winograd is a CPU-side choice; the flag is
+// ignored here): at load, and after every optimizer step. The backward (dX, dW, db)
 // follows at the end.
-#include <vector>
-
 #include "cuda_common.cuh"
 
 namespace mb {
@@ -409,6 +408,27 @@ int weight_grad_splits(long long M, int N, int K) {
   return splits < 1 ? 1 : (int)splits;
 }
 
+// Up to three torch-layout sources (in device memory) stacked along the
+// output channels, as the q|k|v projections are fused.
+struct PackSources {
+  WeightSource src[3];
+  int first_n[3];
+  int num_sources, cout, cin, taps;
+};
+
+// packed[(tap * cin + ci) * cout + n] = weight n of its source at (ci, tap).
+__global__ void pack_kernel(PackSources ps, size_t total, float* packed) {
+  MB_GRID_STRIDE(i, total) {
+    const int n = (int)(i % (size_t)ps.cout);
+    const size_t row = i / (size_t)ps.cout;
+    const int ci = (int)(row % (size_t)ps.cin), t = (int)(row / (size_t)ps.cin);
+    int s = 0;
+    while (s + 1 < ps.num_sources && n >= ps.first_n[s + 1]) ++s;
+    const WeightSource& src = ps.src[s];
+    packed[i] = src.data[(n - ps.first_n[s]) * src.stride_n + ci * src.stride_ci + t * src.stride_tap];
+  }
+}
+
 }  // namespace
 
 size_t conv_packed_floats(int cout, int cin, int k, bool) {
@@ -417,26 +437,27 @@ size_t conv_packed_floats(int cout, int cin, int k, bool) {
 
 void pack_conv(PackedWeights* packed, float* storage, const WeightSource* sources, const int* couts, int num_sources,
                int cin, int k, bool) {
+  PackSources ps;
   int cout = 0;
-  for (int s = 0; s < num_sources; ++s) cout += couts[s];
-  const int taps = k * k;
-  const size_t K = (size_t)taps * cin;
-  std::vector<float> host(K * (size_t)cout);
-  int n = 0;
-  for (int s = 0; s < num_sources; ++s) {
-    const WeightSource& src = sources[s];
-    for (int nn = 0; nn < couts[s]; ++nn, ++n)
-      for (int t = 0; t < taps; ++t)
-        for (int ci = 0; ci < cin; ++ci)
-          host[((size_t)t * cin + ci) * cout + n] = src.data[nn * src.stride_n + ci * src.stride_ci + t * src.stride_tap];
+  for (int s = 0; s < num_sources && s < 3; ++s) {
+    ps.src[s] = sources[s];
+    ps.first_n[s] = cout;
+    cout += couts[s];
   }
-  upload(storage, host.data(), host.size() * sizeof(float));  // staged before it returns: host may go
+  ps.num_sources = num_sources < 3 ? num_sources : 3;
+  ps.cout = cout;
+  ps.cin = cin;
+  ps.taps = k * k;
   packed->data = storage;
   packed->cout = cout;
   packed->cin = cin;
   packed->kh = packed->kw = k;
   packed->nr = 0;
   packed->winograd = false;
+  const size_t total = (size_t)ps.taps * cin * cout;
+  if (!total || !begin_launch()) return;
+  MB_LAUNCH(pack_kernel, grid_for(total), kThreads)(ps, total, storage);
+  check_launch("pack_conv");
 }
 
 size_t conv_scratch_floats(const ConvGeometry&, int, int, int, bool) { return 0; }

@@ -72,12 +72,14 @@ inline bool begin_launch() {
 
 // Memory (device.cu). Allocation failures return null (the caller reports
 // out of memory); copies and fills are queued on stream(); download waits.
+// copy is device to device.
 void* device_alloc(size_t bytes);
 void device_free(void* p);
 size_t device_available();
 void upload(void* dst, const void* host_src, size_t bytes);
 void download(void* host_dst, const void* src, size_t bytes);
 void zero(void* dst, size_t bytes);
+void copy(void* dst, const void* src, size_t bytes);
 int device_count(char* reason, int reason_len);
 int select_device(int device, char* reason, int reason_len);
 
@@ -135,13 +137,17 @@ void concat_channels_backward(const float* dy, int ca, int cb, int pixels, float
 void timestep_embedding(const float* timesteps, int batch, int dim, bool flip_sin_to_cos, float freq_shift, float* out);
 void fourier_embedding(const float* timesteps, int batch, const float* weight, int n, float* out);
 void gather_rows(const float* table, int dim, const float* index, int batch, float* out, bool accumulate);
+void scatter_add_rows(float* table, int dim, const float* index, int batch, const float* rows);
 // elementwise.cu
 void silu_forward(const float* x, long long n, float* y);
 void add_forward(const float* a, const float* b, long long n, float* y);
 void silu_backward(const float* x, const float* dy, long long n, float* dx);
+void divide_scalar(const float* x, float divisor, long long n, float* y);
+void add_broadcast_backward(const float* dy, int batch, int pixels, int channels, float* dbias);
 // adamw.cu
 void adamw_update(float* w, float* exp_avg, float* exp_avg_sq, const float* grad, size_t n, const AdamwCoefs& c);
 void ema_update(float* ema, const float* w, size_t n, float one_minus_decay);
+void sum_squares(const float* x, size_t n, double* out);
 // noise.cu
 void randn_philox(uint64_t seed, uint64_t draw, uint64_t offset, long long n, float* out);
 void dropout_apply(uint64_t seed, uint64_t stream, float p, const float* x, long long n, float* y);
@@ -150,6 +156,7 @@ void add_noise(const float* x0, const float* noise, const float* sqrt_alpha_prod
                int batch, int sample_size, float* out);
 int diffusion_step(const StepCoefficients& c, const StepLayout& layout, const float* model_output, const float* sample,
                    const float* noise, float* prev_sample, float* pred_original_sample);
+void diffusion_loss(const float* out, const DiffusionLossArgs& a, float* dy, double* sample_sums);
 
 }  // namespace cuda
 }  // namespace mb

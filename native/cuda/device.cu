@@ -126,6 +126,11 @@ void download(void* dst, const void* src, size_t bytes) {
     record(cudaStreamSynchronize(stream()), "kernel execution before a copy back (cudaStreamSynchronize)");
 }
 
+void copy(void* dst, const void* src, size_t bytes) {
+  if (!bytes || !begin_launch()) return;
+  record(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream()), "cudaMemcpy device to device");
+}
+
 void zero(void* dst, size_t bytes) {
   if (!bytes || !begin_launch()) return;
   record(cudaMemsetAsync(dst, 0, bytes, stream()), "cudaMemset");

@@ -1,4 +1,4 @@
-// The fused DDPM/DDIM step and add_noise on the GPU, the twins of
+// The fused DDPM/DDIM step, add_noise and the training loss on the GPU, the twins of
 // cpu/diffusion_step.cpp (and src/schedulers/step_kernel.ts): one thread per
 // element does predicted x0, the clip, the previous sample and the variance
 // noise with the same float32 operations in the same order (--fmad=false),
@@ -72,6 +72,45 @@ __global__ void add_noise_kernel(const float* x0, const float* noise, const floa
   }
 }
 
+constexpr int kLossThreads = 256;
+
+// One block per sample: each element's gradient with the CPU's expressions
+// (bit-identical), and the sample's squared sum in double through a tree in
+// shared memory (the CPU sums sequentially: only double rounding differs).
+__global__ void __launch_bounds__(kLossThreads) diffusion_loss_kernel(const float* out, DiffusionLossArgs a, float* dy,
+                                                                      double* sample_sums) {
+  __shared__ double partial[kLossThreads];
+  const int b = blockIdx.x, C = a.channels, pixels = a.pixels;
+  const size_t per_sample = (size_t)C * pixels;
+  const float weight = a.loss_weights ? a.loss_weights[b] : 1.0f;
+  const float inv_t = a.divisors ? 1.0f / a.divisors[b] : 1.0f;
+  const float sa = a.sqrt_alpha_prod[b], sb = a.sqrt_one_minus_alpha_prod[b];
+  double sum = 0;
+  for (size_t e = threadIdx.x; e < per_sample; e += kLossThreads) {
+    const size_t p = e / (size_t)C, c = e % (size_t)C;
+    const size_t nhwc = (size_t)b * per_sample + e;
+    const size_t nchw = ((size_t)b * C + c) * pixels + p;
+    const float o = a.divisors ? out[nhwc] / a.divisors[b] : out[nhwc];
+    float target;
+    if (a.target == kTargetEpsilon)
+      target = a.noise[nchw];
+    else if (a.target == kTargetSample)
+      target = a.x0[nchw];
+    else
+      target = sa * a.noise[nchw] - sb * a.x0[nchw];
+    const float diff = o - target;
+    sum += (double)diff * diff;
+    dy[nhwc] = (float)(2.0 * weight * diff / ((double)a.batch * per_sample)) * inv_t;
+  }
+  partial[threadIdx.x] = sum;
+  __syncthreads();
+  for (int half = kLossThreads / 2; half > 0; half /= 2) {
+    if ((int)threadIdx.x < half) partial[threadIdx.x] += partial[threadIdx.x + half];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) sample_sums[b] = partial[0];
+}
+
 }  // namespace
 
 int diffusion_step(const StepCoefficients& c, const StepLayout& layout, const float* model_output, const float* sample,
@@ -92,6 +131,12 @@ void add_noise(const float* x0, const float* noise, const float* sqrt_alpha_prod
   MB_LAUNCH(add_noise_kernel, grid_for(total), kThreads)(x0, noise, sqrt_alpha_prod, sqrt_one_minus_alpha_prod,
                                                                (size_t)sample_size, total, out);
   check_launch("add_noise");
+}
+
+void diffusion_loss(const float* out, const DiffusionLossArgs& a, float* dy, double* sample_sums) {
+  if (a.batch <= 0 || !begin_launch()) return;
+  MB_LAUNCH_SYNC(diffusion_loss_kernel, (unsigned)a.batch, kLossThreads)(out, a, dy, sample_sums);
+  check_launch("diffusion_loss");
 }
 
 }  // namespace cuda

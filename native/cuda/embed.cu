@@ -46,6 +46,14 @@ __global__ void gather_kernel(const float* table, int dim, const float* index, i
   }
 }
 
+// One thread per column walks the batch in order, so repeated indices add
+// in the CPU's order (no atomics: the sums are bit-identical).
+__global__ void scatter_add_kernel(float* table, int dim, const float* index, int batch, const float* rows) {
+  MB_GRID_STRIDE(c, (size_t)dim) {
+    for (int b = 0; b < batch; ++b) table[(size_t)(int)index[b] * dim + c] += rows[(size_t)b * dim + c];
+  }
+}
+
 }  // namespace
 
 void timestep_embedding(const float* timesteps, int batch, int dim, bool flip_sin_to_cos, float freq_shift, float* out) {
@@ -71,6 +79,15 @@ void gather_rows(const float* table, int dim, const float* index, int batch, flo
   if (batch <= 0 || dim <= 0 || !begin_launch()) return;
   MB_LAUNCH(gather_kernel, grid_for((size_t)batch * dim), kThreads)(table, dim, index, batch, out, accumulate);
   check_launch("gather_rows");
+}
+
+// ---------------------------------------------------------------------------
+// Backward.
+
+void scatter_add_rows(float* table, int dim, const float* index, int batch, const float* rows) {
+  if (batch <= 0 || dim <= 0 || !begin_launch()) return;
+  MB_LAUNCH(scatter_add_kernel, grid_for((size_t)dim), kThreads)(table, dim, index, batch, rows);
+  check_launch("scatter_add_rows");
 }
 
 }  // namespace cuda

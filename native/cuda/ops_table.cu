@@ -17,6 +17,7 @@ const Ops kCudaOps = {
     cuda::upload,
     cuda::download,
     cuda::zero,
+    cuda::copy,
     sync_entry,
     error_entry,
     cuda::conv_packed_floats,
@@ -35,12 +36,16 @@ const Ops kCudaOps = {
     cuda::timestep_embedding,
     cuda::fourier_embedding,
     cuda::gather_rows,
+    cuda::scatter_add_rows,
     cuda::silu_forward,
     cuda::add_forward,
     cuda::dropout_apply,
     cuda::randn_philox,
     cuda::add_noise,
     cuda::diffusion_step,
+    cuda::diffusion_loss,
+    cuda::divide_scalar,
+    cuda::add_broadcast_backward,
     cuda::conv2d_backward_data_scratch_floats,
     cuda::conv2d_backward_data,
     cuda::conv2d_backward_weights_scratch_floats,
@@ -55,6 +60,7 @@ const Ops kCudaOps = {
     cuda::silu_backward,
     cuda::adamw_update,
     cuda::ema_update,
+    cuda::sum_squares,
 };
 }  // namespace
 

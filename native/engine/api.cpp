@@ -2,6 +2,7 @@
 #include "api.h"
 
 #include "../cpu/ops.h"
+#include "ops.h"
 #include "philox.h"
 #include "unet.h"
 
@@ -33,8 +34,10 @@ MB_API int mb_model_param_dim(Model* m, int index, int axis) {
   if (!valid_param(m, index) || axis < 0 || axis >= m->params[index].ndim) return 0;
   return m->params[index].shape[axis];
 }
+// The host copy, brought up to date when an optimizer step on a device left it behind.
 MB_API float* mb_model_param_data(Model* m, int index) {
-  return valid_param(m, index) ? m->params[index].data : nullptr;
+  if (!valid_param(m, index) || mb::sync_host_params(m) != mb::kOk) return nullptr;
+  return m->params[index].data;
 }
 
 MB_API int mb_model_finalize(Model* m) { return mb::model_finalize(m); }
@@ -153,16 +156,6 @@ MB_API int mb_model_train_init(Model* m, int ema) {
     int i = 0;
     for (; msg[i]; ++i) m->error[i] = msg[i];
     m->error[i] = 0;
-  } else if (status == mb::kErrUnsupported) {
-    const char* msg = "training runs on the cpu backend only for now (the cuda backward is not implemented)";
-    int i = 0;
-    for (; msg[i]; ++i) m->error[i] = msg[i];
-    m->error[i] = 0;
-  } else if (status == mb::kErrOutOfMemory) {
-    const char* msg = "out of memory allocating the optimizer state";
-    int i = 0;
-    for (; msg[i]; ++i) m->error[i] = msg[i];
-    m->error[i] = 0;
   }
   return status;
 }
@@ -177,24 +170,34 @@ MB_API int mb_model_train_step(Model* m, int batch, int channels, int height, in
   return mb::train_step(m, b, loss_out);
 }
 
-MB_API void mb_model_zero_grad(Model* m) { mb::zero_grad(m); }
-MB_API double mb_model_grad_norm(Model* m) { return mb::grad_norm(m); }
+MB_API int mb_model_zero_grad(Model* m) { return mb::zero_grad(m); }
+MB_API double mb_model_grad_norm(Model* m) {
+  double norm = 0;
+  return mb::grad_norm(m, &norm) == mb::kOk ? norm : -1.0;
+}
 MB_API int mb_model_adamw_step(Model* m, double lr, double beta1, double beta2, double eps, double weight_decay,
                                double step, double grad_scale) {
   return mb::adamw_step(m, lr, beta1, beta2, eps, weight_decay, step, grad_scale);
 }
-MB_API void mb_model_ema_update(Model* m, double decay) { mb::ema_update(m, decay); }
+MB_API int mb_model_ema_update(Model* m, double decay) { return mb::ema_update(m, decay); }
 MB_API float* mb_model_tensor_data(Model* m, int index, int kind) {
   if (index < 0 || index >= m->params.size) return nullptr;
+  if (m->ops->device_memory && kind != 0) return nullptr;  // in device memory: mb_model_read_tensor
   mb::Param& p = m->params[index];
   switch (kind) {
-    case 0: return p.data;
+    case 0: return mb::sync_host_params(m) == mb::kOk ? p.data : nullptr;
     case 1: return p.grad;
     case 2: return p.exp_avg;
     case 3: return p.exp_avg_sq;
     case 4: return p.ema;
     default: return nullptr;
   }
+}
+MB_API int mb_model_read_tensor(Model* m, int index, int kind, float* out) {
+  return mb::model_read_tensor(m, index, kind, out);
+}
+MB_API int mb_model_write_tensor(Model* m, int index, int kind, const float* data) {
+  return mb::model_write_tensor(m, index, kind, data);
 }
 MB_API int mb_model_repack(Model* m) { return mb::model_repack(m); }
 MB_API double mb_model_release_host_weights(Model* m) {

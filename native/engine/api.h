@@ -38,19 +38,27 @@ MB_API int mb_model_capture_dim(mb::Model* m, int index, int axis);
 MB_API const float* mb_model_capture_data(mb::Model* m, int index);
 MB_API void mb_model_delete(mb::Model* m);
 
-// Training (native/engine/train.cpp). Tensor kinds for mb_model_tensor_data:
-// 0 param, 1 grad, 2 exp_avg, 3 exp_avg_sq, 4 ema (null until allocated).
+// Training (native/engine/train.cpp), on the model's device. Tensor kinds:
+// 0 param, 1 grad, 2 exp_avg, 3 exp_avg_sq, 4 ema. Device failures are
+// kErrDevice with the message in mb_model_error().
 MB_API int mb_model_train_init(mb::Model* m, int ema);
 MB_API int mb_model_train_step(mb::Model* m, int batch, int channels, int height, int width, const float* x0,
                                const float* noise, const float* timesteps, const float* sqrt_alpha_prod,
                                const float* sqrt_one_minus_alpha_prod, const float* class_cond, int class_cond_len,
                                int target, const float* loss_weights, double dropout_seed, float* loss_out);
-MB_API void mb_model_zero_grad(mb::Model* m);
+MB_API int mb_model_zero_grad(mb::Model* m);
+// The global gradient norm, or -1 on a device failure.
 MB_API double mb_model_grad_norm(mb::Model* m);
 MB_API int mb_model_adamw_step(mb::Model* m, double lr, double beta1, double beta2, double eps, double weight_decay,
                                double step, double grad_scale);
-MB_API void mb_model_ema_update(mb::Model* m, double decay);
+MB_API int mb_model_ema_update(mb::Model* m, double decay);
+// A host pointer to a tensor (null until allocated): host-memory devices
+// only (cpu, wasm); a device model gives its parameters' host copies (brought
+// up to date) and null for the training state.
 MB_API float* mb_model_tensor_data(mb::Model* m, int index, int kind);
+// Copies one tensor to or from host memory, on any device (numel floats).
+MB_API int mb_model_read_tensor(mb::Model* m, int index, int kind, float* out);
+MB_API int mb_model_write_tensor(mb::Model* m, int index, int kind, const float* data);
 MB_API int mb_model_repack(mb::Model* m);
 // Frees the unpacked copies of the conv/linear weights once packed (a model
 // that only samples needs the packed ones): returns the bytes freed, or

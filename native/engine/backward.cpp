@@ -9,6 +9,11 @@
 // only the conv reads (conv_backward_fresh) and a resnet's dx, which starts
 // as its residual gradient. Parameter gradients accumulate across calls
 // until zero_grad.
+//
+// Every op goes through the model's device table (ex.ops()), over gradients
+// and activations in the device's memory; on a device with its own memory
+// the batch is staged into the arena first, and the only copy back in a step
+// is the per-sample squared sums the loss is formed from.
 #include "exec.h"
 
 namespace mb {
@@ -20,12 +25,14 @@ float* G(Exec& ex, int index) { return ex.m->params[index].grad; }
 // Gradients of a convolution or linear layer: weights and bias into the
 // parameter gradients; the input gradient added into dx (if wanted).
 void conv_backward(Exec& ex, const ConvLayer& c, const ConvSaved& s, const Act& dy, Act* dx, bool accumulate = true) {
-  float* scratch_w = ex.arena->alloc(conv2d_backward_weights_scratch_floats(s.geometry, c.cout, c.cin, c.k));
-  float* scratch_d = dx ? ex.arena->alloc(conv2d_backward_scratch_floats(s.geometry, c.cout, c.cin, c.k, c.winograd)) : nullptr;
+  const Ops& ops = ex.ops();
+  float* scratch_w = ex.arena->alloc(ops.conv2d_backward_weights_scratch_floats(s.geometry, c.cout, c.cin, c.k));
+  float* scratch_d =
+      dx ? ex.arena->alloc(ops.conv2d_backward_data_scratch_floats(s.geometry, c.cout, c.cin, c.k, c.winograd)) : nullptr;
   if (!ex.run()) return;
-  conv2d_backward_weights(s.in.data, s.geometry, dy.data, c.cout, c.cin, c.k, G(ex, c.weight), G(ex, c.bias), scratch_w,
-                          ex.zero_row);
-  if (dx) conv2d_backward_data(dy.data, s.geometry, c.packed, dx->data, scratch_d, ex.zero_row, accumulate);
+  ops.conv2d_backward_weights(s.in.data, s.geometry, dy.data, c.cout, c.cin, c.k, G(ex, c.weight), G(ex, c.bias),
+                              scratch_w, ex.zero_row);
+  if (dx) ops.conv2d_backward_data(dy.data, s.geometry, c.packed, dx->data, scratch_d, ex.zero_row, accumulate);
 }
 
 // d(input) of a convolution whose input feeds nothing else: a new buffer,
@@ -48,15 +55,15 @@ void linear_weight_grad(Exec& ex, int weight, int bias, int cin, int cout, const
   ConvGeometry g = rows_geometry(rows, cin, cout);
   g.out_ld = dy_ld;
   // The geometry's batch is 1 with `rows` pixels: the Exec batch does not apply.
-  float* scratch = ex.arena->alloc(conv2d_backward_weights_scratch_floats(g, cout, cin, 1));
-  if (ex.run()) conv2d_backward_weights(x, g, dy, cout, cin, 1, G(ex, weight), G(ex, bias), scratch, ex.zero_row);
+  float* scratch = ex.arena->alloc(ex.ops().conv2d_backward_weights_scratch_floats(g, cout, cin, 1));
+  if (ex.run()) ex.ops().conv2d_backward_weights(x, g, dy, cout, cin, 1, G(ex, weight), G(ex, bias), scratch, ex.zero_row);
 }
 
 // dx += dy W for a linear layer (or several fused, like attention's q|k|v).
 void linear_data_grad(Exec& ex, const ConvLayer& c, int rows, const float* dy, float* dx) {
   const ConvGeometry g = rows_geometry(rows, c.cin, c.cout);
-  float* scratch = ex.arena->alloc(conv2d_backward_scratch_floats(g, c.cout, c.cin, 1, false));
-  if (ex.run()) conv2d_backward_data(dy, g, c.packed, dx, scratch, ex.zero_row);
+  float* scratch = ex.arena->alloc(ex.ops().conv2d_backward_data_scratch_floats(g, c.cout, c.cin, 1, false));
+  if (ex.run()) ex.ops().conv2d_backward_data(dy, g, c.packed, dx, scratch, ex.zero_row, true);
 }
 
 // A linear layer over `rows` vectors: dW, db, and dx += dy W (if dx).
@@ -76,21 +83,18 @@ void norm_backward(Exec& ex, const NormLayer& n, const Act& x, const float* stat
   a.scale_shift = scale_shift;
   a.scale_shift_ld = scale_shift_ld;
   a.silu = silu;
-  float* scratch = ex.arena->alloc(group_norm_backward_scratch_floats(a));
+  float* scratch = ex.arena->alloc(ex.ops().group_norm_backward_scratch_floats(a));
   if (!ex.run()) return;
   a.gamma = P(ex, n.gamma);
   a.beta = P(ex, n.beta);
-  group_norm_backward(x.data, a, stats, dy.data, dx.data, G(ex, n.gamma), G(ex, n.beta), dscale_shift, scratch);
+  ex.ops().group_norm_backward(x.data, a, stats, dy.data, dx.data, G(ex, n.gamma), G(ex, n.beta), dscale_shift, scratch);
 }
 
 // d(out) / divisor, as a new buffer (or dy itself when the divisor is 1).
 Act divided(Exec& ex, const Act& dy, float divisor) {
   if (divisor == 1.0f) return dy;
   Act out = ex.alloc(dy.h, dy.w, dy.c);
-  if (ex.run()) {
-    const size_t n = dy.floats(ex.batch);
-    for (size_t i = 0; i < n; ++i) out.data[i] = dy.data[i] / divisor;
-  }
+  if (ex.run()) ex.ops().divide_scalar(dy.data, divisor, (long long)dy.floats(ex.batch), out.data);
   return out;
 }
 
@@ -103,12 +107,13 @@ Act resnet_backward(Exec& ex, const ResnetLayer& r, const Act& dout, float* d_si
   // shortcut conv's dX or the resampling's backward to add into.
   const bool identity = !r.has_shortcut && r.resample == 0;
   Act dx = identity ? ex.alloc(s.x.h, s.x.w, s.x.c) : ex.zeros(s.x.h, s.x.w, s.x.c);
-  if (identity && ex.run()) mb_copy(dx.data, dpre.data, sizeof(float) * dx.floats(ex.batch));
+  if (identity && ex.run()) ex.ops().copy(dx.data, dpre.data, sizeof(float) * dx.floats(ex.batch));
 
   // conv2 (through the dropout mask) and the residual branch
   Act dh2 = conv_backward_fresh(ex, r.conv2, ConvSaved{s.h2d, dpre, make_geometry(ex, s.h2d, 1, 1, 1, 1, dpre)}, dpre);
   if (ex.m->dropout > 0 && ex.run())
-    dropout_apply(ex.dropout_seed, s.dropout_stream, ex.m->dropout, dh2.data, (long long)dh2.floats(ex.batch), dh2.data);
+    ex.ops().dropout_apply(ex.dropout_seed, s.dropout_stream, ex.m->dropout, dh2.data, (long long)dh2.floats(ex.batch),
+                           dh2.data);
   // d(xres), the resampled input's gradient: dx itself when nothing
   // resamples, else dpre or the shortcut conv's dX, resampled back below.
   Act dxres = dx;
@@ -124,17 +129,8 @@ Act resnet_backward(Exec& ex, const ResnetLayer& r, const Act& dout, float* d_si
     norm_backward(ex, r.norm2, s.h1, s.stats2, true, s.temb_proj, proj_width, dh2, dh1, dtemb);
   else
     norm_backward(ex, r.norm2, s.h1, s.stats2, true, nullptr, 0, dh2, dh1, nullptr);
-  if (!ex.m->scale_shift && ex.run()) {
-    // hidden + temb[:, :, None, None]: dtemb[b][c] = sum over pixels of dh1
-    const int pixels = s.h1.h * s.h1.w;
-    parallel_for(ex.batch, 1, [&](int b) {
-      float* row = dtemb + (size_t)b * proj_width;
-      for (int p = 0; p < pixels; ++p) {
-        const float* g = dh1.data + ((size_t)b * pixels + p) * s.h1.c;
-        for (int c = 0; c < s.h1.c; ++c) row[c] += g[c];
-      }
-    });
-  }
+  // hidden + temb[:, :, None, None]: dtemb[b][c] = sum over pixels of dh1
+  if (!ex.m->scale_shift && ex.run()) ex.ops().add_broadcast_backward(dh1.data, ex.batch, s.h1.h * s.h1.w, s.h1.c, dtemb);
   linear_backward(ex, r.time_emb_proj, ex.silu_emb, ex.batch, dtemb, d_silu_emb);
 
   // conv1, the resampling, GroupNorm1 + SiLU
@@ -143,12 +139,13 @@ Act resnet_backward(Exec& ex, const ResnetLayer& r, const Act& dout, float* d_si
   if (r.resample != 0) {
     dh0 = ex.zeros(s.h0.h, s.h0.w, s.h0.c);
     if (ex.run()) {
+      const Ops& ops = ex.ops();
       if (r.resample > 0) {
-        upsample_nearest2x_backward(dhin.data, ex.batch, s.x.h, s.x.w, s.x.c, dh0.data, s.x.c);
-        upsample_nearest2x_backward(dxres.data, ex.batch, s.x.h, s.x.w, s.x.c, dx.data, s.x.c);
+        ops.upsample_nearest2x_backward(dhin.data, ex.batch, s.x.h, s.x.w, s.x.c, dh0.data, s.x.c);
+        ops.upsample_nearest2x_backward(dxres.data, ex.batch, s.x.h, s.x.w, s.x.c, dx.data, s.x.c);
       } else {
-        avgpool2x2_backward(dhin.data, ex.batch, s.x.h, s.x.w, s.x.c, dh0.data);
-        avgpool2x2_backward(dxres.data, ex.batch, s.x.h, s.x.w, s.x.c, dx.data);
+        ops.avgpool2x2_backward(dhin.data, ex.batch, s.x.h, s.x.w, s.x.c, dh0.data);
+        ops.avgpool2x2_backward(dxres.data, ex.batch, s.x.h, s.x.w, s.x.c, dx.data);
       }
     }
   }
@@ -163,7 +160,7 @@ Act attention_backward_block(Exec& ex, const AttnLayer& a, const Act& dout) {
   const int C = a.channels;
   const Act dpre = divided(ex, dout, a.rescale_output_factor);
   Act dx = ex.zeros(s.x.h, s.x.w, s.x.c);
-  if (ex.run()) add_forward(dx.data, dpre.data, (long long)dx.floats(ex.batch), dx.data);  // residual
+  if (ex.run()) ex.ops().add_forward(dx.data, dpre.data, (long long)dx.floats(ex.batch), dx.data);  // residual
 
   float* dattn = ex.zeros((size_t)rows * C);
   linear_backward(ex, a.out, s.attn, rows, dpre.data, dattn);
@@ -175,8 +172,8 @@ Act attention_backward_block(Exec& ex, const AttnLayer& a, const Act& dout) {
   args.head_dim = a.head_dim;
   args.scale = 1.0f / sqrt_f32((float)a.head_dim);
   float* dqkv = ex.arena->alloc((size_t)rows * 3 * C);
-  float* scratch = ex.arena->alloc(attention_backward_scratch_floats(args));
-  if (ex.run()) attention_backward(s.qkv, args, dattn, dqkv, scratch);
+  float* scratch = ex.arena->alloc(ex.ops().attention_backward_scratch_floats(args));
+  if (ex.run()) ex.ops().attention_backward(s.qkv, args, dattn, dqkv, scratch);
 
   // The fused q|k|v projection: dW per layer from its column slice of dqkv,
   // dx through the fused weights in one GEMM.
@@ -189,24 +186,16 @@ Act attention_backward_block(Exec& ex, const AttnLayer& a, const Act& dout) {
   if (a.has_norm)
     norm_backward(ex, a.norm, s.x, s.stats, false, nullptr, 0, dnormed, dx, nullptr);
   else if (ex.run())
-    add_forward(dx.data, dnormed.data, (long long)dx.floats(ex.batch), dx.data);
+    ex.ops().add_forward(dx.data, dnormed.data, (long long)dx.floats(ex.batch), dx.data);
   return dx;
 }
 
 void add_into(Exec& ex, const Act& dst, const Act& src) {
-  if (ex.run()) add_forward(dst.data, src.data, (long long)dst.floats(ex.batch), dst.data);
+  if (ex.run()) ex.ops().add_forward(dst.data, src.data, (long long)dst.floats(ex.batch), dst.data);
 }
 
-// The backward walk. `dy` is d(loss)/d(UNet output) in NHWC.
-// table[index[b]] += rows[b]: the backward of a row lookup (embedding tables,
-// the learned time table). Indices were validated as integers in range.
-static void scatter_add_rows(float* table, int dim, const float* index, int batch, const float* rows) {
-  for (int b = 0; b < batch; ++b) {
-    float* row = table + (size_t)(int)index[b] * dim;
-    for (int c = 0; c < dim; ++c) row[c] += rows[(size_t)b * dim + c];
-  }
-}
-
+// The backward walk. `dy` is d(loss)/d(UNet output) in NHWC; the timesteps
+// and class labels are the device copies the forward read.
 void run_backward(Exec& ex, const Act& dy, const float* timesteps, const float* class_cond) {
   Model* m = ex.m;
   ForwardSaved& saved = m->saved;
@@ -243,7 +232,8 @@ void run_backward(Exec& ex, const Act& dy, const float* timesteps, const float* 
       const Act prev = blk.prev[j];
       Act dprev = ex.zeros(prev.h, prev.w, prev.c);
       const Act& dskip = dskips[skip++];
-      if (ex.run()) concat_channels_backward(dcat.data, prev.c, dskip.c, B * prev.h * prev.w, dprev.data, dskip.data);
+      if (ex.run())
+        ex.ops().concat_channels_backward(dcat.data, prev.c, dskip.c, B * prev.h * prev.w, dprev.data, dskip.data);
       dh = dprev;
     }
   }
@@ -280,80 +270,132 @@ void run_backward(Exec& ex, const Act& dy, const float* timesteps, const float* 
   conv_backward(ex, m->conv_in, saved.conv_in, dh, nullptr);
 
   // 1. embeddings: through SiLU(temb), the class embedding, the time MLP
+  const Ops& ops = ex.ops();
   float* demb = ex.zeros((size_t)B * TE);
-  if (ex.run()) silu_backward(saved.emb, d_silu_emb, (long long)B * TE, demb);
+  if (ex.run()) ops.silu_backward(saved.emb, d_silu_emb, (long long)B * TE, demb);
   if (m->class_embed == 1 && ex.run()) {
-    scatter_add_rows(G(ex, m->class_table), TE, class_cond, B, demb);
+    ops.scatter_add_rows(G(ex, m->class_table), TE, class_cond, B, demb);
   } else if (m->class_embed == 2) {
     float* dc_hidden_act = ex.zeros((size_t)B * TE);
     float* c_hidden_act = ex.arena->alloc((size_t)B * TE);
-    if (ex.run()) silu_forward(saved.c_hidden, (long long)B * TE, c_hidden_act);
+    if (ex.run()) ops.silu_forward(saved.c_hidden, (long long)B * TE, c_hidden_act);
     linear_backward(ex, m->class_linear_2, c_hidden_act, B, demb, dc_hidden_act);
     float* dc_hidden = ex.zeros((size_t)B * TE);
-    if (ex.run()) silu_backward(saved.c_hidden, dc_hidden_act, (long long)B * TE, dc_hidden);
+    if (ex.run()) ops.silu_backward(saved.c_hidden, dc_hidden_act, (long long)B * TE, dc_hidden);
     // With a learned time table the class projection was a lookup in it, whose rows get the gradient.
     const bool class_rows = m->time_embedding_type == 2;
     float* dc_proj = class_rows ? ex.zeros((size_t)B * m->time_proj_dim) : nullptr;
     linear_backward(ex, m->class_linear_1, saved.c_proj, B, dc_hidden, dc_proj);
-    if (class_rows && ex.run()) scatter_add_rows(G(ex, m->time_proj_weight), m->time_proj_dim, class_cond, B, dc_proj);
+    if (class_rows && ex.run())
+      ops.scatter_add_rows(G(ex, m->time_proj_weight), m->time_proj_dim, class_cond, B, dc_proj);
   }
   float* demb_hidden_act = ex.zeros((size_t)B * TE);
   float* emb_hidden_act = ex.arena->alloc((size_t)B * TE);
-  if (ex.run()) silu_forward(saved.emb_hidden, (long long)B * TE, emb_hidden_act);
+  if (ex.run()) ops.silu_forward(saved.emb_hidden, (long long)B * TE, emb_hidden_act);
   linear_backward(ex, m->time_linear_2, emb_hidden_act, B, demb, demb_hidden_act);
   float* demb_hidden = ex.zeros((size_t)B * TE);
-  if (ex.run()) silu_backward(saved.emb_hidden, demb_hidden_act, (long long)B * TE, demb_hidden);
+  if (ex.run()) ops.silu_backward(saved.emb_hidden, demb_hidden_act, (long long)B * TE, demb_hidden);
   const bool learned = m->time_embedding_type == 2;
   float* dt_proj = learned ? ex.zeros((size_t)B * m->time_proj_dim) : nullptr;
   linear_backward(ex, m->time_linear_1, saved.t_proj, B, demb_hidden, dt_proj);
-  if (learned && ex.run()) scatter_add_rows(G(ex, m->time_proj_weight), m->time_proj_dim, timesteps, B, dt_proj);
+  if (learned && ex.run()) ops.scatter_add_rows(G(ex, m->time_proj_weight), m->time_proj_dim, timesteps, B, dt_proj);
 }
 
-// Forward + backward in one pass of the arena (planning or running).
-void run_train_step(Exec& ex, const TrainBatch& tb, const float* noisy, float* loss_out) {
+// The batch as the device's ops read it: the caller's arrays on a device
+// with host memory; on one with its own memory, arena copies (allocated in
+// planning too, every optional one always, so that the plan covers any batch
+// of this size).
+struct TrainInputs {
+  const float* x0;
+  const float* noise;
+  const float* timesteps;
+  const float* sqrt_alpha_prod;
+  const float* sqrt_one_minus_alpha_prod;
+  const float* class_cond;
+  const float* loss_weights;
+};
+
+TrainInputs stage_train_inputs(Exec& ex, const TrainBatch& tb) {
+  TrainInputs in = {tb.x0, tb.noise, tb.timesteps, tb.sqrt_alpha_prod, tb.sqrt_one_minus_alpha_prod, tb.class_cond,
+                    tb.loss_weights};
+  const Ops& ops = ex.ops();
+  if (!ops.device_memory) return in;
   Model* m = ex.m;
+  const size_t n = (size_t)tb.batch * tb.channels * tb.height * tb.width;
+  const size_t B = (size_t)tb.batch;
+  const size_t class_floats = m->class_embed == 0 ? 0 : m->class_embed == 3 ? B * m->time_embed_dim : B;
+  float* x0 = ex.arena->alloc(n);
+  float* noise = ex.arena->alloc(n);
+  float* per_sample = ex.arena->alloc(4 * B);  // timesteps | sqrt_alpha_prod | sqrt_one_minus_alpha_prod | loss_weights
+  float* class_cond = class_floats ? ex.arena->alloc(class_floats) : nullptr;
+  in = {x0, noise, per_sample, per_sample + B, per_sample + 2 * B, tb.class_cond ? class_cond : nullptr,
+        tb.loss_weights ? per_sample + 3 * B : nullptr};
+  if (ex.run()) {
+    ops.upload(x0, tb.x0, n * sizeof(float));
+    ops.upload(noise, tb.noise, n * sizeof(float));
+    ops.upload(per_sample, tb.timesteps, B * sizeof(float));
+    ops.upload(per_sample + B, tb.sqrt_alpha_prod, B * sizeof(float));
+    ops.upload(per_sample + 2 * B, tb.sqrt_one_minus_alpha_prod, B * sizeof(float));
+    if (tb.loss_weights) ops.upload(per_sample + 3 * B, tb.loss_weights, B * sizeof(float));
+    if (tb.class_cond && class_cond) ops.upload(class_cond, tb.class_cond, (size_t)tb.class_cond_len * sizeof(float));
+  }
+  return in;
+}
+
+// add-noise, forward, loss and backward in one pass of the arena (planning
+// or running). The loss is formed on the host from the per-sample sums (one
+// small copy back); a non-finite loss stops before the backward.
+void run_train_step(Exec& ex, const TrainBatch& tb, float* loss_out) {
+  Model* m = ex.m;
+  const Ops& ops = ex.ops();
   const int B = tb.batch, H = tb.height, W = tb.width;
-  Act y = run_forward(ex, H, W, noisy, tb.timesteps, tb.class_cond, nullptr);
+  const size_t n = (size_t)B * tb.channels * H * W;
+  float* noisy = ex.arena->alloc(n);
+  const TrainInputs in = stage_train_inputs(ex, tb);
+  if (ex.run())
+    ops.add_noise(in.x0, in.noise, in.sqrt_alpha_prod, in.sqrt_one_minus_alpha_prod, B, (int)(n / B), noisy);
+  Act y = run_forward(ex, H, W, noisy, in.timesteps, in.class_cond, nullptr);
   if (ex.status != kOk) return;
 
   // Loss: mean over samples of w_b * mean((out - target)^2); out is the UNet
   // output in NCHW terms (NHWC here), divided by t for fourier embeddings.
-  const int C = m->out_channels;
-  const int pixels = H * W;
-  const size_t per_sample = (size_t)C * pixels;
+  DiffusionLossArgs la;
+  la.batch = B;
+  la.channels = m->out_channels;
+  la.pixels = H * W;
+  la.target = tb.target;
+  la.x0 = in.x0;
+  la.noise = in.noise;
+  la.sqrt_alpha_prod = in.sqrt_alpha_prod;
+  la.sqrt_one_minus_alpha_prod = in.sqrt_one_minus_alpha_prod;
+  la.loss_weights = in.loss_weights;
+  la.divisors = m->time_embedding_type == 1 ? in.timesteps : nullptr;
   Act dy = ex.alloc(y.h, y.w, y.c);
+  double* sample_sums = reinterpret_cast<double*>(ex.arena->alloc(2 * (size_t)B));  // 64-byte aligned
   if (!ex.run()) {
-    run_backward(ex, dy, tb.timesteps, tb.class_cond);  // planning: measure the backward too
+    run_backward(ex, dy, in.timesteps, in.class_cond);  // planning: measure the backward too
     return;
   }
+  ops.diffusion_loss(y.data, la, dy.data, sample_sums);
+  double* host_sums = static_cast<double*>(mb_alloc(sizeof(double) * (size_t)B));
+  if (!host_sums) {
+    Message msg;
+    msg.add("out of memory for the loss");
+    ex.status = kErrOutOfMemory;
+    ex.error = msg;
+    return;
+  }
+  ops.download(host_sums, sample_sums, sizeof(double) * (size_t)B);
+  const size_t per_sample = (size_t)m->out_channels * H * W;
   double loss = 0;
   for (int b = 0; b < B; ++b) {
     const float weight = tb.loss_weights ? tb.loss_weights[b] : 1.0f;
-    const float inv_t = m->time_embedding_type == 1 ? 1.0f / tb.timesteps[b] : 1.0f;
-    double sample_sum = 0;
-    for (int p = 0; p < pixels; ++p)
-      for (int c = 0; c < C; ++c) {
-        const size_t nhwc = ((size_t)b * pixels + p) * C + c;
-        const size_t nchw = ((size_t)b * C + c) * pixels + p;
-        const float out = m->time_embedding_type == 1 ? y.data[nhwc] / tb.timesteps[b] : y.data[nhwc];
-        float target;
-        const float sa = tb.sqrt_alpha_prod[b], sb = tb.sqrt_one_minus_alpha_prod[b];
-        if (tb.target == 0)
-          target = tb.noise[nchw];
-        else if (tb.target == 1)
-          target = tb.x0[nchw];
-        else
-          target = sa * tb.noise[nchw] - sb * tb.x0[nchw];
-        const float diff = out - target;
-        sample_sum += (double)diff * diff;
-        // d loss / d out = 2 w_b (out - target) / (B * per_sample), then through the 1/t
-        dy.data[nhwc] = (float)(2.0 * weight * diff / ((double)B * per_sample)) * inv_t;
-      }
-    loss += weight * sample_sum / per_sample;
+    loss += weight * host_sums[b] / per_sample;
   }
+  mb_free(host_sums);
   *loss_out = (float)(loss / B);
   if (!(*loss_out == *loss_out) || !is_finite_f32(*loss_out)) return;  // the caller reports a non-finite loss
-  run_backward(ex, dy, tb.timesteps, tb.class_cond);
+  run_backward(ex, dy, in.timesteps, in.class_cond);
 }
 
 }  // namespace
@@ -372,7 +414,7 @@ int train_step(Model* m, const TrainBatch& tb, float* loss_out) {
   if (has_non_finite(tb.x0, (long long)n) || has_non_finite(tb.noise, (long long)n))
     return set_error(m, kErrInvalidArgument, Name("the batch or the noise contains NaN or Inf"));
 
-  // Plan forward + backward together (training keeps every activation).
+  // Plan add-noise + forward + backward together (training keeps every activation).
   if (tb.batch != m->planned_batch || tb.height != m->planned_h || tb.width != m->planned_w || !m->planned_training ||
       num_threads() != m->planned_threads) {
     status = check_plan_size(m, tb.batch, tb.height, tb.width);
@@ -380,9 +422,8 @@ int train_step(Model* m, const TrainBatch& tb, float* loss_out) {
     Arena planner;
     planner.planning = true;
     Exec plan{m, &planner, true, tb.batch, nullptr, nullptr, true, 0, 0, kOk, Message()};
-    planner.alloc(n);  // the noisy sample
     float loss = 0;
-    run_train_step(plan, tb, nullptr, &loss);
+    run_train_step(plan, tb, &loss);
     if (plan.status != kOk) return fail(m, plan.status, plan.error);
     size_t bytes = 0;
     status = plan_total_bytes(m, planner, &bytes);
@@ -391,10 +432,11 @@ int train_step(Model* m, const TrainBatch& tb, float* loss_out) {
   }
   float* zero_row = begin_pass(m);
   Exec ex{m, &m->arena, false, tb.batch, zero_row, nullptr, true, tb.dropout_seed, 0, kOk, Message()};
-  float* noisy = m->arena.alloc(n);
-  add_noise(tb.x0, tb.noise, tb.sqrt_alpha_prod, tb.sqrt_one_minus_alpha_prod, tb.batch, (int)(n / tb.batch), noisy);
-  run_train_step(ex, tb, noisy, loss_out);
+  run_train_step(ex, tb, loss_out);
   if (ex.status != kOk) return fail(m, ex.status, ex.error);
+  // A device reports launch errors and faults here, before the loss counts.
+  status = device_status(m, "error in the training step");
+  if (status != kOk) return status;
   if (!(*loss_out == *loss_out) || !is_finite_f32(*loss_out))
     return set_error(m, kErrInvalidArgument, Name("the loss is NaN or Inf; no gradients were accumulated"));
   return kOk;

@@ -94,15 +94,15 @@ struct Exec {
   Message error;
 
   Act alloc(int h, int w, int c) { return Act{arena->alloc((uint64_t)batch * h * w * c), h, w, c}; }
-  // A zero-filled buffer (gradients accumulate into these).
+  // A zero-filled buffer (gradients accumulate into these), in the device's memory.
   Act zeros(int h, int w, int c) {
     Act a = alloc(h, w, c);
-    if (run()) zero_floats(a.data, a.floats(batch));  // backward only: host (cpu) memory
+    if (run()) ops().zero(a.data, sizeof(float) * a.floats(batch));
     return a;
   }
   float* zeros(size_t n) {
     float* p = arena->alloc(n);
-    if (run()) zero_floats(p, n);
+    if (run()) ops().zero(p, sizeof(float) * n);
     return p;
   }
   bool run() const { return !planning && status == kOk; }

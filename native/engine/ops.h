@@ -34,13 +34,17 @@ struct Ops {
   void (*upload)(void* dst, const void* host_src, size_t bytes);
   void (*download)(void* host_dst, const void* src, size_t bytes);
   void (*zero)(void* dst, size_t bytes);
+  // Device to device (the EMA's first copy of the weights, the fused qkv bias).
+  void (*copy)(void* dst, const void* src, size_t bytes);
   // Waits for queued work; kOk, or kErrDevice with the reason in error_message().
   int (*sync)();
   const char* (*error_message)();
 
   // --- convolution / linear (the GEMMs) ------------------------------------
-  // Weights are packed once per device, into the device's own layout, from
-  // host sources (torch layout through WeightSource); `storage` is device memory.
+  // Weights are packed into the device's own layout from torch-layout
+  // sources (WeightSource) that are themselves in device memory (the
+  // parameters' `dev` copies), so an optimizer step on the device repacks
+  // without a round trip through the host; `storage` is device memory.
   size_t (*conv_packed_floats)(int cout, int cin, int k, bool winograd);
   void (*pack_conv)(PackedWeights* packed, float* storage, const WeightSource* sources, const int* source_couts,
                     int num_sources, int cin, int k, bool winograd);
@@ -70,6 +74,8 @@ struct Ops {
   // out[b] (+)= table[(int)index[b]]: the indices are floats in device memory
   // (timesteps, class labels), already validated as integers in range.
   void (*gather_rows)(const float* table, int dim, const float* index, int batch, float* out, bool accumulate);
+  // Its backward: table[(int)index[b]] += rows[b], in order of b (indices may repeat).
+  void (*scatter_add_rows)(float* table, int dim, const float* index, int batch, const float* rows);
 
   // --- elementwise, noise, the diffusion step --------------------------------
   void (*silu_forward)(const float* x, long long n, float* y);
@@ -82,13 +88,14 @@ struct Ops {
   int (*diffusion_step)(const StepCoefficients& c, const StepLayout& layout, const float* model_output,
                         const float* sample, const float* noise, float* prev_sample, float* pred_original_sample);
 
-  // --- backward and the optimizer ---------------------------------------------
+  // --- the training step, backward and the optimizer ----------------------------
   // Semantics as in cpu/ops.h (every backward op ADDS into its input
-  // gradients unless it says otherwise). The graph's backward walk
-  // (backward.cpp) does not call these through the table yet: the CPU path
-  // calls cpu/ops.h directly, and the CUDA ones are checked op by op
-  // (native/cuda/parity.cpp) until the walk and the parameter gradients move
-  // to the device.
+  // gradients unless it says otherwise). The backward walk (backward.cpp)
+  // and the optimizer (train.cpp) call them through this table, over
+  // gradients and optimizer state in the device's memory.
+  void (*diffusion_loss)(const float* out, const DiffusionLossArgs& a, float* dy, double* sample_sums);
+  void (*divide_scalar)(const float* x, float divisor, long long n, float* y);
+  void (*add_broadcast_backward)(const float* dy, int batch, int pixels, int channels, float* dbias);
   size_t (*conv2d_backward_data_scratch_floats)(const ConvGeometry& g, int cout, int cin, int k, bool winograd);
   void (*conv2d_backward_data)(const float* dy, const ConvGeometry& g, const PackedWeights& w, float* dx,
                                float* scratch, const float* zero_row, bool accumulate);
@@ -106,6 +113,8 @@ struct Ops {
   void (*silu_backward)(const float* x, const float* dy, long long n, float* dx);
   void (*adamw_update)(float* w, float* exp_avg, float* exp_avg_sq, const float* grad, size_t n, const AdamwCoefs& c);
   void (*ema_update)(float* ema, const float* w, size_t n, float one_minus_decay);
+  // out[0] = sum of x[i]^2 in double (out in device memory): the gradient norm's terms.
+  void (*sum_squares)(const float* x, size_t n, double* out);
 };
 
 // The CPU table (native/cpu/cpu_ops.cpp): every build has it.

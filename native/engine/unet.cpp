@@ -411,7 +411,7 @@ void pack_conv(Model* m, ConvLayer& c, Packer& packer) {
   m->params[c.weight].packed_only = true;
   float* storage = packer.take(conv_packed_floats(m, c));
   if (!storage) return;
-  const float* w = m->params[c.weight].data;
+  const float* w = m->params[c.weight].dev;  // the device copy (upload_params, or an optimizer step)
   const int taps = c.k * c.k;
   WeightSource src = {w, (long long)c.cin * taps, taps, 1};  // torch [Cout][Cin][kh][kw]
   m->ops->pack_conv(&c.packed, storage, &src, &c.cout, 1, c.cin, c.k, c.winograd);
@@ -440,7 +440,7 @@ void pack_attention(Model* m, AttnLayer& a, Packer& packer) {
   m->params[a.q_w].packed_only = m->params[a.k_w].packed_only = m->params[a.v_w].packed_only = true;
   float* qkv = packer.take(conv_packed_floats(m, a.qkv));
   if (qkv) {
-    WeightSource sources[3] = {{m->params[a.q_w].data, c, 1, 0}, {m->params[a.k_w].data, c, 1, 0}, {m->params[a.v_w].data, c, 1, 0}};
+    WeightSource sources[3] = {{m->params[a.q_w].dev, c, 1, 0}, {m->params[a.k_w].dev, c, 1, 0}, {m->params[a.v_w].dev, c, 1, 0}};
     int couts[3] = {c, c, c};
     m->ops->pack_conv(&a.qkv.packed, qkv, sources, couts, 3, c, 1, false);
     if (m->release_on_pack && kReleaseWhilePacking) release_param(m, a.q_w), release_param(m, a.k_w), release_param(m, a.v_w);
@@ -448,9 +448,9 @@ void pack_attention(Model* m, AttnLayer& a, Packer& packer) {
   pack_conv(m, a.out, packer);
   a.qkv_bias = packer.take((size_t)align_up(3 * c, 16));
   if (!a.qkv_bias) return;
-  m->ops->upload(a.qkv_bias, m->params[a.q_b].data, sizeof(float) * c);
-  m->ops->upload(a.qkv_bias + c, m->params[a.k_b].data, sizeof(float) * c);
-  m->ops->upload(a.qkv_bias + 2 * c, m->params[a.v_b].data, sizeof(float) * c);
+  m->ops->copy(a.qkv_bias, m->params[a.q_b].dev, sizeof(float) * c);
+  m->ops->copy(a.qkv_bias + c, m->params[a.k_b].dev, sizeof(float) * c);
+  m->ops->copy(a.qkv_bias + 2 * c, m->params[a.v_b].dev, sizeof(float) * c);
 }
 
 size_t block_packed_floats(const Model* m, const Block& blk, bool is_mid) {
@@ -512,13 +512,15 @@ int model_release_host_weights(Model* m, size_t* released_bytes) {
   return kOk;
 }
 
-// A device model's parameters as its ops read them (biases, norm weights,
-// embedding tables): one device allocation, uploaded from the host copies.
+// A device model's parameters as its ops read them and packing reads the
+// weights: one device allocation, uploaded from the host copies, unless an
+// optimizer step on the device left those behind (then the device's stand).
 static int upload_params(Model* m) {
   if (!m->ops->device_memory) {
     for (int i = 0; i < m->params.size; ++i) m->params[i].dev = m->params[i].data;
     return kOk;
   }
+  if (m->device_params_newer) return kOk;
   size_t total = 0;
   for (int i = 0; i < m->params.size; ++i) total += align_up(m->params[i].numel, 16);
   if (!m->param_device_storage) {
@@ -1196,16 +1198,18 @@ int model_forward(Model* m, int batch, int channels, int height, int width, cons
 }
 
 void model_release(Model* m) {
+  const Ops* ops = m->ops ? m->ops : cpu_ops();
   for (int i = 0; i < m->params.size; ++i) {
     Param& p = m->params[i];
     mb_free(p.data);
-    mb_free(p.grad);
-    mb_free(p.exp_avg);
-    mb_free(p.exp_avg_sq);
-    mb_free(p.ema);
+    ops->free(p.grad);  // the training state is in the device's memory
+    ops->free(p.exp_avg);
+    ops->free(p.exp_avg_sq);
+    ops->free(p.ema);
   }
   m->params.release();
-  const Ops* ops = m->ops ? m->ops : cpu_ops();
+  ops->free(m->grad_norm_sums);
+  m->grad_norm_sums = nullptr;
   for (int i = 0; i < m->packed_blocks.size; ++i) ops->free(m->packed_blocks[i]);
   m->packed_blocks.release();
   ops->free(m->param_device_storage);

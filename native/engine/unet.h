@@ -1,7 +1,7 @@
 // The UNet2DModel graph: built once from a config, it owns the parameter table
 // (diffusers names and shapes), the packed weights and the activation arena,
-// and runs the forward pass on the op set of its device (engine/ops.h: cpu or
-// cuda). The backward and the optimizer run on the cpu ops.
+// and runs the forward pass, the backward and the optimizer on the op set of
+// its device (engine/ops.h: cpu or cuda).
 #pragma once
 
 #include "../cpu/ops.h"
@@ -52,9 +52,10 @@ struct Param {
   int ndim;
   int shape[4];
   size_t numel;
-  float* data;  // host, torch layout: what the loader fills and the optimizer updates
-  float* dev;   // the values as the model's ops read them: `data` on cpu, a device copy on cuda
-  // Training state, allocated by train_init (null until then), torch layout.
+  float* data;  // host, torch layout: what the loader fills (stale on a device after an optimizer step: see Model)
+  float* dev;   // the values as the model's ops read and the optimizer updates them: `data` on cpu, a device copy on cuda
+  // Training state in the device's memory (host memory on cpu), allocated
+  // by train_init (null until then), torch layout.
   float* grad;
   float* exp_avg;
   float* exp_avg_sq;
@@ -180,8 +181,13 @@ struct Capture {
 struct Ops;
 
 struct Model {
-  const Ops* ops = nullptr;  // the device the forward runs on (cpu unless chosen before finalize)
+  const Ops* ops = nullptr;  // the device the model runs on (cpu unless chosen before finalize)
   float* param_device_storage = nullptr;  // one device allocation for every Param::dev (device ops only)
+  // An optimizer step on a device updates Param::dev only: the host copies
+  // (Param::data) are stale until sync_host_params downloads them, and a
+  // repack must pack from the device copies rather than upload the host's.
+  bool device_params_newer = false;
+  double* grad_norm_sums = nullptr;  // device memory, one double per parameter (grad_norm's terms)
 
   // config
   int in_channels = 0, out_channels = 0;
@@ -290,11 +296,23 @@ struct TrainBatch {
   uint64_t dropout_seed;
 };
 int train_step(Model* m, const TrainBatch& batch, float* loss_out);
-void zero_grad(Model* m);
-double grad_norm(Model* m);
+// These report device failures (kErrDevice, message in m->error).
+int zero_grad(Model* m);
+int grad_norm(Model* m, double* norm);
 int adamw_step(Model* m, double lr, double beta1, double beta2, double eps, double weight_decay, double step,
                double grad_scale);
-void ema_update(Model* m, double decay);
+int ema_update(Model* m, double decay);
+// Tensor kinds as in api.h (0 param, 1 grad, 2 exp_avg, 3 exp_avg_sq, 4 ema),
+// copied between the device and host memory: kErrState when the tensor is
+// not allocated (or released), kErrDevice on a device failure.
+int model_read_tensor(Model* m, int index, int kind, float* host_out);
+int model_write_tensor(Model* m, int index, int kind, const float* host_in);
+// Downloads the device copies of the parameters into Param::data when an
+// optimizer step on the device made them newer (a no-op otherwise).
+int sync_host_params(Model* m);
+// The sticky device error of the last calls as a typed status (kOk, or
+// kErrDevice with `what` and the device's reason in m->error).
+int device_status(Model* m, const char* what);
 void model_clear_captures(Model* m);
 
 }  // namespace mb

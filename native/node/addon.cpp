@@ -214,14 +214,20 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
 
   Napi::Value ZeroGrad(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (Alive(env)) mb_model_zero_grad(model_);
+    if (!Alive(env)) return env.Undefined();
+    if (mb_model_zero_grad(model_) != 0) engine_error(env, 5, mb_model_error(model_)).ThrowAsJavaScriptException();
     return env.Undefined();
   }
 
   Napi::Value GradNorm(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!Alive(env)) return env.Undefined();
-    return Napi::Number::New(env, mb_model_grad_norm(model_));
+    const double norm = mb_model_grad_norm(model_);
+    if (norm < 0) {  // a device failure (a norm is never negative)
+      engine_error(env, 5, mb_model_error(model_)).ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    return Napi::Number::New(env, norm);
   }
 
   Napi::Value AdamwStep(const Napi::CallbackInfo& info) {
@@ -237,7 +243,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
 
   Napi::Value EmaUpdate(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (Alive(env)) mb_model_ema_update(model_, info[0].As<Napi::Number>().DoubleValue());
+    if (!Alive(env)) return env.Undefined();
+    const int status = mb_model_ema_update(model_, info[0].As<Napi::Number>().DoubleValue());
+    if (status != 0) engine_error(env, status, mb_model_error(model_)).ThrowAsJavaScriptException();
     return env.Undefined();
   }
 
@@ -256,46 +264,54 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return numel;
   }
 
-  float* Tensor(Napi::Env env, const Napi::CallbackInfo& info) {
-    int index = info[0].As<Napi::Number>().Int32Value();
-    int kind = Kind(info[1].As<Napi::String>().Utf8Value());
-    if (index < 0 || index >= mb_model_param_count(model_) || kind < 0) {
+  // (index, kind) of a tensor call, or false after throwing a RangeError.
+  bool TensorArgs(Napi::Env env, const Napi::CallbackInfo& info, int* index, int* kind) {
+    *index = info[0].As<Napi::Number>().Int32Value();
+    *kind = Kind(info[1].As<Napi::String>().Utf8Value());
+    if (*index < 0 || *index >= mb_model_param_count(model_) || *kind < 0) {
       Napi::RangeError::New(env, "tensor index or kind out of range").ThrowAsJavaScriptException();
-      return nullptr;
+      return false;
     }
-    float* data = mb_model_tensor_data(model_, index, kind);
-    if (!data)
-      engine_error(env, 4,
-                   kind == 0 && mb_model_weights_released(model_)
-                       ? "this weight was released after packing to save memory (loadPipeline does): load with loadUNet to read it"
-                       : "that tensor is not allocated (call trainInit first)")
-          .ThrowAsJavaScriptException();
-    return data;
+    return true;
   }
 
+  void ThrowTensorError(Napi::Env env, int status, int kind) {
+    if (status == 4 && kind == 0 && mb_model_weights_released(model_))  // kErrState
+      engine_error(env, 4, "this weight was released after packing to save memory (loadPipeline does): load with loadUNet to read it")
+          .ThrowAsJavaScriptException();
+    else if (status == 4)
+      engine_error(env, 4, "that tensor is not allocated (call trainInit first)").ThrowAsJavaScriptException();
+    else
+      engine_error(env, status, mb_model_error(model_)).ThrowAsJavaScriptException();
+  }
+
+  // Copied through the engine, which downloads from (or uploads to) a device.
   Napi::Value ReadTensor(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!Alive(env)) return env.Undefined();
-    float* data = Tensor(env, info);
-    if (!data) return env.Undefined();
-    size_t n = Numel(info[0].As<Napi::Number>().Int32Value());
-    Napi::Float32Array out = Napi::Float32Array::New(env, n);
-    std::memcpy(out.Data(), data, n * sizeof(float));
+    int index = 0, kind = 0;
+    if (!TensorArgs(env, info, &index, &kind)) return env.Undefined();
+    Napi::Float32Array out = Napi::Float32Array::New(env, Numel(index));
+    const int status = mb_model_read_tensor(model_, index, kind, out.Data());
+    if (status != 0) {
+      ThrowTensorError(env, status, kind);
+      return env.Undefined();
+    }
     return out;
   }
 
   Napi::Value WriteTensor(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!Alive(env)) return env.Undefined();
-    float* data = Tensor(env, info);
-    if (!data) return env.Undefined();
-    size_t n = Numel(info[0].As<Napi::Number>().Int32Value());
+    int index = 0, kind = 0;
+    if (!TensorArgs(env, info, &index, &kind)) return env.Undefined();
     Napi::Float32Array in = info[2].As<Napi::Float32Array>();
-    if (in.ElementLength() != n) {
+    if (in.ElementLength() != Numel(index)) {
       Napi::RangeError::New(env, "tensor size mismatch").ThrowAsJavaScriptException();
       return env.Undefined();
     }
-    std::memcpy(data, in.Data(), n * sizeof(float));
+    const int status = mb_model_write_tensor(model_, index, kind, in.Data());
+    if (status != 0) ThrowTensorError(env, status, kind);
     return env.Undefined();
   }
 

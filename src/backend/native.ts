@@ -142,8 +142,8 @@ export function createNativeBackend(options: { threads?: number } = {}): Backend
 /**
  * The cuda backend: models run their forward on CUDA device 0. Scheduler
  * steps, noise and add_noise run on the addon's CPU kernels over the host
- * arrays the sampler holds (bit-identical with the GPU's); training is not on
- * the GPU yet and says so.
+ * arrays the sampler holds (bit-identical with the GPU's). Training runs on
+ * the device: gradients, AdamW's moments and the EMA live in device memory.
  */
 export function createCudaBackend(options: { threads?: number } = {}): Backend {
   const reason = cudaUnavailableReason();
@@ -163,13 +163,6 @@ function nativeBackend(name: 'cpu' | 'cuda', options: { threads?: number }): Bac
       model.dispose();
       throw new BackendError(`cuda: ${(e as Error).message}`);
     }
-    // The addon's methods are read-only properties of its prototype: shadow
-    // this one on the instance (plain assignment would throw).
-    Object.defineProperty(model, 'trainInit', {
-      value: () => {
-        throw new BackendError('training on the cuda backend is not implemented yet (the GPU backward is open work): use backend "cpu"');
-      },
-    });
     return model;
   };
   return {

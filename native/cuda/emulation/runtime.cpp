@@ -158,6 +158,7 @@ size_t device_available() { return (size_t)8 << 30; }
 void upload(void* dst, const void* src, size_t bytes) { memcpy(dst, src, bytes); }
 void download(void* dst, const void* src, size_t bytes) { memcpy(dst, src, bytes); }
 void zero(void* dst, size_t bytes) { memset(dst, 0, bytes); }
+void copy(void* dst, const void* src, size_t bytes) { memcpy(dst, src, bytes); }
 
 }  // namespace cuda
 
