@@ -3,15 +3,21 @@
 // marble_emulated.node, on every machine): each op family case by case
 // against the CPU ops (native/cuda/parity.cpp), every forward fixture with its
 // intermediates against diffusers (the tolerances of unet_forward.test.ts),
-// cuda against cpu, the schedulers' pipelines, typed errors for a batch
-// beyond device memory and for a kernel fault. No test stops the others.
+// cuda against cpu, the schedulers' pipelines, training (every gradient
+// against diffusers, AdamW + EMA against the cpu, a few trainer steps and a
+// checkpoint round trip against the cpu), typed errors for a batch beyond
+// device memory and for a kernel fault. No test stops the others.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
-import { MemoryLimitError, createUNet, loadUNet } from '../src/index.js';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { MemoryLimitError, Trainer, createUNet, loadUNet } from '../src/index.js';
 import type { BackendName } from '../src/index.js';
 import { cudaDevices } from '../src/backend/native.js';
 import type { CudaParityCase } from '../src/backend/native.js';
@@ -19,7 +25,10 @@ import { readSafetensorsFile, tensorToFloat32 } from '../src/model/safetensors.j
 import { sample } from '../src/sampler.js';
 import { DDIMScheduler } from '../src/schedulers/ddim.js';
 import { DDPMScheduler } from '../src/schedulers/ddpm.js';
+import { engineOf } from '../src/train/engine_access.js';
+import type { TensorKind } from '../src/backend/backend.js';
 import { SELF_TEST_FAMILIES, UNET_FIXTURES, fixturePath, forwardReference, maxAbs, maxAbsDiff, selfTestFailure } from './helpers.js';
+import { TRAIN_FIXTURES, checkTrainStepAgainstDiffusers } from './train_reference.js';
 
 export interface CudaSuiteOptions {
   /** The kernels run emulated on the CPU: skip what needs real hardware (a kernel fault) or real speed (big batches). */
@@ -144,6 +153,149 @@ export function registerCudaSuite(options: CudaSuiteOptions): void {
     } finally {
       unet.dispose();
     }
+  });
+
+  // Training. Under emulation a training step of the smallest fixture takes
+  // ~12 s on 2 cores: class-timestep only (its learned time table and class
+  // projection cover both row-lookup gradients), all four with
+  // MARBLE_CUDA_EMULATION=full.
+  const trainFixtures: readonly string[] =
+    options.emulated && process.env.MARBLE_CUDA_EMULATION !== 'full' ? ['class-timestep'] : TRAIN_FIXTURES;
+  for (const name of trainFixtures) {
+    test(`${name} on ${where}: loss and every gradient match diffusers`, () =>
+      checkTrainStepAgainstDiffusers(name, { backend: 'cuda' }, where));
+  }
+
+  test(`AdamW and EMA on ${where} equal the cpu's to the bit, and AdamW matches torch.optim.AdamW`, async () => {
+    // The same gradients (diffusers') on both devices: AdamW and the EMA are
+    // elementwise in the CPU's float32 order, so every tensor must agree exactly.
+    const name = 'class-timestep';
+    const grads = await readSafetensorsFile(fixturePath(`unet/${name}/train_step.safetensors`));
+    const after = await readSafetensorsFile(fixturePath(`unet/${name}/adamw_step.safetensors`));
+    const results = new Map<string, Map<TensorKind, Float32Array[]>>();
+    for (const backend of ['cpu', 'cuda'] as BackendName[]) {
+      const unet = await loadUNet(fixturePath(`unet/${name}`), { backend });
+      const engine = engineOf(unet);
+      try {
+        engine.trainInit({ ema: true });
+        const table = engine.paramTable();
+        table.forEach(({ name: n }, i) => {
+          if (grads.tensors.has(`grad.${n}`)) engine.writeTensor(i, 'grad', tensorToFloat32(grads, `grad.${n}`));
+        });
+        engine.adamwStep({ lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step: 1, gradScale: 0.5 });
+        engine.emaUpdate(0.9);
+        engine.adamwStep({ lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step: 2, gradScale: 1 });
+        engine.emaUpdate(0.9);
+        const kinds = new Map<TensorKind, Float32Array[]>();
+        for (const kind of ['param', 'exp_avg', 'exp_avg_sq', 'ema'] as TensorKind[])
+          kinds.set(kind, table.map((_, i) => engine.readTensor(i, kind)));
+        results.set(backend, kinds);
+        if (backend === 'cuda') {
+          // The weights the next forward uses are the updated ones, repacked on the device.
+          const x = new Float32Array(2 * 2 * 8 * 8).map((_, i) => Math.sin(i));
+          const viaDevice = await unet.forward(x, [2, 2, 8, 8], [5, 900], [3, 250]);
+          const fresh = await loadUNet(fixturePath(`unet/${name}`), { backend: 'cpu' });
+          const freshEngine = engineOf(fresh);
+          kinds.get('param')!.forEach((t, i) => freshEngine.writeTensor(i, 'param', t));
+          freshEngine.repack();
+          const viaCpu = await fresh.forward(x, [2, 2, 8, 8], [5, 900], [3, 250]);
+          fresh.dispose();
+          assert.ok(maxAbsDiff(viaDevice, viaCpu) <= 1e-5 * maxAbs(viaCpu), 'the forward after the step uses the new weights');
+        }
+      } finally {
+        unet.dispose();
+      }
+    }
+    const cpu = results.get('cpu')!, cuda = results.get('cuda')!;
+    for (const kind of cpu.keys()) assert.deepEqual(cuda.get(kind), cpu.get(kind), `${kind} after two AdamW + EMA steps`);
+    // One step alone against torch (the cpu test's tolerance), on the device.
+    const unet = await loadUNet(fixturePath(`unet/${name}`), { backend: 'cuda' });
+    const engine = engineOf(unet);
+    try {
+      engine.trainInit({ ema: false });
+      const table = engine.paramTable();
+      table.forEach(({ name: n }, i) => {
+        if (grads.tensors.has(`grad.${n}`)) engine.writeTensor(i, 'grad', tensorToFloat32(grads, `grad.${n}`));
+      });
+      engine.adamwStep({ lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step: 1, gradScale: 1 });
+      table.forEach(({ name: n }, i) => {
+        const diff = maxAbsDiff(engine.readTensor(i, 'param'), tensorToFloat32(after, `param.${n}`));
+        assert.ok(diff <= 1e-6, `${name}/${where}: ${n} after AdamW differs by ${diff}`);
+      });
+    } finally {
+      unet.dispose();
+    }
+  });
+
+  test(`trainer steps on ${where} match the cpu's, through a checkpoint saved and resumed on the device`, async () => {
+    // A tiny config with attention, scale_shift, gradient clipping, EMA and
+    // 2-way gradient accumulation: every device path of Trainer.step. The cpu
+    // takes three steps; the device two, then saves (downloading its
+    // tensors), resumes (uploading them) and takes the third.
+    const config = {
+      block_out_channels: [8, 16],
+      down_block_types: ['DownBlock2D', 'AttnDownBlock2D'],
+      up_block_types: ['AttnUpBlock2D', 'UpBlock2D'],
+      layers_per_block: 1,
+      norm_num_groups: 4,
+      resnet_time_scale_shift: 'scale_shift',
+      in_channels: 2,
+      out_channels: 2,
+      sample_size: 8,
+    };
+    const lr = 1e-3;
+    const batch = new Float32Array(2 * 2 * 8 * 8).map((_, i) => 0.8 * Math.sin(i * 0.37));
+    const dir = await mkdtemp(join(tmpdir(), 'marble-cuda-train-'));
+    const runs = new Map<string, { losses: number[]; norms: number[]; params: Float32Array[]; ema: Float32Array[] }>();
+    try {
+      for (const backend of ['cpu', 'cuda'] as BackendName[]) {
+        const unet = await createUNet(config, { backend, seed: 3 });
+        let trainer = new Trainer({
+          unet,
+          noiseScheduler: new DDPMScheduler(),
+          optimizer: { lr },
+          gradClip: 0.5,
+          gradAccumulation: 2,
+          ema: { decay: 0.99 },
+          seed: 11,
+        });
+        const losses: number[] = [], norms: number[] = [];
+        try {
+          for (let k = 0; k < 3; k++) {
+            if (backend === 'cuda' && k === 2) {
+              await trainer.save(join(dir, 'checkpoint'));
+              const resumed = await Trainer.resume(join(dir, 'checkpoint'), { backend: 'cuda' });
+              for (const kind of ['param', 'ema', 'exp_avg', 'exp_avg_sq'] as TensorKind[])
+                assert.deepEqual(resumed.readAll(kind), trainer.readAll(kind), `${kind} after resume`);
+              trainer.unet.dispose();
+              trainer = resumed;
+            }
+            const r = await trainer.step(batch);
+            losses.push(r.loss);
+            norms.push(r.gradNorm);
+          }
+          runs.set(backend, { losses, norms, params: trainer.readAll('param'), ema: trainer.readAll('ema') });
+        } finally {
+          trainer.unet.dispose();
+        }
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+    const cpu = runs.get('cpu')!, cuda = runs.get('cuda')!;
+    for (let k = 0; k < 3; k++) {
+      assert.ok(Math.abs(cuda.losses[k]! - cpu.losses[k]!) <= 1e-5 * cpu.losses[k]!, `step ${k + 1}: loss ${cuda.losses[k]} vs ${cpu.losses[k]}`);
+      assert.ok(Math.abs(cuda.norms[k]! - cpu.norms[k]!) <= 1e-5 * cpu.norms[k]!, `step ${k + 1}: grad norm ${cuda.norms[k]} vs ${cpu.norms[k]}`);
+    }
+    // AdamW moves every weight by about lr per step whatever its gradient's
+    // size, so where a gradient is rounding noise (to_k.bias: exactly zero in
+    // exact arithmetic) or near zero, the devices' last bits show up in units
+    // of lr: the weights agree to 5% of one step.
+    for (const [what, a, b] of [['param', cuda.params, cpu.params], ['ema', cuda.ema, cpu.ema]] as const)
+      a.forEach((t, i) => {
+        const diff = maxAbsDiff(t, b[i]!);
+        assert.ok(diff <= 0.05 * lr, `${what} ${i} after three steps differs by ${diff}`);
+      });
   });
 
   test('a batch beyond device memory is a MemoryLimitError before allocating, and the model still works', { skip: options.emulated && SLOW }, async () => {

@@ -29,6 +29,9 @@ export const SELF_TEST_TOLERANCE: Record<string, number> = {
   conv2d_backward: 2e-5,
   attention_backward: 2e-5,
   group_norm_backward: 1e-5,
+  // per-sample squared sums and gradient squared sums, in double: a tree on the GPU, sequential on the CPU
+  diffusion_loss: 1e-6,
+  grad_norm: 1e-6,
 };
 
 /** One self-test case's verdict: null when it passes, else why not. */
@@ -45,6 +48,7 @@ export function selfTestFailure(c: { op: string; exact: boolean; maxAbsErr: numb
 export const SELF_TEST_FAMILIES = [
   'conv2d', 'linear', 'group_norm', 'attention', 'resample', 'embed', 'elementwise', 'noise', 'diffusion_step',
   'conv2d_backward', 'group_norm_backward', 'attention_backward', 'resample_backward', 'optimizer',
+  'diffusion_loss', 'embed_backward', 'grad_norm',
 ];
 
 export interface BackendUnderTest {

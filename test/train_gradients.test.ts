@@ -7,73 +7,17 @@ import assert from 'node:assert/strict';
 
 import { createUNet, loadUNet } from '../src/index.js';
 import { engineOf } from '../src/train/engine_access.js';
-import { readSafetensorsFile, tensorToFloat32, tensorToInt64AsNumbers } from '../src/model/safetensors.js';
-import type { SafetensorsFile } from '../src/model/safetensors.js';
+import { readSafetensorsFile, tensorToFloat32 } from '../src/model/safetensors.js';
 import type { UNet2DModel } from '../src/model/unet.js';
 import { DDPMScheduler } from '../src/schedulers/ddpm.js';
-import { backendsUnderTest, fixturePath, maxAbs, maxAbsDiff } from './helpers.js';
+import { backendsUnderTest, fixturePath, maxAbsDiff } from './helpers.js';
+import { TRAIN_FIXTURES, batchFrom, checkTrainStepAgainstDiffusers } from './train_reference.js';
 
-const FIXTURES = ['tiny', 'mnist-variants', 'class-cond', 'class-timestep'] as const;
 const BACKENDS = await backendsUnderTest();
 
-
-async function batchFrom(file: SafetensorsFile) {
-  const timesteps = tensorToInt64AsNumbers(file, 'timestep');
-  const { sqrtAlphaProd, sqrtOneMinusAlphaProd } = new DDPMScheduler().noiseCoefficients(timesteps);
-  return {
-    x0: tensorToFloat32(file, 'x0'),
-    noise: tensorToFloat32(file, 'noise'),
-    shape: file.tensors.get('x0')!.shape as [number, number, number, number],
-    timesteps: Float32Array.from(timesteps),
-    sqrtAlphaProd,
-    sqrtOneMinusAlphaProd,
-    classCond: file.tensors.has('class_labels') ? Float32Array.from(tensorToInt64AsNumbers(file, 'class_labels')) : null,
-    target: 0 as const,
-    lossWeights: null,
-    dropoutSeed: 0,
-  };
-}
-
 for (const { label: backend, options } of BACKENDS) {
-  for (const name of FIXTURES) {
-    test(`${name} on ${backend}: loss and every gradient match diffusers`, async () => {
-      const reference = await readSafetensorsFile(fixturePath(`unet/${name}/train_step.safetensors`));
-      const unet = await loadUNet(fixturePath(`unet/${name}`), options);
-      const engine = engineOf(unet);
-      try {
-        engine.trainInit({ ema: false });
-        const loss = await engine.trainStep(await batchFrom(reference));
-        const expectedLoss = tensorToFloat32(reference, 'loss')[0]!;
-        assert.ok(Math.abs(loss - expectedLoss) <= 1e-5 * expectedLoss, `loss ${loss} vs ${expectedLoss}`);
-        const table = engine.paramTable();
-        const index = new Map(table.map(({ name: n }, i) => [n, i]));
-        let compared = 0;
-        for (const [key] of reference.tensors) {
-          if (!key.startsWith('grad.')) continue;
-          const param = key.slice(5);
-          const expected = tensorToFloat32(reference, key);
-          const got = engine.readTensor(index.get(param)!, 'grad');
-          compared++;
-          if (param.endsWith('.to_k.bias')) {
-            // Adding a constant to every key shifts each row of the scores by
-            // a constant, which softmax ignores: this gradient is exactly zero,
-            // and torch's reference holds only its rounding noise (~1e-10).
-            // Check that both are noise next to the layer's weight gradient.
-            const scale = maxAbs(tensorToFloat32(reference, key.replace('.bias', '.weight')));
-            assert.ok(maxAbs(expected) <= 1e-6 * scale, `${param}: the reference is not rounding noise`);
-            assert.ok(maxAbs(got) <= 1e-6 * scale, `${param}: ${maxAbs(got)} is not zero next to ${scale}`);
-            continue;
-          }
-          const tolerance = 1e-4 * maxAbs(expected);
-          const diff = maxAbsDiff(got, expected);
-          assert.ok(diff <= tolerance, `${name}/${backend}: grad of ${param} differs by ${diff} (tolerance ${tolerance})`);
-        }
-        assert.equal(compared, table.filter(({ name: n }) => reference.tensors.has(`grad.${n}`)).length);
-        assert.ok(compared > 50);
-      } finally {
-        unet.dispose();
-      }
-    });
+  for (const name of TRAIN_FIXTURES) {
+    test(`${name} on ${backend}: loss and every gradient match diffusers`, () => checkTrainStepAgainstDiffusers(name, options, backend));
 
     test(`${name} on ${backend}: one AdamW step matches torch.optim.AdamW`, async () => {
       const grads = await readSafetensorsFile(fixturePath(`unet/${name}/train_step.safetensors`));

@@ -222,9 +222,11 @@ void conv_case(Rng& rng, const ConvCase& cc) {
     float* dres = dev.put(res);
     float* dscratch = dev.alloc(cu->conv_scratch_floats(g, cc.cout, cc.cin, cc.k, cc.winograd_ref));
     float* dzero = dev.alloc(zero_row.size());  // the arena's zero row, as the engine passes it
-    if (!dw || !dx || !dout || !dbias || !dbb || !dres || !dscratch || !dzero) return false;
+    float* dsrc = dev.put(w);  // packing reads the torch-layout weights in device memory
+    if (!dw || !dx || !dout || !dbias || !dbb || !dres || !dscratch || !dzero || !dsrc) return false;
     PackedWeights dpw;
-    cu->pack_conv(&dpw, dw, &src, couts, 1, cc.cin, cc.k, cc.winograd_ref);
+    WeightSource dsource = {dsrc, src.stride_n, src.stride_ci, src.stride_tap};
+    cu->pack_conv(&dpw, dw, &dsource, couts, 1, cc.cin, cc.k, cc.winograd_ref);
     ConvEpilogue dep = ep;
     dep.bias = cc.bias ? dbias : nullptr;
     dep.batch_bias = cc.batch_bias ? dbb : nullptr;
@@ -266,8 +268,14 @@ void linear_case(Rng& rng, int rows, int cin, int cout, bool fused_sources, bool
     float* dbias = dev.put(bias);
     float* dzero = dev.alloc(zero_row.size());
     if (!dw || !dx || !dout || !dbias || !dzero) return false;
+    WeightSource dsrc[3];  // the sources in device memory, as packing reads them
+    for (int s = 0; s < parts; ++s) {
+      dsrc[s] = src[s];
+      dsrc[s].data = dev.put(ws[s]);
+      if (!dsrc[s].data) return false;
+    }
     PackedWeights dpw;
-    cu->pack_conv(&dpw, dw, src, couts, parts, cin, 1, false);
+    cu->pack_conv(&dpw, dw, dsrc, couts, parts, cin, 1, false);
     ConvEpilogue dep;
     dep.bias = dbias;
     if (residual_in_place) dep.residual = dout, dep.residual_ld = cout;
@@ -602,9 +610,11 @@ void conv_backward_cases(Rng& rng, const ConvCase& cc, bool accumulate) {
              float* ddx = dev.put(dx0);
              float* dscratch = dev.alloc(cu->conv2d_backward_data_scratch_floats(g, cc.cout, cc.cin, cc.k, cc.winograd_ref));
              float* dzero = dev.alloc(zero_row.size());
-             if (!dw || !ddy || !ddx || !dscratch || !dzero) return false;
+             float* dsrc = dev.put(w);
+             if (!dw || !ddy || !ddx || !dscratch || !dzero || !dsrc) return false;
              PackedWeights dpw;
-             cu->pack_conv(&dpw, dw, &src, couts, 1, cc.cin, cc.k, cc.winograd_ref);
+             WeightSource dsource = {dsrc, src.stride_n, src.stride_ci, src.stride_tap};
+             cu->pack_conv(&dpw, dw, &dsource, couts, 1, cc.cin, cc.k, cc.winograd_ref);
              cu->conv2d_backward_data(ddy, g, dpw, ddx, dscratch, dzero, accumulate);
              got = dev.get(ddx, in_n);
              return true;
@@ -819,6 +829,107 @@ void optimizer_cases(Rng& rng) {
   });
 }
 
+// The ops the training step added to the seam: the loss and its gradient,
+// the row-lookup gradient, the backward's elementwise pieces, the norm's sums.
+void training_cases(Rng& rng) {
+  const Ops* cpu = cpu_ops();
+  const int B = 3, C = 3, pixels = 50;
+  const size_t n = (size_t)B * C * pixels;
+  auto out = rng.vec(n, -2.0f, 2.0f), x0 = rng.vec(n), noise = rng.vec(n, -2.0f, 2.0f);
+  Floats sa = {0.9f, 0.5f, 0.1f}, sb = {0.43589f, 0.86603f, 0.99499f}, weights = {0.5f, 1.0f, 2.0f};
+  Floats timesteps = {3.0f, 400.0f, 999.0f};
+  for (int variant = 0; variant < 3; ++variant) {
+    DiffusionLossArgs a;
+    a.batch = B, a.channels = C, a.pixels = pixels, a.target = variant;
+    const char* label = variant == 0 ? "diffusion_loss epsilon" : variant == 1 ? "diffusion_loss sample, loss weights"
+                                                                               : "diffusion_loss v_prediction, fourier 1/t";
+    // dy must be bit-identical; the per-sample sums differ in double rounding only.
+    for (bool sums_case : {false, true})
+      run_case("diffusion_loss", std::string(label) + (sums_case ? ": per-sample squared sums" : ": gradient"), !sums_case,
+               [&](Device& dev, Floats& ref, Floats& got) {
+                 DiffusionLossArgs h = a;
+                 h.x0 = x0.data(), h.noise = noise.data(), h.sqrt_alpha_prod = sa.data();
+                 h.sqrt_one_minus_alpha_prod = sb.data();
+                 h.loss_weights = variant == 1 ? weights.data() : nullptr;
+                 h.divisors = variant == 2 ? timesteps.data() : nullptr;
+                 Floats dy(n, 0.0f);
+                 double sums[B];
+                 cpu->diffusion_loss(out.data(), h, dy.data(), sums);
+                 ref = dy;
+                 if (sums_case) ref.assign(sums, sums + B);
+                 DiffusionLossArgs d = a;
+                 float* dout = dev.put(out);
+                 float* ddy = dev.alloc(n);
+                 float* dsums = dev.alloc(2 * B);
+                 d.x0 = dev.put(x0), d.noise = dev.put(noise), d.sqrt_alpha_prod = dev.put(sa);
+                 d.sqrt_one_minus_alpha_prod = dev.put(sb);
+                 d.loss_weights = variant == 1 ? dev.put(weights) : nullptr;
+                 d.divisors = variant == 2 ? dev.put(timesteps) : nullptr;
+                 if (!dout || !ddy || !dsums || !d.x0 || !d.noise || !d.sqrt_alpha_prod || !d.sqrt_one_minus_alpha_prod)
+                   return false;
+                 dev.ops->diffusion_loss(dout, d, ddy, reinterpret_cast<double*>(dsums));
+                 got = dev.get(ddy, n);
+                 if (sums_case) {
+                   double gsums[B];
+                   dev.ops->download(gsums, dsums, sizeof(gsums));
+                   got.assign(gsums, gsums + B);
+                 }
+                 return true;
+               });
+  }
+  auto table = rng.vec(10 * 40), rows = rng.vec(5 * 40);
+  Floats idx = {3, 0, 9, 3, 3};  // repeated rows add in order of b
+  run_case("embed_backward", "scatter_add_rows, 5 rows into 10 (repeats)", true, [&](Device& dev, Floats& ref, Floats& got) {
+    ref = table;
+    cpu->scatter_add_rows(ref.data(), 40, idx.data(), 5, rows.data());
+    float* dt = dev.put(table);
+    float* di = dev.put(idx);
+    float* dr = dev.put(rows);
+    if (!dt || !di || !dr) return false;
+    dev.ops->scatter_add_rows(dt, 40, di, 5, dr);
+    got = dev.get(dt, table.size());
+    return true;
+  });
+  auto x = rng.vec(30011, -3.0f, 3.0f);
+  run_case("elementwise", "divide_scalar by 1.4142135, 30011 values", true, [&](Device& dev, Floats& ref, Floats& got) {
+    ref.assign(x.size(), 0.0f);
+    cpu->divide_scalar(x.data(), 1.4142135f, (long long)x.size(), ref.data());
+    float* dx = dev.put(x);
+    float* dy = dev.alloc(x.size());
+    if (!dx || !dy) return false;
+    dev.ops->divide_scalar(dx, 1.4142135f, (long long)x.size(), dy);
+    got = dev.get(dy, x.size());
+    return true;
+  });
+  auto dy = rng.vec(2 * 70 * 96), bias0 = rng.vec(2 * 96);
+  run_case("elementwise", "add_broadcast_backward, b2, 70 pixels, 96 channels", true,
+           [&](Device& dev, Floats& ref, Floats& got) {
+             ref = bias0;
+             cpu->add_broadcast_backward(dy.data(), 2, 70, 96, ref.data());
+             float* ddy = dev.put(dy);
+             float* db = dev.put(bias0);
+             if (!ddy || !db) return false;
+             dev.ops->add_broadcast_backward(ddy, 2, 70, 96, db);
+             got = dev.get(db, bias0.size());
+             return true;
+           });
+  auto grad = rng.vec(100003, -0.1f, 0.1f);
+  run_case("grad_norm", "sum_squares, 100003 values", false,
+           [&](Device& dev, Floats& ref, Floats& got) {
+             double sum = 0;
+             cpu->sum_squares(grad.data(), grad.size(), &sum);
+             ref.assign(1, (float)sum);
+             float* dg = dev.put(grad);
+             float* dsum = dev.alloc(2);
+             if (!dg || !dsum) return false;
+             dev.ops->sum_squares(dg, grad.size(), reinterpret_cast<double*>(dsum));
+             double gsum = 0;
+             dev.ops->download(&gsum, dsum, sizeof(gsum));
+             got.assign(1, (float)gsum);
+             return true;
+           });
+}
+
 }  // namespace
 }  // namespace mb
 
@@ -873,8 +984,7 @@ int mb::run_parity(const Ops* device_ops, uint32_t seed) {
   elementwise_cases(rng);
   noise_cases(rng);
   step_cases(rng);
-  // The backward and the optimizer last: not yet used by the engine on cuda,
-  // so a fault here cannot hide a forward result.
+  // The backward and the optimizer last, so that a fault there cannot hide a forward result.
   conv_backward_cases(rng, {2, 32, 48, 3, 8, 8, 1, 1, 1, 1, true, false, false, false, 1.0f}, true);
   conv_backward_cases(rng, {2, 32, 48, 3, 8, 8, 1, 1, 1, 1, true, false, false, false, 1.0f}, false);
   conv_backward_cases(rng, {2, 64, 64, 3, 16, 16, 1, 1, 1, 1, true, false, false, true, 1.0f}, true);
@@ -892,6 +1002,7 @@ int mb::run_parity(const Ops* device_ops, uint32_t seed) {
   attention_backward_case(rng, 2, 100, 4, 32);
   elementwise_backward_cases(rng);
   optimizer_cases(rng);
+  training_cases(rng);
   return (int)g_cases.size();
 }
 
