@@ -28,7 +28,7 @@ import { DDPMScheduler } from '../src/schedulers/ddpm.js';
 import { engineOf } from '../src/train/engine_access.js';
 import type { TensorKind } from '../src/backend/backend.js';
 import { SELF_TEST_FAMILIES, UNET_FIXTURES, fixturePath, forwardReference, maxAbs, maxAbsDiff, selfTestFailure } from './helpers.js';
-import { TRAIN_FIXTURES, checkTrainStepAgainstDiffusers } from './train_reference.js';
+import { TRAIN_FIXTURES, checkAdamwStepAgainstTorch, checkTrainStepAgainstDiffusers, writeReferenceGrads } from './train_reference.js';
 
 export interface CudaSuiteOptions {
   /** The kernels run emulated on the CPU: skip what needs real hardware (a kernel fault) or real speed (big batches). */
@@ -171,7 +171,6 @@ export function registerCudaSuite(options: CudaSuiteOptions): void {
     // elementwise in the CPU's float32 order, so every tensor must agree exactly.
     const name = 'class-timestep';
     const grads = await readSafetensorsFile(fixturePath(`unet/${name}/train_step.safetensors`));
-    const after = await readSafetensorsFile(fixturePath(`unet/${name}/adamw_step.safetensors`));
     const results = new Map<string, Map<TensorKind, Float32Array[]>>();
     for (const backend of ['cpu', 'cuda'] as BackendName[]) {
       const unet = await loadUNet(fixturePath(`unet/${name}`), { backend });
@@ -179,9 +178,7 @@ export function registerCudaSuite(options: CudaSuiteOptions): void {
       try {
         engine.trainInit({ ema: true });
         const table = engine.paramTable();
-        table.forEach(({ name: n }, i) => {
-          if (grads.tensors.has(`grad.${n}`)) engine.writeTensor(i, 'grad', tensorToFloat32(grads, `grad.${n}`));
-        });
+        writeReferenceGrads(engine, grads);
         engine.adamwStep({ lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step: 1, gradScale: 0.5 });
         engine.emaUpdate(0.9);
         engine.adamwStep({ lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step: 2, gradScale: 1 });
@@ -209,22 +206,7 @@ export function registerCudaSuite(options: CudaSuiteOptions): void {
     const cpu = results.get('cpu')!, cuda = results.get('cuda')!;
     for (const kind of cpu.keys()) assert.deepEqual(cuda.get(kind), cpu.get(kind), `${kind} after two AdamW + EMA steps`);
     // One step alone against torch (the cpu test's tolerance), on the device.
-    const unet = await loadUNet(fixturePath(`unet/${name}`), { backend: 'cuda' });
-    const engine = engineOf(unet);
-    try {
-      engine.trainInit({ ema: false });
-      const table = engine.paramTable();
-      table.forEach(({ name: n }, i) => {
-        if (grads.tensors.has(`grad.${n}`)) engine.writeTensor(i, 'grad', tensorToFloat32(grads, `grad.${n}`));
-      });
-      engine.adamwStep({ lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step: 1, gradScale: 1 });
-      table.forEach(({ name: n }, i) => {
-        const diff = maxAbsDiff(engine.readTensor(i, 'param'), tensorToFloat32(after, `param.${n}`));
-        assert.ok(diff <= 1e-6, `${name}/${where}: ${n} after AdamW differs by ${diff}`);
-      });
-    } finally {
-      unet.dispose();
-    }
+    await checkAdamwStepAgainstTorch(name, { backend: 'cuda' }, where);
   });
 
   test(`trainer steps on ${where} match the cpu's, through a checkpoint saved and resumed on the device`, async () => {

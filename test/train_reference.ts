@@ -9,6 +9,7 @@ import type { LoadOptions } from '../src/index.js';
 import { engineOf } from '../src/train/engine_access.js';
 import { readSafetensorsFile, tensorToFloat32, tensorToInt64AsNumbers } from '../src/model/safetensors.js';
 import type { SafetensorsFile } from '../src/model/safetensors.js';
+import type { EngineModel } from '../src/backend/backend.js';
 import { DDPMScheduler } from '../src/schedulers/ddpm.js';
 import { fixturePath, maxAbs, maxAbsDiff } from './helpers.js';
 
@@ -67,6 +68,33 @@ export async function checkTrainStepAgainstDiffusers(name: string, options: Load
     }
     assert.equal(compared, table.filter(({ name: n }) => reference.tensors.has(`grad.${n}`)).length);
     assert.ok(compared > 50);
+  } finally {
+    unet.dispose();
+  }
+}
+
+/** Writes diffusers' gradients of a train_step.safetensors into the engine's gradient buffers. */
+export function writeReferenceGrads(engine: EngineModel, grads: SafetensorsFile): void {
+  engine.paramTable().forEach(({ name: n }, i) => {
+    if (grads.tensors.has(`grad.${n}`)) engine.writeTensor(i, 'grad', tensorToFloat32(grads, `grad.${n}`));
+  });
+}
+
+/** One AdamW step from diffusers' gradients on `options`' backend, against torch.optim.AdamW's weights. */
+export async function checkAdamwStepAgainstTorch(name: string, options: LoadOptions, label: string): Promise<void> {
+  const grads = await readSafetensorsFile(fixturePath(`unet/${name}/train_step.safetensors`));
+  const after = await readSafetensorsFile(fixturePath(`unet/${name}/adamw_step.safetensors`));
+  const unet = await loadUNet(fixturePath(`unet/${name}`), options);
+  const engine = engineOf(unet);
+  try {
+    engine.trainInit({ ema: false });
+    writeReferenceGrads(engine, grads);
+    engine.adamwStep({ lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step: 1, gradScale: 1 });
+    engine.paramTable().forEach(({ name: n }, i) => {
+      const expected = tensorToFloat32(after, `param.${n}`);
+      const diff = maxAbsDiff(engine.readTensor(i, 'param'), expected);
+      assert.ok(diff <= 1e-6, `${name}/${label}: ${n} after AdamW differs by ${diff}`);
+    });
   } finally {
     unet.dispose();
   }

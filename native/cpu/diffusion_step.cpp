@@ -8,6 +8,7 @@
 // diffusers' (torch's) order and this file is compiled without FMA
 // contraction, so results match diffusers to the last bit or two.
 #include "../engine/mathf.h"
+#include "diffusion_loss.h"
 #include "ops.h"
 
 namespace mb {
@@ -163,33 +164,19 @@ void add_noise(const float* x0, const float* noise, const float* sqrt_alpha_prod
   }
 }
 
-// The training loss (see ops.h). The order of operations is the one the
-// loss has always had on the CPU: the output divided by t (fourier), the
-// target, their difference in float32, its square summed in double; the
-// gradient 2 w_b diff / (B * C * H * W) in double, rounded, then times 1/t.
+// The training loss (see ops.h): the squares summed in double, pixel by
+// pixel, channel by channel, per sample.
 void diffusion_loss(const float* out, const DiffusionLossArgs& a, float* dy, double* sample_sums) {
-  const int B = a.batch, C = a.channels, pixels = a.pixels;
-  const size_t per_sample = (size_t)C * pixels;
-  for (int b = 0; b < B; ++b) {
-    const float weight = a.loss_weights ? a.loss_weights[b] : 1.0f;
-    const float inv_t = a.divisors ? 1.0f / a.divisors[b] : 1.0f;
-    const float sa = a.sqrt_alpha_prod[b], sb = a.sqrt_one_minus_alpha_prod[b];
+  const int C = a.channels, pixels = a.pixels;
+  for (int b = 0; b < a.batch; ++b) {
     double sample_sum = 0;
     for (int p = 0; p < pixels; ++p)
       for (int c = 0; c < C; ++c) {
         const size_t nhwc = ((size_t)b * pixels + p) * C + c;
         const size_t nchw = ((size_t)b * C + c) * pixels + p;
-        const float o = a.divisors ? out[nhwc] / a.divisors[b] : out[nhwc];
-        float target;
-        if (a.target == kTargetEpsilon)
-          target = a.noise[nchw];
-        else if (a.target == kTargetSample)
-          target = a.x0[nchw];
-        else
-          target = sa * a.noise[nchw] - sb * a.x0[nchw];
-        const float diff = o - target;
-        sample_sum += (double)diff * diff;
-        dy[nhwc] = (float)(2.0 * weight * diff / ((double)B * per_sample)) * inv_t;
+        const LossTerm t = diffusion_loss_term(a, out, b, nhwc, nchw);
+        sample_sum += (double)t.diff * t.diff;
+        dy[nhwc] = t.grad;
       }
     sample_sums[b] = sample_sum;
   }

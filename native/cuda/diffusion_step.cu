@@ -4,6 +4,7 @@
 // noise with the same float32 operations in the same order (--fmad=false),
 // so the results are bit-identical. Dynamic thresholding needs a quantile of
 // each sample and is not on the GPU yet: it reports kErrUnsupported.
+#include "../cpu/diffusion_loss.h"
 #include "../engine/mathf.h"
 #include "cuda_common.cuh"
 
@@ -82,25 +83,13 @@ __global__ void __launch_bounds__(kLossThreads) diffusion_loss_kernel(const floa
   __shared__ double partial[kLossThreads];
   const int b = blockIdx.x, C = a.channels, pixels = a.pixels;
   const size_t per_sample = (size_t)C * pixels;
-  const float weight = a.loss_weights ? a.loss_weights[b] : 1.0f;
-  const float inv_t = a.divisors ? 1.0f / a.divisors[b] : 1.0f;
-  const float sa = a.sqrt_alpha_prod[b], sb = a.sqrt_one_minus_alpha_prod[b];
   double sum = 0;
   for (size_t e = threadIdx.x; e < per_sample; e += kLossThreads) {
     const size_t p = e / (size_t)C, c = e % (size_t)C;
     const size_t nhwc = (size_t)b * per_sample + e;
-    const size_t nchw = ((size_t)b * C + c) * pixels + p;
-    const float o = a.divisors ? out[nhwc] / a.divisors[b] : out[nhwc];
-    float target;
-    if (a.target == kTargetEpsilon)
-      target = a.noise[nchw];
-    else if (a.target == kTargetSample)
-      target = a.x0[nchw];
-    else
-      target = sa * a.noise[nchw] - sb * a.x0[nchw];
-    const float diff = o - target;
-    sum += (double)diff * diff;
-    dy[nhwc] = (float)(2.0 * weight * diff / ((double)a.batch * per_sample)) * inv_t;
+    const LossTerm t = diffusion_loss_term(a, out, b, nhwc, ((size_t)b * C + c) * pixels + p);
+    sum += (double)t.diff * t.diff;
+    dy[nhwc] = t.grad;
   }
   partial[threadIdx.x] = sum;
   __syncthreads();

@@ -305,19 +305,8 @@ void run_backward(Exec& ex, const Act& dy, const float* timesteps, const float* 
 // with host memory; on one with its own memory, arena copies (allocated in
 // planning too, every optional one always, so that the plan covers any batch
 // of this size).
-struct TrainInputs {
-  const float* x0;
-  const float* noise;
-  const float* timesteps;
-  const float* sqrt_alpha_prod;
-  const float* sqrt_one_minus_alpha_prod;
-  const float* class_cond;
-  const float* loss_weights;
-};
-
-TrainInputs stage_train_inputs(Exec& ex, const TrainBatch& tb) {
-  TrainInputs in = {tb.x0, tb.noise, tb.timesteps, tb.sqrt_alpha_prod, tb.sqrt_one_minus_alpha_prod, tb.class_cond,
-                    tb.loss_weights};
+TrainBatch stage_train_inputs(Exec& ex, const TrainBatch& tb) {
+  TrainBatch in = tb;
   const Ops& ops = ex.ops();
   if (!ops.device_memory) return in;
   Model* m = ex.m;
@@ -328,8 +317,13 @@ TrainInputs stage_train_inputs(Exec& ex, const TrainBatch& tb) {
   float* noise = ex.arena->alloc(n);
   float* per_sample = ex.arena->alloc(4 * B);  // timesteps | sqrt_alpha_prod | sqrt_one_minus_alpha_prod | loss_weights
   float* class_cond = class_floats ? ex.arena->alloc(class_floats) : nullptr;
-  in = {x0, noise, per_sample, per_sample + B, per_sample + 2 * B, tb.class_cond ? class_cond : nullptr,
-        tb.loss_weights ? per_sample + 3 * B : nullptr};
+  in.x0 = x0;
+  in.noise = noise;
+  in.timesteps = per_sample;
+  in.sqrt_alpha_prod = per_sample + B;
+  in.sqrt_one_minus_alpha_prod = per_sample + 2 * B;
+  in.class_cond = tb.class_cond ? class_cond : nullptr;
+  in.loss_weights = tb.loss_weights ? per_sample + 3 * B : nullptr;
   if (ex.run()) {
     ops.upload(x0, tb.x0, n * sizeof(float));
     ops.upload(noise, tb.noise, n * sizeof(float));
@@ -351,7 +345,7 @@ void run_train_step(Exec& ex, const TrainBatch& tb, float* loss_out) {
   const int B = tb.batch, H = tb.height, W = tb.width;
   const size_t n = (size_t)B * tb.channels * H * W;
   float* noisy = ex.arena->alloc(n);
-  const TrainInputs in = stage_train_inputs(ex, tb);
+  const TrainBatch in = stage_train_inputs(ex, tb);  // device pointers
   if (ex.run())
     ops.add_noise(in.x0, in.noise, in.sqrt_alpha_prod, in.sqrt_one_minus_alpha_prod, B, (int)(n / B), noisy);
   Act y = run_forward(ex, H, W, noisy, in.timesteps, in.class_cond, nullptr);

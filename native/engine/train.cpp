@@ -172,34 +172,31 @@ int tensor_args(Model* m, int index, int kind) {
 // Parameters are read from the host copy (brought up to date first);
 // writes go to the host copy and, on a device, to the device copy too (the
 // caller repacks the conv weights). Training state lives in the device's memory.
-int model_read_tensor(Model* m, int index, int kind, float* host_out) {
+static int copy_tensor(Model* m, int index, int kind, float* host_out, const float* host_in) {
   int status = tensor_args(m, index, kind);
+  if (status == kOk && kind == 0) status = sync_host_params(m);
   if (status != kOk) return status;
   Param& p = m->params[index];
   const size_t bytes = p.numel * sizeof(float);
-  if (kind == 0) {
-    status = sync_host_params(m);
-    if (status == kOk) mb_copy(host_out, p.data, bytes);
-    return status;
+  if (host_out && kind == 0) {
+    mb_copy(host_out, p.data, bytes);
+    return kOk;
   }
-  m->ops->download(host_out, tensor_on_device(p, kind), bytes);
-  return device_status(m, "error reading a tensor");
+  if (host_out) {
+    m->ops->download(host_out, tensor_on_device(p, kind), bytes);
+  } else {
+    if (kind == 0) mb_copy(p.data, host_in, bytes);
+    if (kind != 0 || p.dev != p.data) m->ops->upload(tensor_on_device(p, kind), host_in, bytes);
+  }
+  return device_status(m, host_out ? "error reading a tensor" : "error writing a tensor");
+}
+
+int model_read_tensor(Model* m, int index, int kind, float* host_out) {
+  return copy_tensor(m, index, kind, host_out, nullptr);
 }
 
 int model_write_tensor(Model* m, int index, int kind, const float* host_in) {
-  int status = tensor_args(m, index, kind);
-  if (status != kOk) return status;
-  Param& p = m->params[index];
-  const size_t bytes = p.numel * sizeof(float);
-  if (kind == 0) {
-    status = sync_host_params(m);
-    if (status != kOk) return status;
-    mb_copy(p.data, host_in, bytes);
-    if (p.dev && p.dev != p.data) m->ops->upload(p.dev, host_in, bytes);
-  } else {
-    m->ops->upload(tensor_on_device(p, kind), host_in, bytes);
-  }
-  return device_status(m, "error writing a tensor");
+  return copy_tensor(m, index, kind, nullptr, host_in);
 }
 
 }  // namespace mb
