@@ -55,6 +55,14 @@ const Ops kCudaOps = {
     cuda::silu_backward,
     cuda::adamw_update,
     cuda::ema_update,
+    cuda::queue_new,
+    cuda::queue_free,
+    cuda::queue_use,
+    cuda::capture_begin,
+    cuda::capture_end,
+    cuda::replay,
+    cuda::recording_free,
+    cuda::poll,
 };
 }  // namespace
 
