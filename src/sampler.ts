@@ -17,7 +17,7 @@ import { TorchGenerator } from './rng/torch.js';
 import { DDIMScheduler } from './schedulers/ddim.js';
 import { DDPMScheduler } from './schedulers/ddpm.js';
 import { kStepCoefficientSlots, packStepCoefficients, runStepKernel } from './schedulers/engine_step.js';
-import { NoiseTerm, X0Clip } from './schedulers/step_kernel.js';
+import { NoiseTerm } from './schedulers/step_kernel.js';
 import type { StepCoefficients } from './schedulers/step_kernel.js';
 
 export type GeneratorName = 'philox' | 'torch';
@@ -148,11 +148,9 @@ export async function sample(options: SampleOptions): Promise<SampleResult> {
       ? (scheduler as DDIMScheduler).stepCoefficients(t, { eta: r.eta, useClippedModelOutput: options.useClippedModelOutput })
       : (scheduler as DDPMScheduler).stepCoefficients(t, outChannels === 2 * shape[1]),
   );
-  // The loop on the device where the backend has one, except for a step the
-  // GPU does not do yet (dynamic thresholding needs a per-sample quantile).
-  const thresholding = coefficients.some((c) => c.x0Clip === X0Clip.DynamicThreshold);
+  // The loop on the model's device where the backend has one.
   const classCond = r.classLabels ? Float32Array.from(r.classLabels) : null;
-  const onDevice = thresholding && unet.backend.name === 'cuda' ? null : await unet.startSampling(shape, classCond);
+  const onDevice = await unet.startSampling(shape, classCond);
   const samples = onDevice
     ? await sampleOnDevice(r, options, timesteps, coefficients, onDevice)
     : await sampleThroughForward(r, options, timesteps, coefficients);

@@ -78,7 +78,7 @@ struct Ops {
   void (*randn_philox)(uint64_t seed, uint64_t draw, uint64_t offset, long long n, float* out);
   void (*add_noise)(const float* x0, const float* noise, const float* sqrt_alpha_prod,
                     const float* sqrt_one_minus_alpha_prod, int batch, int sample_size, float* out);
-  // kOk, or kErrUnsupported for a variant the device does not implement.
+  // kOk, or kErrOutOfMemory (a host scratch for dynamic thresholding).
   int (*diffusion_step)(const StepCoefficients& c, const StepLayout& layout, const float* model_output,
                         const float* sample, const float* noise, float* prev_sample, float* pred_original_sample);
 

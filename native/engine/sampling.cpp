@@ -235,11 +235,6 @@ MB_API int mb_sample_steps(SampleRun* r, int count, const float* timesteps, cons
       noise = r->noise;
     }
     status = ops.diffusion_step(c, layout, r->model_output, r->x, noise, r->x, r->x0);
-    if (status == mb::kErrUnsupported) {
-      mb::Message msg;
-      msg.add("this scheduler step (dynamic thresholding) does not run on ").add(ops.name).add(" yet");
-      return mb::fail(m, status, msg);
-    }
     if (status != mb::kOk) return mb::set_error(m, status, mb::Name("out of memory in the scheduler step"));
   }
   if (x0_out) ops.download(x0_out, r->x0, r->sample_floats * sizeof(float));
