@@ -418,85 +418,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   size_t run_sample_floats_ = 0;
 };
 
-class ForwardWorker : public Napi::AsyncWorker {
- public:
-  ForwardWorker(Napi::Env env, ModelWrap* wrap, Napi::Object keep_alive, int b, int c, int h, int w,
-                std::vector<float> sample, std::vector<float> timesteps, std::vector<float> class_cond, size_t out_size)
-      : Napi::AsyncWorker(env),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        wrap_(wrap),
-        b_(b), c_(c), h_(h), w_(w),
-        sample_(std::move(sample)),
-        timesteps_(std::move(timesteps)),
-        class_cond_(std::move(class_cond)),
-        out_(out_size) {
-    keep_alive_ = Napi::Persistent(keep_alive);
-  }
 
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
-  void Execute() override {
-    status_ = mb_model_forward(wrap_->model(), b_, c_, h_, w_, sample_.data(), timesteps_.data(),
-                               class_cond_.empty() ? nullptr : class_cond_.data(), (int)class_cond_.size(),
-                               out_.data());
-    if (status_ != 0) message_ = mb_model_error(wrap_->model());
-  }
-
-  void OnOK() override {
-    wrap_->busy.store(false);
-    Napi::Env env = Env();
-    if (status_ != 0) {
-      deferred_.Reject(engine_error(env, status_, message_).Value());
-      return;
-    }
-    Napi::Float32Array result = Napi::Float32Array::New(env, out_.size());
-    std::memcpy(result.Data(), out_.data(), out_.size() * sizeof(float));
-    deferred_.Resolve(result);
-  }
-
-  void OnError(const Napi::Error& e) override {
-    wrap_->busy.store(false);
-    deferred_.Reject(e.Value());
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  ModelWrap* wrap_;
-  Napi::ObjectReference keep_alive_;
-  int b_, c_, h_, w_;
-  std::vector<float> sample_, timesteps_, class_cond_, out_;
-  int status_ = 0;
-  std::string message_;
-};
-
-
-// forward(sample: Float32Array, b, c, h, w, timesteps: Float32Array, classCond: Float32Array | null, outSize)
-Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!Alive(env)) return env.Undefined();
-  if (info.Length() < 8 || !info[0].IsTypedArray() || !info[5].IsTypedArray()) {
-    Napi::TypeError::New(env, "forward(sample, b, c, h, w, timesteps, classCond, outSize)").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  int b = info[1].As<Napi::Number>().Int32Value();
-  int c = info[2].As<Napi::Number>().Int32Value();
-  int h = info[3].As<Napi::Number>().Int32Value();
-  int w = info[4].As<Napi::Number>().Int32Value();
-  size_t out_size = (size_t)info[7].As<Napi::Number>().Int64Value();
-  std::vector<float> sample = copy_f32(info[0]);
-  std::vector<float> timesteps = copy_f32(info[5]);
-  std::vector<float> class_cond = copy_f32(info[6]);
-  if (sample.size() != (size_t)b * c * h * w || timesteps.size() != (size_t)b) {
-    Napi::RangeError::New(env, "forward: array sizes do not match the shape").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  busy.store(true);
-  auto* worker = new ForwardWorker(env, this, Value(), b, c, h, w, std::move(sample), std::move(timesteps),
-                                   std::move(class_cond), out_size);
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
-}
 
 // Runs `work` (an engine call returning a status) on the libuv pool and
 // resolves with `out` (a Float32Array) when it is non-empty, else undefined.
@@ -540,6 +462,42 @@ class RunWorker : public Napi::AsyncWorker {
   int status_ = 0;
   std::string message_;
 };
+
+// forward(sample: Float32Array, b, c, h, w, timesteps: Float32Array, classCond: Float32Array | null, outSize)
+Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!Alive(env)) return env.Undefined();
+  if (info.Length() < 8 || !info[0].IsTypedArray() || !info[5].IsTypedArray()) {
+    Napi::TypeError::New(env, "forward(sample, b, c, h, w, timesteps, classCond, outSize)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int b = info[1].As<Napi::Number>().Int32Value();
+  int c = info[2].As<Napi::Number>().Int32Value();
+  int h = info[3].As<Napi::Number>().Int32Value();
+  int w = info[4].As<Napi::Number>().Int32Value();
+  size_t out_size = (size_t)info[7].As<Napi::Number>().Int64Value();
+  std::vector<float> sample = copy_f32(info[0]);
+  std::vector<float> timesteps = copy_f32(info[5]);
+  std::vector<float> class_cond = copy_f32(info[6]);
+  if (sample.size() != (size_t)b * c * h * w || timesteps.size() != (size_t)b) {
+    Napi::RangeError::New(env, "forward: array sizes do not match the shape").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  busy.store(true);
+  mb::Model* model = model_;
+  auto* worker = new RunWorker(env, this, Value(),
+                               [=, sample = std::move(sample), timesteps = std::move(timesteps),
+                                class_cond = std::move(class_cond)](std::vector<float>& out) {
+                                 out.resize(out_size);
+                                 return mb_model_forward(model, b, c, h, w, sample.data(), timesteps.data(),
+                                                         class_cond.empty() ? nullptr : class_cond.data(),
+                                                         (int)class_cond.size(), out.data());
+                               });
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
 
 // sampleSteps(count, timesteps: Float32Array(count), coefficients: Float32Array(15 count),
 //             seedLo, seedHi, firstDraw, hostNoise: Float32Array(count * sample) | null, wantX0)
