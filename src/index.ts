@@ -1,6 +1,6 @@
 // marble: diffusers UNet2DModel inference for JavaScript runtimes.
 export { createUNet, loadUNet, UNet2DModel } from './model/unet.js';
-export type { LoadOptions, ForwardOptions } from './model/unet.js';
+export type { LoadOptions, ForwardOptions, DeviceSampling } from './model/unet.js';
 export { parseUNet2DConfig } from './model/config.js';
 export type { UNet2DConfig } from './model/config.js';
 export { parseSafetensors, readSafetensorsFile, serializeSafetensors, writeSafetensorsFile } from './model/safetensors.js';

@@ -11,12 +11,12 @@
 import { ConfigError, InputError } from './errors.js';
 import { imagesToGridPng, samplesToImages } from './image/png.js';
 import type { ImageData8 } from './image/png.js';
-import type { UNet2DModel } from './model/unet.js';
+import type { DeviceSampling, UNet2DModel } from './model/unet.js';
 import { classConditioning } from './model/config.js';
 import { TorchGenerator } from './rng/torch.js';
 import { DDIMScheduler } from './schedulers/ddim.js';
 import { DDPMScheduler } from './schedulers/ddpm.js';
-import { runStepKernel } from './schedulers/engine_step.js';
+import { kStepCoefficientSlots, packStepCoefficients, runStepKernel } from './schedulers/engine_step.js';
 import { NoiseTerm } from './schedulers/step_kernel.js';
 import type { StepCoefficients } from './schedulers/step_kernel.js';
 
@@ -136,6 +136,95 @@ export async function sample(options: SampleOptions): Promise<SampleResult> {
   const { unet, scheduler, shape } = r;
   const { signal } = options;
   if (signal?.aborted) throw abortError(signal);
+  const outChannels = unet.config.outChannels;
+  if (outChannels !== shape[1] && outChannels !== 2 * shape[1])
+    throw new ConfigError(`sampling needs out_channels = in_channels (or twice it, with a learned variance); got ${outChannels}`);
+
+  scheduler.setTimesteps(r.numInferenceSteps);
+  const timesteps = scheduler.timesteps.slice();
+  // Each step's scalars depend on its timestep only, not on the sample.
+  const coefficients: StepCoefficients[] = timesteps.map((t) =>
+    r.isDDIM
+      ? (scheduler as DDIMScheduler).stepCoefficients(t, { eta: r.eta, useClippedModelOutput: options.useClippedModelOutput })
+      : (scheduler as DDPMScheduler).stepCoefficients(t, outChannels === 2 * shape[1]),
+  );
+  // The loop on the model's device where the backend has one.
+  const classCond = r.classLabels ? Float32Array.from(r.classLabels) : null;
+  const onDevice = await unet.startSampling(shape, classCond);
+  const samples = onDevice
+    ? await sampleOnDevice(r, options, timesteps, coefficients, onDevice)
+    : await sampleThroughForward(r, options, timesteps, coefficients);
+  return {
+    samples,
+    shape,
+    images: () => samplesToImages(samples, shape),
+    png: (pngOptions) => imagesToGridPng(samplesToImages(samples, shape), pngOptions),
+  };
+}
+
+type Resolved = ReturnType<typeof resolve>;
+
+// Host noise for the torch generator travels with the steps: at most this
+// many floats per call (so a 1000-step run is cut into calls of a few steps).
+const kHostNoiseFloatsPerCall = 1 << 22;
+
+/**
+ * The loop on the model's device (native backends): the sample stays there;
+ * each call queues several steps without waiting for the device, unless a
+ * step callback or an abort signal wants control between steps.
+ */
+async function sampleOnDevice(
+  r: Resolved,
+  options: SampleOptions,
+  timesteps: number[],
+  coefficients: StepCoefficients[],
+  run: DeviceSampling,
+): Promise<Float32Array> {
+  const { shape, seed } = r;
+  const { signal, onStep } = options;
+  const numel = shape[0] * shape[1] * shape[2] * shape[3];
+  const torch = r.generator === 'torch' ? new TorchGenerator(seed) : null;
+  try {
+    await run.init(torch ? torch.randn(numel) : null, seed, 0n);
+    let perCall = onStep ? 1 : signal ? 8 : timesteps.length;
+    if (torch) perCall = Math.max(1, Math.min(perCall, Math.floor(kHostNoiseFloatsPerCall / numel)));
+    for (let index = 0; index < timesteps.length; index += perCall) {
+      if (signal?.aborted) throw abortError(signal);
+      const count = Math.min(perCall, timesteps.length - index);
+      const packed = new Float32Array(kStepCoefficientSlots * count);
+      let hostNoise: Float32Array | null = torch ? new Float32Array(count * numel) : null;
+      let anyNoise = false;
+      for (let j = 0; j < count; j++) {
+        const c = coefficients[index + j]!;
+        packed.set(packStepCoefficients(c), kStepCoefficientSlots * j);
+        // torch draws in diffusers' order: only for the steps that add noise.
+        if (c.noiseTerm !== NoiseTerm.None) {
+          anyNoise = true;
+          if (hostNoise) hostNoise.set(torch!.randn(numel), j * numel);
+        }
+      }
+      if (!anyNoise) hostNoise = null;
+      const stepTimesteps = Float32Array.from(timesteps.slice(index, index + count));
+      // Philox: the noise of step i is draw i + 1 (draw 0 was the initial sample).
+      const x0 = await run.steps(stepTimesteps, packed, seed, index + 1, hostNoise, options.preview === true && !!onStep);
+      if (signal?.aborted) throw abortError(signal);
+      if (onStep) await onStep({ index, t: timesteps[index]!, total: timesteps.length, predOriginalSample: x0 });
+    }
+    return await run.read();
+  } finally {
+    await run.end();
+  }
+}
+
+/** The loop through forward() and Backend.diffusionStep over host arrays (wasm). */
+async function sampleThroughForward(
+  r: Resolved,
+  options: SampleOptions,
+  timesteps: number[],
+  coefficients: StepCoefficients[],
+): Promise<Float32Array> {
+  const { unet, shape } = r;
+  const { signal } = options;
   const numel = shape[0] * shape[1] * shape[2] * shape[3];
   const backend = unet.backend;
 
@@ -143,14 +232,10 @@ export async function sample(options: SampleOptions): Promise<SampleResult> {
   const torch = r.generator === 'torch' ? new TorchGenerator(r.seed) : null;
   const draw = (index: number): Float32Array => (torch ? torch.randn(numel) : backend.randn(r.seed, BigInt(index), numel));
 
-  scheduler.setTimesteps(r.numInferenceSteps);
-  const timesteps = scheduler.timesteps.slice();
   let x: Float32Array = draw(0); // init_noise_sigma is 1 for both schedulers
   let next: Float32Array = new Float32Array(numel);
   const x0 = new Float32Array(numel);
   const outChannels = unet.config.outChannels;
-  if (outChannels !== shape[1] && outChannels !== 2 * shape[1])
-    throw new ConfigError(`sampling needs out_channels = in_channels (or twice it, with a learned variance); got ${outChannels}`);
   const layout = {
     batchSize: shape[0],
     sampleSize: numel / shape[0],
@@ -162,11 +247,9 @@ export async function sample(options: SampleOptions): Promise<SampleResult> {
     const t = timesteps[index]!;
     const modelOutput = await unet.forward(x, shape, t, r.classLabels);
     if (signal?.aborted) throw abortError(signal);
-    const coefficients: StepCoefficients = r.isDDIM
-      ? (scheduler as DDIMScheduler).stepCoefficients(t, { eta: r.eta, useClippedModelOutput: options.useClippedModelOutput })
-      : (scheduler as DDPMScheduler).stepCoefficients(t, outChannels === 2 * shape[1]);
-    const noise = coefficients.noiseTerm === NoiseTerm.None ? null : draw(index + 1);
-    runStepKernel(backend, coefficients, layout, modelOutput, x, noise, next, x0);
+    const c = coefficients[index]!;
+    const noise = c.noiseTerm === NoiseTerm.None ? null : draw(index + 1);
+    runStepKernel(backend, c, layout, modelOutput, x, noise, next, x0);
     [x, next] = [next, x];
     if (options.onStep)
       await options.onStep({
@@ -176,12 +259,5 @@ export async function sample(options: SampleOptions): Promise<SampleResult> {
         predOriginalSample: options.preview ? x0.slice() : undefined,
       });
   }
-
-  const samples = x;
-  return {
-    samples,
-    shape,
-    images: () => samplesToImages(samples, shape),
-    png: (pngOptions) => imagesToGridPng(samplesToImages(samples, shape), pngOptions),
-  };
+  return x;
 }

@@ -18,7 +18,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { MemoryLimitError, Trainer, createUNet, loadUNet } from '../src/index.js';
-import type { BackendName } from '../src/index.js';
+import type { BackendName, UNet2DModel } from '../src/index.js';
+import { packStepCoefficients } from '../src/schedulers/engine_step.js';
 import { cudaDevices } from '../src/backend/native.js';
 import type { CudaParityCase } from '../src/backend/native.js';
 import { readSafetensorsFile, tensorToFloat32 } from '../src/model/safetensors.js';
@@ -278,6 +279,74 @@ export function registerCudaSuite(options: CudaSuiteOptions): void {
         const diff = maxAbsDiff(t, b[i]!);
         assert.ok(diff <= 0.05 * lr, `${what} ${i} after three steps differs by ${diff}`);
       });
+
+  // The sampling loop on the device (native/engine/sampling.cpp): the sample
+  // never leaves it between steps, and from the second step on the forward
+  // is a recording (a CUDA graph) replayed with that step's timestep read
+  // from device memory. A replay that baked in the first step's values, or
+  // read another step's buffers, would drift from the cpu's loop below.
+  const microConfig = {
+    block_out_channels: [8, 16],
+    down_block_types: ['DownBlock2D', 'AttnDownBlock2D'],
+    up_block_types: ['AttnUpBlock2D', 'UpBlock2D'],
+    layers_per_block: 1,
+    norm_num_groups: 4,
+    attention_head_dim: 8,
+    in_channels: 1,
+    out_channels: 1,
+    sample_size: 8,
+    num_class_embeds: 3,
+  };
+  test(`the sampling loop stays on ${where}: a recorded forward replays each step, samples equal cpu's`, async () => {
+    const run = async (backend: BackendName, generator: 'philox' | 'torch', between?: (unet: UNet2DModel) => Promise<void>) => {
+      const unet = await createUNet(microConfig, { backend, seed: 3 });
+      try {
+        let replays = -1;
+        const result = await sample({
+          unet,
+          scheduler: generator === 'philox' ? new DDIMScheduler() : new DDPMScheduler(),
+          numInferenceSteps: 3,
+          batchSize: 2,
+          seed: 11,
+          eta: generator === 'philox' ? 0.7 : undefined,
+          generator,
+          classLabels: [2, 0],
+          onStep: between ? () => between(unet) : undefined,
+        });
+        // The same run through the engine directly, to read how its forwards ran.
+        const device = await unet.startSampling([2, 1, 8, 8], Float32Array.of(2, 0));
+        assert.ok(device, `${backend} has a device sampling loop`);
+        const scheduler = new DDIMScheduler();
+        scheduler.setTimesteps(3);
+        const coefficients = new Float32Array(15 * 3);
+        scheduler.timesteps.forEach((t, i) => coefficients.set(packStepCoefficients(scheduler.stepCoefficients(t, { eta: 0 })), 15 * i));
+        await device.init(null, 11n, 0n);
+        await device.steps(Float32Array.from(scheduler.timesteps), coefficients, 11n, 1, null, false);
+        replays = device.stats().replays;
+        const direct = device.stats().directForwards;
+        await device.end();
+        return { samples: result.samples, replays, direct };
+      } finally {
+        unet.dispose();
+      }
+    };
+    for (const generator of ['philox', 'torch'] as const) {
+      const cpu = await run('cpu', generator);
+      const cuda = await run('cuda', generator);
+      assert.equal(cpu.replays, 0, 'the cpu runs every forward directly');
+      assert.deepEqual([cuda.direct, cuda.replays], [1, 2], `${where}: one direct forward, then replays`);
+      const diff = maxAbsDiff(cpu.samples, cuda.samples);
+      assert.ok(diff <= 1e-5 * Math.max(1, maxAbs(cpu.samples)), `${generator}: cpu vs ${where} samples differ by ${diff}`);
+    }
+    // A forward at another size between steps moves the arena: the recording
+    // must be made again, not replayed over freed memory.
+    const other = new Float32Array(3 * 1 * 8 * 16).fill(0.25);
+    const interleaved = await run('cuda', 'philox', async (unet) => {
+      await unet.forward(other, [3, 1, 8, 16], 10, [0, 1, 2]);
+    });
+    const cpu = await run('cpu', 'philox');
+    const diff = maxAbsDiff(cpu.samples, interleaved.samples);
+    assert.ok(diff <= 1e-5 * Math.max(1, maxAbs(cpu.samples)), `with forwards in between: cpu vs ${where} differ by ${diff}`);
   });
 
   test('a batch beyond device memory is a MemoryLimitError before allocating, and the model still works', { skip: options.emulated && SLOW }, async () => {

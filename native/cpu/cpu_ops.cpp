@@ -131,6 +131,14 @@ const Ops kCpuOps = {
     adamw_update,
     ema_update,
     sum_squares,
+    nullptr,  // queue_new: the host runs each op as it is called
+    nullptr,
+    nullptr,
+    nullptr,  // capture_begin
+    nullptr,
+    nullptr,
+    nullptr,
+    host_sync,  // poll: host ops cannot fail once their memory exists
 };
 
 }  // namespace

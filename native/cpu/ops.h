@@ -207,6 +207,38 @@ struct StepLayout {
   int sample_size;          // C*H*W per sample
   int model_output_stride;  // sample_size, or 2*sample_size with a predicted variance
 };
+// The record from its kStepCoefficientSlots floats, the form the C ABI and
+// the sampling loop receive (src/schedulers/engine_step.ts packs them).
+inline StepCoefficients step_coefficients_from_slots(const float* k) {
+  StepCoefficients c;
+  c.prediction = (int)k[0];
+  c.x0_clip = (int)k[1];
+  c.combine = (int)k[2];
+  c.epsilon_from = (int)k[3];
+  c.noise_term = (int)k[4];
+  c.sqrt_alpha_prod = k[5];
+  c.sqrt_beta_prod = k[6];
+  c.clip_sample_range = k[7];
+  c.dynamic_thresholding_ratio = k[8];
+  c.sample_max_value = k[9];
+  c.x0_coeff = k[10];
+  c.other_coeff = k[11];
+  c.noise_std = k[12];
+  c.min_log = k[13];
+  c.max_log = k[14];
+  return c;
+}
+// Whether a step's layout fits its coefficients: a learned variance needs the
+// model output's second half, a noise term needs noise.
+inline bool step_layout_fits(const StepCoefficients& c, const StepLayout& l, bool has_noise) {
+  if (l.batch_size < 1 || l.sample_size < 1 ||
+      (l.model_output_stride != l.sample_size && l.model_output_stride != 2 * l.sample_size))
+    return false;
+  if ((c.noise_term == kNoiseLearnedVariance || c.noise_term == kNoiseLearnedRange) &&
+      l.model_output_stride != 2 * l.sample_size)
+    return false;
+  return c.noise_term == kNoiseNone || has_noise;
+}
 size_t diffusion_step_scratch_floats(const StepCoefficients& c, const StepLayout& layout);
 void diffusion_step(const StepCoefficients& c, const StepLayout& layout, const float* model_output, const float* sample,
                     const float* noise, float* prev_sample, float* pred_original_sample, float* scratch);

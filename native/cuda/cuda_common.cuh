@@ -1,9 +1,10 @@
 // Shared by the CUDA op files: the stream every op is queued on, launch
 // bookkeeping and the sticky error record that Ops::sync reports.
 //
-// Error model. Kernels are queued on the calling thread's default stream
-// (cudaStreamPerThread: a model's calls come from one libuv worker at a
-// time). Every launch is followed by cudaGetLastError; the first failure is
+// Error model. Kernels are queued on the calling model's own stream (Ops
+// queues: a model's calls come from whichever libuv worker runs them, and a
+// sampling loop that does not wait between steps needs them in one queue to
+// keep their order). Every launch is followed by cudaGetLastError; the first failure is
 // recorded (thread-local) and later launches on this thread are skipped, so a
 // bad launch never cascades. Ops::sync waits for the stream and returns
 // kErrDevice with the recorded or reported reason; the engine turns it into
@@ -49,8 +50,20 @@ bool check_launch(const char* kernel);
 void clear_error();
 int sync_stream();
 const char* error_text();
+// Ops::poll: a failure recorded on this thread, reported without waiting.
+int poll();
+// Stream capture into a CUDA graph and its replay (Ops::capture_begin ...).
+int capture_begin();
+int capture_end(void** recording);
+int replay(void* recording);
+void recording_free(void* recording);
 
-inline cudaStream_t stream() { return cudaStreamPerThread; }
+// The stream this thread's ops go to: the model's (queue_use), else the
+// thread's default stream.
+cudaStream_t stream();
+void* queue_new();
+void queue_free(void* queue);
+void queue_use(void* queue);
 
 // Threads per block for the elementwise kernels, and a grid that covers n
 // items with a grid-stride loop (the x dimension takes up to 2^31 - 1 blocks;

@@ -21,6 +21,7 @@ int g_device = -1;         // the device models run on (one per process for now)
 thread_local int t_device = -1;
 thread_local cudaError_t t_error = cudaSuccess;
 thread_local char t_message[512];
+thread_local cudaStream_t t_stream = nullptr;  // queue_use's, else cudaStreamPerThread
 
 void copy_text(char* dst, int len, const char* src) {
   if (!dst || len <= 0) return;
@@ -82,6 +83,74 @@ int sync_stream() {
 }
 
 const char* error_text() { return t_message; }
+
+int poll() { return failed() ? sync_stream() : kOk; }
+
+// --- queues ---------------------------------------------------------------------
+
+cudaStream_t stream() { return t_stream ? t_stream : cudaStreamPerThread; }
+
+void* queue_new() {
+  use_device_on_this_thread();
+  cudaStream_t s = nullptr;
+  // Non-blocking: nothing of ours uses the legacy default stream, and a
+  // capture in progress must not be joined by it.
+  if (cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return nullptr;  // the model then uses the threads' default streams, and waits after each call
+  }
+  return s;
+}
+
+void queue_free(void* queue) {
+  if (!queue) return;
+  use_device_on_this_thread();
+  cudaStreamSynchronize(static_cast<cudaStream_t>(queue));
+  cudaStreamDestroy(static_cast<cudaStream_t>(queue));
+  (void)cudaGetLastError();
+}
+
+void queue_use(void* queue) { t_stream = static_cast<cudaStream_t>(queue); }
+
+// --- recording (CUDA graphs) -----------------------------------------------------
+// The sampling loop records one forward pass of a model at one size and
+// replays it each step: some hundreds of launches become one. ThreadLocal
+// capture mode: other threads (other models) may go on allocating meanwhile.
+
+int capture_begin() {
+  if (!begin_launch()) return sync_stream();
+  if (!record(cudaStreamBeginCapture(stream(), cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture"))
+    return sync_stream();
+  return kOk;
+}
+
+int capture_end(void** recording) {
+  *recording = nullptr;
+  cudaGraph_t graph = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(stream(), &graph);
+  // A launch that failed while recording invalidates the capture: report it.
+  if (ended != cudaSuccess || failed()) {
+    if (graph) cudaGraphDestroy(graph);
+    record(ended, "cudaStreamEndCapture");
+    return sync_stream();
+  }
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t made = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  if (!record(made, "cudaGraphInstantiate")) return sync_stream();
+  *recording = exec;
+  return kOk;
+}
+
+int replay(void* recording) {
+  if (!begin_launch()) return kErrDevice;
+  return record(cudaGraphLaunch(static_cast<cudaGraphExec_t>(recording), stream()), "cudaGraphLaunch") ? kOk
+                                                                                                       : kErrDevice;
+}
+
+void recording_free(void* recording) {
+  if (recording) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(recording));
+}
 
 // --- memory ------------------------------------------------------------------
 
@@ -258,6 +327,7 @@ MB_API int mb_model_use_cuda(Model* m, int device) {
     return status;
   }
   m->ops = cuda_ops_table();
+  if (!m->queue) m->queue = m->ops->queue_new();
   return kOk;
 }
 

@@ -1,11 +1,15 @@
-// The fused DDPM/DDIM step, add_noise and the training loss on the GPU, the twins of
-// cpu/diffusion_step.cpp (and src/schedulers/step_kernel.ts): one thread per
-// element does predicted x0, the clip, the previous sample and the variance
-// noise with the same float32 operations in the same order (--fmad=false),
-// so the results are bit-identical. Dynamic thresholding needs a quantile of
-// each sample and is not on the GPU yet: it reports kErrUnsupported.
+// The fused DDPM/DDIM step, add_noise and the training loss on the GPU. The
+// per-element arithmetic is the CPU kernels' own (engine/step_math.h,
+// cpu/diffusion_loss.h), compiled with --fmad=false: the results are
+// bit-identical with the cpu's.
+//
+// Without dynamic thresholding one thread per element does the whole step.
+// With it, x0 first goes to pred_original_sample (one thread per element),
+// then one block per sample finds the quantile of |x0| by radix selection
+// (exact: it returns the same order statistics the CPU's sort does) and
+// finishes its sample's step.
 #include "../cpu/diffusion_loss.h"
-#include "../engine/mathf.h"
+#include "../engine/step_math.h"
 #include "cuda_common.cuh"
 
 namespace mb {
@@ -13,55 +17,96 @@ namespace cuda {
 
 namespace {
 
-__device__ inline float clampf(float x, float lo, float hi) {
-  if (x != x) return x;  // torch.clamp keeps NaN
-  return x < lo ? lo : (x > hi ? hi : x);
-}
-
-__device__ inline float pred_epsilon(const StepCoefficients& c, float m, float x, float x0) {
-  const float sa = c.sqrt_alpha_prod, sb = c.sqrt_beta_prod;
-  if (c.epsilon_from == kEpsilonFromClippedX0) return (x - sa * x0) / sb;
-  if (c.prediction == kPredictEpsilon) return m;
-  if (c.prediction == kPredictSample) return (x - sa * m) / sb;
-  return sa * m + sb * x;
+__device__ inline float variance_half(const StepCoefficients& c, const float* m, size_t n, size_t i) {
+  return c.noise_term == kNoiseLearnedVariance || c.noise_term == kNoiseLearnedRange ? m[n + i] : 0.0f;
 }
 
 __global__ void step_kernel(StepCoefficients c, StepLayout layout, const float* model_output, const float* sample,
                             const float* noise, float* prev_sample, float* pred_original_sample) {
   const size_t n = (size_t)layout.sample_size;
-  const float sa = c.sqrt_alpha_prod, sb = c.sqrt_beta_prod;
   MB_GRID_STRIDE(idx, (size_t)layout.batch_size * n) {
     const size_t b = idx / n, i = idx % n;
     const float* m = model_output + b * (size_t)layout.model_output_stride;
     const float x = sample[idx];
-    float x0;
-    if (c.prediction == kPredictEpsilon)
-      x0 = (x - sb * m[i]) / sa;
-    else if (c.prediction == kPredictSample)
-      x0 = m[i];
-    else
-      x0 = sa * x - sb * m[i];
-    if (c.x0_clip == kX0Clamp) x0 = clampf(x0, -c.clip_sample_range, c.clip_sample_range);
+    float x0 = step_pred_x0(c, m[i], x);
+    if (c.x0_clip == kX0Clamp) x0 = clamp_keep_nan(x0, -c.clip_sample_range, c.clip_sample_range);
     pred_original_sample[idx] = x0;
-    const float other = c.combine == kCombineSample ? x : pred_epsilon(c, m[i], x, x0);
-    float p = c.x0_coeff * x0 + c.other_coeff * other;
-    if (c.noise_term != kNoiseNone) {
-      float stddev;
-      if (c.noise_term == kNoiseScalar) {
-        stddev = c.noise_std;
-      } else {
-        const float v = m[n + i];
-        if (c.noise_term == kNoiseLearnedVariance) {
-          stddev = sqrt_f32(v);
-        } else {
-          const float frac = (v + 1.0f) / 2.0f;
-          const float log_var = frac * c.max_log + (1.0f - frac) * c.min_log;
-          stddev = exp_f32(0.5f * log_var);
-        }
-      }
-      p = p + stddev * noise[idx];
+    prev_sample[idx] = step_prev_sample(c, m[i], variance_half(c, m, n, i), x, x0, noise ? noise[idx] : 0.0f);
+  }
+}
+
+// Dynamic thresholding, part 1: the unclipped x0 of every element.
+__global__ void pred_x0_kernel(StepCoefficients c, StepLayout layout, const float* model_output, const float* sample,
+                               float* pred_original_sample) {
+  const size_t n = (size_t)layout.sample_size;
+  MB_GRID_STRIDE(idx, (size_t)layout.batch_size * n) {
+    const size_t b = idx / n, i = idx % n;
+    pred_original_sample[idx] = step_pred_x0(c, model_output[b * (size_t)layout.model_output_stride + i], sample[idx]);
+  }
+}
+
+constexpr int kSelectThreads = 256;
+
+// The k-th smallest (0-based) of |x[0..n)| by the bits of the magnitudes
+// (for non-negative floats the bit patterns sort as the values do), eight
+// bits at a time from the top: each round counts the candidates' next digit
+// and keeps the digit where rank k falls. Every thread of the block calls it.
+__device__ uint32_t select_magnitude_bits(const float* x, int n, uint32_t k, uint32_t* histogram, uint32_t* shared) {
+  uint32_t prefix = 0, mask = 0;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int d = threadIdx.x; d < 256; d += blockDim.x) histogram[d] = 0;
+    __syncthreads();
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+      const uint32_t bits = f32_bits(x[i]) & 0x7fffffffu;
+      if ((bits & mask) == prefix) atomicAdd(&histogram[(bits >> shift) & 255u], 1u);
     }
-    prev_sample[idx] = p;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      uint32_t below = 0, digit = 0;
+      for (; digit < 255 && below + histogram[digit] <= k; ++digit) below += histogram[digit];
+      shared[0] = prefix | (digit << shift);
+      shared[1] = k - below;
+    }
+    __syncthreads();
+    prefix = shared[0];
+    k = shared[1];
+    mask |= 255u << shift;
+    __syncthreads();
+  }
+  return prefix;
+}
+
+// Dynamic thresholding, part 2: one block per sample.
+__global__ void threshold_step_kernel(StepCoefficients c, StepLayout layout, const float* model_output,
+                                      const float* sample, const float* noise, float* prev_sample,
+                                      float* pred_original_sample) {
+  __shared__ uint32_t histogram[256];
+  __shared__ uint32_t shared[2];
+  __shared__ int has_nan;
+  const int n = layout.sample_size;
+  const size_t base = (size_t)blockIdx.x * n;
+  float* x0 = pred_original_sample + base;
+  if (threadIdx.x == 0) has_nan = 0;
+  __syncthreads();
+  for (int i = threadIdx.x; i < n; i += blockDim.x)
+    if (x0[i] != x0[i]) has_nan = 1;  // (every writer writes 1)
+  __syncthreads();
+  const bool nan_present = has_nan != 0;
+  int lo = 0, hi = 0;
+  float w = 0;
+  threshold_ranks(c, n, &lo, &hi, &w);
+  float low = 0, high = 0;
+  if (!nan_present) {
+    low = bits_f32(select_magnitude_bits(x0, n, (uint32_t)lo, histogram, shared));
+    high = hi == lo ? low : bits_f32(select_magnitude_bits(x0, n, (uint32_t)hi, histogram, shared));
+  }
+  const float s = threshold_scale(c, low, high, w, nan_present);
+  const float* m = model_output + (size_t)blockIdx.x * layout.model_output_stride;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    const float t = threshold_apply(x0[i], s);
+    x0[i] = t;
+    prev_sample[base + i] = step_prev_sample(c, m[i], variance_half(c, m, (size_t)n, (size_t)i), sample[base + i], t,
+                                             noise ? noise[base + i] : 0.0f);
   }
 }
 
@@ -104,9 +149,16 @@ __global__ void __launch_bounds__(kLossThreads) diffusion_loss_kernel(const floa
 
 int diffusion_step(const StepCoefficients& c, const StepLayout& layout, const float* model_output, const float* sample,
                    const float* noise, float* prev_sample, float* pred_original_sample) {
-  if (c.x0_clip == kX0DynamicThreshold) return kErrUnsupported;
   const size_t total = (size_t)layout.batch_size * layout.sample_size;
   if (!total || !begin_launch()) return kOk;
+  if (c.x0_clip == kX0DynamicThreshold) {
+    MB_LAUNCH(pred_x0_kernel, grid_for(total), kThreads)(c, layout, model_output, sample, pred_original_sample);
+    check_launch("diffusion_step (x0)");
+    MB_LAUNCH_SYNC(threshold_step_kernel, (unsigned)layout.batch_size, kSelectThreads)(
+        c, layout, model_output, sample, noise, prev_sample, pred_original_sample);
+    check_launch("diffusion_step (dynamic thresholding)");
+    return kOk;
+  }
   MB_LAUNCH(step_kernel, grid_for(total), kThreads)(c, layout, model_output, sample, noise, prev_sample,
                                                           pred_original_sample);
   check_launch("diffusion_step");

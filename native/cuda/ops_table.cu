@@ -61,6 +61,14 @@ const Ops kCudaOps = {
     cuda::adamw_update,
     cuda::ema_update,
     cuda::sum_squares,
+    cuda::queue_new,
+    cuda::queue_free,
+    cuda::queue_use,
+    cuda::capture_begin,
+    cuda::capture_end,
+    cuda::replay,
+    cuda::recording_free,
+    cuda::poll,
 };
 }  // namespace
 

@@ -524,6 +524,8 @@ void step_cases(Rng& rng) {
       {"ddpm sample prediction", kPredictSample, kX0Clamp, kCombineSample, kEpsilonFromModelOutput, kNoiseScalar},
       {"ddpm learned_range variance", kPredictEpsilon, kX0Clamp, kCombineSample, kEpsilonFromModelOutput, kNoiseLearnedRange},
       {"ddpm learned variance", kPredictEpsilon, kX0None, kCombineSample, kEpsilonFromModelOutput, kNoiseLearnedVariance},
+      {"ddpm dynamic thresholding", kPredictEpsilon, kX0DynamicThreshold, kCombineSample, kEpsilonFromModelOutput, kNoiseScalar},
+      {"ddim dynamic thresholding, ratio at an exact rank", kPredictV, kX0DynamicThreshold, kCombineEpsilon, kEpsilonFromClippedX0, kNoiseNone},
   };
   for (const Variant& v : variants) {
     StepCoefficients c;
@@ -532,6 +534,13 @@ void step_cases(Rng& rng) {
     c.sqrt_alpha_prod = 0.3f, c.sqrt_beta_prod = 0.9539392f, c.clip_sample_range = 1.0f;
     c.dynamic_thresholding_ratio = 0.995f, c.sample_max_value = 1.0f;
     c.x0_coeff = 0.21f, c.other_coeff = 0.77f, c.noise_std = 0.13f, c.min_log = -9.0f, c.max_log = -2.5f;
+    if (v.clip == kX0DynamicThreshold) {
+      // A bound above every |x0| (up to ~13 for epsilon here, ~1.9 for v), so
+      // the quantile decides s (a sabotaged rank fails both cases); ratio 1
+      // lands on rank n - 1 exactly (hi == lo), 0.995 between two ranks.
+      c.sample_max_value = 100.0f;
+      if (v.prediction == kPredictV) c.dynamic_thresholding_ratio = 1.0f;
+    }
     const bool learned = v.noise_term == kNoiseLearnedRange || v.noise_term == kNoiseLearnedVariance;
     Floats model = learned ? out2 : Floats(out2.begin(), out2.begin() + (size_t)B * n);
     if (v.noise_term == kNoiseLearnedVariance)  // a variance must be positive

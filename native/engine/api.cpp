@@ -36,11 +36,15 @@ MB_API int mb_model_param_dim(Model* m, int index, int axis) {
 }
 // The host copy, brought up to date when an optimizer step on a device left it behind.
 MB_API float* mb_model_param_data(Model* m, int index) {
+  mb::QueueScope scope(m->ops, m->queue);
   if (!valid_param(m, index) || mb::sync_host_params(m) != mb::kOk) return nullptr;
   return m->params[index].data;
 }
 
-MB_API int mb_model_finalize(Model* m) { return mb::model_finalize(m); }
+MB_API int mb_model_finalize(Model* m) {
+  mb::QueueScope scope(m->ops, m->queue);
+  return mb::model_finalize(m);
+}
 
 MB_API double mb_model_plan_bytes(Model* m, int batch, int height, int width) {
   size_t bytes = 0;
@@ -55,6 +59,7 @@ MB_API void mb_model_set_memory_limit(Model* m, double bytes) {
 
 MB_API int mb_model_forward(Model* m, int batch, int channels, int height, int width, const float* sample_nchw,
                             const float* timesteps, const float* class_cond, int class_cond_len, float* out_nchw) {
+  mb::QueueScope scope(m->ops, m->queue);
   return mb::model_forward(m, batch, channels, height, width, sample_nchw, timesteps, class_cond, class_cond_len,
                            out_nchw);
 }
@@ -79,6 +84,7 @@ MB_API const float* mb_model_capture_data(Model* m, int index) {
 
 MB_API void mb_model_delete(Model* m) {
   if (!m) return;
+  mb::QueueScope scope(m->ops, m->queue);
   mb::model_release(m);
   delete m;
 }
@@ -109,39 +115,10 @@ MB_API void mb_philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
 MB_API int mb_diffusion_step(const float* coefficients, int batch, int sample_size, int model_output_stride,
                              const float* model_output, const float* sample, const float* noise, float* prev_sample,
                              float* pred_original_sample) {
-  mb::StepCoefficients c;
-  const float* k = coefficients;
-  c.prediction = (int)k[0];
-  c.x0_clip = (int)k[1];
-  c.combine = (int)k[2];
-  c.epsilon_from = (int)k[3];
-  c.noise_term = (int)k[4];
-  c.sqrt_alpha_prod = k[5];
-  c.sqrt_beta_prod = k[6];
-  c.clip_sample_range = k[7];
-  c.dynamic_thresholding_ratio = k[8];
-  c.sample_max_value = k[9];
-  c.x0_coeff = k[10];
-  c.other_coeff = k[11];
-  c.noise_std = k[12];
-  c.min_log = k[13];
-  c.max_log = k[14];
-  if (batch < 1 || sample_size < 1 || (model_output_stride != sample_size && model_output_stride != 2 * sample_size))
-    return mb::kErrInvalidArgument;
-  if ((c.noise_term == mb::kNoiseLearnedVariance || c.noise_term == mb::kNoiseLearnedRange) &&
-      model_output_stride != 2 * sample_size)
-    return mb::kErrInvalidArgument;
-  if (c.noise_term != mb::kNoiseNone && !noise) return mb::kErrInvalidArgument;
-  mb::StepLayout layout = {batch, sample_size, model_output_stride};
-  float* scratch = nullptr;
-  size_t scratch_floats = mb::diffusion_step_scratch_floats(c, layout);
-  if (scratch_floats) {
-    scratch = static_cast<float*>(mb::mb_alloc(scratch_floats * sizeof(float)));
-    if (!scratch) return mb::kErrOutOfMemory;
-  }
-  mb::diffusion_step(c, layout, model_output, sample, noise, prev_sample, pred_original_sample, scratch);
-  mb::mb_free(scratch);
-  return mb::kOk;
+  const mb::StepCoefficients c = mb::step_coefficients_from_slots(coefficients);
+  const mb::StepLayout layout = {batch, sample_size, model_output_stride};
+  if (!mb::step_layout_fits(c, layout, noise != nullptr)) return mb::kErrInvalidArgument;
+  return mb::cpu_ops()->diffusion_step(c, layout, model_output, sample, noise, prev_sample, pred_original_sample);
 }
 
 MB_API void mb_add_noise(const float* x0, const float* noise, const float* sqrt_alpha_prod,
@@ -150,6 +127,7 @@ MB_API void mb_add_noise(const float* x0, const float* noise, const float* sqrt_
 }
 
 MB_API int mb_model_train_init(Model* m, int ema) {
+  mb::QueueScope scope(m->ops, m->queue);
   int status = mb::train_init(m, ema != 0);
   if (status == mb::kErrState && !m->finalized) {
     const char* msg = "load the weights before training";
@@ -164,25 +142,35 @@ MB_API int mb_model_train_step(Model* m, int batch, int channels, int height, in
                                const float* noise, const float* timesteps, const float* sqrt_alpha_prod,
                                const float* sqrt_one_minus_alpha_prod, const float* class_cond, int class_cond_len,
                                int target, const float* loss_weights, double dropout_seed, float* loss_out) {
+  mb::QueueScope scope(m->ops, m->queue);
   mb::TrainBatch b = {batch,    channels,         height,         width, x0, noise, timesteps, sqrt_alpha_prod,
                       sqrt_one_minus_alpha_prod, class_cond, class_cond_len, target, loss_weights,
                       (uint64_t)dropout_seed};
   return mb::train_step(m, b, loss_out);
 }
 
-MB_API int mb_model_zero_grad(Model* m) { return mb::zero_grad(m); }
+MB_API int mb_model_zero_grad(Model* m) {
+  mb::QueueScope scope(m->ops, m->queue);
+  return mb::zero_grad(m);
+}
 MB_API double mb_model_grad_norm(Model* m) {
+  mb::QueueScope scope(m->ops, m->queue);
   double norm = 0;
   return mb::grad_norm(m, &norm) == mb::kOk ? norm : -1.0;
 }
 MB_API int mb_model_adamw_step(Model* m, double lr, double beta1, double beta2, double eps, double weight_decay,
                                double step, double grad_scale) {
+  mb::QueueScope scope(m->ops, m->queue);
   return mb::adamw_step(m, lr, beta1, beta2, eps, weight_decay, step, grad_scale);
 }
-MB_API int mb_model_ema_update(Model* m, double decay) { return mb::ema_update(m, decay); }
+MB_API int mb_model_ema_update(Model* m, double decay) {
+  mb::QueueScope scope(m->ops, m->queue);
+  return mb::ema_update(m, decay);
+}
 MB_API float* mb_model_tensor_data(Model* m, int index, int kind) {
   if (index < 0 || index >= m->params.size) return nullptr;
   if (m->ops->device_memory && kind != 0) return nullptr;  // in device memory: mb_model_read_tensor
+  mb::QueueScope scope(m->ops, m->queue);
   mb::Param& p = m->params[index];
   switch (kind) {
     case 0: return mb::sync_host_params(m) == mb::kOk ? p.data : nullptr;
@@ -194,13 +182,19 @@ MB_API float* mb_model_tensor_data(Model* m, int index, int kind) {
   }
 }
 MB_API int mb_model_read_tensor(Model* m, int index, int kind, float* out) {
+  mb::QueueScope scope(m->ops, m->queue);
   return mb::model_read_tensor(m, index, kind, out);
 }
 MB_API int mb_model_write_tensor(Model* m, int index, int kind, const float* data) {
+  mb::QueueScope scope(m->ops, m->queue);
   return mb::model_write_tensor(m, index, kind, data);
 }
-MB_API int mb_model_repack(Model* m) { return mb::model_repack(m); }
+MB_API int mb_model_repack(Model* m) {
+  mb::QueueScope scope(m->ops, m->queue);
+  return mb::model_repack(m);
+}
 MB_API double mb_model_release_host_weights(Model* m) {
+  mb::QueueScope scope(m->ops, m->queue);
   size_t bytes = 0;
   const int status = mb::model_release_host_weights(m, &bytes);
   return status == mb::kOk ? (double)bytes : -(double)status;

@@ -67,6 +67,25 @@ MB_API int mb_model_repack(mb::Model* m);
 MB_API double mb_model_release_host_weights(mb::Model* m);
 MB_API int mb_model_weights_released(mb::Model* m);
 
+// The sampling loop on the model's device (native/engine/sampling.cpp): the
+// sample, model output and noise stay there between steps. begin returns
+// null with *status_out set (message in mb_model_error) on failure; one run
+// per model at a time, ended before the model is deleted.
+namespace mb {
+struct SampleRun;
+}
+MB_API mb::SampleRun* mb_sample_begin(mb::Model* m, int batch, int channels, int height, int width,
+                                      const float* class_cond, int class_cond_len, int* status_out);
+MB_API int mb_sample_init(mb::SampleRun* r, const float* sample, uint32_t seed_lo, uint32_t seed_hi, uint32_t draw_lo,
+                          uint32_t draw_hi);
+MB_API int mb_sample_steps(mb::SampleRun* r, int count, const float* timesteps, const float* coefficients,
+                           uint32_t seed_lo, uint32_t seed_hi, double first_draw, const float* host_noise,
+                           float* x0_out);
+MB_API int mb_sample_read(mb::SampleRun* r, float* out);
+MB_API int mb_sample_replays(mb::SampleRun* r);
+MB_API int mb_sample_direct_forwards(mb::SampleRun* r);
+MB_API void mb_sample_end(mb::SampleRun* r);
+
 MB_API int mb_get_threads(void);
 MB_API void mb_set_threads(int n);
 // The GEMM micro-kernel in use ("avx512", "avx2", "generic"); select before loading models.

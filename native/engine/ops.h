@@ -84,7 +84,7 @@ struct Ops {
   void (*randn_philox)(uint64_t seed, uint64_t draw, uint64_t offset, long long n, float* out);
   void (*add_noise)(const float* x0, const float* noise, const float* sqrt_alpha_prod,
                     const float* sqrt_one_minus_alpha_prod, int batch, int sample_size, float* out);
-  // kOk, or kErrUnsupported for a variant the device does not implement.
+  // kOk, or kErrOutOfMemory (a host scratch for dynamic thresholding).
   int (*diffusion_step)(const StepCoefficients& c, const StepLayout& layout, const float* model_output,
                         const float* sample, const float* noise, float* prev_sample, float* pred_original_sample);
 
@@ -115,6 +115,46 @@ struct Ops {
   void (*ema_update)(float* ema, const float* w, size_t n, float one_minus_decay);
   // out[0] = sum of x[i]^2 in double (out in device memory): the gradient norm's terms.
   void (*sum_squares)(const float* x, size_t n, double* out);
+
+  // --- queues: one per model (a CUDA stream); null where a device has none ---
+  // A model's calls may come from any thread (libuv's pool) and need not wait
+  // for the device between them (the sampling loop), so its work goes to one
+  // queue of its own: in order, and never into another model's recording.
+  void* (*queue_new)();
+  void (*queue_free)(void* queue);
+  // This thread's ops go to `queue` from now on (null: the thread's default).
+  void (*queue_use)(void* queue);
+
+  // --- replaying a recorded pass (CUDA graphs); null where a device has none ---
+  // Between capture_begin and capture_end the ops are recorded, not run; the
+  // recording keeps every pointer and scalar argument as it was, so a replay
+  // must find its inputs in the same buffers (the sampling loop of
+  // engine/sampling.cpp writes each step's timesteps there first). kOk, or a
+  // failure (the capture is abandoned; run the ops directly instead).
+  int (*capture_begin)();
+  int (*capture_end)(void** recording);
+  int (*replay)(void* recording);
+  void (*recording_free)(void* recording);
+  // A failure recorded by an earlier op on this thread, reported (as sync
+  // does) without waiting for the device: kOk when there is none.
+  int (*poll)();
+};
+
+// For the length of an engine call: the calling thread's ops go to the
+// model's queue (see Ops::queue_use).
+class QueueScope {
+ public:
+  QueueScope(const Ops* ops, void* queue) : ops_(ops && ops->queue_use && queue ? ops : nullptr) {
+    if (ops_) ops_->queue_use(queue);
+  }
+  ~QueueScope() {
+    if (ops_) ops_->queue_use(nullptr);
+  }
+  QueueScope(const QueueScope&) = delete;
+  QueueScope& operator=(const QueueScope&) = delete;
+
+ private:
+  const Ops* ops_;
 };
 
 // The CPU table (native/cpu/cpu_ops.cpp): every build has it.

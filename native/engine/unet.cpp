@@ -552,6 +552,7 @@ static int pack_all(Model* m) {
   int status = upload_params(m);
   if (status != kOk) return status;
   Packer packer{m};
+  ++m->pack_generation;
   if (!kReleaseWhilePacking) {
     if (!m->packed_blocks.size) {
       float* slab = static_cast<float*>(m->ops->alloc(total * sizeof(float)));
@@ -1104,6 +1105,10 @@ int check_forward_inputs(Model* m, int batch, int channels, const float* timeste
     if (has_non_finite(class_cond, class_cond_len))
       return set_error(m, kErrInvalidArgument, Name("class conditioning contains NaN or Inf"));
   }
+  return timesteps ? check_timesteps(m, batch, timesteps) : kOk;  // (null: the caller checks them later)
+}
+
+int check_timesteps(Model* m, int batch, const float* timesteps) {
   for (int b = 0; b < batch; ++b) {
     const float t = timesteps[b];
     if (!is_finite_f32(t)) return set_error(m, kErrInvalidArgument, Name("timestep is NaN or Inf"));
@@ -1216,6 +1221,8 @@ void model_release(Model* m) {
   m->param_device_storage = nullptr;
   ops->free(m->arena.base);
   m->arena.base = nullptr;
+  if (m->queue && ops->queue_free) ops->queue_free(m->queue);
+  m->queue = nullptr;
   m->arena.capacity = m->arena.top = m->arena.peak = 0;
   model_clear_captures(m);
   m->captures.release();

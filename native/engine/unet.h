@@ -181,7 +181,8 @@ struct Capture {
 struct Ops;
 
 struct Model {
-  const Ops* ops = nullptr;  // the device the model runs on (cpu unless chosen before finalize)
+  const Ops* ops = nullptr;  // the device the forward runs on (cpu unless chosen before finalize)
+  void* queue = nullptr;     // the model's own queue of device work (Ops::queue_new), if the device has queues
   float* param_device_storage = nullptr;  // one device allocation for every Param::dev (device ops only)
   // An optimizer step on a device updates Param::dev only: the host copies
   // (Param::data) are stale until sync_host_params downloads them, and a
@@ -221,6 +222,7 @@ struct Model {
   // releases its unpacked weights as it packs never holds both copies whole.
   Vec<float*> packed_blocks;
   bool release_on_pack = false;  // set by model_release_host_weights before finalize
+  unsigned pack_generation = 0;  // counts packings: a recorded pass holds the packed weights' addresses
   bool finalized = false;
 
   // Activation arena, planned per (batch, height, width).
@@ -254,9 +256,12 @@ struct Exec;
 // The graph walk itself (unet.cpp); the backward walk mirrors it (backward.cpp).
 Act run_forward(Exec& ex, int height, int width, const float* x_nchw, const float* timesteps, const float* class_cond,
                 float* out_nchw);
-// Arena planning and the checks shared by forward and train_step.
+// Arena planning and the checks shared by forward and train_step (timesteps
+// may be null, to be checked later by check_timesteps).
 int check_forward_inputs(Model* m, int batch, int channels, const float* timesteps, const float* class_cond,
                          int class_cond_len);
+// The timesteps' part of it: finite, and in range for the time embedding.
+int check_timesteps(Model* m, int batch, const float* timesteps);
 // Refuses sizes whose buffers could not be addressed (32-bit builds), before planning.
 int check_plan_size(Model* m, int batch, int height, int width);
 // The planned arena in bytes, or an error when the build cannot address it.

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,12 @@ Napi::Error engine_error(Napi::Env env, int status, const std::string& message) 
   Napi::Error e = Napi::Error::New(env, message);
   e.Set("status", Napi::Number::New(env, status));
   return e;
+}
+
+std::vector<float> copy_f32(const Napi::Value& v) {
+  if (!v.IsTypedArray()) return {};
+  Napi::Float32Array a = v.As<Napi::Float32Array>();
+  return std::vector<float>(a.Data(), a.Data() + a.ElementLength());
 }
 
 class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
@@ -46,6 +53,12 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                            InstanceMethod("releaseHostWeights", &ModelWrap::ReleaseHostWeights),
                            InstanceMethod("useCuda", &ModelWrap::UseCuda),
                            InstanceMethod("device", &ModelWrap::Device),
+                           InstanceMethod("sampleBegin", &ModelWrap::SampleBegin),
+                           InstanceMethod("sampleInit", &ModelWrap::SampleInit),
+                           InstanceMethod("sampleSteps", &ModelWrap::SampleSteps),
+                           InstanceMethod("sampleRead", &ModelWrap::SampleRead),
+                           InstanceMethod("sampleStats", &ModelWrap::SampleStats),
+                           InstanceMethod("sampleEnd", &ModelWrap::SampleEnd),
                        });
   }
 
@@ -68,10 +81,12 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   }
 
   ~ModelWrap() override {
+    EndRun();
     if (model_) mb_model_delete(model_);
   }
 
   mb::Model* model() const { return model_; }
+  mb::SampleRun* run() const { return run_; }
   std::atomic<bool> busy{false};
 
  private:
@@ -196,10 +211,74 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       engine_error(env, 4, "cannot dispose while a forward pass is running").ThrowAsJavaScriptException();
       return env.Undefined();
     }
+    EndRun();
     if (model_) mb_model_delete(model_);
     model_ = nullptr;
     return env.Undefined();
   }
+
+  // --- the sampling loop on the model's device (engine/sampling.cpp) ---
+  void EndRun() {
+    if (run_) mb_sample_end(run_);
+    run_ = nullptr;
+  }
+  bool HasRun(Napi::Env env) {
+    if (!Alive(env)) return false;
+    if (!run_) {
+      engine_error(env, 4, "no sampling run: call sampleBegin first").ThrowAsJavaScriptException();
+      return false;
+    }
+    return true;
+  }
+  // sampleBegin(b, c, h, w, classCond: Float32Array | null)
+  Napi::Value SampleBegin(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    EndRun();
+    std::vector<float> class_cond = copy_f32(info[4]);
+    int status = 0;
+    run_ = mb_sample_begin(model_, info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value(),
+                           info[2].As<Napi::Number>().Int32Value(), info[3].As<Napi::Number>().Int32Value(),
+                           class_cond.empty() ? nullptr : class_cond.data(), (int)class_cond.size(), &status);
+    if (!run_) engine_error(env, status, mb_model_error(model_)).ThrowAsJavaScriptException();
+    run_sample_floats_ = (size_t)info[0].As<Napi::Number>().Int32Value() * info[1].As<Napi::Number>().Int32Value() *
+                         info[2].As<Napi::Number>().Int32Value() * info[3].As<Napi::Number>().Int32Value();
+    return env.Undefined();
+  }
+  // sampleInit(sample: Float32Array | null, seedLo, seedHi, drawLo, drawHi)
+  Napi::Value SampleInit(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!HasRun(env)) return env.Undefined();
+    std::vector<float> sample = copy_f32(info[0]);
+    if (info[0].IsTypedArray() && sample.size() != RunSampleFloats()) {
+      Napi::RangeError::New(env, "sampleInit: the sample does not match the run's shape").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    auto u32 = [&](int i) { return info[i].As<Napi::Number>().Uint32Value(); };
+    int status = mb_sample_init(run_, sample.empty() ? nullptr : sample.data(), u32(1), u32(2), u32(3), u32(4));
+    if (status != 0) engine_error(env, status, mb_model_error(model_)).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Value SampleSteps(const Napi::CallbackInfo& info);
+  Napi::Value SampleRead(const Napi::CallbackInfo& info);
+  Napi::Value SampleStats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!HasRun(env)) return env.Undefined();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("replays", Napi::Number::New(env, mb_sample_replays(run_)));
+    o.Set("directForwards", Napi::Number::New(env, mb_sample_direct_forwards(run_)));
+    return o;
+  }
+  Napi::Value SampleEnd(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (busy.load()) {
+      engine_error(env, 4, "cannot end a sampling run while its steps are running").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    EndRun();
+    return env.Undefined();
+  }
+  size_t RunSampleFloats() const { return run_sample_floats_; }
 
   Napi::Value TrainInit(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -351,32 +430,25 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   }
 
   mb::Model* model_ = nullptr;
+  mb::SampleRun* run_ = nullptr;  // the model's sampling run, if one is open
+  size_t run_sample_floats_ = 0;
 };
 
-class ForwardWorker : public Napi::AsyncWorker {
+
+
+// Runs `work` (an engine call returning a status) on the libuv pool and
+// resolves with `out` (a Float32Array) when it is non-empty, else undefined.
+class RunWorker : public Napi::AsyncWorker {
  public:
-  ForwardWorker(Napi::Env env, ModelWrap* wrap, Napi::Object keep_alive, int b, int c, int h, int w,
-                std::vector<float> sample, std::vector<float> timesteps, std::vector<float> class_cond, size_t out_size)
-      : Napi::AsyncWorker(env),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        wrap_(wrap),
-        b_(b), c_(c), h_(h), w_(w),
-        sample_(std::move(sample)),
-        timesteps_(std::move(timesteps)),
-        class_cond_(std::move(class_cond)),
-        out_(out_size) {
+  RunWorker(Napi::Env env, ModelWrap* wrap, Napi::Object keep_alive, std::function<int(std::vector<float>&)> work)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), wrap_(wrap), work_(std::move(work)) {
     keep_alive_ = Napi::Persistent(keep_alive);
   }
-
   Napi::Promise Promise() { return deferred_.Promise(); }
-
   void Execute() override {
-    status_ = mb_model_forward(wrap_->model(), b_, c_, h_, w_, sample_.data(), timesteps_.data(),
-                               class_cond_.empty() ? nullptr : class_cond_.data(), (int)class_cond_.size(),
-                               out_.data());
+    status_ = work_(out_);
     if (status_ != 0) message_ = mb_model_error(wrap_->model());
   }
-
   void OnOK() override {
     wrap_->busy.store(false);
     Napi::Env env = Env();
@@ -384,11 +456,14 @@ class ForwardWorker : public Napi::AsyncWorker {
       deferred_.Reject(engine_error(env, status_, message_).Value());
       return;
     }
+    if (out_.empty()) {
+      deferred_.Resolve(env.Undefined());
+      return;
+    }
     Napi::Float32Array result = Napi::Float32Array::New(env, out_.size());
     std::memcpy(result.Data(), out_.data(), out_.size() * sizeof(float));
     deferred_.Resolve(result);
   }
-
   void OnError(const Napi::Error& e) override {
     wrap_->busy.store(false);
     deferred_.Reject(e.Value());
@@ -398,17 +473,11 @@ class ForwardWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   ModelWrap* wrap_;
   Napi::ObjectReference keep_alive_;
-  int b_, c_, h_, w_;
-  std::vector<float> sample_, timesteps_, class_cond_, out_;
+  std::function<int(std::vector<float>&)> work_;
+  std::vector<float> out_;
   int status_ = 0;
   std::string message_;
 };
-
-std::vector<float> copy_f32(const Napi::Value& v) {
-  if (!v.IsTypedArray()) return {};
-  Napi::Float32Array a = v.As<Napi::Float32Array>();
-  return std::vector<float>(a.Data(), a.Data() + a.ElementLength());
-}
 
 // forward(sample: Float32Array, b, c, h, w, timesteps: Float32Array, classCond: Float32Array | null, outSize)
 Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
@@ -431,8 +500,63 @@ Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   busy.store(true);
-  auto* worker = new ForwardWorker(env, this, Value(), b, c, h, w, std::move(sample), std::move(timesteps),
-                                   std::move(class_cond), out_size);
+  mb::Model* model = model_;
+  auto* worker = new RunWorker(env, this, Value(),
+                               [=, sample = std::move(sample), timesteps = std::move(timesteps),
+                                class_cond = std::move(class_cond)](std::vector<float>& out) {
+                                 out.resize(out_size);
+                                 return mb_model_forward(model, b, c, h, w, sample.data(), timesteps.data(),
+                                                         class_cond.empty() ? nullptr : class_cond.data(),
+                                                         (int)class_cond.size(), out.data());
+                               });
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+
+// sampleSteps(count, timesteps: Float32Array(count), coefficients: Float32Array(15 count),
+//             seedLo, seedHi, firstDraw, hostNoise: Float32Array(count * sample) | null, wantX0)
+Napi::Value ModelWrap::SampleSteps(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!HasRun(env)) return env.Undefined();
+  const int count = info[0].As<Napi::Number>().Int32Value();
+  std::vector<float> timesteps = copy_f32(info[1]);
+  std::vector<float> coefficients = copy_f32(info[2]);
+  std::vector<float> noise = copy_f32(info[6]);
+  if (count < 1 || timesteps.size() != (size_t)count || coefficients.size() != (size_t)count * 15 ||
+      (info[6].IsTypedArray() && noise.size() != (size_t)count * RunSampleFloats())) {
+    Napi::RangeError::New(env, "sampleSteps: array sizes do not match the step count").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const uint32_t seed_lo = info[3].As<Napi::Number>().Uint32Value(), seed_hi = info[4].As<Napi::Number>().Uint32Value();
+  const double first_draw = info[5].As<Napi::Number>().DoubleValue();
+  const bool want_x0 = info[7].ToBoolean().Value();
+  const size_t x0_floats = want_x0 ? RunSampleFloats() : 0;
+  mb::SampleRun* run = run_;
+  busy.store(true);
+  auto* worker = new RunWorker(env, this, Value(), [=, timesteps = std::move(timesteps), coefficients = std::move(coefficients),
+                                                    noise = std::move(noise)](std::vector<float>& out) {
+    out.resize(x0_floats);
+    return mb_sample_steps(run, count, timesteps.data(), coefficients.data(), seed_lo, seed_hi, first_draw,
+                           noise.empty() ? nullptr : noise.data(), x0_floats ? out.data() : nullptr);
+  });
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+// sampleRead(): the current sample (waits for the device).
+Napi::Value ModelWrap::SampleRead(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!HasRun(env)) return env.Undefined();
+  mb::SampleRun* run = run_;
+  const size_t floats = RunSampleFloats();
+  busy.store(true);
+  auto* worker = new RunWorker(env, this, Value(), [=](std::vector<float>& out) {
+    out.resize(floats);
+    return mb_sample_read(run, out.data());
+  });
   Napi::Promise promise = worker->Promise();
   worker->Queue();
   return promise;

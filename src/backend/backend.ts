@@ -74,6 +74,35 @@ export interface EngineModel {
    * does reading those params.
    */
   releaseHostWeights(): number;
+
+  // --- the sampling loop on the model's device (native/engine/sampling.cpp) --
+  // The native backends have it (cpu, cuda); others sample through forward()
+  // and Backend.diffusionStep. One run per model at a time.
+  /** Opens a run: device buffers for the sample, model output, noise and x0. */
+  sampleBegin?(batch: number, channels: number, height: number, width: number, classCond: Float32Array | null): void;
+  /** The initial sample: `sample` from the host, or Philox draw (drawLo, drawHi) under the seed. */
+  sampleInit?(sample: Float32Array | null, seedLo: number, seedHi: number, drawLo: number, drawHi: number): void;
+  /**
+   * `count` steps (forward + noise + fused step each), queued without waiting
+   * for the device. Step i: timesteps[i], coefficients[15 i ..] (packStepCoefficients),
+   * noise from hostNoise[i * sample ..] when given, else Philox draw firstDraw + i.
+   * Resolves to the last step's predicted x0 when wantX0 (which waits), else undefined.
+   */
+  sampleSteps?(
+    count: number,
+    timesteps: Float32Array,
+    coefficients: Float32Array,
+    seedLo: number,
+    seedHi: number,
+    firstDraw: number,
+    hostNoise: Float32Array | null,
+    wantX0: boolean,
+  ): Promise<Float32Array | undefined>;
+  /** The current sample (waits for the device). */
+  sampleRead?(): Promise<Float32Array>;
+  /** How the run's forward passes ran: replays of a recorded pass (CUDA graphs), direct passes. */
+  sampleStats?(): { replays: number; directForwards: number };
+  sampleEnd?(): void;
 }
 
 export type TensorKind = 'param' | 'grad' | 'exp_avg' | 'exp_avg_sq' | 'ema';

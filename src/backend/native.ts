@@ -140,10 +140,11 @@ export function createNativeBackend(options: { threads?: number } = {}): Backend
 }
 
 /**
- * The cuda backend: models run their forward on CUDA device 0. Scheduler
- * steps, noise and add_noise run on the addon's CPU kernels over the host
- * arrays the sampler holds (bit-identical with the GPU's). Training runs on
- * the device: gradients, AdamW's moments and the EMA live in device memory.
+ * The cuda backend: models run on CUDA device 0. sample() keeps the whole
+ * loop there (forward, Philox noise, the fused step: engine/sampling.cpp);
+ * Backend.randn/diffusionStep/addNoise, for callers with host arrays, run the
+ * addon's CPU kernels (bit-identical with the GPU's). Training runs on the
+ * device too: gradients, AdamW's moments and the EMA live in device memory.
  */
 export function createCudaBackend(options: { threads?: number } = {}): Backend {
   const reason = cudaUnavailableReason();

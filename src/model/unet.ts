@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 
 import { BackendError, ConfigError, InputError, MarbleError, MemoryLimitError, WeightsError } from '../errors.js';
-import { EngineStatus } from '../backend/backend.js';
+import { EngineStatus, split64 } from '../backend/backend.js';
 import type { Backend, BackendName, CapturedTensor, EngineModel, ParamInfo } from '../backend/backend.js';
 import { createBackend } from '../backend/select.js';
 import { classConditioning, encodeEngineConfig, parseUNet2DConfig, timeEmbedDim } from './config.js';
@@ -35,6 +35,33 @@ export interface LoadOptions {
    * loadPipeline (a pipeline samples). See UNet2DModel.releaseWeights().
    */
   keepWeights?: boolean;
+}
+
+/**
+ * A sampling run kept on the model's device (native backends): see
+ * UNet2DModel.startSampling. Calls queue behind the model's other calls.
+ */
+export interface DeviceSampling {
+  /** The initial sample: from the host, or Philox draw `draw` under `seed` made on the device. */
+  init(sample: Float32Array | null, seed: bigint, draw: bigint): Promise<void>;
+  /**
+   * timesteps.length steps, queued on the device without waiting for it (see
+   * EngineModel.sampleSteps). Resolves to the last step's predicted x0 when wantX0.
+   */
+  steps(
+    timesteps: Float32Array,
+    coefficients: Float32Array,
+    seed: bigint,
+    firstDraw: number,
+    hostNoise: Float32Array | null,
+    wantX0: boolean,
+  ): Promise<Float32Array | undefined>;
+  /** The current sample, NCHW. */
+  read(): Promise<Float32Array>;
+  /** Forward passes so far: replayed from a recording (CUDA graphs) or run directly. */
+  stats(): { replays: number; directForwards: number };
+  /** Frees the run's buffers (after its queued calls). */
+  end(): Promise<void>;
 }
 
 export interface ForwardOptions {
@@ -109,6 +136,41 @@ export class UNet2DModel {
     const result = this.queue.then(run, run);
     this.queue = result.catch(() => undefined);
     return result;
+  }
+
+  /**
+   * Opens a sampling run on the model's device, or resolves to null when the
+   * backend has none (wasm samples through forward()). The sampler's inputs
+   * are its own: shape [B, C, H, W] and class labels were checked by it.
+   */
+  async startSampling(shape: readonly [number, number, number, number], classCond: Float32Array | null): Promise<DeviceSampling | null> {
+    const engine = this.live();
+    const { sampleBegin, sampleInit, sampleSteps, sampleRead, sampleStats, sampleEnd } = engine;
+    if (!sampleBegin || !sampleInit || !sampleSteps || !sampleRead || !sampleStats || !sampleEnd) return null;
+    const call = <T>(fn: () => T | Promise<T>): Promise<T> => {
+      const run = async () => {
+        try {
+          return await fn();
+        } catch (e) {
+          throw engineError(e);
+        }
+      };
+      const result = this.queue.then(run, run);
+      this.queue = result.catch(() => undefined);
+      return result;
+    };
+    await call(() => sampleBegin.call(engine, shape[0], shape[1], shape[2], shape[3], classCond));
+    return {
+      init: (sample, seed, draw) =>
+        call(() => sampleInit.call(engine, sample, ...split64(seed, 'seed'), ...split64(draw, 'draw'))),
+      steps: (timesteps, coefficients, seed, firstDraw, hostNoise, wantX0) =>
+        call(() =>
+          sampleSteps.call(engine, timesteps.length, timesteps, coefficients, ...split64(seed, 'seed'), firstDraw, hostNoise, wantX0),
+        ),
+      read: () => call(() => sampleRead.call(engine)),
+      stats: () => sampleStats.call(engine),
+      end: () => call(() => sampleEnd.call(engine)),
+    };
   }
 
   /** Intermediates of the last forward called with { capture: true }. */

@@ -4,6 +4,9 @@
 import type { Backend } from '../backend/backend.js';
 import type { StepCoefficients, StepLayout } from './step_kernel.js';
 
+/** The record's length in floats (StepCoefficients in native/cpu/ops.h). */
+export const kStepCoefficientSlots = 15;
+
 export function packStepCoefficients(c: StepCoefficients): Float32Array {
   return Float32Array.of(
     c.prediction,

@@ -71,6 +71,12 @@ inline void __syncthreads() { ::mb_emu::syncthreads(); }
 inline float __shfl_down_sync(unsigned, float v, int delta) { return (float)::mb_emu::shfl_down((double)v, delta); }
 inline double __shfl_down_sync(unsigned, double v, int delta) { return ::mb_emu::shfl_down(v, delta); }
 inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
+// A block's threads run one at a time between barriers: a plain add is atomic.
+inline unsigned atomicAdd(unsigned* address, unsigned value) {
+  const unsigned old = *address;
+  *address = old + value;
+  return old;
+}
 inline float __int_as_float(int i) {
   float f;
   memcpy(&f, &i, 4);

@@ -55,6 +55,7 @@ MB_API int mb_model_use_cuda(Model* m, int device) {
     return kErrInvalidArgument;
   }
   m->ops = cuda_ops_table();
+  if (!m->queue) m->queue = m->ops->queue_new();
   return kOk;
 }
 MB_API const char* mb_model_device(Model* m) { return m->ops ? m->ops->name : "cpu"; }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <ucontext.h>
 
+#include <functional>
 #include <vector>
 
 #include "../cuda_common.cuh"
@@ -15,6 +16,10 @@ thread_local ThreadState* t_current = nullptr;
 thread_local uint3 t_block;
 thread_local dim3 t_block_dim, t_grid_dim;
 thread_local int g_bad_launches = 0;
+// While a recording is made (Ops::capture_begin), launches and fills are
+// appended here instead of run; a replay runs them in order with the
+// arguments they had when recorded, as a CUDA graph does.
+thread_local std::vector<std::function<void()>>* t_recording = nullptr;
 
 namespace {
 
@@ -70,6 +75,10 @@ void run_grid(dim3 grid, dim3 block, const std::function<void()>& body, bool coo
   const unsigned threads = block.x * block.y * block.z;
   if (threads > 1024 || grid.y > 65535 || grid.z > 65535 || threads == 0) {
     ++g_bad_launches;
+    return;
+  }
+  if (t_recording) {
+    t_recording->push_back([=, recorded = body]() { run_grid(grid, block, recorded, cooperative); });
     return;
   }
   t_block_dim = block;
@@ -155,10 +164,66 @@ void device_free(void* p) { mb_free(p); }
 // The emulated device's memory, as a GPU would report it (the engine refuses
 // plans beyond it before allocating; test/cuda_suite.ts checks that).
 size_t device_available() { return (size_t)8 << 30; }
-void upload(void* dst, const void* src, size_t bytes) { memcpy(dst, src, bytes); }
-void download(void* dst, const void* src, size_t bytes) { memcpy(dst, src, bytes); }
-void zero(void* dst, size_t bytes) { memset(dst, 0, bytes); }
-void copy(void* dst, const void* src, size_t bytes) { memcpy(dst, src, bytes); }
+// Copies between host and device are not recorded (a graph would read the
+// host buffer at replay, not now): the recorded passes make none, and one
+// that did would fail here as it should on a GPU.
+void upload(void* dst, const void* src, size_t bytes) {
+  if (mb_emu::t_recording) {
+    record(1, "a host-to-device copy while recording");
+    return;
+  }
+  memcpy(dst, src, bytes);
+}
+void download(void* dst, const void* src, size_t bytes) {
+  if (mb_emu::t_recording) {
+    record(1, "a device-to-host copy while recording");
+    return;
+  }
+  memcpy(dst, src, bytes);
+}
+void zero(void* dst, size_t bytes) {
+  if (mb_emu::t_recording)
+    mb_emu::t_recording->push_back([=]() { memset(dst, 0, bytes); });
+  else
+    memset(dst, 0, bytes);
+}
+void copy(void* dst, const void* src, size_t bytes) {
+  if (mb_emu::t_recording)
+    mb_emu::t_recording->push_back([=]() { memcpy(dst, src, bytes); });
+  else
+    memcpy(dst, src, bytes);
+}
+
+// One in-order queue (this CPU thread runs everything as it is called).
+cudaStream_t stream() { return nullptr; }
+void* queue_new() {
+  static char the_queue;
+  return &the_queue;
+}
+void queue_free(void*) {}
+void queue_use(void*) {}
+int poll() { return sync_stream(); }
+
+int capture_begin() {
+  if (mb_emu::t_recording) return kErrDevice;  // captures do not nest
+  mb_emu::t_recording = new std::vector<std::function<void()>>();
+  return kOk;
+}
+int capture_end(void** recording) {
+  *recording = mb_emu::t_recording;
+  mb_emu::t_recording = nullptr;
+  if (sync_stream() != kOk) {  // a launch CUDA would refuse invalidates the capture
+    recording_free(*recording);
+    *recording = nullptr;
+    return kErrDevice;
+  }
+  return kOk;
+}
+int replay(void* recording) {
+  for (auto& op : *static_cast<std::vector<std::function<void()>>*>(recording)) op();
+  return kOk;
+}
+void recording_free(void* recording) { delete static_cast<std::vector<std::function<void()>>*>(recording); }
 
 }  // namespace cuda
 

@@ -1,0 +1,263 @@
+// The sampling loop kept on the model's device: the sample, the model
+// output, the noise and x0 live in device memory from the first step to the
+// last, each step being the forward pass, the noise draw and the fused
+// DDPM/DDIM step queued one after the other, with no wait for the device and
+// no copy but each step's timestep going up. Only reading the result (or a
+// preview of x0) waits.
+//
+// On a device that can record (CUDA graphs), the forward pass of the run's
+// size is recorded once, at the second step (the first runs directly, so
+// that whatever a first pass sets up happens outside the recording), and
+// replayed from then on: the forward's few hundred launches become one. A
+// recording holds the addresses of the arena, the packed weights and this
+// run's buffers, so it is made again whenever the arena or the packing
+// changed (another size was run meanwhile, or the weights were repacked).
+//
+// On the host (the cpu backend) the same loop runs in place: the results are
+// those of calling forward and the step separately, with fewer copies.
+#include "api.h"
+#include "exec.h"
+
+namespace mb {
+
+struct SampleRun {
+  Model* m;
+  int batch, channels, height, width;
+  size_t sample_floats;  // batch * channels * height * width
+  size_t output_floats;  // batch * out_channels * height * width
+  // Device buffers. x is updated in place by each step (the step reads each
+  // element before writing it), so a recorded forward always reads it there.
+  float* x = nullptr;
+  float* model_output = nullptr;
+  float* noise = nullptr;
+  float* x0 = nullptr;
+  float* timesteps = nullptr;  // batch copies of the step's t
+  float* class_cond = nullptr;
+  int class_cond_len = 0;
+  float* timesteps_host = nullptr;
+
+  // The recorded forward and what it was recorded against.
+  void* recording = nullptr;
+  const float* recorded_arena = nullptr;
+  unsigned recorded_packing = 0;
+  bool recording_failed = false;  // the device refused: run directly from then on
+  int direct_forwards = 0;
+  int replays = 0;
+};
+
+namespace {
+
+void free_run(SampleRun* r) {
+  const Ops& ops = *r->m->ops;
+  if (r->recording) ops.recording_free(r->recording);
+  ops.free(r->x);
+  ops.free(r->model_output);
+  ops.free(r->noise);
+  ops.free(r->x0);
+  ops.free(r->timesteps);
+  ops.free(r->class_cond);
+  mb_free(r->timesteps_host);
+  delete r;
+}
+
+// The forward pass's arena at the run's size (planned once; other sizes run
+// meanwhile make it plan again).
+int prepare_arena(SampleRun* r) {
+  Model* m = r->m;
+  if (r->batch == m->planned_batch && r->height == m->planned_h && r->width == m->planned_w && !m->planned_training &&
+      num_threads() == m->planned_threads)
+    return kOk;
+  size_t bytes = 0;
+  int status = model_plan_bytes(m, r->batch, r->height, r->width, &bytes);
+  if (status == kOk) status = ensure_arena(m, r->batch, r->height, r->width, false, bytes);
+  return status;
+}
+
+// One forward pass from r->x, r->timesteps and r->class_cond into r->model_output.
+int forward_pass(SampleRun* r) {
+  Model* m = r->m;
+  float* zero_row = begin_pass(m);
+  Exec ex{m, &m->arena, false, r->batch, zero_row, nullptr, false, 0, 0, kOk, Message()};
+  run_forward(ex, r->height, r->width, r->x, r->timesteps, r->class_cond, r->model_output);
+  if (ex.status != kOk) return fail(m, ex.status, ex.error);
+  return kOk;
+}
+
+int device_failure(Model* m, int status, const char* during) {
+  Message msg;
+  msg.add(m->ops->name).add(" error ").add(during).add(": ").add(m->ops->error_message());
+  return fail(m, status, msg);
+}
+
+// The step's forward: replayed when a valid recording exists, recorded when
+// the device records and one direct pass has run, else run directly.
+int forward_step(SampleRun* r) {
+  Model* m = r->m;
+  const Ops& ops = *m->ops;
+  int status = prepare_arena(r);
+  if (status != kOk) return status;
+  if (r->recording && (r->recorded_arena != m->arena.base || r->recorded_packing != m->pack_generation)) {
+    ops.recording_free(r->recording);
+    r->recording = nullptr;
+  }
+  const bool can_record = ops.capture_begin && !m->capture_enabled && !r->recording_failed;
+  if (!r->recording && can_record && r->direct_forwards > 0) {
+    if (ops.capture_begin() == kOk) {
+      const int pass = forward_pass(r);
+      void* recording = nullptr;
+      const int ended = ops.capture_end(&recording);
+      if (pass != kOk) {  // a wrong argument: the same on the direct path
+        if (recording) ops.recording_free(recording);
+        return pass;
+      }
+      if (ended == kOk && recording) {
+        r->recording = recording;
+        r->recorded_arena = m->arena.base;
+        r->recorded_packing = m->pack_generation;
+      } else {
+        r->recording_failed = true;
+      }
+    } else {
+      r->recording_failed = true;
+    }
+  }
+  if (r->recording) {
+    ++r->replays;
+    return ops.replay(r->recording) == kOk ? kOk : device_failure(m, kErrDevice, "replaying the forward pass");
+  }
+  ++r->direct_forwards;
+  return forward_pass(r);
+}
+
+}  // namespace
+
+}  // namespace mb
+
+using mb::Model;
+using mb::SampleRun;
+
+MB_API SampleRun* mb_sample_begin(Model* m, int batch, int channels, int height, int width, const float* class_cond,
+                                  int class_cond_len, int* status_out) {
+  mb::QueueScope scope(m->ops, m->queue);
+  *status_out = mb::kOk;
+  const mb::Ops& ops = *m->ops;
+  // The forward's checks but the timesteps' (each step's are checked then).
+  int status = mb::check_plan_size(m, batch, height, width);
+  if (status == mb::kOk) status = mb::check_forward_inputs(m, batch, channels, nullptr, class_cond, class_cond_len);
+  if (status != mb::kOk) {
+    *status_out = status;
+    return nullptr;
+  }
+  SampleRun* r = new SampleRun();
+  r->m = m;
+  r->batch = batch;
+  r->channels = channels;
+  r->height = height;
+  r->width = width;
+  r->sample_floats = (size_t)batch * channels * height * width;
+  r->output_floats = (size_t)batch * m->out_channels * height * width;
+  r->class_cond_len = class_cond_len;
+  const size_t f = sizeof(float);
+  r->x = static_cast<float*>(ops.alloc(r->sample_floats * f));
+  r->model_output = static_cast<float*>(ops.alloc(r->output_floats * f));
+  r->noise = static_cast<float*>(ops.alloc(r->sample_floats * f));
+  r->x0 = static_cast<float*>(ops.alloc(r->sample_floats * f));
+  r->timesteps = static_cast<float*>(ops.alloc((size_t)batch * f));
+  r->timesteps_host = static_cast<float*>(mb::mb_alloc((size_t)batch * f));
+  if (class_cond_len > 0) r->class_cond = static_cast<float*>(ops.alloc((size_t)class_cond_len * f));
+  if (!r->x || !r->model_output || !r->noise || !r->x0 || !r->timesteps || !r->timesteps_host ||
+      (class_cond_len > 0 && !r->class_cond)) {
+    mb::free_run(r);
+    mb::Message msg;
+    msg.add("out of ").add(ops.name).add(" memory for the sampling buffers (batch ").add_int(batch).add(")");
+    *status_out = mb::fail(m, mb::kErrOutOfMemory, msg);
+    return nullptr;
+  }
+  if (class_cond_len > 0) ops.upload(r->class_cond, class_cond, (size_t)class_cond_len * f);
+  status = mb::prepare_arena(r);
+  if (status != mb::kOk) {
+    mb::free_run(r);
+    *status_out = status;
+    return nullptr;
+  }
+  return r;
+}
+
+// The initial sample: from the host (`sample` not null), else draw `draw` of
+// the Philox stream under `seed` on the device.
+MB_API int mb_sample_init(SampleRun* r, const float* sample, uint32_t seed_lo, uint32_t seed_hi, uint32_t draw_lo,
+                          uint32_t draw_hi) {
+  Model* m = r->m;
+  mb::QueueScope scope(m->ops, m->queue);
+  const mb::Ops& ops = *m->ops;
+  if (sample) {
+    if (mb::has_non_finite(sample, (long long)r->sample_floats))
+      return mb::set_error(m, mb::kErrInvalidArgument, mb::Name("sample contains NaN or Inf"));
+    ops.upload(r->x, sample, r->sample_floats * sizeof(float));
+  } else {
+    ops.randn_philox(((uint64_t)seed_hi << 32) | seed_lo, ((uint64_t)draw_hi << 32) | draw_lo, 0,
+                     (long long)r->sample_floats, r->x);
+  }
+  const int status = ops.poll();
+  return status == mb::kOk ? status : mb::device_failure(m, status, "setting the initial sample");
+}
+
+// `count` steps. Step i: timestep timesteps[i], coefficients
+// coefficients[15 i ...] (StepCoefficients' slots), noise (when the step adds
+// any) from host_noise + i * sample_floats if given, else draw first_draw + i
+// of the Philox stream under `seed`. x0_out (may be null) receives the last
+// step's predicted x0, which waits for the device; otherwise nothing does.
+MB_API int mb_sample_steps(SampleRun* r, int count, const float* timesteps, const float* coefficients,
+                           uint32_t seed_lo, uint32_t seed_hi, double first_draw, const float* host_noise,
+                           float* x0_out) {
+  Model* m = r->m;
+  mb::QueueScope scope(m->ops, m->queue);
+  const mb::Ops& ops = *m->ops;
+  const uint64_t seed = ((uint64_t)seed_hi << 32) | seed_lo;
+  const mb::StepLayout layout = {r->batch, (int)(r->sample_floats / r->batch),
+                                 (int)(r->output_floats / r->batch)};
+  for (int i = 0; i < count; ++i) {
+    const mb::StepCoefficients c = mb::step_coefficients_from_slots(coefficients + (size_t)i * mb::kStepCoefficientSlots);
+    if (!mb::step_layout_fits(c, layout, true))
+      return mb::set_error(m, mb::kErrInvalidArgument, mb::Name("step coefficients do not fit the model output"));
+    for (int b = 0; b < r->batch; ++b) r->timesteps_host[b] = timesteps[i];
+    int status = mb::check_timesteps(m, r->batch, r->timesteps_host);
+    if (status != mb::kOk) return status;
+    ops.upload(r->timesteps, r->timesteps_host, (size_t)r->batch * sizeof(float));
+    status = mb::forward_step(r);
+    if (status != mb::kOk) return status;
+    const float* noise = nullptr;
+    if (c.noise_term != mb::kNoiseNone) {
+      if (host_noise)
+        ops.upload(r->noise, host_noise + (size_t)i * r->sample_floats, r->sample_floats * sizeof(float));
+      else
+        ops.randn_philox(seed, (uint64_t)first_draw + (uint64_t)i, 0, (long long)r->sample_floats, r->noise);
+      noise = r->noise;
+    }
+    status = ops.diffusion_step(c, layout, r->model_output, r->x, noise, r->x, r->x0);
+    if (status != mb::kOk) return mb::set_error(m, status, mb::Name("out of memory in the scheduler step"));
+  }
+  if (x0_out) ops.download(x0_out, r->x0, r->sample_floats * sizeof(float));
+  const int status = x0_out ? ops.sync() : ops.poll();
+  return status == mb::kOk ? status : mb::device_failure(m, status, "in the sampling loop");
+}
+
+// The current sample (waits for the device; reports any failure since).
+MB_API int mb_sample_read(SampleRun* r, float* out) {
+  Model* m = r->m;
+  mb::QueueScope scope(m->ops, m->queue);
+  m->ops->download(out, r->x, r->sample_floats * sizeof(float));
+  const int status = m->ops->sync();
+  return status == mb::kOk ? status : mb::device_failure(m, status, "in the sampling loop");
+}
+
+// How the forwards ran so far: replays of a recording (and direct passes).
+MB_API int mb_sample_replays(SampleRun* r) { return r->replays; }
+MB_API int mb_sample_direct_forwards(SampleRun* r) { return r->direct_forwards; }
+
+MB_API void mb_sample_end(SampleRun* r) {
+  if (!r) return;
+  mb::QueueScope scope(r->m->ops, r->m->queue);
+  r->m->ops->sync();  // nothing may still use the buffers
+  mb::free_run(r);
+}
