@@ -279,6 +279,7 @@ export function registerCudaSuite(options: CudaSuiteOptions): void {
         const diff = maxAbsDiff(t, b[i]!);
         assert.ok(diff <= 0.05 * lr, `${what} ${i} after three steps differs by ${diff}`);
       });
+  });
 
   // The sampling loop on the device (native/engine/sampling.cpp): the sample
   // never leaves it between steps, and from the second step on the forward
