@@ -16,22 +16,47 @@ namespace {
 constexpr size_t kMaxScoreFloats = (size_t)4 << 20;  // 16 MB of scores per block
 
 // softmax(scale * s) over each of `rows` rows of length T, in place, in float
-// like torch's upcast softmax (max subtracted first).
+// like torch's upcast softmax (max subtracted first). The exponentials are
+// the bulk of the work (T^2 per head, as many as the two GEMMs have
+// multiply-adds per head_dim/2), so they go four lanes at a time: exp_f32x4
+// returns exp_f32's bits, the maximum does not depend on the order, and the
+// sum is still taken element by element in index order, so every result is
+// what the scalar loop gave.
 void softmax_rows(float* scores, int rows, int T, float scale) {
   parallel_for(rows, 4, [&](int i) {
     float* s = scores + (size_t)i * T;
-    float mx = s[0] * scale;
-    for (int j = 0; j < T; ++j) {
+    const f32x4 vscale = f32x4{} + scale;
+    f32x4 vmx = f32x4{} + s[0] * scale;
+    int j = 0;
+    for (; j + 4 <= T; j += 4) {
+      const f32x4 v = load_f32x4(s + j) * vscale;
+      store_f32x4(s + j, v);
+      vmx = select_f32x4(v > vmx, v, vmx);
+    }
+    float mx = vmx[0];
+    for (int l = 1; l < 4; ++l) mx = vmx[l] > mx ? vmx[l] : mx;
+    for (; j < T; ++j) {
       s[j] *= scale;
       mx = s[j] > mx ? s[j] : mx;
     }
     float sum = 0.0f;
-    for (int j = 0; j < T; ++j) {
+    const f32x4 vmxs = f32x4{} + mx;
+    for (j = 0; j + 4 <= T; j += 4) {
+      const f32x4 e = exp_f32x4(load_f32x4(s + j) - vmxs);
+      store_f32x4(s + j, e);
+      sum += e[0];
+      sum += e[1];
+      sum += e[2];
+      sum += e[3];
+    }
+    for (; j < T; ++j) {
       s[j] = exp_f32(s[j] - mx);
       sum += s[j];
     }
     const float inv = 1.0f / sum;
-    for (int j = 0; j < T; ++j) s[j] *= inv;
+    const f32x4 vinv = f32x4{} + inv;
+    for (j = 0; j + 4 <= T; j += 4) store_f32x4(s + j, load_f32x4(s + j) * vinv);
+    for (; j < T; ++j) s[j] *= inv;
   });
 }
 

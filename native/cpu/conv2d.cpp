@@ -15,6 +15,7 @@
 // dW = dY^T * im2col(X) is a GEMM over pixels, done in pixel chunks so the
 // im2col panel stays small (stride-1 3x3 convs use Winograd's instead).
 #include "gemm_tile.h"
+#include "groupnorm_apply.h"
 #include "ops.h"
 
 namespace mb {
@@ -29,15 +30,16 @@ struct ConvKernel {
   int mr, nr;
   TileKernel tile;
   const char* name;
+  NormApplyKernel norm_apply;  // GroupNorm's apply pass at this ISA's width (null: groupnorm.cpp's four lanes)
 };
 
-ConvKernel g_kernel = {0, 0, nullptr, nullptr};
+ConvKernel g_kernel = {0, 0, nullptr, nullptr, nullptr};
 
 ConvKernel pick_kernel(const char* wanted) {
-  const ConvKernel generic = {4, 8, conv_tile_generic, "generic"};
+  const ConvKernel generic = {4, 8, conv_tile_generic, "generic", nullptr};
 #if defined(__x86_64__) && defined(MB_HAVE_X86_KERNELS)
-  const ConvKernel avx2 = {6, 16, conv_tile_avx2, "avx2"};
-  const ConvKernel avx512 = {8, 32, conv_tile_avx512, "avx512"};
+  const ConvKernel avx2 = {6, 16, conv_tile_avx2, "avx2", norm_apply_avx2};
+  const ConvKernel avx512 = {8, 32, conv_tile_avx512, "avx512", norm_apply_avx512};
   __builtin_cpu_init();
   bool has_avx512 = __builtin_cpu_supports("avx512f");
   bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -77,6 +79,7 @@ const char* conv_isa_name() { return kernel().name; }
 int conv_panel_width() { return kernel().nr; }
 int conv_tile_rows() { return kernel().mr; }
 TileKernel conv_tile_kernel() { return kernel().tile; }
+NormApplyKernel norm_apply_kernel() { return kernel().norm_apply; }
 
 size_t packed_weights_floats(int cout, int cin, int taps) {
   int nr = conv_panel_width();

@@ -7,6 +7,7 @@
 // Backward (at the end): recomputes the normalised values from the saved
 // input and statistics rather than keeping them.
 #include "../engine/mathf.h"
+#include "groupnorm_apply.h"
 #include "ops.h"
 
 namespace mb {
@@ -39,9 +40,9 @@ void channel_sums(const float* base, int pixels, int ld, int cn, const double* c
 }
 
 // The apply pass per pixel: y = x * mul + add, then SiLU, four lanes at a time.
+// `c` channels are already done (by a wider kernel).
 template <bool kSilu>
-void apply_pixel(const float* x, const float* mul, const float* add, int n, float* y) {
-  int c = 0;
+void apply_pixel(const float* x, const float* mul, const float* add, int n, float* y, int c = 0) {
   for (; c + 4 <= n; c += 4) {
     const f32x4 v = load_f32x4(x + c) * load_f32x4(mul + c) + load_f32x4(add + c);
     store_f32x4(y + c, kSilu ? silu_f32x4(v) : v);
@@ -96,6 +97,7 @@ void group_norm_forward(const float* x, const GroupNormArgs& a, float* y, float*
   // Apply as y = x * mul[c] + add[c], per sample; pixel chunks in parallel.
   const int chunk = 64;
   const int chunks_per_image = (P + chunk - 1) / chunk;
+  const NormApplyKernel wide = norm_apply_kernel();
   parallel_for(a.batch * chunks_per_image, 1, [&](int task) {
     const int b = task / chunks_per_image;
     const int p0 = (task % chunks_per_image) * chunk;
@@ -121,10 +123,11 @@ void group_norm_forward(const float* x, const GroupNormArgs& a, float* y, float*
       for (int p = p0; p < p1; ++p) {
         const float* px = x + ((size_t)b * P + p) * C + c0;
         float* py = y + ((size_t)b * P + p) * C + c0;
+        const int done = wide ? wide(px, mul, add, cn, py, a.silu) : 0;
         if (a.silu)
-          apply_pixel<true>(px, mul, add, cn, py);
+          apply_pixel<true>(px, mul, add, cn, py, done);
         else
-          apply_pixel<false>(px, mul, add, cn, py);
+          apply_pixel<false>(px, mul, add, cn, py, done);
       }
     }
   });

@@ -155,35 +155,49 @@ inline f32x4 select_f32x4(i32x4 mask, f32x4 a, f32x4 b) {
   return __builtin_bit_cast(f32x4, (__builtin_bit_cast(i32x4, a) & mask) | (__builtin_bit_cast(i32x4, b) & ~mask));
 }
 
-inline f32x4 exp_f32x4(f32x4 x) {
-  const f32x4 hi = f32x4{} + 88.72283935546875f, lo = f32x4{} - 103.97208f;
-  const i32x4 overflow = x > hi, underflow = x < lo, nan = x != x;
+// exp_f32's operations on every lane of a float vector V (int vector I of
+// the same lane count): f32x4 here, wider vectors in the per-ISA kernels
+// (groupnorm_avx512.cpp), all returning the same bits lane for lane.
+template <typename V, typename I>
+inline V exp_lanes(V x) {
+  auto select = [](I mask, V a, V b) {
+    return __builtin_bit_cast(V, (__builtin_bit_cast(I, a) & mask) | (__builtin_bit_cast(I, b) & ~mask));
+  };
+  const V hi = V{} + 88.72283935546875f, lo = V{} - 103.97208f;
+  const I overflow = x > hi, underflow = x < lo, nan = x != x;
   // Work on a clamped, NaN-free copy; the special lanes are patched at the end.
-  f32x4 xc = select_f32x4(overflow, hi, x);
-  xc = select_f32x4(underflow | nan, lo, xc);
+  V xc = select(overflow, hi, x);
+  xc = select(underflow | nan, lo, xc);
   const float kLog2e = 1.44269504088896341f;
   // floor(t) for |t| < 2^31: truncate, then step down where that rounded up.
-  const f32x4 t = xc * kLog2e + 0.5f;
-  f32x4 fn = __builtin_convertvector(__builtin_convertvector(t, i32x4), f32x4);
-  fn += __builtin_convertvector(fn > t, f32x4);  // the mask is -1 where fn > t
-  f32x4 r = xc - fn * 0.693359375f;
+  const V t = xc * kLog2e + 0.5f;
+  V fn = __builtin_convertvector(__builtin_convertvector(t, I), V);
+  fn += __builtin_convertvector(fn > t, V);  // the mask is -1 where fn > t
+  V r = xc - fn * 0.693359375f;
   r = r - fn * -2.12194440e-4f;
-  f32x4 p = f32x4{} + 1.9875691500e-4f;
+  V p = V{} + 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  const f32x4 y = p * r * r + r + 1.0f;
-  const i32x4 n = __builtin_convertvector(fn, i32x4);
-  const i32x4 n1 = (n - (n >> 31)) >> 1;  // n / 2 rounded toward zero, as in exp_f32
-  const i32x4 n2 = n - n1;
-  f32x4 e = y * __builtin_bit_cast(f32x4, (n1 + 127) << 23) * __builtin_bit_cast(f32x4, (n2 + 127) << 23);
-  e = select_f32x4(overflow, f32x4{} + __builtin_bit_cast(float, 0x7f800000u), e);
-  e = select_f32x4(underflow, f32x4{}, e);
-  return select_f32x4(nan, x, e);
+  const V y = p * r * r + r + 1.0f;
+  const I n = __builtin_convertvector(fn, I);
+  const I n1 = (n - (n >> 31)) >> 1;  // n / 2 rounded toward zero, as in exp_f32
+  const I n2 = n - n1;
+  V e = y * __builtin_bit_cast(V, (n1 + 127) << 23) * __builtin_bit_cast(V, (n2 + 127) << 23);
+  e = select(overflow, V{} + __builtin_bit_cast(float, 0x7f800000u), e);
+  e = select(underflow, V{}, e);
+  return select(nan, x, e);
 }
 
-inline f32x4 silu_f32x4(f32x4 x) { return x / (1.0f + exp_f32x4(-x)); }
+template <typename V, typename I>
+inline V silu_lanes(V x) {
+  return x / (1.0f + exp_lanes<V, I>(-x));
+}
+
+inline f32x4 exp_f32x4(f32x4 x) { return exp_lanes<f32x4, i32x4>(x); }
+
+inline f32x4 silu_f32x4(f32x4 x) { return silu_lanes<f32x4, i32x4>(x); }
 
 }  // namespace mb

@@ -1,0 +1,5 @@
+// GroupNorm's apply pass, eight lanes (groupnorm_apply.h). Compiled with
+// -mavx2; only called when the CPU reports AVX2.
+#define MB_APPLY_BYTES 32
+#define MB_APPLY_KERNEL norm_apply_avx2
+#include "groupnorm_apply.h"

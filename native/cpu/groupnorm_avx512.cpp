@@ -1,0 +1,5 @@
+// GroupNorm's apply pass, sixteen lanes (groupnorm_apply.h). Compiled with
+// -mavx512f; only called when the CPU reports AVX-512F.
+#define MB_APPLY_BYTES 64
+#define MB_APPLY_KERNEL norm_apply_avx512
+#include "groupnorm_apply.h"
