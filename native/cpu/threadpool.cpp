@@ -2,10 +2,12 @@
 // build has its own serial run_parallel in wasm/runtime.cpp).
 //
 // One parallel region runs at a time (a mutex serialises callers, e.g. two
-// models forwarding on two libuv threads). Work is handed out in chunks of
+// models forwarding on two libuv threads). Threads spin briefly before they
+// sleep (spin_until below). Work is handed out in chunks of
 // `grain` indices from an atomic counter, so uneven tasks balance themselves.
 // The calling thread works too, so a pool of N threads has N-1 workers.
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
@@ -36,6 +38,44 @@ void mb_return_free_memory() {
 
 namespace {
 
+// How long a thread spins before it sleeps, both a worker waiting for the
+// next region and the caller waiting for the workers to finish one. A
+// forward runs a few hundred regions, most a fraction of a millisecond apart;
+// a futex sleep costs a wake-up of tens of microseconds (more in a VM), and
+// a worker that wakes late leaves its share to the caller. Bounded in time,
+// not iterations, so a loaded machine (where a spinner loses its slice) and a
+// CPU with a slow `pause` both get the same budget.
+int spin_budget_ns() {
+  static const int ns = [] {
+    const char* env = getenv("MARBLE_POOL_SPIN_US");  // tuning knob for benchmarks
+    return env ? atoi(env) * 1000 : 100 * 1000;
+  }();
+  return ns;
+}
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// Spins until done() or the budget is spent; returns done()'s last value.
+template <typename F>
+bool spin_until(F&& done) {
+  const int budget = spin_budget_ns();
+  if (budget <= 0) return done();
+  const auto start = std::chrono::steady_clock::now();
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (done()) return true;
+      cpu_relax();
+    }
+    if (std::chrono::steady_clock::now() - start > std::chrono::nanoseconds(budget)) return done();
+  }
+}
+
 class ThreadPool {
  public:
   explicit ThreadPool(int threads) { resize(threads); }
@@ -47,8 +87,11 @@ class ThreadPool {
     std::lock_guard<std::mutex> region(region_mutex_);
     stop_workers();
     if (threads < 1) threads = 1;
-    stopping_ = false;
-    for (int i = 0; i < threads - 1; ++i) workers_.emplace_back([this] { worker_loop(); });
+    stopping_.store(false);
+    // A new worker starts from the current generation: the first region may
+    // begin before the thread first runs.
+    const unsigned long long start = generation_.load();
+    for (int i = 0; i < threads - 1; ++i) workers_.emplace_back([this, start] { worker_loop(start); });
   }
 
   void run(int n, int grain, TaskFn fn, void* ctx) {
@@ -57,20 +100,27 @@ class ThreadPool {
       return;
     }
     std::lock_guard<std::mutex> region(region_mutex_);
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      fn_ = fn;
-      ctx_ = ctx;
-      n_ = n;
-      grain_ = grain;
-      next_.store(0);
-      active_ = (int)workers_.size();
-      ++generation_;
+    fn_ = fn;
+    ctx_ = ctx;
+    n_ = n;
+    grain_ = grain;
+    next_.store(0, std::memory_order_relaxed);
+    active_.store((int)workers_.size(), std::memory_order_relaxed);
+    // The seq_cst bump publishes the stores above. A worker about to sleep
+    // counts itself in sleepers_ and then re-checks generation_ under
+    // mutex_, so either it sees this bump or we see it and wake it.
+    generation_.fetch_add(1, std::memory_order_seq_cst);
+    if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+      { std::lock_guard<std::mutex> lock(mutex_); }
+      wake_.notify_all();
     }
-    wake_.notify_all();
     work();
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [this] { return active_ == 0; });
+    if (!spin_until([this] { return active_.load(std::memory_order_acquire) == 0; })) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      caller_sleeping_.store(true, std::memory_order_seq_cst);
+      done_.wait(lock, [this] { return active_.load(std::memory_order_seq_cst) == 0; });
+      caller_sleeping_.store(false, std::memory_order_relaxed);
+    }
   }
 
  private:
@@ -83,25 +133,31 @@ class ThreadPool {
     }
   }
 
-  void worker_loop() {
-    unsigned long long seen = 0;
+  void worker_loop(unsigned long long seen) {
     for (;;) {
-      {
+      auto started = [&] { return generation_.load(std::memory_order_acquire) != seen; };
+      if (!spin_until(started)) {
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
-        if (stopping_) return;
-        seen = generation_;
+        sleepers_.fetch_add(1, std::memory_order_seq_cst);
+        wake_.wait(lock, [&] { return generation_.load(std::memory_order_seq_cst) != seen; });
+        sleepers_.fetch_sub(1, std::memory_order_relaxed);
       }
+      seen = generation_.load(std::memory_order_acquire);
+      if (stopping_.load()) return;
       work();
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (--active_ == 0) done_.notify_one();
+      // The same handshake as above, for the caller's sleep on done_.
+      if (active_.fetch_sub(1, std::memory_order_seq_cst) == 1 && caller_sleeping_.load(std::memory_order_seq_cst)) {
+        { std::lock_guard<std::mutex> lock(mutex_); }
+        done_.notify_one();
+      }
     }
   }
 
   void stop_workers() {
+    stopping_.store(true);
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      stopping_ = true;
+      generation_.fetch_add(1);
     }
     wake_.notify_all();
     for (auto& t : workers_) t.join();
@@ -109,12 +165,14 @@ class ThreadPool {
   }
 
   std::vector<std::thread> workers_;
-  std::mutex region_mutex_;
-  std::mutex mutex_;
+  std::mutex region_mutex_;  // one region at a time
+  std::mutex mutex_;         // only for sleeping and waking
   std::condition_variable wake_, done_;
-  bool stopping_ = false;
-  unsigned long long generation_ = 0;
-  int active_ = 0;
+  std::atomic<bool> stopping_{false};
+  std::atomic<unsigned long long> generation_{0};  // bumped to start a region (and to stop)
+  std::atomic<int> active_{0};                     // workers still inside the current region
+  std::atomic<int> sleepers_{0};                   // workers asleep (or about to be) on wake_
+  std::atomic<bool> caller_sleeping_{false};       // the caller is asleep (or about to be) on done_
   TaskFn fn_ = nullptr;
   void* ctx_ = nullptr;
   int n_ = 0, grain_ = 1;
