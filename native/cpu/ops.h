@@ -34,7 +34,7 @@ struct WeightSource {
 
 int conv_panel_width();  // nr of the micro-kernel chosen for this CPU
 size_t packed_weights_floats(int cout, int cin, int taps);
-// Packs `cout` output channels from up to 3 sources stacked along cout (used
+// Packs `cout` output channels from several sources stacked along cout (used
 // to fuse the q, k and v projections into one GEMM).
 void pack_weights(PackedWeights* packed, float* storage, const WeightSource* sources, const int* source_couts,
                   int num_sources, int cin, int kh, int kw);

@@ -408,24 +408,22 @@ int weight_grad_splits(long long M, int N, int K) {
   return splits < 1 ? 1 : (int)splits;
 }
 
-// Up to three torch-layout sources (in device memory) stacked along the
-// output channels, as the q|k|v projections are fused.
-struct PackSources {
-  WeightSource src[3];
-  int first_n[3];
-  int num_sources, cout, cin, taps;
+// One torch-layout source (in device memory) of a packing that stacks
+// several along the output channels (attention's q|k|v, the resnets' time
+// projections): its columns [first_n, first_n + cout) of the packed matrix.
+struct PackSource {
+  WeightSource src;
+  int first_n, cout;  // its columns
+  int packed_cout, cin;  // the whole packed matrix's
 };
 
-// packed[(tap * cin + ci) * cout + n] = weight n of its source at (ci, tap).
-__global__ void pack_kernel(PackSources ps, size_t total, float* packed) {
+// packed[(tap * cin + ci) * packed_cout + first_n + n] = source weight n at (ci, tap).
+__global__ void pack_kernel(PackSource ps, size_t total, float* packed) {
   MB_GRID_STRIDE(i, total) {
     const int n = (int)(i % (size_t)ps.cout);
     const size_t row = i / (size_t)ps.cout;
     const int ci = (int)(row % (size_t)ps.cin), t = (int)(row / (size_t)ps.cin);
-    int s = 0;
-    while (s + 1 < ps.num_sources && n >= ps.first_n[s + 1]) ++s;
-    const WeightSource& src = ps.src[s];
-    packed[i] = src.data[(n - ps.first_n[s]) * src.stride_n + ci * src.stride_ci + t * src.stride_tap];
+    packed[row * ps.packed_cout + ps.first_n + n] = ps.src.data[n * ps.src.stride_n + ci * ps.src.stride_ci + t * ps.src.stride_tap];
   }
 }
 
@@ -437,27 +435,23 @@ size_t conv_packed_floats(int cout, int cin, int k, bool) {
 
 void pack_conv(PackedWeights* packed, float* storage, const WeightSource* sources, const int* couts, int num_sources,
                int cin, int k, bool) {
-  PackSources ps;
   int cout = 0;
-  for (int s = 0; s < num_sources && s < 3; ++s) {
-    ps.src[s] = sources[s];
-    ps.first_n[s] = cout;
-    cout += couts[s];
-  }
-  ps.num_sources = num_sources < 3 ? num_sources : 3;
-  ps.cout = cout;
-  ps.cin = cin;
-  ps.taps = k * k;
+  for (int s = 0; s < num_sources; ++s) cout += couts[s];
   packed->data = storage;
   packed->cout = cout;
   packed->cin = cin;
   packed->kh = packed->kw = k;
   packed->nr = 0;
   packed->winograd = false;
-  const size_t total = (size_t)ps.taps * cin * cout;
-  if (!total || !begin_launch()) return;
-  MB_LAUNCH(pack_kernel, grid_for(total), kThreads)(ps, total, storage);
-  check_launch("pack_conv");
+  // One launch per source, each writing its own columns.
+  for (int s = 0, first_n = 0; s < num_sources; first_n += couts[s++]) {
+    const PackSource ps = {sources[s], first_n, couts[s], cout, cin};
+    const size_t total = (size_t)k * k * cin * couts[s];
+    if (!total) continue;
+    if (!begin_launch()) return;
+    MB_LAUNCH(pack_kernel, grid_for(total), kThreads)(ps, total, storage);
+    check_launch("pack_conv");
+  }
 }
 
 size_t conv_scratch_floats(const ConvGeometry&, int, int, int, bool) { return 0; }

@@ -98,8 +98,9 @@ Act divided(Exec& ex, const Act& dy, float divisor) {
   return out;
 }
 
-// ResnetBlock2D backward: returns d(input); adds into d(silu_emb).
-Act resnet_backward(Exec& ex, const ResnetLayer& r, const Act& dout, float* d_silu_emb) {
+// ResnetBlock2D backward: returns d(input); writes the gradient of its time
+// projection into its columns of dtemb_projs (Model::temb_projs' output).
+Act resnet_backward(Exec& ex, const ResnetLayer& r, const Act& dout, float* dtemb_projs) {
   const ResnetSaved& s = r.saved;
   const Act dpre = divided(ex, dout, r.output_scale_factor);
   // Without resampling the residual branch's input is x itself, so dx starts
@@ -122,16 +123,26 @@ Act resnet_backward(Exec& ex, const ResnetLayer& r, const Act& dout, float* d_si
     conv_backward(ex, r.conv_shortcut, ConvSaved{s.xres, dpre, make_geometry(ex, s.xres, 1, 1, 0, 0, dpre)}, dpre, &dxres);
 
   // GroupNorm2 (+ scale/shift) + SiLU, and the time projection's gradient
-  const int proj_width = r.time_emb_proj.cout;
-  float* dtemb = ex.zeros((size_t)ex.batch * proj_width);
+  // (its input gradient, through every resnet's projection at once, is
+  // taken in run_backward).
+  const ConvLayer& proj = r.time_emb_proj;
+  const int temb_ld = ex.m->temb_projs.cout;  // dtemb_projs' row stride
+  float* dtemb = dtemb_projs + r.temb_offset;
   Act dh1 = ex.zeros(s.h1.h, s.h1.w, s.h1.c);
-  if (ex.m->scale_shift)
-    norm_backward(ex, r.norm2, s.h1, s.stats2, true, s.temb_proj, proj_width, dh2, dh1, dtemb);
-  else
+  if (ex.m->scale_shift) {
+    norm_backward(ex, r.norm2, s.h1, s.stats2, true, s.temb_proj, temb_ld, dh2, dh1, dtemb);
+  } else {
     norm_backward(ex, r.norm2, s.h1, s.stats2, true, nullptr, 0, dh2, dh1, nullptr);
-  // hidden + temb[:, :, None, None]: dtemb[b][c] = sum over pixels of dh1
-  if (!ex.m->scale_shift && ex.run()) ex.ops().add_broadcast_backward(dh1.data, ex.batch, s.h1.h * s.h1.w, s.h1.c, dtemb);
-  linear_backward(ex, r.time_emb_proj, ex.silu_emb, ex.batch, dtemb, d_silu_emb);
+    // hidden + temb[:, :, None, None]: dtemb[b][c] = sum over pixels of dh1,
+    // summed contiguously, then each sample's row put in place
+    float* sums = ex.zeros((size_t)ex.batch * proj.cout);
+    if (ex.run()) {
+      ex.ops().add_broadcast_backward(dh1.data, ex.batch, s.h1.h * s.h1.w, s.h1.c, sums);
+      for (int b = 0; b < ex.batch; ++b)
+        ex.ops().copy(dtemb + (size_t)b * temb_ld, sums + (size_t)b * proj.cout, sizeof(float) * proj.cout);
+    }
+  }
+  linear_weight_grad(ex, proj.weight, proj.bias, proj.cin, proj.cout, ex.silu_emb, ex.batch, dtemb, temb_ld);
 
   // conv1, the resampling, GroupNorm1 + SiLU
   Act dhin = conv_backward_fresh(ex, r.conv1, ConvSaved{s.hin, s.h1, make_geometry(ex, s.hin, 1, 1, 1, 1, s.h1)}, dh1);
@@ -202,7 +213,8 @@ void run_backward(Exec& ex, const Act& dy, const float* timesteps, const float* 
   const int B = ex.batch;
   const int TE = m->time_embed_dim;
   ex.silu_emb = saved.silu_emb;
-  float* d_silu_emb = ex.zeros((size_t)B * TE);
+  // d(every resnet's time projection), each resnet filling its columns
+  float* dtemb_projs = ex.zeros((size_t)B * m->temb_projs.cout);
 
   // 6. out
   Act dnormed = conv_backward_fresh(ex, m->conv_out, saved.conv_out, dy);
@@ -224,11 +236,11 @@ void run_backward(Exec& ex, const Act& dy, const float* timesteps, const float* 
       const ConvSaved& s = blk.resample_saved;
       dh = conv_backward_fresh(ex, blk.resample_conv, s, dh);
     } else if (blk.resample_kind == kResampleResnet) {
-      dh = resnet_backward(ex, blk.resample_resnet, dh, d_silu_emb);
+      dh = resnet_backward(ex, blk.resample_resnet, dh, dtemb_projs);
     }
     for (int j = blk.num_layers - 1; j >= 0; --j) {
       if (blk.has_attention) dh = attention_backward_block(ex, blk.attentions[j], dh);
-      Act dcat = resnet_backward(ex, blk.resnets[j], dh, d_silu_emb);
+      Act dcat = resnet_backward(ex, blk.resnets[j], dh, dtemb_projs);
       const Act prev = blk.prev[j];
       Act dprev = ex.zeros(prev.h, prev.w, prev.c);
       const Act& dskip = dskips[skip++];
@@ -240,9 +252,9 @@ void run_backward(Exec& ex, const Act& dy, const float* timesteps, const float* 
 
   // 4. mid
   if (m->has_mid) {
-    dh = resnet_backward(ex, m->mid.resnets[1], dh, d_silu_emb);
+    dh = resnet_backward(ex, m->mid.resnets[1], dh, dtemb_projs);
     if (m->mid.has_attention) dh = attention_backward_block(ex, m->mid.attentions[0], dh);
-    dh = resnet_backward(ex, m->mid.resnets[0], dh, d_silu_emb);
+    dh = resnet_backward(ex, m->mid.resnets[0], dh, dtemb_projs);
   }
 
   // 3. down blocks, reversed; each output that was a skip adds its gradient
@@ -255,13 +267,13 @@ void run_backward(Exec& ex, const Act& dy, const float* timesteps, const float* 
         const ConvSaved& s = blk.resample_saved;
         dh = conv_backward_fresh(ex, blk.resample_conv, s, dh);
       } else {
-        dh = resnet_backward(ex, blk.resample_resnet, dh, d_silu_emb);
+        dh = resnet_backward(ex, blk.resample_resnet, dh, dtemb_projs);
       }
     }
     for (int j = blk.num_layers - 1; j >= 0; --j) {
       add_into(ex, dh, dskips[k--]);
       if (blk.has_attention) dh = attention_backward_block(ex, blk.attentions[j], dh);
-      dh = resnet_backward(ex, blk.resnets[j], dh, d_silu_emb);
+      dh = resnet_backward(ex, blk.resnets[j], dh, dtemb_projs);
     }
   }
   add_into(ex, dh, dskips[k--]);  // conv_in's output
@@ -269,7 +281,10 @@ void run_backward(Exec& ex, const Act& dy, const float* timesteps, const float* 
   // 2. conv_in: weights only (the noisy sample needs no gradient)
   conv_backward(ex, m->conv_in, saved.conv_in, dh, nullptr);
 
-  // 1. embeddings: through SiLU(temb), the class embedding, the time MLP
+  // 1. embeddings: through the resnets' time projections (one GEMM), SiLU(temb),
+  // the class embedding, the time MLP
+  float* d_silu_emb = ex.zeros((size_t)B * TE);
+  linear_data_grad(ex, m->temb_projs, B, dtemb_projs, d_silu_emb);
   const Ops& ops = ex.ops();
   float* demb = ex.zeros((size_t)B * TE);
   if (ex.run()) ops.silu_backward(saved.emb, d_silu_emb, (long long)B * TE, demb);

@@ -92,6 +92,7 @@ struct Exec {
   uint64_t dropout_streams = 0;  // one mask stream per resnet, in graph order
   int status = kOk;
   Message error;
+  float* temb_projs = nullptr;  // every resnet's time projection: [batch][m->temb_projs.cout]
 
   Act alloc(int h, int w, int c) { return Act{arena->alloc((uint64_t)batch * h * w * c), h, w, c}; }
   // A zero-filled buffer (gradients accumulate into these), in the device's memory.

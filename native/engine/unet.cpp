@@ -131,6 +131,18 @@ struct Builder {
 
 bool in_range(double v, double lo, double hi) { return v == v && v >= lo && v <= hi; }
 
+// Calls f(resnet) for every ResnetBlock2D of the model, in a fixed order.
+template <typename F>
+void for_each_resnet(Model* m, F&& f) {
+  auto block = [&](Block& blk) {
+    for (int j = 0; j < blk.num_layers; ++j) f(blk.resnets[j]);
+    if (blk.resample_kind == kResampleResnet) f(blk.resample_resnet);
+  };
+  for (int i = 0; i < m->num_levels; ++i) block(m->down[i]);
+  if (m->has_mid) block(m->mid);
+  for (int i = 0; i < m->num_levels; ++i) block(m->up[i]);
+}
+
 }  // namespace
 
 int model_init(Model* m, const double* cfg, int n) {
@@ -335,6 +347,14 @@ int model_init(Model* m, const double* cfg, int n) {
   if (m->time_embed_dim > m->max_channels) m->max_channels = m->time_embed_dim;
   if (b.status != kOk) return b.status;
 
+  // The resnets' time projections, side by side in one linear layer.
+  m->temb_projs = ConvLayer();
+  m->temb_projs.cin = m->time_embed_dim;
+  for_each_resnet(m, [&](ResnetLayer& r) {
+    r.temb_offset = m->temb_projs.cout;
+    m->temb_projs.cout += r.time_emb_proj.cout;
+  });
+
   // Parameters live in one allocation each; the TypeScript side fills them.
   for (int i = 0; i < m->params.size; ++i) {
     Param& p = m->params[i];
@@ -419,16 +439,45 @@ void pack_conv(Model* m, ConvLayer& c, Packer& packer) {
 }
 
 size_t resnet_packed_floats(const Model* m, const ResnetLayer& r) {
-  size_t n = conv_packed_floats(m, r.conv1) + conv_packed_floats(m, r.time_emb_proj) + conv_packed_floats(m, r.conv2);
+  size_t n = conv_packed_floats(m, r.conv1) + conv_packed_floats(m, r.conv2);  // time_emb_proj: pack_temb_projs
   if (r.has_shortcut) n += conv_packed_floats(m, r.conv_shortcut);
   return n;
 }
 
 void pack_resnet(Model* m, ResnetLayer& r, Packer& packer) {
   pack_conv(m, r.conv1, packer);
-  pack_conv(m, r.time_emb_proj, packer);
   pack_conv(m, r.conv2, packer);
   if (r.has_shortcut) pack_conv(m, r.conv_shortcut, packer);
+}
+
+size_t temb_projs_packed_floats(const Model* m) {
+  return conv_packed_floats(m, m->temb_projs) + (size_t)align_up(m->temb_projs.cout, 16);
+}
+
+// Model::temb_projs from every resnet's time_emb_proj weight, and its bias.
+void pack_temb_projs(Model* m, Packer& packer) {
+  Vec<WeightSource> sources;  // Vec frees nothing by itself: released below
+  Vec<int> couts;
+  bool listed = true;
+  for_each_resnet(m, [&](ResnetLayer& r) {
+    const ConvLayer& c = r.time_emb_proj;
+    m->params[c.weight].packed_only = true;
+    listed = listed && sources.push(WeightSource{m->params[c.weight].dev, c.cin, 1, 0}) && couts.push(c.cout);
+  });
+  float* storage = packer.take(conv_packed_floats(m, m->temb_projs));
+  float* bias = packer.take((size_t)align_up(m->temb_projs.cout, 16));
+  if (!listed) packer.failed_floats = 1;  // out of host memory for the lists
+  if (storage && bias && listed) {
+    m->ops->pack_conv(&m->temb_projs.packed, storage, sources.data, couts.data, sources.size, m->temb_projs.cin, 1, false);
+    m->temb_projs_bias = bias;
+    for_each_resnet(m, [&](ResnetLayer& r) {
+      const ConvLayer& c = r.time_emb_proj;
+      m->ops->copy(bias + r.temb_offset, m->params[c.bias].dev, sizeof(float) * c.cout);
+      if (m->release_on_pack && kReleaseWhilePacking) release_param(m, c.weight);
+    });
+  }
+  sources.release();
+  couts.release();
 }
 
 size_t attention_packed_floats(const Model* m, const AttnLayer& a) {
@@ -548,6 +597,7 @@ static int pack_all(Model* m) {
   for (int i = 0; i < m->num_levels; ++i) total += block_packed_floats(m, m->down[i], false);
   if (m->has_mid) total += block_packed_floats(m, m->mid, true);
   for (int i = 0; i < m->num_levels; ++i) total += block_packed_floats(m, m->up[i], false);
+  total += temb_projs_packed_floats(m);
 
   int status = upload_params(m);
   if (status != kOk) return status;
@@ -576,6 +626,7 @@ static int pack_all(Model* m) {
   if (m->has_mid) pack_block(m, m->mid, true, packer);
   for (int i = 0; i < m->num_levels; ++i) pack_block(m, m->up[i], false, packer);
   pack_conv(m, m->conv_out, packer);
+  pack_temb_projs(m, packer);
   if (packer.failed_floats) {
     Message msg;
     msg.add("out of ").add(m->ops->name).add(" memory packing weights (").add_int((long long)(total * 4 >> 20))
@@ -721,16 +772,16 @@ void resnet_forward(Exec& ex, ResnetLayer& r, const Act& x, const Act& out) {
   }
   s.hin = h;
   s.xres = x_res;
-  const int proj_width = r.time_emb_proj.cout;
-  float* temb_proj = ex.arena->alloc((size_t)ex.batch * proj_width);
+  // This block's slice of every resnet's time projection (run_forward).
+  const int temb_ld = ex.m->temb_projs.cout;  // the slice's row stride
+  float* temb_proj = ex.temb_projs + r.temb_offset;
   s.temb_proj = temb_proj;
-  linear_apply(ex, r.time_emb_proj, ex.silu_emb, ex.batch, temb_proj);
 
   Act h1 = ex.alloc(out.h, out.w, r.cout);
   ConvEpilogue ep1;
   if (!ex.m->scale_shift) {
     ep1.batch_bias = temb_proj;  // hidden + temb[:, :, None, None]
-    ep1.batch_bias_ld = proj_width;
+    ep1.batch_bias_ld = temb_ld;
   }
   conv_apply(ex, r.conv1, h, 1, 1, 1, 1, h1, ep1);
   // Inference normalises in place; training keeps GroupNorm2's input.
@@ -738,7 +789,7 @@ void resnet_forward(Exec& ex, ResnetLayer& r, const Act& x, const Act& out) {
   s.h1 = h1;
   s.h2 = h2;
   if (ex.m->scale_shift)
-    s.stats2 = norm_apply(ex, r.norm2, h1, h2, true, temb_proj, proj_width);
+    s.stats2 = norm_apply(ex, r.norm2, h1, h2, true, temb_proj, temb_ld);
   else
     s.stats2 = norm_apply(ex, r.norm2, h1, h2, true);
   // dropout: identity at inference; a Philox mask when training
@@ -881,6 +932,8 @@ Act run_forward(Exec& ex, int height, int width, const float* x_nchw, const floa
   ex.silu_emb = ex.arena->alloc((size_t)B * TE);
   saved.silu_emb = ex.silu_emb;
   if (ex.run()) ops.silu_forward(emb, (long long)B * TE, ex.silu_emb);
+  ex.temb_projs = ex.arena->alloc((size_t)B * m->temb_projs.cout);
+  linear_apply(ex, m->temb_projs, ex.silu_emb, B, ex.temb_projs, m->temb_projs_bias);
 
   // 2. input, to NHWC (centering fused), and conv_in
   Act input = ex.alloc(height, width, m->in_channels);

@@ -120,7 +120,8 @@ struct ResnetLayer {
   int cin = 0, cout = 0;
   int resample = 0;  // 0 none, +1 nearest x2 up, -1 2x2 average-pool down
   NormLayer norm1, norm2;
-  ConvLayer conv1, time_emb_proj, conv2, conv_shortcut;
+  ConvLayer conv1, time_emb_proj, conv2, conv_shortcut;  // time_emb_proj: parameters only (see Model::temb_projs)
+  int temb_offset = 0;  // first column of this block's time projection in Model::temb_projs
   bool has_shortcut = false;
   float output_scale_factor = 1.0f;
   ResnetSaved saved;
@@ -207,6 +208,13 @@ struct Model {
   ConvLayer conv_in;
   int time_proj_weight = -1;  // fourier W or learned table
   ConvLayer time_linear_1, time_linear_2;
+  // Every resnet's time_emb_proj stacked along the output channels, packed
+  // from their parameters: all of them read the same SiLU(temb), so one GEMM
+  // per forward computes every projection (each output element is the same
+  // dot product as the layer's own, in the same order). Small-M GEMMs are
+  // bound by streaming the weights; one region instead of one per resnet.
+  ConvLayer temb_projs;
+  float* temb_projs_bias = nullptr;
   int class_table = -1;
   ConvLayer class_linear_1, class_linear_2;
   Block down[kMaxLevels];
