@@ -90,6 +90,48 @@ export function registerCudaSuite(options: CudaSuiteOptions): void {
     });
   }
 
+  // dtype float16 / bfloat16: every conv and linear GEMM rounds both its
+  // inputs to the type (relative error <= u each: u = 2^-11 for float16,
+  // 2^-8 for bfloat16), so each product is off by <= 2u relative, and as the
+  // K errors are independent a GEMM's output is off by ~2u sqrt(sum (x w)^2),
+  // about 2u |output| for sums of mixed sign. GroupNorm renormalises between
+  // layers, so along the deepest path of D GEMMs (conv_in, two per resnet,
+  // the attention projections, conv_out: D <= 16 in these fixtures) the layer
+  // errors add in quadrature: 2u sqrt(D) <= 8u of max(1, max |reference|),
+  // checked on every intermediate (measured: about 2u). A wrong fragment
+  // layout mixes up rows or columns of a GEMM: errors of the size of the
+  // values (checked: swapping two lanes' A rows fails every fixture by 10-100x).
+  // Under emulation the smallest fixture, the others on a GPU.
+  const HALF_UNIT_ROUNDOFF = { float16: 2 ** -11, bfloat16: 2 ** -8 } as const;
+  const halfFixtures: readonly string[] = options.emulated ? ['class-timestep'] : UNET_FIXTURES;
+  for (const dtype of ['float16', 'bfloat16'] as const) {
+    for (const name of halfFixtures) {
+      test(`${name} on ${where} with dtype ${dtype} (tensor cores) matches diffusers within 8 unit roundoffs`, async (t) => {
+        const ref = await forwardReference(name);
+        const unet = await loadUNet(fixturePath(`unet/${name}`), { backend: 'cuda', dtype });
+        try {
+          assert.equal(unet.dtype, dtype);
+          const out = await unet.forward(ref.sample, ref.shape, ref.timesteps, ref.classLabels, { capture: true });
+          const tensors = [...unet.captures(), { name: 'out', data: out }].filter((c) => ref.tensors.has(c.name));
+          assert.equal(tensors.length, ref.tensors.size - 1, 'every reference tensor but the sample is compared');
+          let worst = 0;  // in unit roundoffs
+          for (const { name: key, data } of tensors) {
+            const expected = ref.tensors.get(key)!.data;
+            const scale = HALF_UNIT_ROUNDOFF[dtype] * Math.max(1, maxAbs(expected));
+            const diff = maxAbsDiff(data, expected);
+            assert.ok(diff <= 8 * scale, `${name}/${dtype}: ${key} differs from diffusers by ${diff} (tolerance ${8 * scale})`);
+            worst = Math.max(worst, diff / scale);
+          }
+          t.diagnostic(`${name}/${dtype}: worst intermediate off by ${worst.toFixed(2)} unit roundoffs`);
+          // It did run in the half type: float32 stays within 1e-4, far below u / 8.
+          assert.ok(worst > 1 / 8, `${name}/${dtype}: as close to diffusers as float32 (${worst} unit roundoffs)`);
+        } finally {
+          unet.dispose();
+        }
+      });
+    }
+  }
+
   test(`${where} and cpu agree within 1e-5 relative on every fixture run`, async () => {
     for (const name of fixtures) {
       const ref = await forwardReference(name);

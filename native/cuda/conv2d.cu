@@ -376,26 +376,11 @@ size_t conv_packed_floats(int cout, int cin, int k, bool) {
 
 void pack_conv(PackedWeights* packed, float* storage, const WeightSource* sources, const int* couts, int num_sources,
                int cin, int k, bool) {
-  int cout = 0;
-  for (int s = 0; s < num_sources; ++s) cout += couts[s];
-  const int taps = k * k;
-  const size_t K = (size_t)taps * cin;
-  std::vector<float> host(K * (size_t)cout);
-  int n = 0;
-  for (int s = 0; s < num_sources; ++s) {
-    const WeightSource& src = sources[s];
-    for (int nn = 0; nn < couts[s]; ++nn, ++n)
-      for (int t = 0; t < taps; ++t)
-        for (int ci = 0; ci < cin; ++ci)
-          host[((size_t)t * cin + ci) * cout + n] = src.data[nn * src.stride_n + ci * src.stride_ci + t * src.stride_tap];
-  }
+  const int cout = stacked_cout(couts, num_sources);
+  std::vector<float> host((size_t)k * k * cin * cout);
+  visit_conv_weights(sources, couts, num_sources, cin, k, [&](int n, int kk, float v) { host[(size_t)kk * cout + n] = v; });
   upload(storage, host.data(), host.size() * sizeof(float));  // staged before it returns: host may go
-  packed->data = storage;
-  packed->cout = cout;
-  packed->cin = cin;
-  packed->kh = packed->kw = k;
-  packed->nr = 0;
-  packed->winograd = false;
+  describe_packed(packed, storage, cout, cin, k);
 }
 
 size_t conv_scratch_floats(const ConvGeometry&, int, int, int, bool) { return 0; }

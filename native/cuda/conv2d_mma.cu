@@ -41,11 +41,14 @@ constexpr int kTileLd = kSliceK + 8;   // halves per tile row (80 bytes: 16-byte
 
 inline int packed_k(int K) { return (K + kSliceK - 1) / kSliceK * kSliceK; }
 
-// Eight consecutive A(m, k .. k + 7) of row r. `vec8`: cin is a multiple of 8
+// Eight consecutive A(m, k .. k + 7) of row r. VEC8: cin is a multiple of 8
 // and the input rows are 16-byte aligned, so the eight share one tap and are
-// two float4 loads of one pixel (k < K then implies k + 7 < K).
-__device__ __forceinline__ void load_a8(const ConvParams& p, const ConvRow& r, int k, bool vec8, float v[8]) {
-  if (vec8) {
+// two float4 loads of one pixel (k < K then implies k + 7 < K). A template
+// argument, not a branch: the general gather's registers would crowd the
+// vector path's (every layer but conv_in takes it).
+template <bool VEC8>
+__device__ __forceinline__ void load_a8(const ConvParams& p, const ConvRow& r, int k, float v[8]) {
+  if constexpr (VEC8) {
     const float* pixel = r.ok && k < p.K ? conv_tap_pixel(p, r, k / p.cin) : nullptr;
     if (pixel) {
       const int ci = k - (k / p.cin) * p.cin;
@@ -61,8 +64,10 @@ __device__ __forceinline__ void load_a8(const ConvParams& p, const ConvRow& r, i
   }
 }
 
-template <WeightType T, int BM, int BN, int WARPS_M, int WARPS_N>
-__global__ void __launch_bounds__(WARPS_M* WARPS_N * 32) conv_mma_gemm(ConvParams p, int k_ld, bool vec8) {
+// Two blocks per multiprocessor at least (128 registers a thread for the
+// large tile): one block's barrier waits then overlap the other's MMAs.
+template <WeightType T, int BM, int BN, int WARPS_M, int WARPS_N, bool VEC8>
+__global__ void __launch_bounds__(WARPS_M* WARPS_N * 32, 2) conv_mma_gemm(ConvParams p, int k_ld) {
   constexpr int kThreads = WARPS_M * WARPS_N * 32;
   constexpr int kWarpM = BM / WARPS_M, kWarpN = BN / WARPS_N;
   constexpr int kFragsM = kWarpM / 16, kFragsN = kWarpN / 8;
@@ -108,7 +113,7 @@ __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32) conv_mma_gemm(ConvParam
   };
   auto load_a = [&](int s) {
 #pragma unroll
-    for (int pass = 0; pass < kAPasses; ++pass) load_a8(p, rows[pass], s * kSliceK + a_k, vec8, staged[pass]);
+    for (int pass = 0; pass < kAPasses; ++pass) load_a8<VEC8>(p, rows[pass], s * kSliceK + a_k, staged[pass]);
   };
   auto store_a = [&](int buf) {
 #pragma unroll
@@ -133,15 +138,8 @@ __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32) conv_mma_gemm(ConvParam
     }
 #pragma unroll
     for (int kk = 0; kk < kSliceK; kk += 16) {
-      uint32_t af[kFragsM][4], bf[kFragsN][2];
-#pragma unroll
-      for (int i = 0; i < kFragsM; ++i) {
-        const uint16_t* a = &As[cur][warp_m + i * 16 + group][kk + 2 * pair];
-        af[i][0] = load_u32(a);                    // row group,     k 2 pair + {0,1}
-        af[i][1] = load_u32(a + 8 * kTileLd);      // row group + 8, k 2 pair + {0,1}
-        af[i][2] = load_u32(a + 8);                // row group,     k 2 pair + 8 + {0,1}
-        af[i][3] = load_u32(a + 8 * kTileLd + 8);  // row group + 8, k 2 pair + 8 + {0,1}
-      }
+      // All of B's fragments, then A's one row of fragments at a time (fewer live registers).
+      uint32_t bf[kFragsN][2];
 #pragma unroll
       for (int j = 0; j < kFragsN; ++j) {
         const uint16_t* b = &Bs[cur][warp_n + j * 8 + group][kk + 2 * pair];
@@ -149,9 +147,16 @@ __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32) conv_mma_gemm(ConvParam
         bf[j][1] = load_u32(b + 8);  // column group, k 2 pair + 8 + {0,1}
       }
 #pragma unroll
-      for (int i = 0; i < kFragsM; ++i)
+      for (int i = 0; i < kFragsM; ++i) {
+        const uint16_t* a = &As[cur][warp_m + i * 16 + group][kk + 2 * pair];
+        uint32_t af[4];
+        af[0] = load_u32(a);                    // row group,     k 2 pair + {0,1}
+        af[1] = load_u32(a + 8 * kTileLd);      // row group + 8, k 2 pair + {0,1}
+        af[2] = load_u32(a + 8);                // row group,     k 2 pair + 8 + {0,1}
+        af[3] = load_u32(a + 8 * kTileLd + 8);  // row group + 8, k 2 pair + 8 + {0,1}
 #pragma unroll
-        for (int j = 0; j < kFragsN; ++j) mma_m16n8k16<T>(acc[i][j], af[i], bf[j]);
+        for (int j = 0; j < kFragsN; ++j) mma_m16n8k16<T>(acc[i][j], af, bf[j]);
+      }
     }
     if (more) {
       store_a(next);
@@ -181,34 +186,21 @@ template <WeightType T, int BM, int BN, int WARPS_M, int WARPS_N>
 void launch_conv_mma(const ConvParams& p, int k_ld, bool vec8) {
   dim3 grid;
   if (!conv_grid(p, BM, BN, "conv2d (tensor cores): output too large for one launch", &grid)) return;
-  const auto kernel = conv_mma_gemm<T, BM, BN, WARPS_M, WARPS_N>;  // named: the macro cannot take its commas
-  MB_LAUNCH_SYNC(kernel, grid, WARPS_M * WARPS_N * 32)(p, k_ld, vec8);
+  // named: the launch macro cannot take the template's commas
+  const auto kernel = vec8 ? conv_mma_gemm<T, BM, BN, WARPS_M, WARPS_N, true> : conv_mma_gemm<T, BM, BN, WARPS_M, WARPS_N, false>;
+  MB_LAUNCH_SYNC(kernel, grid, WARPS_M * WARPS_N * 32)(p, k_ld);
   check_launch("conv_mma_gemm");
 }
 
 template <WeightType T>
 void pack_conv_half(PackedWeights* packed, float* storage, const WeightSource* sources, const int* couts,
                     int num_sources, int cin, int k) {
-  int cout = 0;
-  for (int s = 0; s < num_sources; ++s) cout += couts[s];
-  const int taps = k * k, k_ld = packed_k(taps * cin);
+  const int cout = stacked_cout(couts, num_sources), k_ld = packed_k(k * k * cin);
   std::vector<uint16_t> host((size_t)cout * k_ld, 0);
-  int n = 0;
-  for (int s = 0; s < num_sources; ++s) {
-    const WeightSource& src = sources[s];
-    for (int nn = 0; nn < couts[s]; ++nn, ++n)
-      for (int t = 0; t < taps; ++t)
-        for (int ci = 0; ci < cin; ++ci)
-          host[(size_t)n * k_ld + (size_t)t * cin + ci] =
-              float_to_half_bits(T, src.data[nn * src.stride_n + ci * src.stride_ci + t * src.stride_tap]);
-  }
+  visit_conv_weights(sources, couts, num_sources, cin, k,
+                     [&](int n, int kk, float v) { host[(size_t)n * k_ld + kk] = float_to_half_bits(T, v); });
   upload(storage, host.data(), host.size() * sizeof(uint16_t));  // staged before it returns: host may go
-  packed->data = storage;
-  packed->cout = cout;
-  packed->cin = cin;
-  packed->kh = packed->kw = k;
-  packed->nr = 0;
-  packed->winograd = false;
+  describe_packed(packed, storage, cout, cin, k);
 }
 
 template <WeightType T>

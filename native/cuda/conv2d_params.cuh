@@ -107,6 +107,36 @@ __device__ __forceinline__ void conv_store(const ConvParams& p, long long m, int
   p.out[(size_t)m * p.out_ld + n] = v;
 }
 
+// Packing, on the host: calls visit(n, k, value) for every weight of the
+// sources stacked along cout (n the output channel, k = tap * cin + ci its
+// GEMM row), then describes the packed layer. Returns cout.
+template <typename Visit>
+int visit_conv_weights(const WeightSource* sources, const int* couts, int num_sources, int cin, int k, Visit visit) {
+  const int taps = k * k;
+  int n = 0;
+  for (int s = 0; s < num_sources; ++s) {
+    const WeightSource& src = sources[s];
+    for (int nn = 0; nn < couts[s]; ++nn, ++n)
+      for (int t = 0; t < taps; ++t)
+        for (int ci = 0; ci < cin; ++ci)
+          visit(n, t * cin + ci, src.data[nn * src.stride_n + ci * src.stride_ci + t * src.stride_tap]);
+  }
+  return n;
+}
+inline int stacked_cout(const int* couts, int num_sources) {
+  int cout = 0;
+  for (int s = 0; s < num_sources; ++s) cout += couts[s];
+  return cout;
+}
+inline void describe_packed(PackedWeights* packed, float* storage, int cout, int cin, int k) {
+  packed->data = storage;
+  packed->cout = cout;
+  packed->cin = cin;
+  packed->kh = packed->kw = k;
+  packed->nr = 0;
+  packed->winograd = false;  // a CPU-side choice (see conv2d.cu)
+}
+
 // Grid size in tiles of bm x bn; false (recorded) when CUDA could not launch it.
 inline bool conv_grid(const ConvParams& p, int bm, int bn, const char* what, dim3* grid) {
   const long long mtiles = (p.M + bm - 1) / bm;
