@@ -23,7 +23,7 @@
 // 16-deep step) when there are enough of them to give every multiprocessor
 // one, else 64 x 64 per block of 4 warps (each 32 x 32) so that small
 // GEMMs (batch 1 at low resolution, the time-embedding linears) still spread
-// over the GPU. Fragments are read from shared memory with 32-bit loads in
+// over the GPU. Both fit two blocks per multiprocessor. Fragments are read from shared memory with 32-bit loads in
 // the mma layout; tile rows are padded to 40 halves (80 bytes), so the 8 rows
 // x 4 words a fragment load touches fall in 32 distinct banks.
 #include <vector>
@@ -182,12 +182,11 @@ __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32, 2) conv_mma_gemm(ConvPa
     }
 }
 
-template <WeightType T, int BM, int BN, int WARPS_M, int WARPS_N>
-void launch_conv_mma(const ConvParams& p, int k_ld, bool vec8) {
+template <WeightType T, int BM, int BN, int WARPS_M, int WARPS_N, bool VEC8>
+void launch_conv_mma(const ConvParams& p, int k_ld) {
   dim3 grid;
   if (!conv_grid(p, BM, BN, "conv2d (tensor cores): output too large for one launch", &grid)) return;
-  // named: the launch macro cannot take the template's commas
-  const auto kernel = vec8 ? conv_mma_gemm<T, BM, BN, WARPS_M, WARPS_N, true> : conv_mma_gemm<T, BM, BN, WARPS_M, WARPS_N, false>;
+  const auto kernel = conv_mma_gemm<T, BM, BN, WARPS_M, WARPS_N, VEC8>;  // named: the launch macro cannot take the commas
   MB_LAUNCH_SYNC(kernel, grid, WARPS_M * WARPS_N * 32)(p, k_ld);
   check_launch("conv_mma_gemm");
 }
@@ -211,11 +210,16 @@ void conv2d_forward_half(const float* in, const ConvGeometry& g, const PackedWei
   if (p.M <= 0 || p.N <= 0) return;
   const int k_ld = packed_k(p.K);
   const bool vec8 = p.cin % 8 == 0 && p.in_ld % 4 == 0 && ((uintptr_t)p.in & 15) == 0;
+  // The general gather (conv_in's 3 or so channels: K is one or two slices)
+  // is bound by its loads, not the MMAs: the small tile, which also keeps the
+  // large one's 128 registers free of its index math (it spilled there).
   const long long big_tiles = (p.M + 127) / 128 * ((p.N + 127) / 128);
-  if (p.N > 64 && big_tiles >= multiprocessor_count())
-    launch_conv_mma<T, 128, 128, 2, 4>(p, k_ld, vec8);
+  if (!vec8)
+    launch_conv_mma<T, 64, 64, 2, 2, false>(p, k_ld);
+  else if (p.N > 64 && big_tiles >= multiprocessor_count())
+    launch_conv_mma<T, 128, 128, 2, 4, true>(p, k_ld);
   else
-    launch_conv_mma<T, 64, 64, 2, 2>(p, k_ld, vec8);
+    launch_conv_mma<T, 64, 64, 2, 2, true>(p, k_ld);
 }
 
 }  // namespace

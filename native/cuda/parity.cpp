@@ -906,9 +906,10 @@ int mb::run_parity(const Ops* device_ops, uint32_t seed) {
   linear_case(rng, 130, 64, 64, false, true);
   // The tensor-core GEMMs (conv2d_mma.cu), per half type: odd M, N and K
   // (partial tiles and K slices), channel counts off the 8-wide vector loads
-  // (3, 35), both tile sizes (128 x 128 for N > 64 when there are enough
-  // tiles: always under the emulation's one multiprocessor), every epilogue
-  // term, stride 2, upsampling, fused q|k|v sources and a residual in place.
+  // (3, 35: the general gather, 64 x 64 tiles), both tile sizes of the vector
+  // path (128 x 128 for N > 64 when there are enough tiles: always under the
+  // emulation's one multiprocessor), every epilogue term, stride 2,
+  // upsampling, fused q|k|v sources and a residual in place.
   for (WeightType t : {WeightType::kFloat16, WeightType::kBfloat16}) {
     conv_case(rng, {2, 3, 32, 3, 8, 8, 1, 1, 1, 1, true, false, false, false, 1.0f}, t);
     conv_case(rng, {3, 48, 80, 3, 9, 7, 1, 1, 1, 1, true, false, true, false, 1.0f}, t);
