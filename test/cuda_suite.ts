@@ -19,7 +19,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { MemoryLimitError, Trainer, createUNet, loadUNet } from '../src/index.js';
+import { BackendError, MemoryLimitError, Trainer, createUNet, loadUNet } from '../src/index.js';
 import type { BackendName, UNet2DModel } from '../src/index.js';
 import { packStepCoefficients } from '../src/schedulers/engine_step.js';
 import { cudaDevices } from '../src/backend/native.js';
@@ -398,6 +398,20 @@ export function registerCudaSuite(options: CudaSuiteOptions): void {
     const cpu = await run('cpu', 'philox');
     const diff = maxAbsDiff(cpu.samples, interleaved.samples);
     assert.ok(diff <= 1e-5 * Math.max(1, maxAbs(cpu.samples)), `with forwards in between: cpu vs ${where} differ by ${diff}`);
+  });
+
+  test(`a float16 / bfloat16 UNet on ${where} refuses to train with a typed error`, async () => {
+    for (const dtype of ['float16', 'bfloat16'] as const) {
+      const unet = await createUNet(microConfig, { backend: 'cuda', dtype, seed: 1 });
+      try {
+        assert.throws(
+          () => new Trainer({ unet, noiseScheduler: new DDPMScheduler(), optimizer: { lr: 1e-4 } }),
+          (e: unknown) => e instanceof BackendError && /dtype 'float32'/.test((e as Error).message),
+        );
+      } finally {
+        unet.dispose();
+      }
+    }
   });
 
   test('a batch beyond device memory is a MemoryLimitError before allocating, and the model still works', { skip: options.emulated && SLOW }, async () => {
