@@ -242,15 +242,12 @@ __global__ void __launch_bounds__(kGemmThreads) conv_backward_data_gemm(DataPara
 // are split over gridDim.z; each split writes its partial C, and
 // weight_grad_reduce adds the splits in order into the torch-layout gradient
 // (deterministic, no atomics).
-struct WeightParams {
+struct WeightParams : ConvShape {
   const float* in;
   const float* dy;
   float* partial;  // [splits][N][K]
-  long long M, m_per_split;
-  int N, K;  // N = cout, K = taps * cin
-  int cin, kw;
-  int in_h, in_w, in_ld, up_shift, logical_h, logical_w;
-  int out_h, out_w, dy_ld, stride, pad_top, pad_left;
+  long long m_per_split;
+  int dy_ld;
 };
 
 __global__ void __launch_bounds__(kGemmThreads) conv_backward_weights_gemm(WeightParams p) {
@@ -477,26 +474,11 @@ void conv2d_backward_weights(const float* in, const ConvGeometry& g, const float
                              float* grad_w, float* grad_b, float* scratch, const float*) {
   if (!begin_launch()) return;
   WeightParams p;
+  static_cast<ConvShape&>(p) = conv_shape(g, cout, cin, k);
   p.in = in;
   p.dy = dy;
   p.partial = scratch;
-  p.M = (long long)g.batch * g.out_h * g.out_w;
-  p.N = cout;
-  p.K = k * k * cin;
-  p.cin = cin;
-  p.kw = k;
-  p.in_h = g.in_h;
-  p.in_w = g.in_w;
-  p.in_ld = g.in_ld;
-  p.up_shift = g.upsample == 2 ? 1 : 0;
-  p.logical_h = g.in_h * g.upsample;
-  p.logical_w = g.in_w * g.upsample;
-  p.out_h = g.out_h;
-  p.out_w = g.out_w;
   p.dy_ld = g.out_ld;
-  p.stride = g.stride;
-  p.pad_top = g.pad_top;
-  p.pad_left = g.pad_left;
   if (p.M <= 0 || p.N <= 0 || p.K <= 0) return;
   const int splits = weight_grad_splits(p.M, p.N, p.K);
   p.m_per_split = ((p.M + splits - 1) / splits + kBK - 1) / kBK * kBK;

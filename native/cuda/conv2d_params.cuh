@@ -12,15 +12,41 @@
 namespace mb {
 namespace cuda {
 
-struct ConvParams {
+// The input-side geometry of the implicit GEMM, which the forward (below)
+// and the weight gradient (conv2d.cu's WeightParams) read the same way.
+struct ConvShape {
+  long long M;  // batch * out_h * out_w
+  int N, K;     // cout, taps * cin
+  int cin, kw;
+  int in_h, in_w, in_ld, up_shift, logical_h, logical_w;
+  int out_h, out_w, stride, pad_top, pad_left;
+};
+inline ConvShape conv_shape(const ConvGeometry& g, int cout, int cin, int k) {
+  ConvShape s;
+  s.M = (long long)g.batch * g.out_h * g.out_w;
+  s.N = cout;
+  s.K = k * k * cin;
+  s.cin = cin;
+  s.kw = k;
+  s.in_h = g.in_h;
+  s.in_w = g.in_w;
+  s.in_ld = g.in_ld;
+  s.up_shift = g.upsample == 2 ? 1 : 0;
+  s.logical_h = g.in_h * g.upsample;
+  s.logical_w = g.in_w * g.upsample;
+  s.out_h = g.out_h;
+  s.out_w = g.out_w;
+  s.stride = g.stride;
+  s.pad_top = g.pad_top;
+  s.pad_left = g.pad_left;
+  return s;
+}
+
+struct ConvParams : ConvShape {
   const float* in;
   const float* w;  // the packed weights: fp32 [K][N] (conv2d.cu), or half bits [N][k_ld] (conv2d_mma.cu)
   float* out;
-  long long M;  // batch * out_h * out_w
-  int N, K;
-  int cin, kw;
-  int in_h, in_w, in_ld, up_shift, logical_h, logical_w;
-  int out_h, out_w, out_ld, stride, pad_top, pad_left;
+  int out_ld;
   const float* bias;
   const float* batch_bias;
   int batch_bias_ld;
@@ -32,26 +58,11 @@ struct ConvParams {
 inline ConvParams conv_params(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
                               float* out) {
   ConvParams p;
+  static_cast<ConvShape&>(p) = conv_shape(g, w.cout, w.cin, w.kw);
   p.in = in;
   p.w = w.data;
   p.out = out;
-  p.M = (long long)g.batch * g.out_h * g.out_w;
-  p.N = w.cout;
-  p.K = w.kh * w.kw * w.cin;
-  p.cin = w.cin;
-  p.kw = w.kw;
-  p.in_h = g.in_h;
-  p.in_w = g.in_w;
-  p.in_ld = g.in_ld;
-  p.up_shift = g.upsample == 2 ? 1 : 0;
-  p.logical_h = g.in_h * g.upsample;
-  p.logical_w = g.in_w * g.upsample;
-  p.out_h = g.out_h;
-  p.out_w = g.out_w;
   p.out_ld = g.out_ld;
-  p.stride = g.stride;
-  p.pad_top = g.pad_top;
-  p.pad_left = g.pad_left;
   p.bias = ep.bias;
   p.batch_bias = ep.batch_bias;
   p.batch_bias_ld = ep.batch_bias_ld;
