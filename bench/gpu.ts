@@ -1,5 +1,6 @@
 // The GPU benchmark (bench/gpu-check.sh runs it): on CUDA device 0, the
-// cifar10-32 architecture (random weights) forward at batch 1, 8, 64 and 256,
+// cifar10-32 architecture (random weights) forward at batch 1, 8, 64 and 256
+// in each dtype (float32; float16 and bfloat16: the tensor-core conv GEMMs),
 // a 50-step DDIM sampling run against 50 bare forwards, and the training step
 // (not on the GPU yet: reported as skipped, with the cpu figure beside it for
 // scale). Writes bench/results/gpu.json, and $OUT/gpu.json when OUT is set.
@@ -10,6 +11,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { createUNet } from '../src/index.js';
+import type { DType } from '../src/index.js';
 import { cudaDevices } from '../src/backend/native.js';
 import { sample } from '../src/sampler.js';
 import { DDIMScheduler } from '../src/schedulers/ddim.js';
@@ -17,6 +19,7 @@ import { packStepCoefficients } from '../src/schedulers/engine_step.js';
 import { CIFAR10_CONFIG, CIFAR10_GFLOP_PER_IMAGE } from './models.js';
 
 const batches = (process.env.BENCH_BATCHES ?? '1,8,64,256').split(',').map(Number);
+const dtypes = (process.env.BENCH_DTYPES ?? 'float32,float16,bfloat16').split(',') as DType[];
 const ddimBatches = (process.env.BENCH_DDIM_BATCHES ?? '1,64').split(',').map(Number);
 const budgetMs = Number(process.env.BENCH_TIME_MS ?? 1500);  // per measurement, after one warm-up
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -41,7 +44,7 @@ const result: Record<string, unknown> = {
   node: process.version,
   host: `${os.cpus()[0]?.model} (${os.cpus().length} cores)`,
   cuda: devices,
-  model: 'google/ddpm-cifar10-32 architecture, random weights, fp32',
+  model: 'google/ddpm-cifar10-32 architecture, random weights (forward: each dtype; DDIM: float32)',
   gflopPerImage: CIFAR10_GFLOP_PER_IMAGE,
 };
 
@@ -64,25 +67,37 @@ if (devices.count === 0) {
 const errors: string[] = [];
 result.errors = errors;
 const unet = await createUNet(CIFAR10_CONFIG, { backend: 'cuda', seed: 1, memoryLimitBytes: Number.MAX_SAFE_INTEGER });
-const forward: Record<string, number>[] = [];
+const forward: Record<string, number | string>[] = [];
 result.forward = forward;
-for (const batch of batches) {
+for (const dtype of dtypes) {
+  let model = unet;
   try {
-    const x = new Float32Array(batch * 3 * 32 * 32).map((_, i) => Math.sin(i));
-    const t = await time(() => unet.forward(x, [batch, 3, 32, 32], 500));
-    forward.push({
-      batch,
-      ms: round(t.ms),
-      runs: t.runs,
-      imagesPerSecond: round((batch * 1000) / t.ms, 1),
-      gflops: round((CIFAR10_GFLOP_PER_IMAGE * batch) / (t.ms / 1000), 1),
-      activationMB: round(unet.activationBytes(batch, 32, 32) / 2 ** 20, 1),
-    });
-    console.log(`cuda forward b${batch}: ${t.ms.toFixed(2)} ms (${t.runs} runs)`);
+    if (dtype !== 'float32')
+      model = await createUNet(CIFAR10_CONFIG, { backend: 'cuda', seed: 1, memoryLimitBytes: Number.MAX_SAFE_INTEGER, dtype });
   } catch (e) {
-    errors.push(`forward b${batch}: ${(e as Error).message}`);
-    console.error(errors.at(-1));
+    errors.push(`forward ${dtype}: ${(e as Error).message}`);
+    continue;
   }
+  for (const batch of batches) {
+    try {
+      const x = new Float32Array(batch * 3 * 32 * 32).map((_, i) => Math.sin(i));
+      const t = await time(() => model.forward(x, [batch, 3, 32, 32], 500));
+      forward.push({
+        dtype,
+        batch,
+        ms: round(t.ms),
+        runs: t.runs,
+        imagesPerSecond: round((batch * 1000) / t.ms, 1),
+        gflops: round((CIFAR10_GFLOP_PER_IMAGE * batch) / (t.ms / 1000), 1),
+        activationMB: round(model.activationBytes(batch, 32, 32) / 2 ** 20, 1),
+      });
+      console.log(`cuda forward ${dtype} b${batch}: ${t.ms.toFixed(2)} ms (${t.runs} runs)`);
+    } catch (e) {
+      errors.push(`forward ${dtype} b${batch}: ${(e as Error).message}`);
+      console.error(errors.at(-1));
+    }
+  }
+  if (model !== unet) model.dispose();
 }
 write();
 

@@ -14,7 +14,7 @@ export { DDPMScheduler } from './schedulers/ddpm.js';
 export { DDIMScheduler } from './schedulers/ddim.js';
 export { TorchGenerator } from './rng/torch.js';
 export { samplesToImages, imagesToGridPng } from './image/png.js';
-export type { Backend, BackendName } from './backend/backend.js';
+export type { Backend, BackendName, DType } from './backend/backend.js';
 export * from './errors.js';
 export * from './train/index.js';
 export * from './data/index.js';

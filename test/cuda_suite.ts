@@ -3,10 +3,12 @@
 // marble_emulated.node, on every machine): each op family case by case
 // against the CPU ops (native/cuda/parity.cpp), every forward fixture with its
 // intermediates against diffusers (the tolerances of unet_forward.test.ts),
-// cuda against cpu, the schedulers' pipelines, training (every gradient
-// against diffusers, AdamW + EMA against the cpu, a few trainer steps and a
-// checkpoint round trip against the cpu), typed errors for a batch beyond
-// device memory and for a kernel fault. No test stops the others.
+// and again with dtype float16 and bfloat16 (the tensor-core GEMMs, within
+// tolerances derived from the types' precision), cuda against cpu, the
+// schedulers' pipelines, the sampling loop kept on the device, training
+// (every gradient against diffusers, AdamW + EMA against the cpu, a few
+// trainer steps and a checkpoint round trip against the cpu), typed errors for
+// a batch beyond device memory and for a kernel fault. No test stops the others.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -17,7 +19,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { MemoryLimitError, Trainer, createUNet, loadUNet } from '../src/index.js';
+import { BackendError, MemoryLimitError, Trainer, createUNet, loadUNet } from '../src/index.js';
 import type { BackendName, UNet2DModel } from '../src/index.js';
 import { packStepCoefficients } from '../src/schedulers/engine_step.js';
 import { cudaDevices } from '../src/backend/native.js';
@@ -98,6 +100,54 @@ export function registerCudaSuite(options: CudaSuiteOptions): void {
         unet.dispose();
       }
     });
+  }
+
+  // dtype float16 / bfloat16: every conv and linear GEMM rounds both its
+  // inputs to the type (relative error <= u each: u = 2^-11 for float16,
+  // 2^-8 for bfloat16), so each product is off by <= 2u relative, and as the
+  // K errors are independent a GEMM's output is off by ~2u sqrt(sum (x w)^2),
+  // about 2u |output| for sums of mixed sign. GroupNorm renormalises between
+  // layers, so the errors of successive GEMMs add in quadrature rather than
+  // compound: 2u sqrt(D) for D full-size contributions, and the bound
+  // 8u = 2u sqrt(16) of max(1, max |reference|) on every intermediate. D is
+  // not the depth (cifar-slim's deepest path has ~50 GEMMs): each resnet adds
+  // its branch to a residual, whose error it does not grow. Measured under
+  // the emulation on all five fixtures: 1.9-3.1u (float16), 2.2-2.4u
+  // (bfloat16); float32 stays below u / 100. A wrong fragment
+  // layout mixes up rows or columns of a GEMM: errors of the size of the
+  // values (checked on 2026-11-28 by swapping lanes 0 and 4's A rows in
+  // conv2d_mma.cu: temb then differed by 0.28 against tolerances of 0.0039
+  // (float16) and 0.031 (bfloat16), and every conv2d_half / linear_half case
+  // of the self-test by 0.7-3.7). Under emulation the smallest fixture, all
+  // of them on a GPU.
+  const HALF_UNIT_ROUNDOFF = { float16: 2 ** -11, bfloat16: 2 ** -8 } as const;
+  const halfFixtures: readonly string[] = options.emulated ? ['class-timestep'] : UNET_FIXTURES;
+  for (const dtype of ['float16', 'bfloat16'] as const) {
+    for (const name of halfFixtures) {
+      test(`${name} on ${where} with dtype ${dtype} (tensor cores) matches diffusers within 8 unit roundoffs`, async (t) => {
+        const ref = await forwardReference(name);
+        const unet = await loadUNet(fixturePath(`unet/${name}`), { backend: 'cuda', dtype });
+        try {
+          assert.equal(unet.dtype, dtype);
+          const out = await unet.forward(ref.sample, ref.shape, ref.timesteps, ref.classLabels, { capture: true });
+          const tensors = [...unet.captures(), { name: 'out', data: out }].filter((c) => ref.tensors.has(c.name));
+          assert.equal(tensors.length, ref.tensors.size - 1, 'every reference tensor but the sample is compared');
+          let worst = 0;  // in unit roundoffs
+          for (const { name: key, data } of tensors) {
+            const expected = ref.tensors.get(key)!.data;
+            const scale = HALF_UNIT_ROUNDOFF[dtype] * Math.max(1, maxAbs(expected));
+            const diff = maxAbsDiff(data, expected);
+            assert.ok(diff <= 8 * scale, `${name}/${dtype}: ${key} differs from diffusers by ${diff} (tolerance ${8 * scale})`);
+            worst = Math.max(worst, diff / scale);
+          }
+          t.diagnostic(`${name}/${dtype}: worst intermediate off by ${worst.toFixed(2)} unit roundoffs`);
+          // It did run in the half type: float32 stays within 1e-4, far below u / 8.
+          assert.ok(worst > 1 / 8, `${name}/${dtype}: as close to diffusers as float32 (${worst} unit roundoffs)`);
+        } finally {
+          unet.dispose();
+        }
+      });
+    }
   }
 
   test(`${where} and cpu agree within 1e-5 relative on every fixture run`, async () => {
@@ -348,6 +398,20 @@ export function registerCudaSuite(options: CudaSuiteOptions): void {
     const cpu = await run('cpu', 'philox');
     const diff = maxAbsDiff(cpu.samples, interleaved.samples);
     assert.ok(diff <= 1e-5 * Math.max(1, maxAbs(cpu.samples)), `with forwards in between: cpu vs ${where} differ by ${diff}`);
+  });
+
+  test(`a float16 / bfloat16 UNet on ${where} refuses to train with a typed error`, async () => {
+    for (const dtype of ['float16', 'bfloat16'] as const) {
+      const unet = await createUNet(microConfig, { backend: 'cuda', dtype, seed: 1 });
+      try {
+        assert.throws(
+          () => new Trainer({ unet, noiseScheduler: new DDPMScheduler(), optimizer: { lr: 1e-4 } }),
+          (e: unknown) => e instanceof BackendError && /dtype 'float32'/.test((e as Error).message),
+        );
+      } finally {
+        unet.dispose();
+      }
+    }
   });
 
   test('a batch beyond device memory is a MemoryLimitError before allocating, and the model still works', { skip: options.emulated && SLOW }, async () => {

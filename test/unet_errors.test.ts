@@ -18,7 +18,7 @@ import {
   createUNet,
   loadUNet,
 } from '../src/index.js';
-import type { BackendName } from '../src/index.js';
+import type { BackendName, DType } from '../src/index.js';
 import { parseSafetensors, serializeSafetensors, tensorToFloat32 } from '../src/model/safetensors.js';
 import type { TensorToWrite } from '../src/model/safetensors.js';
 import { fixturePath } from './helpers.js';
@@ -146,6 +146,26 @@ test('f16 and bf16 weights load and give the same output as their f32 values', a
       await rm(f32dir, { recursive: true, force: true });
     }
   }
+});
+
+test("dtype: float16 and bfloat16 are cuda's (cpu, wasm: a BackendError naming both); an unknown dtype is an InputError", async () => {
+  for (const backend of BACKENDS) {
+    for (const dtype of ['float16', 'bfloat16'] as const) {
+      await assert.rejects(loadUNet(fixturePath('unet/tiny'), { backend, dtype }), (err: unknown) => {
+        assert.ok(err instanceof BackendError, String(err));
+        assert.match((err as Error).message, new RegExp(`dtype '${dtype}': the ${backend} backend computes in float32 only`));
+        return true;
+      });
+    }
+    const unet = await loadUNet(fixturePath('unet/tiny'), { backend, dtype: 'float32' });
+    assert.equal(unet.dtype, 'float32');
+    unet.dispose();
+  }
+  await assert.rejects(loadUNet(fixturePath('unet/tiny'), { backend: 'cpu', dtype: 'float64' as DType }), (err: unknown) => {
+    assert.ok(err instanceof InputError, String(err));
+    assert.match((err as Error).message, /dtype: unknown value "float64" \(expected one of 'float32', 'float16', 'bfloat16'\)/);
+    return true;
+  });
 });
 
 test('a truncated weights file is a SafetensorsError', async () => {

@@ -1,4 +1,5 @@
-// Convolution as an implicit GEMM on the GPU, fp32 (tensor cores later), and
+// Convolution as an implicit GEMM on the GPU, fp32 (the float16 / bfloat16
+// tensor-core forward is conv2d_mma.cu), and
 // the strided batched GEMM that attention uses. The GEMM view is the CPU's:
 // rows M = output pixels (b, oy, ox), columns N = output channels, and the
 // reduction K = (tap, input channel), input channel fastest, so that a row of
@@ -11,7 +12,7 @@
 // plain K x N row-major matrix (Winograd is a CPU-side choice; the flag is
 // ignored here): at load, and after every optimizer step. The backward (dX, dW, db)
 // follows at the end.
-#include "cuda_common.cuh"
+#include "conv2d_params.cuh"
 
 namespace mb {
 namespace cuda {
@@ -19,23 +20,6 @@ namespace cuda {
 namespace {
 
 constexpr int kBM = 64, kBN = 64, kBK = 16, kGemmThreads = 256;
-
-struct ConvParams {
-  const float* in;
-  const float* w;  // [K][N]
-  float* out;
-  long long M;  // batch * out_h * out_w
-  int N, K;
-  int cin, kw;
-  int in_h, in_w, in_ld, up_shift, logical_h, logical_w;
-  int out_h, out_w, out_ld, stride, pad_top, pad_left;
-  const float* bias;
-  const float* batch_bias;
-  int batch_bias_ld;
-  const float* residual;  // may alias out: each element reads its own residual before storing
-  int residual_ld;
-  float divisor;
-};
 
 // 64 x 64 output tile per block of 256 threads, 4 x 4 per thread (rows ty +
 // 16 i, columns tx + 16 j, so a warp's shared-memory reads spread over banks).
@@ -48,14 +32,7 @@ __global__ void __launch_bounds__(kGemmThreads) conv_implicit_gemm(ConvParams p)
 
   // This thread loads A's row ar (fixed for the whole K loop), four k at a time.
   const int ar = tid >> 2, ak = (tid & 3) * 4;
-  const long long am = m0 + ar;
-  const bool a_row_ok = am < p.M;
-  const long long pixels = (long long)p.out_h * p.out_w;
-  const long long ab = a_row_ok ? am / pixels : 0;
-  const int rem = a_row_ok ? (int)(am - ab * pixels) : 0;
-  const int oy = rem / p.out_w, ox = rem - (rem / p.out_w) * p.out_w;
-  const int iy0 = oy * p.stride - p.pad_top, ix0 = ox * p.stride - p.pad_left;
-  const float* image = p.in + (size_t)ab * p.in_h * p.in_w * p.in_ld;
+  const ConvRow arow = conv_row(p, m0 + ar);
   // ... and B's row bk, four consecutive columns.
   const int bk = tid >> 4, bn = (tid & 15) * 4;
 
@@ -67,18 +44,7 @@ __global__ void __launch_bounds__(kGemmThreads) conv_implicit_gemm(ConvParams p)
 
   for (int k0 = 0; k0 < p.K; k0 += kBK) {
 #pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      const int k = k0 + ak + q;
-      float v = 0.0f;
-      if (a_row_ok && k < p.K) {
-        const int tap = k / p.cin, ci = k - (k / p.cin) * p.cin;
-        const int dy = tap / p.kw, dx = tap - (tap / p.kw) * p.kw;
-        const int iy = iy0 + dy, ix = ix0 + dx;
-        if (iy >= 0 && iy < p.logical_h && ix >= 0 && ix < p.logical_w)
-          v = image[((size_t)(iy >> p.up_shift) * p.in_w + (size_t)(ix >> p.up_shift)) * p.in_ld + ci];
-      }
-      As[ak + q][ar] = v;
-    }
+    for (int q = 0; q < 4; ++q) As[ak + q][ar] = conv_a(p, arow, k0 + ak + q);
 #pragma unroll
     for (int q = 0; q < 4; ++q) {
       const int k = k0 + bk, n = n0 + bn + q;
@@ -104,17 +70,10 @@ __global__ void __launch_bounds__(kGemmThreads) conv_implicit_gemm(ConvParams p)
   for (int i = 0; i < 4; ++i) {
     const long long m = m0 + ty + 16 * i;
     if (m >= p.M) continue;
-    const long long b = m / pixels;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const int n = n0 + tx + 16 * j;
-      if (n >= p.N) continue;
-      float v = acc[i][j];
-      if (p.bias) v += p.bias[n];
-      if (p.batch_bias) v += p.batch_bias[(size_t)b * p.batch_bias_ld + n];
-      if (p.residual) v = p.residual[(size_t)m * p.residual_ld + n] + v;
-      if (p.divisor != 1.0f) v = v / p.divisor;
-      p.out[(size_t)m * p.out_ld + n] = v;
+      if (n < p.N) conv_store(p, m, n, acc[i][j]);
     }
   }
 }
@@ -283,15 +242,12 @@ __global__ void __launch_bounds__(kGemmThreads) conv_backward_data_gemm(DataPara
 // are split over gridDim.z; each split writes its partial C, and
 // weight_grad_reduce adds the splits in order into the torch-layout gradient
 // (deterministic, no atomics).
-struct WeightParams {
+struct WeightParams : ConvShape {
   const float* in;
   const float* dy;
   float* partial;  // [splits][N][K]
-  long long M, m_per_split;
-  int N, K;  // N = cout, K = taps * cin
-  int cin, kw;
-  int in_h, in_w, in_ld, up_shift, logical_h, logical_w;
-  int out_h, out_w, dy_ld, stride, pad_top, pad_left;
+  long long m_per_split;
+  int dy_ld;
 };
 
 __global__ void __launch_bounds__(kGemmThreads) conv_backward_weights_gemm(WeightParams p) {
@@ -408,22 +364,13 @@ int weight_grad_splits(long long M, int N, int K) {
   return splits < 1 ? 1 : (int)splits;
 }
 
-// One torch-layout source (in device memory) of a packing that stacks
-// several along the output channels (attention's q|k|v, the resnets' time
-// projections): its columns [first_n, first_n + cout) of the packed matrix.
-struct PackSource {
-  WeightSource src;
-  int first_n, cout;  // its columns
-  int packed_cout, cin;  // the whole packed matrix's
-};
-
-// packed[(tap * cin + ci) * packed_cout + first_n + n] = source weight n at (ci, tap).
-__global__ void pack_kernel(PackSource ps, size_t total, float* packed) {
+// Columns [col0, col0 + ps.cout) of packed[(tap * cin + ci) * ld + n], the
+// K x N row-major matrix (ld = N): one chunk of at most 3 sources.
+__global__ void pack_kernel(PackSources ps, int col0, int ld, size_t total, float* packed) {
   MB_GRID_STRIDE(i, total) {
     const int n = (int)(i % (size_t)ps.cout);
-    const size_t row = i / (size_t)ps.cout;
-    const int ci = (int)(row % (size_t)ps.cin), t = (int)(row / (size_t)ps.cin);
-    packed[row * ps.packed_cout + ps.first_n + n] = ps.src.data[n * ps.src.stride_n + ci * ps.src.stride_ci + t * ps.src.stride_tap];
+    const size_t k = i / (size_t)ps.cout;
+    packed[k * ld + col0 + n] = pack_source_value(ps, n, (int)k);
   }
 }
 
@@ -435,22 +382,20 @@ size_t conv_packed_floats(int cout, int cin, int k, bool) {
 
 void pack_conv(PackedWeights* packed, float* storage, const WeightSource* sources, const int* couts, int num_sources,
                int cin, int k, bool) {
-  int cout = 0;
-  for (int s = 0; s < num_sources; ++s) cout += couts[s];
-  packed->data = storage;
-  packed->cout = cout;
-  packed->cin = cin;
-  packed->kh = packed->kw = k;
-  packed->nr = 0;
-  packed->winograd = false;
-  // One launch per source, each writing its own columns.
-  for (int s = 0, first_n = 0; s < num_sources; first_n += couts[s++]) {
-    const PackSource ps = {sources[s], first_n, couts[s], cout, cin};
-    const size_t total = (size_t)k * k * cin * couts[s];
-    if (!total) continue;
-    if (!begin_launch()) return;
-    MB_LAUNCH(pack_kernel, grid_for(total), kThreads)(ps, total, storage);
-    check_launch("pack_conv");
+  const int cout = stacked_cout(couts, num_sources);
+  describe_packed(packed, storage, cout, cin, k);
+  // PackSources holds 3 sources (q|k|v); more (the resnets' time
+  // projections) are packed 3 at a time, each launch writing its columns.
+  for (int s = 0, col0 = 0; s < num_sources; s += 3) {
+    const int chunk = num_sources - s < 3 ? num_sources - s : 3;
+    const PackSources ps = pack_sources(sources + s, couts + s, chunk, cin, k);
+    const size_t total = (size_t)ps.taps * cin * ps.cout;
+    if (total) {
+      if (!begin_launch()) return;
+      MB_LAUNCH(pack_kernel, grid_for(total), kThreads)(ps, col0, cout, total, storage);
+      check_launch("pack_conv");
+    }
+    col0 += ps.cout;
   }
 }
 
@@ -459,41 +404,10 @@ size_t conv_scratch_floats(const ConvGeometry&, int, int, int, bool) { return 0;
 void conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep, float* out,
                     const float*, float*) {
   if (!begin_launch()) return;
-  ConvParams p;
-  p.in = in;
-  p.w = w.data;
-  p.out = out;
-  p.M = (long long)g.batch * g.out_h * g.out_w;
-  p.N = w.cout;
-  p.K = w.kh * w.kw * w.cin;
-  p.cin = w.cin;
-  p.kw = w.kw;
-  p.in_h = g.in_h;
-  p.in_w = g.in_w;
-  p.in_ld = g.in_ld;
-  p.up_shift = g.upsample == 2 ? 1 : 0;
-  p.logical_h = g.in_h * g.upsample;
-  p.logical_w = g.in_w * g.upsample;
-  p.out_h = g.out_h;
-  p.out_w = g.out_w;
-  p.out_ld = g.out_ld;
-  p.stride = g.stride;
-  p.pad_top = g.pad_top;
-  p.pad_left = g.pad_left;
-  p.bias = ep.bias;
-  p.batch_bias = ep.batch_bias;
-  p.batch_bias_ld = ep.batch_bias_ld;
-  p.residual = ep.residual;
-  p.residual_ld = ep.residual_ld;
-  p.divisor = ep.divisor;
-  if (p.M <= 0 || p.N <= 0) return;
-  const long long mtiles = (p.M + kBM - 1) / kBM;
-  const int ntiles = (p.N + kBN - 1) / kBN;
-  if (mtiles > 0x7fffffffLL || ntiles > 65535) {
-    record(cudaErrorInvalidConfiguration, "conv2d: output too large for one launch");
-    return;
-  }
-  MB_LAUNCH_SYNC(conv_implicit_gemm, dim3((unsigned)mtiles, (unsigned)ntiles), kGemmThreads)(p);
+  const ConvParams p = conv_params(in, g, w, ep, out);
+  dim3 grid;
+  if (p.M <= 0 || p.N <= 0 || !conv_grid(p, kBM, kBN, "conv2d: output too large for one launch", &grid)) return;
+  MB_LAUNCH_SYNC(conv_implicit_gemm, grid, kGemmThreads)(p);
   check_launch("conv_implicit_gemm");
 }
 
@@ -571,26 +485,11 @@ void conv2d_backward_weights(const float* in, const ConvGeometry& g, const float
                              float* grad_w, float* grad_b, float* scratch, const float*) {
   if (!begin_launch()) return;
   WeightParams p;
+  static_cast<ConvShape&>(p) = conv_shape(g, cout, cin, k);
   p.in = in;
   p.dy = dy;
   p.partial = scratch;
-  p.M = (long long)g.batch * g.out_h * g.out_w;
-  p.N = cout;
-  p.K = k * k * cin;
-  p.cin = cin;
-  p.kw = k;
-  p.in_h = g.in_h;
-  p.in_w = g.in_w;
-  p.in_ld = g.in_ld;
-  p.up_shift = g.upsample == 2 ? 1 : 0;
-  p.logical_h = g.in_h * g.upsample;
-  p.logical_w = g.in_w * g.upsample;
-  p.out_h = g.out_h;
-  p.out_w = g.out_w;
   p.dy_ld = g.out_ld;
-  p.stride = g.stride;
-  p.pad_top = g.pad_top;
-  p.pad_left = g.pad_left;
   if (p.M <= 0 || p.N <= 0 || p.K <= 0) return;
   const int splits = weight_grad_splits(p.M, p.N, p.K);
   p.m_per_split = ((p.M + splits - 1) / splits + kBK - 1) / kBK * kBK;

@@ -27,9 +27,11 @@ MB_API int mb_cuda_device_count(char* reason, int reason_len);
 MB_API int mb_cuda_device_info(int index, MbCudaDevice* out, char* reason, int reason_len);
 // The compile-time description: CUDA version and architectures.
 MB_API const char* mb_cuda_build_info(void);
-// Runs `m` on cuda device `device` (before its weights are finalized); 0, or a
-// status with the reason in mb_model_error(m).
-MB_API int mb_model_use_cuda(mb::Model* m, int device);
+// Runs `m` on cuda device `device` (before its weights are finalized), its
+// conv/linear weights packed as `weight_type` (mb::WeightType: 0 float32,
+// 1 float16, 2 bfloat16; the halves run on tensor cores); 0, or a status with
+// the reason in mb_model_error(m).
+MB_API int mb_model_use_cuda(mb::Model* m, int device, int weight_type);
 // Name of the device a model runs on: "cpu" or "cuda".
 MB_API const char* mb_model_device(mb::Model* m);
 

@@ -31,6 +31,7 @@
 #endif
 
 #include "../engine/ops.h"
+#include "half_bits.h"
 
 namespace mb {
 namespace cuda {
@@ -39,6 +40,8 @@ namespace cuda {
 // on the calling thread first, since libuv workers start on device 0.
 void use_device_on_this_thread();
 int current_device();
+// The current device's multiprocessors (1 under the emulation): tile choices.
+int multiprocessor_count();
 
 // True when an earlier failure on this thread means nothing more should run.
 bool failed();
@@ -126,6 +129,19 @@ struct BatchedGemm {
   int m, n, k, batches, inner;
 };
 void batched_gemm(const BatchedGemm& g);
+// conv2d_mma.cu: the forward on tensor cores, weights packed as float16 or
+// bfloat16 (the Ops tables of models loaded with that dtype, ops_table.cu).
+size_t conv_packed_floats_half(int cout, int cin, int k, bool winograd);
+void pack_conv_f16(PackedWeights* packed, float* storage, const WeightSource* sources, const int* couts,
+                   int num_sources, int cin, int k, bool winograd);
+void pack_conv_bf16(PackedWeights* packed, float* storage, const WeightSource* sources, const int* couts,
+                    int num_sources, int cin, int k, bool winograd);
+void conv2d_forward_f16(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
+                        float* out, const float* zero_row, float* scratch);
+void conv2d_forward_bf16(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
+                         float* out, const float* zero_row, float* scratch);
+void conv2d_backward_data_half(const float* dy, const ConvGeometry& g, const PackedWeights& w, float* dx,
+                               float* scratch, const float* zero_row, bool accumulate);
 // groupnorm.cu
 void group_norm_forward(const float* x, const GroupNormArgs& a, float* y, float* stats);
 size_t group_norm_backward_scratch_floats(const GroupNormArgs& a);
@@ -172,4 +188,9 @@ int diffusion_step(const StepCoefficients& c, const StepLayout& layout, const fl
 void diffusion_loss(const float* out, const DiffusionLossArgs& a, float* dy, double* sample_sums);
 
 }  // namespace cuda
+
+// The CUDA Ops table for weights of type `t` (ops_table.cu): float32 is the
+// fp32 table; float16 / bfloat16 differ in the conv/linear entries only.
+const Ops* cuda_ops_table(WeightType t);
+
 }  // namespace mb

@@ -44,6 +44,19 @@ void use_device_on_this_thread() {
 
 int current_device() { return g_device; }
 
+int multiprocessor_count() {
+  static int count = 0;  // one device per process (select_device)
+  if (count == 0) {
+    int n = 0;
+    if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, g_device >= 0 ? g_device : 0) != cudaSuccess || n < 1) {
+      (void)cudaGetLastError();
+      return 1;
+    }
+    count = n;
+  }
+  return count;
+}
+
 bool failed() { return t_error != cudaSuccess; }
 
 bool record(cudaError_t err, const char* what) {
@@ -264,8 +277,7 @@ int select_device(int device, char* reason, int reason_len) {
 
 }  // namespace cuda
 
-const Ops* cuda_ops_table();  // ops_table.cu
-const Ops* cuda_ops() { return cuda::current_device() >= 0 ? cuda_ops_table() : nullptr; }
+const Ops* cuda_ops() { return cuda::current_device() >= 0 ? cuda_ops_table(WeightType::kFloat32) : nullptr; }
 
 }  // namespace mb
 
@@ -313,10 +325,14 @@ MB_API const char* mb_cuda_build_info(void) {
   return "CUDA " MB_STR(__CUDACC_VER_MAJOR__) "." MB_STR(__CUDACC_VER_MINOR__) ", cudart static";
 }
 
-MB_API int mb_model_use_cuda(Model* m, int device) {
+MB_API int mb_model_use_cuda(Model* m, int device, int weight_type) {
   if (m->finalized) {
     cuda::copy_text(m->error, sizeof(m->error), "choose the device before the weights are loaded");
     return kErrState;
+  }
+  if (weight_type < 0 || weight_type > 2) {
+    cuda::copy_text(m->error, sizeof(m->error), "unknown weight type (0 float32, 1 float16, 2 bfloat16)");
+    return kErrInvalidArgument;
   }
   char reason[400];
   const int status = cuda::select_device(device, reason, sizeof(reason));
@@ -326,7 +342,7 @@ MB_API int mb_model_use_cuda(Model* m, int device) {
     cuda::copy_text(m->error, sizeof(m->error), text);
     return status;
   }
-  m->ops = cuda_ops_table();
+  m->ops = cuda_ops_table((WeightType)weight_type);
   if (!m->queue) m->queue = m->ops->queue_new();
   return kOk;
 }

@@ -6,6 +6,7 @@
 #include "../engine/ops.h"
 #include "../engine/unet.h"
 #include "cuda_api.h"
+#include "half_bits.h"
 
 namespace {
 const char kNotBuilt[] =
@@ -20,6 +21,7 @@ void copy_reason(char* dst, int len, const char* src) {
 
 namespace mb {
 const Ops* cuda_ops() { return nullptr; }
+const Ops* cuda_ops_table(WeightType) { return nullptr; }
 namespace cuda {
 int select_device(int, char* reason, int reason_len) {
   copy_reason(reason, reason_len, kNotBuilt);
@@ -38,7 +40,7 @@ MB_API int mb_cuda_device_info(int, MbCudaDevice*, char* reason, int reason_len)
   return mb::kErrUnsupported;
 }
 MB_API const char* mb_cuda_build_info(void) { return "not built"; }
-MB_API int mb_model_use_cuda(mb::Model* m, int) {
+MB_API int mb_model_use_cuda(mb::Model* m, int, int) {
   copy_reason(m->error, (int)sizeof(m->error), kNotBuilt);
   return mb::kErrUnsupported;
 }

@@ -70,8 +70,29 @@ const Ops kCudaOps = {
     cuda::recording_free,
     cuda::poll,
 };
+// A model loaded with dtype float16 / bfloat16: its conv and linear layers
+// pack and run on tensor cores (conv2d_mma.cu); every other op is fp32's.
+Ops half_ops(WeightType t) {
+  Ops ops = kCudaOps;
+  ops.conv_packed_floats = cuda::conv_packed_floats_half;
+  ops.pack_conv = t == WeightType::kBfloat16 ? cuda::pack_conv_bf16 : cuda::pack_conv_f16;
+  ops.conv2d_forward = t == WeightType::kBfloat16 ? cuda::conv2d_forward_bf16 : cuda::conv2d_forward_f16;
+  ops.conv2d_backward_data = cuda::conv2d_backward_data_half;
+  return ops;
+}
+const Ops kCudaOpsF16 = half_ops(WeightType::kFloat16);
+const Ops kCudaOpsBf16 = half_ops(WeightType::kBfloat16);
 }  // namespace
 
-const Ops* cuda_ops_table() { return &kCudaOps; }
+const Ops* cuda_ops_table(WeightType t) {
+  switch (t) {
+    case WeightType::kFloat16:
+      return &kCudaOpsF16;
+    case WeightType::kBfloat16:
+      return &kCudaOpsBf16;
+    default:
+      return &kCudaOps;
+  }
+}
 
 }  // namespace mb

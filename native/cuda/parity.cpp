@@ -23,11 +23,13 @@
 
 #include "../engine/ops.h"
 #include "cuda_api.h"
+#include "half_bits.h"
 
 namespace mb {
 namespace cuda {
 int select_device(int device, char* reason, int reason_len);
 }  // namespace cuda
+const Ops* cuda_ops_table(WeightType t);  // null in a build without CUDA
 
 namespace {
 
@@ -52,6 +54,22 @@ using Floats = std::vector<float, EngineAllocator<float>>;
 
 std::vector<MbParityCase> g_cases;
 const Ops* g_device_ops = nullptr;  // the side under test: cuda, or cpu in a dry run
+// The device's tables for half-packed weights (tensor cores), indexed by WeightType; cpu in a dry run.
+const Ops* g_half_ops[3] = {};
+
+// v rounded to the half type and back: the inputs the tensor-core GEMMs
+// multiply. Their products are exact in fp32 (11 + 11 or 8 + 8 significant
+// bits), so an fp32 GEMM of the rounded inputs differs from the tensor
+// cores' only by the order of the fp32 sums.
+Floats rounded(const Floats& v, WeightType t) {
+  if (t == WeightType::kFloat32) return v;
+  Floats r(v.size());
+  for (size_t i = 0; i < v.size(); ++i) r[i] = half_bits_to_float(t, float_to_half_bits(t, v[i]));
+  return r;
+}
+const char* type_name(WeightType t) {
+  return t == WeightType::kFloat16 ? "float16" : t == WeightType::kBfloat16 ? "bfloat16" : "float32";
+}
 
 struct Rng {
   uint64_t s;
@@ -105,7 +123,7 @@ void copy_text(char* dst, size_t len, const std::string& s) {
 
 // Runs one case: `body` computes the CPU reference and the CUDA result.
 void run_case(const char* op, const std::string& name, bool exact,
-              const std::function<bool(Device& dev, Floats& cpu, Floats& gpu)>& body) {
+              const std::function<bool(Device& dev, Floats& cpu, Floats& gpu)>& body, const Ops* device = nullptr) {
   MbParityCase c;
   memset(&c, 0, sizeof(c));
   copy_text(c.op, sizeof(c.op), op);
@@ -115,7 +133,7 @@ void run_case(const char* op, const std::string& name, bool exact,
     fflush(stderr);
   }
   c.exact = exact ? 1 : 0;
-  const Ops* cu = g_device_ops;
+  const Ops* cu = device ? device : g_device_ops;
   Floats cpu, gpu;
   bool ok;
   {
@@ -171,8 +189,13 @@ struct ConvCase {
   float divisor;
 };
 
-void conv_case(Rng& rng, const ConvCase& cc) {
+// `type` float16 / bfloat16: the device's tensor-core GEMM against the CPU's
+// fp32 one over the same inputs rounded to that type (op "conv2d_half").
+void conv_case(Rng& rng, const ConvCase& cc, WeightType type = WeightType::kFloat32) {
   const Ops* cpu = cpu_ops();
+  const bool half = type != WeightType::kFloat32;
+  const Ops* device = half ? g_half_ops[(int)type] : g_device_ops;
+  if (!device) return;
   const int lh = cc.in_h * cc.upsample, lw = cc.in_w * cc.upsample;
   // diffusers' output size; padding 0 with stride 2 means F.pad(0, 1, 0, 1) (one extra on the far side)
   const int extra = cc.stride == 2 && cc.pad_top == 0 ? 1 : 2 * cc.pad_top;
@@ -186,16 +209,21 @@ void conv_case(Rng& rng, const ConvCase& cc) {
   auto bias = rng.vec(cc.cout);
   auto bb = rng.vec((size_t)cc.batch * (cc.cout + 3));
   auto res = rng.vec(out_n);
-  std::string name = shape("b%d %dx%d%s cin %d cout %d k%d s%d pad %d,%d", cc.batch, cc.in_h, cc.in_w,
+  // The reference's inputs, and the device's (a dry run's CPU "device" cannot round them itself).
+  const Floats x_ref = rounded(x, type), w_ref = rounded(w, type);
+  const Floats& x_dev = device == cpu ? x_ref : x;
+  const Floats& w_dev = device == cpu ? w_ref : w;
+  std::string name = half ? std::string(type_name(type)) + " " : std::string();
+  name += shape("b%d %dx%d%s cin %d cout %d k%d s%d pad %d,%d", cc.batch, cc.in_h, cc.in_w,
                            cc.upsample == 2 ? " up2" : "", cc.cin, cc.cout, cc.k, cc.stride, cc.pad_top, cc.pad_left);
   if (cc.bias) name += " +bias";
   if (cc.batch_bias) name += " +temb";
   if (cc.residual) name += " +residual";
   if (cc.divisor != 1.0f) name += " /divisor";
   if (cc.winograd_ref) name += " (cpu: winograd)";
-  run_case("conv2d", name, false, [&](Device& dev, Floats& ref, Floats& got) {
+  run_case(half ? "conv2d_half" : "conv2d", name, false, [&](Device& dev, Floats& ref, Floats& got) {
     const int taps = cc.k * cc.k;
-    WeightSource src = {w.data(), (long long)cc.cin * taps, taps, 1};
+    WeightSource src = {w_ref.data(), (long long)cc.cin * taps, taps, 1};
     int couts[1] = {cc.cout};
     // cpu
     Floats cpu_packed(cpu->conv_packed_floats(cc.cout, cc.cin, cc.k, cc.winograd_ref) + 64);
@@ -211,18 +239,18 @@ void conv_case(Rng& rng, const ConvCase& cc) {
     ep.residual_ld = cc.cout;
     ep.divisor = cc.divisor;
     ref.assign(out_n, 0.0f);
-    cpu->conv2d_forward(x.data(), g, pw, ep, ref.data(), zero_row.data(), scratch.data());
+    cpu->conv2d_forward(x_ref.data(), g, pw, ep, ref.data(), zero_row.data(), scratch.data());
     // cuda
     const Ops* cu = dev.ops;
     float* dw = dev.alloc(cu->conv_packed_floats(cc.cout, cc.cin, cc.k, cc.winograd_ref));
-    float* dx = dev.put(x);
+    float* dx = dev.put(x_dev);
     float* dout = dev.alloc(out_n);
     float* dbias = dev.put(bias);
     float* dbb = dev.put(bb);
     float* dres = dev.put(res);
     float* dscratch = dev.alloc(cu->conv_scratch_floats(g, cc.cout, cc.cin, cc.k, cc.winograd_ref));
     float* dzero = dev.alloc(zero_row.size());  // the arena's zero row, as the engine passes it
-    float* dsrc = dev.put(w);  // packing reads the torch-layout weights in device memory
+    float* dsrc = dev.put(w_dev);  // packing reads the torch-layout weights in device memory
     if (!dw || !dx || !dout || !dbias || !dbb || !dres || !dscratch || !dzero || !dsrc) return false;
     PackedWeights dpw;
     WeightSource dsource = {dsrc, src.stride_n, src.stride_ci, src.stride_tap};
@@ -234,24 +262,33 @@ void conv_case(Rng& rng, const ConvCase& cc) {
     cu->conv2d_forward(dx, g, dpw, dep, dout, dzero, dscratch);
     got = dev.get(dout, out_n);
     return true;
-  });
+  }, device);
 }
 
-void linear_case(Rng& rng, int rows, int cin, int cout, bool fused_sources, bool residual_in_place) {
+void linear_case(Rng& rng, int rows, int cin, int cout, bool fused_sources, bool residual_in_place,
+                 WeightType type = WeightType::kFloat32) {
   const Ops* cpu = cpu_ops();
+  const bool half = type != WeightType::kFloat32;
+  const Ops* device = half ? g_half_ops[(int)type] : g_device_ops;
+  if (!device) return;
   auto x = rng.vec((size_t)rows * cin);
   const int parts = fused_sources ? 3 : 1;
   const int part_out = cout / parts;
-  std::vector<Floats> ws;
+  std::vector<Floats> ws, ws_ref;
   for (int s = 0; s < parts; ++s) ws.push_back(rng.vec((size_t)part_out * cin, -0.2f, 0.2f));
+  for (int s = 0; s < parts; ++s) ws_ref.push_back(rounded(ws[s], type));
   auto bias = rng.vec(cout);
   auto res = rng.vec((size_t)rows * cout);
-  std::string name = shape("%d rows, %d -> %d%s%s", rows, cin, cout, fused_sources ? " (q|k|v from 3 sources)" : "",
+  const Floats x_ref = rounded(x, type);
+  const Floats& x_dev = device == cpu ? x_ref : x;
+  const std::vector<Floats>& ws_dev = device == cpu ? ws_ref : ws;
+  std::string name = half ? std::string(type_name(type)) + " " : std::string();
+  name += shape("%d rows, %d -> %d%s%s", rows, cin, cout, fused_sources ? " (q|k|v from 3 sources)" : "",
                            residual_in_place ? " +residual in place" : "");
-  run_case("linear", name, false, [&](Device& dev, Floats& ref, Floats& got) {
+  run_case(half ? "linear_half" : "linear", name, false, [&](Device& dev, Floats& ref, Floats& got) {
     WeightSource src[3];
     int couts[3];
-    for (int s = 0; s < parts; ++s) src[s] = {ws[s].data(), cin, 1, 0}, couts[s] = part_out;
+    for (int s = 0; s < parts; ++s) src[s] = {ws_ref[s].data(), cin, 1, 0}, couts[s] = part_out;
     const ConvGeometry g = rows_geometry(rows, cin, cout);
     Floats packed(cpu->conv_packed_floats(cout, cin, 1, false) + 64), zero_row(cin + cout + 64, 0.0f);
     PackedWeights pw;
@@ -260,10 +297,10 @@ void linear_case(Rng& rng, int rows, int cin, int cout, bool fused_sources, bool
     ep.bias = bias.data();
     ref = res;
     if (residual_in_place) ep.residual = ref.data(), ep.residual_ld = cout;
-    cpu->conv2d_forward(x.data(), g, pw, ep, ref.data(), zero_row.data(), nullptr);
+    cpu->conv2d_forward(x_ref.data(), g, pw, ep, ref.data(), zero_row.data(), nullptr);
     const Ops* cu = dev.ops;
     float* dw = dev.alloc(cu->conv_packed_floats(cout, cin, 1, false));
-    float* dx = dev.put(x);
+    float* dx = dev.put(x_dev);
     float* dout = dev.put(res);
     float* dbias = dev.put(bias);
     float* dzero = dev.alloc(zero_row.size());
@@ -271,7 +308,7 @@ void linear_case(Rng& rng, int rows, int cin, int cout, bool fused_sources, bool
     WeightSource dsrc[3];  // the sources in device memory, as packing reads them
     for (int s = 0; s < parts; ++s) {
       dsrc[s] = src[s];
-      dsrc[s].data = dev.put(ws[s]);
+      dsrc[s].data = dev.put(ws_dev[s]);
       if (!dsrc[s].data) return false;
     }
     PackedWeights dpw;
@@ -282,7 +319,7 @@ void linear_case(Rng& rng, int rows, int cin, int cout, bool fused_sources, bool
     cu->conv2d_forward(dx, g, dpw, dep, dout, dzero, nullptr);
     got = dev.get(dout, (size_t)rows * cout);
     return true;
-  });
+  }, device);
 }
 
 // --- GroupNorm ----------------------------------------------------------------
@@ -952,9 +989,14 @@ int run_parity(const Ops* device_ops, uint32_t seed);
 
 MB_API int mb_cuda_parity_run(int device, uint32_t seed, int dry_run) {
   g_cases.clear();
-  if (dry_run) return run_parity(cpu_ops(), seed);
+  if (dry_run) {
+    g_half_ops[1] = g_half_ops[2] = cpu_ops();
+    return run_parity(cpu_ops(), seed);
+  }
   char reason[400];
   if (cuda::select_device(device, reason, sizeof(reason)) != kOk || !cuda_ops()) return 0;
+  g_half_ops[1] = cuda_ops_table(WeightType::kFloat16);
+  g_half_ops[2] = cuda_ops_table(WeightType::kBfloat16);
   return run_parity(cuda_ops(), seed);
 }
 
@@ -980,6 +1022,24 @@ int mb::run_parity(const Ops* device_ops, uint32_t seed) {
   linear_case(rng, 3, 128, 512, false, false);
   linear_case(rng, 70, 96, 3 * 96, true, false);
   linear_case(rng, 130, 64, 64, false, true);
+  // The tensor-core GEMMs (conv2d_mma.cu), per half type: odd M, N and K
+  // (partial tiles and K slices), channel counts off the 8-wide vector loads
+  // (3, 35: the general gather, 64 x 64 tiles), both tile sizes of the vector
+  // path (128 x 128 for N > 64 when there are enough tiles: always under the
+  // emulation's one multiprocessor), every epilogue term, stride 2,
+  // upsampling, fused q|k|v sources and a residual in place.
+  for (WeightType t : {WeightType::kFloat16, WeightType::kBfloat16}) {
+    conv_case(rng, {2, 3, 32, 3, 8, 8, 1, 1, 1, 1, true, false, false, false, 1.0f}, t);
+    conv_case(rng, {3, 48, 80, 3, 9, 7, 1, 1, 1, 1, true, false, true, false, 1.0f}, t);
+    conv_case(rng, {2, 35, 70, 3, 5, 6, 1, 1, 1, 1, true, true, true, false, 1.4142135f}, t);
+    conv_case(rng, {2, 32, 32, 3, 15, 15, 1, 2, 0, 0, true, false, false, false, 1.0f}, t);
+    conv_case(rng, {2, 64, 64, 3, 8, 8, 2, 1, 1, 1, true, false, false, false, 1.0f}, t);
+    conv_case(rng, {2, 64, 96, 1, 8, 8, 1, 1, 0, 0, true, true, false, false, 1.0f}, t);
+    conv_case(rng, {1, 16, 136, 3, 20, 20, 1, 1, 1, 1, false, false, true, false, 2.0f}, t);
+    linear_case(rng, 3, 128, 512, false, false, t);
+    linear_case(rng, 70, 96, 3 * 96, true, false, t);
+    linear_case(rng, 130, 64, 64, false, true, t);
+  }
   group_norm_case(rng, 2, 64, 64, 32, true, false, 0.0f);
   group_norm_case(rng, 2, 64, 64, 32, true, true, 0.0f);
   group_norm_case(rng, 3, 49, 96, 8, false, false, 40.0f);

@@ -414,11 +414,13 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return env.Undefined();
   }
 
-  // useCuda(device): run this model on a CUDA device (before finalize).
+  // useCuda(device, weightType = 0): run this model on a CUDA device (before
+  // finalize), conv/linear weights packed as float32 (0), float16 (1) or bfloat16 (2).
   Napi::Value UseCuda(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!Alive(env)) return env.Undefined();
-    int status = mb_model_use_cuda(model_, info[0].As<Napi::Number>().Int32Value());
+    const int weight_type = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 0;
+    int status = mb_model_use_cuda(model_, info[0].As<Napi::Number>().Int32Value(), weight_type);
     if (status != 0) engine_error(env, status, mb_model_error(model_)).ThrowAsJavaScriptException();
     return env.Undefined();
   }

@@ -2,6 +2,8 @@
 // The native addon (cpu, cuda) and the wasm module both expose the engine's C ABI
 // (native/engine/api.h); these interfaces are that ABI in TypeScript terms.
 
+import { BackendError } from '../errors.js';
+
 export type BackendName = 'cpu' | 'wasm' | 'cuda';
 
 export interface ParamInfo {
@@ -120,9 +122,24 @@ export interface TrainStepArgs {
   dropoutSeed: number;
 }
 
+/**
+ * The element type of a model's conv and linear GEMMs: float32 everywhere;
+ * float16 and bfloat16 (tensor cores, fp32 accumulation) on cuda only. The
+ * activations, normalisation, attention and the scheduler stay float32.
+ */
+export type DType = 'float32' | 'float16' | 'bfloat16';
+/** The DType values, in the engine's numbering (mb::WeightType). */
+export const DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16'];
+
+/** The typed error for a dtype a backend does not compute in (only cuda has tensor-core GEMMs). */
+export function dtypeUnsupported(backend: string, dtype: string): BackendError {
+  return new BackendError(`dtype '${dtype}': the ${backend} backend computes in float32 only (float16 and bfloat16 need backend 'cuda')`);
+}
+
 export interface Backend {
   readonly name: BackendName;
-  createModel(config: Float64Array): EngineModel;
+  /** `dtype` other than float32 only on cuda; other backends throw a BackendError. */
+  createModel(config: Float64Array, dtype?: DType): EngineModel;
   threads(): number;
   /** The GEMM micro-kernel in use, e.g. "avx512", "avx2", "simd128". */
   isa(): string;

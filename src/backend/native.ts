@@ -8,8 +8,8 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
 import { BackendError, InputError } from '../errors.js';
-import { split64 } from './backend.js';
-import type { Backend, EngineModel } from './backend.js';
+import { DTYPES, dtypeUnsupported, split64 } from './backend.js';
+import type { Backend, DType, EngineModel } from './backend.js';
 
 /** What the addon knows about CUDA here (native/cuda/cuda_api.h). */
 export interface CudaDevices {
@@ -46,7 +46,7 @@ export interface CudaParityCase {
   error: string;
 }
 
-type NativeModel = EngineModel & { useCuda(device: number): void; device(): string };
+type NativeModel = EngineModel & { useCuda(device: number, weightType: number): void; device(): string };
 
 interface Addon {
   Model: new (config: Float64Array) => NativeModel;
@@ -155,11 +155,12 @@ export function createCudaBackend(options: { threads?: number } = {}): Backend {
 function nativeBackend(name: 'cpu' | 'cuda', options: { threads?: number }): Backend {
   const lib = loadAddon();
   if (options.threads !== undefined) lib.setThreads(options.threads);
-  const createModel = (config: Float64Array): EngineModel => {
+  const createModel = (config: Float64Array, dtype: DType = 'float32'): EngineModel => {
+    if (name === 'cpu' && dtype !== 'float32') throw dtypeUnsupported(name, dtype);
     const model = new lib.Model(config);
     if (name === 'cpu') return model;
     try {
-      model.useCuda(0);
+      model.useCuda(0, DTYPES.indexOf(dtype));
     } catch (e) {
       model.dispose();
       throw new BackendError(`cuda: ${(e as Error).message}`);

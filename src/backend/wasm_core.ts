@@ -6,7 +6,7 @@
 // a shared memory (env.memory) that every thread's instance works on; its
 // long calls (forward, training step) may run on another thread (the engine
 // worker in Node, src/backend/wasm.ts), the light ones run here.
-import { split64 } from './backend.js';
+import { dtypeUnsupported, split64 } from './backend.js';
 import type { Backend, CapturedTensor, EngineModel, ParamInfo, TensorKind, TrainStepArgs } from './backend.js';
 
 export interface Exports {
@@ -476,8 +476,9 @@ export function backendOver(ex: Exports, runtime: WasmRuntime): Backend {
   let disposed = false;
   return {
     name: 'wasm',
-    createModel: (config) => {
+    createModel: (config, dtype = 'float32') => {
       if (disposed) throw new EngineFailure(4, 'this wasm backend has been disposed');
+      if (dtype !== 'float32') throw dtypeUnsupported('wasm', dtype);
       return new WasmModel(ex, runtime, config);
     },
     threads: () => runtime.threads,

@@ -18,6 +18,8 @@ import { registerExportCommand } from './export.js';
 import { registerTrainCommand } from './train.js';
 
 import { cudaDevices, loadAddon, nativeAvailable } from '../backend/native.js';
+import { DTYPES } from '../backend/backend.js';
+import type { DType } from '../backend/backend.js';
 import { createWasmBackend, wasmPath, wasmThreadsPath } from '../backend/wasm.js';
 
 // The smallest module that uses a SIMD128 instruction (v128.const, drop).
@@ -48,7 +50,7 @@ async function info(): Promise<void> {
   lines.push(['wasm simd128', WebAssembly.validate(SIMD_PROBE) ? 'supported by this runtime' : 'NOT supported by this runtime']);
   const cuda = cudaDevices();
   if (cuda.count > 0) {
-    lines.push(['backend cuda', `available: ${cuda.count} device${cuda.count > 1 ? 's' : ''} (${cuda.buildInfo}); forward on the GPU, training on cpu`]);
+    lines.push(['backend cuda', `available: ${cuda.count} device${cuda.count > 1 ? 's' : ''} (${cuda.buildInfo}); sampling and training on the GPU (dtype float32; float16 / bfloat16 on tensor cores for sampling)`]);
     for (const d of cuda.devices) {
       const driver = d.driverVersion ? `driver ${Math.floor(d.driverVersion / 1000)}.${(d.driverVersion % 1000) / 10}` : 'driver ?';
       lines.push([
@@ -83,12 +85,13 @@ interface SampleFlags {
   generator: 'philox' | 'torch';
   class?: number;
   backend: 'auto' | 'cpu' | 'wasm' | 'cuda';
+  dtype: DType;
   out: string;
 }
 
 async function sampleCommand(flags: SampleFlags): Promise<void> {
   if (!/^\d+$/.test(flags.seed)) throw new InvalidArgumentError('--seed must be a non-negative integer');
-  const pipeline = await loadPipeline(resolveSampleModel(flags.model), { backend: flags.backend });
+  const pipeline = await loadPipeline(resolveSampleModel(flags.model), { backend: flags.backend, dtype: flags.dtype });
   const { unet } = pipeline;
   const scheduler = pipeline.scheduler(flags.scheduler);
   let classLabels: number[] | undefined;
@@ -128,7 +131,7 @@ async function sampleCommand(flags: SampleFlags): Promise<void> {
     const seconds = (performance.now() - started) / 1000;
     console.log(
       `wrote ${flags.out}: ${flags.batch} image(s) ${result.shape[2]}x${result.shape[3]}, ${flags.scheduler} ${steps} steps, ` +
-        `seed ${flags.seed} (${flags.generator}), ${unet.backend.name} backend, ${seconds.toFixed(1)} s`,
+        `seed ${flags.seed} (${flags.generator}), ${unet.backend.name} backend (${unet.dtype} GEMMs), ${seconds.toFixed(1)} s`,
     );
   } finally {
     bar?.stop();
@@ -155,6 +158,7 @@ program
   .addOption(new Option('--generator <name>', 'noise generator: philox (same on every backend) or torch (matches diffusers on CPU)').choices(['philox', 'torch']).default('philox'))
   .option('--class <k>', 'class label for class-conditional models (default: cycle through the classes)', integer('--class', 0))
   .addOption(new Option('--backend <name>', 'engine backend').choices(['auto', 'cpu', 'wasm', 'cuda']).default('auto'))
+  .addOption(new Option('--dtype <type>', 'conv/linear GEMM type: float16 and bfloat16 run on tensor cores (cuda only)').choices([...DTYPES]).default('float32'))
   .option('--out <file>', 'output PNG (a grid of the batch)', 'samples.png')
   .action(sampleCommand);
 program.command('info').description('backends present, CPU features, threads, wasm SIMD support').action(info);

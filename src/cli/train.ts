@@ -13,7 +13,6 @@ import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
 
-import { nativeAvailable } from '../backend/native.js';
 import { ConfigError, InputError } from '../errors.js';
 import { classConditioning } from '../model/config.js';
 import { createUNet, loadUNet, resolveModelDir } from '../model/unet.js';
@@ -65,7 +64,7 @@ interface TrainFlags {
   sampleSteps: number;
   sampleBatch: number;
   resume?: boolean;
-  backend: 'auto' | 'cpu' | 'wasm';
+  backend: 'auto' | 'cpu' | 'wasm' | 'cuda';
   threads?: number;
   seed?: string;
 }
@@ -115,15 +114,9 @@ async function openDataset(spec: string, channels: number, size: number | [numbe
   return ImageFolderDataset.open(spec, { channels, size });
 }
 
-/** 'auto' for training means cpu (else wasm): the cuda backend has no backward yet, so a GPU is not picked here. */
-function trainingBackend(backend: TrainFlags['backend']): TrainFlags['backend'] {
-  if (backend !== 'auto') return backend;
-  return nativeAvailable() ? 'cpu' : 'wasm';
-}
-
 /** The UNet to train: --model (fine-tune its weights), --config (fresh weights), or the default. */
 async function buildUNet(flags: TrainFlags, seed: bigint): Promise<UNet2DModel> {
-  const load = { backend: trainingBackend(flags.backend), threads: flags.threads } as const;
+  const load = { backend: flags.backend, threads: flags.threads } as const;  // auto: cuda, else cpu, else wasm
   if (flags.model && flags.config) throw new InputError('pass --model (start from its weights) or --config (fresh weights), not both');
   if (flags.model) return loadUNet(await resolveModelDir(flags.model), load);
   let json: unknown;
@@ -197,7 +190,7 @@ async function trainCommand(flags: TrainFlags, command: Command): Promise<void> 
     const ignored = RUN_FLAGS.filter((k) => command.getOptionValueSource(k) === 'cli');
     if (ignored.length)
       console.error(`marble: --resume continues the saved run; ignoring ${ignored.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')}`);
-    trainer = await Trainer.resume(checkpointDir, { backend: trainingBackend(flags.backend), threads: flags.threads, totalSteps: flags.steps });
+    trainer = await Trainer.resume(checkpointDir, { backend: flags.backend, threads: flags.threads, totalSteps: flags.steps });
     const saved = trainer.userState as Partial<CliState> | null;
     if (!saved || typeof saved.data !== 'string' || !Number.isInteger(saved.batch) || !saved.loader)
       throw new InputError(`${checkpointDir} was not written by marble train (no data loader state); resume it through the API`);
@@ -361,7 +354,7 @@ export function registerTrainCommand(program: Command): void {
     .option('--sample-steps <n>', 'DDIM steps for sample grids', integer('--sample-steps', 1), 50)
     .option('--sample-batch <n>', 'images per sample grid', integer('--sample-batch', 1), 16)
     .option('--resume', 'continue the run saved in OUT/checkpoint')
-    .addOption(new Option('--backend <name>', 'engine backend').choices(['auto', 'cpu', 'wasm']).default('auto'))
+    .addOption(new Option('--backend <name>', 'engine backend').choices(['auto', 'cpu', 'wasm', 'cuda']).default('auto'))
     .option('--threads <n>', 'threads for the cpu and wasm backends (default: all cores)', integer('--threads', 1))
     .option('--seed <s>', 'seed of the weights, noise, timesteps and data order (default 0)')
     .action((flags: TrainFlags, command: Command) => trainCommand(flags, command));

@@ -4,8 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 
 import { BackendError, ConfigError, InputError, MarbleError, MemoryLimitError, WeightsError } from '../errors.js';
-import { EngineStatus, split64 } from '../backend/backend.js';
-import type { Backend, BackendName, CapturedTensor, EngineModel, ParamInfo } from '../backend/backend.js';
+import { DTYPES, EngineStatus, dtypeUnsupported, split64 } from '../backend/backend.js';
+import type { Backend, BackendName, CapturedTensor, DType, EngineModel, ParamInfo } from '../backend/backend.js';
 import { createBackend } from '../backend/select.js';
 import { classConditioning, encodeEngineConfig, parseUNet2DConfig, timeEmbedDim } from './config.js';
 import type { UNet2DConfig } from './config.js';
@@ -35,6 +35,14 @@ export interface LoadOptions {
    * loadPipeline (a pipeline samples). See UNet2DModel.releaseWeights().
    */
   keepWeights?: boolean;
+  /**
+   * The element type of the conv and linear GEMMs (default 'float32'). On
+   * cuda, 'float16' and 'bfloat16' pack those weights once in that type and
+   * run the GEMMs on tensor cores with float32 accumulation, rounding the
+   * activations as they are read; everything else stays float32. The cpu and
+   * wasm backends compute in float32 only (another dtype is a BackendError).
+   */
+  dtype?: DType;
 }
 
 /**
@@ -103,6 +111,8 @@ export class UNet2DModel {
   readonly config: UNet2DConfig;
   readonly backend: Backend;
   readonly parameterCount: number;
+  /** The element type its conv and linear GEMMs run in (LoadOptions.dtype). */
+  readonly dtype: DType;
   private engine: EngineModel | null;
   private queue: Promise<unknown> = Promise.resolve();
   private lastCaptures: CapturedTensor[] = [];
@@ -110,11 +120,19 @@ export class UNet2DModel {
   /** Whether dispose() also disposes the backend (one loadUNet made for this model). */
   private readonly ownsBackend: boolean;
 
-  constructor(config: UNet2DConfig, backend: Backend, engine: EngineModel, parameterCount: number, ownsBackend = false) {
+  constructor(
+    config: UNet2DConfig,
+    backend: Backend,
+    engine: EngineModel,
+    parameterCount: number,
+    ownsBackend = false,
+    dtype: DType = 'float32',
+  ) {
     this.config = config;
     this.backend = backend;
     this.engine = engine;
     this.parameterCount = parameterCount;
+    this.dtype = dtype;
     this.ownsBackend = ownsBackend;
   }
 
@@ -359,6 +377,9 @@ async function buildUNet(
   options: LoadOptions,
   fill: (engine: EngineModel, table: ParamInfo[]) => Promise<void> | void,
 ): Promise<UNet2DModel> {
+  const dtype = options.dtype ?? 'float32';
+  if (!DTYPES.includes(dtype))
+    throw new InputError(`dtype: unknown value ${JSON.stringify(dtype)} (expected one of ${DTYPES.map((d) => `'${d}'`).join(', ')})`);
   const given = typeof options.backend === 'object' ? options.backend : null;
   const backend = given ?? (await createBackend((options.backend as 'auto' | BackendName | undefined) ?? 'auto', { threads: options.threads }));
   const disposeBackend = () => {
@@ -366,7 +387,8 @@ async function buildUNet(
   };
   let engine: EngineModel;
   try {
-    engine = backend.createModel(encodeEngineConfig(config));
+    if (dtype !== 'float32' && backend.name !== 'cuda') throw dtypeUnsupported(backend.name, dtype);
+    engine = backend.createModel(encodeEngineConfig(config), dtype);
   } catch (e) {
     disposeBackend();
     throw engineError(e);
@@ -379,7 +401,8 @@ async function buildUNet(
     if (options.keepWeights === false) engine.releaseHostWeights();
     engine.finalize();
     engine.setMemoryLimit(options.memoryLimitBytes ?? defaultMemoryLimit());
-    return new UNet2DModel(config, backend, engine, table.reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0), !given);
+    const parameterCount = table.reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
+    return new UNet2DModel(config, backend, engine, parameterCount, !given, dtype);
   } catch (e) {
     engine.dispose();
     disposeBackend();

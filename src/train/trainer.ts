@@ -10,7 +10,7 @@
 // class draws the randomness, computes the per-sample scalars in float32 as
 // diffusers does, and keeps the bookkeeping (step count, schedules, history)
 // that a checkpoint saves and resume() restores.
-import { ConfigError, InputError } from '../errors.js';
+import { BackendError, ConfigError, InputError } from '../errors.js';
 import type { EngineModel, TensorKind } from '../backend/backend.js';
 import { classConditioning, timeEmbedDim } from '../model/config.js';
 import { createUNet, engineError } from '../model/unet.js';
@@ -190,6 +190,10 @@ export class Trainer {
       throw new ConfigError(
         `the UNet's learned time embedding has ${config.numTrainTimesteps} entries but the scheduler draws timesteps up to ${T - 1}`,
       );
+    // The backward runs the GEMMs transposed over float32 weights; the
+    // tensor-core packing of a float16 / bfloat16 model has none.
+    if (unet.dtype !== 'float32')
+      throw new BackendError(`a UNet loaded with dtype '${unet.dtype}' cannot train: load it with dtype 'float32' (the default)`);
     this.unet = unet;
     this.noiseScheduler = noiseScheduler;
     this.settings = Object.freeze(resolveTrainerSettings(options));

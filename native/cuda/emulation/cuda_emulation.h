@@ -1,8 +1,10 @@
 // CUDA emulated on the CPU, just enough for native/cuda's kernels: a launch
 // runs every block in turn, and a block's threads as cooperative fibers
 // (ucontext) on one OS thread, so __syncthreads is a real barrier, shared
-// memory (static storage here) is shared by the block's threads, and
-// __shfl_down_sync exchanges values across the warp. Used by the
+// memory (static storage here) is shared by the block's threads,
+// __shfl_down_sync exchanges values across the warp, and mma.sync m16n8k16
+// (f16 and bf16, fp32 accumulation) multiplies the fragments the warp's 32
+// lanes hold, in the PTX ISA's fragment layouts (native/cuda/mma.cuh). Used by the
 // marble_emulated.node addon (the CUDA backend with these kernels) to run the
 // CUDA test suite on machines without a GPU. It checks index math, bounds, tiling and
 // reductions; it cannot see GPU timing, races between warps that a barrier
@@ -28,6 +30,7 @@ typedef int cudaError_t;
 typedef void* cudaStream_t;
 constexpr cudaError_t cudaSuccess = 0;
 constexpr cudaError_t cudaErrorInvalidConfiguration = 9;
+constexpr cudaError_t cudaErrorNotSupported = 801;
 #define cudaStreamPerThread ((cudaStream_t)0)
 
 #define __global__
@@ -36,6 +39,7 @@ constexpr cudaError_t cudaErrorInvalidConfiguration = 9;
 #define __shared__ static
 #define __launch_bounds__(...)
 #define __forceinline__ inline
+#define __align__(n) __attribute__((aligned(n)))
 
 namespace mb_emu {
 
@@ -49,6 +53,18 @@ extern thread_local dim3 t_block_dim, t_grid_dim;
 void syncthreads();
 // Every thread of the block publishes a value; returns lane + delta's (own value past the warp).
 double shfl_down(double v, int delta);
+// mma.sync.aligned.m16n8k16.row.col.f32.{f16|bf16}.{f16|bf16}.f32 with C = D:
+// every lane of the warp publishes its A, B and C fragments, scattered to
+// their (row, column) by the PTX ISA layout (mma.cuh), waits until all 32
+// lanes have, and computes its own four D elements as the exact sum of the 16
+// products (half x half is exact) plus C, rounded once to float. All 32 lanes
+// must call it together (a missing lane aborts: mma.sync is warp-collective).
+void mma_m16n8k16(bool bf16, float d[4], const uint32_t a[4], const uint32_t b[2]);
+// cp.async's copy, done at once: src_bytes from src, zeros up to bytes.
+inline void cp_async(void* dst, const void* src, int bytes, int src_bytes) {
+  if (src_bytes > 0) memcpy(dst, src, (size_t)src_bytes);
+  if (src_bytes < bytes) memset((char*)dst + src_bytes, 0, (size_t)(bytes - src_bytes));
+}
 // `cooperative`: the kernel synchronises its threads, run them as fibers;
 // else each thread runs to its end in turn (a barrier there is an error).
 void run_grid(dim3 grid, dim3 block, const std::function<void()>& body, bool cooperative);

@@ -10,10 +10,6 @@
 #include "../cuda_api.h"
 #include "../cuda_common.cuh"
 
-namespace mb {
-const Ops* cuda_ops_table();
-}  // namespace mb
-
 using namespace mb;
 
 namespace {
@@ -45,7 +41,7 @@ MB_API int mb_cuda_device_info(int index, MbCudaDevice* out, char* reason, int r
   return kOk;
 }
 MB_API const char* mb_cuda_build_info(void) { return "CUDA kernels emulated on the CPU"; }
-MB_API int mb_model_use_cuda(Model* m, int device) {
+MB_API int mb_model_use_cuda(Model* m, int device, int weight_type) {
   if (m->finalized) {
     copy_text(m->error, (int)sizeof(m->error), "choose the device before the weights are loaded");
     return kErrState;
@@ -54,7 +50,11 @@ MB_API int mb_model_use_cuda(Model* m, int device) {
     copy_text(m->error, (int)sizeof(m->error), "no usable CUDA device: the emulation has one device");
     return kErrInvalidArgument;
   }
-  m->ops = cuda_ops_table();
+  if (weight_type < 0 || weight_type > 2) {
+    copy_text(m->error, (int)sizeof(m->error), "unknown weight type (0 float32, 1 float16, 2 bfloat16)");
+    return kErrInvalidArgument;
+  }
+  m->ops = cuda_ops_table((WeightType)weight_type);
   if (!m->queue) m->queue = m->ops->queue_new();
   return kOk;
 }

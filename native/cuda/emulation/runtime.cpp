@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "../cuda_common.cuh"
+#include "../half_bits.h"
 
 namespace mb_emu {
 
@@ -38,6 +39,19 @@ thread_local std::vector<Fiber> g_fibers;
 thread_local Fiber* t_fiber = nullptr;
 thread_local const std::function<void()>* g_body = nullptr;
 thread_local std::vector<double> g_shuffle;
+
+// One warp's mma.sync operands, as logical matrices, and which call each lane
+// published them for. Two per warp, used alternately by successive calls: a
+// lane that has read call c's operands and runs ahead publishes call c + 1's
+// into the other slot, and cannot reach call c + 2 before every lane has read
+// call c (call c + 1 waits for all of them).
+struct MmaOperands {
+  float a[16][16], b[16][8], c[16][8];
+  uint64_t call[32];
+};
+thread_local std::vector<MmaOperands> g_mma[2];
+thread_local std::vector<uint64_t> g_mma_calls;  // per thread of the block: mma.sync calls so far
+thread_local uint64_t g_mma_block = 0;            // blocks run so far: tags calls apart from earlier blocks'
 
 void fiber_main(unsigned index) {
   Fiber& f = g_fibers[index];
@@ -69,6 +83,47 @@ double shfl_down(double v, int delta) {
   const double out = lane + (unsigned)delta < 32 && linear + delta < g_shuffle.size() ? g_shuffle[linear + delta] : v;
   syncthreads();
   return out;
+}
+
+void mma_m16n8k16(bool bf16, float d[4], const uint32_t a[4], const uint32_t b[2]) {
+  const unsigned linear = t_current->tid.x + t_block_dim.x * (t_current->tid.y + t_block_dim.y * t_current->tid.z);
+  if (!t_fiber || (t_block_dim.x * t_block_dim.y * t_block_dim.z) % 32 != 0) {
+    fprintf(stderr, "emulated CUDA: mma.sync needs whole warps in a kernel launched with MB_LAUNCH_SYNC\n");
+    abort();
+  }
+  const mb::WeightType type = bf16 ? mb::WeightType::kBfloat16 : mb::WeightType::kFloat16;
+  const unsigned warp = linear / 32, lane = linear % 32, group = lane / 4, pair = lane % 4;
+  const uint64_t count = g_mma_calls[linear]++, call = (g_mma_block << 32) | count;
+  MmaOperands& s = g_mma[count & 1][warp];
+  auto lo = [&](uint32_t r) { return mb::half_bits_to_float(type, (uint16_t)(r & 0xffffu)); };
+  auto hi = [&](uint32_t r) { return mb::half_bits_to_float(type, (uint16_t)(r >> 16)); };
+  // A: register r holds row group + 8 (r & 1), columns 2 pair + 8 (r >> 1) + {0, 1}.
+  for (unsigned r = 0; r < 4; ++r) {
+    const unsigned row = group + 8 * (r & 1), col = 2 * pair + 8 * (r >> 1);
+    s.a[row][col] = lo(a[r]);
+    s.a[row][col + 1] = hi(a[r]);
+  }
+  // B: register r holds rows (k) 2 pair + 8 r + {0, 1} of column group.
+  for (unsigned r = 0; r < 2; ++r) {
+    s.b[2 * pair + 8 * r][group] = lo(b[r]);
+    s.b[2 * pair + 8 * r + 1][group] = hi(b[r]);
+  }
+  // C and D: element i at row group + 8 (i >> 1), column 2 pair + (i & 1).
+  for (unsigned i = 0; i < 4; ++i) s.c[group + 8 * (i >> 1)][2 * pair + (i & 1)] = d[i];
+  s.call[lane] = call;
+  syncthreads();  // every live thread of the block reaches its next barrier or collective
+  for (unsigned l = 0; l < 32; ++l)
+    if (s.call[l] != call) {
+      fprintf(stderr, "emulated CUDA: mma.sync call %llu of warp %u: lane %u did not take part\n",
+              (unsigned long long)count, warp, l);
+      abort();
+    }
+  for (unsigned i = 0; i < 4; ++i) {
+    const unsigned row = group + 8 * (i >> 1), col = 2 * pair + (i & 1);
+    double sum = s.c[row][col];
+    for (unsigned k = 0; k < 16; ++k) sum += (double)s.a[row][k] * (double)s.b[k][col];
+    d[i] = (float)sum;
+  }
 }
 
 void run_grid(dim3 grid, dim3 block, const std::function<void()>& body, bool cooperative) {
@@ -104,12 +159,16 @@ void run_grid(dim3 grid, dim3 block, const std::function<void()>& body, bool coo
   t_grid_dim = grid;
   g_fibers.resize(threads);
   g_shuffle.assign(threads, 0.0);
+  g_mma[0].resize((threads + 31) / 32);
+  g_mma[1].resize((threads + 31) / 32);
   for (auto& f : g_fibers)
     if (f.stack.size() != kStackBytes) f.stack.resize(kStackBytes);
   for (unsigned bz = 0; bz < grid.z; ++bz)
     for (unsigned by = 0; by < grid.y; ++by)
       for (unsigned bx = 0; bx < grid.x; ++bx) {
         t_block = uint3{bx, by, bz};
+        g_mma_calls.assign(threads, 0);
+        ++g_mma_block;
         for (unsigned i = 0; i < threads; ++i) {
           Fiber& f = g_fibers[i];
           f.done = false;
@@ -143,6 +202,7 @@ namespace cuda {
 
 void use_device_on_this_thread() {}
 int current_device() { return 0; }
+int multiprocessor_count() { return 1; }
 bool failed() { return false; }
 bool record(cudaError_t err, const char* what) {
   if (err == cudaSuccess) return true;
@@ -227,7 +287,6 @@ void recording_free(void* recording) { delete static_cast<std::vector<std::funct
 
 }  // namespace cuda
 
-const Ops* cuda_ops_table();  // ops_table.cu, compiled with the emulation
-const Ops* cuda_ops() { return cuda_ops_table(); }
+const Ops* cuda_ops() { return cuda_ops_table(WeightType::kFloat32); }
 
 }  // namespace mb

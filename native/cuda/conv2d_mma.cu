@@ -1,0 +1,276 @@
+// Convolution and linear layers on tensor cores: the forward implicit GEMM
+// of conv2d.cu (same rows, columns, reduction order and fused epilogue, see
+// conv2d_params.cuh) with float16 or bfloat16 inputs and fp32 accumulation
+// through mma.sync.aligned.m16n8k16 (mma.cuh has the fragment layouts). A
+// model loaded with dtype 'float16' / 'bfloat16' gets these through its Ops
+// table (ops_table.cu); everything else in its graph stays fp32.
+//
+// Weights are packed once per model, on the host, to the half type as an
+// N x k_ld matrix (k fastest, k_ld = K rounded up to the 32-deep slice, zero
+// padded), so that a block's B tile is whole 16-byte rows that cp.async
+// copies straight into shared memory.
+//
+// Activations stay fp32 in global memory and are rounded to the half type
+// while the A tile is filled: the rest of the graph (GroupNorm, attention,
+// the residual adds, the epilogue here) keeps its fp32 inputs and outputs
+// and nothing else changes, at the price of reading A as 4-byte floats, not
+// 2-byte halves. A is gathered anyway (padding, stride, upsampling), so it
+// goes global -> registers -> (convert) -> shared: the next slice's loads are
+// issued before the current slice's MMAs and stored after them, which hides
+// their latency as cp.async double buffering does for B.
+//
+// Tiles: 128 x 128 per block of 8 warps (each 64 x 32: 4 x 4 MMAs per
+// 16-deep step) when there are enough of them to give every multiprocessor
+// one, else 64 x 64 per block of 4 warps (each 32 x 32) so that small
+// GEMMs (batch 1 at low resolution, the time-embedding linears) still spread
+// over the GPU. Both fit two blocks per multiprocessor. Fragments are read from shared memory with 32-bit loads in
+// the mma layout; tile rows are padded to 40 halves (80 bytes), so the 8 rows
+// x 4 words a fragment load touches fall in 32 distinct banks.
+#include "conv2d_params.cuh"
+#include "mma.cuh"
+
+namespace mb {
+namespace cuda {
+
+namespace {
+
+constexpr int kSliceK = 32;            // K per shared-memory slice: two m16n8k16 steps
+constexpr int kTileLd = kSliceK + 8;   // halves per tile row (80 bytes: 16-byte aligned, conflict-free fragments)
+
+inline int packed_k(int K) { return (K + kSliceK - 1) / kSliceK * kSliceK; }
+
+// Eight consecutive A(m, k .. k + 7) of row r. VEC8: cin is a multiple of 8
+// and the input rows are 16-byte aligned, so the eight share one tap and are
+// two float4 loads of one pixel (k < K then implies k + 7 < K). A template
+// argument, not a branch: the general gather's registers would crowd the
+// vector path's (every layer but conv_in takes it).
+template <bool VEC8>
+__device__ __forceinline__ void load_a8(const ConvParams& p, const ConvRow& r, int k, float v[8]) {
+  if constexpr (VEC8) {
+    const float* pixel = r.ok && k < p.K ? conv_tap_pixel(p, r, k / p.cin) : nullptr;
+    if (pixel) {
+      const int ci = k - (k / p.cin) * p.cin;
+      load_f32x4(pixel + ci, v);
+      load_f32x4(pixel + ci + 4, v + 4);
+    } else {
+#pragma unroll
+      for (int q = 0; q < 8; ++q) v[q] = 0.0f;
+    }
+  } else {
+#pragma unroll
+    for (int q = 0; q < 8; ++q) v[q] = conv_a(p, r, k + q);
+  }
+}
+
+// Two blocks per multiprocessor at least (128 registers a thread for the
+// large tile): one block's barrier waits then overlap the other's MMAs.
+template <WeightType T, int BM, int BN, int WARPS_M, int WARPS_N, bool VEC8>
+__global__ void __launch_bounds__(WARPS_M* WARPS_N * 32, 2) conv_mma_gemm(ConvParams p, int k_ld) {
+  constexpr int kThreads = WARPS_M * WARPS_N * 32;
+  constexpr int kWarpM = BM / WARPS_M, kWarpN = BN / WARPS_N;
+  constexpr int kFragsM = kWarpM / 16, kFragsN = kWarpN / 8;
+  constexpr int kRowsPerPass = kThreads / 4;  // A: four threads per tile row, 8 k each
+  constexpr int kAPasses = BM / kRowsPerPass;
+  constexpr int kBChunks = BN * (kSliceK / 8) / kThreads;  // B: 16-byte chunks (8 halves) per thread
+  static_assert(kAPasses * kRowsPerPass == BM && kBChunks * kThreads == BN * (kSliceK / 8), "tile / thread mismatch");
+  __shared__ __align__(16) uint16_t As[2][BM][kTileLd];  // [m][k]: row-major A
+  __shared__ __align__(16) uint16_t Bs[2][BN][kTileLd];  // [n][k]: column-major B
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int warp_m = (warp / WARPS_N) * kWarpM, warp_n = (warp % WARPS_N) * kWarpN;
+  const int group = lane >> 2, pair = lane & 3;
+  const long long m0 = (long long)blockIdx.x * BM;
+  const int n0 = blockIdx.y * BN;
+  const uint16_t* w = reinterpret_cast<const uint16_t*>(p.w);
+
+  const int a_row = tid >> 2, a_k = (tid & 3) * 8;
+  ConvRow rows[kAPasses];
+#pragma unroll
+  for (int pass = 0; pass < kAPasses; ++pass) rows[pass] = conv_row(p, m0 + a_row + pass * kRowsPerPass);
+  float staged[kAPasses][8];
+
+  float acc[kFragsM][kFragsN][4];
+#pragma unroll
+  for (int i = 0; i < kFragsM; ++i)
+#pragma unroll
+    for (int j = 0; j < kFragsN; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+
+  const int slices = k_ld / kSliceK;
+  // Slice s of B into buffer `buf`: rows past N are zero-filled (source size 0).
+  auto copy_b = [&](int buf, int s) {
+#pragma unroll
+    for (int c = 0; c < kBChunks; ++c) {
+      const int chunk = tid + c * kThreads, row = chunk >> 2, kc = (chunk & 3) * 8;
+      const int n = n0 + row;
+      const bool ok = n < p.N;
+      cp_async_16(&Bs[buf][row][kc], w + (size_t)(ok ? n : 0) * k_ld + s * kSliceK + kc, ok ? 16 : 0);
+    }
+    cp_async_commit();
+  };
+  auto load_a = [&](int s) {
+#pragma unroll
+    for (int pass = 0; pass < kAPasses; ++pass) load_a8<VEC8>(p, rows[pass], s * kSliceK + a_k, staged[pass]);
+  };
+  auto store_a = [&](int buf) {
+#pragma unroll
+    for (int pass = 0; pass < kAPasses; ++pass) {
+      const float* v = staged[pass];
+      store_u32x4(&As[buf][a_row + pass * kRowsPerPass][a_k], pack_half2<T>(v[0], v[1]), pack_half2<T>(v[2], v[3]),
+                  pack_half2<T>(v[4], v[5]), pack_half2<T>(v[6], v[7]));
+    }
+  };
+
+  copy_b(0, 0);
+  load_a(0);
+  store_a(0);
+  cp_async_wait<0>();
+  __syncthreads();
+  for (int s = 0; s < slices; ++s) {
+    const int cur = s & 1, next = cur ^ 1;
+    const bool more = s + 1 < slices;
+    if (more) {  // `next` was last read in slice s - 1, which the barrier below it closed
+      copy_b(next, s + 1);
+      load_a(s + 1);
+    }
+#pragma unroll
+    for (int kk = 0; kk < kSliceK; kk += 16) {
+      // All of B's fragments, then A's one row of fragments at a time (fewer live registers).
+      uint32_t bf[kFragsN][2];
+#pragma unroll
+      for (int j = 0; j < kFragsN; ++j) {
+        const uint16_t* b = &Bs[cur][warp_n + j * 8 + group][kk + 2 * pair];
+        bf[j][0] = load_u32(b);      // column group, k 2 pair + {0,1}
+        bf[j][1] = load_u32(b + 8);  // column group, k 2 pair + 8 + {0,1}
+      }
+#pragma unroll
+      for (int i = 0; i < kFragsM; ++i) {
+        const uint16_t* a = &As[cur][warp_m + i * 16 + group][kk + 2 * pair];
+        uint32_t af[4];
+        af[0] = load_u32(a);                    // row group,     k 2 pair + {0,1}
+        af[1] = load_u32(a + 8 * kTileLd);      // row group + 8, k 2 pair + {0,1}
+        af[2] = load_u32(a + 8);                // row group,     k 2 pair + 8 + {0,1}
+        af[3] = load_u32(a + 8 * kTileLd + 8);  // row group + 8, k 2 pair + 8 + {0,1}
+#pragma unroll
+        for (int j = 0; j < kFragsN; ++j) mma_m16n8k16<T>(acc[i][j], af, bf[j]);
+      }
+    }
+    if (more) {
+      store_a(next);
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+  }
+
+  // D element e of fragment (i, j): row group + 8 (e >> 1), column 2 pair + (e & 1).
+#pragma unroll
+  for (int i = 0; i < kFragsM; ++i)
+#pragma unroll
+    for (int e2 = 0; e2 < 2; ++e2) {
+      const long long m = m0 + warp_m + i * 16 + group + 8 * e2;
+      if (m >= p.M) continue;
+#pragma unroll
+      for (int j = 0; j < kFragsN; ++j)
+#pragma unroll
+        for (int e1 = 0; e1 < 2; ++e1) {
+          const int n = n0 + warp_n + j * 8 + 2 * pair + e1;
+          if (n < p.N) conv_store(p, m, n, acc[i][j][2 * e2 + e1]);
+        }
+    }
+}
+
+template <WeightType T, int BM, int BN, int WARPS_M, int WARPS_N, bool VEC8>
+void launch_conv_mma(const ConvParams& p, int k_ld) {
+  dim3 grid;
+  if (!conv_grid(p, BM, BN, "conv2d (tensor cores): output too large for one launch", &grid)) return;
+  const auto kernel = conv_mma_gemm<T, BM, BN, WARPS_M, WARPS_N, VEC8>;  // named: the launch macro cannot take the commas
+  MB_LAUNCH_SYNC(kernel, grid, WARPS_M * WARPS_N * 32)(p, k_ld);
+  check_launch("conv_mma_gemm");
+}
+
+// packed[n * k_ld + k]: output channel n's GEMM column, rounded to T, with
+// the rows past K (up to the 32-deep slices) zero.
+template <WeightType T>
+__global__ void pack_half_kernel(PackSources ps, int k_ld, size_t total, uint16_t* packed) {
+  const int K = ps.taps * ps.cin;
+  MB_GRID_STRIDE(i, total) {
+    const int n = (int)(i / (size_t)k_ld), k = (int)(i % (size_t)k_ld);
+    packed[i] = k < K ? float_to_half_bits(T, pack_source_value(ps, n, k)) : (uint16_t)0;
+  }
+}
+
+template <WeightType T>
+void pack_conv_half(PackedWeights* packed, float* storage, const WeightSource* sources, const int* couts,
+                    int num_sources, int cin, int k) {
+  describe_packed(packed, storage, stacked_cout(couts, num_sources), cin, k);
+  const int k_ld = packed_k(k * k * cin);
+  // Output channel n's column is row n: 3 sources (PackSources' capacity) at a time.
+  uint16_t* rows = reinterpret_cast<uint16_t*>(storage);
+  for (int s = 0; s < num_sources; s += 3) {
+    const PackSources ps = pack_sources(sources + s, couts + s, num_sources - s < 3 ? num_sources - s : 3, cin, k);
+    const size_t total = (size_t)ps.cout * k_ld;
+    if (total) {
+      if (!begin_launch()) return;
+      const auto kernel = pack_half_kernel<T>;  // named: the launch macro cannot take the template's brackets
+      MB_LAUNCH(kernel, grid_for(total), kThreads)(ps, k_ld, total, rows);
+      check_launch("pack_conv (half)");
+    }
+    rows += total;
+  }
+}
+
+template <WeightType T>
+void conv2d_forward_half(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
+                         float* out) {
+  if (!begin_launch()) return;
+  const ConvParams p = conv_params(in, g, w, ep, out);
+  if (p.M <= 0 || p.N <= 0) return;
+  const int k_ld = packed_k(p.K);
+  const bool vec8 = p.cin % 8 == 0 && p.in_ld % 4 == 0 && ((uintptr_t)p.in & 15) == 0;
+  // The general gather (conv_in's 3 or so channels: K is one or two slices)
+  // is bound by its loads, not the MMAs: the small tile, which also keeps the
+  // large one's 128 registers free of its index math (it spilled there).
+  const long long big_tiles = (p.M + 127) / 128 * ((p.N + 127) / 128);
+  if (!vec8)
+    launch_conv_mma<T, 64, 64, 2, 2, false>(p, k_ld);
+  else if (p.N > 64 && big_tiles >= multiprocessor_count())
+    launch_conv_mma<T, 128, 128, 2, 4, true>(p, k_ld);
+  else
+    launch_conv_mma<T, 64, 64, 2, 2, true>(p, k_ld);
+}
+
+}  // namespace
+
+size_t conv_packed_floats_half(int cout, int cin, int k, bool) {
+  const size_t halves = (size_t)cout * packed_k(k * k * cin);  // even: k_ld is
+  return align_up(halves / 2, 16);  // keeps the next layer's weights 64-byte aligned
+}
+
+void pack_conv_f16(PackedWeights* packed, float* storage, const WeightSource* sources, const int* couts,
+                   int num_sources, int cin, int k, bool) {
+  pack_conv_half<WeightType::kFloat16>(packed, storage, sources, couts, num_sources, cin, k);
+}
+void pack_conv_bf16(PackedWeights* packed, float* storage, const WeightSource* sources, const int* couts,
+                    int num_sources, int cin, int k, bool) {
+  pack_conv_half<WeightType::kBfloat16>(packed, storage, sources, couts, num_sources, cin, k);
+}
+
+void conv2d_forward_f16(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
+                        float* out, const float*, float*) {
+  conv2d_forward_half<WeightType::kFloat16>(in, g, w, ep, out);
+}
+void conv2d_forward_bf16(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
+                         float* out, const float*, float*) {
+  conv2d_forward_half<WeightType::kBfloat16>(in, g, w, ep, out);
+}
+
+// The backward reads fp32 weights [tap][ci][n]; a half-packed model has none
+// (training on cuda is refused before it gets here: this is the backstop).
+void conv2d_backward_data_half(const float*, const ConvGeometry&, const PackedWeights&, float*, float*, const float*,
+                               bool) {
+  record(cudaErrorNotSupported, "conv2d_backward_data: the weights are packed as float16/bfloat16 (load with dtype 'float32')");
+}
+
+}  // namespace cuda
+}  // namespace mb
