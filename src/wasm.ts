@@ -9,6 +9,7 @@
 // package's main entry runs them on a worker_thread instead.)
 import type { Backend } from './backend/backend.js';
 import { WASM_THREADS_MEMORY, backendOver, exportsOf, guardedExports, instantiateWasmBackend } from './backend/wasm_core.js';
+import { wasmBuildFile } from './backend/wasm_features.js';
 import { startThreads } from './backend/wasm_threads.js';
 import type { SpawnThread, ThreadMessage } from './backend/wasm_threads.js';
 import { BackendError } from './errors.js';
@@ -31,9 +32,9 @@ export interface WorkerLike {
 export interface WasmBackendOptions {
   /** Pool size (default: navigator.hardwareConcurrency, else 1); 1 means the single-threaded build. */
   threads?: number;
-  /** marble.wasm (default: fetched from this package's wasm/dist). */
+  /** marble.wasm (default: fetched from this package's wasm/dist; marble-relaxed.wasm where the runtime has relaxed SIMD). */
   single?: WasmSource;
-  /** marble-threads.wasm (default: fetched from this package's wasm/dist). */
+  /** marble-threads.wasm (default: fetched from this package's wasm/dist; marble-threads-relaxed.wasm likewise). */
   threaded?: WasmSource;
   /** Makes one pool worker running dist/src/backend/wasm_worker_web.js (default: a module Web Worker on it). */
   createWorker?: () => WorkerLike;
@@ -72,7 +73,7 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
 
   if (threads === 1 || !wasmThreadsSupported(options)) {
     try {
-      return await instantiateWasmBackend(await compile(options.single ?? dist('marble.wasm'), 'marble.wasm'));
+      return await instantiateWasmBackend(await compile(options.single ?? dist(wasmBuildFile('single')), 'marble.wasm'));
     } catch (e) {
       throw e instanceof BackendError ? e : new BackendError(`cannot load marble.wasm: ${(e as Error).message}`);
     }
@@ -82,7 +83,7 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
   let memory: WebAssembly.Memory;
   let instance: WebAssembly.Instance;
   try {
-    module = await compile(options.threaded ?? dist('marble-threads.wasm'), 'marble-threads.wasm');
+    module = await compile(options.threaded ?? dist(wasmBuildFile('threads')), 'marble-threads.wasm');
     memory = new WebAssembly.Memory(WASM_THREADS_MEMORY);
     instance = await WebAssembly.instantiate(module, { env: { memory } });
   } catch (e) {

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Builds the two wasm modules from the engine and CPU op sources with
-# Debian's clang-16 + lld-16: wasm32, freestanding (no libc, no WASI imports),
-# SIMD128. Both outputs are committed; CI rebuilds them and fails if they differ.
+# Builds the wasm modules from the engine and CPU op sources with Debian's
+# clang-16 + lld-16: wasm32, freestanding (no libc, no WASI imports), SIMD128.
+# All outputs are committed; CI rebuilds them and fails if they differ.
 #
 #   wasm/dist/marble.wasm          single-threaded; no imports, its own memory.
 #                                  For runtimes without SharedArrayBuffer.
 #   wasm/dist/marble-threads.wasm  threads: atomics, an imported shared memory
 #                                  (env.memory) and wasm/thread_pool.cpp. Every
 #                                  thread instantiates it on the same memory.
+#   wasm/dist/marble-relaxed.wasm, marble-threads-relaxed.wasm
+#                                  the same two with relaxed SIMD (the GEMM
+#                                  micro-kernel's f32x4.relaxed_madd), which
+#                                  the loaders pick where the runtime has it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,22 +62,30 @@ compile() {
   done
 }
 
-EXTRA_FLAGS=()
-compile wasm/obj "${SOURCES[@]}"
-"$WASM_LD" --no-entry --export-dynamic --strip-all -z stack-size=$STACK_SIZE \
-  --initial-memory=$INITIAL_MEMORY --max-memory=$MAX_MEMORY \
-  -o wasm/dist/marble.wasm "${objects[@]}"
-echo "built wasm/dist/marble.wasm ($(stat -c %s wasm/dist/marble.wasm) bytes)"
+# build VARIANT_SUFFIX OBJ_SUBDIR EXTRA_FLAGS...: both modules with these flags
+build() {
+  local suffix=$1 sub=$2
+  shift 2
+  EXTRA_FLAGS=("$@")
+  compile "wasm/obj$sub" "${SOURCES[@]}"
+  "$WASM_LD" --no-entry --export-dynamic --strip-all -z stack-size=$STACK_SIZE \
+    --initial-memory=$INITIAL_MEMORY --max-memory=$MAX_MEMORY \
+    -o "wasm/dist/marble$suffix.wasm" "${objects[@]}"
+  echo "built wasm/dist/marble$suffix.wasm ($(stat -c %s "wasm/dist/marble$suffix.wasm") bytes)"
 
-# The threaded build: every object needs atomics (lld refuses to mix), the
-# memory is imported and shared, and lld turns the data segments passive with
-# a start function (__wasm_init_memory) that initialises them only in the
-# first instance. __stack_pointer is exported so that each thread's instance
-# can point it at a stack of its own before its first call.
-EXTRA_FLAGS=(-matomics -DMB_WASM_THREADS=1)
-compile wasm/obj/threads "${SOURCES[@]}" wasm/thread_pool.cpp
-"$WASM_LD" --no-entry --export-dynamic --strip-all -z stack-size=$STACK_SIZE \
-  --import-memory --shared-memory --initial-memory=$INITIAL_MEMORY --max-memory=$MAX_MEMORY \
-  --export=__stack_pointer \
-  -o wasm/dist/marble-threads.wasm "${objects[@]}"
-echo "built wasm/dist/marble-threads.wasm ($(stat -c %s wasm/dist/marble-threads.wasm) bytes)"
+  # The threaded build: every object needs atomics (lld refuses to mix), the
+  # memory is imported and shared, and lld turns the data segments passive with
+  # a start function (__wasm_init_memory) that initialises them only in the
+  # first instance. __stack_pointer is exported so that each thread's instance
+  # can point it at a stack of its own before its first call.
+  EXTRA_FLAGS=("$@" -matomics -DMB_WASM_THREADS=1)
+  compile "wasm/obj$sub/threads" "${SOURCES[@]}" wasm/thread_pool.cpp
+  "$WASM_LD" --no-entry --export-dynamic --strip-all -z stack-size=$STACK_SIZE \
+    --import-memory --shared-memory --initial-memory=$INITIAL_MEMORY --max-memory=$MAX_MEMORY \
+    --export=__stack_pointer \
+    -o "wasm/dist/marble-threads$suffix.wasm" "${objects[@]}"
+  echo "built wasm/dist/marble-threads$suffix.wasm ($(stat -c %s "wasm/dist/marble-threads$suffix.wasm") bytes)"
+}
+
+build "" ""
+build "-relaxed" "/relaxed" -mrelaxed-simd

@@ -36,7 +36,13 @@ struct ConvKernel {
 ConvKernel g_kernel = {0, 0, nullptr, nullptr, nullptr};
 
 ConvKernel pick_kernel(const char* wanted) {
+#if defined(__wasm_relaxed_simd__)
+  const ConvKernel generic = {4, 8, conv_tile_generic, "relaxed-simd128", nullptr};
+#elif defined(__wasm_simd128__)
+  const ConvKernel generic = {4, 8, conv_tile_generic, "simd128", nullptr};
+#else
   const ConvKernel generic = {4, 8, conv_tile_generic, "generic", nullptr};
+#endif
 #if defined(__x86_64__) && defined(MB_HAVE_X86_KERNELS)
   const ConvKernel avx2 = {6, 16, conv_tile_avx2, "avx2", norm_apply_avx2};
   const ConvKernel avx512 = {8, 32, conv_tile_avx512, "avx512", norm_apply_avx512};

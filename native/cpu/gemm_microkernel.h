@@ -37,7 +37,15 @@ void MB_KERNEL(const GemmTile& tile) {
       for (int j = 0; j < kNV; ++j) bv[j] = *reinterpret_cast<const mb_vec*>(b + j * kVecFloats);
       for (int i = 0; i < kMR; ++i) {
         const float av = a[i][ci];
+#if defined(__wasm_relaxed_simd__)
+        // The relaxed-SIMD build (wasm/build.sh): f32x4.relaxed_madd, a fused
+        // multiply-add where the engine has one (one rounding, as the AVX
+        // kernels), else the same two roundings as below.
+        const mb_vec as = mb_vec{} + av;
+        for (int j = 0; j < kNV; ++j) acc[i][j] = __builtin_wasm_relaxed_madd_f32x4(as, bv[j], acc[i][j]);
+#else
         for (int j = 0; j < kNV; ++j) acc[i][j] += av * bv[j];
+#endif
       }
     }
   }

@@ -29,20 +29,24 @@ import { BackendError } from '../errors.js';
 import type { Backend } from './backend.js';
 import { packageRoot } from './native.js';
 import { WASM_THREADS_MEMORY, backendOver, exportsOf, guardedExports, instantiateWasmBackend, instantiateWasmBackendSync } from './wasm_core.js';
+import { wasmBuildFile } from './wasm_features.js';
 import { startThreads } from './wasm_threads.js';
 import type { SpawnThread } from './wasm_threads.js';
 
 let compiledSingle: Promise<WebAssembly.Module> | null = null;
 let compiledThreads: Promise<WebAssembly.Module> | null = null;
 
-/** The single-threaded build. */
+// MARBLE_WASM_RELAXED=0 runs the plain SIMD128 builds where relaxed SIMD is available too.
+const plainOnly = () => process.env.MARBLE_WASM_RELAXED === '0';
+
+/** The single-threaded build this runtime runs (relaxed SIMD where it has it). */
 export function wasmPath(): string {
-  return path.join(packageRoot(), 'wasm', 'dist', 'marble.wasm');
+  return path.join(packageRoot(), 'wasm', 'dist', wasmBuildFile('single', plainOnly()));
 }
 
-/** The threaded build. */
+/** The threaded build this runtime runs. */
 export function wasmThreadsPath(): string {
-  return path.join(packageRoot(), 'wasm', 'dist', 'marble-threads.wasm');
+  return path.join(packageRoot(), 'wasm', 'dist', wasmBuildFile('threads', plainOnly()));
 }
 
 /** Default pool size: the cores Node may use. */

@@ -16,6 +16,7 @@ export interface Exports {
   mb_model_new(): number;
   mb_model_init(m: number, cfg: number, n: number): number;
   mb_model_error(m: number): number;
+  mb_isa(): number;
   mb_model_param_count(m: number): number;
   mb_model_param_name(m: number, i: number): number;
   mb_model_param_ndim(m: number, i: number): number;
@@ -482,7 +483,7 @@ export function backendOver(ex: Exports, runtime: WasmRuntime): Backend {
       return new WasmModel(ex, runtime, config);
     },
     threads: () => runtime.threads,
-    isa: () => 'simd128',
+    isa: () => readCString(ex.memory, ex.mb_isa()),  // "simd128", or "relaxed-simd128" (the *-relaxed.wasm builds)
     dispose: () => {
       if (disposed) return;
       disposed = true;
