@@ -18,6 +18,7 @@ import { timestepFrequencies } from '../src/onnx/unet_graph.js';
 import { readSafetensorsFile, tensorToFloat32, tensorToInt64AsNumbers } from '../src/model/safetensors.js';
 import { engineOf } from '../src/train/engine_access.js';
 import { createOrtSession, loadOrt } from '../bench/onnxruntime.js';
+import { classConditioning } from '../src/model/config.js';
 import { UNET_FIXTURES, fixturePath, maxAbs, maxAbsDiff } from './helpers.js';
 import { bytesOf, ints, msgs, readFields, readMessage, str } from './support/protobuf_reader.js';
 
@@ -179,14 +180,20 @@ describe('onnxruntime-node runs the exported graph', { skip: skipOrt }, () => {
       const expected = tensorToFloat32(file, 'out');
       const unet = await loadUNet(fixturePath(`unet/${name}`), { backend: 'wasm' });
       const session = await createOrtSession('onnxruntime-node', ort, unetToOnnx(unet), 1);
+      // Class indices are int64 inputs; class_embed_type timestep takes its labels as float timesteps.
+      const labelsAreIndices = classConditioning(unet.config) === 'labels';
       unet.dispose();
       try {
         const feeds: Record<string, InstanceType<typeof ort.Tensor>> = {
           sample: new ort.Tensor('float32', sample, shape),
           timestep: new ort.Tensor('float32', Float32Array.from(timesteps), [timesteps.length]),
         };
-        if (file.tensors.has('class_labels'))
-          feeds.class_labels = new ort.Tensor('int64', BigInt64Array.from(tensorToInt64AsNumbers(file, 'class_labels').map(BigInt)), [timesteps.length]);
+        if (file.tensors.has('class_labels')) {
+          const labels = tensorToInt64AsNumbers(file, 'class_labels');
+          feeds.class_labels = labelsAreIndices
+            ? new ort.Tensor('int64', BigInt64Array.from(labels.map(BigInt)), [timesteps.length])
+            : new ort.Tensor('float32', Float32Array.from(labels), [timesteps.length]);
+        }
         const out = (await session.run(feeds)).out_sample!;
         assert.deepEqual(out.dims, file.tensors.get('out')!.shape);
         const tolerance = 1e-4 * Math.max(1, maxAbs(expected)); // test/unet_forward.test.ts's tolerance
