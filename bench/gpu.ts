@@ -2,8 +2,9 @@
 // cifar10-32 architecture (random weights) forward at batch 1, 8, 64 and 256
 // in each dtype (float32; float16 and bfloat16: the tensor-core conv GEMMs),
 // a 50-step DDIM sampling run against 50 bare forwards, and the training step
-// (not on the GPU yet: reported as skipped, with the cpu figure beside it for
-// scale). Writes bench/results/gpu.json, and $OUT/gpu.json when OUT is set.
+// (forward + backward + AdamW, float32) on the GPU at batch 16 and 64, with
+// the cpu's at batch 16 for scale. Writes bench/results/gpu.json, and
+// $OUT/gpu.json when OUT is set.
 // Without a device it writes the reason and exits with status 2.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -147,13 +148,32 @@ for (const batch of ddimBatches) {
 unet.dispose();
 write();
 
-// The training step: forward + backward + AdamW. The backward is not on the
-// GPU yet (a cuda model refuses trainInit); the cpu figure is for scale.
-const train: Record<string, unknown> = { skipped: 'the CUDA backward is not implemented yet; training runs on the cpu backend' };
+// The training step: forward + backward + AdamW (float32: a half-dtype
+// model does not train), on the GPU, and on the cpu for scale.
+const train: Record<string, unknown> = {};
 result.trainStep = train;
+const trainBatches = (process.env.BENCH_TRAIN_BATCHES ?? '16,64').split(',').map(Number);
+const trainRows: Record<string, number>[] = [];
+train.cuda = trainRows;
+const { Trainer, DDPMScheduler } = await import('../src/index.js');
+for (const batch of trainBatches) {
+  try {
+    const gpu = await createUNet(CIFAR10_CONFIG, { backend: 'cuda', seed: 1, memoryLimitBytes: Number.MAX_SAFE_INTEGER });
+    const trainer = new Trainer({ unet: gpu, noiseScheduler: new DDPMScheduler(), optimizer: { lr: 1e-4 }, seed: 0 });
+    const x = new Float32Array(batch * 3 * 32 * 32).map((_, i) => Math.sin(i) * 0.9);
+    const t = await time(() => trainer.step(x));
+    const fwd = await time(() => gpu.forward(x, [batch, 3, 32, 32], 500));
+    trainRows.push({ batch, ms: round(t.ms, 2), runs: t.runs, forwardMs: round(fwd.ms, 2), trainOverForward: round(t.ms / fwd.ms, 2) });
+    console.log(`cuda training step b${batch}: ${t.ms.toFixed(2)} ms (forward ${fwd.ms.toFixed(2)} ms)`);
+    gpu.dispose();
+  } catch (e) {
+    errors.push(`cuda training step b${batch}: ${(e as Error).message}`);
+    console.error(errors.at(-1));
+  }
+}
+write();
 if (process.env.BENCH_CPU_TRAIN !== '0') {
   try {
-    const { Trainer, DDPMScheduler } = await import('../src/index.js');
     const cpu = await createUNet(CIFAR10_CONFIG, { backend: 'cpu', seed: 1 });
     const trainer = new Trainer({ unet: cpu, noiseScheduler: new DDPMScheduler(), optimizer: { lr: 1e-4 }, seed: 0 });
     const batch = 16;
