@@ -52,6 +52,12 @@ async function child(backend: BackendName, steps: number): Promise<ChildReport> 
   // What a sampling model holds (loadPipeline's default): the packed weights only,
   // each unpacked weight freed as soon as its layer is packed.
   const unet = await createUNet(CIFAR10_CONFIG, { backend, seed: 1, keepWeights: false });
+  // The initial weights were made in JS (136 MB of Float32Arrays, garbage
+  // now): V8 frees array buffers' memory on a background sweeper after a
+  // collection, so give it a moment; otherwise the peak below would include
+  // whatever part of that garbage happened to be still mapped.
+  gc();
+  await new Promise((resolve) => setTimeout(resolve, 250));
   gc();
   const loadedMB = statusMB('VmRSS');
   writeFileSync('/proc/self/clear_refs', '5'); // resets VmHWM to the current RSS

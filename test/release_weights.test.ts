@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { BackendError, DDPMScheduler, loadPipeline, loadUNet } from '../src/index.js';
+import { BackendError, DDPMScheduler, createUNet, loadPipeline, loadUNet } from '../src/index.js';
 import { Trainer } from '../src/train/index.js';
 import { readSafetensorsFile, tensorToFloat32, tensorToInt64AsNumbers } from '../src/model/safetensors.js';
 import { engineOf } from '../src/train/engine_access.js';
@@ -64,6 +64,43 @@ for (const { label, options } of BACKENDS) {
     }
   });
 }
+
+// In wasm, linear memory never shrinks: what packing leaves behind stays for
+// good. A released model packs each layer into the hole its own weights leave
+// (parameters allocated in packing order, each job's weights staged out and
+// freed first) and keeps its Winograd convs' 3x3 weights (transformed per
+// call) rather than the 16/9-larger transformed filters, so the memory ends at
+// about the weights once plus the activation arena (or the largest packing job,
+// the time projections, staged while packed), never at weights + packed copy.
+test('a released wasm model holds its weights about once in linear memory', async () => {
+  const config = {
+    block_out_channels: [64, 128, 128],
+    down_block_types: ['DownBlock2D', 'AttnDownBlock2D', 'DownBlock2D'],
+    up_block_types: ['UpBlock2D', 'AttnUpBlock2D', 'UpBlock2D'],
+    layers_per_block: 2,
+    norm_num_groups: 32,
+    sample_size: 32,
+  };
+  const unet = await createUNet(config, { backend: 'wasm', threads: 1, seed: 3, keepWeights: false });
+  try {
+    const engine = engineOf(unet);
+    const table = engine.paramTable();
+    const numel = (p: { shape: number[] }) => p.shape.reduce((a, b) => a * b, 1);
+    const weightBytes = 4 * table.reduce((n, p) => n + numel(p), 0);
+    const stagedBytes = 4 * table.filter((p) => p.name.endsWith('.time_emb_proj.weight')).reduce((n, p) => n + numel(p), 0);
+    const x = new Float32Array(3 * 32 * 32).map((_, i) => Math.sin(i));
+    await unet.forward(x, [1, 3, 32, 32], [500]);
+    const arenaBytes = unet.activationBytes(1, 32, 32);
+    const linearBytes = (engine as unknown as { ex: { memory: WebAssembly.Memory } }).ex.memory.buffer.byteLength;
+    // 4 MiB: the module's data and stacks (the main one and the engine thread's) and the allocator's headers
+    const bound = weightBytes + Math.max(arenaBytes, stagedBytes) + 4 * 2 ** 20;
+    const MB = (b: number) => `${(b / 2 ** 20).toFixed(1)} MB`;
+    assert.ok(weightBytes > 16 * 2 ** 20, 'the weights outgrow the initial 16 MB, so the bound says something');
+    assert.ok(linearBytes <= bound, `linear memory ${MB(linearBytes)} > ${MB(bound)} (weights ${MB(weightBytes)}, arena ${MB(arenaBytes)}, staged ${MB(stagedBytes)})`);
+  } finally {
+    unet.dispose();
+  }
+});
 
 test('loadPipeline releases by default (it samples), keepWeights: true keeps them; a training model cannot release', async () => {
   const pipeline = await loadPipeline(fixturePath('unet/tiny'), { backend: 'cpu' });

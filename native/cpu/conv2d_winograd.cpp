@@ -11,6 +11,13 @@
 // scratch (16 x tiles x cin, sized to stay in L2), multiplies them by every
 // weight panel of its group and transforms the products back to output
 // pixels, applying the epilogue on the way out.
+//
+// The transformed filters take 16/9 of the 3x3 weights' memory. A "lean"
+// packing (PackedWeights::lean: sampling-only models in wasm, whose linear
+// memory never shrinks) keeps the 3x3 weights instead, and each task
+// transforms a panel's filters into its scratch just before the panel's
+// GEMMs: about 50 double operations per weight against the GEMMs' 2 x 16 x
+// block_tiles, and bit-identical to the packed path (filter_transform).
 #include "../engine/mathf.h"
 #include "gemm_tile.h"
 #include "ops.h"
@@ -29,7 +36,13 @@ struct Blocking {
   int panels, panel_groups, panels_per_group;
   int slots;  // concurrent tasks, each with its own scratch
   size_t v_floats, m_floats;
+  size_t u_floats;  // lean weights: one panel's transformed filters, [16][cin][nr]
 };
+
+// The lean path's 16 transformed matrices of a panel lie this many floats
+// apart: a multiple of 64 bytes that is not one of 4 KB, so that the 16 store
+// streams of the transform do not all fall into the same L1 set.
+size_t lean_q_stride(int cin, int nr) { return (size_t)cin * nr + 16; }
 
 Blocking blocking(const ConvGeometry& g, const PackedWeights& w) {
   Blocking k;
@@ -52,6 +65,7 @@ Blocking blocking(const ConvGeometry& g, const PackedWeights& w) {
   k.slots = imin(num_threads(), k.blocks * k.panel_groups);
   k.v_floats = 16 * (size_t)k.block_tiles * w.cin;
   k.m_floats = 16 * (size_t)k.block_tiles * nr;
+  k.u_floats = w.lean ? 16 * lean_q_stride(w.cin, nr) : 0;
   return k;
 }
 
@@ -86,11 +100,55 @@ inline void output_transform(const T m[16], T y[2][2]) {
   }
 }
 
+// U = G g G^T, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], in float, for
+// V = float (packing) or f32x4 (the lean path, four output channels at a
+// time): the same IEEE operations per lane, so both give the same U bit for
+// bit. Row 1 of G g is ((g0 + g2) + g1) / 2, row 2 ((g0 + g2) - g1) / 2, and
+// likewise for the columns: 35 operations per filter.
+template <typename V>
+inline void filter_transform(const V g[3][3], V u[4][4]) {
+  V gg[4][3];
+  for (int x = 0; x < 3; ++x) {
+    const V outer = g[0][x] + g[2][x];
+    gg[0][x] = g[0][x];
+    gg[1][x] = (outer + g[1][x]) * 0.5f;
+    gg[2][x] = (outer - g[1][x]) * 0.5f;
+    gg[3][x] = g[2][x];
+  }
+  for (int i = 0; i < 4; ++i) {
+    const V outer = gg[i][0] + gg[i][2];
+    u[i][0] = gg[i][0];
+    u[i][1] = (outer + gg[i][1]) * 0.5f;
+    u[i][2] = (outer - gg[i][1]) * 0.5f;
+    u[i][3] = gg[i][2];
+  }
+}
+
+// The lean path: one panel's filters, lean layout [ci][tap][nr], transformed
+// into [q][ci][nr] (the packed layout's panel), lean_q_stride floats apart.
+void transform_lean_panel(const float* panel, int cin, int nr, float* u_out) {
+  const size_t q_stride = lean_q_stride(cin, nr);
+  for (int ci = 0; ci < cin; ++ci) {
+    const float* src = panel + (size_t)ci * 9 * nr;
+    float* dst = u_out + (size_t)ci * nr;
+    for (int j = 0; j < nr; j += 4) {  // nr is a multiple of 4 on every ISA
+      f32x4 g[3][3], u[4][4];
+#pragma GCC unroll 9
+      for (int t = 0; t < 9; ++t) g[t / 3][t % 3] = load_f32x4(src + t * nr + j);
+      filter_transform(g, u);
+#pragma GCC unroll 16
+      for (int q = 0; q < 16; ++q) store_f32x4(dst + q * q_stride + j, u[q / 4][q % 4]);
+    }
+  }
+}
+
 }  // namespace
 
-size_t winograd_weights_floats(int cout, int cin) { return 16 * packed_weights_floats(cout, cin, 1); }
+size_t winograd_weights_floats(int cout, int cin, bool lean) {
+  return (lean ? 9 : 16) * packed_weights_floats(cout, cin, 1);
+}
 
-void pack_winograd_weights(PackedWeights* packed, float* storage, const WeightSource& src, int cout, int cin) {
+void pack_winograd_weights(PackedWeights* packed, float* storage, const WeightSource& src, int cout, int cin, bool lean) {
   const int nr = conv_panel_width();
   const int panels = (cout + nr - 1) / nr;
   const size_t k_floats = (size_t)panels * cin * nr;  // one of the 16 transformed matrices
@@ -100,22 +158,28 @@ void pack_winograd_weights(PackedWeights* packed, float* storage, const WeightSo
   packed->kh = packed->kw = 3;
   packed->nr = nr;
   packed->winograd = true;
-  // G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], U = G g G^T in double.
-  static const double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+  packed->lean = lean;
+  if (lean) {  // the 3x3 weights as [panel][ci][tap][nr], zeros past cout
+    parallel_for(panels, 1, [&](int p) {
+      for (int ci = 0; ci < cin; ++ci)
+        for (int t = 0; t < 9; ++t)
+          for (int j = 0; j < nr; ++j) {
+            const int n = p * nr + j;
+            storage[(((size_t)p * cin + ci) * 9 + t) * nr + j] =
+                n < cout ? src.data[n * src.stride_n + ci * src.stride_ci + t * src.stride_tap] : 0.0f;
+          }
+    });
+    return;
+  }
   parallel_for(panels, 1, [&](int p) {
     for (int ci = 0; ci < cin; ++ci)
       for (int j = 0; j < nr; ++j) {
         const int n = p * nr + j;
-        double u[4][4] = {};
-        if (n < cout) {
-          double g[3][3], gg[4][3];
+        float g[3][3] = {}, u[4][4];
+        if (n < cout)
           for (int t = 0; t < 9; ++t) g[t / 3][t % 3] = src.data[n * src.stride_n + ci * src.stride_ci + t * src.stride_tap];
-          for (int i = 0; i < 4; ++i)
-            for (int x = 0; x < 3; ++x) gg[i][x] = G[i][0] * g[0][x] + G[i][1] * g[1][x] + G[i][2] * g[2][x];
-          for (int i = 0; i < 4; ++i)
-            for (int l = 0; l < 4; ++l) u[i][l] = gg[i][0] * G[l][0] + gg[i][1] * G[l][1] + gg[i][2] * G[l][2];
-        }
-        for (int k = 0; k < 16; ++k) storage[k * k_floats + ((size_t)p * cin + ci) * nr + j] = (float)u[k / 4][k % 4];
+        filter_transform(g, u);
+        for (int k = 0; k < 16; ++k) storage[k * k_floats + ((size_t)p * cin + ci) * nr + j] = u[k / 4][k % 4];
       }
   });
 }
@@ -145,7 +209,7 @@ void pack_winograd_backward_data_weights(PackedWeights* out, float* storage, con
 
 size_t winograd_scratch_floats(const ConvGeometry& g, const PackedWeights& w) {
   const Blocking k = blocking(g, w);
-  return (size_t)k.slots * (k.v_floats + k.m_floats);
+  return (size_t)k.slots * (k.v_floats + k.m_floats + k.u_floats);
 }
 
 void winograd_conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
@@ -161,8 +225,9 @@ void winograd_conv2d_forward(const float* in, const ConvGeometry& g, const Packe
 
   // One body per scratch slot, each taking tasks until none are left.
   parallel_for(k.slots, 1, [&](int slot) {
-    float* v = scratch + (size_t)slot * (k.v_floats + k.m_floats);
+    float* v = scratch + (size_t)slot * (k.v_floats + k.m_floats + k.u_floats);
     float* mbuf = v + k.v_floats;
+    float* ubuf = mbuf + k.m_floats;  // lean weights: this panel's transformed filters
     for (;;) {
       const int task = __atomic_fetch_add(&next_task, 1, __ATOMIC_RELAXED);
       if (task >= tasks) break;
@@ -219,8 +284,15 @@ void winograd_conv2d_forward(const float* in, const ConvGeometry& g, const Packe
       const int p_end = imin(k.panels, (group + 1) * k.panels_per_group);
       for (int p = group * k.panels_per_group; p < p_end; ++p) {
         const int n0 = p * nr, ncols = imin(nr, w.cout - n0);
+        const float* u = w.data + (size_t)p * cin * nr;  // matrix q of this panel at u + q * u_stride
+        size_t u_stride = k_floats;
+        if (w.lean) {
+          transform_lean_panel(w.data + (size_t)p * cin * 9 * nr, cin, nr, ubuf);
+          u = ubuf;
+          u_stride = lean_q_stride(cin, nr);
+        }
         for (int q = 0; q < 16; ++q) {
-          gt.panel = w.data + q * k_floats + (size_t)p * cin * nr;
+          gt.panel = u + q * u_stride;
           for (int m0 = 0; m0 < nt; m0 += mr) {
             gt.nrows = imin(mr, nt - m0);
             for (int r = 0; r < mr; ++r) {

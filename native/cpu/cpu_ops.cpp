@@ -21,23 +21,25 @@ void host_zero(void* dst, size_t bytes) {
 int host_sync() { return kOk; }
 const char* host_error() { return ""; }
 
-size_t cpu_conv_packed_floats(int cout, int cin, int k, bool winograd) {
-  return winograd ? winograd_weights_floats(cout, cin) : packed_weights_floats(cout, cin, k * k);
+size_t cpu_conv_packed_floats(int cout, int cin, int k, int algo) {
+  if (algo == kConvDirect) return packed_weights_floats(cout, cin, k * k);
+  return winograd_weights_floats(cout, cin, algo == kConvWinogradLean);
 }
 
 void cpu_pack_conv(PackedWeights* packed, float* storage, const WeightSource* sources, const int* couts, int n, int cin,
-                   int k, bool winograd) {
-  if (winograd)
-    pack_winograd_weights(packed, storage, sources[0], couts[0], cin);
-  else
+                   int k, int algo) {
+  if (algo == kConvDirect)
     pack_weights(packed, storage, sources, couts, n, cin, k, k);
+  else
+    pack_winograd_weights(packed, storage, sources[0], couts[0], cin, algo == kConvWinogradLean);
 }
 
-size_t cpu_conv_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, bool winograd) {
+size_t cpu_conv_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, int algo) {
   (void)k;
-  if (!winograd) return 0;
+  if (algo == kConvDirect) return 0;
   PackedWeights shape;  // the scratch depends on the shape only, not on packed data
   shape.cout = cout, shape.cin = cin, shape.kh = shape.kw = 3, shape.nr = conv_panel_width(), shape.winograd = true;
+  shape.lean = algo == kConvWinogradLean;
   return winograd_scratch_floats(g, shape);
 }
 

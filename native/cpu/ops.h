@@ -17,11 +17,13 @@ namespace mb {
 // `nr` output channels: data[panel][tap][ci][nr], zero-padded past cout. The
 // micro-kernel streams one panel contiguously while it accumulates a tile.
 // Winograd-packed 3x3 weights (conv2d_winograd.cpp) are instead 16
-// transformed matrices, each [panel][ci][nr].
+// transformed matrices, each [panel][ci][nr]; lean ones are the 3x3 weights
+// as [panel][ci][tap][nr], transformed per call (no larger than torch's).
 struct PackedWeights {
   float* data = nullptr;
   int cout = 0, cin = 0, kh = 1, kw = 1, nr = 0;
   bool winograd = false;
+  bool lean = false;
 };
 
 // Where element (n, ci, tap) of the logical weight lives in a source buffer,
@@ -106,13 +108,16 @@ void transpose(const float* a, int rows, int cols, int lda, float* out, int ldo)
 // conv2d_winograd.cpp: 3x3 convolutions with stride 1 (upsampled input
 // allowed) by Winograd F(2x2, 3x3), 2.25x fewer multiplies. Weights from a
 // torch-layout source; scratch of winograd_scratch_floats() for the current
-// thread count.
-size_t winograd_weights_floats(int cout, int cin);
-void pack_winograd_weights(PackedWeights* packed, float* storage, const WeightSource& src, int cout, int cin);
+// thread count. `lean` packs the 3x3 weights and transforms them per call
+// (9/16 of the memory, a few percent slower, the same results bit for bit).
+size_t winograd_weights_floats(int cout, int cin, bool lean = false);
+void pack_winograd_weights(PackedWeights* packed, float* storage, const WeightSource& src, int cout, int cin,
+                           bool lean = false);
 size_t winograd_scratch_floats(const ConvGeometry& g, const PackedWeights& w);
 void winograd_conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
                              float* out, const float* zero_row, float* scratch);
-// The flipped, transposed Winograd weights for dX, from the forward's packing.
+// The flipped, transposed Winograd weights for dX, from the forward's packing
+// (never a lean one: lean models are sampling-only).
 void pack_winograd_backward_data_weights(PackedWeights* out, float* storage, const PackedWeights& w);
 // The weight gradient (torch layout, accumulated; no bias) of such a conv by
 // the transposed algorithm; worth it when winograd_weight_grad_pays(cin).

@@ -376,12 +376,12 @@ __global__ void pack_kernel(PackSources ps, int col0, int ld, size_t total, floa
 
 }  // namespace
 
-size_t conv_packed_floats(int cout, int cin, int k, bool) {
+size_t conv_packed_floats(int cout, int cin, int k, int) {
   return align_up((size_t)cout * cin * k * k, 16);  // keeps the next layer's weights 64-byte aligned
 }
 
 void pack_conv(PackedWeights* packed, float* storage, const WeightSource* sources, const int* couts, int num_sources,
-               int cin, int k, bool) {
+               int cin, int k, int) {
   const int cout = stacked_cout(couts, num_sources);
   describe_packed(packed, storage, cout, cin, k);
   // PackSources holds 3 sources (q|k|v); more (the resnets' time
@@ -399,7 +399,7 @@ void pack_conv(PackedWeights* packed, float* storage, const WeightSource* source
   }
 }
 
-size_t conv_scratch_floats(const ConvGeometry&, int, int, int, bool) { return 0; }
+size_t conv_scratch_floats(const ConvGeometry&, int, int, int, int) { return 0; }
 
 void conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep, float* out,
                     const float*, float*) {

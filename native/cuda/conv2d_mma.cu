@@ -242,17 +242,17 @@ void conv2d_forward_half(const float* in, const ConvGeometry& g, const PackedWei
 
 }  // namespace
 
-size_t conv_packed_floats_half(int cout, int cin, int k, bool) {
+size_t conv_packed_floats_half(int cout, int cin, int k, int) {
   const size_t halves = (size_t)cout * packed_k(k * k * cin);  // even: k_ld is
   return align_up(halves / 2, 16);  // keeps the next layer's weights 64-byte aligned
 }
 
 void pack_conv_f16(PackedWeights* packed, float* storage, const WeightSource* sources, const int* couts,
-                   int num_sources, int cin, int k, bool) {
+                   int num_sources, int cin, int k, int) {
   pack_conv_half<WeightType::kFloat16>(packed, storage, sources, couts, num_sources, cin, k);
 }
 void pack_conv_bf16(PackedWeights* packed, float* storage, const WeightSource* sources, const int* couts,
-                    int num_sources, int cin, int k, bool) {
+                    int num_sources, int cin, int k, int) {
   pack_conv_half<WeightType::kBfloat16>(packed, storage, sources, couts, num_sources, cin, k);
 }
 

@@ -104,10 +104,10 @@ int select_device(int device, char* reason, int reason_len);
 
 // The entries of each op family, called by the Ops table (ops_table.cu).
 // conv2d.cu
-size_t conv_packed_floats(int cout, int cin, int k, bool winograd);
+size_t conv_packed_floats(int cout, int cin, int k, int algo);
 void pack_conv(PackedWeights* packed, float* storage, const WeightSource* sources, const int* couts, int num_sources,
-               int cin, int k, bool winograd);
-size_t conv_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, bool winograd);
+               int cin, int k, int algo);
+size_t conv_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, int algo);
 void conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep, float* out,
                     const float* zero_row, float* scratch);
 size_t conv2d_backward_data_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, bool winograd);
@@ -131,11 +131,11 @@ struct BatchedGemm {
 void batched_gemm(const BatchedGemm& g);
 // conv2d_mma.cu: the forward on tensor cores, weights packed as float16 or
 // bfloat16 (the Ops tables of models loaded with that dtype, ops_table.cu).
-size_t conv_packed_floats_half(int cout, int cin, int k, bool winograd);
+size_t conv_packed_floats_half(int cout, int cin, int k, int algo);
 void pack_conv_f16(PackedWeights* packed, float* storage, const WeightSource* sources, const int* couts,
-                   int num_sources, int cin, int k, bool winograd);
+                   int num_sources, int cin, int k, int algo);
 void pack_conv_bf16(PackedWeights* packed, float* storage, const WeightSource* sources, const int* couts,
-                    int num_sources, int cin, int k, bool winograd);
+                    int num_sources, int cin, int k, int algo);
 void conv2d_forward_f16(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
                         float* out, const float* zero_row, float* scratch);
 void conv2d_forward_bf16(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,

@@ -22,6 +22,13 @@ namespace mb {
 // stays usable for another try only if the device recovered.
 constexpr int kErrDevice = 5;
 
+// How a convolution runs (the ops' `algo` argument): directly, or, for 3x3
+// stride-1 convs, by Winograd F(2x2, 3x3) with the transformed filters packed
+// at load, or with the 3x3 weights packed and transformed per call (lean:
+// sampling-only models in wasm, where the packed filters' extra 7/9 of the
+// weights' memory would stay for good).
+enum ConvAlgo : int { kConvDirect = 0, kConvWinograd = 1, kConvWinogradLean = 2 };
+
 struct Ops {
   const char* name;    // "cpu", "cuda"
   bool device_memory;  // buffers are not host-addressable: stage host data through upload/download
@@ -45,11 +52,12 @@ struct Ops {
   // sources (WeightSource) that are themselves in device memory (the
   // parameters' `dev` copies), so an optimizer step on the device repacks
   // without a round trip through the host; `storage` is device memory.
-  size_t (*conv_packed_floats)(int cout, int cin, int k, bool winograd);
+  // `algo` is a ConvAlgo (a device free to run any 3x3 conv its own way ignores it).
+  size_t (*conv_packed_floats)(int cout, int cin, int k, int algo);
   void (*pack_conv)(PackedWeights* packed, float* storage, const WeightSource* sources, const int* source_couts,
-                    int num_sources, int cin, int k, bool winograd);
+                    int num_sources, int cin, int k, int algo);
   // Scratch a forward conv with this geometry needs (0: none).
-  size_t (*conv_scratch_floats)(const ConvGeometry& g, int cout, int cin, int k, bool winograd);
+  size_t (*conv_scratch_floats)(const ConvGeometry& g, int cout, int cin, int k, int algo);
   void (*conv2d_forward)(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
                          float* out, const float* zero_row, float* scratch);
 

@@ -145,6 +145,8 @@ void for_each_resnet(Model* m, F&& f) {
 
 }  // namespace
 
+static bool list_packing_sources(Model* m, Vec<int>* order);
+
 int model_init(Model* m, const double* cfg, int n) {
   if (!m->ops) m->ops = cpu_ops();
   if (n < kCfgFixedSlots) return set_error(m, kErrInvalidArgument, Name("engine config too short"));
@@ -356,12 +358,27 @@ int model_init(Model* m, const double* cfg, int n) {
   });
 
   // Parameters live in one allocation each; the TypeScript side fills them.
-  for (int i = 0; i < m->params.size; ++i) {
+  // Those the kernels read as they are (norms, biases, embeddings) come
+  // first, then the packed layers' weights in packing order: in wasm, where
+  // each weight is freed as its layer is packed, a layer's freed weights then
+  // form one hole next to the previous layer's, and its packed block (no
+  // larger: see pack_all) goes right there.
+  Vec<int> packing_order;
+  if (!list_packing_sources(m, &packing_order)) return set_error(m, kErrOutOfMemory, Name("out of memory"));
+  bool ok = true;
+  auto allocate = [&](int i) {
     Param& p = m->params[i];
+    if (p.data || !ok) return;
     p.data = static_cast<float*>(mb_alloc(p.numel * sizeof(float)));
-    if (!p.data) return set_error(m, kErrOutOfMemory, Name("out of memory allocating parameters"));
+    ok = p.data != nullptr;
     p.dev = p.data;  // a device model points these at its device copies when it packs
-  }
+  };
+  for (int i = 0; i < m->params.size; ++i)
+    if (!m->params[i].packed_only) allocate(i);
+  for (int k = 0; k < packing_order.size; ++k) allocate(packing_order[k]);
+  for (int i = 0; i < m->params.size; ++i) allocate(i);  // anything the listing missed
+  packing_order.release();
+  if (!ok) return set_error(m, kErrOutOfMemory, Name("out of memory allocating parameters"));
   return kOk;
 }
 
@@ -395,15 +412,74 @@ size_t release_param(Model* m, int index) {
 }
 
 // Hands out each packing step's block of m->packed_blocks, allocating it on
-// the first packing and finding it again, in the same order, on a repack
-// (wasm, where weights are released while packing).
+// the first packing and finding it again, in the same order, on a repack.
 // Natively all blocks are one slab (packed_blocks[0]), carved in order.
+//
+// Each packing job (one packed block from one or more torch-layout weights)
+// first names its sources (`sources`). When weights are released while
+// packing (wasm), they are copied out to a staging buffer and freed before
+// the block is taken, so the block lands in the hole they leave (the
+// parameters were allocated in packing order, see model_init) and linear
+// memory ends at weights + the largest job instead of weights + packed copy.
+// In listing mode (model_init) the jobs only record their sources.
 struct Packer {
   Model* m;
   float* slab = nullptr;
   int next = 0;
   size_t failed_floats = 0;  // the request that could not be allocated
+  Vec<int>* listing = nullptr;
+  bool staging = false;
+  float* staged = nullptr;  // the current job's sources, copied out
+  Vec<int> job;             // the current job's sources
+
+  void sources(const int* params, int n) {
+    end_job();
+    if (listing) {
+      for (int i = 0; i < n; ++i)
+        if (!listing->push(params[i])) failed_floats = 1;
+      return;
+    }
+    if (!staging) return;
+    size_t floats = 0;
+    for (int i = 0; i < n; ++i) {
+      const Param& p = m->params[params[i]];
+      if (p.released || !p.data || !job.push(params[i])) {
+        job.size = 0;  // not staged: pack_all's final release frees them
+        return;
+      }
+      floats += align_up(p.numel, 16);
+    }
+    staged = static_cast<float*>(mb_alloc(floats * sizeof(float)));
+    if (!staged) return;  // pack from the weights in place; end_job frees them
+    float* cursor = staged;
+    for (int k = 0; k < job.size; ++k) {
+      Param& p = m->params[job[k]];
+      mb_copy(cursor, p.data, p.numel * sizeof(float));
+      mb_free(p.data);
+      p.data = nullptr;
+      p.dev = cursor;
+      p.released = true;
+      cursor += align_up(p.numel, 16);
+    }
+  }
+  // Frees the finished job's staged copies (or, if staging failed, its weights).
+  void end_job() {
+    for (int k = 0; k < job.size; ++k) {
+      Param& p = m->params[job[k]];
+      if (staged) p.dev = nullptr;
+      else release_param(m, job[k]);
+    }
+    if (staged) mb_free(staged);
+    staged = nullptr;
+    job.size = 0;
+  }
+  void finish() {
+    end_job();
+    job.release();
+  }
+
   float* take(size_t floats) {
+    if (listing) return nullptr;
     if (slab) {
       float* block = slab;
       slab += floats;
@@ -421,21 +497,26 @@ struct Packer {
   }
 };
 
+int conv_algo(const Model* m, const ConvLayer& c) {
+  if (!c.winograd) return kConvDirect;
+  return m->winograd_lean ? kConvWinogradLean : kConvWinograd;
+}
+
 // Packing is the device's concern (its own layouts, in its own memory): these
 // walk the layers and hand each one's torch-layout weights to m->ops.
 size_t conv_packed_floats(const Model* m, const ConvLayer& c) {
-  return m->ops->conv_packed_floats(c.cout, c.cin, c.k, c.winograd);
+  return m->ops->conv_packed_floats(c.cout, c.cin, c.k, conv_algo(m, c));
 }
 
 void pack_conv(Model* m, ConvLayer& c, Packer& packer) {
   m->params[c.weight].packed_only = true;
+  packer.sources(&c.weight, 1);
   float* storage = packer.take(conv_packed_floats(m, c));
   if (!storage) return;
   const float* w = m->params[c.weight].dev;  // the device copy (upload_params, or an optimizer step)
   const int taps = c.k * c.k;
   WeightSource src = {w, (long long)c.cin * taps, taps, 1};  // torch [Cout][Cin][kh][kw]
-  m->ops->pack_conv(&c.packed, storage, &src, &c.cout, 1, c.cin, c.k, c.winograd);
-  if (m->release_on_pack && kReleaseWhilePacking) release_param(m, c.weight);
+  m->ops->pack_conv(&c.packed, storage, &src, &c.cout, 1, c.cin, c.k, conv_algo(m, c));
 }
 
 size_t resnet_packed_floats(const Model* m, const ResnetLayer& r) {
@@ -457,27 +538,31 @@ size_t temb_projs_packed_floats(const Model* m) {
 // Model::temb_projs from every resnet's time_emb_proj weight, and its bias.
 void pack_temb_projs(Model* m, Packer& packer) {
   Vec<WeightSource> sources;  // Vec frees nothing by itself: released below
-  Vec<int> couts;
+  Vec<int> couts, weights;
   bool listed = true;
   for_each_resnet(m, [&](ResnetLayer& r) {
     const ConvLayer& c = r.time_emb_proj;
     m->params[c.weight].packed_only = true;
-    listed = listed && sources.push(WeightSource{m->params[c.weight].dev, c.cin, 1, 0}) && couts.push(c.cout);
+    listed = listed && weights.push(c.weight) && couts.push(c.cout);
   });
+  if (listed) packer.sources(weights.data, weights.size);
+  for (int k = 0; listed && k < weights.size; ++k)
+    listed = sources.push(WeightSource{m->params[weights[k]].dev, m->temb_projs.cin, 1, 0});
   float* storage = packer.take(conv_packed_floats(m, m->temb_projs));
   float* bias = packer.take((size_t)align_up(m->temb_projs.cout, 16));
   if (!listed) packer.failed_floats = 1;  // out of host memory for the lists
   if (storage && bias && listed) {
-    m->ops->pack_conv(&m->temb_projs.packed, storage, sources.data, couts.data, sources.size, m->temb_projs.cin, 1, false);
+    m->ops->pack_conv(&m->temb_projs.packed, storage, sources.data, couts.data, sources.size, m->temb_projs.cin, 1,
+                      kConvDirect);
     m->temb_projs_bias = bias;
     for_each_resnet(m, [&](ResnetLayer& r) {
       const ConvLayer& c = r.time_emb_proj;
       m->ops->copy(bias + r.temb_offset, m->params[c.bias].dev, sizeof(float) * c.cout);
-      if (m->release_on_pack && kReleaseWhilePacking) release_param(m, c.weight);
     });
   }
   sources.release();
   couts.release();
+  weights.release();
 }
 
 size_t attention_packed_floats(const Model* m, const AttnLayer& a) {
@@ -487,12 +572,13 @@ size_t attention_packed_floats(const Model* m, const AttnLayer& a) {
 void pack_attention(Model* m, AttnLayer& a, Packer& packer) {
   const int c = a.channels;
   m->params[a.q_w].packed_only = m->params[a.k_w].packed_only = m->params[a.v_w].packed_only = true;
+  const int qkv_weights[3] = {a.q_w, a.k_w, a.v_w};
+  packer.sources(qkv_weights, 3);
   float* qkv = packer.take(conv_packed_floats(m, a.qkv));
   if (qkv) {
     WeightSource sources[3] = {{m->params[a.q_w].dev, c, 1, 0}, {m->params[a.k_w].dev, c, 1, 0}, {m->params[a.v_w].dev, c, 1, 0}};
     int couts[3] = {c, c, c};
-    m->ops->pack_conv(&a.qkv.packed, qkv, sources, couts, 3, c, 1, false);
-    if (m->release_on_pack && kReleaseWhilePacking) release_param(m, a.q_w), release_param(m, a.k_w), release_param(m, a.v_w);
+    m->ops->pack_conv(&a.qkv.packed, qkv, sources, couts, 3, c, 1, kConvDirect);
   }
   pack_conv(m, a.out, packer);
   a.qkv_bias = packer.take((size_t)align_up(3 * c, 16));
@@ -590,7 +676,36 @@ static int upload_params(Model* m) {
   return kOk;
 }
 
+// Every packing job, in packing order.
+static void pack_layers(Model* m, Packer& packer) {
+  pack_conv(m, m->conv_in, packer);
+  pack_conv(m, m->time_linear_1, packer);
+  pack_conv(m, m->time_linear_2, packer);
+  if (m->class_embed == 2) {
+    pack_conv(m, m->class_linear_1, packer);
+    pack_conv(m, m->class_linear_2, packer);
+  }
+  for (int i = 0; i < m->num_levels; ++i) pack_block(m, m->down[i], false, packer);
+  if (m->has_mid) pack_block(m, m->mid, true, packer);
+  for (int i = 0; i < m->num_levels; ++i) pack_block(m, m->up[i], false, packer);
+  pack_conv(m, m->conv_out, packer);
+  pack_temb_projs(m, packer);
+}
+
+// The packed layers' weights in the order packing reads them (and marks
+// them packed_only); false when out of memory for the list.
+static bool list_packing_sources(Model* m, Vec<int>* order) {
+  Packer lister{m};
+  lister.listing = order;
+  pack_layers(m, lister);
+  lister.finish();
+  return lister.failed_floats == 0;
+}
+
 static int pack_all(Model* m) {
+  // Lean Winograd packing where weights go as they are packed (wasm): the
+  // packed blocks are then no larger than the weights they replace.
+  if (!m->packed_blocks.size) m->winograd_lean = m->release_on_pack && kReleaseWhilePacking && !m->ops->device_memory;
   size_t total = conv_packed_floats(m, m->conv_in) + conv_packed_floats(m, m->time_linear_1) +
                  conv_packed_floats(m, m->time_linear_2) + conv_packed_floats(m, m->conv_out);
   if (m->class_embed == 2) total += conv_packed_floats(m, m->class_linear_1) + conv_packed_floats(m, m->class_linear_2);
@@ -602,6 +717,7 @@ static int pack_all(Model* m) {
   int status = upload_params(m);
   if (status != kOk) return status;
   Packer packer{m};
+  packer.staging = m->release_on_pack && kReleaseWhilePacking && !m->ops->device_memory;
   ++m->pack_generation;
   if (!kReleaseWhilePacking) {
     if (!m->packed_blocks.size) {
@@ -615,18 +731,8 @@ static int pack_all(Model* m) {
     }
     packer.slab = m->packed_blocks[0];
   }
-  pack_conv(m, m->conv_in, packer);
-  pack_conv(m, m->time_linear_1, packer);
-  pack_conv(m, m->time_linear_2, packer);
-  if (m->class_embed == 2) {
-    pack_conv(m, m->class_linear_1, packer);
-    pack_conv(m, m->class_linear_2, packer);
-  }
-  for (int i = 0; i < m->num_levels; ++i) pack_block(m, m->down[i], false, packer);
-  if (m->has_mid) pack_block(m, m->mid, true, packer);
-  for (int i = 0; i < m->num_levels; ++i) pack_block(m, m->up[i], false, packer);
-  pack_conv(m, m->conv_out, packer);
-  pack_temb_projs(m, packer);
+  pack_layers(m, packer);
+  packer.finish();
   if (packer.failed_floats) {
     Message msg;
     msg.add("out of ").add(m->ops->name).add(" memory packing weights (").add_int((long long)(total * 4 >> 20))
@@ -708,7 +814,7 @@ void conv_apply(Exec& ex, const ConvLayer& c, const Act& x, int upsample, int st
   const ConvGeometry g = make_geometry(ex, x, upsample, stride, pad_top, pad_left, y);
   if (saved) *saved = ConvSaved{x, y, g};
   // Packing happens after planning: size the scratch from the layer's shape.
-  const size_t scratch_floats = ex.ops().conv_scratch_floats(g, c.cout, c.cin, c.k, c.winograd);
+  const size_t scratch_floats = ex.ops().conv_scratch_floats(g, c.cout, c.cin, c.k, conv_algo(ex.m, c));
   const uint64_t mark = ex.arena->mark();
   float* scratch = scratch_floats ? ex.arena->alloc(scratch_floats) : nullptr;
   if (ex.run()) {

@@ -230,6 +230,7 @@ struct Model {
   // releases its unpacked weights as it packs never holds both copies whole.
   Vec<float*> packed_blocks;
   bool release_on_pack = false;  // set by model_release_host_weights before finalize
+  bool winograd_lean = false;    // Winograd convs packed lean (kConvWinogradLean): released while packing, in wasm
   unsigned pack_generation = 0;  // counts packings: a recorded pass holds the packed weights' addresses
   bool finalized = false;
 
