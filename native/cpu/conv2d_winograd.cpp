@@ -35,14 +35,19 @@ struct Blocking {
   int block_tiles, blocks;      // tiles per task block, a multiple of mr
   int panels, panel_groups, panels_per_group;
   int slots;  // concurrent tasks, each with its own scratch
+  size_t v_q, m_q;  // floats between the 16 matrices of v ([q][tile][cin]) and m ([q][tile][nr])
   size_t v_floats, m_floats;
   size_t u_floats;  // lean weights: one panel's transformed filters, [16][cin][nr]
 };
 
-// The lean path's 16 transformed matrices of a panel lie this many floats
-// apart: a multiple of 64 bytes that is not one of 4 KB, so that the 16 store
-// streams of the transform do not all fall into the same L1 set.
-size_t lean_q_stride(int cin, int nr) { return (size_t)cin * nr + 16; }
+// The 16 matrices of each transform (a tile's V, its products M, a panel's
+// filters U) are read and written as 16 streams at once. Whole matrices are
+// often a multiple of 4 KB (64 tiles x 256 channels...), which puts all 16
+// streams into the same L1 set: they evict each other on every access. One
+// cache line of padding between the matrices spreads them over 16 sets
+// (measured: the lean transform went from +17% of a wasm forward to nothing).
+inline size_t q_stride(size_t matrix_floats) { return matrix_floats + 16; }
+size_t lean_q_stride(int cin, int nr) { return q_stride((size_t)cin * nr); }
 
 Blocking blocking(const ConvGeometry& g, const PackedWeights& w) {
   Blocking k;
@@ -63,8 +68,10 @@ Blocking blocking(const ConvGeometry& g, const PackedWeights& w) {
   k.panels_per_group = (k.panels + k.panel_groups - 1) / k.panel_groups;
   k.panel_groups = (k.panels + k.panels_per_group - 1) / k.panels_per_group;
   k.slots = imin(num_threads(), k.blocks * k.panel_groups);
-  k.v_floats = 16 * (size_t)k.block_tiles * w.cin;
-  k.m_floats = 16 * (size_t)k.block_tiles * nr;
+  k.v_q = q_stride((size_t)k.block_tiles * w.cin);
+  k.m_q = q_stride((size_t)k.block_tiles * nr);
+  k.v_floats = 16 * k.v_q;
+  k.m_floats = 16 * k.m_q;
   k.u_floats = w.lean ? 16 * lean_q_stride(w.cin, nr) : 0;
   return k;
 }
@@ -250,7 +257,7 @@ void winograd_conv2d_forward(const float* in, const ConvGeometry& g, const Packe
                                : zero_row;
           }
         float* dst = v + (size_t)t * cin;
-        const size_t k_stride = (size_t)k.block_tiles * cin;
+        const size_t k_stride = k.v_q;
         int c = 0;
         for (; c + 4 <= cin; c += 4) {
           f32x4 d[4][4], r[16];
@@ -297,8 +304,8 @@ void winograd_conv2d_forward(const float* in, const ConvGeometry& g, const Packe
             gt.nrows = imin(mr, nt - m0);
             for (int r = 0; r < mr; ++r) {
               const int t = m0 + imin(r, gt.nrows - 1);  // rows past the end repeat the last
-              rows[r] = v + ((size_t)q * k.block_tiles + t) * cin;
-              out_rows[r] = mbuf + ((size_t)q * k.block_tiles + t) * nr;
+              rows[r] = v + q * k.v_q + (size_t)t * cin;
+              out_rows[r] = mbuf + q * k.m_q + (size_t)t * nr;
             }
             kernel(gt);
           }
@@ -320,7 +327,7 @@ void winograd_conv2d_forward(const float* in, const ConvGeometry& g, const Packe
           const float* bias = ep.bias ? ep.bias + n0 : nullptr;
           const float* bb = ep.batch_bias ? ep.batch_bias + (size_t)b * ep.batch_bias_ld + n0 : nullptr;
           const float* prod = mbuf + (size_t)t * nr;
-          const size_t q_stride = (size_t)k.block_tiles * nr;
+          const size_t m_q = k.m_q;
           // Same epilogue operations, in the same order, as the direct convolution.
           auto finish = [&](auto y, auto load, auto store, int j) {
             for (int a = 0; a < 2; ++a)
@@ -337,13 +344,13 @@ void winograd_conv2d_forward(const float* in, const ConvGeometry& g, const Packe
           int j = 0;
           for (; j + 4 <= ncols; j += 4) {
             f32x4 mq[16], y[2][2];
-            for (int q = 0; q < 16; ++q) mq[q] = load_f32x4(prod + q * q_stride + j);
+            for (int q = 0; q < 16; ++q) mq[q] = load_f32x4(prod + q * m_q + j);
             output_transform(mq, y);
             finish(y, load_f32x4, store_f32x4, j);
           }
           for (; j < ncols; ++j) {
             float mq[16], y[2][2];
-            for (int q = 0; q < 16; ++q) mq[q] = prod[q * q_stride + j];
+            for (int q = 0; q < 16; ++q) mq[q] = prod[q * m_q + j];
             output_transform(mq, y);
             finish(y, [](const float* p) { return *p; }, [](float* p, float x) { *p = x; }, j);
           }
@@ -435,6 +442,7 @@ void input_transform_tile(const float* in, const ConvGeometry& g, int b, int ty,
 struct GradBlocking {
   int tiles_h, tiles_w, tiles, chunk;
   int panels;  // of cin, nr wide
+  size_t v_q, m_q, u_q;  // floats between the 16 matrices of V, dM and dU (see q_stride)
   size_t v_floats, m_floats, u_floats;
 };
 
@@ -446,9 +454,12 @@ GradBlocking grad_blocking(const ConvGeometry& g, int cout, int cin) {
   k.tiles = g.batch * k.tiles_h * k.tiles_w;
   k.chunk = imin(kGradChunkTiles, (k.tiles + 3) / 4 * 4);  // whole quads of tiles
   k.panels = (cin + nr - 1) / nr;
-  k.v_floats = 16 * (size_t)k.panels * k.chunk * nr;
-  k.m_floats = 16 * (size_t)cout * k.chunk;
-  k.u_floats = 16 * (size_t)cout * k.panels * nr;
+  k.v_q = q_stride((size_t)k.panels * k.chunk * nr);
+  k.m_q = q_stride((size_t)cout * k.chunk);
+  k.u_q = q_stride((size_t)cout * k.panels * nr);
+  k.v_floats = 16 * k.v_q;
+  k.m_floats = 16 * k.m_q;
+  k.u_floats = 16 * k.u_q;
   return k;
 }
 
@@ -497,10 +508,9 @@ void winograd_conv2d_backward_weights(const float* in, const ConvGeometry& g, co
             const bool inside = t < nt && oy < g.out_h && ox < g.out_w;  // tiles past nt: zeros
             g_src[i][a][e] = inside ? dy + ((size_t)(b * g.out_h + oy) * g.out_w + ox) * g.out_ld : zero_row;
           }
-        if (t < nt) input_transform_tile(in, g, b, ty, tx, cin, zero_row, v + (size_t)t * nr, (size_t)k.chunk * nr,
-                                         (size_t)k.panels * k.chunk * nr);
+        if (t < nt) input_transform_tile(in, g, b, ty, tx, cin, zero_row, v + (size_t)t * nr, (size_t)k.chunk * nr, k.v_q);
       }
-      const size_t m_q = (size_t)cout * k.chunk;
+      const size_t m_q = k.m_q;
       for (int c = 0; c < cout; c += 4) {
         const int lanes = imin(4, cout - c);
         for (int i = 0; i < 4; ++i) {
@@ -542,11 +552,11 @@ void winograd_conv2d_backward_weights(const float* in, const ConvGeometry& g, co
       gt.residual = t0 > 0 ? out_rows : nullptr;  // accumulate over chunks
       gt.divisor = 1.0f;
       for (int r = 0; r < mr; ++r)  // rows past the end repeat the last
-        rows[r] = dm + ((size_t)q * cout + co0 + imin(r, gt.nrows - 1)) * k.chunk;
+        rows[r] = dm + q * k.m_q + (size_t)(co0 + imin(r, gt.nrows - 1)) * k.chunk;
       for (int p = 0; p < k.panels; ++p) {
-        gt.panel = v + ((size_t)q * k.panels + p) * k.chunk * nr;
+        gt.panel = v + q * k.v_q + (size_t)p * k.chunk * nr;
         for (int r = 0; r < mr; ++r)
-          out_rows[r] = du + ((size_t)q * cout + co0 + imin(r, gt.nrows - 1)) * cin_padded + p * nr;
+          out_rows[r] = du + q * k.u_q + (size_t)(co0 + imin(r, gt.nrows - 1)) * cin_padded + p * nr;
         kernel(gt);
       }
     });
@@ -556,7 +566,7 @@ void winograd_conv2d_backward_weights(const float* in, const ConvGeometry& g, co
   parallel_for(cout, 1, [&](int co) {
     for (int ci = 0; ci < cin; ++ci) {
       float u[4][4];
-      for (int q = 0; q < 16; ++q) u[q / 4][q % 4] = du[((size_t)q * cout + co) * cin_padded + ci];
+      for (int q = 0; q < 16; ++q) u[q / 4][q % 4] = du[q * k.u_q + (size_t)co * cin_padded + ci];
       float r[3][4];  // G^T u
       for (int l = 0; l < 4; ++l) {
         r[0][l] = u[0][l] + 0.5f * (u[1][l] + u[2][l]);
