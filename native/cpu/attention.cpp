@@ -65,22 +65,60 @@ int query_block(const AttentionArgs& a) {
   if (rows < 1) rows = 1;
   return rows >= (size_t)a.tokens ? a.tokens : (int)rows;
 }
+
+// How the (sample, head) pairs are spread over the threads. With a few pairs
+// they run one after another, each GEMM split across the threads; with at
+// least two per thread, whole pairs go to the threads (their GEMMs, packing
+// and softmax then run serially there), which saves the hundreds of small
+// parallel regions per pair that a training batch otherwise pays for. Either
+// way each pair's arithmetic is the same, so are the results.
+int pair_slots(const AttentionArgs& a) {
+  const int pairs = a.batch * a.heads, threads = num_threads();
+  return threads > 1 && pairs >= 2 * threads ? threads : 1;
+}
+
+// Runs one(pair, slot_scratch) for every (sample, head) pair.
+template <typename F>
+void for_each_pair(const AttentionArgs& a, float* scratch, size_t slot_floats, F&& one) {
+  const int pairs = a.batch * a.heads, slots = pair_slots(a);
+  if (slots == 1) {
+    for (int pair = 0; pair < pairs; ++pair) one(pair, scratch);
+    return;
+  }
+  int next_pair = 0;
+  parallel_for(slots, 1, [&](int slot) {
+    float* own = scratch + (size_t)slot * slot_floats;
+    for (;;) {
+      const int pair = __atomic_fetch_add(&next_pair, 1, __ATOMIC_RELAXED);
+      if (pair >= pairs) break;
+      one(pair, own);
+    }
+  });
+}
+
+size_t forward_slot_floats(const AttentionArgs& a) {
+  return align_up(packed_weights_floats(a.tokens, a.head_dim, 1) + packed_weights_floats(a.head_dim, a.tokens, 1) +
+                      (size_t)query_block(a) * a.tokens + 64,
+                  16);
+}
+
+size_t backward_slot_floats(const AttentionArgs& a) {
+  const size_t t2 = align_up((size_t)a.tokens * a.tokens, 16);  // keeps each buffer 64-byte aligned
+  const int big = imax(a.tokens, a.head_dim);
+  return align_up(3 * t2 + matmul_scratch_floats(big, big) + 64, 16);
+}
 }  // namespace
 
-size_t attention_scratch_floats(const AttentionArgs& a) {
-  return packed_weights_floats(a.tokens, a.head_dim, 1) + packed_weights_floats(a.head_dim, a.tokens, 1) +
-         (size_t)query_block(a) * a.tokens + 64;
-}
+size_t attention_scratch_floats(const AttentionArgs& a) { return pair_slots(a) * forward_slot_floats(a); }
 
 void attention_forward(const float* qkv, const AttentionArgs& a, float* out, float* scratch, const float* zero_row) {
   const int T = a.tokens, dh = a.head_dim, C = a.heads * dh, ld = 3 * C;
   const int qb = query_block(a);
-  float* packed_k_storage = scratch;
-  float* packed_v_storage = packed_k_storage + packed_weights_floats(T, dh, 1);
-  float* scores = packed_v_storage + packed_weights_floats(dh, T, 1);
-
-  for (int b = 0; b < a.batch; ++b) {
-    for (int h = 0; h < a.heads; ++h) {
+  for_each_pair(a, scratch, forward_slot_floats(a), [&](int pair, float* slot) {
+      const int b = pair / a.heads, h = pair % a.heads;
+      float* packed_k_storage = slot;
+      float* packed_v_storage = packed_k_storage + packed_weights_floats(T, dh, 1);
+      float* scores = packed_v_storage + packed_weights_floats(dh, T, 1);
       const float* q = qkv + (size_t)b * T * ld + h * dh;
       const float* k = q + C;
       const float* v = q + 2 * C;
@@ -101,26 +139,21 @@ void attention_forward(const float* qkv, const AttentionArgs& a, float* out, flo
         conv2d_forward(scores, rows_geometry(rows, T, C), pv, ConvEpilogue(), out + ((size_t)b * T + q0) * C + h * dh,
                        zero_row);
       }
-    }
-  }
+  });
 }
 
 
-size_t attention_backward_scratch_floats(const AttentionArgs& a) {
-  const size_t t2 = align_up((size_t)a.tokens * a.tokens, 16);  // keeps each buffer 64-byte aligned
-  const int big = imax(a.tokens, a.head_dim);
-  return 3 * t2 + matmul_scratch_floats(big, big) + 64;
-}
+size_t attention_backward_scratch_floats(const AttentionArgs& a) { return pair_slots(a) * backward_slot_floats(a); }
 
 void attention_backward(const float* qkv, const AttentionArgs& a, const float* dout, float* dqkv, float* scratch) {
   const int T = a.tokens, dh = a.head_dim, C = a.heads * dh, ld = 3 * C;
   const size_t t2 = align_up((size_t)T * T, 16);  // the micro-kernels load packed panels aligned
-  float* probs = scratch;
-  float* dprobs = probs + t2;
-  float* transposed = dprobs + t2;
-  float* pack = transposed + t2;
-  for (int b = 0; b < a.batch; ++b) {
-    for (int h = 0; h < a.heads; ++h) {
+  for_each_pair(a, scratch, backward_slot_floats(a), [&](int pair, float* slot) {
+      const int b = pair / a.heads, h = pair % a.heads;
+      float* probs = slot;
+      float* dprobs = probs + t2;
+      float* transposed = dprobs + t2;
+      float* pack = transposed + t2;
       const float* q = qkv + (size_t)b * T * ld + h * dh;
       const float* k = q + C;
       const float* v = q + 2 * C;
@@ -148,8 +181,7 @@ void attention_backward(const float* qkv, const AttentionArgs& a, const float* d
       matmul(dprobs, T, T, T, WeightSource{k, 1, ld, 0}, dh, dq, ld, false, pack);
       transpose(dprobs, T, T, T, transposed, T);
       matmul(transposed, T, T, T, WeightSource{q, 1, ld, 0}, dh, dk, ld, false, pack);
-    }
-  }
+  });
 }
 
 }  // namespace mb

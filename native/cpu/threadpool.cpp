@@ -2,7 +2,9 @@
 // build has its own serial run_parallel in wasm/runtime.cpp).
 //
 // One parallel region runs at a time (a mutex serialises callers, e.g. two
-// models forwarding on two libuv threads). Threads spin briefly before they
+// models forwarding on two libuv threads); a region started from inside one
+// (a task that calls a parallel op) runs serially on its thread, as in the
+// wasm pool, instead of waiting for the region it is part of. Threads spin briefly before they
 // sleep (spin_until below). Work is handed out in chunks of
 // `grain` indices from an atomic counter, so uneven tasks balance themselves.
 // The calling thread works too, so a pool of N threads has N-1 workers.
@@ -76,6 +78,9 @@ bool spin_until(F&& done) {
   }
 }
 
+// Set while this thread works on a region's tasks (caller and workers alike).
+thread_local bool t_in_region = false;
+
 class ThreadPool {
  public:
   explicit ThreadPool(int threads) { resize(threads); }
@@ -95,7 +100,7 @@ class ThreadPool {
   }
 
   void run(int n, int grain, TaskFn fn, void* ctx) {
-    if (workers_.empty() || n <= grain) {
+    if (workers_.empty() || n <= grain || t_in_region) {
       fn(ctx, 0, n);
       return;
     }
@@ -125,12 +130,14 @@ class ThreadPool {
 
  private:
   void work() {
+    t_in_region = true;
     for (;;) {
       int begin = next_.fetch_add(grain_);
       if (begin >= n_) break;
       int end = begin + grain_ < n_ ? begin + grain_ : n_;
       fn_(ctx_, begin, end);
     }
+    t_in_region = false;
   }
 
   void worker_loop(unsigned long long seen) {
