@@ -31,21 +31,22 @@ struct ConvKernel {
   TileKernel tile;
   const char* name;
   NormApplyKernel norm_apply;  // GroupNorm's apply pass at this ISA's width (null: groupnorm.cpp's four lanes)
+  NormGradKernel norm_grad;    // and its backward's SiLU pass (likewise)
 };
 
-ConvKernel g_kernel = {0, 0, nullptr, nullptr, nullptr};
+ConvKernel g_kernel = {0, 0, nullptr, nullptr, nullptr, nullptr};
 
 ConvKernel pick_kernel(const char* wanted) {
 #if defined(__wasm_relaxed_simd__)
-  const ConvKernel generic = {4, 8, conv_tile_generic, "relaxed-simd128", nullptr};
+  const ConvKernel generic = {4, 8, conv_tile_generic, "relaxed-simd128", nullptr, nullptr};
 #elif defined(__wasm_simd128__)
-  const ConvKernel generic = {4, 8, conv_tile_generic, "simd128", nullptr};
+  const ConvKernel generic = {4, 8, conv_tile_generic, "simd128", nullptr, nullptr};
 #else
-  const ConvKernel generic = {4, 8, conv_tile_generic, "generic", nullptr};
+  const ConvKernel generic = {4, 8, conv_tile_generic, "generic", nullptr, nullptr};
 #endif
 #if defined(__x86_64__) && defined(MB_HAVE_X86_KERNELS)
-  const ConvKernel avx2 = {6, 16, conv_tile_avx2, "avx2", norm_apply_avx2};
-  const ConvKernel avx512 = {8, 32, conv_tile_avx512, "avx512", norm_apply_avx512};
+  const ConvKernel avx2 = {6, 16, conv_tile_avx2, "avx2", norm_apply_avx2, norm_grad_avx2};
+  const ConvKernel avx512 = {8, 32, conv_tile_avx512, "avx512", norm_apply_avx512, norm_grad_avx512};
   __builtin_cpu_init();
   bool has_avx512 = __builtin_cpu_supports("avx512f");
   bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -86,6 +87,7 @@ int conv_panel_width() { return kernel().nr; }
 int conv_tile_rows() { return kernel().mr; }
 TileKernel conv_tile_kernel() { return kernel().tile; }
 NormApplyKernel norm_apply_kernel() { return kernel().norm_apply; }
+NormGradKernel norm_grad_kernel() { return kernel().norm_grad; }
 
 size_t packed_weights_floats(int cout, int cin, int taps) {
   int nr = conv_panel_width();

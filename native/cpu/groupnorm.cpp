@@ -180,6 +180,7 @@ void norm_backward_sums(const float* x, const float* dy, int pixels, int ld, int
   const float* mul = coef[kMul];
   const float* add = coef[kAdd];
   const float* centre = coef[kCentre];
+  const NormGradKernel wide = kSilu ? norm_grad_kernel() : nullptr;  // SiLU-bound: the ISA's full width
   float acc1[kSlice], acc2[kSlice];
   for (int c = 0; c < cn; ++c) sums[2 * c] = sums[2 * c + 1] = 0.0;
   for (int p0 = 0; p0 < pixels; p0 += kAccumulatePixels) {
@@ -189,7 +190,7 @@ void norm_backward_sums(const float* x, const float* dy, int pixels, int ld, int
       const float* px = x + (size_t)p * ld;
       const float* pg = dy + (size_t)p * ld;
       float* po = g1_out + (size_t)p * ld;
-      int c = 0;
+      int c = wide ? wide(px, pg, mul, add, centre, cn, po, acc1, acc2) : 0;
       for (; c + 4 <= cn; c += 4) {
         const f32x4 xv = load_f32x4(px + c);
         const f32x4 g1 = grad_pre_silu<kSilu>(xv, load_f32x4(pg + c), load_f32x4(mul + c), load_f32x4(add + c));
