@@ -115,33 +115,32 @@ void attention_forward(const float* qkv, const AttentionArgs& a, float* out, flo
   const int T = a.tokens, dh = a.head_dim, C = a.heads * dh, ld = 3 * C;
   const int qb = query_block(a);
   for_each_pair(a, scratch, forward_slot_floats(a), [&](int pair, float* slot) {
-      const int b = pair / a.heads, h = pair % a.heads;
-      float* packed_k_storage = slot;
-      float* packed_v_storage = packed_k_storage + packed_weights_floats(T, dh, 1);
-      float* scores = packed_v_storage + packed_weights_floats(dh, T, 1);
-      const float* q = qkv + (size_t)b * T * ld + h * dh;
-      const float* k = q + C;
-      const float* v = q + 2 * C;
-      PackedWeights pk, pv;
-      WeightSource ks = {k, ld, 1, 0};  // weight (n = key token j, ci = d) = K[j][d]
-      int kcout = T;
-      pack_weights(&pk, packed_k_storage, &ks, &kcout, 1, dh, 1, 1);
-      WeightSource vs = {v, 1, ld, 0};  // weight (n = d, ci = value token j) = V[j][d]
-      int vcout = dh;
-      pack_weights(&pv, packed_v_storage, &vs, &vcout, 1, T, 1, 1);
+    const int b = pair / a.heads, h = pair % a.heads;
+    float* packed_k_storage = slot;
+    float* packed_v_storage = packed_k_storage + packed_weights_floats(T, dh, 1);
+    float* scores = packed_v_storage + packed_weights_floats(dh, T, 1);
+    const float* q = qkv + (size_t)b * T * ld + h * dh;
+    const float* k = q + C;
+    const float* v = q + 2 * C;
+    PackedWeights pk, pv;
+    WeightSource ks = {k, ld, 1, 0};  // weight (n = key token j, ci = d) = K[j][d]
+    int kcout = T;
+    pack_weights(&pk, packed_k_storage, &ks, &kcout, 1, dh, 1, 1);
+    WeightSource vs = {v, 1, ld, 0};  // weight (n = d, ci = value token j) = V[j][d]
+    int vcout = dh;
+    pack_weights(&pv, packed_v_storage, &vs, &vcout, 1, T, 1, 1);
 
-      for (int q0 = 0; q0 < T; q0 += qb) {
-        const int rows = imin(qb, T - q0);
-        conv2d_forward(q + (size_t)q0 * ld, rows_geometry(rows, ld, T), pk, ConvEpilogue(), scores, zero_row);
+    for (int q0 = 0; q0 < T; q0 += qb) {
+      const int rows = imin(qb, T - q0);
+      conv2d_forward(q + (size_t)q0 * ld, rows_geometry(rows, ld, T), pk, ConvEpilogue(), scores, zero_row);
 
-        softmax_rows(scores, rows, T, a.scale);
+      softmax_rows(scores, rows, T, a.scale);
 
-        conv2d_forward(scores, rows_geometry(rows, T, C), pv, ConvEpilogue(), out + ((size_t)b * T + q0) * C + h * dh,
-                       zero_row);
-      }
+      conv2d_forward(scores, rows_geometry(rows, T, C), pv, ConvEpilogue(), out + ((size_t)b * T + q0) * C + h * dh,
+                     zero_row);
+    }
   });
 }
-
 
 size_t attention_backward_scratch_floats(const AttentionArgs& a) { return pair_slots(a) * backward_slot_floats(a); }
 
@@ -149,38 +148,38 @@ void attention_backward(const float* qkv, const AttentionArgs& a, const float* d
   const int T = a.tokens, dh = a.head_dim, C = a.heads * dh, ld = 3 * C;
   const size_t t2 = align_up((size_t)T * T, 16);  // the micro-kernels load packed panels aligned
   for_each_pair(a, scratch, backward_slot_floats(a), [&](int pair, float* slot) {
-      const int b = pair / a.heads, h = pair % a.heads;
-      float* probs = slot;
-      float* dprobs = probs + t2;
-      float* transposed = dprobs + t2;
-      float* pack = transposed + t2;
-      const float* q = qkv + (size_t)b * T * ld + h * dh;
-      const float* k = q + C;
-      const float* v = q + 2 * C;
-      const float* d_o = dout + (size_t)b * T * C + h * dh;
-      float* dq = dqkv + (size_t)b * T * ld + h * dh;
-      float* dk = dq + C;
-      float* dv = dq + 2 * C;
-      // P = softmax(scale * Q K^T)
-      matmul(q, ld, T, dh, WeightSource{k, ld, 1, 0}, T, probs, T, false, pack);
-      softmax_rows(probs, T, T, a.scale);
-      // dV = P^T dO
-      transpose(probs, T, T, T, transposed, T);
-      matmul(transposed, T, T, T, WeightSource{d_o, 1, C, 0}, dh, dv, ld, false, pack);
-      // dP = dO V^T, then dS = P * (dP - rowsum(dP * P)) * scale
-      matmul(d_o, C, T, dh, WeightSource{v, ld, 1, 0}, T, dprobs, T, false, pack);
-      parallel_for(T, 4, [&](int i) {
-        const float* p = probs + (size_t)i * T;
-        float* dp = dprobs + (size_t)i * T;
-        double dot = 0;
-        for (int j = 0; j < T; ++j) dot += (double)dp[j] * p[j];
-        const float rowsum = (float)dot;
-        for (int j = 0; j < T; ++j) dp[j] = p[j] * (dp[j] - rowsum) * a.scale;
-      });
-      // dQ = dS K, dK = dS^T Q
-      matmul(dprobs, T, T, T, WeightSource{k, 1, ld, 0}, dh, dq, ld, false, pack);
-      transpose(dprobs, T, T, T, transposed, T);
-      matmul(transposed, T, T, T, WeightSource{q, 1, ld, 0}, dh, dk, ld, false, pack);
+    const int b = pair / a.heads, h = pair % a.heads;
+    float* probs = slot;
+    float* dprobs = probs + t2;
+    float* transposed = dprobs + t2;
+    float* pack = transposed + t2;
+    const float* q = qkv + (size_t)b * T * ld + h * dh;
+    const float* k = q + C;
+    const float* v = q + 2 * C;
+    const float* d_o = dout + (size_t)b * T * C + h * dh;
+    float* dq = dqkv + (size_t)b * T * ld + h * dh;
+    float* dk = dq + C;
+    float* dv = dq + 2 * C;
+    // P = softmax(scale * Q K^T)
+    matmul(q, ld, T, dh, WeightSource{k, ld, 1, 0}, T, probs, T, false, pack);
+    softmax_rows(probs, T, T, a.scale);
+    // dV = P^T dO
+    transpose(probs, T, T, T, transposed, T);
+    matmul(transposed, T, T, T, WeightSource{d_o, 1, C, 0}, dh, dv, ld, false, pack);
+    // dP = dO V^T, then dS = P * (dP - rowsum(dP * P)) * scale
+    matmul(d_o, C, T, dh, WeightSource{v, ld, 1, 0}, T, dprobs, T, false, pack);
+    parallel_for(T, 4, [&](int i) {
+      const float* p = probs + (size_t)i * T;
+      float* dp = dprobs + (size_t)i * T;
+      double dot = 0;
+      for (int j = 0; j < T; ++j) dot += (double)dp[j] * p[j];
+      const float rowsum = (float)dot;
+      for (int j = 0; j < T; ++j) dp[j] = p[j] * (dp[j] - rowsum) * a.scale;
+    });
+    // dQ = dS K, dK = dS^T Q
+    matmul(dprobs, T, T, T, WeightSource{k, 1, ld, 0}, dh, dq, ld, false, pack);
+    transpose(dprobs, T, T, T, transposed, T);
+    matmul(transposed, T, T, T, WeightSource{q, 1, ld, 0}, dh, dk, ld, false, pack);
   });
 }
 
