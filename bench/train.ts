@@ -56,7 +56,7 @@ for (const modelName of models) {
       await forward();
     } catch (e) {
       // e.g. wasm's 4 GB address space at cifar10-32, batch 16
-      rows.push({ model: modelName, backend, batch, 'train step ms': `failed: ${(e as Error).message.slice(0, 60)}` });
+      rows.push({ model: modelName, backend, batch, 'train step ms': `failed: ${(e as Error).message.slice(0, 120)}` });
       unet.dispose();
       continue;
     }
