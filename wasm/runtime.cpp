@@ -27,7 +27,12 @@ struct Header {
 static_assert(sizeof(Header) == 64, "header keeps payloads aligned");
 
 constexpr size_t kAlign = 64;
-constexpr size_t kPage = 65536;
+constexpr uint64_t kPage = 65536;
+// The largest single allocation: linear memory is at most 4 GiB (wasm32), and
+// a block's size (payload + header) must fit in 32 bits. A training arena
+// past 2 GiB (cifar10-32 at batch 16 needs 2.2) lies above 2 GiB then, which
+// is why the JS side reads every address it gets back as unsigned.
+constexpr size_t kMaxAllocation = (size_t)0xF0000000u;
 
 uintptr_t heap_start = 0;
 uintptr_t heap_end = 0;  // end of the last block
@@ -55,10 +60,11 @@ struct HeapLock {
 #endif
 
 bool ensure_memory(uintptr_t end) {
-  size_t have = __builtin_wasm_memory_size(0) * kPage;
+  // 64-bit: a full 4 GiB memory is 2^32 bytes, one past what size_t holds
+  const uint64_t have = (uint64_t)__builtin_wasm_memory_size(0) * kPage;
   if (end <= have) return true;
-  size_t pages = (end - have + kPage - 1) / kPage;
-  return __builtin_wasm_memory_grow(0, pages) != (size_t)-1;
+  const uint64_t pages = ((uint64_t)end - have + kPage - 1) / kPage;
+  return __builtin_wasm_memory_grow(0, (size_t)pages) != (size_t)-1;
 }
 
 void* allocate(size_t bytes) {
@@ -67,7 +73,7 @@ void* allocate(size_t bytes) {
     heap_start = ((uintptr_t)&__heap_base + kAlign - 1) & ~(uintptr_t)(kAlign - 1);
     heap_end = heap_start;
   }
-  if (bytes > ((size_t)1 << 31)) return nullptr;
+  if (bytes > kMaxAllocation) return nullptr;
   const size_t need = ((bytes + kAlign - 1) & ~(kAlign - 1)) + sizeof(Header);
   for (uintptr_t p = heap_start; p < heap_end; p += block_at(p)->size) {
     Header* h = block_at(p);
@@ -87,7 +93,7 @@ void* allocate(size_t bytes) {
     return h + 1;
   }
   const uintptr_t p = heap_end;
-  if (p + need < p || !ensure_memory(p + need)) return nullptr;
+  if (p + need <= p || !ensure_memory(p + need)) return nullptr;  // <=: heap_end may not wrap to 0
   Header* h = block_at(p);
   h->size = need;
   h->prev_size = last_block ? block_at(last_block)->size : 0;
@@ -149,7 +155,7 @@ void* memset(void* dst, int value, size_t n) {
 }
 
 __attribute__((visibility("default"))) void* mb_wasm_alloc(double bytes) {
-  if (!(bytes >= 0) || bytes > 2147483648.0) return nullptr;
+  if (!(bytes >= 0) || bytes > (double)kMaxAllocation) return nullptr;
   return allocate((size_t)bytes);
 }
 __attribute__((visibility("default"))) void mb_wasm_free(void* ptr) { release(ptr); }

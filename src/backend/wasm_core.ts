@@ -122,10 +122,31 @@ export const WASM_THREADS_MEMORY = { initial: 16777216 / 65536, maximum: 4294967
 /** Stack of each extra thread's instance (the first instance has the linker's 1 MiB one). */
 export const THREAD_STACK_BYTES = 1 << 20;
 
+// Exports that return an address. Wasm hands an i32 result to JS as a signed
+// number, and linear memory may pass 2 GiB (a large training arena), so these
+// are read as unsigned; addresses going the other way wrap back to the same bits.
+const ADDRESS_RESULTS = [
+  'mb_wasm_alloc',
+  'mb_model_new',
+  'mb_model_error',
+  'mb_isa',
+  'mb_model_param_name',
+  'mb_model_param_data',
+  'mb_model_capture_name',
+  'mb_model_capture_data',
+  'mb_model_tensor_data',
+] as const;
+
 /** Exports of an instance, with the memory it works on (imported by marble-threads.wasm). */
 export function exportsOf(instance: WebAssembly.Instance, memory?: WebAssembly.Memory): Exports {
-  const ex = instance.exports as unknown as Exports;
-  return memory ? { ...ex, memory } : ex;
+  const raw = instance.exports as unknown as Record<string, unknown>;
+  const ex: Record<string, unknown> = { ...raw };
+  for (const name of ADDRESS_RESULTS) {
+    const fn = raw[name] as ((...args: number[]) => number) | undefined;
+    if (typeof fn === 'function') ex[name] = (...args: number[]) => fn(...args) >>> 0;
+  }
+  if (memory) ex.memory = memory;
+  return ex as unknown as Exports;
 }
 
 /**
