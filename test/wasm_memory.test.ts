@@ -7,6 +7,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 
+import { createUNet } from '../src/index.js';
+import { nativeAvailable } from '../src/backend/native.js';
 import { exportsOf } from '../src/backend/wasm_core.js';
 import { wasmPath } from '../src/backend/wasm.js';
 
@@ -31,4 +33,36 @@ test('wasm: allocations past 2 GiB, addresses above 2 GiB read and written from 
   const again = ex.mb_wasm_alloc(2.5 * GiB);
   assert.ok(again > 0 && again <= big, 'the freed space is reused');
   ex.mb_wasm_free(again);
+});
+
+// The 32-bit guard bounds the attention backward's T x T scores only where
+// they exist: in training, at the finest level with attention. A forward at
+// 128x128 (16384 pixels, whose T x T the guard used to count for any model)
+// runs in wasm.
+test('wasm: a 128x128 forward runs (the score guard is for training attention) and matches the cpu backend', async (t) => {
+  if (!nativeAvailable()) return t.skip('no native addon to compare with');
+  const config = {
+    block_out_channels: [16, 32],
+    down_block_types: ['DownBlock2D', 'DownBlock2D'],
+    up_block_types: ['UpBlock2D', 'UpBlock2D'],
+    layers_per_block: 1,
+    norm_num_groups: 8,
+    sample_size: 128,
+  };
+  const wasm = await createUNet(config, { backend: 'wasm', threads: 1, seed: 9 });
+  const cpu = await createUNet(config, { backend: 'cpu', seed: 9 });
+  try {
+    const x = new Float32Array(3 * 128 * 128).map((_, i) => Math.sin(i * 0.01));
+    const [a, b] = [await wasm.forward(x, [1, 3, 128, 128], 321), await cpu.forward(x, [1, 3, 128, 128], 321)];
+    let diff = 0;
+    let scale = 0;
+    for (let i = 0; i < a.length; i++) {
+      diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
+      scale = Math.max(scale, Math.abs(b[i]!));
+    }
+    assert.ok(diff <= 1e-5 * scale, `max |wasm - cpu| ${diff} (max |cpu| ${scale})`);
+  } finally {
+    wasm.dispose();
+    cpu.dispose();
+  }
 });

@@ -426,7 +426,7 @@ int train_step(Model* m, const TrainBatch& tb, float* loss_out) {
   // Plan add-noise + forward + backward together (training keeps every activation).
   if (tb.batch != m->planned_batch || tb.height != m->planned_h || tb.width != m->planned_w || !m->planned_training ||
       num_threads() != m->planned_threads) {
-    status = check_plan_size(m, tb.batch, tb.height, tb.width);
+    status = check_plan_size(m, tb.batch, tb.height, tb.width, true);
     if (status != kOk) return status;
     Arena planner;
     planner.planning = true;

@@ -1174,18 +1174,32 @@ static void run_forward_staged(Exec& ex, int channels, int height, int width, co
   if (ex.run() && out_nchw) ops.download(out_nchw, out_dev, out_floats * sizeof(float));
 }
 
-int check_plan_size(Model* m, int batch, int height, int width) {
+// The most tokens (pixels) any attention layer sees at this input size: the
+// finest level that has attention (each level rounds its size up when halving).
+static double attention_tokens(const Model* m, int height, int width) {
+  double most = 0;
+  for (int level = 0, h = height, w = width; level < m->num_levels; ++level, h = (h + 1) / 2, w = (w + 1) / 2) {
+    const bool attends = m->down[level].has_attention || m->up[m->num_levels - 1 - level].has_attention ||
+                         (level == m->num_levels - 1 && m->has_mid && m->mid.has_attention);
+    if (attends && (double)h * w > most) most = (double)h * w;
+  }
+  return most;
+}
+
+int check_plan_size(Model* m, int batch, int height, int width, bool training) {
   if (batch < 1 || height < 1 || width < 1 || batch > (1 << 20) || height > (1 << 15) || width > (1 << 15))
     return set_error(m, kErrInvalidArgument, Name("batch, height and width must be positive and reasonable"));
   // Each buffer's size is computed in size_t; on 32-bit builds (wasm) refuse
   // shapes where one could pass 4 GB before any of them is computed. The
   // widest buffers are the widest activation (max_channels counts concats),
-  // q|k|v (3x a block's channels) and the attention backward's 3 T^2 scores.
+  // q|k|v (3x a block's channels) and, in training, the attention backward's
+  // 3 T x T scores per thread (the forward takes its scores in blocks of
+  // queries, a few MB whatever T).
   if (sizeof(size_t) < 8) {
     const double pixels = (double)batch * height * width;
     const double widest = pixels * (m->max_channels + 1) * 3.0 * sizeof(float);
-    const double tokens = (double)height * width;
-    const double scores = 4.0 * tokens * tokens * sizeof(float);
+    const double tokens = training ? attention_tokens(m, height, width) : 0.0;
+    const double scores = 3.0 * tokens * tokens * sizeof(float) * num_threads();
     if (widest >= 4294967296.0 || scores >= 4294967296.0) {
       Message msg;
       msg.add("batch ").add_int(batch).add(" at ").add_int(height).add("x").add_int(width).add(

@@ -272,7 +272,7 @@ int check_forward_inputs(Model* m, int batch, int channels, const float* timeste
 // The timesteps' part of it: finite, and in range for the time embedding.
 int check_timesteps(Model* m, int batch, const float* timesteps);
 // Refuses sizes whose buffers could not be addressed (32-bit builds), before planning.
-int check_plan_size(Model* m, int batch, int height, int width);
+int check_plan_size(Model* m, int batch, int height, int width, bool training = false);
 // The planned arena in bytes, or an error when the build cannot address it.
 int plan_total_bytes(Model* m, const Arena& planner, size_t* bytes);
 // Starts a pass over the planned arena: clears it and lays the zero row that
