@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { createUNet } from '../src/index.js';
 import { nativeAvailable } from '../src/backend/native.js';
 import { exportsOf } from '../src/backend/wasm_core.js';
+import { maxAbs, maxAbsDiff } from './helpers.js';
 import { wasmPath } from '../src/backend/wasm.js';
 
 test('wasm: allocations past 2 GiB, addresses above 2 GiB read and written from JS, oversize requests refused', () => {
@@ -54,12 +55,8 @@ test('wasm: a 128x128 forward runs (the score guard is for training attention) a
   try {
     const x = new Float32Array(3 * 128 * 128).map((_, i) => Math.sin(i * 0.01));
     const [a, b] = [await wasm.forward(x, [1, 3, 128, 128], 321), await cpu.forward(x, [1, 3, 128, 128], 321)];
-    let diff = 0;
-    let scale = 0;
-    for (let i = 0; i < a.length; i++) {
-      diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
-      scale = Math.max(scale, Math.abs(b[i]!));
-    }
+    const diff = maxAbsDiff(a, b);
+    const scale = maxAbs(b);
     assert.ok(diff <= 1e-5 * scale, `max |wasm - cpu| ${diff} (max |cpu| ${scale})`);
   } finally {
     wasm.dispose();
