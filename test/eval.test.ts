@@ -26,6 +26,8 @@ import {
   rows,
   squaredDistanceMatrix,
   summarize,
+  tableHeader,
+  tableRow,
 } from '../src/eval/index.js';
 import type { Rows } from '../src/eval/index.js';
 import { EMBEDDED_MODEL, resolveSampleModel } from '../src/cli/embedded_model.js';
@@ -188,6 +190,25 @@ test('summaries and quantiles', () => {
   assert.deepEqual([...even.data], [0, 2, 4, 6, 8]);
 });
 
+test('steps table: one row per setting, with the epsilon the DDIM update used, columns matching the header', () => {
+  const metrics = { k: 3, precision: 0.5, recall: 0.25, nnToTrain: { mean: 5, median: 4.5, min: 1 }, belowHeldOutP1: 0.01 };
+  const header = tableHeader({
+    model: 'm', samples: 10, seed: 0, batch: 5, backend: 'cpu', heldOut: 10, train: 20, k: 3,
+    reference: { heldOutNn: { mean: 4, median: 4, min: 1 } } as never,
+    realBaseline: { precision: 0.9, recall: 0.8 },
+  });
+  const columns = (line: string) => line.split('|').length;
+  const headerLines = header.split('\n');
+  const width = columns(headerLines.at(-1)!);
+  const model = tableRow({ scheduler: 'ddim', steps: 50, eta: 0, metrics, seconds: 1 });
+  const clipped = tableRow({ scheduler: 'ddim', steps: 50, eta: 0, clippedModelOutput: true, metrics, seconds: 1 });
+  const ddpm = tableRow({ scheduler: 'ddpm', steps: 1000, eta: null, metrics, seconds: 1 });
+  for (const row of [model, clipped, ddpm]) assert.equal(columns(row), width, row);
+  assert.match(model, /\| ddim \| 50 \| 0 \| model \| 0\.500 \| 0\.250 \|/);
+  assert.match(clipped, /\| 0 \| from clipped x0 \|/);
+  assert.match(ddpm, /\| ddpm \| 1000 \| - \| - \|/);
+});
+
 test('held-out split: fixed by its seed, disjoint, complete, spread over the class-ordered digits', () => {
   const a = mnistSplit(10000, 1000, 0);
   const b = mnistSplit(10000, 1000, 0);
@@ -266,6 +287,10 @@ test('generation cache: a rerun reads finished batches back, a damaged batch is 
     const missed: boolean[] = [];
     await generateSamples({ ...options, seed: 2, onBatch: (_d, _t, fromCache) => missed.push(fromCache) });
     assert.deepEqual(missed, [false, false, false]);
+    // the epsilon variant is part of the key too
+    const clipped: boolean[] = [];
+    await generateSamples({ ...options, useClippedModelOutput: true, onBatch: (_d, _t, fromCache) => clipped.push(fromCache) });
+    assert.deepEqual(clipped, [false, false, false]);
   } finally {
     unet.dispose();
     await rm(dir, { recursive: true, force: true });

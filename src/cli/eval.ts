@@ -47,6 +47,8 @@ interface EvalFlags {
   json?: string;
   table?: string;
   tableSteps: number[];
+  tableEtas: number[];
+  clippedModelOutput?: boolean;
   grid?: string;
   cache?: string;
 }
@@ -65,6 +67,13 @@ function integer(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
     if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be an integer from ${min} to ${max}`);
     return n;
   };
+}
+
+function etaList(value: string): number[] {
+  const etas = value.split(',').map((s) => Number(s.trim()));
+  if (etas.length === 0 || !etas.every((n) => Number.isFinite(n) && n >= 0))
+    throw new InvalidArgumentError('--table-etas must be a comma-separated list of numbers >= 0');
+  return etas;
 }
 
 function stepList(value: string): number[] {
@@ -112,6 +121,8 @@ async function loadReference(pipeline: Pipeline, flags: EvalFlags) {
 
 async function evalCommand(flags: EvalFlags): Promise<void> {
   if (flags.scheduler === 'ddpm' && flags.eta !== 0) throw new InputError('--eta applies to --scheduler ddim only');
+  if (flags.scheduler === 'ddpm' && flags.clippedModelOutput && !flags.table)
+    throw new InputError('--clipped-model-output applies to --scheduler ddim only');
   const resolved = resolveSampleModel(flags.model);
   const pipeline = await loadPipeline(resolved, { backend: flags.backend });
   // as the reports will show it: relative when under the working folder (e.g. models/mnist)
@@ -125,13 +136,15 @@ async function evalCommand(flags: EvalFlags): Promise<void> {
     const { reference, realBaseline, side } = await loadReference(pipeline, flags);
     const cache = flags.cache ? { dir: flags.cache, modelKey: await modelCacheKey(await modelFiles(resolved)) } : undefined;
     const run = async (scheduler: 'ddim' | 'ddpm', steps: number, eta: number | undefined) => {
-      const label = `${scheduler} ${steps} steps${eta === undefined ? '' : `, eta ${eta}`}`;
+      const clipped = scheduler === 'ddim' && flags.clippedModelOutput === true;
+      const label = `${scheduler} ${steps} steps${eta === undefined ? '' : `, eta ${eta}`}${clipped ? ', epsilon from clipped x0' : ''}`;
       const generated = await generateSamples({
         unet,
         scheduler: pipeline.scheduler(scheduler),
         count: flags.samples,
         steps,
         eta,
+        useClippedModelOutput: clipped || undefined,
         seed: flags.seed,
         batchSize: flags.batch,
         signal: controller.signal,
@@ -159,9 +172,9 @@ async function evalCommand(flags: EvalFlags): Promise<void> {
       await writeFile(flags.table, `${tableHeader(context)}\n`);
       const rows: TableRow[] = [];
       for (const steps of flags.tableSteps)
-        for (const eta of TABLE_ETAS) {
+        for (const eta of flags.tableEtas) {
           const { generated, metrics, label } = await run('ddim', steps, eta);
-          const row: TableRow = { scheduler: 'ddim', steps, eta, metrics, seconds: generated.seconds };
+          const row: TableRow = { scheduler: 'ddim', steps, eta, clippedModelOutput: flags.clippedModelOutput === true, metrics, seconds: generated.seconds };
           rows.push(row);
           await appendFile(flags.table, `${tableRow(row)}\n`);
           console.log(
@@ -189,7 +202,7 @@ async function evalCommand(flags: EvalFlags): Promise<void> {
     if (flags.json)
       await writeFile(
         flags.json,
-        `${JSON.stringify({ model: modelDir, samples: flags.samples, scheduler: flags.scheduler, steps, eta: flags.scheduler === 'ddim' ? flags.eta : null, seed: flags.seed, seconds: generated.seconds, ...metrics, heldOutNn: reference.heldOutNn, realBaseline }, null, 2)}\n`,
+        `${JSON.stringify({ model: modelDir, samples: flags.samples, scheduler: flags.scheduler, steps, eta: flags.scheduler === 'ddim' ? flags.eta : null, clippedModelOutput: flags.scheduler === 'ddim' && flags.clippedModelOutput === true, seed: flags.seed, seconds: generated.seconds, ...metrics, heldOutNn: reference.heldOutNn, realBaseline }, null, 2)}\n`,
       );
   } finally {
     process.off('SIGINT', onSigint);
@@ -211,14 +224,16 @@ export function registerEvalCommand(program: Command): void {
       if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError('--eta must be a number >= 0');
       return n;
     }, 0)
+    .option('--clipped-model-output', "DDIM: re-derive epsilon from the clipped x0 (diffusers' use_clipped_model_output; matters when the scheduler config clips)")
     .option('--seed <s>', 'sampling seed, below 2^32 (batch b uses seed * 2^32 + b)', integer('--seed', 0, 2 ** 32 - 1), 0)
     .option('--batch <b>', 'images per sampling call (the samples depend on it too)', integer('--batch', 1), 100)
     .option('--real-holdout <n>', 'real digits held out of the 10,000 to compare with', integer('--real-holdout', K + 1, 9999), 1000)
     .option('--split-seed <s>', 'seed of the held-out split', integer('--split-seed', 0), 0)
     .addOption(new Option('--backend <name>', 'engine backend').choices(['auto', 'cpu', 'wasm', 'cuda']).default('auto'))
     .option('--json <file>', 'also write the results as JSON')
-    .option('--table <file>', 'run DDIM at --table-steps with eta 0 and 1 and write a markdown table (--scheduler, --steps, --eta are then unused)')
+    .option('--table <file>', 'run DDIM at --table-steps x --table-etas and write a markdown table (--scheduler, --steps, --eta are then unused)')
     .addOption(new Option('--table-steps <list>', 'step counts for --table').argParser(stepList).default(TABLE_STEPS, TABLE_STEPS.join(',')))
+    .addOption(new Option('--table-etas <list>', 'DDIM etas for --table').argParser(etaList).default(TABLE_ETAS, TABLE_ETAS.join(',')))
     .option('--grid <file>', 'write the first 100 samples as a PNG grid')
     .option('--cache <dir>', 'keep finished batches here and reuse them: an interrupted run resumes (keyed by weights, sampler, seed, batch)')
     .action((flags: EvalFlags) => evalCommand(flags));

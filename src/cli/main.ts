@@ -80,6 +80,7 @@ interface SampleFlags {
   scheduler: 'ddim' | 'ddpm';
   steps?: number;
   eta: number;
+  clippedModelOutput?: boolean;
   batch: number;
   seed: string;
   generator: 'philox' | 'torch';
@@ -91,6 +92,7 @@ interface SampleFlags {
 
 async function sampleCommand(flags: SampleFlags): Promise<void> {
   if (!/^\d+$/.test(flags.seed)) throw new InvalidArgumentError('--seed must be a non-negative integer');
+  if (flags.clippedModelOutput && flags.scheduler !== 'ddim') throw new InvalidArgumentError('--clipped-model-output applies to --scheduler ddim only');
   const pipeline = await loadPipeline(resolveSampleModel(flags.model), { backend: flags.backend, dtype: flags.dtype });
   const { unet } = pipeline;
   const scheduler = pipeline.scheduler(flags.scheduler);
@@ -122,6 +124,7 @@ async function sampleCommand(flags: SampleFlags): Promise<void> {
       seed: BigInt(flags.seed),
       generator: flags.generator,
       eta: flags.scheduler === 'ddim' ? flags.eta : undefined,
+      useClippedModelOutput: flags.clippedModelOutput,
       classLabels,
       signal: controller.signal,
       onStep: ({ index, t }) => bar?.update(index + 1, { t }),
@@ -153,6 +156,7 @@ program
     if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError('--eta must be a number >= 0');
     return n;
   }, 0)
+  .option('--clipped-model-output', "DDIM: re-derive epsilon from the clipped x0 (diffusers' use_clipped_model_output); with a clip_sample scheduler it keeps long eta-0 runs consistent")
   .option('--batch <b>', 'images to generate', integer('--batch', 1), 1)
   .option('--seed <s>', 'random seed (an integer below 2^64)', '0')
   .addOption(new Option('--generator <name>', 'noise generator: philox (same on every backend) or torch (matches diffusers on CPU)').choices(['philox', 'torch']).default('philox'))

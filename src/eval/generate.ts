@@ -28,6 +28,8 @@ export interface GenerateOptions {
   steps: number;
   /** DDIM only. */
   eta?: number;
+  /** DDIM only: re-derive epsilon from the clipped x0 (diffusers' use_clipped_model_output). */
+  useClippedModelOutput?: boolean;
   /** Below 2^32: batch b draws its noise with seed (seed << 32) + b, so batches never share noise. */
   seed: number;
   batchSize: number;
@@ -56,6 +58,8 @@ function batchKey(o: GenerateOptions, batch: number, size: number): string {
     batch,
     size,
     count: o.count,
+    // only when set, so the keys of batches cached before this option existed still match
+    ...(o.useClippedModelOutput ? { useClippedModelOutput: true } : {}),
   };
   return createHash('sha256').update(JSON.stringify(what)).digest('hex').slice(0, 32);
 }
@@ -133,6 +137,7 @@ export async function generateSamples(o: GenerateOptions): Promise<Generated> {
       batchSize: size,
       seed: (BigInt(o.seed) << 32n) + BigInt(batch),
       eta: o.eta,
+      useClippedModelOutput: o.useClippedModelOutput,
       classLabels: labels ? labels.slice(start, start + size) : undefined,
       signal: o.signal,
     });

@@ -7,6 +7,8 @@ export interface TableRow {
   scheduler: 'ddim' | 'ddpm';
   steps: number;
   eta: number | null;
+  /** DDIM: epsilon re-derived from the clipped x0 (use_clipped_model_output), rather than the model's own. */
+  clippedModelOutput?: boolean;
   metrics: SampleMetrics;
   /** Wall time of generating the samples, seconds. */
   seconds: number;
@@ -36,12 +38,14 @@ export function tableHeader(c: TableContext): string {
     `Real-data baseline (${c.samples} training digits vs the held-out): precision ${f3(c.realBaseline.precision)}, recall ${f3(c.realBaseline.recall)}; ` +
       `held-out digits' distance to the nearest training digit: mean ${f3(c.reference.heldOutNn.mean)}, median ${f3(c.reference.heldOutNn.median)}.`,
     '',
-    '| sampler | steps | eta | precision | recall | NN to train, mean | NN to train, median | below held-out p1 | sampling time (s) |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| sampler | steps | eta | epsilon | precision | recall | NN to train, mean | NN to train, median | below held-out p1 | sampling time (s) |',
+    '|---|---:|---:|---|---:|---:|---:|---:|---:|---:|',
   ].join('\n');
 }
 
 export function tableRow(r: TableRow): string {
   const m = r.metrics;
-  return `| ${r.scheduler} | ${r.steps} | ${r.eta ?? '-'} | ${f3(m.precision)} | ${f3(m.recall)} | ${f3(m.nnToTrain.mean)} | ${f3(m.nnToTrain.median)} | ${f3(m.belowHeldOutP1)} | ${r.seconds.toFixed(1)} |`;
+  // which epsilon the DDIM update's direction term uses (see models/README.md)
+  const epsilon = r.scheduler === 'ddim' ? (r.clippedModelOutput ? 'from clipped x0' : 'model') : '-';
+  return `| ${r.scheduler} | ${r.steps} | ${r.eta ?? '-'} | ${epsilon} | ${f3(m.precision)} | ${f3(m.recall)} | ${f3(m.nnToTrain.mean)} | ${f3(m.nnToTrain.median)} | ${f3(m.belowHeldOutP1)} | ${r.seconds.toFixed(1)} |`;
 }
