@@ -3,6 +3,7 @@
 // first called, so on a machine without a driver every entry here reports
 // the runtime's reason instead of failing to load.
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <mutex>
@@ -166,12 +167,62 @@ void recording_free(void* recording) {
 }
 
 // --- memory ------------------------------------------------------------------
+// Stream-ordered allocation (cudaMallocAsync / cudaFreeAsync on the model's
+// queue) where the device has memory pools: a free does not wait for the
+// whole device as cudaFree does (it would stall every other model's queue
+// each time a sampling run ends or an arena grows), and the pool keeps freed
+// blocks for the next request instead of returning them to the driver.
+// Every allocation and free of a model happens under its QueueScope, so each
+// block is used on the queue it was allocated on; the queue is synchronized
+// before it is destroyed. MARBLE_CUDA_MALLOC_ASYNC=0 uses cudaMalloc/cudaFree.
+// The mode is fixed when the device is selected, before any allocation, so a
+// block is always freed the way it was allocated.
+
+namespace {
+bool g_async_alloc = false;
+
+void choose_allocator(int device) {
+  const char* env = getenv("MARBLE_CUDA_MALLOC_ASYNC");
+  if (env && env[0] == '0') return;
+  int pools = 0;
+  if (cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device) != cudaSuccess || !pools) {
+    (void)cudaGetLastError();
+    return;
+  }
+  cudaMemPool_t pool = nullptr;
+  if (cudaDeviceGetDefaultMemPool(&pool, device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return;
+  }
+  // Keep what was freed (a sampling run's buffers, an outgrown arena) for
+  // the next allocation rather than unmapping it at every synchronization;
+  // device_available() counts it as free.
+  unsigned long long keep = ~0ull;
+  if (cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep) != cudaSuccess) (void)cudaGetLastError();
+  g_async_alloc = true;
+}
+
+// Bytes the default pool holds but no allocation uses: free for our purposes.
+size_t pool_idle_bytes() {
+  if (!g_async_alloc || g_device < 0) return 0;
+  cudaMemPool_t pool = nullptr;
+  unsigned long long reserved = 0, used = 0;
+  if (cudaDeviceGetDefaultMemPool(&pool, g_device) != cudaSuccess ||
+      cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &reserved) != cudaSuccess ||
+      cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &used) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return reserved > used ? (size_t)(reserved - used) : 0;
+}
+}  // namespace
 
 void* device_alloc(size_t bytes) {
   if (failed()) return nullptr;
   use_device_on_this_thread();
   void* p = nullptr;
-  cudaError_t err = cudaMalloc(&p, bytes ? bytes : 16);
+  const size_t size = bytes ? bytes : 16;
+  cudaError_t err = g_async_alloc ? cudaMallocAsync(&p, size, stream()) : cudaMalloc(&p, size);
   if (err != cudaSuccess) {
     // Out of memory is an ordinary failure the caller reports (kErrOutOfMemory); clear it here.
     (void)cudaGetLastError();
@@ -183,7 +234,11 @@ void* device_alloc(size_t bytes) {
 void device_free(void* p) {
   if (!p) return;
   use_device_on_this_thread();
-  cudaFree(p);  // errors here only repeat an earlier fault
+  // errors here only repeat an earlier fault
+  if (g_async_alloc)
+    cudaFreeAsync(p, stream());
+  else
+    cudaFree(p);
 }
 
 size_t device_available() {
@@ -193,7 +248,7 @@ size_t device_available() {
     (void)cudaGetLastError();
     return 0;
   }
-  return free_bytes;
+  return free_bytes + pool_idle_bytes();
 }
 
 void upload(void* dst, const void* src, size_t bytes) {
@@ -272,6 +327,7 @@ int select_device(int device, char* reason, int reason_len) {
   }
   g_device = device;
   t_device = device;
+  choose_allocator(device);
   return kOk;
 }
 
@@ -312,8 +368,7 @@ MB_API int mb_cuda_device_info(int index, MbCudaDevice* out, char* reason, int r
   snprintf(out->pci_bus_id, sizeof(out->pci_bus_id), "%04x:%02x:%02x.0", prop.pciDomainID, prop.pciBusID,
            prop.pciDeviceID);
   if (cuda::current_device() == index) {
-    size_t free_bytes = 0, total = 0;
-    if (cudaMemGetInfo(&free_bytes, &total) == cudaSuccess) out->free_bytes = (double)free_bytes;
+    out->free_bytes = (double)cuda::device_available();  // the memory pool's idle blocks count as free
   }
   (void)cudaGetLastError();
   return kOk;
