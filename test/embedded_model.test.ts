@@ -1,16 +1,20 @@
 // The embedded default model (models/mnist): loads on cpu and wasm, a
 // fixed-seed sample is the same on both to 1e-4, and its pixels look like
-// digits (mostly ink or background), not noise.
+// digits (mostly ink or background), not noise; and the whole sampling loop
+// with it gives what diffusers gives (test/fixtures/embedded, made by
+// tools/make_embedded_sample_fixture.py with diffusers and torch).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { packageRoot } from '../src/backend/native.js';
 import { EMBEDDED_MODEL } from '../src/cli/embedded_model.js';
 import { loadPipeline } from '../src/pipeline.js';
 import { sample } from '../src/sampler.js';
-import { maxAbsDiff } from './helpers.js';
+import { readSafetensorsFile, tensorToFloat32 } from '../src/model/safetensors.js';
+import { fixturePath, maxAbs, maxAbsDiff } from './helpers.js';
 
 const dir = path.join(packageRoot(), EMBEDDED_MODEL);
 const present = existsSync(path.join(dir, 'unet', 'config.json'));
@@ -40,4 +44,41 @@ test('the embedded model samples the same digits on cpu and wasm, and they are n
   assert.ok(extreme > 0.8, `only ${(extreme * 100).toFixed(1)}% of pixels are near 0 or 1`);
   const ink = pixels.filter((p) => p > 0.5).length / pixels.length;
   assert.ok(ink > 0.03 && ink < 0.5, `ink covers ${(ink * 100).toFixed(1)}% of the image`);
+});
+
+test('the embedded model samples what diffusers samples with it (DDIM eta 0 and 1, clipped model output, DDPM; torch generator)', { skip: present ? false : 'models/mnist is not trained yet' }, async () => {
+  const meta = JSON.parse(readFileSync(fixturePath('embedded/mnist_samples.json'), 'utf8')) as {
+    weights_sha256: string;
+    seed: number;
+    class_labels: number[];
+    runs: Record<string, { scheduler: 'ddim' | 'ddpm'; steps: number; eta: number | null; use_clipped_model_output: boolean }>;
+  };
+  const weights = readFileSync(path.join(dir, 'unet', 'diffusion_pytorch_model.safetensors'));
+  assert.equal(
+    createHash('sha256').update(weights).digest('hex'),
+    meta.weights_sha256,
+    'models/mnist changed since the fixture was made: run tools/make_embedded_sample_fixture.py again',
+  );
+  const references = await readSafetensorsFile(fixturePath('embedded/mnist_samples.safetensors'));
+  const pipe = await loadPipeline(dir, { backend: 'cpu' });
+  try {
+    for (const [name, run] of Object.entries(meta.runs)) {
+      const result = await sample({
+        unet: pipe.unet,
+        scheduler: pipe.scheduler(run.scheduler),
+        numInferenceSteps: run.steps,
+        batchSize: meta.class_labels.length,
+        seed: meta.seed,
+        generator: 'torch',
+        eta: run.eta ?? undefined,
+        useClippedModelOutput: run.use_clipped_model_output,
+        classLabels: meta.class_labels,
+      });
+      const expected = tensorToFloat32(references, name);
+      const diff = maxAbsDiff(result.samples, expected);
+      assert.ok(diff <= 1e-4 * Math.max(1, maxAbs(expected)), `${name}: marble and diffusers differ by ${diff}`);
+    }
+  } finally {
+    pipe.unet.dispose();
+  }
 });
