@@ -28,6 +28,8 @@ import {
   summarize,
   tableHeader,
   tableRow,
+  knnLabels,
+  classAccuracy,
 } from '../src/eval/index.js';
 import type { Rows } from '../src/eval/index.js';
 import { EMBEDDED_MODEL, resolveSampleModel } from '../src/cli/embedded_model.js';
@@ -180,6 +182,22 @@ test('precision/recall: mismatched row lengths are refused', () => {
 // ---------------------------------------------------------------------------
 // Summaries, split, generation
 
+test('k-NN labels: the majority of the k nearest, a tie goes to the nearest; class accuracy counts matches', () => {
+  // 1-d points: reference at 0, 1, 2 (label 0) and 10, 11 (label 1), 20 (label 2)
+  const reference = rows(Float32Array.from([0, 1, 2, 10, 11, 20]), 1);
+  const labels = [0, 0, 0, 1, 1, 2];
+  const queries = rows(Float32Array.from([0.4, 10.4, 19, 6.2]), 1);
+  // 0.4: 0,1,2 -> 0. 10.4: 10,11,(2 at 8.4 vs 20 at 9.6) -> 1. 19: 20, 11, 10 -> 1 (two votes).
+  // 6.2: 2 (4.2), 10 (3.8), 11 (4.8) -> 1.
+  assert.deepEqual([...knnLabels(queries, reference, labels, 3)], [0, 1, 1, 1]);
+  // k = 1 is the nearest label; k = 2 with a 1-1 tie keeps the nearest's
+  assert.deepEqual([...knnLabels(queries, reference, labels, 1)], [0, 1, 2, 1]);
+  assert.deepEqual([...knnLabels(rows(Float32Array.from([15.9]), 1), reference, labels, 2)], [2]);
+  assert.equal(classAccuracy(queries, [0, 1, 2, 0], reference, labels, 3), 0.5);
+  assert.throws(() => knnLabels(queries, reference, [0, 1], 3), InputError);
+  assert.throws(() => classAccuracy(queries, [0], reference, labels, 3), InputError);
+});
+
 test('summaries and quantiles', () => {
   assert.deepEqual(summarize(Float64Array.from([3, 1, 2, 10])), { mean: 4, median: 2.5, min: 1 });
   const sorted = Float64Array.from([0, 1, 2, 3, 4]);
@@ -191,10 +209,10 @@ test('summaries and quantiles', () => {
 });
 
 test('steps table: one row per setting, with the epsilon the DDIM update used, columns matching the header', () => {
-  const metrics = { k: 3, precision: 0.5, recall: 0.25, nnToTrain: { mean: 5, median: 4.5, min: 1 }, belowHeldOutP1: 0.01 };
+  const metrics = { k: 3, precision: 0.5, recall: 0.25, nnToTrain: { mean: 5, median: 4.5, min: 1 }, belowHeldOutP1: 0.01, classAccuracy: 0.75 };
   const header = tableHeader({
     model: 'm', samples: 10, seed: 0, batch: 5, backend: 'cpu', heldOut: 10, train: 20, k: 3,
-    reference: { heldOutNn: { mean: 4, median: 4, min: 1 } } as never,
+    reference: { heldOutNn: { mean: 4, median: 4, min: 1 }, heldOutClassAccuracy: 0.95 } as never,
     realBaseline: { precision: 0.9, recall: 0.8 },
   });
   const columns = (line: string) => line.split('|').length;
@@ -203,8 +221,11 @@ test('steps table: one row per setting, with the epsilon the DDIM update used, c
   const model = tableRow({ scheduler: 'ddim', steps: 50, eta: 0, metrics, seconds: 1 });
   const clipped = tableRow({ scheduler: 'ddim', steps: 50, eta: 0, clippedModelOutput: true, metrics, seconds: 1 });
   const ddpm = tableRow({ scheduler: 'ddpm', steps: 1000, eta: null, metrics, seconds: 1 });
-  for (const row of [model, clipped, ddpm]) assert.equal(columns(row), width, row);
-  assert.match(model, /\| ddim \| 50 \| 0 \| model \| 0\.500 \| 0\.250 \|/);
+  const unconditional = tableRow({ scheduler: 'ddpm', steps: 1000, eta: null, metrics: { ...metrics, classAccuracy: null }, seconds: 1 });
+  for (const row of [model, clipped, ddpm, unconditional]) assert.equal(columns(row), width, row);
+  assert.match(model, /\| ddim \| 50 \| 0 \| model \| 0\.500 \| 0\.250 \| 0\.750 \|/);
+  assert.match(unconditional, /\| 0\.250 \| - \|/);
+  assert.match(header, /right 0\.950 of the time/);
   assert.match(clipped, /\| 0 \| from clipped x0 \|/);
   assert.match(ddpm, /\| ddpm \| 1000 \| - \| - \|/);
 });

@@ -3,8 +3,12 @@
 #   1. DDIM 50 steps, 1,000 digits: precision/recall (k = 3) against the 1,000
 #      held-out digits, nearest-training-digit distances, a grid of the first 100;
 #   2. DDPM 1,000 steps, 1,000 digits: the same measures;
-#   3. the DDIM steps-versus-quality table (10, 20, 50, 100, 1000 steps x eta 0, 1).
-# Results go to models/mnist-eval-*.json and models/mnist-steps.{md,json}.
+#   3. the DDIM steps-versus-quality table (10, 20, 50, 100, 1000 steps x eta 0, 1);
+#   4. the same at eta 0 with epsilon re-derived from the clipped x0
+#      (--clipped-model-output): the model's scheduler clips x0, and at eta 0
+#      the model's own epsilon then drifts from the clipped x0 over many steps.
+# Results go to models/mnist-eval-*.json, models/mnist-steps.{md,json} and
+# models/mnist-steps-clipped.{md,json}.
 #
 # The 1000-step runs cost about 100 minutes each on two cores, so every
 # finished batch of 100 digits is kept in runs/eval-cache (keyed by weights,
@@ -22,3 +26,4 @@ EVAL=(node dist/src/cli/main.js eval --model models/mnist --samples 1000 --batch
 if [[ -z "${SKIP_DDPM:-}" ]]; then
   "${EVAL[@]}" --scheduler ddpm --json models/mnist-eval-ddpm1000.json
 fi
+"${EVAL[@]}" --table models/mnist-steps-clipped.md --table-steps "$TABLE_STEPS" --table-etas 0 --clipped-model-output --json models/mnist-steps-clipped.json

@@ -91,6 +91,9 @@ function describe(metrics: SampleMetrics, reference: Reference): string[] {
     `nearest training digit, L2 in [0, 1] pixels: samples mean ${f3(metrics.nnToTrain.mean)} median ${f3(metrics.nnToTrain.median)} min ${f3(metrics.nnToTrain.min)}; ` +
       `held-out real mean ${f3(reference.heldOutNn.mean)} median ${f3(reference.heldOutNn.median)} min ${f3(reference.heldOutNn.min)}`,
     `samples nearer to the training set than 99% of held-out digits: ${(100 * metrics.belowHeldOutP1).toFixed(1)}% (about 1% when the model does not copy)`,
+    ...(metrics.classAccuracy === null
+      ? []
+      : [`class accuracy (${metrics.k}-NN vote among training digits): ${f3(metrics.classAccuracy)}; the same vote on held-out real digits ${f3(reference.heldOutClassAccuracy)}`]),
   ];
 }
 
@@ -108,13 +111,13 @@ async function loadReference(pipeline: Pipeline, flags: EvalFlags) {
   const train = await datasetRows(dataset, split.train);
   console.error(`comparing with ${heldOut.n} held-out MNIST digits (split seed ${flags.splitSeed}); ${train.n} training digits as the copy reference`);
   const started = performance.now();
-  const reference = buildReference(heldOut, train);
+  const reference = buildReference(heldOut, train, K);
   // Real digits scored as if they were samples: the ceiling for this many samples.
   const baseline = evenSubset(train, Math.min(flags.samples, train.n));
   const realBaseline = precisionRecall(heldOut, baseline, K);
   console.error(
-    `real-data baseline (${baseline.n} training digits vs held-out): precision ${f3(realBaseline.precision)} recall ${f3(realBaseline.recall)} ` +
-      `(${((performance.now() - started) / 1000).toFixed(1)} s)`,
+    `real-data baseline (${baseline.n} training digits vs held-out): precision ${f3(realBaseline.precision)} recall ${f3(realBaseline.recall)}; ` +
+      `k-NN class vote right on ${f3(reference.heldOutClassAccuracy)} of the held-out (${((performance.now() - started) / 1000).toFixed(1)} s)`,
   );
   return { reference, realBaseline, side };
 }
@@ -178,11 +181,12 @@ async function evalCommand(flags: EvalFlags): Promise<void> {
           rows.push(row);
           await appendFile(flags.table, `${tableRow(row)}\n`);
           console.log(
-            `${label}: precision ${f3(metrics.precision)} recall ${f3(metrics.recall)}, NN to train mean ${f3(metrics.nnToTrain.mean)} ` +
+            `${label}: precision ${f3(metrics.precision)} recall ${f3(metrics.recall)}` +
+              `${metrics.classAccuracy === null ? '' : ` class accuracy ${f3(metrics.classAccuracy)}`}, NN to train mean ${f3(metrics.nnToTrain.mean)} ` +
               `(held-out ${f3(reference.heldOutNn.mean)}), below held-out p1 ${(100 * metrics.belowHeldOutP1).toFixed(1)}%, sampling ${generated.seconds.toFixed(1)} s`,
           );
         }
-      if (flags.json) await writeFile(flags.json, `${JSON.stringify({ model: modelDir, samples: flags.samples, seed: flags.seed, realBaseline, heldOutNn: reference.heldOutNn, rows }, null, 2)}\n`);
+      if (flags.json) await writeFile(flags.json, `${JSON.stringify({ model: modelDir, samples: flags.samples, seed: flags.seed, realBaseline, heldOutNn: reference.heldOutNn, heldOutClassAccuracy: reference.heldOutClassAccuracy, rows }, null, 2)}\n`);
       console.log(`wrote ${flags.table}`);
       return;
     }
@@ -202,7 +206,7 @@ async function evalCommand(flags: EvalFlags): Promise<void> {
     if (flags.json)
       await writeFile(
         flags.json,
-        `${JSON.stringify({ model: modelDir, samples: flags.samples, scheduler: flags.scheduler, steps, eta: flags.scheduler === 'ddim' ? flags.eta : null, clippedModelOutput: flags.scheduler === 'ddim' && flags.clippedModelOutput === true, seed: flags.seed, seconds: generated.seconds, ...metrics, heldOutNn: reference.heldOutNn, realBaseline }, null, 2)}\n`,
+        `${JSON.stringify({ model: modelDir, samples: flags.samples, scheduler: flags.scheduler, steps, eta: flags.scheduler === 'ddim' ? flags.eta : null, clippedModelOutput: flags.scheduler === 'ddim' && flags.clippedModelOutput === true, seed: flags.seed, seconds: generated.seconds, ...metrics, heldOutNn: reference.heldOutNn, heldOutClassAccuracy: reference.heldOutClassAccuracy, realBaseline }, null, 2)}\n`,
       );
   } finally {
     process.off('SIGINT', onSigint);

@@ -4,6 +4,7 @@
 export { forEachPair, kthNeighborSquaredDistances, nearestNeighbors, rows, squaredDistance, squaredDistanceMatrix } from './distance.js';
 export type { NearestNeighbors, Rows } from './distance.js';
 export { precisionRecall } from './precision_recall.js';
+export { classAccuracy, knnLabels } from './classify.js';
 export type { PrecisionRecall } from './precision_recall.js';
 export { datasetRows, evenSubset, mnistSplit, toPixels } from './mnist_reference.js';
 export type { LabeledRows, MnistSplit } from './mnist_reference.js';

@@ -3,8 +3,10 @@
 // sample is to its nearest training digit compared with how close unseen
 // real digits are (a model that copies its training data produces samples
 // much nearer to the training set than real unseen digits are).
+import { classAccuracy } from './classify.js';
 import { nearestNeighbors } from './distance.js';
 import type { Rows } from './distance.js';
+import type { LabeledRows } from './mnist_reference.js';
 import { precisionRecall } from './precision_recall.js';
 
 export interface DistanceSummary {
@@ -25,15 +27,23 @@ export interface SampleMetrics {
    * far more for one that reproduces training images.
    */
   belowHeldOutP1: number;
+  /**
+   * Class-conditional models: the share of samples that a k-NN vote among
+   * the training digits labels as the class they were drawn for (null when
+   * the samples have no labels). Read next to Reference.heldOutClassAccuracy.
+   */
+  classAccuracy: number | null;
 }
 
 /** The reference side of the comparison, computed once per held-out/training split. */
 export interface Reference {
-  heldOut: Rows;
-  train: Rows;
+  heldOut: LabeledRows;
+  train: LabeledRows;
   /** Nearest-training-image distance of each held-out digit, ascending. */
   heldOutNnSorted: Float64Array;
   heldOutNn: DistanceSummary;
+  /** The same k-NN vote applied to the held-out real digits: how often the classifier itself is right. */
+  heldOutClassAccuracy: number;
 }
 
 export function summarize(values: Float64Array): DistanceSummary {
@@ -53,16 +63,19 @@ export function quantile(sorted: Float64Array, q: number): number {
   return sorted[lo] + (sorted[hi] - sorted[lo]) * (position - lo);
 }
 
-export function buildReference(heldOut: Rows, train: Rows): Reference {
+export function buildReference(heldOut: LabeledRows, train: LabeledRows, k = 3): Reference {
   const nn = nearestNeighbors(heldOut, train).distances;
-  return { heldOut, train, heldOutNnSorted: nn.slice().sort(), heldOutNn: summarize(nn) };
+  const heldOutClassAccuracy = classAccuracy(heldOut, heldOut.labels, train, train.labels, k);
+  return { heldOut, train, heldOutNnSorted: nn.slice().sort(), heldOutNn: summarize(nn), heldOutClassAccuracy };
 }
 
-export function measureSamples(generated: Rows, reference: Reference, k = 3): SampleMetrics {
+/** `generated.labels`: the class each sample was drawn for, if the model is class-conditional. */
+export function measureSamples(generated: Rows & { labels?: ArrayLike<number> | null }, reference: Reference, k = 3): SampleMetrics {
   const { precision, recall } = precisionRecall(reference.heldOut, generated, k);
   const nn = nearestNeighbors(generated, reference.train).distances;
   const threshold = quantile(reference.heldOutNnSorted, 0.01);
   let below = 0;
   for (const v of nn) if (v < threshold) below++;
-  return { precision, recall, k, nnToTrain: summarize(nn), belowHeldOutP1: below / nn.length };
+  const accuracy = generated.labels ? classAccuracy(generated, generated.labels, reference.train, reference.train.labels, k) : null;
+  return { precision, recall, k, nnToTrain: summarize(nn), belowHeldOutP1: below / nn.length, classAccuracy: accuracy };
 }

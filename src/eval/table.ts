@@ -37,9 +37,11 @@ export function tableHeader(c: TableContext): string {
     `Pixel space, values in [0, 1]; precision/recall with k = ${c.k} (Kynkäänniemi et al. 2019).`,
     `Real-data baseline (${c.samples} training digits vs the held-out): precision ${f3(c.realBaseline.precision)}, recall ${f3(c.realBaseline.recall)}; ` +
       `held-out digits' distance to the nearest training digit: mean ${f3(c.reference.heldOutNn.mean)}, median ${f3(c.reference.heldOutNn.median)}.`,
+    `Class accuracy: the share of samples a ${c.k}-NN vote among the training digits labels as the class asked for ` +
+      `(the same vote reads the held-out real digits right ${f3(c.reference.heldOutClassAccuracy)} of the time).`,
     '',
-    '| sampler | steps | eta | epsilon | precision | recall | NN to train, mean | NN to train, median | below held-out p1 | sampling time (s) |',
-    '|---|---:|---:|---|---:|---:|---:|---:|---:|---:|',
+    '| sampler | steps | eta | epsilon | precision | recall | class accuracy | NN to train, mean | NN to train, median | below held-out p1 | sampling time (s) |',
+    '|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|',
   ].join('\n');
 }
 
@@ -47,5 +49,5 @@ export function tableRow(r: TableRow): string {
   const m = r.metrics;
   // which epsilon the DDIM update's direction term uses (see models/README.md)
   const epsilon = r.scheduler === 'ddim' ? (r.clippedModelOutput ? 'from clipped x0' : 'model') : '-';
-  return `| ${r.scheduler} | ${r.steps} | ${r.eta ?? '-'} | ${epsilon} | ${f3(m.precision)} | ${f3(m.recall)} | ${f3(m.nnToTrain.mean)} | ${f3(m.nnToTrain.median)} | ${f3(m.belowHeldOutP1)} | ${r.seconds.toFixed(1)} |`;
+  return `| ${r.scheduler} | ${r.steps} | ${r.eta ?? '-'} | ${epsilon} | ${f3(m.precision)} | ${f3(m.recall)} | ${m.classAccuracy === null ? '-' : f3(m.classAccuracy)} | ${f3(m.nnToTrain.mean)} | ${f3(m.nnToTrain.median)} | ${f3(m.belowHeldOutP1)} | ${r.seconds.toFixed(1)} |`;
 }
