@@ -23,9 +23,10 @@
 // 16-deep step) when there are enough of them to give every multiprocessor
 // one, else 64 x 64 per block of 4 warps (each 32 x 32) so that small
 // GEMMs (batch 1 at low resolution, the time-embedding linears) still spread
-// over the GPU. Both fit two blocks per multiprocessor. Fragments are read from shared memory with 32-bit loads in
-// the mma layout; tile rows are padded to 40 halves (80 bytes), so the 8 rows
-// x 4 words a fragment load touches fall in 32 distinct banks.
+// over the GPU. Both fit two blocks per multiprocessor. Fragments are read
+// from shared memory with ldmatrix.x4 (one instruction per A fragment or
+// pair of B fragments); tile rows are padded to 40 halves (80 bytes), so the
+// eight 16-byte rows each phase of an ldmatrix reads fall in 32 distinct banks.
 #include "conv2d_params.cuh"
 #include "mma.cuh"
 
@@ -73,12 +74,19 @@ __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32, 2) conv_mma_gemm(ConvPa
   constexpr int kAPasses = BM / kRowsPerPass;
   constexpr int kBChunks = BN * (kSliceK / 8) / kThreads;  // B: 16-byte chunks (8 halves) per thread
   static_assert(kAPasses * kRowsPerPass == BM && kBChunks * kThreads == BN * (kSliceK / 8), "tile / thread mismatch");
+  static_assert(kFragsN % 2 == 0, "B fragments are loaded in pairs (ldmatrix.x4)");
   __shared__ __align__(16) uint16_t As[2][BM][kTileLd];  // [m][k]: row-major A
   __shared__ __align__(16) uint16_t Bs[2][BN][kTileLd];  // [n][k]: column-major B
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int warp_m = (warp / WARPS_N) * kWarpM, warp_n = (warp % WARPS_N) * kWarpN;
   const int group = lane >> 2, pair = lane & 3;
+  // ldmatrix.x4 row addresses (mma.cuh). A fragment: matrices (rows 0-7, k 0-7),
+  // (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15) are a[0..3].
+  const int a_frag_row = lane & 15, a_frag_k = (lane >> 4) * 8;
+  // B fragments j and j + 1: matrices (j, k 0-7), (j, k 8-15), (j + 1, k 0-7),
+  // (j + 1, k 8-15) are bf[j][0], bf[j][1], bf[j + 1][0], bf[j + 1][1].
+  const int b_row = (lane >> 4) * 8 + (lane & 7), b_k = ((lane >> 3) & 1) * 8;
   const long long m0 = (long long)blockIdx.x * BM;
   const int n0 = blockIdx.y * BN;
   const uint16_t* w = reinterpret_cast<const uint16_t*>(p.w);
@@ -139,19 +147,15 @@ __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32, 2) conv_mma_gemm(ConvPa
       // All of B's fragments, then A's one row of fragments at a time (fewer live registers).
       uint32_t bf[kFragsN][2];
 #pragma unroll
-      for (int j = 0; j < kFragsN; ++j) {
-        const uint16_t* b = &Bs[cur][warp_n + j * 8 + group][kk + 2 * pair];
-        bf[j][0] = load_u32(b);      // column group, k 2 pair + {0,1}
-        bf[j][1] = load_u32(b + 8);  // column group, k 2 pair + 8 + {0,1}
+      for (int j = 0; j < kFragsN; j += 2) {
+        uint32_t r[4];
+        ldmatrix_x4(r, &Bs[cur][warp_n + j * 8 + b_row][kk + b_k]);
+        bf[j][0] = r[0], bf[j][1] = r[1], bf[j + 1][0] = r[2], bf[j + 1][1] = r[3];
       }
 #pragma unroll
       for (int i = 0; i < kFragsM; ++i) {
-        const uint16_t* a = &As[cur][warp_m + i * 16 + group][kk + 2 * pair];
         uint32_t af[4];
-        af[0] = load_u32(a);                    // row group,     k 2 pair + {0,1}
-        af[1] = load_u32(a + 8 * kTileLd);      // row group + 8, k 2 pair + {0,1}
-        af[2] = load_u32(a + 8);                // row group,     k 2 pair + 8 + {0,1}
-        af[3] = load_u32(a + 8 * kTileLd + 8);  // row group + 8, k 2 pair + 8 + {0,1}
+        ldmatrix_x4(af, &As[cur][warp_m + i * 16 + a_frag_row][kk + a_frag_k]);
 #pragma unroll
         for (int j = 0; j < kFragsN; ++j) mma_m16n8k16<T>(acc[i][j], af, bf[j]);
       }

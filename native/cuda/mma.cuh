@@ -16,6 +16,14 @@
 // So a row-major A tile and a column-major B tile (B stored [n][k]) in shared
 // memory give every register with one 32-bit load.
 //
+// ldmatrix.sync.aligned.m8n8.x4.shared.b16 (PTX ISA, "Warp-level matrix load
+// instruction: ldmatrix"): four 8x8 matrices of 16-bit elements from shared
+// memory, warp-collective. Lanes 8q .. 8q + 7 give the addresses of matrix
+// q's eight 16-byte rows; lane l receives in r[q] the two elements of row
+// l / 4, columns 2 (l % 4) + {0, 1}: exactly the group/pair layout of the
+// mma fragments above, so one ldmatrix.x4 fills a whole A fragment (or two
+// B fragments) where four (two) 32-bit shared loads did.
+//
 // cp.async.cg.shared.global (PTX ISA, "Data Movement and Conversion
 // Instructions: cp.async"): 16 bytes global -> shared without a register
 // round trip, zero-filling past src_bytes; cp.async.commit_group closes a
@@ -35,6 +43,7 @@ template <WeightType T>
 inline void mma_m16n8k16(float d[4], const uint32_t a[4], const uint32_t b[2]) {
   ::mb_emu::mma_m16n8k16(T == WeightType::kBfloat16, d, a, b);
 }
+inline void ldmatrix_x4(uint32_t r[4], const uint16_t* row) { ::mb_emu::ldmatrix_x4(r, row); }
 // The emulation copies at once; commit and wait have nothing left to wait for.
 inline void cp_async_16(void* shared_dst, const void* global_src, int src_bytes) {
   ::mb_emu::cp_async(shared_dst, global_src, 16, src_bytes);
@@ -86,6 +95,13 @@ __device__ __forceinline__ void mma_m16n8k16(float d[4], const uint32_t a[4], co
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
   }
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const uint16_t* row) {
+  const unsigned address = (unsigned)__cvta_generic_to_shared(row);
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
 }
 
 __device__ __forceinline__ void cp_async_16(void* shared_dst, const void* global_src, int src_bytes) {

@@ -60,6 +60,11 @@ double shfl_down(double v, int delta);
 // products (half x half is exact) plus C, rounded once to float. All 32 lanes
 // must call it together (a missing lane aborts: mma.sync is warp-collective).
 void mma_m16n8k16(bool bf16, float d[4], const uint32_t a[4], const uint32_t b[2]);
+// ldmatrix.sync.aligned.m8n8.x4.shared.b16: lanes 8q .. 8q + 7 each publish
+// the address of one 16-byte row of matrix q; every lane then receives, in
+// r[q], the 32-bit word (lane % 4) of row (lane / 4) of matrix q. All 32
+// lanes must call it together.
+void ldmatrix_x4(uint32_t r[4], const void* row);
 // cp.async's copy, done at once: src_bytes from src, zeros up to bytes.
 inline void cp_async(void* dst, const void* src, int bytes, int src_bytes) {
   if (src_bytes > 0) memcpy(dst, src, (size_t)src_bytes);

@@ -39,6 +39,7 @@ thread_local std::vector<Fiber> g_fibers;
 thread_local Fiber* t_fiber = nullptr;
 thread_local const std::function<void()>* g_body = nullptr;
 thread_local std::vector<double> g_shuffle;
+thread_local std::vector<const void*> g_row_addresses;  // ldmatrix: each thread's row
 
 // One warp's mma.sync operands, as logical matrices, and which call each lane
 // published them for. Two per warp, used alternately by successive calls: a
@@ -83,6 +84,26 @@ double shfl_down(double v, int delta) {
   const double out = lane + (unsigned)delta < 32 && linear + delta < g_shuffle.size() ? g_shuffle[linear + delta] : v;
   syncthreads();
   return out;
+}
+
+void ldmatrix_x4(uint32_t r[4], const void* row) {
+  const unsigned linear = t_current->tid.x + t_block_dim.x * (t_current->tid.y + t_block_dim.y * t_current->tid.z);
+  if (!t_fiber || (t_block_dim.x * t_block_dim.y * t_block_dim.z) % 32 != 0) {
+    fprintf(stderr, "emulated CUDA: ldmatrix needs whole warps in a kernel launched with MB_LAUNCH_SYNC\n");
+    abort();
+  }
+  if (((uintptr_t)row & 15) != 0) {
+    fprintf(stderr, "emulated CUDA: ldmatrix row address %p is not 16-byte aligned\n", row);
+    abort();
+  }
+  g_row_addresses[linear] = row;
+  syncthreads();  // every lane has published its row
+  const unsigned warp_base = linear & ~31u, lane = linear & 31u;
+  for (unsigned q = 0; q < 4; ++q) {
+    const char* source = static_cast<const char*>(g_row_addresses[warp_base + 8 * q + lane / 4]);
+    memcpy(&r[q], source + 4 * (lane % 4), 4);
+  }
+  syncthreads();  // every lane has read them: the table may be written again
 }
 
 void mma_m16n8k16(bool bf16, float d[4], const uint32_t a[4], const uint32_t b[2]) {
@@ -159,6 +180,7 @@ void run_grid(dim3 grid, dim3 block, const std::function<void()>& body, bool coo
   t_grid_dim = grid;
   g_fibers.resize(threads);
   g_shuffle.assign(threads, 0.0);
+  g_row_addresses.assign(threads, nullptr);
   g_mma[0].resize((threads + 31) / 32);
   g_mma[1].resize((threads + 31) / 32);
   for (auto& f : g_fibers)
