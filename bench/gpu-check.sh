@@ -42,13 +42,14 @@ if [ -n "${MARBLE_ADDON:-}" ]; then
   say "addon given: $MARBLE_ADDON"
   STATUS[build]="given"
 elif [ -f build/Release/marble.node ] && [ "${MARBLE_REBUILD:-0}" != 1 ] &&
-     "$NODE" -e "require('$ROOT/build/Release/marble.node')" 2>"$RESULTS/prebuilt-load-error.txt"; then
+     "$NODE" -e "if (!require('$ROOT/build/Release/marble.node').cudaDevices().built) { console.error('built without CUDA'); process.exit(1); }" \
+       2>"$RESULTS/prebuilt-load-error.txt"; then
   export MARBLE_ADDON=$ROOT/build/Release/marble.node
   say "prebuilt addon: $MARBLE_ADDON"
   STATUS[build]="prebuilt"
 else
-  # No prebuilt addon, or one this machine cannot load (other system libraries): build here.
-  [ -s "$RESULTS/prebuilt-load-error.txt" ] && say "the prebuilt addon does not load here: $(head -c 300 "$RESULTS/prebuilt-load-error.txt")"
+  # No prebuilt addon, one without CUDA, or one this machine cannot load (other system libraries): build here.
+  [ -s "$RESULTS/prebuilt-load-error.txt" ] && say "the prebuilt addon cannot serve here: $(head -c 300 "$RESULTS/prebuilt-load-error.txt")"
   ARCH=${MARBLE_CUDA_ARCHITECTURES:-}
   if [ -z "$ARCH" ] && command -v nvidia-smi >/dev/null; then
     ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d ' .')

