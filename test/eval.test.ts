@@ -30,6 +30,7 @@ import {
   tableRow,
   knnLabels,
   classAccuracy,
+  kNearest,
 } from '../src/eval/index.js';
 import type { Rows } from '../src/eval/index.js';
 import { EMBEDDED_MODEL, resolveSampleModel } from '../src/cli/embedded_model.js';
@@ -143,6 +144,15 @@ test('nearest neighbours: known offsets give known distances and indices', () =>
   const nn = nearestNeighbors(rows(queries, d), reference);
   assert.deepEqual([...nn.indices], picks);
   picks.forEach((_, q) => assert.ok(Math.abs(nn.distances[q]! - 0.25 * (q % 3)) < 1e-6, `query ${q}: ${nn.distances[q]}`));
+  // kNearest's first column is the nearest neighbour; its k columns ascend, and match sorting the row
+  const near = kNearest(rows(queries, d), reference, 3);
+  const all = squaredDistanceMatrix(rows(queries, d), reference);
+  picks.forEach((j, q) => {
+    assert.equal(near.indices[q * 3], j);
+    assert.equal(Math.sqrt(near.squared[q * 3]!), nn.distances[q]);
+    const sorted = [...all.subarray(q * reference.n, (q + 1) * reference.n)].sort((a, b) => a - b).slice(0, 3);
+    assert.deepEqual([...near.squared.subarray(q * 3, q * 3 + 3)], sorted);
+  });
 });
 
 // ---------------------------------------------------------------------------

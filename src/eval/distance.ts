@@ -201,3 +201,33 @@ export function nearestNeighbors(queries: Rows, reference: Rows): NearestNeighbo
   });
   return { distances: best.map(Math.sqrt), indices };
 }
+
+export interface KNearest {
+  k: number;
+  /** Per query row, the squared distances to its k nearest reference rows, ascending ([n, k]). */
+  squared: Float64Array;
+  /** Their reference row indices ([n, k]; the earlier row first on ties). */
+  indices: Int32Array;
+}
+
+/** For each row of `queries`, its k nearest rows of `reference`, in one pass over the pairs. */
+export function kNearest(queries: Rows, reference: Rows, k: number): KNearest {
+  checkSameDim(queries, reference);
+  if (!Number.isInteger(k) || k < 1) throw new InputError(`k must be a positive integer, got ${k}`);
+  if (reference.n < k) throw new InputError(`k = ${k} neighbours need at least ${k} reference rows, got ${reference.n}`);
+  const squared = new Float64Array(queries.n * k).fill(Infinity);
+  const indices = new Int32Array(queries.n * k).fill(-1);
+  forEachPair(queries, reference, (i, j, d2) => {
+    const base = i * k;
+    if (!(d2 < squared[base + k - 1])) return;
+    let p = base + k - 1;
+    while (p > base && squared[p - 1] > d2) {
+      squared[p] = squared[p - 1];
+      indices[p] = indices[p - 1];
+      p--;
+    }
+    squared[p] = d2;
+    indices[p] = j;
+  });
+  return { k, squared, indices };
+}

@@ -1,10 +1,10 @@
 // Sample-quality measurement: exact k-NN precision/recall and nearest-
 // neighbour (copy) distances in pixel space, MNIST reference sets, batched
 // generation, and the steps-versus-quality table of `marble eval`.
-export { forEachPair, kthNeighborSquaredDistances, nearestNeighbors, rows, squaredDistance, squaredDistanceMatrix } from './distance.js';
-export type { NearestNeighbors, Rows } from './distance.js';
+export { forEachPair, kNearest, kthNeighborSquaredDistances, nearestNeighbors, rows, squaredDistance, squaredDistanceMatrix } from './distance.js';
+export type { KNearest, NearestNeighbors, Rows } from './distance.js';
 export { precisionRecall } from './precision_recall.js';
-export { classAccuracy, knnLabels } from './classify.js';
+export { agreement, classAccuracy, knnLabels, votedLabels } from './classify.js';
 export type { PrecisionRecall } from './precision_recall.js';
 export { datasetRows, evenSubset, mnistSplit, toPixels } from './mnist_reference.js';
 export type { LabeledRows, MnistSplit } from './mnist_reference.js';

@@ -3,9 +3,9 @@
 // sample is to its nearest training digit compared with how close unseen
 // real digits are (a model that copies its training data produces samples
 // much nearer to the training set than real unseen digits are).
-import { classAccuracy } from './classify.js';
-import { nearestNeighbors } from './distance.js';
-import type { Rows } from './distance.js';
+import { agreement, votedLabels } from './classify.js';
+import { kNearest } from './distance.js';
+import type { KNearest, Rows } from './distance.js';
 import type { LabeledRows } from './mnist_reference.js';
 import { precisionRecall } from './precision_recall.js';
 
@@ -63,19 +63,28 @@ export function quantile(sorted: Float64Array, q: number): number {
   return sorted[lo] + (sorted[hi] - sorted[lo]) * (position - lo);
 }
 
+/** L2 distance of each query to its nearest reference row. */
+function nearestDistances(near: KNearest): Float64Array {
+  return Float64Array.from({ length: near.indices.length / near.k }, (_, i) => Math.sqrt(near.squared[i * near.k]));
+}
+
+// One pass over the (sample, training digit) pairs serves both the copy
+// check (the nearest) and the class vote (the k nearest).
 export function buildReference(heldOut: LabeledRows, train: LabeledRows, k = 3): Reference {
-  const nn = nearestNeighbors(heldOut, train).distances;
-  const heldOutClassAccuracy = classAccuracy(heldOut, heldOut.labels, train, train.labels, k);
+  const near = kNearest(heldOut, train, k);
+  const nn = nearestDistances(near);
+  const heldOutClassAccuracy = agreement(votedLabels(near, train.labels), heldOut.labels);
   return { heldOut, train, heldOutNnSorted: nn.slice().sort(), heldOutNn: summarize(nn), heldOutClassAccuracy };
 }
 
 /** `generated.labels`: the class each sample was drawn for, if the model is class-conditional. */
 export function measureSamples(generated: Rows & { labels?: ArrayLike<number> | null }, reference: Reference, k = 3): SampleMetrics {
   const { precision, recall } = precisionRecall(reference.heldOut, generated, k);
-  const nn = nearestNeighbors(generated, reference.train).distances;
+  const near = kNearest(generated, reference.train, k);
+  const nn = nearestDistances(near);
   const threshold = quantile(reference.heldOutNnSorted, 0.01);
   let below = 0;
   for (const v of nn) if (v < threshold) below++;
-  const accuracy = generated.labels ? classAccuracy(generated, generated.labels, reference.train, reference.train.labels, k) : null;
+  const accuracy = generated.labels ? agreement(votedLabels(near, reference.train.labels), generated.labels) : null;
   return { precision, recall, k, nnToTrain: summarize(nn), belowHeldOutP1: below / nn.length, classAccuracy: accuracy };
 }
