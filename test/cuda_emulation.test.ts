@@ -1,8 +1,10 @@
 // The CUDA test suite (test/cuda_suite.ts) on every machine, GPU or not:
 // marble_emulated.node is the addon with native/cuda's kernels compiled as
 // C++ and run on the CPU (native/cuda/emulation: each block's threads as
-// fibers with real barriers, shared memory, warp shuffles, and mma.sync /
-// cp.async in the PTX ISA's fragment layouts), so the
+// fibers with real barriers, shared memory, warp shuffles, mma.sync and
+// ldmatrix in the PTX ISA's fragment layouts, cp.async landing only when
+// waited for; warps run one at a time between barriers, in order and, for
+// the op cases, last first, so a missing barrier or wait shows), so the
 // kernels' index math, bounds, tiling and reductions, and the engine's device
 // paths (input staging, parameter copies, device packing, the memory check),
 // meet the same references and tolerances as on a GPU. What only a GPU shows

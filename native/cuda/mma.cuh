@@ -44,13 +44,15 @@ inline void mma_m16n8k16(float d[4], const uint32_t a[4], const uint32_t b[2]) {
   ::mb_emu::mma_m16n8k16(T == WeightType::kBfloat16, d, a, b);
 }
 inline void ldmatrix_x4(uint32_t r[4], const uint16_t* row) { ::mb_emu::ldmatrix_x4(r, row); }
-// The emulation copies at once; commit and wait have nothing left to wait for.
+// The emulation lands a copy when its thread waits for its group, not before.
 inline void cp_async_16(void* shared_dst, const void* global_src, int src_bytes) {
   ::mb_emu::cp_async(shared_dst, global_src, 16, src_bytes);
 }
-inline void cp_async_commit() {}
+inline void cp_async_commit() { ::mb_emu::cp_async_commit(); }
 template <int N>
-inline void cp_async_wait() {}
+inline void cp_async_wait() {
+  ::mb_emu::cp_async_wait(N);
+}
 // Two floats rounded to the half type, `lo` in the lower 16 bits.
 template <WeightType T>
 inline uint32_t pack_half2(float lo, float hi) {

@@ -7,8 +7,18 @@
 // lanes hold, in the PTX ISA's fragment layouts (native/cuda/mma.cuh). Used by the
 // marble_emulated.node addon (the CUDA backend with these kernels) to run the
 // CUDA test suite on machines without a GPU. It checks index math, bounds, tiling and
-// reductions; it cannot see GPU timing, races between warps that a barrier
-// orders on the CPU anyway, or the memory model.
+// reductions; it cannot see GPU timing or the memory model.
+//
+// Hazards: a block runs one warp at a time, each to its next __syncthreads
+// (warp-collective instructions wait for the warp's lanes only, not the
+// block), in warp order 0, 1, ... or, with MB_EMU_SCHEDULE=reverse, last warp
+// first and lanes in reverse, blocks in reverse too. Between two barriers
+// one warp's work then happens entirely before or entirely after another's,
+// both ways round over the two schedules, so shared or global data read
+// without the barrier that orders it after its write (or overwritten before
+// another warp has read it) gives a wrong result in one of them. cp.async
+// copies land only when the issuing thread's cp.async.wait_group covers
+// them, so a read that a missing wait leaves unordered sees stale data.
 #pragma once
 
 #include <math.h>
@@ -65,11 +75,14 @@ void mma_m16n8k16(bool bf16, float d[4], const uint32_t a[4], const uint32_t b[2
 // r[q], the 32-bit word (lane % 4) of row (lane / 4) of matrix q. All 32
 // lanes must call it together.
 void ldmatrix_x4(uint32_t r[4], const void* row);
-// cp.async's copy, done at once: src_bytes from src, zeros up to bytes.
-inline void cp_async(void* dst, const void* src, int bytes, int src_bytes) {
-  if (src_bytes > 0) memcpy(dst, src, (size_t)src_bytes);
-  if (src_bytes < bytes) memset((char*)dst + src_bytes, 0, (size_t)(bytes - src_bytes));
-}
+// cp.async: src_bytes from src, zeros up to bytes, copied when a
+// cp_async_wait of the issuing thread covers its group (in a kernel launched
+// without MB_LAUNCH_SYNC, at once).
+void cp_async(void* dst, const void* src, int bytes, int src_bytes);
+// cp.async.commit_group: the thread's copies issued since the last commit form a group.
+void cp_async_commit();
+// cp.async.wait_group n: every committed group but the newest n has landed.
+void cp_async_wait(int n);
 // `cooperative`: the kernel synchronises its threads, run them as fibers;
 // else each thread runs to its end in turn (a barrier there is an error).
 void run_grid(dim3 grid, dim3 block, const std::function<void()>& body, bool cooperative);

@@ -26,11 +26,25 @@ namespace {
 
 constexpr size_t kStackBytes = 256 << 10;
 
+// What a fiber is stopped at when it hands control back to the scheduler.
+enum class Waiting { kNothing, kBlockBarrier, kWarpCollective };
+
+// One cp.async in flight, and the group it was committed in (-1: not yet).
+struct AsyncCopy {
+  void* dst;
+  const void* src;
+  int bytes, src_bytes;
+  long long group;
+};
+
 struct Fiber {
   ThreadState state;
   ucontext_t context;
   std::vector<char> stack;
   bool done = false;
+  Waiting waiting = Waiting::kNothing;
+  std::vector<AsyncCopy> copies;  // issued, not landed
+  long long groups = 0;           // cp.async groups committed so far
 };
 
 // Per OS thread: a launch runs entirely on the thread that makes it.
@@ -54,64 +68,116 @@ thread_local std::vector<MmaOperands> g_mma[2];
 thread_local std::vector<uint64_t> g_mma_calls;  // per thread of the block: mma.sync calls so far
 thread_local uint64_t g_mma_block = 0;            // blocks run so far: tags calls apart from earlier blocks'
 
+void land(const AsyncCopy& c) {
+  if (c.src_bytes > 0) memcpy(c.dst, c.src, (size_t)c.src_bytes);
+  if (c.src_bytes < c.bytes) memset((char*)c.dst + c.src_bytes, 0, (size_t)(c.bytes - c.src_bytes));
+}
+
 void fiber_main(unsigned index) {
   Fiber& f = g_fibers[index];
   t_fiber = &f;
   t_current = &f.state;
   (*g_body)();
+  for (const AsyncCopy& c : f.copies) land(c);  // the hardware completes them; nobody waited
+  f.copies.clear();
   f.done = true;
   swapcontext(&f.context, &g_scheduler);
+}
+
+// Hands control to the scheduler until it releases this fiber from `what`.
+void wait_for(Waiting what) {
+  Fiber* f = t_fiber;
+  f->waiting = what;
+  swapcontext(&f->context, &g_scheduler);
+  t_fiber = f;
+  t_current = &f->state;
+}
+
+unsigned linear_thread() {
+  return t_current->tid.x + t_block_dim.x * (t_current->tid.y + t_block_dim.y * t_current->tid.z);
+}
+
+// A warp-collective instruction: every lane of the warp arrives before any leaves.
+void warp_collective(const char* what) {
+  if (!t_fiber || (t_block_dim.x * t_block_dim.y * t_block_dim.z) % 32 != 0) {
+    fprintf(stderr, "emulated CUDA: %s needs whole warps in a kernel launched with MB_LAUNCH_SYNC\n", what);
+    abort();
+  }
+  wait_for(Waiting::kWarpCollective);
+}
+
+// MB_EMU_SCHEDULE=reverse: blocks, warps and lanes last first.
+bool reverse_schedule() {
+  const char* s = getenv("MB_EMU_SCHEDULE");
+  return s && strcmp(s, "reverse") == 0;
 }
 
 }  // namespace
 
 void syncthreads() {
-  Fiber* f = t_fiber;
-  if (!f) {  // a kernel launched with MB_LAUNCH, not MB_LAUNCH_SYNC, reached a barrier
+  if (!t_fiber) {  // a kernel launched with MB_LAUNCH, not MB_LAUNCH_SYNC, reached a barrier
     fprintf(stderr, "emulated CUDA: __syncthreads in a kernel not launched with MB_LAUNCH_SYNC\n");
     abort();
   }
-  swapcontext(&f->context, &g_scheduler);  // the scheduler resumes everyone once all have arrived
-  t_fiber = f;
-  t_current = &f->state;
+  wait_for(Waiting::kBlockBarrier);  // the scheduler resumes everyone once all have arrived
+}
+
+void cp_async(void* dst, const void* src, int bytes, int src_bytes) {
+  const AsyncCopy c{dst, src, bytes, src_bytes, -1};
+  if (t_fiber)
+    t_fiber->copies.push_back(c);
+  else
+    land(c);
+}
+
+void cp_async_commit() {
+  if (!t_fiber) return;
+  for (AsyncCopy& c : t_fiber->copies)
+    if (c.group < 0) c.group = t_fiber->groups;
+  ++t_fiber->groups;
+}
+
+void cp_async_wait(int n) {
+  Fiber* f = t_fiber;
+  if (!f) return;
+  // Groups below groups - n land; the rest (and the uncommitted copies) stay in flight.
+  std::vector<AsyncCopy> still;
+  for (const AsyncCopy& c : f->copies)
+    if (c.group >= 0 && c.group < f->groups - n)
+      land(c);
+    else
+      still.push_back(c);
+  f->copies.swap(still);
 }
 
 double shfl_down(double v, int delta) {
-  const unsigned linear = t_current->tid.x + t_block_dim.x * (t_current->tid.y + t_block_dim.y * t_current->tid.z);
+  const unsigned linear = linear_thread();
   g_shuffle[linear] = v;
-  syncthreads();
+  warp_collective("__shfl_down_sync");  // every lane has published its value
   const unsigned lane = linear & 31u;
   const double out = lane + (unsigned)delta < 32 && linear + delta < g_shuffle.size() ? g_shuffle[linear + delta] : v;
-  syncthreads();
+  warp_collective("__shfl_down_sync");  // every lane has read: the slots may be written again
   return out;
 }
 
 void ldmatrix_x4(uint32_t r[4], const void* row) {
-  const unsigned linear = t_current->tid.x + t_block_dim.x * (t_current->tid.y + t_block_dim.y * t_current->tid.z);
-  if (!t_fiber || (t_block_dim.x * t_block_dim.y * t_block_dim.z) % 32 != 0) {
-    fprintf(stderr, "emulated CUDA: ldmatrix needs whole warps in a kernel launched with MB_LAUNCH_SYNC\n");
-    abort();
-  }
+  const unsigned linear = linear_thread();
   if (((uintptr_t)row & 15) != 0) {
     fprintf(stderr, "emulated CUDA: ldmatrix row address %p is not 16-byte aligned\n", row);
     abort();
   }
   g_row_addresses[linear] = row;
-  syncthreads();  // every lane has published its row
+  warp_collective("ldmatrix");  // every lane has published its row
   const unsigned warp_base = linear & ~31u, lane = linear & 31u;
   for (unsigned q = 0; q < 4; ++q) {
     const char* source = static_cast<const char*>(g_row_addresses[warp_base + 8 * q + lane / 4]);
     memcpy(&r[q], source + 4 * (lane % 4), 4);
   }
-  syncthreads();  // every lane has read them: the table may be written again
+  warp_collective("ldmatrix");  // every lane has read them: the table may be written again
 }
 
 void mma_m16n8k16(bool bf16, float d[4], const uint32_t a[4], const uint32_t b[2]) {
-  const unsigned linear = t_current->tid.x + t_block_dim.x * (t_current->tid.y + t_block_dim.y * t_current->tid.z);
-  if (!t_fiber || (t_block_dim.x * t_block_dim.y * t_block_dim.z) % 32 != 0) {
-    fprintf(stderr, "emulated CUDA: mma.sync needs whole warps in a kernel launched with MB_LAUNCH_SYNC\n");
-    abort();
-  }
+  const unsigned linear = linear_thread();
   const mb::WeightType type = bf16 ? mb::WeightType::kBfloat16 : mb::WeightType::kFloat16;
   const unsigned warp = linear / 32, lane = linear % 32, group = lane / 4, pair = lane % 4;
   const uint64_t count = g_mma_calls[linear]++, call = (g_mma_block << 32) | count;
@@ -132,7 +198,7 @@ void mma_m16n8k16(bool bf16, float d[4], const uint32_t a[4], const uint32_t b[2
   // C and D: element i at row group + 8 (i >> 1), column 2 pair + (i & 1).
   for (unsigned i = 0; i < 4; ++i) s.c[group + 8 * (i >> 1)][2 * pair + (i & 1)] = d[i];
   s.call[lane] = call;
-  syncthreads();  // every live thread of the block reaches its next barrier or collective
+  warp_collective("mma.sync");
   for (unsigned l = 0; l < 32; ++l)
     if (s.call[l] != call) {
       fprintf(stderr, "emulated CUDA: mma.sync call %llu of warp %u: lane %u did not take part\n",
@@ -147,6 +213,59 @@ void mma_m16n8k16(bool bf16, float d[4], const uint32_t a[4], const uint32_t b[2
   }
 }
 
+namespace {
+
+// Runs block t_block's fibers to their ends, one warp at a time: a warp runs
+// (its lanes in turn, each to its next collective or barrier, the collective
+// released once every lane of the warp is at it) until all its lanes wait at
+// __syncthreads or have ended; then the next warp; once every live thread is
+// at the barrier, all are released and the warps go round again.
+void run_block(unsigned threads, bool reverse) {
+  const unsigned warps = (threads + 31) / 32;
+  auto fiber_of = [&](unsigned w, unsigned l) -> Fiber* {
+    const unsigned warp = reverse ? warps - 1 - w : w;
+    const unsigned lane = reverse ? 31 - l : l;
+    const unsigned i = warp * 32 + lane;
+    return i < threads ? &g_fibers[i] : nullptr;
+  };
+  for (;;) {
+    for (unsigned w = 0; w < warps; ++w) {
+      for (;;) {
+        for (unsigned l = 0; l < 32; ++l) {
+          Fiber* f = fiber_of(w, l);
+          if (f && !f->done && f->waiting == Waiting::kNothing) swapcontext(&g_scheduler, &f->context);
+        }
+        unsigned at_collective = 0, elsewhere = 0;
+        for (unsigned l = 0; l < 32; ++l) {
+          Fiber* f = fiber_of(w, l);
+          if (!f) continue;
+          if (!f->done && f->waiting == Waiting::kWarpCollective)
+            ++at_collective;
+          else
+            ++elsewhere;
+        }
+        if (at_collective == 0) break;
+        if (elsewhere != 0) {  // a lane ended or sits at __syncthreads: the collective never completes
+          fprintf(stderr, "emulated CUDA: a warp-collective instruction in block (%u, %u, %u) that %u lanes of the warp never reach\n",
+                  t_block.x, t_block.y, t_block.z, elsewhere);
+          abort();
+        }
+        for (unsigned l = 0; l < 32; ++l)
+          if (Fiber* f = fiber_of(w, l)) f->waiting = Waiting::kNothing;
+      }
+    }
+    bool live = false;
+    for (unsigned i = 0; i < threads; ++i)
+      if (!g_fibers[i].done) {
+        live = true;
+        g_fibers[i].waiting = Waiting::kNothing;  // all are at the barrier (or ended): release it
+      }
+    if (!live) return;
+  }
+}
+
+}  // namespace
+
 void run_grid(dim3 grid, dim3 block, const std::function<void()>& body, bool cooperative) {
   const unsigned threads = block.x * block.y * block.z;
   if (threads > 1024 || grid.y > 65535 || grid.z > 65535 || threads == 0) {
@@ -159,25 +278,28 @@ void run_grid(dim3 grid, dim3 block, const std::function<void()>& body, bool coo
   }
   t_block_dim = block;
   t_grid_dim = grid;
+  const bool reverse = reverse_schedule();
+  const unsigned blocks = grid.x * grid.y * grid.z;
+  auto block_index = [&](unsigned b) {
+    const unsigned i = reverse ? blocks - 1 - b : b;
+    return uint3{i % grid.x, (i / grid.x) % grid.y, i / (grid.x * grid.y)};
+  };
+  auto thread_index = [&](unsigned i) { return uint3{i % block.x, (i / block.x) % block.y, i / (block.x * block.y)}; };
   if (!cooperative) {  // no barriers: each thread runs to its end in turn, on this stack
     ThreadState state;
     t_fiber = nullptr;
     t_current = &state;
-    for (unsigned bz = 0; bz < grid.z; ++bz)
-      for (unsigned by = 0; by < grid.y; ++by)
-        for (unsigned bx = 0; bx < grid.x; ++bx) {
-          t_block = uint3{bx, by, bz};
-          for (unsigned i = 0; i < threads; ++i) {
-            state.tid = uint3{i % block.x, (i / block.x) % block.y, i / (block.x * block.y)};
-            body();
-          }
-        }
+    for (unsigned b = 0; b < blocks; ++b) {
+      t_block = block_index(b);
+      for (unsigned i = 0; i < threads; ++i) {
+        state.tid = thread_index(reverse ? threads - 1 - i : i);
+        body();
+      }
+    }
     t_current = nullptr;
     return;
   }
   g_body = &body;
-  t_block_dim = block;
-  t_grid_dim = grid;
   g_fibers.resize(threads);
   g_shuffle.assign(threads, 0.0);
   g_row_addresses.assign(threads, nullptr);
@@ -185,33 +307,25 @@ void run_grid(dim3 grid, dim3 block, const std::function<void()>& body, bool coo
   g_mma[1].resize((threads + 31) / 32);
   for (auto& f : g_fibers)
     if (f.stack.size() != kStackBytes) f.stack.resize(kStackBytes);
-  for (unsigned bz = 0; bz < grid.z; ++bz)
-    for (unsigned by = 0; by < grid.y; ++by)
-      for (unsigned bx = 0; bx < grid.x; ++bx) {
-        t_block = uint3{bx, by, bz};
-        g_mma_calls.assign(threads, 0);
-        ++g_mma_block;
-        for (unsigned i = 0; i < threads; ++i) {
-          Fiber& f = g_fibers[i];
-          f.done = false;
-          f.state.tid = uint3{i % block.x, (i / block.x) % block.y, i / (block.x * block.y)};
-          getcontext(&f.context);
-          f.context.uc_stack.ss_sp = f.stack.data();
-          f.context.uc_stack.ss_size = f.stack.size();
-          f.context.uc_link = nullptr;
-          makecontext(&f.context, (void (*)())fiber_main, 1, i);
-        }
-        // Rounds: each live thread runs to its next barrier (or its end).
-        for (unsigned live = threads; live > 0;) {
-          live = 0;
-          for (unsigned i = 0; i < threads; ++i) {
-            Fiber& f = g_fibers[i];
-            if (f.done) continue;
-            swapcontext(&g_scheduler, &f.context);
-            if (!f.done) ++live;
-          }
-        }
-      }
+  for (unsigned b = 0; b < blocks; ++b) {
+    t_block = block_index(b);
+    g_mma_calls.assign(threads, 0);
+    ++g_mma_block;
+    for (unsigned i = 0; i < threads; ++i) {
+      Fiber& f = g_fibers[i];
+      f.done = false;
+      f.waiting = Waiting::kNothing;
+      f.copies.clear();
+      f.groups = 0;
+      f.state.tid = thread_index(i);
+      getcontext(&f.context);
+      f.context.uc_stack.ss_sp = f.stack.data();
+      f.context.uc_stack.ss_size = f.stack.size();
+      f.context.uc_link = nullptr;
+      makecontext(&f.context, (void (*)())fiber_main, 1, i);
+    }
+    run_block(threads, reverse);
+  }
   t_current = nullptr;
   t_fiber = nullptr;
 }
