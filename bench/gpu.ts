@@ -3,7 +3,9 @@
 // in each dtype (float32; float16 and bfloat16: the tensor-core conv GEMMs),
 // a 50-step DDIM sampling run against 50 bare forwards, and the training step
 // (forward + backward + AdamW, float32) on the GPU at batch 16 and 64, with
-// the cpu's at batch 16 for scale. Writes bench/results/gpu.json, and
+// the cpu's at batch 16 for scale, and the conv GEMMs alone at batch 256
+// (TFLOPS and percent of the half-type tensor-core peak; BENCH_CONV=0 skips
+// them). Writes bench/results/gpu.json, and
 // $OUT/gpu.json when OUT is set.
 // Without a device it writes the reason and exits with status 2.
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -13,15 +15,15 @@ import { fileURLToPath } from 'node:url';
 
 import { createUNet } from '../src/index.js';
 import type { DType } from '../src/index.js';
-import { cudaDevices } from '../src/backend/native.js';
+import { cudaDevices, loadAddon } from '../src/backend/native.js';
 import { sample } from '../src/sampler.js';
 import { DDIMScheduler } from '../src/schedulers/ddim.js';
 import { packStepCoefficients } from '../src/schedulers/engine_step.js';
 import { CIFAR10_CONFIG, CIFAR10_GFLOP_PER_IMAGE } from './models.js';
 
-const batches = (process.env.BENCH_BATCHES ?? '1,8,64,256').split(',').map(Number);
+const batches = (process.env.BENCH_BATCHES ?? '1,8,64,256').split(',').filter(Boolean).map(Number);  // '' for none
 const dtypes = (process.env.BENCH_DTYPES ?? 'float32,float16,bfloat16').split(',') as DType[];
-const ddimBatches = (process.env.BENCH_DDIM_BATCHES ?? '1,64').split(',').map(Number);
+const ddimBatches = (process.env.BENCH_DDIM_BATCHES ?? '1,64').split(',').filter(Boolean).map(Number);  // '' for none
 const budgetMs = Number(process.env.BENCH_TIME_MS ?? 1500);  // per measurement, after one warm-up
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const round = (x: number, digits = 2) => Math.round(x * 10 ** digits) / 10 ** digits;
@@ -46,6 +48,8 @@ const result: Record<string, unknown> = {
   host: `${os.cpus()[0]?.model} (${os.cpus().length} cores)`,
   cuda: devices,
   model: 'google/ddpm-cifar10-32 architecture, random weights (forward: each dtype; DDIM: float32)',
+  // Hopper's warpgroup MMA for the half-type conv GEMMs (MARBLE_CUDA_WGMMA=1, where the device has sm_90a code).
+  wgmmaRequested: process.env.MARBLE_CUDA_WGMMA === '1',
   gflopPerImage: CIFAR10_GFLOP_PER_IMAGE,
 };
 
@@ -102,6 +106,47 @@ for (const dtype of dtypes) {
 }
 write();
 
+// The conv GEMMs alone (the issue's tensor-core target: at batch 256, at
+// least 40% of the bf16 tensor-core peak): the cifar10-32 UNet's 3x3 convs at
+// batch 256, one layer timed over 20 launches, in each dtype, and for the
+// half types again on Hopper's warpgroup MMA where the device has it
+// (sm_90a). Percent of peak against the datasheet's dense bf16/fp16
+// tensor-core figure where the device is known (H100/H200 SXM 989.4 TFLOPS,
+// H100 PCIe 756.5), else null.
+const convShapes = [
+  { cin: 128, cout: 128, size: 32 },
+  { cin: 256, cout: 256, size: 16 },
+  { cin: 256, cout: 256, size: 8 },
+];
+const convBatch = Number(process.env.BENCH_CONV_BATCH ?? 256);
+const deviceName = devices.devices?.[0]?.name ?? '';
+const halfPeakTflops = /H200|H100.*(SXM|HBM3)|GH200/.test(deviceName) ? 989.4 : /H100.*PCIe/.test(deviceName) ? 756.5 : null;
+const convRows: Record<string, number | string | boolean | null>[] = [];
+result.convGemm = { batch: convBatch, halfPeakTflops, rows: convRows };
+if (process.env.BENCH_CONV !== '0') {
+  const addon = loadAddon();
+  const weightTypes: Record<string, number> = { float32: 0, float16: 1, bfloat16: 2 };
+  for (const dtype of dtypes)
+    for (const wgmma of dtype === 'float32' ? [0] : [0, 1])
+      for (const { cin, cout, size } of convShapes) {
+        const r = addon.cudaConvBench(0, weightTypes[dtype]!, wgmma, convBatch, cin, cout, size, size, 20);
+        const label = `conv ${dtype}${wgmma ? ' wgmma' : ''} b${convBatch} ${cin}->${cout} @${size}`;
+        if (r.status !== 0) {
+          if (wgmma && /warpgroup/.test(r.reason)) break;  // not an sm_90a device: no warpgroup MMA rows
+          errors.push(`${label}: ${r.reason}`);
+          console.error(errors.at(-1));
+          continue;
+        }
+        const tflops = (2 * convBatch * size * size * cout * cin * 9) / (r.ms / 1000) / 1e12;
+        convRows.push({
+          dtype, wgmma: wgmma === 1, cin, cout, size, ms: round(r.ms, 3), tflops: round(tflops, 1),
+          percentOfHalfPeak: halfPeakTflops && dtype !== 'float32' ? round((tflops / halfPeakTflops) * 100, 1) : null,
+        });
+        console.log(`${label}: ${r.ms.toFixed(3)} ms, ${tflops.toFixed(1)} TFLOPS`);
+      }
+}
+write();
+
 // A DDIM run is 50 forwards plus 50 fused steps, all queued on the device in
 // one call (engine/sampling.cpp) with the forward replayed from a CUDA graph
 // from step 2 on: the overhead column compares a step with a bare forward
@@ -152,7 +197,7 @@ write();
 // model does not train), on the GPU, and on the cpu for scale.
 const train: Record<string, unknown> = {};
 result.trainStep = train;
-const trainBatches = (process.env.BENCH_TRAIN_BATCHES ?? '16,64').split(',').map(Number);
+const trainBatches = (process.env.BENCH_TRAIN_BATCHES ?? '16,64').split(',').filter(Boolean).map(Number);  // '' for none
 const trainRows: Record<string, number>[] = [];
 train.cuda = trainRows;
 const { Trainer, DDPMScheduler } = await import('../src/index.js');

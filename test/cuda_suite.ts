@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import { BackendError, MemoryLimitError, Trainer, createUNet, loadUNet } from '../src/index.js';
 import type { BackendName, UNet2DModel } from '../src/index.js';
 import { packStepCoefficients } from '../src/schedulers/engine_step.js';
-import { cudaDevices } from '../src/backend/native.js';
+import { cudaDevices, loadAddon } from '../src/backend/native.js';
 import type { CudaParityCase } from '../src/backend/native.js';
 import { readSafetensorsFile, tensorToFloat32 } from '../src/model/safetensors.js';
 import { sample } from '../src/sampler.js';
@@ -84,6 +84,21 @@ export function registerCudaSuite(options: CudaSuiteOptions): void {
       }
     });
   }
+
+  test(`the conv GEMM benchmark helper times a conv on ${where} and refuses what it cannot run`, () => {
+    const addon = loadAddon();
+    const plain = addon.cudaConvBench(0, 2, 0, 1, 16, 136, 4, 4, 2);
+    assert.equal(plain.status, 0, plain.reason);
+    assert.ok(plain.ms > 0);
+    const fp32Wgmma = addon.cudaConvBench(0, 0, 1, 1, 16, 136, 4, 4, 2);
+    assert.notEqual(fp32Wgmma.status, 0);
+    assert.match(fp32Wgmma.reason, /warpgroup MMA needs a half weight type/);
+    assert.notEqual(addon.cudaConvBench(0, 3, 0, 1, 16, 16, 4, 4, 1).status, 0, 'weight type 3 does not exist');
+    if (options.emulated) {  // the emulation always has the warpgroup MMA
+      const wgmma = addon.cudaConvBench(0, 2, 1, 1, 16, 136, 4, 4, 2);
+      assert.equal(wgmma.status, 0, wgmma.reason);
+    }
+  });
 
   const outputs = new Map<string, Float32Array>();
   for (const name of fixtures) {

@@ -27,8 +27,16 @@
 // from shared memory with ldmatrix.x4 (one instruction per A fragment or
 // pair of B fragments); tile rows are padded to 40 halves (80 bytes), so the
 // eight 16-byte rows each phase of an ldmatrix reads fall in 32 distinct banks.
+//
+// On Hopper (sm_90a) with MARBLE_CUDA_WGMMA=1, the 128 x 128 tiles go to the
+// warpgroup MMA instead (conv_wgmma_gemm below, wgmma.cuh); opt-in until a
+// run on an H100/H200 has checked it against these kernels.
+#include <stdlib.h>
+#include <string.h>
+
 #include "conv2d_params.cuh"
 #include "mma.cuh"
+#include "wgmma.cuh"
 
 namespace mb {
 namespace cuda {
@@ -193,6 +201,141 @@ void launch_conv_mma(const ConvParams& p, int k_ld) {
   check_launch("conv_mma_gemm");
 }
 
+// --- Hopper: the warpgroup MMA ------------------------------------------------
+// The same implicit GEMM in 128 x 128 tiles, a block of two warpgroups (rows
+// 0-63 and 64-127 of the tile, all 128 columns each: one m64n128k16 per 16
+// of K), 64-deep K slices, double-buffered in dynamic shared memory, A and B
+// in wgmma.cuh's core-matrix layout. As in conv_mma_gemm, B comes by cp.async
+// and A through registers (converted to the half type), the next slice's
+// loads overlapping the current slice's MMAs, which run asynchronously while
+// the threads store the next A tile.
+constexpr int kWgBM = 128, kWgBN = kWgmmaN, kWgBK = 64, kWgThreads = 256;
+constexpr int kWgTileBytes = kWgBM * kWgBK * 2;               // A's tile; B's is the same size
+constexpr int kWgStageBytes = 2 * kWgTileBytes;
+constexpr int kWgSharedBytes = 2 * kWgStageBytes + 128;        // two stages, + slack to align them to 128 bytes
+
+#if defined(MB_WGMMA_COMPILED)
+constexpr uint32_t kWgLbo = 128, kWgSbo = 128 * (kWgBK / 8);  // next core matrix along K; next 8 rows
+// Byte offset of halves k = 8 chunk .. 8 chunk + 7 of tile row `row` (one core-matrix row).
+__device__ __forceinline__ int wg_offset(int row, int chunk) {
+  return (row >> 3) * (int)kWgSbo + chunk * (int)kWgLbo + (row & 7) * 16;
+}
+#endif
+
+template <WeightType T>
+__global__ void __launch_bounds__(kWgThreads, 1) conv_wgmma_gemm(ConvParams p, int k_ld) {
+#if defined(MB_WGMMA_COMPILED)
+  MB_DYNAMIC_SHARED(raw);
+  uint8_t* smem = raw + ((128 - (shared_address(raw) & 127)) & 127);
+  const int tid = threadIdx.x, warpgroup = tid >> 7;
+  // Tile filling: thread tid writes core-matrix row tid % 8 of K chunk
+  // (tid / 8) % 8 in row blocks tid / 64 + 4 pass: eight consecutive threads
+  // fill one 128-byte core matrix (conflict-free 16-byte stores).
+  const int fill_row = tid & 7, fill_chunk = (tid >> 3) & 7, fill_block = tid >> 6;
+  const long long m0 = (long long)blockIdx.x * kWgBM;
+  const int n0 = blockIdx.y * kWgBN;
+  const uint16_t* w = reinterpret_cast<const uint16_t*>(p.w);
+  ConvRow rows[4];
+#pragma unroll
+  for (int pass = 0; pass < 4; ++pass) rows[pass] = conv_row(p, m0 + (fill_block + 4 * pass) * 8 + fill_row);
+  float staged[4][8];
+  float acc[kWgmmaAccs];
+#pragma unroll
+  for (int i = 0; i < kWgmmaAccs; ++i) acc[i] = 0.0f;
+
+  auto a_tile = [&](int buf) { return smem + buf * kWgStageBytes; };
+  auto b_tile = [&](int buf) { return smem + buf * kWgStageBytes + kWgTileBytes; };
+  // Slice s of B into buffer `buf`: columns past N and K past k_ld (the last slice of a 32-deep k_ld) are zero-filled.
+  auto copy_b = [&](int buf, int s) {
+    const int k = s * kWgBK + fill_chunk * 8;
+#pragma unroll
+    for (int pass = 0; pass < 4; ++pass) {
+      const int row = (fill_block + 4 * pass) * 8 + fill_row, n = n0 + row;
+      const bool ok = n < p.N && k < k_ld;
+      cp_async_16(b_tile(buf) + wg_offset(row, fill_chunk), w + (ok ? (size_t)n * k_ld + k : 0), ok ? 16 : 0);
+    }
+    cp_async_commit();
+  };
+  auto load_a = [&](int s) {
+#pragma unroll
+    for (int pass = 0; pass < 4; ++pass) load_a8<true>(p, rows[pass], s * kWgBK + fill_chunk * 8, staged[pass]);
+  };
+  auto store_a = [&](int buf) {
+#pragma unroll
+    for (int pass = 0; pass < 4; ++pass) {
+      const float* v = staged[pass];
+      uint8_t* dst = a_tile(buf) + wg_offset((fill_block + 4 * pass) * 8 + fill_row, fill_chunk);
+      store_u32x4(reinterpret_cast<uint16_t*>(dst), pack_half2<T>(v[0], v[1]), pack_half2<T>(v[2], v[3]),
+                  pack_half2<T>(v[4], v[5]), pack_half2<T>(v[6], v[7]));
+    }
+  };
+
+  const int slices = (k_ld + kWgBK - 1) / kWgBK;
+  copy_b(0, 0);
+  load_a(0);
+  store_a(0);
+  cp_async_wait<0>();
+  fence_proxy_async();  // the threads' tile writes, visible to the MMAs
+  __syncthreads();
+  for (int s = 0; s < slices; ++s) {
+    const int cur = s & 1, next = cur ^ 1;
+    const bool more = s + 1 < slices;
+    if (more) {  // `next` was last read by slice s - 1's MMAs, waited for before the barrier that closed it
+      copy_b(next, s + 1);
+      load_a(s + 1);
+    }
+    const uint32_t a_start = shared_address(a_tile(cur)) + (uint32_t)warpgroup * (64 / 8) * kWgSbo;
+    const uint32_t b_start = shared_address(b_tile(cur));
+    wgmma_fence(acc);
+#pragma unroll
+    for (int kk = 0; kk < kWgBK / 16; ++kk)
+      wgmma_m64n128k16<T>(acc, wgmma_descriptor(a_start + kk * 2 * kWgLbo, kWgLbo, kWgSbo),
+                          wgmma_descriptor(b_start + kk * 2 * kWgLbo, kWgLbo, kWgSbo));
+    wgmma_commit();
+    if (more) {
+      store_a(next);
+      cp_async_wait<0>();
+      fence_proxy_async();
+    }
+    wgmma_wait<0>(acc);
+    __syncthreads();
+  }
+
+  // Accumulator v: row 16 (warp % 4) + group + 8 ((v >> 1) & 1) of the warpgroup's 64, column 8 (v >> 2) + 2 pair + (v & 1).
+  const int lane = tid & 31, group = lane >> 2, pair = lane & 3, warp_in_group = (tid >> 5) & 3;
+#pragma unroll
+  for (int v = 0; v < kWgmmaAccs; ++v) {
+    const long long m = m0 + 64 * warpgroup + 16 * warp_in_group + group + 8 * ((v >> 1) & 1);
+    const int n = n0 + 8 * (v >> 2) + 2 * pair + (v & 1);
+    if (m < p.M && n < p.N) conv_store(p, m, n, acc[v]);
+  }
+#endif
+}
+
+// Whether conv_wgmma_gemm has code for this device, and whether it is used.
+bool g_wgmma_available = false;
+bool g_wgmma_on = false;
+
+template <WeightType T>
+void launch_conv_wgmma(const ConvParams& p, int k_ld) {
+  dim3 grid;
+  if (!conv_grid(p, kWgBM, kWgBN, "conv2d (warpgroup MMA): output too large for one launch", &grid)) return;
+  const auto kernel = conv_wgmma_gemm<T>;  // named: the launch macro cannot take the template's brackets
+  MB_LAUNCH_SYNC_SHARED(kernel, grid, kWgThreads, kWgSharedBytes)(p, k_ld);
+  check_launch("conv_wgmma_gemm");
+}
+
+#if !defined(MB_CUDA_EMULATION)
+// 1 where this device runs sm_90a code (conv_wgmma_gemm's real body), else 0.
+__global__ void wgmma_probe(int* out) {
+#if defined(MB_WGMMA_COMPILED)
+  *out = 1;
+#else
+  *out = 0;
+#endif
+}
+#endif
+
 // packed[n * k_ld + k]: output channel n's GEMM column, rounded to T, with
 // the rows past K (up to the 32-deep slices) zero.
 template <WeightType T>
@@ -238,6 +381,8 @@ void conv2d_forward_half(const float* in, const ConvGeometry& g, const PackedWei
   const long long big_tiles = (p.M + 127) / 128 * ((p.N + 127) / 128);
   if (!vec8)
     launch_conv_mma<T, 64, 64, 2, 2, false>(p, k_ld);
+  else if (g_wgmma_on && p.N > 64 && big_tiles >= multiprocessor_count())
+    launch_conv_wgmma<T>(p, k_ld);
   else if (p.N > 64 && big_tiles >= multiprocessor_count())
     launch_conv_mma<T, 128, 128, 2, 4, true>(p, k_ld);
   else
@@ -245,6 +390,44 @@ void conv2d_forward_half(const float* in, const ConvGeometry& g, const PackedWei
 }
 
 }  // namespace
+
+// At device selection (device.cu): on a compute capability 9 device, whether
+// it runs the sm_90a build of conv_wgmma_gemm (a probe kernel says which
+// code the driver chose) and allows its 64 KB of dynamic shared memory; the
+// parity self-test then checks it. Models use it when MARBLE_CUDA_WGMMA=1.
+// Under the emulation it is always available; only the variable decides.
+void conv_wgmma_prepare() {
+  const char* want = getenv("MARBLE_CUDA_WGMMA");
+#if defined(MB_CUDA_EMULATION)
+  g_wgmma_available = true;
+#else
+  int major = 0, found = 0;
+  int* flag = nullptr;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, current_device()) == cudaSuccess &&
+      major == 9 && cudaMalloc(&flag, sizeof(int)) == cudaSuccess) {
+    wgmma_probe<<<1, 1>>>(flag);
+    if (cudaMemcpy(&found, flag, sizeof(int), cudaMemcpyDeviceToHost) != cudaSuccess) found = 0;
+    cudaFree(flag);
+  }
+  g_wgmma_available =
+      found == 1 &&
+      cudaFuncSetAttribute(conv_wgmma_gemm<WeightType::kFloat16>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           kWgSharedBytes) == cudaSuccess &&
+      cudaFuncSetAttribute(conv_wgmma_gemm<WeightType::kBfloat16>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           kWgSharedBytes) == cudaSuccess;
+  (void)cudaGetLastError();  // a refusal here only means: no warpgroup MMA
+#endif
+  g_wgmma_on = g_wgmma_available && want && strcmp(want, "1") == 0;
+}
+
+bool conv_wgmma_set(bool on) {
+#if defined(MB_CUDA_EMULATION)
+  g_wgmma_available = true;
+#endif
+  g_wgmma_on = on && g_wgmma_available;
+  return g_wgmma_on;
+}
+bool conv_wgmma_enabled() { return g_wgmma_on; }
 
 size_t conv_packed_floats_half(int cout, int cin, int k, int) {
   const size_t halves = (size_t)cout * packed_k(k * k * cin);  // even: k_ld is

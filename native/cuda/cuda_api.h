@@ -56,3 +56,12 @@ MB_API int mb_cuda_parity_run(int device, uint32_t seed, int dry_run);
 // process (test/cuda.test.ts does).
 MB_API int mb_cuda_fault_probe(int device, char* message, int message_len);
 MB_API int mb_cuda_parity_case(int index, MbParityCase* out);
+
+// The GPU benchmark's conv GEMM timing (bench/gpu.ts): one 3x3 convolution
+// (stride 1, padding 1, bias) of batch x h x w x cin -> cout, weights packed
+// for `weight_type` (0 float32, 1 float16, 2 bfloat16), `wgmma` 1 to run the
+// half types on Hopper's warpgroup MMA (refused where it is not available),
+// timed over `iterations` launches after one warm-up. Writes the mean ms per
+// launch; returns kOk or a status with the reason in `reason`.
+MB_API int mb_cuda_conv_bench(int device, int weight_type, int wgmma, int batch, int cin, int cout, int h, int w,
+                              int iterations, double* ms, char* reason, int reason_len);

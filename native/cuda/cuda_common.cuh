@@ -21,6 +21,7 @@
 #include "emulation/cuda_emulation.h"
 #define MB_LAUNCH(kernel, grid, block) ::mb_emu::launch((grid), (block), kernel, false)
 #define MB_LAUNCH_SYNC(kernel, grid, block) ::mb_emu::launch((grid), (block), kernel, true)
+#define MB_LAUNCH_SYNC_SHARED(kernel, grid, block, bytes) ::mb_emu::launch((grid), (block), kernel, true, (bytes))
 #else
 #include <cuda_runtime.h>
 // kernel<<<grid, block, 0, stream>>> spelled so that the emulation can take it
@@ -28,6 +29,8 @@
 // MB_LAUNCH_SYNC (the emulation runs their threads as fibers).
 #define MB_LAUNCH(kernel, grid, block) kernel<<<(grid), (block), 0, ::mb::cuda::stream()>>>
 #define MB_LAUNCH_SYNC(kernel, grid, block) kernel<<<(grid), (block), 0, ::mb::cuda::stream()>>>
+// ... with `bytes` of dynamic shared memory.
+#define MB_LAUNCH_SYNC_SHARED(kernel, grid, block, bytes) kernel<<<(grid), (block), (bytes), ::mb::cuda::stream()>>>
 #endif
 
 #include "../engine/ops.h"
@@ -42,6 +45,12 @@ void use_device_on_this_thread();
 int current_device();
 // The current device's multiprocessors (1 under the emulation): tile choices.
 int multiprocessor_count();
+// Hopper's warpgroup MMA for the half-type convolutions (conv2d_mma.cu):
+// decided at device selection (MARBLE_CUDA_WGMMA=1 and sm_90a code for the
+// device); the parity self-test switches it on and off (returns whether it is on).
+void conv_wgmma_prepare();
+bool conv_wgmma_set(bool on);
+bool conv_wgmma_enabled();
 
 // True when an earlier failure on this thread means nothing more should run.
 bool failed();

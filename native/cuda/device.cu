@@ -328,6 +328,7 @@ int select_device(int device, char* reason, int reason_len) {
   g_device = device;
   t_device = device;
   choose_allocator(device);
+  conv_wgmma_prepare();
   return kOk;
 }
 

@@ -27,6 +27,8 @@ int select_device(int, char* reason, int reason_len) {
   copy_reason(reason, reason_len, kNotBuilt);
   return kErrUnsupported;
 }
+bool conv_wgmma_set(bool) { return false; }
+bool conv_wgmma_enabled() { return false; }
 }  // namespace cuda
 }  // namespace mb
 

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <chrono>
 #include <functional>
 #include <new>
 #include <string>
@@ -28,6 +29,8 @@
 namespace mb {
 namespace cuda {
 int select_device(int device, char* reason, int reason_len);
+bool conv_wgmma_set(bool on);  // Hopper's warpgroup MMA for the half convolutions (false: not available)
+bool conv_wgmma_enabled();
 }  // namespace cuda
 const Ops* cuda_ops_table(WeightType t);  // null in a build without CUDA
 
@@ -56,6 +59,8 @@ std::vector<MbParityCase> g_cases;
 const Ops* g_device_ops = nullptr;  // the side under test: cuda, or cpu in a dry run
 // The device's tables for half-packed weights (tensor cores), indexed by WeightType; cpu in a dry run.
 const Ops* g_half_ops[3] = {};
+// Prefixes the half cases' names while they run on the warpgroup MMA ("wgmma ").
+std::string g_half_tag;
 
 // v rounded to the half type and back: the inputs the tensor-core GEMMs
 // multiply. Their products are exact in fp32 (11 + 11 or 8 + 8 significant
@@ -213,7 +218,7 @@ void conv_case(Rng& rng, const ConvCase& cc, WeightType type = WeightType::kFloa
   const Floats x_ref = rounded(x, type), w_ref = rounded(w, type);
   const Floats& x_dev = device == cpu ? x_ref : x;
   const Floats& w_dev = device == cpu ? w_ref : w;
-  std::string name = half ? std::string(type_name(type)) + " " : std::string();
+  std::string name = half ? g_half_tag + type_name(type) + " " : std::string();
   name += shape("b%d %dx%d%s cin %d cout %d k%d s%d pad %d,%d", cc.batch, cc.in_h, cc.in_w,
                            cc.upsample == 2 ? " up2" : "", cc.cin, cc.cout, cc.k, cc.stride, cc.pad_top, cc.pad_left);
   if (cc.bias) name += " +bias";
@@ -282,7 +287,7 @@ void linear_case(Rng& rng, int rows, int cin, int cout, bool fused_sources, bool
   const Floats x_ref = rounded(x, type);
   const Floats& x_dev = device == cpu ? x_ref : x;
   const std::vector<Floats>& ws_dev = device == cpu ? ws_ref : ws;
-  std::string name = half ? std::string(type_name(type)) + " " : std::string();
+  std::string name = half ? g_half_tag + type_name(type) + " " : std::string();
   name += shape("%d rows, %d -> %d%s%s", rows, cin, cout, fused_sources ? " (q|k|v from 3 sources)" : "",
                            residual_in_place ? " +residual in place" : "");
   run_case(half ? "linear_half" : "linear", name, false, [&](Device& dev, Floats& ref, Floats& got) {
@@ -1040,6 +1045,25 @@ int mb::run_parity(const Ops* device_ops, uint32_t seed) {
     linear_case(rng, 70, 96, 3 * 96, true, false, t);
     linear_case(rng, 130, 64, 64, false, true, t);
   }
+  // Hopper's warpgroup MMA (conv2d_mma.cu's conv_wgmma_gemm), where this
+  // build and device have it (sm_90a, or the emulation): the cases above
+  // that take 128 x 128 tiles (8-channel vectors, N > 64), again.
+  if (g_device_ops != cpu_ops()) {
+    const bool was_on = cuda::conv_wgmma_enabled();
+    if (cuda::conv_wgmma_set(true)) {
+      g_half_tag = "wgmma ";
+      for (WeightType t : {WeightType::kFloat16, WeightType::kBfloat16}) {
+        conv_case(rng, {3, 48, 80, 3, 9, 7, 1, 1, 1, 1, true, false, true, false, 1.0f}, t);
+        conv_case(rng, {2, 64, 96, 1, 8, 8, 1, 1, 0, 0, true, true, false, false, 1.0f}, t);
+        conv_case(rng, {1, 16, 136, 3, 20, 20, 1, 1, 1, 1, false, false, true, false, 2.0f}, t);
+        conv_case(rng, {2, 128, 256, 3, 6, 6, 1, 1, 1, 1, true, true, true, false, 1.4142135f}, t);
+        linear_case(rng, 3, 128, 512, false, false, t);
+        linear_case(rng, 70, 96, 3 * 96, true, false, t);
+      }
+      g_half_tag.clear();
+    }
+    cuda::conv_wgmma_set(was_on);
+  }
   group_norm_case(rng, 2, 64, 64, 32, true, false, 0.0f);
   group_norm_case(rng, 2, 64, 64, 32, true, true, 0.0f);
   group_norm_case(rng, 3, 49, 96, 8, false, false, 40.0f);
@@ -1073,6 +1097,63 @@ int mb::run_parity(const Ops* device_ops, uint32_t seed) {
   optimizer_cases(rng);
   training_cases(rng);
   return (int)g_cases.size();
+}
+
+MB_API int mb_cuda_conv_bench(int device, int weight_type, int wgmma, int batch, int cin, int cout, int h, int w,
+                              int iterations, double* ms, char* reason, int reason_len) {
+  *ms = 0.0;
+  auto fail = [&](int status, const char* text) {
+    copy_text(reason, (size_t)reason_len, text);
+    return status;
+  };
+  if (weight_type < 0 || weight_type > 2 || batch < 1 || cin < 1 || cout < 1 || h < 1 || w < 1 || iterations < 1)
+    return fail(kErrInvalidArgument, "conv bench: a size or the weight type is out of range");
+  if (cuda::select_device(device, reason, reason_len) != kOk || !cuda_ops()) return kErrUnsupported;
+  const WeightType type = (WeightType)weight_type;
+  const Ops* ops = cuda_ops_table(type);
+  const bool was_on = cuda::conv_wgmma_enabled();
+  if (cuda::conv_wgmma_set(wgmma != 0 && type != WeightType::kFloat32) != (wgmma != 0)) {
+    cuda::conv_wgmma_set(was_on);
+    return fail(kErrUnsupported, "conv bench: the warpgroup MMA needs a half weight type and an sm_90a device");
+  }
+  ConvGeometry g;
+  g.batch = batch, g.in_h = h, g.in_w = w, g.in_ld = cin, g.upsample = 1;
+  g.out_h = h, g.out_w = w, g.out_ld = cout, g.stride = 1, g.pad_top = 1, g.pad_left = 1;
+  Rng rng(7);
+  const size_t in_n = (size_t)batch * h * w * cin, out_n = (size_t)batch * h * w * cout;
+  int status = kOk;
+  {
+    Device dev(ops);
+    float* dw = dev.alloc(ops->conv_packed_floats(cout, cin, 3, false));
+    float* dx = dev.put(rng.vec(in_n));
+    float* dout = dev.alloc(out_n);
+    float* dbias = dev.put(rng.vec((size_t)cout));
+    float* dsrc = dev.put(rng.vec((size_t)cout * cin * 9, -0.05f, 0.05f));
+    float* dzero = dev.alloc((size_t)cin + cout + 64);
+    float* dscratch = dev.alloc(ops->conv_scratch_floats(g, cout, cin, 3, false));
+    if (!dw || !dx || !dout || !dbias || !dsrc || !dzero || !dscratch) {
+      cuda::conv_wgmma_set(was_on);
+      return fail(kErrOutOfMemory, "conv bench: device allocation failed");
+    }
+    PackedWeights pw;
+    WeightSource source = {dsrc, (long long)cin * 9, 9, 1};
+    int couts[1] = {cout};
+    ops->pack_conv(&pw, dw, &source, couts, 1, cin, 3, false);
+    ConvEpilogue ep;
+    ep.bias = dbias;
+    ep.divisor = 1.0f;
+    ops->conv2d_forward(dx, g, pw, ep, dout, dzero, dscratch);  // warm-up
+    status = ops->sync();
+    if (status == kOk) {
+      const auto start = std::chrono::steady_clock::now();
+      for (int i = 0; i < iterations; ++i) ops->conv2d_forward(dx, g, pw, ep, dout, dzero, dscratch);
+      status = ops->sync();
+      *ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count() / iterations;
+    }
+    if (status != kOk) copy_text(reason, (size_t)reason_len, ops->error_message());
+  }
+  cuda::conv_wgmma_set(was_on);
+  return status;
 }
 
 MB_API int mb_cuda_parity_case(int index, MbParityCase* out) {

@@ -771,6 +771,22 @@ Napi::Value CudaParity(const Napi::CallbackInfo& info) {
   return list;
 }
 
+// cudaConvBench(device, weightType, wgmma, batch, cin, cout, h, w, iterations) -> { status, ms, reason }:
+// the GPU benchmark's timing of one 3x3 conv GEMM (mb_cuda_conv_bench). Synchronous: a benchmark helper.
+Napi::Value CudaConvBench(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int a[9];
+  for (int i = 0; i < 9; ++i) a[i] = info[i].As<Napi::Number>().Int32Value();
+  double ms = 0.0;
+  char reason[512] = {0};
+  const int status = mb_cuda_conv_bench(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], &ms, reason, sizeof(reason));
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("status", status);
+  result.Set("ms", ms);
+  result.Set("reason", std::string(reason));
+  return result;
+}
+
 // cudaFaultProbe(device) -> { status, message }: loses the CUDA context (child processes only).
 Napi::Value CudaFaultProbe(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -784,6 +800,7 @@ Napi::Value CudaFaultProbe(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaDevices", Napi::Function::New(env, CudaDevices));
+  exports.Set("cudaConvBench", Napi::Function::New(env, CudaConvBench));
   exports.Set("cudaFaultProbe", Napi::Function::New(env, CudaFaultProbe));
   exports.Set("cudaParity", Napi::Function::New(env, CudaParity));
   exports.Set("diffusionStep", Napi::Function::New(env, DiffusionStep));

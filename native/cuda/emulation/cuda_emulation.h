@@ -83,15 +83,29 @@ void cp_async(void* dst, const void* src, int bytes, int src_bytes);
 void cp_async_commit();
 // cp.async.wait_group n: every committed group but the newest n has landed.
 void cp_async_wait(int n);
+// wgmma.mma_async m64nNk16, f32 += {f16|bf16} x {f16|bf16}, both operands in
+// shared memory through "no swizzle" K-major descriptors (wgmma.cuh): queued,
+// and carried out (reading shared memory then) when a wgmma_wait of the
+// issuing thread covers its group. Each thread computes its own accumulators
+// d[0 .. n/2) in wgmma.cuh's layout, every element as the exact sum of its 16
+// products plus d, rounded once. A descriptor with a swizzle mode aborts.
+void wgmma(bool bf16, int n, float* d, uint64_t desc_a, uint64_t desc_b);
+void wgmma_commit();
+void wgmma_wait(int n);
+// The launch's dynamic shared memory (128-byte aligned), and an address in
+// it as a 32-bit shared-window address (what matrix descriptors hold).
+uint8_t* dynamic_shared();
+uint32_t shared_address(const void* p);
 // `cooperative`: the kernel synchronises its threads, run them as fibers;
 // else each thread runs to its end in turn (a barrier there is an error).
-void run_grid(dim3 grid, dim3 block, const std::function<void()>& body, bool cooperative);
+// `shared_bytes`: the launch's dynamic shared memory.
+void run_grid(dim3 grid, dim3 block, const std::function<void()>& body, bool cooperative, size_t shared_bytes = 0);
 // Counts launches whose configuration CUDA would refuse (more than 1024 threads, grid.y/z > 65535).
 extern thread_local int g_bad_launches;
 
 template <typename K>
-auto launch(dim3 grid, dim3 block, K kernel, bool cooperative) {
-  return [=](auto... args) { run_grid(grid, block, [=]() { kernel(args...); }, cooperative); };
+auto launch(dim3 grid, dim3 block, K kernel, bool cooperative, size_t shared_bytes = 0) {
+  return [=](auto... args) { run_grid(grid, block, [=]() { kernel(args...); }, cooperative, shared_bytes); };
 }
 
 }  // namespace mb_emu

@@ -54,6 +54,7 @@ MB_API int mb_model_use_cuda(Model* m, int device, int weight_type) {
     copy_text(m->error, (int)sizeof(m->error), "unknown weight type (0 float32, 1 float16, 2 bfloat16)");
     return kErrInvalidArgument;
   }
+  cuda::conv_wgmma_prepare();  // MARBLE_CUDA_WGMMA=1: the half convolutions on the emulated warpgroup MMA
   m->ops = cuda_ops_table((WeightType)weight_type);
   if (!m->queue) m->queue = m->ops->queue_new();
   return kOk;

@@ -37,6 +37,15 @@ struct AsyncCopy {
   long long group;
 };
 
+// One wgmma in flight, and its group (-1: not yet committed).
+struct AsyncMma {
+  bool bf16;
+  int n;
+  float* d;
+  uint64_t desc_a, desc_b;
+  long long group;
+};
+
 struct Fiber {
   ThreadState state;
   ucontext_t context;
@@ -45,6 +54,8 @@ struct Fiber {
   Waiting waiting = Waiting::kNothing;
   std::vector<AsyncCopy> copies;  // issued, not landed
   long long groups = 0;           // cp.async groups committed so far
+  std::vector<AsyncMma> mmas;     // wgmma issued, not carried out
+  long long mma_groups = 0;       // wgmma groups committed so far
 };
 
 // Per OS thread: a launch runs entirely on the thread that makes it.
@@ -67,6 +78,8 @@ struct MmaOperands {
 thread_local std::vector<MmaOperands> g_mma[2];
 thread_local std::vector<uint64_t> g_mma_calls;  // per thread of the block: mma.sync calls so far
 thread_local uint64_t g_mma_block = 0;            // blocks run so far: tags calls apart from earlier blocks'
+thread_local std::vector<uint8_t> g_dynamic_shared;  // the launch's dynamic shared memory (+ alignment slack)
+thread_local uint8_t* g_dynamic_base = nullptr;
 
 void land(const AsyncCopy& c) {
   if (c.src_bytes > 0) memcpy(c.dst, c.src, (size_t)c.src_bytes);
@@ -128,6 +141,76 @@ void cp_async(void* dst, const void* src, int bytes, int src_bytes) {
     t_fiber->copies.push_back(c);
   else
     land(c);
+}
+
+uint8_t* dynamic_shared() { return g_dynamic_base; }
+
+uint32_t shared_address(const void* p) {
+  const uint8_t* q = static_cast<const uint8_t*>(p);
+  if (!g_dynamic_base || q < g_dynamic_base || q >= g_dynamic_base + (g_dynamic_shared.size() - 128)) {
+    fprintf(stderr, "emulated CUDA: shared_address of %p, outside the launch's dynamic shared memory\n", p);
+    abort();
+  }
+  return (uint32_t)(q - g_dynamic_base);
+}
+
+namespace {
+
+// Element (row, k) of a K-major operand under a "no swizzle" descriptor (wgmma.cuh).
+float wgmma_operand(uint64_t desc, bool bf16, int row, int k) {
+  const uint32_t start = (uint32_t)(desc & 0x3fff) << 4, lbo = (uint32_t)((desc >> 16) & 0x3fff) << 4,
+                 sbo = (uint32_t)((desc >> 32) & 0x3fff) << 4;
+  const uint32_t offset = start + (uint32_t)(row / 8) * sbo + (uint32_t)(k / 8) * lbo + (uint32_t)(row % 8) * 16 +
+                          (uint32_t)(k % 8) * 2;
+  if (offset + 2 > g_dynamic_shared.size() - 128) {
+    fprintf(stderr, "emulated CUDA: a wgmma operand at shared byte %u, past the launch's dynamic shared memory\n", offset);
+    abort();
+  }
+  uint16_t bits;
+  memcpy(&bits, g_dynamic_base + offset, 2);
+  return mb::half_bits_to_float(bf16 ? mb::WeightType::kBfloat16 : mb::WeightType::kFloat16, bits);
+}
+
+void carry_out(const AsyncMma& op, unsigned thread) {
+  const unsigned warp = (thread / 32) % 4, lane = thread % 32, group = lane / 4, pair = lane % 4;
+  for (int v = 0; v < op.n / 2; ++v) {
+    const int row = (int)(16 * warp + group + 8 * ((v >> 1) & 1)), col = 8 * (v >> 2) + (int)(2 * pair) + (v & 1);
+    double sum = op.d[v];
+    for (int k = 0; k < 16; ++k)
+      sum += (double)wgmma_operand(op.desc_a, op.bf16, row, k) * (double)wgmma_operand(op.desc_b, op.bf16, col, k);
+    op.d[v] = (float)sum;
+  }
+}
+
+}  // namespace
+
+void wgmma(bool bf16, int n, float* d, uint64_t desc_a, uint64_t desc_b) {
+  if (!t_fiber || (t_block_dim.x * t_block_dim.y * t_block_dim.z) % 128 != 0) {
+    fprintf(stderr, "emulated CUDA: wgmma needs whole warpgroups in a kernel launched with MB_LAUNCH_SYNC\n");
+    abort();
+  }
+  if ((desc_a >> 62) != 0 || (desc_b >> 62) != 0) {
+    fprintf(stderr, "emulated CUDA: wgmma descriptors with a swizzle mode are not emulated\n");
+    abort();
+  }
+  t_fiber->mmas.push_back(AsyncMma{bf16, n, d, desc_a, desc_b, -1});
+}
+
+void wgmma_commit() {
+  for (AsyncMma& op : t_fiber->mmas)
+    if (op.group < 0) op.group = t_fiber->mma_groups;
+  ++t_fiber->mma_groups;
+}
+
+void wgmma_wait(int n) {
+  Fiber* f = t_fiber;
+  std::vector<AsyncMma> still;
+  for (const AsyncMma& op : f->mmas)
+    if (op.group >= 0 && op.group < f->mma_groups - n)
+      carry_out(op, linear_thread());
+    else
+      still.push_back(op);
+  f->mmas.swap(still);
 }
 
 void cp_async_commit() {
@@ -266,14 +349,14 @@ void run_block(unsigned threads, bool reverse) {
 
 }  // namespace
 
-void run_grid(dim3 grid, dim3 block, const std::function<void()>& body, bool cooperative) {
+void run_grid(dim3 grid, dim3 block, const std::function<void()>& body, bool cooperative, size_t shared_bytes) {
   const unsigned threads = block.x * block.y * block.z;
   if (threads > 1024 || grid.y > 65535 || grid.z > 65535 || threads == 0) {
     ++g_bad_launches;
     return;
   }
   if (t_recording) {
-    t_recording->push_back([=, recorded = body]() { run_grid(grid, block, recorded, cooperative); });
+    t_recording->push_back([=, recorded = body]() { run_grid(grid, block, recorded, cooperative, shared_bytes); });
     return;
   }
   t_block_dim = block;
@@ -300,6 +383,8 @@ void run_grid(dim3 grid, dim3 block, const std::function<void()>& body, bool coo
     return;
   }
   g_body = &body;
+  g_dynamic_shared.assign(shared_bytes + 128, 0);
+  g_dynamic_base = g_dynamic_shared.data() + (-(uintptr_t)g_dynamic_shared.data() & 127);
   g_fibers.resize(threads);
   g_shuffle.assign(threads, 0.0);
   g_row_addresses.assign(threads, nullptr);
@@ -317,6 +402,8 @@ void run_grid(dim3 grid, dim3 block, const std::function<void()>& body, bool coo
       f.waiting = Waiting::kNothing;
       f.copies.clear();
       f.groups = 0;
+      f.mmas.clear();
+      f.mma_groups = 0;
       f.state.tid = thread_index(i);
       getcontext(&f.context);
       f.context.uc_stack.ss_sp = f.stack.data();
