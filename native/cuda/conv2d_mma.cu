@@ -401,6 +401,12 @@ void conv_wgmma_prepare() {
 #if defined(MB_CUDA_EMULATION)
   g_wgmma_available = true;
 #else
+  static bool probed = false;  // one device per process (select_device): probe it once
+  if (probed) {
+    g_wgmma_on = g_wgmma_available && want && strcmp(want, "1") == 0;
+    return;
+  }
+  probed = true;
   int major = 0, found = 0;
   int* flag = nullptr;
   if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, current_device()) == cudaSuccess &&
