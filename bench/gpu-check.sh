@@ -16,7 +16,9 @@
 # build-gpu/ for this GPU's architecture; MARBLE_REBUILD=1 forces that build. The TypeScript must be compiled (dist/)
 # unless node_modules/typescript is there to compile it.
 # Results go to $OUT when set (else bench/results/gpu-check/): gpu-check.json
-# (summary), cuda-tests.tap, gpu.json (benchmark), gpu-check.log (all output).
+# (summary), cuda-tests.tap, gpu.json (benchmark), wgmma/gpu.json (the half
+# forwards on Hopper's warpgroup MMA), forward-kernels*.csv (time per kernel,
+# where nsys is installed), gpu-check.log (all output).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -114,6 +116,23 @@ MARBLE_CUDA_WGMMA=1 BENCH_DTYPES=float16,bfloat16 BENCH_DDIM_BATCHES= BENCH_TRAI
   OUT=$RESULTS/wgmma timeout 120 "$NODE" dist/bench/gpu.js
 STATUS[bench_wgmma]=$?
 
+# 6. Where a forward's time goes, kernel by kernel, where Nsight Systems is
+# installed: batch 1 and 256, float32 and bfloat16, a few forwards each.
+if command -v nsys >/dev/null; then
+  say "kernel profile (nsys)"
+  mkdir -p "$RESULTS/profile"
+  BENCH_BATCHES=1,256 BENCH_DTYPES=float32,bfloat16 BENCH_DDIM_BATCHES= BENCH_TRAIN_BATCHES= BENCH_CPU_TRAIN=0 \
+    BENCH_CONV=0 BENCH_TIME_MS=100 OUT=$RESULTS/profile timeout 120 \
+    nsys profile --force-overwrite=true -o "$RESULTS/forward-profile" --stats=false "$NODE" dist/bench/gpu.js >/dev/null 2>&1
+  timeout 60 nsys stats --report cuda_gpu_kern_sum --format csv -o "$RESULTS/forward-kernels" "$RESULTS/forward-profile.nsys-rep" \
+    >/dev/null 2>&1 && STATUS[profile]="ok" || STATUS[profile]="failed"
+  rm -f "$RESULTS/forward-profile.nsys-rep" "$RESULTS/forward-profile.sqlite"
+  head -25 "$RESULTS"/forward-kernels*.csv 2>/dev/null
+else
+  STATUS[profile]="no nsys"
+fi
+say "profile: ${STATUS[profile]}"
+
 ELAPSED=$(( $(date +%s) - START ))
 say "done in ${ELAPSED}s: build ${STATUS[build]}, tests rc ${STATUS[tests]}, bench rc ${STATUS[bench]}, wgmma bench rc ${STATUS[bench_wgmma]}"
 PASS=$(grep -cE '^ *ok ' "$RESULTS/cuda-tests.tap" 2>/dev/null); PASS=${PASS:-0}
@@ -130,7 +149,8 @@ cat > "$RESULTS/gpu-check.json" <<JSON
   "tapOk": $PASS,
   "tapNotOk": $FAIL,
   "benchExitCode": ${STATUS[bench]},
-  "benchWgmmaExitCode": ${STATUS[bench_wgmma]}
+  "benchWgmmaExitCode": ${STATUS[bench_wgmma]},
+  "kernelProfile": "${STATUS[profile]}"
 }
 JSON
 cat "$RESULTS/gpu-check.json"
