@@ -23,7 +23,9 @@ constexpr int kBM = 64, kBN = 64, kBK = 16, kGemmThreads = 256;
 
 // 64 x 64 output tile per block of 256 threads, 4 x 4 per thread (rows ty +
 // 16 i, columns tx + 16 j, so a warp's shared-memory reads spread over banks).
-__global__ void __launch_bounds__(kGemmThreads) conv_implicit_gemm(ConvParams p) {
+// Split-K (conv2d_params.cuh): block z sums K chunks [z, z + 1) x
+// chunks_per_split into partial[z] (no epilogue); partial null: one split.
+__global__ void __launch_bounds__(kGemmThreads) conv_implicit_gemm(ConvParams p, int chunks_per_split, float* partial) {
   __shared__ float As[kBK][kBM + 4];
   __shared__ float Bs[kBK][kBN];
   const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
@@ -42,7 +44,9 @@ __global__ void __launch_bounds__(kGemmThreads) conv_implicit_gemm(ConvParams p)
 #pragma unroll
     for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
 
-  for (int k0 = 0; k0 < p.K; k0 += kBK) {
+  const int k_begin = partial ? (int)blockIdx.z * chunks_per_split * kBK : 0;
+  const int k_end = partial && k_begin + chunks_per_split * kBK < p.K ? k_begin + chunks_per_split * kBK : p.K;
+  for (int k0 = k_begin; k0 < k_end; k0 += kBK) {
 #pragma unroll
     for (int q = 0; q < 4; ++q) As[ak + q][ar] = conv_a(p, arow, k0 + ak + q);
 #pragma unroll
@@ -66,6 +70,7 @@ __global__ void __launch_bounds__(kGemmThreads) conv_implicit_gemm(ConvParams p)
     __syncthreads();
   }
 
+  float* split_out = partial ? partial + (size_t)blockIdx.z * p.M * p.N : nullptr;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     const long long m = m0 + ty + 16 * i;
@@ -73,10 +78,25 @@ __global__ void __launch_bounds__(kGemmThreads) conv_implicit_gemm(ConvParams p)
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const int n = n0 + tx + 16 * j;
-      if (n < p.N) conv_store(p, m, n, acc[i][j]);
+      if (n >= p.N) continue;
+      if (split_out)
+        split_out[(size_t)m * p.N + n] = acc[i][j];
+      else
+        conv_store(p, m, n, acc[i][j]);
     }
   }
 }
+
+__global__ void conv_split_sum(ConvParams p, const float* partial, int splits) {
+  const size_t total = (size_t)p.M * p.N;
+  MB_GRID_STRIDE(i, total) {
+    float sum = partial[i];
+    for (int s = 1; s < splits; ++s) sum += partial[(size_t)s * total + i];
+    conv_store(p, (long long)(i / (size_t)p.N), (int)(i % (size_t)p.N), sum);
+  }
+}
+
+int g_forced_splits = 0;
 
 struct GemmParams {
   BatchedGemm g;
@@ -399,15 +419,54 @@ void pack_conv(PackedWeights* packed, float* storage, const WeightSource* source
   }
 }
 
-size_t conv_scratch_floats(const ConvGeometry&, int, int, int, int) { return 0; }
+int conv_split_count(long long M, int N, int K, int bm, int bn, int kc) {
+  const int chunks = (K + kc - 1) / kc;
+  if (M <= 0 || N <= 0 || chunks < 2) return 1;
+  long long splits;
+  if (g_forced_splits > 0) {
+    splits = g_forced_splits;
+  } else {
+    const long long tiles = (M + bm - 1) / bm * ((N + bn - 1) / bn);
+    const int sms = multiprocessor_count();
+    if (tiles * 2 > sms) return 1;
+    splits = sms / tiles;
+    if (splits > chunks / 8) splits = chunks / 8;
+    if (splits > 16) splits = 16;
+  }
+  if (splits > chunks) splits = chunks;
+  while (splits > 1 && (size_t)splits * (size_t)M * (size_t)N > kMaxSplitFloats) --splits;
+  return splits < 1 ? 1 : (int)splits;
+}
+void conv_split_force(int splits) { g_forced_splits = splits > 0 ? splits : 0; }
+
+void conv_split_reduce(const ConvParams& p, const float* partial, int splits) {
+  MB_LAUNCH(conv_split_sum, grid_for((size_t)p.M * p.N), kThreads)(p, partial, splits);
+  check_launch("conv_split_sum");
+}
+
+// The fp32 forward's split-K partial sums (the half types' forward keeps its own tiles and needs none).
+size_t conv_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, int) {
+  const ConvShape s = conv_shape(g, cout, cin, k);
+  const int splits = conv_split_count(s.M, s.N, s.K, kBM, kBN, kBK);
+  return splits > 1 ? (size_t)splits * (size_t)s.M * (size_t)s.N : 0;
+}
 
 void conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep, float* out,
-                    const float*, float*) {
+                    const float*, float* scratch) {
   if (!begin_launch()) return;
   const ConvParams p = conv_params(in, g, w, ep, out);
   dim3 grid;
   if (p.M <= 0 || p.N <= 0 || !conv_grid(p, kBM, kBN, "conv2d: output too large for one launch", &grid)) return;
-  MB_LAUNCH_SYNC(conv_implicit_gemm, grid, kGemmThreads)(p);
+  const int splits = conv_split_count(p.M, p.N, p.K, kBM, kBN, kBK);
+  if (splits > 1 && scratch) {
+    const int chunks = (p.K + kBK - 1) / kBK, per_split = (chunks + splits - 1) / splits;
+    grid.z = (unsigned)((chunks + per_split - 1) / per_split);  // every split non-empty
+    MB_LAUNCH_SYNC(conv_implicit_gemm, grid, kGemmThreads)(p, per_split, scratch);
+    if (!check_launch("conv_implicit_gemm (split K)")) return;
+    conv_split_reduce(p, scratch, (int)grid.z);
+    return;
+  }
+  MB_LAUNCH_SYNC(conv_implicit_gemm, grid, kGemmThreads)(p, 0, nullptr);
   check_launch("conv_implicit_gemm");
 }
 

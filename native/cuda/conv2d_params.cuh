@@ -163,6 +163,22 @@ inline void describe_packed(PackedWeights* packed, float* storage, int cout, int
   packed->winograd = false;  // a CPU-side choice (see conv2d.cu)
 }
 
+// Split-K, for GEMMs with too few output tiles to occupy the GPU (batch 1
+// at 8 x 8 or 4 x 4: a handful of 64 x 64 tiles, each a 2304-deep reduction,
+// on a GPU of 100+ multiprocessors): K is cut into `splits` ranges of whole
+// kc-deep chunks, each block (z = split) sums its range into
+// partial[z][m][n], and conv_split_reduce adds the splits in order and
+// applies the epilogue, so the result is deterministic. Used when the tiles
+// fill less than half the multiprocessors; enough splits to fill them once,
+// each at least 8 chunks deep, at most 16, and the partial sums within
+// kMaxSplitFloats. conv_split_force (the parity self-test) overrides the
+// count (0: the rule above).
+constexpr size_t kMaxSplitFloats = (size_t)4 << 20;
+int conv_split_count(long long M, int N, int K, int bm, int bn, int kc);
+void conv_split_force(int splits);
+// partial[s][m][n] for s < splits, summed in order, through the epilogue into out.
+void conv_split_reduce(const ConvParams& p, const float* partial, int splits);
+
 // Grid size in tiles of bm x bn; false (recorded) when CUDA could not launch it.
 inline bool conv_grid(const ConvParams& p, int bm, int bn, const char* what, dim3* grid) {
   const long long mtiles = (p.M + bm - 1) / bm;

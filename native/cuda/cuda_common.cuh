@@ -51,6 +51,8 @@ int multiprocessor_count();
 void conv_wgmma_prepare();
 bool conv_wgmma_set(bool on);
 bool conv_wgmma_enabled();
+// The parity self-test: the half-type GEMMs' large tiles whatever the tile count.
+void conv_force_large_tiles(bool on);
 
 // True when an earlier failure on this thread means nothing more should run.
 bool failed();
@@ -117,6 +119,7 @@ size_t conv_packed_floats(int cout, int cin, int k, int algo);
 void pack_conv(PackedWeights* packed, float* storage, const WeightSource* sources, const int* couts, int num_sources,
                int cin, int k, int algo);
 size_t conv_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, int algo);
+size_t conv_scratch_floats_half(const ConvGeometry& g, int cout, int cin, int k, int algo);
 void conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep, float* out,
                     const float* zero_row, float* scratch);
 size_t conv2d_backward_data_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, bool winograd);

@@ -29,6 +29,8 @@ int select_device(int, char* reason, int reason_len) {
 }
 bool conv_wgmma_set(bool) { return false; }
 bool conv_wgmma_enabled() { return false; }
+void conv_split_force(int) {}
+void conv_force_large_tiles(bool) {}
 }  // namespace cuda
 }  // namespace mb
 

@@ -75,6 +75,7 @@ const Ops kCudaOps = {
 Ops half_ops(WeightType t) {
   Ops ops = kCudaOps;
   ops.conv_packed_floats = cuda::conv_packed_floats_half;
+  ops.conv_scratch_floats = cuda::conv_scratch_floats_half;
   ops.pack_conv = t == WeightType::kBfloat16 ? cuda::pack_conv_bf16 : cuda::pack_conv_f16;
   ops.conv2d_forward = t == WeightType::kBfloat16 ? cuda::conv2d_forward_bf16 : cuda::conv2d_forward_f16;
   ops.conv2d_backward_data = cuda::conv2d_backward_data_half;

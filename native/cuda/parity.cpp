@@ -31,6 +31,8 @@ namespace cuda {
 int select_device(int device, char* reason, int reason_len);
 bool conv_wgmma_set(bool on);  // Hopper's warpgroup MMA for the half convolutions (false: not available)
 bool conv_wgmma_enabled();
+void conv_split_force(int splits);  // split-K count for the fp32 conv forward (0: its own rule)
+void conv_force_large_tiles(bool on);  // the half GEMMs' 128 x 128 tiles whatever the tile count
 }  // namespace cuda
 const Ops* cuda_ops_table(WeightType t);  // null in a build without CUDA
 
@@ -59,8 +61,8 @@ std::vector<MbParityCase> g_cases;
 const Ops* g_device_ops = nullptr;  // the side under test: cuda, or cpu in a dry run
 // The device's tables for half-packed weights (tensor cores), indexed by WeightType; cpu in a dry run.
 const Ops* g_half_ops[3] = {};
-// Prefixes the half cases' names while they run on the warpgroup MMA ("wgmma ").
-std::string g_half_tag;
+// Prefixes the conv and linear cases' names while a variant runs ("wgmma ", "split-K 3 ").
+std::string g_case_tag;
 
 // v rounded to the half type and back: the inputs the tensor-core GEMMs
 // multiply. Their products are exact in fp32 (11 + 11 or 8 + 8 significant
@@ -218,7 +220,7 @@ void conv_case(Rng& rng, const ConvCase& cc, WeightType type = WeightType::kFloa
   const Floats x_ref = rounded(x, type), w_ref = rounded(w, type);
   const Floats& x_dev = device == cpu ? x_ref : x;
   const Floats& w_dev = device == cpu ? w_ref : w;
-  std::string name = half ? g_half_tag + type_name(type) + " " : std::string();
+  std::string name = g_case_tag + (half ? std::string(type_name(type)) + " " : std::string());
   name += shape("b%d %dx%d%s cin %d cout %d k%d s%d pad %d,%d", cc.batch, cc.in_h, cc.in_w,
                            cc.upsample == 2 ? " up2" : "", cc.cin, cc.cout, cc.k, cc.stride, cc.pad_top, cc.pad_left);
   if (cc.bias) name += " +bias";
@@ -287,7 +289,7 @@ void linear_case(Rng& rng, int rows, int cin, int cout, bool fused_sources, bool
   const Floats x_ref = rounded(x, type);
   const Floats& x_dev = device == cpu ? x_ref : x;
   const std::vector<Floats>& ws_dev = device == cpu ? ws_ref : ws;
-  std::string name = half ? g_half_tag + type_name(type) + " " : std::string();
+  std::string name = g_case_tag + (half ? std::string(type_name(type)) + " " : std::string());
   name += shape("%d rows, %d -> %d%s%s", rows, cin, cout, fused_sources ? " (q|k|v from 3 sources)" : "",
                            residual_in_place ? " +residual in place" : "");
   run_case(half ? "linear_half" : "linear", name, false, [&](Device& dev, Floats& ref, Floats& got) {
@@ -1027,6 +1029,22 @@ int mb::run_parity(const Ops* device_ops, uint32_t seed) {
   linear_case(rng, 3, 128, 512, false, false);
   linear_case(rng, 70, 96, 3 * 96, true, false);
   linear_case(rng, 130, 64, 64, false, true);
+  // Split-K (conv2d.cu, for GEMMs with too few tiles to fill the GPU):
+  // forced here, since the emulation's one multiprocessor never asks for
+  // it; split counts that do not divide the 16-deep chunks, every epilogue
+  // term, a residual in place.
+  if (g_device_ops != cpu_ops()) {
+    for (int splits : {3, 7}) {
+      cuda::conv_split_force(splits);
+      g_case_tag = "split-K " + std::to_string(splits) + " ";
+      conv_case(rng, {1, 256, 256, 3, 4, 4, 1, 1, 1, 1, true, true, true, false, 1.4142135f});
+      conv_case(rng, {2, 48, 80, 3, 9, 7, 1, 1, 1, 1, true, false, true, false, 1.0f});
+      conv_case(rng, {2, 64, 96, 1, 8, 8, 1, 1, 0, 0, true, true, false, false, 1.0f});
+      conv_case(rng, {2, 64, 64, 3, 8, 8, 2, 1, 1, 1, true, false, false, false, 1.0f});
+    }
+    cuda::conv_split_force(0);
+    g_case_tag.clear();
+  }
   // The tensor-core GEMMs (conv2d_mma.cu), per half type: odd M, N and K
   // (partial tiles and K slices), channel counts off the 8-wide vector loads
   // (3, 35: the general gather, 64 x 64 tiles), both tile sizes of the vector
@@ -1045,13 +1063,17 @@ int mb::run_parity(const Ops* device_ops, uint32_t seed) {
     linear_case(rng, 70, 96, 3 * 96, true, false, t);
     linear_case(rng, 130, 64, 64, false, true, t);
   }
-  // Hopper's warpgroup MMA (conv2d_mma.cu's conv_wgmma_gemm), where this
-  // build and device have it (sm_90a, or the emulation): the cases above
-  // that take 128 x 128 tiles (8-channel vectors, N > 64), again.
+  // The 8-channel cases with N > 64 again with the 128 x 128 tiles forced
+  // (a GPU gives these small GEMMs the 64 x 64 ones: too few tiles), on
+  // mma.sync, then on Hopper's warpgroup MMA (conv2d_mma.cu's
+  // conv_wgmma_gemm) where this build and device have it (sm_90a, or the
+  // emulation).
   if (g_device_ops != cpu_ops()) {
     const bool was_on = cuda::conv_wgmma_enabled();
-    if (cuda::conv_wgmma_set(true)) {
-      g_half_tag = "wgmma ";
+    cuda::conv_force_large_tiles(true);
+    for (bool wgmma : {false, true}) {
+      if (cuda::conv_wgmma_set(wgmma) != wgmma) continue;
+      g_case_tag = wgmma ? "wgmma " : "128x128 ";
       for (WeightType t : {WeightType::kFloat16, WeightType::kBfloat16}) {
         conv_case(rng, {3, 48, 80, 3, 9, 7, 1, 1, 1, 1, true, false, true, false, 1.0f}, t);
         conv_case(rng, {2, 64, 96, 1, 8, 8, 1, 1, 0, 0, true, true, false, false, 1.0f}, t);
@@ -1060,8 +1082,9 @@ int mb::run_parity(const Ops* device_ops, uint32_t seed) {
         linear_case(rng, 3, 128, 512, false, false, t);
         linear_case(rng, 70, 96, 3 * 96, true, false, t);
       }
-      g_half_tag.clear();
     }
+    g_case_tag.clear();
+    cuda::conv_force_large_tiles(false);
     cuda::conv_wgmma_set(was_on);
   }
   group_norm_case(rng, 2, 64, 64, 32, true, false, 0.0f);

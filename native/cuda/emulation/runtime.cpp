@@ -37,13 +37,19 @@ struct AsyncCopy {
   long long group;
 };
 
-// One wgmma in flight, and its group (-1: not yet committed).
+// One wgmma in flight, and its group (-1: not yet committed). `c`: the
+// accumulators when it was issued, which read as NaN until the wait (the
+// first of a chain on the same registers; the next ones continue from it);
+// `operands`: a hash of its shared-memory operands at issue, which must not
+// change before the wait.
 struct AsyncMma {
   bool bf16;
   int n;
   float* d;
   uint64_t desc_a, desc_b;
   long long group;
+  std::vector<float> c;
+  uint64_t operands;
 };
 
 struct Fiber {
@@ -171,11 +177,30 @@ float wgmma_operand(uint64_t desc, bool bf16, int row, int k) {
   return mb::half_bits_to_float(bf16 ? mb::WeightType::kBfloat16 : mb::WeightType::kFloat16, bits);
 }
 
+// Every bit of a wgmma's operands (A: 64 x 16, B: n x 16), hashed (FNV-1a).
+uint64_t operand_hash(const AsyncMma& op) {
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&](float v) {
+    uint32_t bits;
+    memcpy(&bits, &v, 4);
+    h = (h ^ bits) * 1099511628211ull;
+  };
+  for (int k = 0; k < 16; ++k) {
+    for (int row = 0; row < 64; ++row) mix(wgmma_operand(op.desc_a, op.bf16, row, k));
+    for (int col = 0; col < op.n; ++col) mix(wgmma_operand(op.desc_b, op.bf16, col, k));
+  }
+  return h;
+}
+
 void carry_out(const AsyncMma& op, unsigned thread) {
+  if (op.operands != 0 && operand_hash(op) != op.operands) {
+    fprintf(stderr, "emulated CUDA: a wgmma's shared-memory operands changed between its issue and its wait\n");
+    abort();
+  }
   const unsigned warp = (thread / 32) % 4, lane = thread % 32, group = lane / 4, pair = lane % 4;
   for (int v = 0; v < op.n / 2; ++v) {
     const int row = (int)(16 * warp + group + 8 * ((v >> 1) & 1)), col = 8 * (v >> 2) + (int)(2 * pair) + (v & 1);
-    double sum = op.d[v];
+    double sum = op.c.empty() ? op.d[v] : op.c[(size_t)v];
     for (int k = 0; k < 16; ++k)
       sum += (double)wgmma_operand(op.desc_a, op.bf16, row, k) * (double)wgmma_operand(op.desc_b, op.bf16, col, k);
     op.d[v] = (float)sum;
@@ -193,7 +218,15 @@ void wgmma(bool bf16, int n, float* d, uint64_t desc_a, uint64_t desc_b) {
     fprintf(stderr, "emulated CUDA: wgmma descriptors with a swizzle mode are not emulated\n");
     abort();
   }
-  t_fiber->mmas.push_back(AsyncMma{bf16, n, d, desc_a, desc_b, -1});
+  AsyncMma op{bf16, n, d, desc_a, desc_b, -1, {}, 0};
+  if (linear_thread() % 32 == 0) op.operands = operand_hash(op);  // one check per warp: the operands are the warpgroup's
+  bool chained = false;  // an earlier wgmma in flight accumulates into the same registers: continue from it
+  for (const AsyncMma& earlier : t_fiber->mmas) chained = chained || earlier.d == d;
+  if (!chained) {
+    op.c.assign(d, d + n / 2);
+    for (int v = 0; v < n / 2; ++v) d[v] = NAN;  // undefined on the GPU until the wait
+  }
+  t_fiber->mmas.push_back(std::move(op));
 }
 
 void wgmma_commit() {
