@@ -5,9 +5,11 @@
 // tools/make_embedded_sample_fixture.py with diffusers and torch).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 import { packageRoot } from '../src/backend/native.js';
 import { EMBEDDED_MODEL } from '../src/cli/embedded_model.js';
@@ -80,5 +82,15 @@ test('the embedded model samples what diffusers samples with it (DDIM eta 0 and 
     }
   } finally {
     pipe.unet.dispose();
+  }
+});
+
+test('marble sample --batch beyond memory is one line and exit 1, not a V8 heap abort', { skip: present ? false : 'models/mnist is not trained yet' }, () => {
+  const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+  for (const batch of ['1000000000', '100000']) {
+    const child = spawnSync(process.execPath, [cli, 'sample', '--batch', batch, '--steps', '1', '--backend', 'cpu', '--out', '/dev/null'], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(child.status, 1, `--batch ${batch}: exit ${child.status} ${child.signal ?? ''}\n${child.stderr.slice(0, 500)}`);
+    assert.match(child.stderr, /^marble: .*(reasonable|over the limit)/);
+    assert.equal(child.stderr.trim().split('\n').length, 1, child.stderr.slice(0, 500));
   }
 });

@@ -346,6 +346,22 @@ test('unsupported config values raise ConfigError naming key and value', () => {
   assert.throws(() => DDPMScheduler.fromConfig('linear'), ConfigError);
 });
 
+test('schedules that would give NaN samples or unbounded arrays are ConfigErrors', () => {
+  // betas outside [0, 1): alphas_cumprod <= 0 or > 1, every sample NaN
+  throwsConfig(() => DDIMScheduler.fromConfig({ beta_end: 2 }), 'beta_end', '2');
+  throwsConfig(() => DDPMScheduler.fromConfig({ beta_start: -1 }), 'beta_start', '-1');
+  throwsConfig(() => DDPMScheduler.fromConfig({ beta_start: 1, beta_end: 1 }), 'beta_start', '1');
+  throwsConfig(() => new DDIMScheduler({ betaEnd: 1.5, betaSchedule: 'scaled_linear' }), 'betaEnd', '1.5');
+  throwsConfig(() => DDIMScheduler.fromConfig({ trained_betas: [0.5, 1.5, 0.1] }), 'trained_betas', '1.5 at index 1');
+  // clipping to a non-positive range maps every pixel to +-range
+  throwsConfig(() => DDIMScheduler.fromConfig({ clip_sample_range: -1 }), 'clip_sample_range', '-1');
+  throwsConfig(() => DDIMScheduler.fromConfig({ sample_max_value: 0, thresholding: true }), 'sample_max_value', '0');
+  // a billion timesteps would build billion-entry arrays before any check
+  throwsConfig(() => DDIMScheduler.fromConfig({ num_train_timesteps: 1e9 }), 'num_train_timesteps', '1000000000');
+  // cosine / laplace schedules ignore beta_start and beta_end, as diffusers does
+  assert.equal(DDPMScheduler.fromConfig({ beta_schedule: 'squaredcos_cap_v2', beta_end: 2 }).betas.length, 1000);
+});
+
 test('numInferenceSteps outside [1, num_train_timesteps] is a ConfigError', () => {
   for (const S of [DDPMScheduler, DDIMScheduler]) {
     const s = new S({ numTrainTimesteps: 100 });

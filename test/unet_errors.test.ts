@@ -19,6 +19,7 @@ import {
   loadUNet,
 } from '../src/index.js';
 import type { BackendName, DType } from '../src/index.js';
+import { DDIMScheduler, sample } from '../src/index.js';
 import { parseSafetensors, serializeSafetensors, tensorToFloat32 } from '../src/model/safetensors.js';
 import type { TensorToWrite } from '../src/model/safetensors.js';
 import { fixturePath } from './helpers.js';
@@ -303,5 +304,60 @@ test('sizes a backend cannot address are refused with a MemoryLimitError, not wr
   const four = cpu.activationBytes(256, 256, 256);
   assert.ok(four > 3.9 * one && four < 4.1 * one, `${one} -> ${four}`);
   cpu.dispose();
+  unet.dispose();
+});
+
+test('a thread count beyond MAX_THREADS is a BackendError, not an abort or a thousand workers', async () => {
+  for (const backend of BACKENDS) {
+    for (const threads of [100000, 0, 1.5]) {
+      await assert.rejects(loadUNet(fixturePath('unet/tiny'), { backend, threads }), (err: unknown) => {
+        assert.ok(err instanceof BackendError, `${backend}, ${threads}: expected BackendError, got ${String(err)}`);
+        assert.match((err as Error).message, /threads must be an integer from 1 to 256/);
+        return true;
+      });
+    }
+  }
+  // the process is still fine and the default path still works
+  const unet = await loadUNet(fixturePath('unet/tiny'), { backend: 'cpu', threads: 1 });
+  assert.equal((await unet.forward(new Float32Array(3 * 16 * 16), [1, 3, 16, 16], 1)).length, 3 * 16 * 16);
+  unet.dispose();
+});
+
+test('sizes that are not int32 are InputErrors, not truncated (2^32 + 1 is not a batch of 1)', async () => {
+  for (const backend of BACKENDS) {
+    const unet = await loadUNet(fixturePath('unet/tiny'), { backend, threads: 1 });
+    for (const [b, h, w] of [[2 ** 32 + 1, 16, 16], [1, 2 ** 32 + 16, 16], [1.5, 16, 16]] as const)
+      assert.throws(() => unet.activationBytes(b, h, w), (err: unknown) => {
+        assert.ok(err instanceof InputError, `${backend} ${b}x${h}x${w}: ${String(err)}`);
+        assert.match((err as Error).message, /positive integers below 2\^31/);
+        return true;
+      });
+    await assert.rejects(
+      sample({ unet, scheduler: new DDIMScheduler(), numInferenceSteps: 1, batchSize: 2 ** 32 + 1 }),
+      (err: unknown) => err instanceof InputError && /below 2\^31/.test((err as Error).message),
+    );
+    const ok = await sample({ unet, scheduler: new DDIMScheduler(), numInferenceSteps: 1, batchSize: 1 });
+    assert.equal(ok.samples.length, 3 * 16 * 16);
+    unet.dispose();
+  }
+});
+
+test('a config whose weights exceed the machine is a MemoryLimitError before they are written', async () => {
+  // 4 levels of 8192 channels, 8 layers each: about 330 GB of float32 weights
+  const config = JSON.parse(await readFile(fixturePath('unet/tiny/config.json'), 'utf8'));
+  Object.assign(config, {
+    block_out_channels: [8192, 8192, 8192, 8192],
+    down_block_types: ['DownBlock2D', 'DownBlock2D', 'DownBlock2D', 'DownBlock2D'],
+    up_block_types: ['UpBlock2D', 'UpBlock2D', 'UpBlock2D', 'UpBlock2D'],
+    layers_per_block: 8,
+  });
+  for (const backend of BACKENDS) {
+    await assert.rejects(createUNet(config, { backend, threads: 1 }), (err: unknown) => {
+      assert.ok(err instanceof MemoryLimitError, `${backend}: ${String(err)}`);
+      return true;
+    });
+  }
+  // and a normal model still builds afterwards
+  const unet = await createUNet(JSON.parse(await readFile(fixturePath('unet/tiny/config.json'), 'utf8')), { backend: 'cpu', threads: 1 });
   unet.dispose();
 });

@@ -6,6 +6,19 @@ import { BackendError } from '../errors.js';
 
 export type BackendName = 'cpu' | 'wasm' | 'cuda';
 
+/**
+ * Most threads a cpu or wasm backend starts. Each is an OS thread (cpu) or a
+ * worker with its own JS heap (wasm): a larger count cannot help and can
+ * exhaust the process's threads or memory (std::system_error abort, OOM).
+ */
+export const MAX_THREADS = 256;
+
+/** A BackendError unless `threads` is absent or an integer in [1, MAX_THREADS]. */
+export function checkThreads(threads: number | undefined): void {
+  if (threads !== undefined && (!Number.isInteger(threads) || threads < 1 || threads > MAX_THREADS))
+    throw new BackendError(`threads must be an integer from 1 to ${MAX_THREADS}, got ${threads}`);
+}
+
 export interface ParamInfo {
   name: string;
   shape: number[];

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
 import { BackendError, InputError } from '../errors.js';
-import { DTYPES, dtypeUnsupported, split64 } from './backend.js';
+import { DTYPES, checkThreads, dtypeUnsupported, split64 } from './backend.js';
 import type { Backend, DType, EngineModel } from './backend.js';
 
 /** What the addon knows about CUDA here (native/cuda/cuda_api.h). */
@@ -156,6 +156,7 @@ export function createCudaBackend(options: { threads?: number } = {}): Backend {
 }
 
 function nativeBackend(name: 'cpu' | 'cuda', options: { threads?: number }): Backend {
+  checkThreads(options.threads);
   const lib = loadAddon();
   if (options.threads !== undefined) lib.setThreads(options.threads);
   const createModel = (config: Float64Array, dtype: DType = 'float32'): EngineModel => {

@@ -2,6 +2,7 @@
 // usable, else the native addon's cpu kernels when it is built and loads,
 // otherwise the wasm module (which needs nothing but the committed .wasm).
 import { BackendError } from '../errors.js';
+import { checkThreads } from './backend.js';
 import type { Backend, BackendName } from './backend.js';
 import { createCudaBackend, createNativeBackend, cudaUnavailableReason, nativeAvailable } from './native.js';
 import { createWasmBackend, wasmBackendSync } from './wasm.js';
@@ -10,8 +11,7 @@ export async function createBackend(
   name: 'auto' | BackendName,
   options: { threads?: number } = {},
 ): Promise<Backend> {
-  if (options.threads !== undefined && (!Number.isInteger(options.threads) || options.threads < 1))
-    throw new BackendError(`threads must be a positive integer, got ${options.threads}`);
+  checkThreads(options.threads);
   switch (name) {
     case 'cpu':
       return createNativeBackend(options);

@@ -26,6 +26,7 @@ import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 
 import { BackendError } from '../errors.js';
+import { MAX_THREADS, checkThreads } from './backend.js';
 import type { Backend } from './backend.js';
 import { packageRoot } from './native.js';
 import { WASM_THREADS_MEMORY, backendOver, exportsOf, guardedExports, instantiateWasmBackend, instantiateWasmBackendSync } from './wasm_core.js';
@@ -81,7 +82,8 @@ export const spawnNodeThread: SpawnThread = (init, events) => {
 
 export async function createWasmBackend(options: { threads?: number } = {}): Promise<Backend> {
   if (typeof WebAssembly !== 'object') throw new BackendError('this runtime has no WebAssembly');
-  const threads = options.threads ?? defaultThreads();
+  checkThreads(options.threads);
+  const threads = Math.min(options.threads ?? defaultThreads(), MAX_THREADS);
   if (typeof SharedArrayBuffer === 'undefined') {
     // Node started with shared memory disabled: the single-threaded build, on this thread.
     compiledSingle ??= readFile(wasmPath()).then((bytes) => WebAssembly.compile(bytes));

@@ -96,6 +96,18 @@ async function sampleCommand(flags: SampleFlags): Promise<void> {
   const pipeline = await loadPipeline(resolveSampleModel(flags.model), { backend: flags.backend, dtype: flags.dtype });
   const { unet } = pipeline;
   const scheduler = pipeline.scheduler(flags.scheduler);
+  // Refuse a batch beyond memory before building anything per image (the
+  // labels below): sample() checks it too, but only once they exist.
+  const size = unet.config.sampleSize;
+  if (size !== null) {
+    const [height, width] = Array.isArray(size) ? size : [size, size];
+    try {
+      unet.activationBytes(flags.batch, height, width);
+    } catch (e) {
+      unet.dispose();
+      throw e;
+    }
+  }
   let classLabels: number[] | undefined;
   if (classConditioning(unet.config) === 'labels') {
     const n = unet.config.numClassEmbeds!;

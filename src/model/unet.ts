@@ -78,11 +78,22 @@ export interface ForwardOptions {
 }
 
 /**
+ * The engine takes sizes as int32: a larger or fractional number would be
+ * truncated on the way (2^32 + 1 becomes 1) and a run would silently do
+ * another size's work. Checked before any engine call that takes a size.
+ */
+function checkSize(what: string, sizes: readonly number[]): void {
+  if (!sizes.every((d) => Number.isInteger(d) && d >= 1 && d <= 0x7fffffff))
+    throw new InputError(`${what}: batch, height and width must be positive integers below 2^31, got ${sizes.join(', ')}`);
+}
+
+/**
  * Activation memory a forward may use unless the caller says otherwise: three
  * quarters of the machine's memory (wasm is bounded by its 4 GB address space
  * anyway). Checked before allocating, so an oversized batch is an error, not
  * an out-of-memory kill.
  */
+
 function defaultMemoryLimit(): number {
   return Math.floor(os.totalmem() * 0.75);
 }
@@ -162,6 +173,7 @@ export class UNet2DModel {
    * are its own: shape [B, C, H, W] and class labels were checked by it.
    */
   async startSampling(shape: readonly [number, number, number, number], classCond: Float32Array | null): Promise<DeviceSampling | null> {
+    checkSize('sample', shape);
     const engine = this.live();
     const { sampleBegin, sampleInit, sampleSteps, sampleRead, sampleStats, sampleEnd } = engine;
     if (!sampleBegin || !sampleInit || !sampleSteps || !sampleRead || !sampleStats || !sampleEnd) return null;
@@ -198,6 +210,7 @@ export class UNet2DModel {
 
   /** Bytes of activation memory a forward at this size needs. */
   activationBytes(batch: number, height: number, width: number): number {
+    checkSize('activationBytes', [batch, height, width]);
     try {
       return this.live().planBytes(batch, height, width);
     } catch (e) {
@@ -395,6 +408,18 @@ async function buildUNet(
   }
   try {
     const table = engine.paramTable();
+    // The weights are allocated (natively: reserved, not yet touched) but
+    // not filled: refuse a model whose weights alone exceed the machine
+    // before `fill` writes them and the process is killed for memory.
+    // Kept weights coexist with their packed copy (about as large).
+    const copies = options.keepWeights === false ? 1 : 2;
+    const weightBytes = 4 * copies * table.reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
+    const machineLimit = defaultMemoryLimit();
+    if (weightBytes > machineLimit)
+      throw new MemoryLimitError(
+        `the model's weights need ${Math.ceil(weightBytes / 2 ** 20)} MB, over the ${Math.floor(machineLimit / 2 ** 20)} MB ` +
+          'marble may use (three quarters of this machine\'s memory)',
+      );
     await fill(engine, table);
     // Before finalize: each weight is freed as soon as its layer is packed, so
     // the two copies never coexist whole (wasm memory cannot shrink later).

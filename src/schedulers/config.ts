@@ -43,6 +43,9 @@ export type ResolvedCommonOptions = Required<Omit<CommonSchedulerOptions, 'train
   trainedBetas: number[] | null;
 };
 
+/** Largest num_train_timesteps accepted (the UNet config's bound too). */
+export const MAX_TRAIN_TIMESTEPS = 1 << 20;
+
 /** How the caller spelled option names: decides how errors name them. */
 export type KeyStyle = 'camel' | 'snake';
 
@@ -85,9 +88,10 @@ export class OptionReader {
     return v;
   }
 
-  integer(key: string, dflt: number, min: number): number {
+  integer(key: string, dflt: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
     const v = this.number(key, dflt);
     if (!Number.isInteger(v) || v < min) this.fail(key, v, `must be an integer >= ${min}`);
+    if (v > max) this.fail(key, v, `must be at most ${max}`);
     return v;
   }
 
@@ -139,7 +143,13 @@ export function resolveCommonOptions(
   schedulerName: string,
 ): ResolvedCommonOptions {
   const trainedBetas = r.numberArray('trainedBetas');
-  const numTrainTimesteps = r.integer('numTrainTimesteps', trainedBetas?.length ?? 1000, 1);
+  // Each timestep costs a few arrays' entries: bound them as UNet2DConfig does.
+  const numTrainTimesteps = r.integer('numTrainTimesteps', trainedBetas?.length ?? 1000, 1, MAX_TRAIN_TIMESTEPS);
+  // A beta outside [0, 1) makes alphas_cumprod zero, negative or above one,
+  // and every sample NaN: refuse it here rather than return NaN images.
+  trainedBetas?.forEach((beta, i) => {
+    if (!(beta >= 0 && beta < 1)) r.fail('trainedBetas', trainedBetas, `has ${beta} at index ${i}; betas must be in [0, 1)`);
+  });
   if (trainedBetas && trainedBetas.length !== numTrainTimesteps) {
     r.fail('trainedBetas', trainedBetas, `has ${trainedBetas.length} values but ${r.name('numTrainTimesteps')} is ${numTrainTimesteps}`);
   }
@@ -147,19 +157,31 @@ export function resolveCommonOptions(
   if (dynamicThresholdingRatio < 0 || dynamicThresholdingRatio > 1) {
     r.fail('dynamicThresholdingRatio', dynamicThresholdingRatio, 'must be in [0, 1] (it is a quantile)');
   }
+  const betaSchedule = r.oneOf<BetaSchedule>('betaSchedule', 'linear', betaSchedules, ` by ${schedulerName}`);
+  const betaStart = r.number('betaStart', 0.0001);
+  const betaEnd = r.number('betaEnd', 0.02);
+  // linear, scaled_linear and sigmoid betas lie between beta_start and beta_end.
+  if (!trainedBetas && (betaSchedule === 'linear' || betaSchedule === 'scaled_linear' || betaSchedule === 'sigmoid')) {
+    if (!(betaStart >= 0 && betaStart < 1)) r.fail('betaStart', betaStart, 'must be in [0, 1) (it is a beta)');
+    if (!(betaEnd >= 0 && betaEnd < 1)) r.fail('betaEnd', betaEnd, 'must be in [0, 1) (it is a beta)');
+  }
+  const clipSampleRange = r.number('clipSampleRange', 1.0);
+  if (!(clipSampleRange > 0)) r.fail('clipSampleRange', clipSampleRange, 'must be > 0');
+  const sampleMaxValue = r.number('sampleMaxValue', 1.0);
+  if (!(sampleMaxValue > 0)) r.fail('sampleMaxValue', sampleMaxValue, 'must be > 0');
   return {
     numTrainTimesteps,
-    betaStart: r.number('betaStart', 0.0001),
-    betaEnd: r.number('betaEnd', 0.02),
-    betaSchedule: r.oneOf<BetaSchedule>('betaSchedule', 'linear', betaSchedules, ` by ${schedulerName}`),
+    betaStart,
+    betaEnd,
+    betaSchedule,
     trainedBetas,
     rescaleBetasZeroSnr: r.boolean('rescaleBetasZeroSnr', false),
     predictionType: r.oneOf('predictionType', 'epsilon', PREDICTION_TYPES),
     clipSample: r.boolean('clipSample', true),
-    clipSampleRange: r.number('clipSampleRange', 1.0),
+    clipSampleRange,
     thresholding: r.boolean('thresholding', false),
     dynamicThresholdingRatio,
-    sampleMaxValue: r.number('sampleMaxValue', 1.0),
+    sampleMaxValue,
     timestepSpacing: r.oneOf('timestepSpacing', 'leading', TIMESTEP_SPACINGS),
     stepsOffset: r.integer('stepsOffset', 0, 0),
   };
