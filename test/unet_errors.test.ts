@@ -22,6 +22,7 @@ import type { BackendName, DType } from '../src/index.js';
 import { DDIMScheduler, sample } from '../src/index.js';
 import { parseSafetensors, serializeSafetensors, tensorToFloat32 } from '../src/model/safetensors.js';
 import type { TensorToWrite } from '../src/model/safetensors.js';
+import { engineOf } from '../src/train/engine_access.js';
 import { fixturePath } from './helpers.js';
 
 const BACKENDS: BackendName[] = ['cpu', 'wasm'];
@@ -360,4 +361,21 @@ test('a config whose weights exceed the machine is a MemoryLimitError before the
   // and a normal model still builds afterwards
   const unet = await createUNet(JSON.parse(await readFile(fixturePath('unet/tiny/config.json'), 'utf8')), { backend: 'cpu', threads: 1 });
   unet.dispose();
+});
+
+test('a weight of the wrong length is refused on every backend, and wasm refuses weights past its 4 GB', async () => {
+  for (const backend of BACKENDS) {
+    const unet = await loadUNet(fixturePath('unet/tiny'), { backend, threads: 1 });
+    // wasm wrote whatever length it was given past the weight's end
+    assert.throws(() => engineOf(unet).setParam(0, new Float32Array(1)), /parameter size mismatch/);
+    unet.dispose();
+  }
+  // time_embedding.linear_2 alone: 36000^2 floats = 5.2 GB, a wrapped size in a 32-bit engine
+  const config = JSON.parse(await readFile(fixturePath('unet/tiny/config.json'), 'utf8'));
+  config.time_embedding_dim = 36000;
+  await assert.rejects(createUNet(config, { backend: 'wasm', threads: 1 }), (err: unknown) => {
+    assert.ok(err instanceof MemoryLimitError, String(err));
+    assert.match((err as Error).message, /32-bit build/);
+    return true;
+  });
 });

@@ -6,6 +6,7 @@
 // a shared memory (env.memory) that every thread's instance works on; its
 // long calls (forward, training step) may run on another thread (the engine
 // worker in Node, src/backend/wasm.ts), the light ones run here.
+import { MemoryLimitError } from '../errors.js';
 import { dtypeUnsupported, split64 } from './backend.js';
 import type { Backend, CapturedTensor, EngineModel, ParamInfo, TensorKind, TrainStepArgs } from './backend.js';
 
@@ -241,17 +242,28 @@ class WasmModel implements EngineModel {
   paramTable(): ParamInfo[] {
     const m = this.live();
     const table: ParamInfo[] = [];
+    let bytes = 0;
     for (let i = 0, n = this.ex.mb_model_param_count(m); i < n; i++) {
       const shape: number[] = [];
       for (let d = 0, nd = this.ex.mb_model_param_ndim(m, i); d < nd; d++) shape.push(this.ex.mb_model_param_dim(m, i, d));
       table.push({ name: readCString(this.ex.memory, this.ex.mb_model_param_name(m, i)), shape });
+      bytes += 4 * shape.reduce((a, b) => a * b, 1);
     }
+    // The engine's sizes are 32-bit here: weights that do not fit the 4 GB
+    // address space would wrap around in its arithmetic, not fail.
+    if (bytes >= 2 ** 32)
+      throw new MemoryLimitError(
+        `the model's weights need ${Math.ceil(bytes / 2 ** 20)} MB, beyond what this 32-bit build can address (4096 MB)`,
+      );
     return table;
   }
 
   setParam(index: number, data: Float32Array): void {
     const m = this.live();
     if (!Number.isInteger(index) || index < 0 || index >= this.ex.mb_model_param_count(m)) throw new RangeError('parameter index out of range');
+    let numel = 1;
+    for (let d = 0, nd = this.ex.mb_model_param_ndim(m, index); d < nd; d++) numel *= this.ex.mb_model_param_dim(m, index, d);
+    if (data.length !== numel) throw new RangeError('parameter size mismatch');  // as the native addon says
     const ptr = this.ex.mb_model_param_data(m, index);
     if (!ptr) throw new EngineFailure(4, 'this weight was released after packing to save memory: the model can only sample');
     new Float32Array(this.ex.memory.buffer, ptr, data.length).set(data);
