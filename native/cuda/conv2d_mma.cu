@@ -75,8 +75,11 @@ __device__ __forceinline__ void load_a8(const ConvParams& p, const ConvRow& r, i
 
 // Two blocks per multiprocessor at least (128 registers a thread for the
 // large tile): one block's barrier waits then overlap the other's MMAs.
+// Split-K (conv2d_params.cuh): block z runs slices [z, z + 1) x
+// slices_per_split into partial[z] (no epilogue); partial null: all slices.
 template <WeightType T, int BM, int BN, int WARPS_M, int WARPS_N, bool VEC8>
-__global__ void __launch_bounds__(WARPS_M* WARPS_N * 32, 2) conv_mma_gemm(ConvParams p, int k_ld) {
+__global__ void __launch_bounds__(WARPS_M* WARPS_N * 32, 2)
+    conv_mma_gemm(ConvParams p, int k_ld, int slices_per_split, float* partial) {
   constexpr int kThreads = WARPS_M * WARPS_N * 32;
   constexpr int kWarpM = BM / WARPS_M, kWarpN = BN / WARPS_N;
   constexpr int kFragsM = kWarpM / 16, kFragsN = kWarpN / 8;
@@ -115,7 +118,8 @@ __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32, 2) conv_mma_gemm(ConvPa
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
 
-  const int slices = k_ld / kSliceK;
+  const int s_begin = partial ? (int)blockIdx.z * slices_per_split : 0;
+  const int s_end = partial && s_begin + slices_per_split < k_ld / kSliceK ? s_begin + slices_per_split : k_ld / kSliceK;
   // Slice s of B into buffer `buf`: rows past N are zero-filled (source size 0).
   auto copy_b = [&](int buf, int s) {
 #pragma unroll
@@ -140,14 +144,14 @@ __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32, 2) conv_mma_gemm(ConvPa
     }
   };
 
-  copy_b(0, 0);
-  load_a(0);
+  copy_b(0, s_begin);
+  load_a(s_begin);
   store_a(0);
   cp_async_wait<0>();
   __syncthreads();
-  for (int s = 0; s < slices; ++s) {
-    const int cur = s & 1, next = cur ^ 1;
-    const bool more = s + 1 < slices;
+  for (int s = s_begin; s < s_end; ++s) {
+    const int cur = (s - s_begin) & 1, next = cur ^ 1;
+    const bool more = s + 1 < s_end;
     if (more) {  // `next` was last read in slice s - 1, which the barrier below it closed
       copy_b(next, s + 1);
       load_a(s + 1);
@@ -178,6 +182,7 @@ __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32, 2) conv_mma_gemm(ConvPa
   }
 
   // D element e of fragment (i, j): row group + 8 (e >> 1), column 2 pair + (e & 1).
+  float* split_out = partial ? partial + (size_t)blockIdx.z * p.M * p.N : nullptr;
 #pragma unroll
   for (int i = 0; i < kFragsM; ++i)
 #pragma unroll
@@ -189,17 +194,32 @@ __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32, 2) conv_mma_gemm(ConvPa
 #pragma unroll
         for (int e1 = 0; e1 < 2; ++e1) {
           const int n = n0 + warp_n + j * 8 + 2 * pair + e1;
-          if (n < p.N) conv_store(p, m, n, acc[i][j][2 * e2 + e1]);
+          if (n >= p.N) continue;
+          if (split_out)
+            split_out[(size_t)m * p.N + n] = acc[i][j][2 * e2 + e1];
+          else
+            conv_store(p, m, n, acc[i][j][2 * e2 + e1]);
         }
     }
 }
 
+// `scratch`: room for the split-K partial sums of a 64 x 64 tiling (conv_scratch_floats_half), or null.
 template <WeightType T, int BM, int BN, int WARPS_M, int WARPS_N, bool VEC8>
-void launch_conv_mma(const ConvParams& p, int k_ld) {
+void launch_conv_mma(const ConvParams& p, int k_ld, float* scratch) {
   dim3 grid;
   if (!conv_grid(p, BM, BN, "conv2d (tensor cores): output too large for one launch", &grid)) return;
   const auto kernel = conv_mma_gemm<T, BM, BN, WARPS_M, WARPS_N, VEC8>;  // named: the launch macro cannot take the commas
-  MB_LAUNCH_SYNC(kernel, grid, WARPS_M * WARPS_N * 32)(p, k_ld);
+  const int slices = k_ld / kSliceK;
+  const int splits = BM == 64 && BN == 64 && scratch ? conv_split_count(p.M, p.N, p.K, BM, BN, kSliceK) : 1;
+  if (splits > 1) {
+    const int per_split = (slices + splits - 1) / splits;
+    grid.z = (unsigned)((slices + per_split - 1) / per_split);  // every split non-empty
+    MB_LAUNCH_SYNC(kernel, grid, WARPS_M * WARPS_N * 32)(p, k_ld, per_split, scratch);
+    if (!check_launch("conv_mma_gemm (split K)")) return;
+    conv_split_reduce(p, scratch, (int)grid.z);
+    return;
+  }
+  MB_LAUNCH_SYNC(kernel, grid, WARPS_M * WARPS_N * 32)(p, k_ld, 0, nullptr);
   check_launch("conv_mma_gemm");
 }
 
@@ -375,7 +395,7 @@ void pack_conv_half(PackedWeights* packed, float* storage, const WeightSource* s
 
 template <WeightType T>
 void conv2d_forward_half(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
-                         float* out) {
+                         float* out, float* scratch) {
   if (!begin_launch()) return;
   const ConvParams p = conv_params(in, g, w, ep, out);
   if (p.M <= 0 || p.N <= 0) return;
@@ -386,13 +406,13 @@ void conv2d_forward_half(const float* in, const ConvGeometry& g, const PackedWei
   // large one's 128 registers free of its index math (it spilled there).
   const long long big_tiles = (p.M + 127) / 128 * ((p.N + 127) / 128);
   if (!vec8)
-    launch_conv_mma<T, 64, 64, 2, 2, false>(p, k_ld);
+    launch_conv_mma<T, 64, 64, 2, 2, false>(p, k_ld, scratch);
   else if (p.N > 64 && (big_tiles >= multiprocessor_count() || g_force_large_tiles) && g_wgmma_on)
     launch_conv_wgmma<T>(p, k_ld);
   else if (p.N > 64 && (big_tiles >= multiprocessor_count() || g_force_large_tiles))
-    launch_conv_mma<T, 128, 128, 2, 4, true>(p, k_ld);
+    launch_conv_mma<T, 128, 128, 2, 4, true>(p, k_ld, nullptr);
   else
-    launch_conv_mma<T, 64, 64, 2, 2, true>(p, k_ld);
+    launch_conv_mma<T, 64, 64, 2, 2, true>(p, k_ld, scratch);
 }
 
 }  // namespace
@@ -445,7 +465,13 @@ bool conv_wgmma_set(bool on) {
 bool conv_wgmma_enabled() { return g_wgmma_on; }
 void conv_force_large_tiles(bool on) { g_force_large_tiles = on; }
 
-size_t conv_scratch_floats_half(const ConvGeometry&, int, int, int, int) { return 0; }
+// Split-K partial sums for the 64 x 64 tiles (the large tiles and the
+// warpgroup MMA are only chosen when there are tiles enough, and take none).
+size_t conv_scratch_floats_half(const ConvGeometry& g, int cout, int cin, int k, int) {
+  const ConvShape s = conv_shape(g, cout, cin, k);
+  const int splits = conv_split_count(s.M, s.N, s.K, 64, 64, kSliceK);
+  return splits > 1 ? (size_t)splits * (size_t)s.M * (size_t)s.N : 0;
+}
 
 size_t conv_packed_floats_half(int cout, int cin, int k, int) {
   const size_t halves = (size_t)cout * packed_k(k * k * cin);  // even: k_ld is
@@ -462,12 +488,12 @@ void pack_conv_bf16(PackedWeights* packed, float* storage, const WeightSource* s
 }
 
 void conv2d_forward_f16(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
-                        float* out, const float*, float*) {
-  conv2d_forward_half<WeightType::kFloat16>(in, g, w, ep, out);
+                        float* out, const float*, float* scratch) {
+  conv2d_forward_half<WeightType::kFloat16>(in, g, w, ep, out, scratch);
 }
 void conv2d_forward_bf16(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
-                         float* out, const float*, float*) {
-  conv2d_forward_half<WeightType::kBfloat16>(in, g, w, ep, out);
+                         float* out, const float*, float* scratch) {
+  conv2d_forward_half<WeightType::kBfloat16>(in, g, w, ep, out, scratch);
 }
 
 // The backward reads fp32 weights [tap][ci][n]; a half-packed model has none

@@ -1029,7 +1029,7 @@ int mb::run_parity(const Ops* device_ops, uint32_t seed) {
   linear_case(rng, 3, 128, 512, false, false);
   linear_case(rng, 70, 96, 3 * 96, true, false);
   linear_case(rng, 130, 64, 64, false, true);
-  // Split-K (conv2d.cu, for GEMMs with too few tiles to fill the GPU):
+  // Split-K (conv2d.cu, conv2d_mma.cu: GEMMs with too few tiles to fill the GPU):
   // forced here, since the emulation's one multiprocessor never asks for
   // it; split counts that do not divide the 16-deep chunks, every epilogue
   // term, a residual in place.
@@ -1041,6 +1041,11 @@ int mb::run_parity(const Ops* device_ops, uint32_t seed) {
       conv_case(rng, {2, 48, 80, 3, 9, 7, 1, 1, 1, 1, true, false, true, false, 1.0f});
       conv_case(rng, {2, 64, 96, 1, 8, 8, 1, 1, 0, 0, true, true, false, false, 1.0f});
       conv_case(rng, {2, 64, 64, 3, 8, 8, 2, 1, 1, 1, true, false, false, false, 1.0f});
+      // The tensor-core GEMMs' 64 x 64 tiles (32-deep slices): the 8-channel vector path and the general gather.
+      for (WeightType t : {WeightType::kFloat16, WeightType::kBfloat16}) {
+        conv_case(rng, {2, 64, 64, 3, 8, 8, 2, 1, 1, 1, true, true, true, false, 1.4142135f}, t);
+        conv_case(rng, {2, 35, 70, 3, 5, 6, 1, 1, 1, 1, true, false, false, false, 1.0f}, t);
+      }
     }
     cuda::conv_split_force(0);
     g_case_tag.clear();
