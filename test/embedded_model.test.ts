@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { tmpdir as tmpdirPath } from 'node:os';
 
 import { packageRoot } from '../src/backend/native.js';
 import { EMBEDDED_MODEL } from '../src/cli/embedded_model.js';
@@ -92,5 +93,17 @@ test('marble sample --batch beyond memory is one line and exit 1, not a V8 heap 
     assert.equal(child.status, 1, `--batch ${batch}: exit ${child.status} ${child.signal ?? ''}\n${child.stderr.slice(0, 500)}`);
     assert.match(child.stderr, /^marble: .*(reasonable|over the limit)/);
     assert.equal(child.stderr.trim().split('\n').length, 1, child.stderr.slice(0, 500));
+  }
+});
+
+test('marble sample checks --out before sampling: a missing folder or a folder as the file is one line, exit 1', () => {
+  const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+  for (const [out, message] of [['/nonexistent-marble-dir/x.png', /the folder \/nonexistent-marble-dir does not exist/], [tmpdirPath(), /is a folder/]] as const) {
+    const t0 = Date.now();
+    const child = spawnSync(process.execPath, [cli, 'sample', '--steps', '1000', '--out', out], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(child.status, 1, child.stderr);
+    assert.match(child.stderr, message);
+    assert.equal(child.stderr.trim().split('\n').length, 1, child.stderr);
+    assert.ok(Date.now() - t0 < 20_000, 'it did not sample 1000 steps first');
   }
 });

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { cp, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -562,6 +562,38 @@ test('training the tiny model on a fixed batch: loss falls 10x in 200 steps, and
   } finally {
     trainer.unet.dispose();
     resumed?.unet.dispose();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('marble train: a batch beyond memory is refused before the loader fills it; an image that breaks mid-run keeps the steps made', async () => {
+  const cli = new URL('../src/cli/main.js', import.meta.url).pathname;
+  const dir = await mkdtemp(join(tmpdir(), 'marble-train-cli-'));
+  try {
+    const big = spawnSync(process.execPath, [cli, 'train', '--data', 'mnist', '--out', join(dir, 'big'), '--batch', '1000000', '--steps', '2'], { encoding: 'utf8', timeout: 120_000 });
+    assert.equal(big.status, 1, big.stderr);
+    assert.match(big.stderr, /^marble: batch 1000000 at 32x32 needs over \d+ MB of activations, over the \d+ MB/m);
+    // 40 good 16x16 images and one that does not decode, met at some step past the first
+    const images = join(dir, 'images');
+    await mkdir(images);
+    const pngjs = (await import('pngjs')).default;
+    for (let i = 0; i < 40; i++) {
+      const png = new pngjs.PNG({ width: 16, height: 16 });
+      for (let p = 0; p < 16 * 16 * 4; p++) png.data[p] = (p * 7 + i * 13) & 255;
+      await writeFile(join(images, `good-${String(i).padStart(2, '0')}.png`), pngjs.PNG.sync.write(png));
+    }
+    await writeFile(join(images, 'broken.png'), Buffer.from('\x89PNG\r\n\x1a\n not really'));
+    const out = join(dir, 'run');
+    const run = spawnSync(process.execPath, [cli, 'train', '--data', images, '--out', out, '--resolution', '16', '--batch', '2', '--steps', '100', '--save-every', '1000', '--threads', '1'], { encoding: 'utf8', timeout: 300_000 });
+    assert.equal(run.status, 1, run.stderr);
+    assert.match(run.stderr, /broken\.png/);
+    const saved = /saved (.*) at step (\d+); fix the cause and continue with --resume/.exec(run.stderr);
+    assert.ok(saved, run.stderr);
+    const step = Number(saved[2]);
+    assert.ok(step >= 1 && step < 100, `saved at step ${step}`);
+    const state = JSON.parse(await readFile(join(out, 'checkpoint', 'trainer_state', 'state.json'), 'utf8')) as { progress: { globalStep: number } };
+    assert.equal(state.progress.globalStep, step);
+  } finally {
     await rm(dir, { recursive: true, force: true });
   }
 });

@@ -3,8 +3,10 @@
 // `marble sample` generates images; `marble train` (./train.ts) trains;
 // `marble export` (./export.ts) writes a checkpoint as a release model folder;
 // `marble eval` (./eval.ts) measures a model's samples against real MNIST.
-import { writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
+import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
 
@@ -90,9 +92,25 @@ interface SampleFlags {
   out: string;
 }
 
+/** An InvalidArgumentError unless `file` can be written: its folder exists and is writable, and it is not a folder. */
+async function checkWritable(file: string): Promise<void> {
+  const folder = path.dirname(path.resolve(file));
+  try {
+    await access(folder, constants.W_OK);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new InvalidArgumentError(
+      `--out ${file}: ${code === 'ENOENT' ? `the folder ${folder} does not exist` : `the folder ${folder} is not writable (${code})`}`,
+    );
+  }
+  const existing = await stat(file).catch(() => null);
+  if (existing?.isDirectory()) throw new InvalidArgumentError(`--out ${file} is a folder; give a file name, e.g. ${path.join(file, 'samples.png')}`);
+}
+
 async function sampleCommand(flags: SampleFlags): Promise<void> {
   if (!/^\d+$/.test(flags.seed)) throw new InvalidArgumentError('--seed must be a non-negative integer');
   if (flags.clippedModelOutput && flags.scheduler !== 'ddim') throw new InvalidArgumentError('--clipped-model-output applies to --scheduler ddim only');
+  await checkWritable(flags.out);  // before sampling: the images must not be lost at the end
   const pipeline = await loadPipeline(resolveSampleModel(flags.model), { backend: flags.backend, dtype: flags.dtype });
   const { unet } = pipeline;
   const scheduler = pipeline.scheduler(flags.scheduler);

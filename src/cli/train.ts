@@ -9,11 +9,12 @@
 // Ctrl-C finishes the current step, saves, and exits with status 130; a
 // second Ctrl-C exits at once (the last checkpoint is intact either way).
 import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
 
-import { ConfigError, InputError } from '../errors.js';
+import { ConfigError, InputError, MemoryLimitError } from '../errors.js';
 import { classConditioning } from '../model/config.js';
 import { createUNet, loadUNet, resolveModelDir } from '../model/unet.js';
 import type { UNet2DModel } from '../model/unet.js';
@@ -246,6 +247,15 @@ async function trainCommand(flags: TrainFlags, command: Command): Promise<void> 
     if (conditional === 'labels' && dataset.numClasses! > unet.config.numClassEmbeds!)
       throw new InputError(`the data has ${dataset.numClasses} classes but the model's num_class_embeds is ${unet.config.numClassEmbeds}`);
     const seed = BigInt(trainer.settings.seed);
+    // A batch beyond memory is a MemoryLimitError now, before the loader
+    // fills one (a training step needs at least a forward's activations).
+    if (!Number.isInteger(cli.batch) || cli.batch < 1) throw new InputError(`the batch size must be a positive integer, got ${cli.batch}`);
+    const forwardBytes = unet.activationBytes(cli.batch, height, width), usable = os.totalmem() * 0.75;
+    if (forwardBytes > usable)
+      throw new MemoryLimitError(
+        `batch ${cli.batch} at ${height}x${width} needs over ${Math.ceil(forwardBytes / 2 ** 20)} MB of activations, ` +
+          `over the ${Math.floor(usable / 2 ** 20)} MB marble may use (three quarters of this machine's memory)`,
+      );
     const loader = new DataLoader(dataset, { batchSize: cli.batch, seed, randomFlip: cli.randomFlip });
     loader.setState(cli.loader);
 
@@ -281,11 +291,15 @@ async function trainCommand(flags: TrainFlags, command: Command): Promise<void> 
     bar?.start(total, trainer.globalStep, { loss: '-', lr: '-', speed: '-' });
     const started = performance.now();
     const recent: number[] = [];
+    let savedAt = trainer.globalStep;
+    let inStep = false;
     try {
       while (trainer.globalStep < total && !stop) {
         const batch = await loader.next();
         const t0 = performance.now();
+        inStep = true;
         const r = await trainer.step(batch.data, batch.labels && conditional === 'labels' ? batch.labels : undefined);
+        inStep = false;
         recent.push(performance.now() - t0);
         if (recent.length > 20) recent.shift();
         const speed = 1000 / (recent.reduce((a, b) => a + b, 0) / recent.length);
@@ -296,12 +310,27 @@ async function trainCommand(flags: TrainFlags, command: Command): Promise<void> 
         if (bar) bar.update(r.step, { loss: r.loss.toFixed(4), lr: r.lr.toExponential(2), speed: speed.toFixed(2) });
         else if (r.step % 50 === 0 || r.step === total)
           console.error(`step ${r.step}/${total} loss ${r.loss.toFixed(4)} lr ${r.lr.toExponential(2)} ${speed.toFixed(2)} it/s`);
-        if (r.step % flags.saveEvery === 0 && r.step < total) await save();
+        if (r.step % flags.saveEvery === 0 && r.step < total) {
+          await save();
+          savedAt = r.step;
+        }
         if (flags.sampleEvery > 0 && r.step % flags.sampleEvery === 0) {
           const file = await writeSamples(trainer, flags, outDir, seed);
           if (!bar) console.error(`samples: ${file}`);
         }
       }
+    } catch (e) {
+      // A failure between steps (an image that does not decode, a sample
+      // grid that does not fit) keeps the steps made since the last save;
+      // one inside a step may have left the trainer half-updated: not saved.
+      bar?.stop();
+      if (!inStep && trainer.globalStep > savedAt) {
+        await save().then(
+          () => console.error(`saved ${checkpointDir} at step ${trainer.globalStep}; fix the cause and continue with --resume`),
+          () => undefined,
+        );
+      }
+      throw e;
     } finally {
       bar?.stop();
       process.off('SIGINT', onSigint);
