@@ -226,15 +226,16 @@ void launch_conv_mma(const ConvParams& p, int k_ld, float* scratch) {
 // --- Hopper: the warpgroup MMA ------------------------------------------------
 // The same implicit GEMM in 128 x 128 tiles, a block of two warpgroups (rows
 // 0-63 and 64-127 of the tile, all 128 columns each: one m64n128k16 per 16
-// of K), 64-deep K slices, double-buffered in dynamic shared memory, A and B
-// in wgmma.cuh's core-matrix layout. As in conv_mma_gemm, B comes by cp.async
-// and A through registers (converted to the half type), the next slice's
-// loads overlapping the current slice's MMAs, which run asynchronously while
-// the threads store the next A tile.
+// of K), 64-deep K slices in three buffers of dynamic shared memory (96 KB),
+// A and B in wgmma.cuh's core-matrix layout. As in conv_mma_gemm, B comes by
+// cp.async and A through registers (converted to the half type); the MMAs
+// run asynchronously, two slices' worth in flight, while the threads fill
+// the next slice.
 constexpr int kWgBM = 128, kWgBN = kWgmmaN, kWgBK = 64, kWgThreads = 256;
 constexpr int kWgTileBytes = kWgBM * kWgBK * 2;               // A's tile; B's is the same size
 constexpr int kWgStageBytes = 2 * kWgTileBytes;
-constexpr int kWgSharedBytes = 2 * kWgStageBytes + 128;        // two stages, + slack to align them to 128 bytes
+constexpr int kWgStages = 3;
+constexpr int kWgSharedBytes = kWgStages * kWgStageBytes + 128;  // + slack to align the stages to 128 bytes
 
 #if defined(MB_WGMMA_COMPILED)
 constexpr uint32_t kWgLbo = 128, kWgSbo = 128 * (kWgBK / 8);  // next core matrix along K; next 8 rows
@@ -293,19 +294,19 @@ __global__ void __launch_bounds__(kWgThreads, 1) conv_wgmma_gemm(ConvParams p, i
   };
 
   const int slices = (k_ld + kWgBK - 1) / kWgBK;
+  // Three buffers: while slice s's MMAs run, slice s - 1's may still be
+  // running (each warpgroup waits for all but its newest group), and the
+  // threads fill slice s + 1 into the third, whose last reader, slice s - 2,
+  // every warpgroup has waited for before the barrier that opens slice s.
+  // So the tensor cores always have the next group queued: no drain per slice.
   copy_b(0, 0);
   load_a(0);
   store_a(0);
-  cp_async_wait<0>();
-  fence_proxy_async();  // the threads' tile writes, visible to the MMAs
-  __syncthreads();
   for (int s = 0; s < slices; ++s) {
-    const int cur = s & 1, next = cur ^ 1;
-    const bool more = s + 1 < slices;
-    if (more) {  // `next` was last read by slice s - 1's MMAs, waited for before the barrier that closed it
-      copy_b(next, s + 1);
-      load_a(s + 1);
-    }
+    const int cur = s % kWgStages;
+    cp_async_wait<0>();   // this thread's part of slice s has landed
+    fence_proxy_async();  // the threads' tile writes, visible to the MMAs
+    __syncthreads();
     const uint32_t a_start = shared_address(a_tile(cur)) + (uint32_t)warpgroup * (64 / 8) * kWgSbo;
     const uint32_t b_start = shared_address(b_tile(cur));
     wgmma_fence(acc);
@@ -314,14 +315,15 @@ __global__ void __launch_bounds__(kWgThreads, 1) conv_wgmma_gemm(ConvParams p, i
       wgmma_m64n128k16<T>(acc, wgmma_descriptor(a_start + kk * 2 * kWgLbo, kWgLbo, kWgSbo),
                           wgmma_descriptor(b_start + kk * 2 * kWgLbo, kWgLbo, kWgSbo));
     wgmma_commit();
-    if (more) {
+    wgmma_wait<1>(acc);  // slice s - 1's MMAs are done; slice s's keep running
+    if (s + 1 < slices) {
+      const int next = (s + 1) % kWgStages;
+      copy_b(next, s + 1);
+      load_a(s + 1);
       store_a(next);
-      cp_async_wait<0>();
-      fence_proxy_async();
     }
-    wgmma_wait<0>(acc);
-    __syncthreads();
   }
+  wgmma_wait<0>(acc);
 
   // Accumulator v: row 16 (warp % 4) + group + 8 ((v >> 1) & 1) of the warpgroup's 64, column 8 (v >> 2) + 2 pair + (v & 1).
   const int lane = tid & 31, group = lane >> 2, pair = lane & 3, warp_in_group = (tid >> 5) & 3;
@@ -419,7 +421,7 @@ void conv2d_forward_half(const float* in, const ConvGeometry& g, const PackedWei
 
 // At device selection (device.cu): on a compute capability 9 device, whether
 // it runs the sm_90a build of conv_wgmma_gemm (a probe kernel says which
-// code the driver chose) and allows its 64 KB of dynamic shared memory; the
+// code the driver chose) and allows its 96 KB of dynamic shared memory; the
 // parity self-test then checks it. Models use it when MARBLE_CUDA_WGMMA=1.
 // Under the emulation it is always available; only the variable decides.
 void conv_wgmma_prepare() {
