@@ -96,7 +96,7 @@ __global__ void conv_split_sum(ConvParams p, const float* partial, int splits) {
   }
 }
 
-int g_forced_splits = 0;
+int g_forced_splits = 0;  // conv_split_force: set by the parity self-test only, between cases
 
 struct GemmParams {
   BatchedGemm g;
@@ -444,7 +444,7 @@ void conv_split_reduce(const ConvParams& p, const float* partial, int splits) {
   check_launch("conv_split_sum");
 }
 
-// The fp32 forward's split-K partial sums (the half types' forward keeps its own tiles and needs none).
+// The fp32 forward's split-K partial sums (conv2d_mma.cu's conv_scratch_floats_half: the half types').
 size_t conv_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, int) {
   const ConvShape s = conv_shape(g, cout, cin, k);
   const int splits = conv_split_count(s.M, s.N, s.K, kBM, kBN, kBK);
