@@ -23,7 +23,8 @@
 // 16-deep step) when there are enough of them to give every multiprocessor
 // one, else 64 x 64 per block of 4 warps (each 32 x 32) so that small
 // GEMMs (batch 1 at low resolution, the time-embedding linears) still spread
-// over the GPU. Both fit two blocks per multiprocessor. Fragments are read
+// over the GPU, split over K where even those are too few (conv2d_params.cuh's
+// split-K). Both fit two blocks per multiprocessor. Fragments are read
 // from shared memory with ldmatrix.x4 (one instruction per A fragment or
 // pair of B fragments); tile rows are padded to 40 halves (80 bytes), so the
 // eight 16-byte rows each phase of an ldmatrix reads fall in 32 distinct banks.
