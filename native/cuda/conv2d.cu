@@ -444,11 +444,15 @@ void conv_split_reduce(const ConvParams& p, const float* partial, int splits) {
   check_launch("conv_split_sum");
 }
 
+size_t conv_split_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, int bm, int bn, int kc) {
+  const ConvShape s = conv_shape(g, cout, cin, k);
+  const int splits = conv_split_count(s.M, s.N, s.K, bm, bn, kc);
+  return splits > 1 ? (size_t)splits * (size_t)s.M * (size_t)s.N : 0;
+}
+
 // The fp32 forward's split-K partial sums (conv2d_mma.cu's conv_scratch_floats_half: the half types').
 size_t conv_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, int) {
-  const ConvShape s = conv_shape(g, cout, cin, k);
-  const int splits = conv_split_count(s.M, s.N, s.K, kBM, kBN, kBK);
-  return splits > 1 ? (size_t)splits * (size_t)s.M * (size_t)s.N : 0;
+  return conv_split_scratch_floats(g, cout, cin, k, kBM, kBN, kBK);
 }
 
 void conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep, float* out,
@@ -459,8 +463,8 @@ void conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights&
   if (p.M <= 0 || p.N <= 0 || !conv_grid(p, kBM, kBN, "conv2d: output too large for one launch", &grid)) return;
   const int splits = conv_split_count(p.M, p.N, p.K, kBM, kBN, kBK);
   if (splits > 1 && scratch) {
-    const int chunks = (p.K + kBK - 1) / kBK, per_split = (chunks + splits - 1) / splits;
-    grid.z = (unsigned)((chunks + per_split - 1) / per_split);  // every split non-empty
+    int per_split;
+    grid.z = (unsigned)conv_split_ranges((p.K + kBK - 1) / kBK, splits, &per_split);
     MB_LAUNCH_SYNC(conv_implicit_gemm, grid, kGemmThreads)(p, per_split, scratch);
     if (!check_launch("conv_implicit_gemm (split K)")) return;
     conv_split_reduce(p, scratch, (int)grid.z);

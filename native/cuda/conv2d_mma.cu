@@ -213,8 +213,8 @@ void launch_conv_mma(const ConvParams& p, int k_ld, float* scratch) {
   const int slices = k_ld / kSliceK;
   const int splits = BM == 64 && BN == 64 && scratch ? conv_split_count(p.M, p.N, p.K, BM, BN, kSliceK) : 1;
   if (splits > 1) {
-    const int per_split = (slices + splits - 1) / splits;
-    grid.z = (unsigned)((slices + per_split - 1) / per_split);  // every split non-empty
+    int per_split;
+    grid.z = (unsigned)conv_split_ranges(slices, splits, &per_split);
     MB_LAUNCH_SYNC(kernel, grid, WARPS_M * WARPS_N * 32)(p, k_ld, per_split, scratch);
     if (!check_launch("conv_mma_gemm (split K)")) return;
     conv_split_reduce(p, scratch, (int)grid.z);
@@ -471,9 +471,7 @@ void conv_force_large_tiles(bool on) { g_force_large_tiles = on; }
 // Split-K partial sums for the 64 x 64 tiles (the large tiles and the
 // warpgroup MMA are only chosen when there are tiles enough, and take none).
 size_t conv_scratch_floats_half(const ConvGeometry& g, int cout, int cin, int k, int) {
-  const ConvShape s = conv_shape(g, cout, cin, k);
-  const int splits = conv_split_count(s.M, s.N, s.K, 64, 64, kSliceK);
-  return splits > 1 ? (size_t)splits * (size_t)s.M * (size_t)s.N : 0;
+  return conv_split_scratch_floats(g, cout, cin, k, 64, 64, kSliceK);
 }
 
 size_t conv_packed_floats_half(int cout, int cin, int k, int) {

@@ -175,6 +175,15 @@ inline void describe_packed(PackedWeights* packed, float* storage, int cout, int
 // count (0: the rule above).
 constexpr size_t kMaxSplitFloats = (size_t)4 << 20;
 int conv_split_count(long long M, int N, int K, int bm, int bn, int kc);
+// The Ops' conv_scratch_floats for a forward tiled bm x bn over kc-deep
+// chunks: room for its partial sums, 0 where it does not split.
+size_t conv_split_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, int bm, int bn, int kc);
+// `splits` (conv_split_count) over `chunks` as whole chunks per split: the
+// launch's grid.z (every split non-empty), with the chunks per split in *per_split.
+inline int conv_split_ranges(int chunks, int splits, int* per_split) {
+  *per_split = (chunks + splits - 1) / splits;
+  return (chunks + *per_split - 1) / *per_split;
+}
 void conv_split_force(int splits);
 // partial[s][m][n] for s < splits, summed in order, through the epilogue into out.
 void conv_split_reduce(const ConvParams& p, const float* partial, int splits);

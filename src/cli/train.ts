@@ -9,14 +9,13 @@
 // Ctrl-C finishes the current step, saves, and exits with status 130; a
 // second Ctrl-C exits at once (the last checkpoint is intact either way).
 import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
 
 import { ConfigError, InputError, MemoryLimitError } from '../errors.js';
 import { classConditioning } from '../model/config.js';
-import { createUNet, loadUNet, resolveModelDir } from '../model/unet.js';
+import { createUNet, defaultMemoryLimit, loadUNet, resolveModelDir } from '../model/unet.js';
 import type { UNet2DModel } from '../model/unet.js';
 import { sample } from '../sampler.js';
 import { DDIMScheduler } from '../schedulers/ddim.js';
@@ -250,7 +249,7 @@ async function trainCommand(flags: TrainFlags, command: Command): Promise<void> 
     // A batch beyond memory is a MemoryLimitError now, before the loader
     // fills one (a training step needs at least a forward's activations).
     if (!Number.isInteger(cli.batch) || cli.batch < 1) throw new InputError(`the batch size must be a positive integer, got ${cli.batch}`);
-    const forwardBytes = unet.activationBytes(cli.batch, height, width), usable = os.totalmem() * 0.75;
+    const forwardBytes = unet.activationBytes(cli.batch, height, width), usable = defaultMemoryLimit();
     if (forwardBytes > usable)
       throw new MemoryLimitError(
         `batch ${cli.batch} at ${height}x${width} needs over ${Math.ceil(forwardBytes / 2 ** 20)} MB of activations, ` +

@@ -94,7 +94,7 @@ function checkSize(what: string, sizes: readonly number[]): void {
  * an out-of-memory kill.
  */
 
-function defaultMemoryLimit(): number {
+export function defaultMemoryLimit(): number {
   return Math.floor(os.totalmem() * 0.75);
 }
 
