@@ -60,15 +60,20 @@ inline uint32_t pack_half2(float lo, float hi) {
 }
 // Wide accesses (memcpy: the C++ compiler may not alias uint16_t storage as wider words).
 inline uint32_t load_u32(const uint16_t* p) {
+  ::mb_emu::check_aligned("a 32-bit load", p, 4);
   uint32_t v;
   memcpy(&v, p, 4);
   return v;
 }
 inline void store_u32x4(uint16_t* p, uint32_t a, uint32_t b, uint32_t c, uint32_t d) {
+  ::mb_emu::check_aligned("a 16-byte store", p, 16);
   const uint32_t v[4] = {a, b, c, d};
   memcpy(p, v, 16);
 }
-inline void load_f32x4(const float* p, float v[4]) { memcpy(v, p, 16); }
+inline void load_f32x4(const float* p, float v[4]) {
+  ::mb_emu::check_aligned("a float4 load", p, 16);
+  memcpy(v, p, 16);
+}
 
 }  // namespace cuda
 }  // namespace mb

@@ -100,6 +100,13 @@ uint32_t shared_address(const void* p);
 // else each thread runs to its end in turn (a barrier there is an error).
 // `shared_bytes`: the launch's dynamic shared memory.
 void run_grid(dim3 grid, dim3 block, const std::function<void()>& body, bool cooperative, size_t shared_bytes = 0);
+// A wide access (float4, uint4, a 16-byte cp.async) at an address not
+// aligned to its size faults on a GPU ("misaligned address", which ends the
+// CUDA context): abort here, naming the access.
+void misaligned(const char* what, const void* p, size_t bytes);
+inline void check_aligned(const char* what, const void* p, size_t bytes) {
+  if ((uintptr_t)p % bytes) misaligned(what, p, bytes);
+}
 // Counts launches whose configuration CUDA would refuse (more than 1024 threads, grid.y/z > 65535).
 extern thread_local int g_bad_launches;
 

@@ -3,9 +3,13 @@
 // device.cu the op files call (memory, the error record), over host memory.
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <ucontext.h>
+#include <unistd.h>
 
 #include <functional>
+#include <mutex>
+#include <unordered_map>
 #include <vector>
 
 #include "../cuda_common.cuh"
@@ -141,7 +145,14 @@ void syncthreads() {
   wait_for(Waiting::kBlockBarrier);  // the scheduler resumes everyone once all have arrived
 }
 
+void misaligned(const char* what, const void* p, size_t bytes) {
+  fprintf(stderr, "emulated CUDA: %s at %p, not %zu-byte aligned (a misaligned-address fault on a GPU)\n", what, p, bytes);
+  abort();
+}
+
 void cp_async(void* dst, const void* src, int bytes, int src_bytes) {
+  check_aligned("cp.async's shared destination", dst, (size_t)bytes);
+  check_aligned("cp.async's global source", src, (size_t)bytes);
   const AsyncCopy c{dst, src, bytes, src_bytes, -1};
   if (t_fiber)
     t_fiber->copies.push_back(c);
@@ -452,6 +463,11 @@ void run_grid(dim3 grid, dim3 block, const std::function<void()>& body, bool coo
 
 }  // namespace mb_emu
 
+namespace {
+std::mutex g_mappings_mutex;
+std::unordered_map<void*, std::pair<void*, size_t>> g_mappings;  // allocation -> (mapping, its length)
+}  // namespace
+
 // --- what device.cu provides on a GPU ------------------------------------------
 namespace mb {
 namespace cuda {
@@ -475,8 +491,39 @@ int sync_stream() {
 }
 int select_device(int, char*, int) { return kOk; }
 const char* error_text() { return "a launch configuration CUDA would refuse (see stderr)"; }
-void* device_alloc(size_t bytes) { return mb_alloc(bytes ? bytes : 16); }
-void device_free(void* p) { mb_free(p); }
+// Device memory as a GPU leaves it, and with a fence a GPU lacks: each
+// allocation is filled with 0xFF bytes (NaN as float32, float16 and
+// bfloat16), so a kernel that reads what nothing wrote gives NaN here as it
+// would give garbage on a GPU (malloc's fresh pages are zeros, which hid
+// that). The allocation ends 256-aligned (cudaMalloc's alignment) against an
+// inaccessible page, so a read or write past its end faults at once.
+void* device_alloc(size_t bytes) {
+  const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  const size_t used = ((bytes ? bytes : 16) + 255) / 256 * 256;
+  const size_t mapped = (used + page - 1) / page * page + page;
+  uint8_t* base = static_cast<uint8_t*>(mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  if (base == MAP_FAILED) return nullptr;
+  if (mprotect(base + mapped - page, page, PROT_NONE) != 0) {
+    munmap(base, mapped);
+    return nullptr;
+  }
+  uint8_t* p = base + mapped - page - used;
+  memset(p, 0xFF, used);
+  std::lock_guard<std::mutex> lock(g_mappings_mutex);
+  g_mappings[p] = {base, mapped};
+  return p;
+}
+void device_free(void* p) {
+  if (!p) return;
+  std::lock_guard<std::mutex> lock(g_mappings_mutex);
+  auto it = g_mappings.find(p);
+  if (it == g_mappings.end()) {
+    fprintf(stderr, "emulated CUDA: device_free of %p, not a device allocation\n", p);
+    abort();
+  }
+  munmap(it->second.first, it->second.second);
+  g_mappings.erase(it);
+}
 // The emulated device's memory, as a GPU would report it (the engine refuses
 // plans beyond it before allocating; test/cuda_suite.ts checks that).
 size_t device_available() { return (size_t)8 << 30; }
