@@ -2,7 +2,8 @@
 // cifar10-32 architecture (random weights) forward at batch 1, 8, 64 and 256
 // in each dtype (float32; float16 and bfloat16: the tensor-core conv GEMMs),
 // a 50-step DDIM sampling run against 50 bare forwards, and the training step
-// (forward + backward + AdamW, float32) on the GPU at batch 16 and 64, with
+// (forward + backward + AdamW; float32 and mixed-precision bfloat16,
+// BENCH_TRAIN_DTYPES) on the GPU at batch 16 and 64, with
 // the cpu's at batch 16 for scale, and the conv GEMMs alone at batch 256
 // (TFLOPS and percent of the half-type tensor-core peak; BENCH_CONV=0 skips
 // them). Writes bench/results/gpu.json, and
@@ -193,27 +194,31 @@ for (const batch of ddimBatches) {
 unet.dispose();
 write();
 
-// The training step: forward + backward + AdamW (float32: a half-dtype
-// model does not train), on the GPU, and on the cpu for scale.
+// The training step: forward + backward + AdamW, on the GPU in float32 and
+// in mixed precision (bfloat16: tensor-core forward and data gradients,
+// float32 weight gradients and optimizer), and on the cpu for scale.
 const train: Record<string, unknown> = {};
 result.trainStep = train;
 const trainBatches = (process.env.BENCH_TRAIN_BATCHES ?? '16,64').split(',').filter(Boolean).map(Number);  // '' for none
-const trainRows: Record<string, number>[] = [];
+const trainDtypes = (process.env.BENCH_TRAIN_DTYPES ?? 'float32,bfloat16').split(',').filter(Boolean) as DType[];
+const trainRows: Record<string, number | string>[] = [];
 train.cuda = trainRows;
 const { Trainer, DDPMScheduler } = await import('../src/index.js');
-for (const batch of trainBatches) {
-  try {
-    const gpu = await createUNet(CIFAR10_CONFIG, { backend: 'cuda', seed: 1, memoryLimitBytes: Number.MAX_SAFE_INTEGER });
-    const trainer = new Trainer({ unet: gpu, noiseScheduler: new DDPMScheduler(), optimizer: { lr: 1e-4 }, seed: 0 });
-    const x = new Float32Array(batch * 3 * 32 * 32).map((_, i) => Math.sin(i) * 0.9);
-    const t = await time(() => trainer.step(x));
-    const fwd = await time(() => gpu.forward(x, [batch, 3, 32, 32], 500));
-    trainRows.push({ batch, ms: round(t.ms, 2), runs: t.runs, forwardMs: round(fwd.ms, 2), trainOverForward: round(t.ms / fwd.ms, 2) });
-    console.log(`cuda training step b${batch}: ${t.ms.toFixed(2)} ms (forward ${fwd.ms.toFixed(2)} ms)`);
-    gpu.dispose();
-  } catch (e) {
-    errors.push(`cuda training step b${batch}: ${(e as Error).message}`);
-    console.error(errors.at(-1));
+for (const dtype of trainDtypes) {
+  for (const batch of trainBatches) {
+    try {
+      const gpu = await createUNet(CIFAR10_CONFIG, { backend: 'cuda', seed: 1, memoryLimitBytes: Number.MAX_SAFE_INTEGER, dtype });
+      const trainer = new Trainer({ unet: gpu, noiseScheduler: new DDPMScheduler(), optimizer: { lr: 1e-4 }, seed: 0 });
+      const x = new Float32Array(batch * 3 * 32 * 32).map((_, i) => Math.sin(i) * 0.9);
+      const t = await time(() => trainer.step(x));
+      const fwd = await time(() => gpu.forward(x, [batch, 3, 32, 32], 500));
+      trainRows.push({ dtype, batch, ms: round(t.ms, 2), runs: t.runs, forwardMs: round(fwd.ms, 2), trainOverForward: round(t.ms / fwd.ms, 2) });
+      console.log(`cuda training step ${dtype} b${batch}: ${t.ms.toFixed(2)} ms (forward ${fwd.ms.toFixed(2)} ms)`);
+      gpu.dispose();
+    } catch (e) {
+      errors.push(`cuda training step ${dtype} b${batch}: ${(e as Error).message}`);
+      console.error(errors.at(-1));
+    }
   }
 }
 write();

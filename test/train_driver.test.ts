@@ -566,13 +566,17 @@ test('training the tiny model on a fixed batch: loss falls 10x in 200 steps, and
   }
 });
 
-test('marble train: a batch beyond memory is refused before the loader fills it; an image that breaks mid-run keeps the steps made', async () => {
+test('marble train: a batch beyond memory is refused before the loader fills it, --dtype bfloat16 on cpu is one line; an image that breaks mid-run keeps the steps made', async () => {
   const cli = new URL('../src/cli/main.js', import.meta.url).pathname;
   const dir = await mkdtemp(join(tmpdir(), 'marble-train-cli-'));
   try {
     const big = spawnSync(process.execPath, [cli, 'train', '--data', 'mnist', '--out', join(dir, 'big'), '--batch', '1000000', '--steps', '2'], { encoding: 'utf8', timeout: 120_000 });
     assert.equal(big.status, 1, big.stderr);
     assert.match(big.stderr, /^marble: batch 1000000 at 32x32 needs over \d+ MB of activations, over the \d+ MB/m);
+    // --dtype float16 / bfloat16 is mixed precision on cuda; the cpu says so in one line
+    const half = spawnSync(process.execPath, [cli, 'train', '--data', 'mnist', '--out', join(dir, 'half'), '--backend', 'cpu', '--dtype', 'bfloat16', '--steps', '1'], { encoding: 'utf8', timeout: 120_000 });
+    assert.equal(half.status, 1, half.stderr);
+    assert.match(half.stderr, /^marble: dtype 'bfloat16': the cpu backend computes in float32 only/m);
     // 40 good 16x16 images and one that does not decode, met at some step past the first
     const images = join(dir, 'images');
     await mkdir(images);

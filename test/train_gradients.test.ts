@@ -17,7 +17,9 @@ const BACKENDS = await backendsUnderTest();
 
 for (const { label: backend, options } of BACKENDS) {
   for (const name of TRAIN_FIXTURES) {
-    test(`${name} on ${backend}: loss and every gradient match diffusers`, () => checkTrainStepAgainstDiffusers(name, options, backend));
+    test(`${name} on ${backend}: loss and every gradient match diffusers`, async () => {
+      await checkTrainStepAgainstDiffusers(name, options, backend);
+    });
 
     test(`${name} on ${backend}: one AdamW step matches torch.optim.AdamW`, () => checkAdamwStepAgainstTorch(name, options, backend));
   }

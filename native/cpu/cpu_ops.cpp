@@ -22,12 +22,14 @@ int host_sync() { return kOk; }
 const char* host_error() { return ""; }
 
 size_t cpu_conv_packed_floats(int cout, int cin, int k, int algo) {
+  algo &= kConvAlgoMask;  // the cpu's backward reads the forward's layout: kConvTrainable changes nothing
   if (algo == kConvDirect) return packed_weights_floats(cout, cin, k * k);
   return winograd_weights_floats(cout, cin, algo == kConvWinogradLean);
 }
 
 void cpu_pack_conv(PackedWeights* packed, float* storage, const WeightSource* sources, const int* couts, int n, int cin,
                    int k, int algo) {
+  algo &= kConvAlgoMask;
   if (algo == kConvDirect)
     pack_weights(packed, storage, sources, couts, n, cin, k, k);
   else
@@ -36,6 +38,7 @@ void cpu_pack_conv(PackedWeights* packed, float* storage, const WeightSource* so
 
 size_t cpu_conv_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, int algo) {
   (void)k;
+  algo &= kConvAlgoMask;
   if (algo == kConvDirect) return 0;
   PackedWeights shape;  // the scratch depends on the shape only, not on packed data
   shape.cout = cout, shape.cin = cin, shape.kh = shape.kw = 3, shape.nr = conv_panel_width(), shape.winograd = true;

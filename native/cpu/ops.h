@@ -24,6 +24,9 @@ struct PackedWeights {
   int cout = 0, cin = 0, kh = 1, kw = 1, nr = 0;
   bool winograd = false;
   bool lean = false;
+  // A device's own layout for the data gradient where it has one (cuda's
+  // half types in a model that may train: conv2d_mma.cu), else null.
+  float* transposed = nullptr;
 };
 
 // Where element (n, ci, tap) of the logical weight lives in a source buffer,

@@ -167,10 +167,15 @@ __global__ void __launch_bounds__(kGemmThreads) strided_batched_gemm(GemmParams 
 // for an upsampling conv), columns = input channels, K = (tap, output
 // channel). A(m, (tap, n)) = dY at the output pixel that tap connects to m, or
 // 0 where the stride skips it or it falls outside; B((tap, n), ci) reads the
-// forward's packed weights [tap][ci][n] transposed in place.
+// forward's packed weights [tap][ci][n] transposed in place, or (W a half
+// type, conv2d_mma.cu's data-gradient layout) the half weights
+// wt[ci][(taps - 1 - tap, n)], with dY rounded to that type as it is read, as
+// the tensor-core kernels round their A operand.
 struct DataParams {
   const float* dy;
   const float* w;
+  const uint16_t* wt;
+  int wt_ld;
   float* out;
   long long M;
   int N, K;  // N = cin, K = taps * cout
@@ -181,6 +186,7 @@ struct DataParams {
   bool accumulate;
 };
 
+template <WeightType W>
 __global__ void __launch_bounds__(kGemmThreads) conv_backward_data_gemm(DataParams p) {
   __shared__ float As[kBK][kBM + 4];
   __shared__ float Bs[kBK][kBN];
@@ -215,6 +221,7 @@ __global__ void __launch_bounds__(kGemmThreads) conv_backward_data_gemm(DataPara
         if (oy_s >= 0 && ox_s >= 0 && oy_s % p.stride == 0 && ox_s % p.stride == 0) {
           const int oy = oy_s / p.stride, ox = ox_s / p.stride;
           if (oy < p.out_h && ox < p.out_w) v = image[((size_t)oy * p.out_w + ox) * p.dy_ld + n];
+          if constexpr (W != WeightType::kFloat32) v = half_bits_to_float(W, float_to_half_bits(W, v));
         }
       }
       As[ak + q][ar] = v;
@@ -225,7 +232,14 @@ __global__ void __launch_bounds__(kGemmThreads) conv_backward_data_gemm(DataPara
 #pragma unroll
       for (int q = 0; q < 4; ++q) {
         const int ci = n0 + bn + q;
-        Bs[bk][bn + q] = (k < p.K && ci < p.N) ? p.w[((size_t)tap * p.cin + ci) * p.cout + n] : 0.0f;
+        float v = 0.0f;
+        if (k < p.K && ci < p.N) {
+          if constexpr (W == WeightType::kFloat32)
+            v = p.w[((size_t)tap * p.cin + ci) * p.cout + n];
+          else
+            v = half_bits_to_float(W, p.wt[(size_t)ci * p.wt_ld + (size_t)(p.K / p.cout - 1 - tap) * p.cout + n]);
+        }
+        Bs[bk][bn + q] = v;
       }
     }
     __syncthreads();
@@ -257,19 +271,8 @@ __global__ void __launch_bounds__(kGemmThreads) conv_backward_data_gemm(DataPara
   }
 }
 
-// dW as a GEMM with the reduction over output pixels: C[n][(tap, ci)] =
-// sum_m dY[m][n] A[m][(tap, ci)] (A gathered as in the forward). The pixels
-// are split over gridDim.z; each split writes its partial C, and
-// weight_grad_reduce adds the splits in order into the torch-layout gradient
-// (deterministic, no atomics).
-struct WeightParams : ConvShape {
-  const float* in;
-  const float* dy;
-  float* partial;  // [splits][N][K]
-  long long m_per_split;
-  int dy_ld;
-};
-
+// dW as a GEMM with the reduction over output pixels (WeightParams,
+// conv2d_params.cuh), 64 x 64 tiles of C[n][(tap, ci)] per block.
 __global__ void __launch_bounds__(kGemmThreads) conv_backward_weights_gemm(WeightParams p) {
   __shared__ float Ds[kBK][kBM + 4];  // dY^T: [m][n]
   __shared__ float Xs[kBK][kBN];      // A: [m][k]
@@ -497,12 +500,18 @@ size_t conv2d_backward_data_scratch_floats(const ConvGeometry& g, int, int cin, 
   return g.upsample == 2 ? (size_t)g.batch * g.in_h * 2 * g.in_w * 2 * cin : 0;
 }
 
-void conv2d_backward_data(const float* dy, const ConvGeometry& g, const PackedWeights& w, float* dx, float* scratch,
-                          const float*, bool accumulate) {
+namespace {
+// W float32: w's fp32 packing; a half type: wt, the data-gradient layout of
+// conv2d_mma.cu, rows wt_ld halves long.
+template <WeightType W>
+void conv2d_backward_data_simt(const float* dy, const ConvGeometry& g, const PackedWeights& w, const uint16_t* wt,
+                               int wt_ld, float* dx, float* scratch, bool accumulate) {
   if (!begin_launch()) return;
   DataParams p;
   p.dy = dy;
   p.w = w.data;
+  p.wt = wt;
+  p.wt_ld = wt_ld;
   p.cout = w.cout;
   p.cin = w.cin;
   p.kw = w.kw;
@@ -533,9 +542,25 @@ void conv2d_backward_data(const float* dy, const ConvGeometry& g, const PackedWe
     record(cudaErrorInvalidConfiguration, "conv2d_backward_data: too large for one launch");
     return;
   }
-  MB_LAUNCH_SYNC(conv_backward_data_gemm, dim3((unsigned)mtiles, (unsigned)ntiles), kGemmThreads)(p);
+  const auto kernel = conv_backward_data_gemm<W>;  // named: the launch macro cannot take the template's brackets
+  MB_LAUNCH_SYNC(kernel, dim3((unsigned)mtiles, (unsigned)ntiles), kGemmThreads)(p);
   if (!check_launch("conv_backward_data_gemm")) return;
   if (g.upsample == 2) upsample_nearest2x_backward(scratch, g.batch, g.in_h, g.in_w, w.cin, dx, g.in_ld);
+}
+}  // namespace
+
+void conv2d_backward_data(const float* dy, const ConvGeometry& g, const PackedWeights& w, float* dx, float* scratch,
+                          const float*, bool accumulate) {
+  conv2d_backward_data_simt<WeightType::kFloat32>(dy, g, w, nullptr, 0, dx, scratch, accumulate);
+}
+
+void conv2d_backward_data_transposed(WeightType t, const float* dy, const ConvGeometry& g, const PackedWeights& w,
+                                     int wt_ld, float* dx, float* scratch, bool accumulate) {
+  const uint16_t* wt = reinterpret_cast<const uint16_t*>(w.transposed);
+  if (t == WeightType::kBfloat16)
+    conv2d_backward_data_simt<WeightType::kBfloat16>(dy, g, w, wt, wt_ld, dx, scratch, accumulate);
+  else
+    conv2d_backward_data_simt<WeightType::kFloat16>(dy, g, w, wt, wt_ld, dx, scratch, accumulate);
 }
 
 size_t conv2d_backward_weights_scratch_floats(const ConvGeometry& g, int cout, int cin, int k) {
@@ -544,8 +569,13 @@ size_t conv2d_backward_weights_scratch_floats(const ConvGeometry& g, int cout, i
   return (size_t)weight_grad_splits(M, cout, K) * cout * K;
 }
 
-void conv2d_backward_weights(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin, int k,
-                             float* grad_w, float* grad_b, float* scratch, const float*) {
+namespace {
+// The weight and bias gradients: the pixel reduction split over blocks (z),
+// each split's partial C by the fp32 kernel (T float32) or on tensor cores
+// (conv2d_mma.cu, dY and the input rounded to T), then added in split order
+// into the torch-layout gradient; the bias gradient from the unrounded dY.
+void conv2d_backward_weights_typed(WeightType t, const float* in, const ConvGeometry& g, const float* dy, int cout,
+                                   int cin, int k, float* grad_w, float* grad_b, float* scratch) {
   if (!begin_launch()) return;
   WeightParams p;
   static_cast<ConvShape&>(p) = conv_shape(g, cout, cin, k);
@@ -555,20 +585,36 @@ void conv2d_backward_weights(const float* in, const ConvGeometry& g, const float
   p.dy_ld = g.out_ld;
   if (p.M <= 0 || p.N <= 0 || p.K <= 0) return;
   const int splits = weight_grad_splits(p.M, p.N, p.K);
-  p.m_per_split = ((p.M + splits - 1) / splits + kBK - 1) / kBK * kBK;
+  const int m_step = t == WeightType::kFloat32 ? kBK : kWgradSliceM;  // each split whole slices of the kernel
+  p.m_per_split = ((p.M + splits - 1) / splits + m_step - 1) / m_step * m_step;
   const int ntiles = (p.N + kBM - 1) / kBM, ktiles = (p.K + kBN - 1) / kBN;
   if (ktiles > 65535) {
     record(cudaErrorInvalidConfiguration, "conv2d_backward_weights: too large for one launch");
     return;
   }
-  MB_LAUNCH_SYNC(conv_backward_weights_gemm, dim3((unsigned)ntiles, (unsigned)ktiles, (unsigned)splits), kGemmThreads)(p);
-  if (!check_launch("conv_backward_weights_gemm")) return;
+  const dim3 grid((unsigned)ntiles, (unsigned)ktiles, (unsigned)splits);
+  if (t == WeightType::kFloat32) {
+    MB_LAUNCH_SYNC(conv_backward_weights_gemm, grid, kGemmThreads)(p);
+    if (!check_launch("conv_backward_weights_gemm")) return;
+  } else if (!launch_wgrad_mma(t, p, grid)) {
+    return;
+  }
   MB_LAUNCH(weight_grad_reduce, grid_for((size_t)p.N * p.K), kThreads)(scratch, splits, p.N, p.K, cin, k * k, grad_w);
   if (!check_launch("weight_grad_reduce")) return;
   if (grad_b) {
     MB_LAUNCH_SYNC(bias_grad, (unsigned)((cout + 31) / 32), 256)(dy, p.M, g.out_ld, cout, grad_b);
     check_launch("bias_grad");
   }
+}
+}  // namespace
+
+void conv2d_backward_weights(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin, int k,
+                             float* grad_w, float* grad_b, float* scratch, const float*) {
+  conv2d_backward_weights_typed(WeightType::kFloat32, in, g, dy, cout, cin, k, grad_w, grad_b, scratch);
+}
+void conv2d_backward_weights_bf16(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin, int k,
+                                  float* grad_w, float* grad_b, float* scratch, const float*) {
+  conv2d_backward_weights_typed(WeightType::kBfloat16, in, g, dy, cout, cin, k, grad_w, grad_b, scratch);
 }
 
 }  // namespace cuda

@@ -3,7 +3,9 @@
 // conv2d_params.cuh) with float16 or bfloat16 inputs and fp32 accumulation
 // through mma.sync.aligned.m16n8k16 (mma.cuh has the fragment layouts). A
 // model loaded with dtype 'float16' / 'bfloat16' gets these through its Ops
-// table (ops_table.cu); everything else in its graph stays fp32.
+// table (ops_table.cu); everything else in its graph stays fp32. A model that
+// may train also packs a transposed, tap-flipped copy of each weight, so that
+// its data gradients (dX) run on the same kernels (conv2d_backward_data_half).
 //
 // Weights are packed once per model, on the host, to the half type as an
 // N x k_ld matrix (k fastest, k_ld = K rounded up to the 32-deep slice, zero
@@ -224,6 +226,145 @@ void launch_conv_mma(const ConvParams& p, int k_ld, float* scratch) {
   check_launch("conv_mma_gemm");
 }
 
+// --- the weight gradient -------------------------------------------------------
+// C[n][k] = sum_m dY[m][n] X[m][k] (WeightParams, conv2d_params.cuh): a block
+// makes a 64 x 64 tile of C (rows n, columns k = (tap, ci)) over its split of
+// the pixels m, 32 pixels a slice, on 4 warps of 32 x 32. Both operands are
+// gathered pixel-major, as they lie in memory (dY[m][n], the input under
+// (m, tap)): each thread reads two adjacent columns of 8 of the slice's rows
+// (coalesced over the warp), rounds each pair to T and stores it as one
+// word. ldmatrix.trans then hands the MMA the transposed fragments it needs:
+// A = dY^T (rows n, reduction m) and B = X (reduction m, columns k). The next
+// slice's loads are issued before the current slice's MMAs and stored after
+// them, as the forward does with its A tile.
+constexpr int kWgradTile = 64, kWgradThreads = 128;
+constexpr int kWgradLd = kWgradTile + 8;  // halves per row: 144 bytes, so ldmatrix's eight rows fall in distinct banks
+
+struct WgradColumn {  // one column k of X: its tap's offsets and its channel
+  int dy, dx, ci;
+  bool ok;  // k < K
+};
+
+template <WeightType T>
+__global__ void __launch_bounds__(kWgradThreads) conv_wgrad_mma(WeightParams p) {
+  __shared__ __align__(16) uint16_t Ds[2][kWgradSliceM][kWgradLd];  // dY: [m][n]
+  __shared__ __align__(16) uint16_t Xs[2][kWgradSliceM][kWgradLd];  // the gathered input: [m][k]
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int warp_n = (warp >> 1) * 32, warp_k = (warp & 1) * 32;
+  const int group = lane >> 2, pair = lane & 3;
+  const int n0 = blockIdx.x * kWgradTile, k0 = blockIdx.y * kWgradTile;
+  const long long m_begin = (long long)blockIdx.z * p.m_per_split;
+  const long long m_end = m_begin + p.m_per_split < p.M ? m_begin + p.m_per_split : p.M;
+  const long long slices = m_end > m_begin ? (m_end - m_begin + kWgradSliceM - 1) / kWgradSliceM : 0;
+
+  // This thread's two columns (of dY's tile and of X's) and its rows row0 + 4 j of each slice.
+  const int col = (tid & 31) * 2, row0 = tid >> 5;
+  WgradColumn xc[2];
+#pragma unroll
+  for (int c = 0; c < 2; ++c) {
+    const int k = k0 + col + c;
+    xc[c].ok = k < p.K;
+    const int tap = xc[c].ok ? k / p.cin : 0;
+    xc[c].ci = xc[c].ok ? k - tap * p.cin : 0;
+    xc[c].dy = tap / p.kw;
+    xc[c].dx = tap - xc[c].dy * p.kw;
+  }
+  const long long pixels = (long long)p.out_h * p.out_w;
+  float dv[8][2], xv[8][2];  // the next slice, staged
+  auto load = [&](long long first) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const long long m = first + row0 + 4 * j;
+#pragma unroll
+      for (int c = 0; c < 2; ++c) dv[j][c] = xv[j][c] = 0.0f;
+      if (m >= m_end) continue;
+#pragma unroll
+      for (int c = 0; c < 2; ++c)
+        if (n0 + col + c < p.N) dv[j][c] = p.dy[(size_t)m * p.dy_ld + n0 + col + c];
+      const long long b = m / pixels;
+      const int rem = (int)(m - b * pixels), oy = rem / p.out_w, ox = rem - (rem / p.out_w) * p.out_w;
+      const float* image = p.in + (size_t)b * p.in_h * p.in_w * p.in_ld;
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        const int iy = oy * p.stride - p.pad_top + xc[c].dy, ix = ox * p.stride - p.pad_left + xc[c].dx;
+        if (xc[c].ok && iy >= 0 && iy < p.logical_h && ix >= 0 && ix < p.logical_w)
+          xv[j][c] = image[((size_t)(iy >> p.up_shift) * p.in_w + (size_t)(ix >> p.up_shift)) * p.in_ld + xc[c].ci];
+      }
+    }
+  };
+  auto store = [&](int buf) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      store_u32(&Ds[buf][row0 + 4 * j][col], pack_half2<T>(dv[j][0], dv[j][1]));
+      store_u32(&Xs[buf][row0 + 4 * j][col], pack_half2<T>(xv[j][0], xv[j][1]));
+    }
+  };
+
+  // ldmatrix.trans row addresses (lane: matrix q = lane / 8, its row lane % 8).
+  // A fragment i: matrices (n 0-7, m 0-7), (n 8-15, m 0-7), (n 0-7, m 8-15),
+  // (n 8-15, m 8-15) are a[0..3]: stored rows m, columns n.
+  const int q = lane >> 3, r8 = lane & 7;
+  const int a_m = r8 + 8 * (q >> 1), a_n = 8 * (q & 1);
+  // B fragments j and j + 1: matrices (m 0-7, k of j), (m 8-15, k of j),
+  // (m 0-7, k of j + 1), (m 8-15, k of j + 1): stored rows m, columns k.
+  const int b_m = r8 + 8 * (q & 1), b_k = 8 * (q >> 1);
+
+  float acc[2][4][4];
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+
+  if (slices > 0) {
+    load(m_begin);
+    store(0);
+  }
+  __syncthreads();
+  for (long long s = 0; s < slices; ++s) {
+    const int cur = (int)(s & 1), next = cur ^ 1;
+    const bool more = s + 1 < slices;
+    if (more) load(m_begin + (s + 1) * kWgradSliceM);  // `next` was last read in slice s - 1, closed by its barrier
+#pragma unroll
+    for (int kk = 0; kk < kWgradSliceM; kk += 16) {
+      uint32_t bf[4][2];
+#pragma unroll
+      for (int j = 0; j < 4; j += 2) {
+        uint32_t r[4];
+        ldmatrix_x4_trans(r, &Xs[cur][kk + b_m][warp_k + j * 8 + b_k]);
+        bf[j][0] = r[0], bf[j][1] = r[1], bf[j + 1][0] = r[2], bf[j + 1][1] = r[3];
+      }
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        uint32_t af[4];
+        ldmatrix_x4_trans(af, &Ds[cur][kk + a_m][warp_n + i * 16 + a_n]);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) mma_m16n8k16<T>(acc[i][j], af, bf[j]);
+      }
+    }
+    if (more) store(next);
+    __syncthreads();
+  }
+
+  // D element e of fragment (i, j): row (n) group + 8 (e >> 1), column (k) 2 pair + (e & 1).
+  float* out = p.partial + (size_t)blockIdx.z * p.N * p.K;
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int e2 = 0; e2 < 2; ++e2) {
+      const int n = n0 + warp_n + i * 16 + group + 8 * e2;
+      if (n >= p.N) continue;
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int e1 = 0; e1 < 2; ++e1) {
+          const int k = k0 + warp_k + j * 8 + 2 * pair + e1;
+          if (k < p.K) out[(size_t)n * p.K + k] = acc[i][j][2 * e2 + e1];
+        }
+    }
+}
+
 // --- Hopper: the warpgroup MMA ------------------------------------------------
 // The same implicit GEMM in 128 x 128 tiles, a block of two warpgroups (rows
 // 0-63 and 64-127 of the tile, all 128 columns each: one m64n128k16 per 16
@@ -376,11 +517,58 @@ __global__ void pack_half_kernel(PackSources ps, int k_ld, size_t total, uint16_
   }
 }
 
+// The backward's GEMMs run in bfloat16 for both half types: gradients span a
+// range float16 cannot hold (a mean-reduced loss gives dY of 1e-6 and less,
+// below float16's smallest normal, 6e-5: a float16 model's gradients came out
+// hundreds of unit roundoffs off), and bfloat16 keeps float32's exponent on
+// tensor cores as fast. What torch's float16 autocast meets with a loss scale.
+//
+// The data gradient's layout, for a model that may train (kConvTrainable):
+// dX of a stride-1 conv is the forward conv of dY with the weights
+// transposed (cin <-> cout) and flipped (tap -> taps - 1 - tap), padded by
+// k - 1 - pad, so it runs on the same tensor-core kernels.
+// transposed[ci * kt_ld + tap' * cout + co] = W[co][ci][taps - 1 - tap'],
+// kt_ld = the 32-deep slices over taps * cout (zero past it). One launch per
+// chunk of up to 3 stacked sources, whose output channels start at co_begin.
+template <WeightType T>
+__global__ void pack_half_transposed_kernel(PackSources ps, int co_begin, int cout_total, int kt_ld, size_t total,
+                                            uint16_t* transposed) {
+  MB_GRID_STRIDE(i, total) {  // i = (ci, tap', co - co_begin), the chunk's output channel fastest
+    const int co = (int)(i % (size_t)ps.cout);
+    const size_t rest = i / (size_t)ps.cout;
+    const int tap = (int)(rest % (size_t)ps.taps), ci = (int)(rest / (size_t)ps.taps);
+    const float v = pack_source_value(ps, co, (ps.taps - 1 - tap) * ps.cin + ci);
+    transposed[(size_t)ci * kt_ld + (size_t)tap * cout_total + co_begin + co] = float_to_half_bits(T, v);
+  }
+}
+
+inline size_t half_block_floats(size_t halves) { return align_up(halves / 2, 16); }  // halves is even (k_ld is)
+
 template <WeightType T>
 void pack_conv_half(PackedWeights* packed, float* storage, const WeightSource* sources, const int* couts,
-                    int num_sources, int cin, int k) {
-  describe_packed(packed, storage, stacked_cout(couts, num_sources), cin, k);
+                    int num_sources, int cin, int k, int algo) {
+  const int cout_total = stacked_cout(couts, num_sources);
+  describe_packed(packed, storage, cout_total, cin, k);
   const int k_ld = packed_k(k * k * cin);
+  if (algo & kConvTrainable) {
+    const int kt_ld = packed_k(k * k * cout_total);
+    float* block = storage + half_block_floats((size_t)cout_total * k_ld);
+    zero(block, sizeof(uint16_t) * (size_t)cin * kt_ld);  // the padding past taps * cout
+    packed->transposed = block;
+    int co_begin = 0;
+    for (int s = 0; s < num_sources; s += 3) {
+      const PackSources ps = pack_sources(sources + s, couts + s, num_sources - s < 3 ? num_sources - s : 3, cin, k);
+      const size_t total = (size_t)cin * ps.taps * ps.cout;
+      if (total) {
+        if (!begin_launch()) return;
+        const auto kernel = pack_half_transposed_kernel<WeightType::kBfloat16>;  // the backward's type (above)
+        MB_LAUNCH(kernel, grid_for(total), kThreads)(ps, co_begin, cout_total, kt_ld, total,
+                                                     reinterpret_cast<uint16_t*>(block));
+        check_launch("pack_conv (half, data-gradient layout)");
+      }
+      co_begin += ps.cout;
+    }
+  }
   // Output channel n's column is row n: 3 sources (PackSources' capacity) at a time.
   uint16_t* rows = reinterpret_cast<uint16_t*>(storage);
   for (int s = 0; s < num_sources; s += 3) {
@@ -396,13 +584,10 @@ void pack_conv_half(PackedWeights* packed, float* storage, const WeightSource* s
   }
 }
 
+// The implicit GEMM p over half weights w[n * k_ld + k] (p.w) on the kernel
+// its shape suits; `scratch` null: no split-K.
 template <WeightType T>
-void conv2d_forward_half(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
-                         float* out, float* scratch) {
-  if (!begin_launch()) return;
-  const ConvParams p = conv_params(in, g, w, ep, out);
-  if (p.M <= 0 || p.N <= 0) return;
-  const int k_ld = packed_k(p.K);
+void run_conv_half(const ConvParams& p, int k_ld, float* scratch) {
   const bool vec8 = p.cin % 8 == 0 && p.in_ld % 4 == 0 && ((uintptr_t)p.in & 15) == 0;
   // The general gather (conv_in's 3 or so channels: K is one or two slices)
   // is bound by its loads, not the MMAs: the small tile, which also keeps the
@@ -416,6 +601,65 @@ void conv2d_forward_half(const float* in, const ConvGeometry& g, const PackedWei
     launch_conv_mma<T, 128, 128, 2, 4, true>(p, k_ld, nullptr);
   else
     launch_conv_mma<T, 64, 64, 2, 2, true>(p, k_ld, scratch);
+}
+
+template <WeightType T>
+void conv2d_forward_half(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
+                         float* out, float* scratch) {
+  if (!begin_launch()) return;
+  const ConvParams p = conv_params(in, g, w, ep, out);
+  if (p.M <= 0 || p.N <= 0) return;
+  run_conv_half<T>(p, packed_k(p.K), scratch);
+}
+
+// dX on tensor cores. A stride-1 conv's data gradient is the forward conv of
+// dY over the transposed, flipped weights (pack_half_transposed_kernel),
+// padded by k - 1 - pad: rows = input pixels (at the upsampled size for an
+// upsampling conv), columns = cin, K = (tap', cout). dY is rounded to T as
+// it is read, like any A operand; the sum is fp32. An upsampling conv's
+// comes out at the upsampled size in `scratch` and is summed 2x2 into dx
+// (as conv2d.cu's fp32 path does). A strided conv's (the downsamplers) goes
+// through conv2d.cu's fp32 kernel reading the same half layout.
+template <WeightType T>
+void conv2d_backward_data_half(const float* dy, const ConvGeometry& g, const PackedWeights& w, float* dx,
+                               float* scratch, bool accumulate) {
+  if (!w.transposed) {  // the engine refuses to train such a model first: this is the backstop
+    record(cudaErrorNotSupported,
+           "conv2d_backward_data: this float16/bfloat16 model was packed for sampling only (no data-gradient layout)");
+    return;
+  }
+  const int kt_ld = packed_k(w.kh * w.kw * w.cout);
+  if (g.stride != 1) {
+    conv2d_backward_data_transposed(T, dy, g, w, kt_ld, dx, scratch, accumulate);
+    return;
+  }
+  if (!begin_launch()) return;
+  const bool up = g.upsample == 2;
+  ConvParams p = {};
+  p.out_h = g.in_h * g.upsample;
+  p.out_w = g.in_w * g.upsample;
+  p.M = (long long)g.batch * p.out_h * p.out_w;
+  p.N = w.cin;
+  p.K = w.kh * w.kw * w.cout;
+  p.cin = w.cout;
+  p.kw = w.kw;
+  p.in_h = p.logical_h = g.out_h;
+  p.in_w = p.logical_w = g.out_w;
+  p.in_ld = g.out_ld;
+  p.up_shift = 0;
+  p.stride = 1;
+  p.pad_top = w.kh - 1 - g.pad_top;
+  p.pad_left = w.kw - 1 - g.pad_left;
+  p.in = dy;
+  p.w = w.transposed;
+  p.out = up ? scratch : dx;
+  p.out_ld = up ? w.cin : g.in_ld;
+  p.residual = !up && accumulate ? dx : nullptr;  // in place: each element reads its own before storing
+  p.residual_ld = p.out_ld;
+  p.divisor = 1.0f;
+  if (p.M <= 0 || p.N <= 0) return;
+  run_conv_half<T>(p, kt_ld, nullptr);
+  if (up) upsample_nearest2x_backward(scratch, g.batch, g.in_h, g.in_w, w.cin, dx, g.in_ld);
 }
 
 }  // namespace
@@ -474,18 +718,21 @@ size_t conv_scratch_floats_half(const ConvGeometry& g, int cout, int cin, int k,
   return conv_split_scratch_floats(g, cout, cin, k, 64, 64, kSliceK);
 }
 
-size_t conv_packed_floats_half(int cout, int cin, int k, int) {
-  const size_t halves = (size_t)cout * packed_k(k * k * cin);  // even: k_ld is
-  return align_up(halves / 2, 16);  // keeps the next layer's weights 64-byte aligned
+// The forward's N x k_ld halves, then (kConvTrainable) the data gradient's
+// cin x kt_ld, each block a multiple of 64 bytes (the next stays aligned).
+size_t conv_packed_floats_half(int cout, int cin, int k, int algo) {
+  size_t floats = half_block_floats((size_t)cout * packed_k(k * k * cin));
+  if (algo & kConvTrainable) floats += half_block_floats((size_t)cin * packed_k(k * k * cout));
+  return floats;
 }
 
 void pack_conv_f16(PackedWeights* packed, float* storage, const WeightSource* sources, const int* couts,
-                   int num_sources, int cin, int k, int) {
-  pack_conv_half<WeightType::kFloat16>(packed, storage, sources, couts, num_sources, cin, k);
+                   int num_sources, int cin, int k, int algo) {
+  pack_conv_half<WeightType::kFloat16>(packed, storage, sources, couts, num_sources, cin, k, algo);
 }
 void pack_conv_bf16(PackedWeights* packed, float* storage, const WeightSource* sources, const int* couts,
-                    int num_sources, int cin, int k, int) {
-  pack_conv_half<WeightType::kBfloat16>(packed, storage, sources, couts, num_sources, cin, k);
+                    int num_sources, int cin, int k, int algo) {
+  pack_conv_half<WeightType::kBfloat16>(packed, storage, sources, couts, num_sources, cin, k, algo);
 }
 
 void conv2d_forward_f16(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
@@ -497,11 +744,16 @@ void conv2d_forward_bf16(const float* in, const ConvGeometry& g, const PackedWei
   conv2d_forward_half<WeightType::kBfloat16>(in, g, w, ep, out, scratch);
 }
 
-// The backward reads fp32 weights [tap][ci][n]; a half-packed model has none
-// (training on cuda is refused before it gets here: this is the backstop).
-void conv2d_backward_data_half(const float*, const ConvGeometry&, const PackedWeights&, float*, float*, const float*,
-                               bool) {
-  record(cudaErrorNotSupported, "conv2d_backward_data: the weights are packed as float16/bfloat16 (load with dtype 'float32')");
+bool launch_wgrad_mma(WeightType t, const WeightParams& p, dim3 grid) {
+  if (!begin_launch()) return false;
+  const auto kernel = t == WeightType::kBfloat16 ? conv_wgrad_mma<WeightType::kBfloat16> : conv_wgrad_mma<WeightType::kFloat16>;
+  MB_LAUNCH_SYNC(kernel, grid, kWgradThreads)(p);
+  return check_launch("conv_wgrad_mma");
+}
+
+void conv2d_backward_data_bf16(const float* dy, const ConvGeometry& g, const PackedWeights& w, float* dx,
+                               float* scratch, const float*, bool accumulate) {
+  conv2d_backward_data_half<WeightType::kBfloat16>(dy, g, w, dx, scratch, accumulate);
 }
 
 }  // namespace cuda

@@ -161,6 +161,7 @@ inline void describe_packed(PackedWeights* packed, float* storage, int cout, int
   packed->kh = packed->kw = k;
   packed->nr = 0;
   packed->winograd = false;  // a CPU-side choice (see conv2d.cu)
+  packed->transposed = nullptr;
 }
 
 // Split-K, for GEMMs with too few output tiles to occupy the GPU (batch 1
@@ -187,6 +188,31 @@ inline int conv_split_ranges(int chunks, int splits, int* per_split) {
 void conv_split_force(int splits);
 // partial[s][m][n] for s < splits, summed in order, through the epilogue into out.
 void conv_split_reduce(const ConvParams& p, const float* partial, int splits);
+
+// dW as a GEMM with the reduction over output pixels: C[n][(tap, ci)] =
+// sum_m dY[m][n] A[m][(tap, ci)] (A gathered as in the forward). The pixels
+// are split over gridDim.z (m_per_split each); each split writes its partial
+// C, and conv2d.cu's weight_grad_reduce adds the splits in order into the
+// torch-layout gradient (deterministic, no atomics).
+struct WeightParams : ConvShape {
+  const float* in;
+  const float* dy;
+  float* partial;  // [splits][N][K]
+  long long m_per_split;
+  int dy_ld;
+};
+// conv2d_mma.cu: the partial sums of WeightParams on tensor cores, dY and the
+// input rounded to t, 64 x 64 tiles of C per block (grid: N tiles, K tiles,
+// splits), the pixels in slices of kWgradSliceM (m_per_split a multiple).
+// False (recorded) when the launch failed.
+constexpr int kWgradSliceM = 32;
+bool launch_wgrad_mma(WeightType t, const WeightParams& p, dim3 grid);
+
+// dX through conv2d.cu's fp32 kernel from a half type's data-gradient layout
+// (w.transposed, rows wt_ld halves: conv2d_mma.cu), dY rounded to that type as
+// it is read: the tensor-core data gradient's path for strided convs.
+void conv2d_backward_data_transposed(WeightType t, const float* dy, const ConvGeometry& g, const PackedWeights& w,
+                                     int wt_ld, float* dx, float* scratch, bool accumulate);
 
 // Grid size in tiles of bm x bn; false (recorded) when CUDA could not launch it.
 inline bool conv_grid(const ConvParams& p, int bm, int bn, const char* what, dim3* grid) {

@@ -141,7 +141,7 @@ struct BatchedGemm {
   int m, n, k, batches, inner;
 };
 void batched_gemm(const BatchedGemm& g);
-// conv2d_mma.cu: the forward on tensor cores, weights packed as float16 or
+// conv2d_mma.cu: the forward and the data gradient on tensor cores, weights packed as float16 or
 // bfloat16 (the Ops tables of models loaded with that dtype, ops_table.cu).
 size_t conv_packed_floats_half(int cout, int cin, int k, int algo);
 void pack_conv_f16(PackedWeights* packed, float* storage, const WeightSource* sources, const int* couts,
@@ -152,7 +152,12 @@ void conv2d_forward_f16(const float* in, const ConvGeometry& g, const PackedWeig
                         float* out, const float* zero_row, float* scratch);
 void conv2d_forward_bf16(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
                          float* out, const float* zero_row, float* scratch);
-void conv2d_backward_data_half(const float* dy, const ConvGeometry& g, const PackedWeights& w, float* dx,
+// The backward of both half types' models, in bfloat16 (conv2d_mma.cu says why), on tensor cores:
+// dW and db with dY and the input rounded (conv2d.cu, conv2d_mma.cu);
+void conv2d_backward_weights_bf16(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin, int k,
+                                  float* grad_w, float* grad_b, float* scratch, const float* zero_row);
+// dX from the data-gradient layout a trainable model packs (kConvTrainable).
+void conv2d_backward_data_bf16(const float* dy, const ConvGeometry& g, const PackedWeights& w, float* dx,
                                float* scratch, const float* zero_row, bool accumulate);
 // groupnorm.cu
 void group_norm_forward(const float* x, const GroupNormArgs& a, float* y, float* stats);

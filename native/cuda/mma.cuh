@@ -22,7 +22,10 @@
 // q's eight 16-byte rows; lane l receives in r[q] the two elements of row
 // l / 4, columns 2 (l % 4) + {0, 1}: exactly the group/pair layout of the
 // mma fragments above, so one ldmatrix.x4 fills a whole A fragment (or two
-// B fragments) where four (two) 32-bit shared loads did.
+// B fragments) where four (two) 32-bit shared loads did. With .trans each
+// matrix arrives transposed (lane l: rows 2 (l % 4) + {0, 1}, column l / 4):
+// the fragments of a tile stored the other way round (the weight gradient's
+// dY and input tiles, pixel-major).
 //
 // cp.async.cg.shared.global (PTX ISA, "Data Movement and Conversion
 // Instructions: cp.async"): 16 bytes global -> shared without a register
@@ -44,6 +47,7 @@ inline void mma_m16n8k16(float d[4], const uint32_t a[4], const uint32_t b[2]) {
   ::mb_emu::mma_m16n8k16(T == WeightType::kBfloat16, d, a, b);
 }
 inline void ldmatrix_x4(uint32_t r[4], const uint16_t* row) { ::mb_emu::ldmatrix_x4(r, row); }
+inline void ldmatrix_x4_trans(uint32_t r[4], const uint16_t* row) { ::mb_emu::ldmatrix_x4_trans(r, row); }
 // The emulation lands a copy when its thread waits for its group, not before.
 inline void cp_async_16(void* shared_dst, const void* global_src, int src_bytes) {
   ::mb_emu::cp_async(shared_dst, global_src, 16, src_bytes);
@@ -64,6 +68,10 @@ inline uint32_t load_u32(const uint16_t* p) {
   uint32_t v;
   memcpy(&v, p, 4);
   return v;
+}
+inline void store_u32(uint16_t* p, uint32_t v) {
+  ::mb_emu::check_aligned("a 32-bit store", p, 4);
+  memcpy(p, &v, 4);
 }
 inline void store_u32x4(uint16_t* p, uint32_t a, uint32_t b, uint32_t c, uint32_t d) {
   ::mb_emu::check_aligned("a 16-byte store", p, 16);
@@ -111,6 +119,15 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const uint16_t* row) 
                : "r"(address));
 }
 
+// The same rows, each 8x8 matrix transposed: r[q] holds elements (rows
+// 2 (lane % 4) + {0, 1}, column lane / 4) of matrix q.
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const uint16_t* row) {
+  const unsigned address = (unsigned)__cvta_generic_to_shared(row);
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+}
+
 __device__ __forceinline__ void cp_async_16(void* shared_dst, const void* global_src, int src_bytes) {
   const unsigned dst = (unsigned)__cvta_generic_to_shared(shared_dst);
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(global_src), "r"(src_bytes));
@@ -136,6 +153,7 @@ __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
 
 // Wide accesses at addresses the caller keeps aligned (4, 16 and 16 bytes).
 __device__ __forceinline__ uint32_t load_u32(const uint16_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
+__device__ __forceinline__ void store_u32(uint16_t* p, uint32_t v) { *reinterpret_cast<uint32_t*>(p) = v; }
 __device__ __forceinline__ void store_u32x4(uint16_t* p, uint32_t a, uint32_t b, uint32_t c, uint32_t d) {
   *reinterpret_cast<uint4*>(p) = make_uint4(a, b, c, d);
 }

@@ -71,14 +71,17 @@ const Ops kCudaOps = {
     cuda::poll,
 };
 // A model loaded with dtype float16 / bfloat16: its conv and linear layers
-// pack and run on tensor cores (conv2d_mma.cu); every other op is fp32's.
+// pack and run on tensor cores (conv2d_mma.cu), forward in that type, the
+// gradients' GEMMs in bfloat16; every other op is fp32's.
 Ops half_ops(WeightType t) {
   Ops ops = kCudaOps;
   ops.conv_packed_floats = cuda::conv_packed_floats_half;
   ops.conv_scratch_floats = cuda::conv_scratch_floats_half;
   ops.pack_conv = t == WeightType::kBfloat16 ? cuda::pack_conv_bf16 : cuda::pack_conv_f16;
   ops.conv2d_forward = t == WeightType::kBfloat16 ? cuda::conv2d_forward_bf16 : cuda::conv2d_forward_f16;
-  ops.conv2d_backward_data = cuda::conv2d_backward_data_half;
+  // The backward in bfloat16 for both types (conv2d_mma.cu says why).
+  ops.conv2d_backward_data = cuda::conv2d_backward_data_bf16;
+  ops.conv2d_backward_weights = cuda::conv2d_backward_weights_bf16;
   return ops;
 }
 const Ops kCudaOpsF16 = half_ops(WeightType::kFloat16);

@@ -103,13 +103,24 @@ struct Device {
   ~Device() {
     for (void* p : owned) ops->free(p);
   }
+  // Filled with NaN (0xFF bytes: NaN as float32 and both half types), as a
+  // GPU leaves fresh memory holding garbage: an op that reads what it was
+  // not given (an output it should only write, scratch, packing padding)
+  // then fails its case instead of seeing zeros.
   float* alloc(size_t n) {
     void* p = ops->alloc((n ? n : 1) * sizeof(float));
     if (p) {
       owned.push_back(p);
-      ops->zero(p, (n ? n : 1) * sizeof(float));
+      const std::vector<uint8_t> garbage((n ? n : 1) * sizeof(float), 0xFF);
+      ops->upload(p, garbage.data(), garbage.size());
     }
     return static_cast<float*>(p);
+  }
+  // Zeros, for what the engine itself keeps zero (the arena's zero row).
+  float* zeros(size_t n) {
+    float* p = alloc(n);
+    if (p) ops->zero(p, (n ? n : 1) * sizeof(float));
+    return p;
   }
   float* put(const Floats& v) {
     float* p = alloc(v.size());
@@ -256,7 +267,7 @@ void conv_case(Rng& rng, const ConvCase& cc, WeightType type = WeightType::kFloa
     float* dbb = dev.put(bb);
     float* dres = dev.put(res);
     float* dscratch = dev.alloc(cu->conv_scratch_floats(g, cc.cout, cc.cin, cc.k, cc.winograd_ref));
-    float* dzero = dev.alloc(zero_row.size());  // the arena's zero row, as the engine passes it
+    float* dzero = dev.zeros(zero_row.size());  // the arena's zero row, as the engine passes it
     float* dsrc = dev.put(w_dev);  // packing reads the torch-layout weights in device memory
     if (!dw || !dx || !dout || !dbias || !dbb || !dres || !dscratch || !dzero || !dsrc) return false;
     PackedWeights dpw;
@@ -310,7 +321,7 @@ void linear_case(Rng& rng, int rows, int cin, int cout, bool fused_sources, bool
     float* dx = dev.put(x_dev);
     float* dout = dev.put(res);
     float* dbias = dev.put(bias);
-    float* dzero = dev.alloc(zero_row.size());
+    float* dzero = dev.zeros(zero_row.size());
     if (!dw || !dx || !dout || !dbias || !dzero) return false;
     WeightSource dsrc[3];  // the sources in device memory, as packing reads them
     for (int s = 0; s < parts; ++s) {
@@ -384,7 +395,7 @@ void attention_case(Rng& rng, int batch, int tokens, int heads, int head_dim) {
     float* dqkv = dev.put(qkv);
     float* dout = dev.alloc(ref.size());
     float* dscratch = dev.alloc(dev.ops->attention_scratch_floats(a));
-    float* dzero = dev.alloc(zero_row.size());
+    float* dzero = dev.zeros(zero_row.size());
     if (!dqkv || !dout || !dscratch || !dzero) return false;
     dev.ops->attention_forward(dqkv, a, dout, dscratch, dzero);
     got = dev.get(dout, ref.size());
@@ -630,9 +641,17 @@ void step_cases(Rng& rng) {
 // --- backward and the optimizer ---------------------------------------------------
 
 // dX and dW/db of one convolution geometry; accumulated outputs start from
-// random values (the backward adds into them).
-void conv_backward_cases(Rng& rng, const ConvCase& cc, bool accumulate) {
+// random values (the backward adds into them). `model_type` float16 /
+// bfloat16 (op "conv2d_backward_half"): dX from the data-gradient layout of a
+// trainable model (kConvTrainable) and dW on tensor cores, both in bfloat16,
+// against the CPU's fp32 ones of the inputs rounded to bfloat16.
+void conv_backward_cases(Rng& rng, const ConvCase& cc, bool accumulate, WeightType model_type = WeightType::kFloat32) {
   const Ops* cpu = cpu_ops();
+  const bool half = model_type != WeightType::kFloat32;
+  const Ops* device = half ? g_half_ops[(int)model_type] : g_device_ops;
+  if (!device) return;
+  // Both half types' models run the backward's GEMMs in bfloat16 (conv2d_mma.cu).
+  const WeightType type = half ? WeightType::kBfloat16 : WeightType::kFloat32;
   const int lh = cc.in_h * cc.upsample, lw = cc.in_w * cc.upsample;
   const int out_h = (lh + (cc.stride == 2 && cc.pad_top == 0 ? 1 : 2 * cc.pad_top) - cc.k) / cc.stride + 1;
   const int out_w = (lw + (cc.stride == 2 && cc.pad_left == 0 ? 1 : 2 * cc.pad_left) - cc.k) / cc.stride + 1;
@@ -646,9 +665,16 @@ void conv_backward_cases(Rng& rng, const ConvCase& cc, bool accumulate) {
   auto gw0 = rng.vec(w.size()), gb0 = rng.vec(cc.cout);
   const std::string geometry = shape("b%d %dx%d%s cin %d cout %d k%d s%d pad %d,%d", cc.batch, cc.in_h, cc.in_w,
                                      cc.upsample == 2 ? " up2" : "", cc.cin, cc.cout, cc.k, cc.stride, cc.pad_top, cc.pad_left);
-  run_case("conv2d_backward", "dX " + geometry + (accumulate ? " (added)" : " (written)") + (cc.winograd_ref ? " (cpu: winograd)" : ""),
+  // The reference's inputs, and the device's (a dry run's CPU "device" cannot round them itself).
+  const Floats w_ref = rounded(w, type), dy_ref = rounded(dy, type);
+  const Floats& w_dev = device == cpu ? w_ref : w;
+  const Floats& dy_dev = device == cpu ? dy_ref : dy;
+  const std::string model = half ? std::string(type_name(model_type)) + " model, " : std::string();
+  const std::string prefix = model + "dX ";
+  run_case(half ? "conv2d_backward_half" : "conv2d_backward",
+           prefix + geometry + (accumulate ? " (added)" : " (written)") + (cc.winograd_ref ? " (cpu: winograd)" : ""),
            false, [&](Device& dev, Floats& ref, Floats& got) {
-             WeightSource src = {w.data(), (long long)cc.cin * taps, taps, 1};
+             WeightSource src = {w_ref.data(), (long long)cc.cin * taps, taps, 1};
              int couts[1] = {cc.cout};
              Floats packed(cpu->conv_packed_floats(cc.cout, cc.cin, cc.k, cc.winograd_ref) + 64);
              PackedWeights pw;
@@ -656,45 +682,57 @@ void conv_backward_cases(Rng& rng, const ConvCase& cc, bool accumulate) {
              Floats scratch(cpu->conv2d_backward_data_scratch_floats(g, cc.cout, cc.cin, cc.k, cc.winograd_ref) + 64);
              Floats zero_row(cc.cin + cc.cout + 64, 0.0f);
              ref = dx0;
-             cpu->conv2d_backward_data(dy.data(), g, pw, ref.data(), scratch.data(), zero_row.data(), accumulate);
+             cpu->conv2d_backward_data(dy_ref.data(), g, pw, ref.data(), scratch.data(), zero_row.data(), accumulate);
              const Ops* cu = dev.ops;
-             float* dw = dev.alloc(cu->conv_packed_floats(cc.cout, cc.cin, cc.k, cc.winograd_ref));
-             float* ddy = dev.put(dy);
+             const int algo = cc.winograd_ref | kConvTrainable;  // as the engine packs a model that may train
+             float* dw = dev.alloc(cu->conv_packed_floats(cc.cout, cc.cin, cc.k, algo));
+             float* ddy = dev.put(dy_dev);
              float* ddx = dev.put(dx0);
              float* dscratch = dev.alloc(cu->conv2d_backward_data_scratch_floats(g, cc.cout, cc.cin, cc.k, cc.winograd_ref));
-             float* dzero = dev.alloc(zero_row.size());
-             float* dsrc = dev.put(w);
+             float* dzero = dev.zeros(zero_row.size());
+             float* dsrc = dev.put(w_dev);
              if (!dw || !ddy || !ddx || !dscratch || !dzero || !dsrc) return false;
              PackedWeights dpw;
              WeightSource dsource = {dsrc, src.stride_n, src.stride_ci, src.stride_tap};
-             cu->pack_conv(&dpw, dw, &dsource, couts, 1, cc.cin, cc.k, cc.winograd_ref);
+             cu->pack_conv(&dpw, dw, &dsource, couts, 1, cc.cin, cc.k, algo);
              cu->conv2d_backward_data(ddy, g, dpw, ddx, dscratch, dzero, accumulate);
              got = dev.get(ddx, in_n);
              return true;
-           });
+           }, device);
   if (!accumulate) return;  // the weight gradient does not depend on it
-  run_case("conv2d_backward", "dW, db " + geometry, false, [&](Device& dev, Floats& ref, Floats& got) {
+  // Half: dW from dY and the input rounded to the type (the tensor cores'),
+  // db from the unrounded dY (kept in float32 and double).
+  const Floats x_ref = rounded(x, type);
+  const Floats& x_dev = device == cpu ? x_ref : x;
+  run_case(half ? "conv2d_backward_half" : "conv2d_backward", model + "dW, db " + geometry,
+           false, [&](Device& dev, Floats& ref, Floats& got) {
     Floats scratch(cpu->conv2d_backward_weights_scratch_floats(g, cc.cout, cc.cin, cc.k) + 64);
     Floats zero_row(cc.cin + cc.cout + 64, 0.0f);
     Floats gw = gw0, gb = gb0;
-    cpu->conv2d_backward_weights(x.data(), g, dy.data(), cc.cout, cc.cin, cc.k, gw.data(), gb.data(), scratch.data(),
-                                 zero_row.data());
+    cpu->conv2d_backward_weights(x_ref.data(), g, dy_ref.data(), cc.cout, cc.cin, cc.k, gw.data(), gb.data(),
+                                 scratch.data(), zero_row.data());
+    if (half && device != cpu) {  // the bias gradient of the unrounded dY (a dry run's CPU "device" rounds it all)
+      Floats unused = gw0;
+      gb = gb0;
+      cpu->conv2d_backward_weights(x.data(), g, dy.data(), cc.cout, cc.cin, cc.k, unused.data(), gb.data(),
+                                   scratch.data(), zero_row.data());
+    }
     ref = gw;
     ref.insert(ref.end(), gb.begin(), gb.end());
     const Ops* cu = dev.ops;
-    float* dx = dev.put(x);
-    float* ddy = dev.put(dy);
+    float* dx = dev.put(x_dev);
+    float* ddy = dev.put(device == cpu ? dy_ref : dy);
     float* dgw = dev.put(gw0);
     float* dgb = dev.put(gb0);
     float* dscratch = dev.alloc(cu->conv2d_backward_weights_scratch_floats(g, cc.cout, cc.cin, cc.k));
-    float* dzero = dev.alloc(zero_row.size());
+    float* dzero = dev.zeros(zero_row.size());
     if (!dx || !ddy || !dgw || !dgb || !dscratch || !dzero) return false;
     cu->conv2d_backward_weights(dx, g, ddy, cc.cout, cc.cin, cc.k, dgw, dgb, dscratch, dzero);
     got = dev.get(dgw, gw0.size());
     auto b = dev.get(dgb, gb0.size());
     got.insert(got.end(), b.begin(), b.end());
     return true;
-  });
+  }, device);
 }
 
 // A linear layer's dW over a column slice of a wider gradient (attention's
@@ -1114,6 +1152,25 @@ int mb::run_parity(const Ops* device_ops, uint32_t seed) {
   conv_backward_cases(rng, {2, 48, 48, 3, 8, 8, 2, 1, 1, 1, true, false, false, false, 1.0f}, true);
   conv_backward_cases(rng, {2, 64, 96, 1, 8, 8, 1, 1, 0, 0, true, false, false, false, 1.0f}, true);
   conv_backward_cases(rng, {8, 128, 128, 3, 8, 8, 1, 1, 1, 1, true, false, false, false, 1.0f}, true);
+  // The half types' gradients. dX (a trainable model's transposed, flipped
+  // layout): on the tensor-core kernels for stride 1 (both tile sizes, the
+  // general gather for cout off the 8-wide loads, upsampling, 1x1, added and
+  // written), through the fp32 kernel for stride 2. dW (the "added" cases):
+  // the tensor-core weight gradient, partial tiles in n and k included. The
+  // sums are <= 576 long (K = taps * cout for dX, the pixels for dW), as for
+  // conv2d_half's bound.
+  for (WeightType t : {WeightType::kFloat16, WeightType::kBfloat16}) {
+    conv_backward_cases(rng, {2, 32, 48, 3, 8, 8, 1, 1, 1, 1, true, false, false, false, 1.0f}, true, t);
+    conv_backward_cases(rng, {2, 32, 48, 3, 8, 8, 1, 1, 1, 1, true, false, false, false, 1.0f}, false, t);
+    conv_backward_cases(rng, {2, 16, 35, 3, 5, 6, 1, 1, 1, 1, true, false, false, false, 1.0f}, true, t);
+    conv_backward_cases(rng, {2, 16, 2, 3, 8, 8, 1, 1, 1, 1, true, false, false, false, 1.0f}, false, t);  // conv_out's
+    conv_backward_cases(rng, {2, 96, 64, 3, 8, 8, 1, 1, 1, 1, true, false, false, false, 1.0f}, true, t);
+    conv_backward_cases(rng, {2, 48, 48, 3, 8, 8, 2, 1, 1, 1, true, false, false, false, 1.0f}, true, t);
+    conv_backward_cases(rng, {2, 64, 96, 1, 8, 8, 1, 1, 0, 0, true, false, false, false, 1.0f}, true, t);
+    conv_backward_cases(rng, {2, 32, 40, 3, 16, 16, 1, 2, 1, 1, true, false, false, false, 1.0f}, true, t);
+    conv_backward_cases(rng, {2, 32, 32, 3, 15, 15, 1, 2, 0, 0, true, false, false, false, 1.0f}, true, t);
+    conv_backward_cases(rng, {3, 16, 24, 3, 15, 15, 1, 1, 1, 1, true, false, false, false, 1.0f}, true, t);  // dW: 2 splits, a partial slice
+  }
   linear_weight_grad_case(rng, 100, 64, 64, 3 * 64);
   linear_weight_grad_case(rng, 4, 128, 512, 512);
   group_norm_backward_case(rng, 2, 64, 64, 32, true, false);
@@ -1157,7 +1214,7 @@ MB_API int mb_cuda_conv_bench(int device, int weight_type, int wgmma, int batch,
     float* dout = dev.alloc(out_n);
     float* dbias = dev.put(rng.vec((size_t)cout));
     float* dsrc = dev.put(rng.vec((size_t)cout * cin * 9, -0.05f, 0.05f));
-    float* dzero = dev.alloc((size_t)cin + cout + 64);
+    float* dzero = dev.zeros((size_t)cin + cout + 64);
     float* dscratch = dev.alloc(ops->conv_scratch_floats(g, cout, cin, 3, false));
     if (!dw || !dx || !dout || !dbias || !dsrc || !dzero || !dscratch) {
       cuda::conv_wgmma_set(was_on);

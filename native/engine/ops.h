@@ -28,6 +28,12 @@ constexpr int kErrDevice = 5;
 // sampling-only models in wasm, where the packed filters' extra 7/9 of the
 // weights' memory would stay for good).
 enum ConvAlgo : int { kConvDirect = 0, kConvWinograd = 1, kConvWinogradLean = 2 };
+// Or-ed into `algo` for a model that may train (one that keeps its weights,
+// not released while packing): a device whose data gradient reads a weight
+// layout of its own (cuda's float16 / bfloat16 GEMMs: the weights transposed
+// and flipped, conv2d_mma.cu) packs that too. Sampling-only models skip it.
+constexpr int kConvTrainable = 8;
+constexpr int kConvAlgoMask = 7;
 
 struct Ops {
   const char* name;    // "cpu", "cuda"

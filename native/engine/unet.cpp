@@ -497,9 +497,12 @@ struct Packer {
   }
 };
 
+// kConvTrainable unless the model gives its weights up while packing (it cannot train then).
+int trainable_flag(const Model* m) { return m->release_on_pack ? 0 : kConvTrainable; }
+
 int conv_algo(const Model* m, const ConvLayer& c) {
-  if (!c.winograd) return kConvDirect;
-  return m->winograd_lean ? kConvWinogradLean : kConvWinograd;
+  if (!c.winograd) return kConvDirect | trainable_flag(m);
+  return (m->winograd_lean ? kConvWinogradLean : kConvWinograd) | trainable_flag(m);
 }
 
 // Packing is the device's concern (its own layouts, in its own memory): these
@@ -553,7 +556,7 @@ void pack_temb_projs(Model* m, Packer& packer) {
   if (!listed) packer.failed_floats = 1;  // out of host memory for the lists
   if (storage && bias && listed) {
     m->ops->pack_conv(&m->temb_projs.packed, storage, sources.data, couts.data, sources.size, m->temb_projs.cin, 1,
-                      kConvDirect);
+                      kConvDirect | trainable_flag(m));
     m->temb_projs_bias = bias;
     for_each_resnet(m, [&](ResnetLayer& r) {
       const ConvLayer& c = r.time_emb_proj;
@@ -578,7 +581,7 @@ void pack_attention(Model* m, AttnLayer& a, Packer& packer) {
   if (qkv) {
     WeightSource sources[3] = {{m->params[a.q_w].dev, c, 1, 0}, {m->params[a.k_w].dev, c, 1, 0}, {m->params[a.v_w].dev, c, 1, 0}};
     int couts[3] = {c, c, c};
-    m->ops->pack_conv(&a.qkv.packed, qkv, sources, couts, 3, c, 1, kConvDirect);
+    m->ops->pack_conv(&a.qkv.packed, qkv, sources, couts, 3, c, 1, kConvDirect | trainable_flag(m));
   }
   pack_conv(m, a.out, packer);
   a.qkv_bias = packer.take((size_t)align_up(3 * c, 16));

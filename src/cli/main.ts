@@ -52,7 +52,7 @@ async function info(): Promise<void> {
   lines.push(['wasm simd128', WebAssembly.validate(SIMD_PROBE) ? 'supported by this runtime' : 'NOT supported by this runtime']);
   const cuda = cudaDevices();
   if (cuda.count > 0) {
-    lines.push(['backend cuda', `available: ${cuda.count} device${cuda.count > 1 ? 's' : ''} (${cuda.buildInfo}); sampling and training on the GPU (dtype float32; float16 / bfloat16 on tensor cores for sampling)`]);
+    lines.push(['backend cuda', `available: ${cuda.count} device${cuda.count > 1 ? 's' : ''} (${cuda.buildInfo}); sampling and training on the GPU (dtype float32; float16 / bfloat16 on tensor cores, training in mixed precision)`]);
     for (const d of cuda.devices) {
       const driver = d.driverVersion ? `driver ${Math.floor(d.driverVersion / 1000)}.${(d.driverVersion % 1000) / 10}` : 'driver ?';
       lines.push([

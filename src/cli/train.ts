@@ -13,6 +13,8 @@ import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
 
+import { DTYPES } from '../backend/backend.js';
+import type { DType } from '../backend/backend.js';
 import { ConfigError, InputError, MemoryLimitError } from '../errors.js';
 import { classConditioning } from '../model/config.js';
 import { createUNet, defaultMemoryLimit, loadUNet, resolveModelDir } from '../model/unet.js';
@@ -65,6 +67,7 @@ interface TrainFlags {
   sampleBatch: number;
   resume?: boolean;
   backend: 'auto' | 'cpu' | 'wasm' | 'cuda';
+  dtype: DType;
   threads?: number;
   seed?: string;
 }
@@ -116,7 +119,7 @@ async function openDataset(spec: string, channels: number, size: number | [numbe
 
 /** The UNet to train: --model (fine-tune its weights), --config (fresh weights), or the default. */
 async function buildUNet(flags: TrainFlags, seed: bigint): Promise<UNet2DModel> {
-  const load = { backend: flags.backend, threads: flags.threads } as const;  // auto: cuda, else cpu, else wasm
+  const load = { backend: flags.backend, threads: flags.threads, dtype: flags.dtype } as const;  // auto: cuda, else cpu, else wasm
   if (flags.model && flags.config) throw new InputError('pass --model (start from its weights) or --config (fresh weights), not both');
   if (flags.model) return loadUNet(await resolveModelDir(flags.model), load);
   let json: unknown;
@@ -190,7 +193,7 @@ async function trainCommand(flags: TrainFlags, command: Command): Promise<void> 
     const ignored = RUN_FLAGS.filter((k) => command.getOptionValueSource(k) === 'cli');
     if (ignored.length)
       console.error(`marble: --resume continues the saved run; ignoring ${ignored.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')}`);
-    trainer = await Trainer.resume(checkpointDir, { backend: flags.backend, threads: flags.threads, totalSteps: flags.steps });
+    trainer = await Trainer.resume(checkpointDir, { backend: flags.backend, threads: flags.threads, dtype: flags.dtype, totalSteps: flags.steps });
     const saved = trainer.userState as Partial<CliState> | null;
     if (!saved || typeof saved.data !== 'string' || !Number.isInteger(saved.batch) || !saved.loader)
       throw new InputError(`${checkpointDir} was not written by marble train (no data loader state); resume it through the API`);
@@ -383,6 +386,11 @@ export function registerTrainCommand(program: Command): void {
     .option('--sample-batch <n>', 'images per sample grid', integer('--sample-batch', 1), 16)
     .option('--resume', 'continue the run saved in OUT/checkpoint')
     .addOption(new Option('--backend <name>', 'engine backend').choices(['auto', 'cpu', 'wasm', 'cuda']).default('auto'))
+    .addOption(
+      new Option('--dtype <type>', 'GEMM type: float16 and bfloat16 train in mixed precision on tensor cores (cuda only; weights stay float32)')
+        .choices([...DTYPES])
+        .default('float32'),
+    )
     .option('--threads <n>', 'threads for the cpu and wasm backends (default: all cores)', integer('--threads', 1))
     .option('--seed <s>', 'seed of the weights, noise, timesteps and data order (default 0)')
     .action((flags: TrainFlags, command: Command) => trainCommand(flags, command));

@@ -39,7 +39,9 @@ export interface LoadOptions {
    * The element type of the conv and linear GEMMs (default 'float32'). On
    * cuda, 'float16' and 'bfloat16' pack those weights once in that type and
    * run the GEMMs on tensor cores with float32 accumulation, rounding the
-   * activations as they are read; everything else stays float32. The cpu and
+   * activations as they are read; everything else stays float32. Such a
+   * model trains in mixed precision (float32 weights and optimizer state;
+   * the forward's and the data gradients' GEMMs on tensor cores). The cpu and
    * wasm backends compute in float32 only (another dtype is a BackendError).
    */
   dtype?: DType;

@@ -190,10 +190,10 @@ export class Trainer {
       throw new ConfigError(
         `the UNet's learned time embedding has ${config.numTrainTimesteps} entries but the scheduler draws timesteps up to ${T - 1}`,
       );
-    // The backward runs the GEMMs transposed over float32 weights; the
-    // tensor-core packing of a float16 / bfloat16 model has none.
-    if (unet.dtype !== 'float32')
-      throw new BackendError(`a UNet loaded with dtype '${unet.dtype}' cannot train: load it with dtype 'float32' (the default)`);
+    // dtype float16 / bfloat16 (cuda) trains in mixed precision: the
+    // weights, their gradients, AdamW's moments and the EMA stay float32;
+    // the forward's GEMMs and the backward's data gradients run on tensor
+    // cores from half copies of the weights, repacked after every step.
     this.unet = unet;
     this.noiseScheduler = noiseScheduler;
     this.settings = Object.freeze(resolveTrainerSettings(options));
@@ -308,7 +308,12 @@ export class Trainer {
     }
     let unet: UNet2DModel;
     try {
-      unet = await createUNet(checkpoint.unetConfig, { backend: options.backend, threads: options.threads, memoryLimitBytes: options.memoryLimitBytes });
+      unet = await createUNet(checkpoint.unetConfig, {
+        backend: options.backend,
+        threads: options.threads,
+        memoryLimitBytes: options.memoryLimitBytes,
+        dtype: options.dtype,
+      });
     } catch (e) {
       return corrupt(e, badValue);
     }

@@ -75,6 +75,10 @@ void mma_m16n8k16(bool bf16, float d[4], const uint32_t a[4], const uint32_t b[2
 // r[q], the 32-bit word (lane % 4) of row (lane / 4) of matrix q. All 32
 // lanes must call it together.
 void ldmatrix_x4(uint32_t r[4], const void* row);
+// ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16: the same rows, each matrix
+// transposed: lane receives in r[q] elements (rows 2 (lane % 4) and
+// 2 (lane % 4) + 1, column lane / 4) of matrix q, the first in the low half.
+void ldmatrix_x4_trans(uint32_t r[4], const void* row);
 // cp.async: src_bytes from src, zeros up to bytes, copied when a
 // cp_async_wait of the issuing thread covers its group (in a kernel launched
 // without MB_LAUNCH_SYNC, at once).

@@ -303,6 +303,23 @@ void ldmatrix_x4(uint32_t r[4], const void* row) {
   warp_collective("ldmatrix");  // every lane has read them: the table may be written again
 }
 
+void ldmatrix_x4_trans(uint32_t r[4], const void* row) {
+  const unsigned linear = linear_thread();
+  check_aligned("an ldmatrix row address", row, 16);
+  g_row_addresses[linear] = row;
+  warp_collective("ldmatrix");  // every lane has published its row
+  const unsigned warp_base = linear & ~31u, lane = linear & 31u;
+  for (unsigned q = 0; q < 4; ++q) {
+    uint16_t lo, hi;
+    const char* row0 = static_cast<const char*>(g_row_addresses[warp_base + 8 * q + 2 * (lane % 4)]);
+    const char* row1 = static_cast<const char*>(g_row_addresses[warp_base + 8 * q + 2 * (lane % 4) + 1]);
+    memcpy(&lo, row0 + 2 * (lane / 4), 2);
+    memcpy(&hi, row1 + 2 * (lane / 4), 2);
+    r[q] = (uint32_t)lo | ((uint32_t)hi << 16);
+  }
+  warp_collective("ldmatrix");  // every lane has read them: the table may be written again
+}
+
 void mma_m16n8k16(bool bf16, float d[4], const uint32_t a[4], const uint32_t b[2]) {
   const unsigned linear = linear_thread();
   const mb::WeightType type = bf16 ? mb::WeightType::kBfloat16 : mb::WeightType::kFloat16;
