@@ -587,7 +587,8 @@ void conv2d_backward_weights_typed(WeightType t, const float* in, const ConvGeom
   const int splits = weight_grad_splits(p.M, p.N, p.K);
   const int m_step = t == WeightType::kFloat32 ? kBK : kWgradSliceM;  // each split whole slices of the kernel
   p.m_per_split = ((p.M + splits - 1) / splits + m_step - 1) / m_step * m_step;
-  const int ntiles = (p.N + kBM - 1) / kBM, ktiles = (p.K + kBN - 1) / kBN;
+  const int tile_n = t == WeightType::kFloat32 ? kBM : kWgradTile, tile_k = t == WeightType::kFloat32 ? kBN : kWgradTile;
+  const int ntiles = (p.N + tile_n - 1) / tile_n, ktiles = (p.K + tile_k - 1) / tile_k;
   if (ktiles > 65535) {
     record(cudaErrorInvalidConfiguration, "conv2d_backward_weights: too large for one launch");
     return;

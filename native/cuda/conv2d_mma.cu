@@ -237,7 +237,7 @@ void launch_conv_mma(const ConvParams& p, int k_ld, float* scratch) {
 // A = dY^T (rows n, reduction m) and B = X (reduction m, columns k). The next
 // slice's loads are issued before the current slice's MMAs and stored after
 // them, as the forward does with its A tile.
-constexpr int kWgradTile = 64, kWgradThreads = 128;
+constexpr int kWgradThreads = 128;
 constexpr int kWgradLd = kWgradTile + 8;  // halves per row: 144 bytes, so ldmatrix's eight rows fall in distinct banks
 
 struct WgradColumn {  // one column k of X: its tap's offsets and its channel
@@ -270,6 +270,7 @@ __global__ void __launch_bounds__(kWgradThreads) conv_wgrad_mma(WeightParams p) 
     xc[c].dx = tap - xc[c].dy * p.kw;
   }
   const long long pixels = (long long)p.out_h * p.out_w;
+  const bool small_m = p.M < 0x7fffffffLL;
   float dv[8][2], xv[8][2];  // the next slice, staged
   auto load = [&](long long first) {
 #pragma unroll
@@ -281,7 +282,9 @@ __global__ void __launch_bounds__(kWgradThreads) conv_wgrad_mma(WeightParams p) 
 #pragma unroll
       for (int c = 0; c < 2; ++c)
         if (n0 + col + c < p.N) dv[j][c] = p.dy[(size_t)m * p.dy_ld + n0 + col + c];
-      const long long b = m / pixels;
+      // 32-bit division where the pixel index fits (always, short of 2^31
+      // pixels): a 64-bit one is a long software sequence on the GPU.
+      const long long b = small_m ? (long long)((unsigned)m / (unsigned)pixels) : m / pixels;
       const int rem = (int)(m - b * pixels), oy = rem / p.out_w, ox = rem - (rem / p.out_w) * p.out_w;
       const float* image = p.in + (size_t)b * p.in_h * p.in_w * p.in_ld;
 #pragma unroll

@@ -202,10 +202,10 @@ struct WeightParams : ConvShape {
   int dy_ld;
 };
 // conv2d_mma.cu: the partial sums of WeightParams on tensor cores, dY and the
-// input rounded to t, 64 x 64 tiles of C per block (grid: N tiles, K tiles,
-// splits), the pixels in slices of kWgradSliceM (m_per_split a multiple).
-// False (recorded) when the launch failed.
-constexpr int kWgradSliceM = 32;
+// input rounded to t, kWgradTile x kWgradTile tiles of C per block (grid: N
+// tiles, K tiles, splits), the pixels in slices of kWgradSliceM
+// (m_per_split a multiple). False (recorded) when the launch failed.
+constexpr int kWgradTile = 64, kWgradSliceM = 32;
 bool launch_wgrad_mma(WeightType t, const WeightParams& p, dim3 grid);
 
 // dX through conv2d.cu's fp32 kernel from a half type's data-gradient layout
