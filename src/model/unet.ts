@@ -41,7 +41,8 @@ export interface LoadOptions {
    * run the GEMMs on tensor cores with float32 accumulation, rounding the
    * activations as they are read; everything else stays float32. Such a
    * model trains in mixed precision (float32 weights and optimizer state;
-   * the forward's and the data gradients' GEMMs on tensor cores). The cpu and
+   * the forward's GEMMs in its type, the backward's in bfloat16, all on
+   * tensor cores). The cpu and
    * wasm backends compute in float32 only (another dtype is a BackendError).
    */
   dtype?: DType;

@@ -10,7 +10,7 @@
 // class draws the randomness, computes the per-sample scalars in float32 as
 // diffusers does, and keeps the bookkeeping (step count, schedules, history)
 // that a checkpoint saves and resume() restores.
-import { BackendError, ConfigError, InputError } from '../errors.js';
+import { ConfigError, InputError } from '../errors.js';
 import type { EngineModel, TensorKind } from '../backend/backend.js';
 import { classConditioning, timeEmbedDim } from '../model/config.js';
 import { createUNet, engineError } from '../model/unet.js';
@@ -192,8 +192,9 @@ export class Trainer {
       );
     // dtype float16 / bfloat16 (cuda) trains in mixed precision: the
     // weights, their gradients, AdamW's moments and the EMA stay float32;
-    // the forward's GEMMs and the backward's data gradients run on tensor
-    // cores from half copies of the weights, repacked after every step.
+    // the GEMMs run on tensor cores from half copies of the weights,
+    // repacked after every step (the forward's in the model's type, the
+    // backward's in bfloat16: native/cuda/conv2d_mma.cu).
     this.unet = unet;
     this.noiseScheduler = noiseScheduler;
     this.settings = Object.freeze(resolveTrainerSettings(options));
