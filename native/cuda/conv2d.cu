@@ -554,13 +554,10 @@ void conv2d_backward_data(const float* dy, const ConvGeometry& g, const PackedWe
   conv2d_backward_data_simt<WeightType::kFloat32>(dy, g, w, nullptr, 0, dx, scratch, accumulate);
 }
 
-void conv2d_backward_data_transposed(WeightType t, const float* dy, const ConvGeometry& g, const PackedWeights& w,
-                                     int wt_ld, float* dx, float* scratch, bool accumulate) {
+void conv2d_backward_data_transposed(const float* dy, const ConvGeometry& g, const PackedWeights& w, int wt_ld,
+                                     float* dx, float* scratch, bool accumulate) {
   const uint16_t* wt = reinterpret_cast<const uint16_t*>(w.transposed);
-  if (t == WeightType::kBfloat16)
-    conv2d_backward_data_simt<WeightType::kBfloat16>(dy, g, w, wt, wt_ld, dx, scratch, accumulate);
-  else
-    conv2d_backward_data_simt<WeightType::kFloat16>(dy, g, w, wt, wt_ld, dx, scratch, accumulate);
+  conv2d_backward_data_simt<WeightType::kBfloat16>(dy, g, w, wt, wt_ld, dx, scratch, accumulate);
 }
 
 size_t conv2d_backward_weights_scratch_floats(const ConvGeometry& g, int cout, int cin, int k) {
@@ -571,8 +568,8 @@ size_t conv2d_backward_weights_scratch_floats(const ConvGeometry& g, int cout, i
 
 namespace {
 // The weight and bias gradients: the pixel reduction split over blocks (z),
-// each split's partial C by the fp32 kernel (T float32) or on tensor cores
-// (conv2d_mma.cu, dY and the input rounded to T), then added in split order
+// each split's partial C by the fp32 kernel (t float32) or on tensor cores
+// (t bfloat16: conv2d_mma.cu, dY and the input rounded), then added in split order
 // into the torch-layout gradient; the bias gradient from the unrounded dY.
 void conv2d_backward_weights_typed(WeightType t, const float* in, const ConvGeometry& g, const float* dy, int cout,
                                    int cin, int k, float* grad_w, float* grad_b, float* scratch) {
@@ -597,7 +594,7 @@ void conv2d_backward_weights_typed(WeightType t, const float* in, const ConvGeom
   if (t == WeightType::kFloat32) {
     MB_LAUNCH_SYNC(conv_backward_weights_gemm, grid, kGemmThreads)(p);
     if (!check_launch("conv_backward_weights_gemm")) return;
-  } else if (!launch_wgrad_mma(t, p, grid)) {
+  } else if (!launch_wgrad_mma(p, grid)) {
     return;
   }
   MB_LAUNCH(weight_grad_reduce, grid_for((size_t)p.N * p.K), kThreads)(scratch, splits, p.N, p.K, cin, k * k, grad_w);

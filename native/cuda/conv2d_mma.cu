@@ -5,7 +5,7 @@
 // model loaded with dtype 'float16' / 'bfloat16' gets these through its Ops
 // table (ops_table.cu); everything else in its graph stays fp32. A model that
 // may train also packs a transposed, tap-flipped copy of each weight, so that
-// its data gradients (dX) run on the same kernels (conv2d_backward_data_half).
+// its data gradients (dX) run on the same kernels (conv2d_backward_data_bf16).
 //
 // Weights are packed once per model, on the host, to the half type as an
 // N x k_ld matrix (k fastest, k_ld = K rounded up to the 32-deep slice, zero
@@ -618,12 +618,11 @@ void conv2d_forward_half(const float* in, const ConvGeometry& g, const PackedWei
 // dX on tensor cores. A stride-1 conv's data gradient is the forward conv of
 // dY over the transposed, flipped weights (pack_half_transposed_kernel),
 // padded by k - 1 - pad: rows = input pixels (at the upsampled size for an
-// upsampling conv), columns = cin, K = (tap', cout). dY is rounded to T as
-// it is read, like any A operand; the sum is fp32. An upsampling conv's
+// upsampling conv), columns = cin, K = (tap', cout). dY is rounded to
+// bfloat16 as it is read, like any A operand; the sum is fp32. An upsampling conv's
 // comes out at the upsampled size in `scratch` and is summed 2x2 into dx
 // (as conv2d.cu's fp32 path does). A strided conv's (the downsamplers) goes
-// through conv2d.cu's fp32 kernel reading the same half layout.
-template <WeightType T>
+// through conv2d.cu's fp32 kernel reading the same layout.
 void conv2d_backward_data_half(const float* dy, const ConvGeometry& g, const PackedWeights& w, float* dx,
                                float* scratch, bool accumulate) {
   if (!w.transposed) {  // the engine refuses to train such a model first: this is the backstop
@@ -633,7 +632,7 @@ void conv2d_backward_data_half(const float* dy, const ConvGeometry& g, const Pac
   }
   const int kt_ld = packed_k(w.kh * w.kw * w.cout);
   if (g.stride != 1) {
-    conv2d_backward_data_transposed(T, dy, g, w, kt_ld, dx, scratch, accumulate);
+    conv2d_backward_data_transposed(dy, g, w, kt_ld, dx, scratch, accumulate);
     return;
   }
   if (!begin_launch()) return;
@@ -661,7 +660,7 @@ void conv2d_backward_data_half(const float* dy, const ConvGeometry& g, const Pac
   p.residual_ld = p.out_ld;
   p.divisor = 1.0f;
   if (p.M <= 0 || p.N <= 0) return;
-  run_conv_half<T>(p, kt_ld, nullptr);
+  run_conv_half<WeightType::kBfloat16>(p, kt_ld, nullptr);
   if (up) upsample_nearest2x_backward(scratch, g.batch, g.in_h, g.in_w, w.cin, dx, g.in_ld);
 }
 
@@ -747,16 +746,16 @@ void conv2d_forward_bf16(const float* in, const ConvGeometry& g, const PackedWei
   conv2d_forward_half<WeightType::kBfloat16>(in, g, w, ep, out, scratch);
 }
 
-bool launch_wgrad_mma(WeightType t, const WeightParams& p, dim3 grid) {
+bool launch_wgrad_mma(const WeightParams& p, dim3 grid) {
   if (!begin_launch()) return false;
-  const auto kernel = t == WeightType::kBfloat16 ? conv_wgrad_mma<WeightType::kBfloat16> : conv_wgrad_mma<WeightType::kFloat16>;
+  const auto kernel = conv_wgrad_mma<WeightType::kBfloat16>;  // named: the launch macro cannot take the template's brackets
   MB_LAUNCH_SYNC(kernel, grid, kWgradThreads)(p);
   return check_launch("conv_wgrad_mma");
 }
 
 void conv2d_backward_data_bf16(const float* dy, const ConvGeometry& g, const PackedWeights& w, float* dx,
                                float* scratch, const float*, bool accumulate) {
-  conv2d_backward_data_half<WeightType::kBfloat16>(dy, g, w, dx, scratch, accumulate);
+  conv2d_backward_data_half(dy, g, w, dx, scratch, accumulate);
 }
 
 }  // namespace cuda

@@ -202,17 +202,18 @@ struct WeightParams : ConvShape {
   int dy_ld;
 };
 // conv2d_mma.cu: the partial sums of WeightParams on tensor cores, dY and the
-// input rounded to t, kWgradTile x kWgradTile tiles of C per block (grid: N
+// input rounded to bfloat16 (the backward's type for both half types'
+// models), kWgradTile x kWgradTile tiles of C per block (grid: N
 // tiles, K tiles, splits), the pixels in slices of kWgradSliceM
 // (m_per_split a multiple). False (recorded) when the launch failed.
 constexpr int kWgradTile = 64, kWgradSliceM = 32;
-bool launch_wgrad_mma(WeightType t, const WeightParams& p, dim3 grid);
+bool launch_wgrad_mma(const WeightParams& p, dim3 grid);
 
-// dX through conv2d.cu's fp32 kernel from a half type's data-gradient layout
-// (w.transposed, rows wt_ld halves: conv2d_mma.cu), dY rounded to that type as
+// dX through conv2d.cu's fp32 kernel from the bfloat16 data-gradient layout
+// (w.transposed, rows wt_ld halves: conv2d_mma.cu), dY rounded to bfloat16 as
 // it is read: the tensor-core data gradient's path for strided convs.
-void conv2d_backward_data_transposed(WeightType t, const float* dy, const ConvGeometry& g, const PackedWeights& w,
-                                     int wt_ld, float* dx, float* scratch, bool accumulate);
+void conv2d_backward_data_transposed(const float* dy, const ConvGeometry& g, const PackedWeights& w, int wt_ld,
+                                     float* dx, float* scratch, bool accumulate);
 
 // Grid size in tiles of bm x bn; false (recorded) when CUDA could not launch it.
 inline bool conv_grid(const ConvParams& p, int bm, int bn, const char* what, dim3* grid) {
