@@ -25,6 +25,8 @@ import { CIFAR10_CONFIG, CIFAR10_GFLOP_PER_IMAGE } from './models.js';
 const batches = (process.env.BENCH_BATCHES ?? '1,8,64,256').split(',').filter(Boolean).map(Number);  // '' for none
 const dtypes = (process.env.BENCH_DTYPES ?? 'float32,float16,bfloat16').split(',') as DType[];
 const ddimBatches = (process.env.BENCH_DDIM_BATCHES ?? '1,64').split(',').filter(Boolean).map(Number);  // '' for none
+// The half types' forward again with float32 activations (MARBLE_CUDA_HALF_ACTIVATIONS=0) at these batches.
+const floatActivationBatches = (process.env.BENCH_FLOAT_ACTIVATION_BATCHES ?? '256').split(',').filter(Boolean).map(Number);
 const budgetMs = Number(process.env.BENCH_TIME_MS ?? 1500);  // per measurement, after one warm-up
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const round = (x: number, digits = 2) => Math.round(x * 10 ** digits) / 10 ** digits;
@@ -73,23 +75,36 @@ if (devices.count === 0) {
 const errors: string[] = [];
 result.errors = errors;
 const unet = await createUNet(CIFAR10_CONFIG, { backend: 'cuda', seed: 1, memoryLimitBytes: Number.MAX_SAFE_INTEGER });
-const forward: Record<string, number | string>[] = [];
+const forward: Record<string, number | string | boolean>[] = [];
 result.forward = forward;
-for (const dtype of dtypes) {
+// A half type's model has half activations (engine/ops.h) unless created
+// with MARBLE_CUDA_HALF_ACTIVATIONS=0: the second variant, at fewer batches.
+const forwardVariants = dtypes.flatMap((dtype): { dtype: DType; halfActivations: boolean; at: number[] }[] =>
+  dtype === 'float32' ? [{ dtype, halfActivations: false, at: batches }] : [
+    { dtype, halfActivations: true, at: batches },
+    { dtype, halfActivations: false, at: floatActivationBatches },
+  ]);
+for (const { dtype, halfActivations, at } of forwardVariants) {
+  if (at.length === 0) continue;
   let model = unet;
   try {
-    if (dtype !== 'float32')
+    if (dtype !== 'float32') {
+      if (!halfActivations) process.env.MARBLE_CUDA_HALF_ACTIVATIONS = '0';
       model = await createUNet(CIFAR10_CONFIG, { backend: 'cuda', seed: 1, memoryLimitBytes: Number.MAX_SAFE_INTEGER, dtype });
+    }
   } catch (e) {
     errors.push(`forward ${dtype}: ${(e as Error).message}`);
     continue;
+  } finally {
+    delete process.env.MARBLE_CUDA_HALF_ACTIVATIONS;
   }
-  for (const batch of batches) {
+  for (const batch of at) {
     try {
       const x = new Float32Array(batch * 3 * 32 * 32).map((_, i) => Math.sin(i));
       const t = await time(() => model.forward(x, [batch, 3, 32, 32], 500));
       forward.push({
         dtype,
+        halfActivations,
         batch,
         ms: round(t.ms),
         runs: t.runs,
@@ -97,7 +112,7 @@ for (const dtype of dtypes) {
         gflops: round((CIFAR10_GFLOP_PER_IMAGE * batch) / (t.ms / 1000), 1),
         activationMB: round(model.activationBytes(batch, 32, 32) / 2 ** 20, 1),
       });
-      console.log(`cuda forward ${dtype} b${batch}: ${t.ms.toFixed(2)} ms (${t.runs} runs)`);
+      console.log(`cuda forward ${dtype}${dtype !== 'float32' && !halfActivations ? ' (float32 activations)' : ''} b${batch}: ${t.ms.toFixed(2)} ms (${t.runs} runs)`);
     } catch (e) {
       errors.push(`forward ${dtype} b${batch}: ${(e as Error).message}`);
       console.error(errors.at(-1));
@@ -109,9 +124,11 @@ write();
 
 // The conv GEMMs alone (the issue's tensor-core target: at batch 256, at
 // least 40% of the bf16 tensor-core peak): the cifar10-32 UNet's 3x3 convs at
-// batch 256, one layer timed over 20 launches, in each dtype, and for the
-// half types again on Hopper's warpgroup MMA where the device has it
-// (sm_90a). Percent of peak against the datasheet's dense bf16/fp16
+// batch 256, one layer timed over 20 launches, in each dtype; for the half
+// types both with a float32 input (rounded as the A tiles fill) and with the
+// input already in the type (half activations: what a sampling model's
+// resnet convs read), and each again on Hopper's warpgroup MMA where the
+// device has it (sm_90a). Percent of peak against the datasheet's dense bf16/fp16
 // tensor-core figure where the device is known (H100/H200 SXM 989.4 TFLOPS,
 // H100 PCIe 756.5), else null.
 const convShapes = [
@@ -127,24 +144,26 @@ result.convGemm = { batch: convBatch, halfPeakTflops, rows: convRows };
 if (process.env.BENCH_CONV !== '0') {
   const addon = loadAddon();
   const weightTypes: Record<string, number> = { float32: 0, float16: 1, bfloat16: 2 };
+  const WGMMA = 1, HALF_INPUT = 2;  // cudaConvBench's flags
   for (const dtype of dtypes)
-    for (const wgmma of dtype === 'float32' ? [0] : [0, 1])
-      for (const { cin, cout, size } of convShapes) {
-        const r = addon.cudaConvBench(0, weightTypes[dtype]!, wgmma, convBatch, cin, cout, size, size, 20);
-        const label = `conv ${dtype}${wgmma ? ' wgmma' : ''} b${convBatch} ${cin}->${cout} @${size}`;
-        if (r.status !== 0) {
-          if (wgmma && /warpgroup/.test(r.reason)) break;  // not an sm_90a device: no warpgroup MMA rows
-          errors.push(`${label}: ${r.reason}`);
-          console.error(errors.at(-1));
-          continue;
+    for (const wgmma of dtype === 'float32' ? [0] : [0, WGMMA])
+      for (const halfInput of dtype === 'float32' ? [0] : [0, HALF_INPUT])
+        for (const { cin, cout, size } of convShapes) {
+          const r = addon.cudaConvBench(0, weightTypes[dtype]!, wgmma | halfInput, convBatch, cin, cout, size, size, 20);
+          const label = `conv ${dtype}${wgmma ? ' wgmma' : ''}${halfInput ? ' half-input' : ''} b${convBatch} ${cin}->${cout} @${size}`;
+          if (r.status !== 0) {
+            if (wgmma && /warpgroup/.test(r.reason)) break;  // not an sm_90a device: no warpgroup MMA rows
+            errors.push(`${label}: ${r.reason}`);
+            console.error(errors.at(-1));
+            continue;
+          }
+          const tflops = (2 * convBatch * size * size * cout * cin * 9) / (r.ms / 1000) / 1e12;
+          convRows.push({
+            dtype, wgmma: wgmma !== 0, halfInput: halfInput !== 0, cin, cout, size, ms: round(r.ms, 3), tflops: round(tflops, 1),
+            percentOfHalfPeak: halfPeakTflops && dtype !== 'float32' ? round((tflops / halfPeakTflops) * 100, 1) : null,
+          });
+          console.log(`${label}: ${r.ms.toFixed(3)} ms, ${tflops.toFixed(1)} TFLOPS`);
         }
-        const tflops = (2 * convBatch * size * size * cout * cin * 9) / (r.ms / 1000) / 1e12;
-        convRows.push({
-          dtype, wgmma: wgmma === 1, cin, cout, size, ms: round(r.ms, 3), tflops: round(tflops, 1),
-          percentOfHalfPeak: halfPeakTflops && dtype !== 'float32' ? round((tflops / halfPeakTflops) * 100, 1) : null,
-        });
-        console.log(`${label}: ${r.ms.toFixed(3)} ms, ${tflops.toFixed(1)} TFLOPS`);
-      }
 }
 write();
 

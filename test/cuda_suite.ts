@@ -101,6 +101,11 @@ export function registerCudaSuite(options: CudaSuiteOptions): void {
     assert.notEqual(fp32Wgmma.status, 0);
     assert.match(fp32Wgmma.reason, /warpgroup MMA needs a half weight type/);
     assert.notEqual(addon.cudaConvBench(0, 3, 0, 1, 16, 16, 4, 4, 1).status, 0, 'weight type 3 does not exist');
+    const halfInput = addon.cudaConvBench(0, 1, 2, 1, 16, 136, 4, 4, 2);  // flag 2: the input in the half type
+    assert.equal(halfInput.status, 0, halfInput.reason);
+    const fp32HalfInput = addon.cudaConvBench(0, 0, 2, 1, 16, 136, 4, 4, 2);
+    assert.notEqual(fp32HalfInput.status, 0);
+    assert.match(fp32HalfInput.reason, /half input needs a half weight type/);
     if (options.emulated) {  // the emulation always has the warpgroup MMA
       const wgmma = addon.cudaConvBench(0, 2, 1, 1, 16, 136, 4, 4, 2);
       assert.equal(wgmma.status, 0, wgmma.reason);
@@ -180,6 +185,45 @@ export function registerCudaSuite(options: CudaSuiteOptions): void {
       });
     }
   }
+
+  // Half activations (engine/ops.h): sampling with a float16 / bfloat16
+  // model, GroupNorm writes the outputs that only a GEMM reads in the
+  // model's type and the GEMM reads them so, rounded exactly as it rounds
+  // floats itself: the forward must not change by a bit. The plan's size
+  // changes (two bytes an element, and GroupNorm2 no longer in place), which
+  // shows the other path ran. Checked on 2026-11-29 by swapping the two
+  // halves of each pair GroupNorm writes: the first block's output (down.0)
+  // then differed.
+  test(`half activations on ${where}: a float16 / bfloat16 forward is bit-identical with and without them`, async () => {
+    const shape = [2, 3, 8, 8];
+    const x = new Float32Array(2 * 3 * 8 * 8).map((_, i) => Math.cos(i * 0.61) * 1.3);
+    const previous = process.env.MARBLE_CUDA_HALF_ACTIVATIONS;
+    try {
+      for (const dtype of ['float16', 'bfloat16'] as const) {
+        const runs: { out: Float32Array; captures: Map<string, Float32Array>; planBytes: number }[] = [];
+        for (const setting of [undefined, '0']) {
+          if (setting === undefined) delete process.env.MARBLE_CUDA_HALF_ACTIVATIONS;
+          else process.env.MARBLE_CUDA_HALF_ACTIVATIONS = setting;
+          const unet = await loadUNet(fixturePath('unet/tiny'), { backend: 'cuda', dtype });
+          try {
+            const out = await unet.forward(x, shape, [17, 803], undefined, { capture: true });
+            const captures = new Map(unet.captures().map((c) => [c.name, c.data] as [string, Float32Array]));
+            runs.push({ out, captures, planBytes: unet.activationBytes(2, 8, 8) });
+          } finally {
+            unet.dispose();
+          }
+        }
+        const [half, float] = runs as [(typeof runs)[0], (typeof runs)[0]];
+        assert.notEqual(half.planBytes, float.planBytes, `${dtype}: the half activations' plan differs`);
+        assert.ok(half.captures.size > 2 && half.captures.size === float.captures.size, `${dtype}: intermediates captured`);
+        for (const [key, data] of float.captures) assert.deepEqual(half.captures.get(key), data, `${dtype}: ${key}`);
+        assert.deepEqual(half.out, float.out, `${dtype}: out`);
+      }
+    } finally {
+      if (previous === undefined) delete process.env.MARBLE_CUDA_HALF_ACTIVATIONS;
+      else process.env.MARBLE_CUDA_HALF_ACTIVATIONS = previous;
+    }
+  });
 
   test(`${where} and cpu agree within 1e-5 relative on every fixture run`, async () => {
     for (const name of fixtures) {

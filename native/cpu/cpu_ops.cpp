@@ -144,6 +144,8 @@ const Ops kCpuOps = {
     nullptr,
     nullptr,
     host_sync,  // poll: host ops cannot fail once their memory exists
+    nullptr,    // group_norm_forward_half: activations stay float32 on the host
+    nullptr,
 };
 
 }  // namespace

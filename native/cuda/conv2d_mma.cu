@@ -12,14 +12,21 @@
 // padded), so that a block's B tile is whole 16-byte rows that cp.async
 // copies straight into shared memory.
 //
-// Activations stay fp32 in global memory and are rounded to the half type
-// while the A tile is filled: the rest of the graph (GroupNorm, attention,
-// the residual adds, the epilogue here) keeps its fp32 inputs and outputs
-// and nothing else changes, at the price of reading A as 4-byte floats, not
-// 2-byte halves. A is gathered anyway (padding, stride, upsampling), so it
-// goes global -> registers -> (convert) -> shared: the next slice's loads are
-// issued before the current slice's MMAs and stored after them, which hides
-// their latency as cp.async double buffering does for B.
+// Activations are fp32 in global memory and rounded to the half type while
+// the A tile is filled: the rest of the graph (GroupNorm, attention, the
+// residual adds, the epilogue here) keeps its fp32 inputs and outputs, at
+// the price of reading A as 4-byte floats, not 2-byte halves. A is gathered
+// anyway (padding, stride, upsampling), so it goes global -> registers ->
+// (convert) -> shared: the next slice's loads are issued before the current
+// slice's MMAs and stored after them, which hides their latency as cp.async
+// double buffering does for B.
+//
+// Half activations (sampling): where the input is a GroupNorm's output that
+// only this GEMM reads, GroupNorm writes it in the half type already
+// (groupnorm.cu; ConvParams::in_half), rounded as this file would round it,
+// so the sums are bit-identical. Then A is half the bytes, and each thread's
+// eight k of one tap are one 16-byte cp.async like B's, zero-filled over the
+// padding: no staging registers, no conversion (the HALF_IN kernels).
 //
 // Tiles: 128 x 128 per block of 8 warps (each 64 x 32: 4 x 4 MMAs per
 // 16-deep step) when there are enough of them to give every multiprocessor
@@ -38,6 +45,7 @@
 #include <string.h>
 
 #include <atomic>
+#include <type_traits>
 
 #include "conv2d_params.cuh"
 #include "mma.cuh"
@@ -80,9 +88,12 @@ __device__ __forceinline__ void load_a8(const ConvParams& p, const ConvRow& r, i
 // large tile): one block's barrier waits then overlap the other's MMAs.
 // Split-K (conv2d_params.cuh): block z runs slices [z, z + 1) x
 // slices_per_split into partial[z] (no epilogue); partial null: all slices.
-template <WeightType T, int BM, int BN, int WARPS_M, int WARPS_N, bool VEC8>
+// HALF_IN: A from p.in_half by cp.async (VEC8 only: whole 16-byte runs).
+template <WeightType T, int BM, int BN, int WARPS_M, int WARPS_N, bool VEC8, bool HALF_IN>
 __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32, 2)
     conv_mma_gemm(ConvParams p, int k_ld, int slices_per_split, float* partial) {
+  static_assert(VEC8 || !HALF_IN, "half inputs are read 8 channels at a time");
+  using InElem = std::conditional_t<HALF_IN, uint16_t, float>;
   constexpr int kThreads = WARPS_M * WARPS_N * 32;
   constexpr int kWarpM = BM / WARPS_M, kWarpN = BN / WARPS_N;
   constexpr int kFragsM = kWarpM / 16, kFragsN = kWarpN / 8;
@@ -108,10 +119,15 @@ __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32, 2)
   const uint16_t* w = reinterpret_cast<const uint16_t*>(p.w);
 
   const int a_row = tid >> 2, a_k = (tid & 3) * 8;
-  ConvRow rows[kAPasses];
+  const InElem* in;
+  if constexpr (HALF_IN)
+    in = p.in_half;
+  else
+    in = p.in;
+  ConvRowOf<InElem> rows[kAPasses];
 #pragma unroll
-  for (int pass = 0; pass < kAPasses; ++pass) rows[pass] = conv_row(p, m0 + a_row + pass * kRowsPerPass);
-  float staged[kAPasses][8];
+  for (int pass = 0; pass < kAPasses; ++pass) rows[pass] = conv_row_of(p, in, m0 + a_row + pass * kRowsPerPass);
+  float staged[HALF_IN ? 1 : kAPasses][8];  // A through registers (fp32 input)
 
   float acc[kFragsM][kFragsN][4];
 #pragma unroll
@@ -132,22 +148,35 @@ __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32, 2)
       const bool ok = n < p.N;
       cp_async_16(&Bs[buf][row][kc], w + (size_t)(ok ? n : 0) * k_ld + s * kSliceK + kc, ok ? 16 : 0);
     }
+    if constexpr (HALF_IN) {  // A's eight k of one tap, or zeros (padding, past M or K: source size 0)
+#pragma unroll
+      for (int pass = 0; pass < kAPasses; ++pass) {
+        const int k = s * kSliceK + a_k;
+        const uint16_t* pixel = rows[pass].ok && k < p.K ? conv_tap_pixel(p, rows[pass], k / p.cin) : nullptr;
+        const uint16_t* src = pixel ? pixel + (k - (k / p.cin) * p.cin) : p.in_half;
+        cp_async_16(&As[buf][a_row + pass * kRowsPerPass][a_k], src, pixel ? 16 : 0);
+      }
+    }
     cp_async_commit();
   };
   auto load_a = [&](int s) {
+    if constexpr (!HALF_IN) {
 #pragma unroll
-    for (int pass = 0; pass < kAPasses; ++pass) load_a8<VEC8>(p, rows[pass], s * kSliceK + a_k, staged[pass]);
+      for (int pass = 0; pass < kAPasses; ++pass) load_a8<VEC8>(p, rows[pass], s * kSliceK + a_k, staged[pass]);
+    }
   };
   auto store_a = [&](int buf) {
+    if constexpr (!HALF_IN) {
 #pragma unroll
-    for (int pass = 0; pass < kAPasses; ++pass) {
-      const float* v = staged[pass];
-      store_u32x4(&As[buf][a_row + pass * kRowsPerPass][a_k], pack_half2<T>(v[0], v[1]), pack_half2<T>(v[2], v[3]),
-                  pack_half2<T>(v[4], v[5]), pack_half2<T>(v[6], v[7]));
+      for (int pass = 0; pass < kAPasses; ++pass) {
+        const float* v = staged[pass];
+        store_u32x4(&As[buf][a_row + pass * kRowsPerPass][a_k], pack_half2<T>(v[0], v[1]), pack_half2<T>(v[2], v[3]),
+                    pack_half2<T>(v[4], v[5]), pack_half2<T>(v[6], v[7]));
+      }
     }
   };
 
-  copy_b(0, s_begin);
+  copy_b(0, s_begin);  // and A, with half inputs
   load_a(s_begin);
   store_a(0);
   cp_async_wait<0>();
@@ -156,7 +185,7 @@ __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32, 2)
     const int cur = (s - s_begin) & 1, next = cur ^ 1;
     const bool more = s + 1 < s_end;
     if (more) {  // `next` was last read in slice s - 1, which the barrier below it closed
-      copy_b(next, s + 1);
+      copy_b(next, s + 1);  // and A, with half inputs
       load_a(s + 1);
     }
 #pragma unroll
@@ -207,11 +236,11 @@ __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32, 2)
 }
 
 // `scratch`: room for the split-K partial sums of a 64 x 64 tiling (conv_scratch_floats_half), or null.
-template <WeightType T, int BM, int BN, int WARPS_M, int WARPS_N, bool VEC8>
+template <WeightType T, int BM, int BN, int WARPS_M, int WARPS_N, bool VEC8, bool HALF_IN>
 void launch_conv_mma(const ConvParams& p, int k_ld, float* scratch) {
   dim3 grid;
   if (!conv_grid(p, BM, BN, "conv2d (tensor cores): output too large for one launch", &grid)) return;
-  const auto kernel = conv_mma_gemm<T, BM, BN, WARPS_M, WARPS_N, VEC8>;  // named: the launch macro cannot take the commas
+  const auto kernel = conv_mma_gemm<T, BM, BN, WARPS_M, WARPS_N, VEC8, HALF_IN>;  // named: the launch macro cannot take the commas
   const int slices = k_ld / kSliceK;
   const int splits = BM == 64 && BN == 64 && scratch ? conv_split_count(p.M, p.N, p.K, BM, BN, kSliceK) : 1;
   if (splits > 1) {
@@ -373,7 +402,8 @@ __global__ void __launch_bounds__(kWgradThreads) conv_wgrad_mma(WeightParams p) 
 // 0-63 and 64-127 of the tile, all 128 columns each: one m64n128k16 per 16
 // of K), 64-deep K slices in three buffers of dynamic shared memory (96 KB),
 // A and B in wgmma.cuh's core-matrix layout. As in conv_mma_gemm, B comes by
-// cp.async and A through registers (converted to the half type); the MMAs
+// cp.async and A through registers (converted to the half type), or by
+// cp.async too when it is in the half type already (HALF_IN); the MMAs
 // run asynchronously, two slices' worth in flight, while the threads fill
 // the next slice.
 constexpr int kWgBM = 128, kWgBN = kWgmmaN, kWgBK = 64, kWgThreads = 256;
@@ -390,9 +420,10 @@ __device__ __forceinline__ int wg_offset(int row, int chunk) {
 }
 #endif
 
-template <WeightType T>
+template <WeightType T, bool HALF_IN>
 __global__ void __launch_bounds__(kWgThreads, 1) conv_wgmma_gemm(ConvParams p, int k_ld) {
 #if defined(MB_WGMMA_COMPILED)
+  using InElem = std::conditional_t<HALF_IN, uint16_t, float>;
   MB_DYNAMIC_SHARED(raw);
   uint8_t* smem = raw + ((128 - (shared_address(raw) & 127)) & 127);
   const int tid = threadIdx.x, warpgroup = tid >> 7;
@@ -403,10 +434,15 @@ __global__ void __launch_bounds__(kWgThreads, 1) conv_wgmma_gemm(ConvParams p, i
   const long long m0 = (long long)blockIdx.x * kWgBM;
   const int n0 = blockIdx.y * kWgBN;
   const uint16_t* w = reinterpret_cast<const uint16_t*>(p.w);
-  ConvRow rows[4];
+  const InElem* in;
+  if constexpr (HALF_IN)
+    in = p.in_half;
+  else
+    in = p.in;
+  ConvRowOf<InElem> rows[4];
 #pragma unroll
-  for (int pass = 0; pass < 4; ++pass) rows[pass] = conv_row(p, m0 + (fill_block + 4 * pass) * 8 + fill_row);
-  float staged[4][8];
+  for (int pass = 0; pass < 4; ++pass) rows[pass] = conv_row_of(p, in, m0 + (fill_block + 4 * pass) * 8 + fill_row);
+  float staged[HALF_IN ? 1 : 4][8];  // A through registers (fp32 input)
   float acc[kWgmmaAccs];
 #pragma unroll
   for (int i = 0; i < kWgmmaAccs; ++i) acc[i] = 0.0f;
@@ -422,19 +458,31 @@ __global__ void __launch_bounds__(kWgThreads, 1) conv_wgmma_gemm(ConvParams p, i
       const bool ok = n < p.N && k < k_ld;
       cp_async_16(b_tile(buf) + wg_offset(row, fill_chunk), w + (ok ? (size_t)n * k_ld + k : 0), ok ? 16 : 0);
     }
+    if constexpr (HALF_IN) {  // A's eight k of one tap, or zeros (padding, past M or K: source size 0)
+#pragma unroll
+      for (int pass = 0; pass < 4; ++pass) {
+        const uint16_t* pixel = rows[pass].ok && k < p.K ? conv_tap_pixel(p, rows[pass], k / p.cin) : nullptr;
+        const uint16_t* src = pixel ? pixel + (k - (k / p.cin) * p.cin) : p.in_half;
+        cp_async_16(a_tile(buf) + wg_offset((fill_block + 4 * pass) * 8 + fill_row, fill_chunk), src, pixel ? 16 : 0);
+      }
+    }
     cp_async_commit();
   };
   auto load_a = [&](int s) {
+    if constexpr (!HALF_IN) {
 #pragma unroll
-    for (int pass = 0; pass < 4; ++pass) load_a8<true>(p, rows[pass], s * kWgBK + fill_chunk * 8, staged[pass]);
+      for (int pass = 0; pass < 4; ++pass) load_a8<true>(p, rows[pass], s * kWgBK + fill_chunk * 8, staged[pass]);
+    }
   };
   auto store_a = [&](int buf) {
+    if constexpr (!HALF_IN) {
 #pragma unroll
-    for (int pass = 0; pass < 4; ++pass) {
-      const float* v = staged[pass];
-      uint8_t* dst = a_tile(buf) + wg_offset((fill_block + 4 * pass) * 8 + fill_row, fill_chunk);
-      store_u32x4(reinterpret_cast<uint16_t*>(dst), pack_half2<T>(v[0], v[1]), pack_half2<T>(v[2], v[3]),
-                  pack_half2<T>(v[4], v[5]), pack_half2<T>(v[6], v[7]));
+      for (int pass = 0; pass < 4; ++pass) {
+        const float* v = staged[pass];
+        uint8_t* dst = a_tile(buf) + wg_offset((fill_block + 4 * pass) * 8 + fill_row, fill_chunk);
+        store_u32x4(reinterpret_cast<uint16_t*>(dst), pack_half2<T>(v[0], v[1]), pack_half2<T>(v[2], v[3]),
+                    pack_half2<T>(v[4], v[5]), pack_half2<T>(v[6], v[7]));
+      }
     }
   };
 
@@ -444,7 +492,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) conv_wgmma_gemm(ConvParams p, i
   // threads fill slice s + 1 into the third, whose last reader, slice s - 2,
   // every warpgroup has waited for before the barrier that opens slice s.
   // So the tensor cores always have the next group queued: no drain per slice.
-  copy_b(0, 0);
+  copy_b(0, 0);  // and A, with half inputs
   load_a(0);
   store_a(0);
   for (int s = 0; s < slices; ++s) {
@@ -489,11 +537,11 @@ std::atomic<bool> g_wgmma_on{false};
 // that its small cases reach those kernels on a GPU of 100+ multiprocessors.
 std::atomic<bool> g_force_large_tiles{false};
 
-template <WeightType T>
+template <WeightType T, bool HALF_IN>
 void launch_conv_wgmma(const ConvParams& p, int k_ld) {
   dim3 grid;
   if (!conv_grid(p, kWgBM, kWgBN, "conv2d (warpgroup MMA): output too large for one launch", &grid)) return;
-  const auto kernel = conv_wgmma_gemm<T>;  // named: the launch macro cannot take the template's brackets
+  const auto kernel = conv_wgmma_gemm<T, HALF_IN>;  // named: the launch macro cannot take the template's brackets
   MB_LAUNCH_SYNC_SHARED(kernel, grid, kWgThreads, kWgSharedBytes)(p, k_ld);
   check_launch("conv_wgmma_gemm");
 }
@@ -589,21 +637,30 @@ void pack_conv_half(PackedWeights* packed, float* storage, const WeightSource* s
 
 // The implicit GEMM p over half weights w[n * k_ld + k] (p.w) on the kernel
 // its shape suits; `scratch` null: no split-K.
-template <WeightType T>
-void run_conv_half(const ConvParams& p, int k_ld, float* scratch) {
-  const bool vec8 = p.cin % 8 == 0 && p.in_ld % 4 == 0 && ((uintptr_t)p.in & 15) == 0;
+// With p.in_half: only the 8-channel kernels (half_input_ok).
+template <WeightType T, bool HALF_IN>
+void run_conv_on(const ConvParams& p, int k_ld, float* scratch) {
   // The general gather (conv_in's 3 or so channels: K is one or two slices)
   // is bound by its loads, not the MMAs: the small tile, which also keeps the
   // large one's 128 registers free of its index math (it spilled there).
+  const bool vec8 = HALF_IN || (p.cin % 8 == 0 && p.in_ld % 4 == 0 && ((uintptr_t)p.in & 15) == 0);
   const long long big_tiles = (p.M + 127) / 128 * ((p.N + 127) / 128);
-  if (!vec8)
-    launch_conv_mma<T, 64, 64, 2, 2, false>(p, k_ld, scratch);
-  else if (p.N > 64 && (big_tiles >= multiprocessor_count() || g_force_large_tiles) && g_wgmma_on)
-    launch_conv_wgmma<T>(p, k_ld);
-  else if (p.N > 64 && (big_tiles >= multiprocessor_count() || g_force_large_tiles))
-    launch_conv_mma<T, 128, 128, 2, 4, true>(p, k_ld, nullptr);
+  if (!vec8) {
+    if constexpr (!HALF_IN) launch_conv_mma<T, 64, 64, 2, 2, false, false>(p, k_ld, scratch);
+  } else if (p.N > 64 && (big_tiles >= multiprocessor_count() || g_force_large_tiles) && g_wgmma_on) {
+    launch_conv_wgmma<T, HALF_IN>(p, k_ld);
+  } else if (p.N > 64 && (big_tiles >= multiprocessor_count() || g_force_large_tiles)) {
+    launch_conv_mma<T, 128, 128, 2, 4, true, HALF_IN>(p, k_ld, nullptr);
+  } else {
+    launch_conv_mma<T, 64, 64, 2, 2, true, HALF_IN>(p, k_ld, scratch);
+  }
+}
+template <WeightType T>
+void run_conv_half(const ConvParams& p, int k_ld, float* scratch) {
+  if (p.in_half)
+    run_conv_on<T, true>(p, k_ld, scratch);
   else
-    launch_conv_mma<T, 64, 64, 2, 2, true>(p, k_ld, scratch);
+    run_conv_on<T, false>(p, k_ld, scratch);
 }
 
 template <WeightType T>
@@ -612,6 +669,21 @@ void conv2d_forward_half(const float* in, const ConvGeometry& g, const PackedWei
   if (!begin_launch()) return;
   const ConvParams p = conv_params(in, g, w, ep, out);
   if (p.M <= 0 || p.N <= 0) return;
+  run_conv_half<T>(p, packed_k(p.K), scratch);
+}
+
+// Half activations: the input in T already (a GroupNorm's half output).
+template <WeightType T>
+void conv2d_forward_half_input(const void* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
+                               float* out, float* scratch) {
+  if (!begin_launch()) return;
+  ConvParams p = conv_params(nullptr, g, w, ep, out);
+  p.in_half = static_cast<const uint16_t*>(in);
+  if (p.M <= 0 || p.N <= 0) return;
+  if (!half_input_ok(g, w.cin, in)) {
+    record(cudaErrorNotSupported, "conv2d: a half input needs a multiple of 8 channels in 16-byte aligned rows");
+    return;
+  }
   run_conv_half<T>(p, packed_k(p.K), scratch);
 }
 
@@ -693,12 +765,13 @@ void conv_wgmma_prepare() {
     }
     cudaFree(flag);
   }
-  g_wgmma_available =
-      found == 1 &&
-      cudaFuncSetAttribute(conv_wgmma_gemm<WeightType::kFloat16>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           kWgSharedBytes) == cudaSuccess &&
-      cudaFuncSetAttribute(conv_wgmma_gemm<WeightType::kBfloat16>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           kWgSharedBytes) == cudaSuccess;
+  auto allow_shared = [](auto kernel) {
+    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kWgSharedBytes) == cudaSuccess;
+  };
+  g_wgmma_available = found == 1 && allow_shared(conv_wgmma_gemm<WeightType::kFloat16, false>) &&
+                      allow_shared(conv_wgmma_gemm<WeightType::kBfloat16, false>) &&
+                      allow_shared(conv_wgmma_gemm<WeightType::kFloat16, true>) &&
+                      allow_shared(conv_wgmma_gemm<WeightType::kBfloat16, true>);
   (void)cudaGetLastError();  // a refusal here only means: no warpgroup MMA
 #endif
   g_wgmma_on = g_wgmma_available && want && strcmp(want, "1") == 0;
@@ -737,6 +810,14 @@ void pack_conv_bf16(PackedWeights* packed, float* storage, const WeightSource* s
   pack_conv_half<WeightType::kBfloat16>(packed, storage, sources, couts, num_sources, cin, k, algo);
 }
 
+void conv2d_forward_half_input_f16(const void* in, const ConvGeometry& g, const PackedWeights& w,
+                                   const ConvEpilogue& ep, float* out, const float*, float* scratch) {
+  conv2d_forward_half_input<WeightType::kFloat16>(in, g, w, ep, out, scratch);
+}
+void conv2d_forward_half_input_bf16(const void* in, const ConvGeometry& g, const PackedWeights& w,
+                                    const ConvEpilogue& ep, float* out, const float*, float* scratch) {
+  conv2d_forward_half_input<WeightType::kBfloat16>(in, g, w, ep, out, scratch);
+}
 void conv2d_forward_f16(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
                         float* out, const float*, float* scratch) {
   conv2d_forward_half<WeightType::kFloat16>(in, g, w, ep, out, scratch);

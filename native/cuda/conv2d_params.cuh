@@ -44,6 +44,9 @@ inline ConvShape conv_shape(const ConvGeometry& g, int cout, int cin, int k) {
 
 struct ConvParams : ConvShape {
   const float* in;
+  // The input in the model's half type instead (half activations: a
+  // GroupNorm's output that only this GEMM reads, conv2d_mma.cu), or null.
+  const uint16_t* in_half;
   const float* w;  // the packed weights: fp32 [K][N] (conv2d.cu), or half bits [N][k_ld] (conv2d_mma.cu)
   float* out;
   int out_ld;
@@ -60,6 +63,7 @@ inline ConvParams conv_params(const float* in, const ConvGeometry& g, const Pack
   ConvParams p;
   static_cast<ConvShape&>(p) = conv_shape(g, w.cout, w.cin, w.kw);
   p.in = in;
+  p.in_half = nullptr;
   p.w = w.data;
   p.out = out;
   p.out_ld = g.out_ld;
@@ -72,15 +76,20 @@ inline ConvParams conv_params(const float* in, const ConvGeometry& g, const Pack
   return p;
 }
 
-// Where row m's receptive field starts: its image and the (unclipped) top-left input position.
-struct ConvRow {
-  const float* image;
+// Where row m's receptive field starts: its image and the (unclipped)
+// top-left input position. E: the input's element type (float, or the
+// half type's bits).
+template <typename E>
+struct ConvRowOf {
+  const E* image;
   int iy0, ix0;
   bool ok;  // m < M
 };
+using ConvRow = ConvRowOf<float>;
 
-__device__ __forceinline__ ConvRow conv_row(const ConvParams& p, long long m) {
-  ConvRow r;
+template <typename E>
+__device__ __forceinline__ ConvRowOf<E> conv_row_of(const ConvParams& p, const E* in, long long m) {
+  ConvRowOf<E> r;
   r.ok = m < p.M;
   const long long pixels = (long long)p.out_h * p.out_w;
   const long long b = r.ok ? m / pixels : 0;
@@ -88,12 +97,14 @@ __device__ __forceinline__ ConvRow conv_row(const ConvParams& p, long long m) {
   const int oy = rem / p.out_w, ox = rem - (rem / p.out_w) * p.out_w;
   r.iy0 = oy * p.stride - p.pad_top;
   r.ix0 = ox * p.stride - p.pad_left;
-  r.image = p.in + (size_t)b * p.in_h * p.in_w * p.in_ld;
+  r.image = in + (size_t)b * p.in_h * p.in_w * p.in_ld;
   return r;
 }
+__device__ __forceinline__ ConvRow conv_row(const ConvParams& p, long long m) { return conv_row_of(p, p.in, m); }
 
 // The input pixel under tap `tap` of row r, or null where it falls into the padding.
-__device__ __forceinline__ const float* conv_tap_pixel(const ConvParams& p, const ConvRow& r, int tap) {
+template <typename E>
+__device__ __forceinline__ const E* conv_tap_pixel(const ConvParams& p, const ConvRowOf<E>& r, int tap) {
   const int dy = tap / p.kw, dx = tap - (tap / p.kw) * p.kw;
   const int iy = r.iy0 + dy, ix = r.ix0 + dx;
   if (iy < 0 || iy >= p.logical_h || ix < 0 || ix >= p.logical_w) return nullptr;

@@ -59,9 +59,12 @@ MB_API int mb_cuda_parity_case(int index, MbParityCase* out);
 
 // The GPU benchmark's conv GEMM timing (bench/gpu.ts): one 3x3 convolution
 // (stride 1, padding 1, bias) of batch x h x w x cin -> cout, weights packed
-// for `weight_type` (0 float32, 1 float16, 2 bfloat16), `wgmma` 1 to run the
+// for `weight_type` (0 float32, 1 float16, 2 bfloat16), timed over
+// `iterations` launches after one warm-up. `flags`: kConvBenchWgmma runs the
 // half types on Hopper's warpgroup MMA (refused where it is not available),
-// timed over `iterations` launches after one warm-up. Writes the mean ms per
-// launch; returns kOk or a status with the reason in `reason`.
-MB_API int mb_cuda_conv_bench(int device, int weight_type, int wgmma, int batch, int cin, int cout, int h, int w,
+// kConvBenchHalfInput reads the input in the half type (half activations, as
+// a sampling model's resnet convs do). Writes the mean ms per launch;
+// returns kOk or a status with the reason in `reason`.
+enum { kConvBenchWgmma = 1, kConvBenchHalfInput = 2 };
+MB_API int mb_cuda_conv_bench(int device, int weight_type, int flags, int batch, int cin, int cout, int h, int w,
                               int iterations, double* ms, char* reason, int reason_len);

@@ -152,6 +152,15 @@ void conv2d_forward_f16(const float* in, const ConvGeometry& g, const PackedWeig
                         float* out, const float* zero_row, float* scratch);
 void conv2d_forward_bf16(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
                          float* out, const float* zero_row, float* scratch);
+// Half activations: the input already in the half type (a GroupNorm's half
+// output); cin a multiple of 8, rows (in_ld) too, 16-byte aligned.
+inline bool half_input_ok(const ConvGeometry& g, int cin, const void* in) {
+  return cin % 8 == 0 && g.in_ld % 8 == 0 && ((uintptr_t)in & 15) == 0;
+}
+void conv2d_forward_half_input_f16(const void* in, const ConvGeometry& g, const PackedWeights& w,
+                                   const ConvEpilogue& ep, float* out, const float* zero_row, float* scratch);
+void conv2d_forward_half_input_bf16(const void* in, const ConvGeometry& g, const PackedWeights& w,
+                                    const ConvEpilogue& ep, float* out, const float* zero_row, float* scratch);
 // The backward of both half types' models, in bfloat16 (conv2d_mma.cu says why), on tensor cores:
 // dW and db with dY and the input rounded (conv2d.cu, conv2d_mma.cu);
 void conv2d_backward_weights_bf16(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin, int k,
@@ -161,6 +170,9 @@ void conv2d_backward_data_bf16(const float* dy, const ConvGeometry& g, const Pac
                                float* scratch, const float* zero_row, bool accumulate);
 // groupnorm.cu
 void group_norm_forward(const float* x, const GroupNormArgs& a, float* y, float* stats);
+// The output rounded to float16 / bfloat16 (half activations; channels even).
+void group_norm_forward_f16(const float* x, const GroupNormArgs& a, void* y, float* stats);
+void group_norm_forward_bf16(const float* x, const GroupNormArgs& a, void* y, float* stats);
 size_t group_norm_backward_scratch_floats(const GroupNormArgs& a);
 void group_norm_backward(const float* x, const GroupNormArgs& a, const float* stats, const float* dy, float* dx,
                          float* dgamma, float* dbeta, float* dscale_shift, float* scratch);
@@ -207,7 +219,11 @@ void diffusion_loss(const float* out, const DiffusionLossArgs& a, float* dy, dou
 }  // namespace cuda
 
 // The CUDA Ops table for weights of type `t` (ops_table.cu): float32 is the
-// fp32 table; float16 / bfloat16 differ in the conv/linear entries only.
-const Ops* cuda_ops_table(WeightType t);
+// fp32 table; float16 / bfloat16 differ in the conv/linear entries, and have
+// half activations (engine/ops.h) unless `half_activations` is false.
+const Ops* cuda_ops_table(WeightType t, bool half_activations = true);
+// Whether models get half activations: yes, unless the environment has
+// MARBLE_CUDA_HALF_ACTIVATIONS=0 (read when a model chooses its device).
+bool cuda_half_activations_wanted();
 
 }  // namespace mb

@@ -398,7 +398,7 @@ MB_API int mb_model_use_cuda(Model* m, int device, int weight_type) {
     cuda::copy_text(m->error, sizeof(m->error), text);
     return status;
   }
-  m->ops = cuda_ops_table((WeightType)weight_type);
+  m->ops = cuda_ops_table((WeightType)weight_type, cuda_half_activations_wanted());
   if (!m->queue) m->queue = m->ops->queue_new();
   return kOk;
 }

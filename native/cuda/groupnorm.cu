@@ -7,6 +7,7 @@
 // The backward follows at the end.
 #include "../engine/mathf.h"
 #include "cuda_common.cuh"
+#include "mma.cuh"  // pack_half2, store_u32: the half output's rounding and stores
 
 namespace mb {
 namespace cuda {
@@ -74,24 +75,36 @@ struct ApplyParams {
   bool silu;
 };
 
-__global__ void group_apply(ApplyParams a, size_t total) {
+// Element i of the output, in fp32.
+__device__ __forceinline__ float group_value(const ApplyParams& a, size_t i) {
   const int cpg = a.channels / a.groups;
-  MB_GRID_STRIDE(i, total) {
-    const int c = (int)(i % (size_t)a.channels);
-    const size_t b = i / ((size_t)a.pixels * a.channels);
-    const int g = c / cpg;
-    const float m = a.mean[b * a.groups + g], r = a.rstd[b * a.groups + g];
-    float k = r * a.gamma[c];
-    float d = a.beta[c] - m * k;
-    if (a.scale_shift) {
-      const float s = 1.0f + a.scale_shift[b * a.scale_shift_ld + c];
-      const float sh = a.scale_shift[b * a.scale_shift_ld + a.channels + c];
-      k *= s;
-      d = d * s + sh;
-    }
-    const float v = a.x[i] * k + d;
-    a.y[i] = a.silu ? silu_f32(v) : v;
+  const int c = (int)(i % (size_t)a.channels);
+  const size_t b = i / ((size_t)a.pixels * a.channels);
+  const int g = c / cpg;
+  const float m = a.mean[b * a.groups + g], r = a.rstd[b * a.groups + g];
+  float k = r * a.gamma[c];
+  float d = a.beta[c] - m * k;
+  if (a.scale_shift) {
+    const float s = 1.0f + a.scale_shift[b * a.scale_shift_ld + c];
+    const float sh = a.scale_shift[b * a.scale_shift_ld + a.channels + c];
+    k *= s;
+    d = d * s + sh;
   }
+  const float v = a.x[i] * k + d;
+  return a.silu ? silu_f32(v) : v;
+}
+
+__global__ void group_apply(ApplyParams a, size_t total) {
+  MB_GRID_STRIDE(i, total) a.y[i] = group_value(a, i);
+}
+
+// Half activations (conv2d_mma.cu): the same values, rounded to T two at a
+// time by the conversion the tensor-core GEMMs' A tiles use (pack_half2), so
+// a conv reading y_half multiplies exactly what it would have rounded from
+// group_apply's floats. `pairs` = total / 2 (channels are even).
+template <WeightType T>
+__global__ void group_apply_half(ApplyParams a, uint16_t* y_half, size_t pairs) {
+  MB_GRID_STRIDE(j, pairs) store_u32(y_half + 2 * j, pack_half2<T>(group_value(a, 2 * j), group_value(a, 2 * j + 1)));
 }
 
 // --- backward kernels (see cpu/groupnorm.cpp for the derivation) ---------------
@@ -221,21 +234,50 @@ __global__ void back_dx(BackParams p, size_t total) {
 
 }  // namespace
 
-void group_norm_forward(const float* x, const GroupNormArgs& a, float* y, float* stats) {
-  if (a.batch <= 0 || a.pixels <= 0 || a.channels <= 0 || !begin_launch()) return;
+namespace {
+// Statistics into stats (mean, then rstd); the parameters of the apply pass.
+bool group_norm_statistics(const float* x, const GroupNormArgs& a, float* stats, ApplyParams* p) {
+  if (a.batch <= 0 || a.pixels <= 0 || a.channels <= 0 || !begin_launch()) return false;
   if (a.batch > 65535) {
     record(cudaErrorInvalidConfiguration, "group_norm: batch above 65535");
-    return;
+    return false;
   }
   float* mean = stats;
   float* rstd = stats + (size_t)a.batch * a.groups;
   MB_LAUNCH_SYNC(group_stats, dim3((unsigned)a.groups, (unsigned)a.batch), kStatThreads)(x, a.pixels, a.channels,
                                                                                         a.groups, a.eps, mean, rstd);
-  if (!check_launch("group_stats")) return;
-  ApplyParams p{x, y, mean, rstd, a.gamma, a.beta, a.scale_shift, a.scale_shift_ld, a.pixels, a.channels, a.groups, a.silu};
+  if (!check_launch("group_stats")) return false;
+  *p = ApplyParams{x, nullptr, mean, rstd, a.gamma, a.beta, a.scale_shift, a.scale_shift_ld, a.pixels, a.channels, a.groups, a.silu};
+  return true;
+}
+
+template <WeightType T>
+void group_norm_forward_half(const float* x, const GroupNormArgs& a, void* y, float* stats) {
+  if (a.channels % 2 != 0 || ((uintptr_t)y & 3) != 0) {
+    record(cudaErrorNotSupported, "group_norm: a half output needs an even channel count and 4-byte alignment");
+    return;
+  }
+  ApplyParams p;
+  if (!group_norm_statistics(x, a, stats, &p)) return;
+  const size_t pairs = (size_t)a.batch * a.pixels * a.channels / 2;
+  MB_LAUNCH(group_apply_half<T>, grid_for(pairs), kThreads)(p, static_cast<uint16_t*>(y), pairs);
+  check_launch("group_apply_half");
+}
+}  // namespace
+
+void group_norm_forward(const float* x, const GroupNormArgs& a, float* y, float* stats) {
+  ApplyParams p;
+  if (!group_norm_statistics(x, a, stats, &p)) return;
+  p.y = y;
   const size_t total = (size_t)a.batch * a.pixels * a.channels;
   MB_LAUNCH(group_apply, grid_for(total), kThreads)(p, total);
   check_launch("group_apply");
+}
+void group_norm_forward_f16(const float* x, const GroupNormArgs& a, void* y, float* stats) {
+  group_norm_forward_half<WeightType::kFloat16>(x, a, y, stats);
+}
+void group_norm_forward_bf16(const float* x, const GroupNormArgs& a, void* y, float* stats) {
+  group_norm_forward_half<WeightType::kBfloat16>(x, a, y, stats);
 }
 
 // ---------------------------------------------------------------------------

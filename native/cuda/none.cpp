@@ -21,7 +21,7 @@ void copy_reason(char* dst, int len, const char* src) {
 
 namespace mb {
 const Ops* cuda_ops() { return nullptr; }
-const Ops* cuda_ops_table(WeightType) { return nullptr; }
+const Ops* cuda_ops_table(WeightType, bool) { return nullptr; }
 namespace cuda {
 int select_device(int, char* reason, int reason_len) {
   copy_reason(reason, reason_len, kNotBuilt);

@@ -1,5 +1,8 @@
 // The CUDA entry in the device seam (engine/ops.h): each op family's .cu file
 // provides the functions, this table hands them to the graph walk.
+#include <stdlib.h>
+#include <string.h>
+
 #include "cuda_common.cuh"
 
 namespace mb {
@@ -69,11 +72,15 @@ const Ops kCudaOps = {
     cuda::replay,
     cuda::recording_free,
     cuda::poll,
+    nullptr,  // group_norm_forward_half: fp32 models keep fp32 activations
+    nullptr,
 };
 // A model loaded with dtype float16 / bfloat16: its conv and linear layers
 // pack and run on tensor cores (conv2d_mma.cu), forward in that type, the
-// gradients' GEMMs in bfloat16; every other op is fp32's.
-Ops half_ops(WeightType t) {
+// gradients' GEMMs in bfloat16; every other op is fp32's, but for the
+// GroupNorm outputs that only a GEMM reads when sampling (half activations,
+// engine/ops.h), unless `half_activations` is false.
+Ops half_ops(WeightType t, bool half_activations) {
   Ops ops = kCudaOps;
   ops.conv_packed_floats = cuda::conv_packed_floats_half;
   ops.conv_scratch_floats = cuda::conv_scratch_floats_half;
@@ -82,18 +89,30 @@ Ops half_ops(WeightType t) {
   // The backward in bfloat16 for both types (conv2d_mma.cu says why).
   ops.conv2d_backward_data = cuda::conv2d_backward_data_bf16;
   ops.conv2d_backward_weights = cuda::conv2d_backward_weights_bf16;
+  if (half_activations) {
+    ops.group_norm_forward_half = t == WeightType::kBfloat16 ? cuda::group_norm_forward_bf16 : cuda::group_norm_forward_f16;
+    ops.conv2d_forward_half_input =
+        t == WeightType::kBfloat16 ? cuda::conv2d_forward_half_input_bf16 : cuda::conv2d_forward_half_input_f16;
+  }
   return ops;
 }
-const Ops kCudaOpsF16 = half_ops(WeightType::kFloat16);
-const Ops kCudaOpsBf16 = half_ops(WeightType::kBfloat16);
+const Ops kCudaOpsF16 = half_ops(WeightType::kFloat16, true);
+const Ops kCudaOpsBf16 = half_ops(WeightType::kBfloat16, true);
+const Ops kCudaOpsF16FloatActivations = half_ops(WeightType::kFloat16, false);
+const Ops kCudaOpsBf16FloatActivations = half_ops(WeightType::kBfloat16, false);
 }  // namespace
 
-const Ops* cuda_ops_table(WeightType t) {
+bool cuda_half_activations_wanted() {
+  const char* v = getenv("MARBLE_CUDA_HALF_ACTIVATIONS");
+  return !(v && strcmp(v, "0") == 0);
+}
+
+const Ops* cuda_ops_table(WeightType t, bool half_activations) {
   switch (t) {
     case WeightType::kFloat16:
-      return &kCudaOpsF16;
+      return half_activations ? &kCudaOpsF16 : &kCudaOpsF16FloatActivations;
     case WeightType::kBfloat16:
-      return &kCudaOpsBf16;
+      return half_activations ? &kCudaOpsBf16 : &kCudaOpsBf16FloatActivations;
     default:
       return &kCudaOps;
   }

@@ -95,6 +95,15 @@ struct Exec {
   float* temb_projs = nullptr;  // every resnet's time projection: [batch][m->temb_projs.cout]
 
   Act alloc(int h, int w, int c) { return Act{arena->alloc((uint64_t)batch * h * w * c), h, w, c}; }
+  // Room for h x w x c elements of the model's half type (2 bytes each).
+  Act alloc_half(int h, int w, int c) {
+    return Act{arena->alloc(((uint64_t)batch * h * w * c + 1) / 2), h, w, c, true};
+  }
+  // Whether a GroupNorm output of `channels` that only a GEMM reads is
+  // written in the half type: at inference, on a device that has them.
+  bool half_activations(int channels) const {
+    return !training && ops().group_norm_forward_half && ops().conv2d_forward_half_input && channels % 8 == 0;
+  }
   // A zero-filled buffer (gradients accumulate into these), in the device's memory.
   Act zeros(int h, int w, int c) {
     Act a = alloc(h, w, c);

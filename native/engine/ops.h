@@ -152,6 +152,17 @@ struct Ops {
   // A failure recorded by an earlier op on this thread, reported (as sync
   // does) without waiting for the device: kOk when there is none.
   int (*poll)();
+
+  // --- half activations (sampling); null where a device has none ------------
+  // A float16 / bfloat16 model on cuda: at inference, a GroupNorm(+SiLU)
+  // output that only a conv or linear layer reads (the resnets' two conv
+  // inputs, the attention's qkv input, conv_out's) is written in the model's
+  // half type (2 bytes an element, channels a multiple of 8), rounded as the
+  // tensor-core GEMM would round it when reading floats, so the forward's
+  // results are bit-identical and its memory traffic there halves.
+  void (*group_norm_forward_half)(const float* x, const GroupNormArgs& a, void* y, float* stats);
+  void (*conv2d_forward_half_input)(const void* in, const ConvGeometry& g, const PackedWeights& w,
+                                    const ConvEpilogue& ep, float* out, const float* zero_row, float* scratch);
 };
 
 // For the length of an engine call: the calling thread's ops go to the

@@ -822,17 +822,25 @@ void conv_apply(Exec& ex, const ConvLayer& c, const Act& x, int upsample, int st
   float* scratch = scratch_floats ? ex.arena->alloc(scratch_floats) : nullptr;
   if (ex.run()) {
     if (!ep.bias) ep.bias = P(ex, c.bias);
-    ex.ops().conv2d_forward(x.data, g, c.packed, ep, y.data, ex.zero_row, scratch);
+    if (x.half)
+      ex.ops().conv2d_forward_half_input(x.data, g, c.packed, ep, y.data, ex.zero_row, scratch);
+    else
+      ex.ops().conv2d_forward(x.data, g, c.packed, ep, y.data, ex.zero_row, scratch);
   }
   ex.arena->release(mark);
 }
 
-// A linear layer over `rows` vectors of length c.cin.
-void linear_apply(Exec& ex, const ConvLayer& c, const float* x, int rows, float* y, const float* bias = nullptr) {
+// A linear layer over `rows` vectors of length c.cin (x_half: in the half type).
+void linear_apply(Exec& ex, const ConvLayer& c, const float* x, int rows, float* y, const float* bias = nullptr,
+                  bool x_half = false) {
   if (!ex.run()) return;
   ConvEpilogue ep;
   ep.bias = bias ? bias : P(ex, c.bias);
-  ex.ops().conv2d_forward(x, rows_geometry(rows, c.cin, c.cout), c.packed, ep, y, ex.zero_row, nullptr);
+  const ConvGeometry g = rows_geometry(rows, c.cin, c.cout);
+  if (x_half)
+    ex.ops().conv2d_forward_half_input(x, g, c.packed, ep, y, ex.zero_row, nullptr);
+  else
+    ex.ops().conv2d_forward(x, g, c.packed, ep, y, ex.zero_row, nullptr);
 }
 
 // Returns the statistics buffer (mean, rstd) for the backward.
@@ -851,16 +859,24 @@ float* norm_apply(Exec& ex, const NormLayer& n, const Act& x, const Act& y, bool
   a.scale_shift = scale_shift;
   a.scale_shift_ld = scale_shift_ld;
   a.silu = silu;
-  ex.ops().group_norm_forward(x.data, a, y.data, stats);
+  if (y.half)
+    ex.ops().group_norm_forward_half(x.data, a, y.data, stats);
+  else
+    ex.ops().group_norm_forward(x.data, a, y.data, stats);
   return stats;
 }
+
+// GroupNorm's output buffer for a GEMM's input: in the half type where the
+// device keeps such activations in it (Exec::half_activations).
+Act norm_output(Exec& ex, int h, int w, int c) { return ex.half_activations(c) ? ex.alloc_half(h, w, c) : ex.alloc(h, w, c); }
 
 // ResnetBlock2D (pre-norm, SiLU), writing into `out` (already allocated, the
 // output size). Temporaries are released before returning (inference).
 void resnet_forward(Exec& ex, ResnetLayer& r, const Act& x, const Act& out) {
   const uint64_t mark = ex.mark();
   ResnetSaved& s = r.saved;
-  Act h = ex.alloc(x.h, x.w, x.c);
+  // A resampling block resamples GroupNorm1's output before conv1 reads it: float32 then.
+  Act h = r.resample == 0 ? norm_output(ex, x.h, x.w, x.c) : ex.alloc(x.h, x.w, x.c);
   s.x = x;
   s.h0 = h;
   s.stats1 = norm_apply(ex, r.norm1, x, h, true);
@@ -893,8 +909,9 @@ void resnet_forward(Exec& ex, ResnetLayer& r, const Act& x, const Act& out) {
     ep1.batch_bias_ld = temb_ld;
   }
   conv_apply(ex, r.conv1, h, 1, 1, 1, 1, h1, ep1);
-  // Inference normalises in place; training keeps GroupNorm2's input.
-  Act h2 = ex.training ? ex.alloc(out.h, out.w, r.cout) : h1;
+  // Training keeps GroupNorm2's input; inference normalises in place, or
+  // into a half buffer (Exec::half_activations).
+  Act h2 = ex.training || ex.half_activations(r.cout) ? norm_output(ex, out.h, out.w, r.cout) : h1;
   s.h1 = h1;
   s.h2 = h2;
   if (ex.m->scale_shift)
@@ -945,13 +962,13 @@ Act attention_forward_block(Exec& ex, AttnLayer& a, const Act& x) {
   Act normed = x;
   s.stats = nullptr;
   if (a.has_norm) {
-    normed = ex.alloc(x.h, x.w, x.c);
+    normed = norm_output(ex, x.h, x.w, x.c);
     s.stats = norm_apply(ex, a.norm, x, normed, false);
   }
   s.normed = normed;
   float* qkv = ex.arena->alloc((size_t)rows * 3 * a.channels);
   s.qkv = qkv;
-  linear_apply(ex, a.qkv, normed.data, rows, qkv, a.qkv_bias);
+  linear_apply(ex, a.qkv, normed.data, rows, qkv, a.qkv_bias, normed.half);
   float* attn = ex.arena->alloc((size_t)rows * a.channels);
   s.attn = attn;
   AttentionArgs args;
@@ -1135,7 +1152,7 @@ Act run_forward(Exec& ex, int height, int width, const float* x_nchw, const floa
 
   // 6. out: GroupNorm + SiLU, conv_out, back to NCHW (fourier: divide by t)
   saved.h_last = h;
-  Act normed = ex.alloc(h.h, h.w, h.c);
+  Act normed = norm_output(ex, h.h, h.w, h.c);
   saved.norm_out_stats = norm_apply(ex, m->norm_out, h, normed, true);
   Act y = ex.alloc(h.h, h.w, m->out_channels);
   conv_apply(ex, m->conv_out, normed, 1, 1, 1, 1, y, ConvEpilogue(), &saved.conv_out);

@@ -72,6 +72,9 @@ struct Param {
 struct Act {
   float* data = nullptr;
   int h = 0, w = 0, c = 0;
+  // The elements are the model's half type, not floats (half activations,
+  // Ops::group_norm_forward_half): only a GEMM's input, at inference.
+  bool half = false;
   size_t floats(int batch) const { return (size_t)batch * h * w * c; }
 };
 

@@ -771,7 +771,7 @@ Napi::Value CudaParity(const Napi::CallbackInfo& info) {
   return list;
 }
 
-// cudaConvBench(device, weightType, wgmma, batch, cin, cout, h, w, iterations) -> { status, ms, reason }:
+// cudaConvBench(device, weightType, flags, batch, cin, cout, h, w, iterations) -> { status, ms, reason }:
 // the GPU benchmark's timing of one 3x3 conv GEMM (mb_cuda_conv_bench). Synchronous: a benchmark helper.
 Napi::Value CudaConvBench(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();

@@ -54,8 +54,11 @@ interface Addon {
   /** dryRun: the CPU ops on both sides, no device needed (checks the harness). */
   cudaParity(device: number, seed: number, dryRun: boolean): CudaParityCase[];
   cudaFaultProbe(device: number): { status: number; message: string };
-  /** One 3x3 conv GEMM timed on the device (bench/gpu.ts); weightType 0 float32, 1 float16, 2 bfloat16. */
-  cudaConvBench(device: number, weightType: number, wgmma: number, batch: number, cin: number, cout: number, h: number,
+  /**
+   * One 3x3 conv GEMM timed on the device (bench/gpu.ts); weightType 0 float32, 1 float16, 2 bfloat16;
+   * flags: 1 Hopper's warpgroup MMA, 2 the input in the half type (half activations).
+   */
+  cudaConvBench(device: number, weightType: number, flags: number, batch: number, cin: number, cout: number, h: number,
     w: number, iterations: number): { status: number; ms: number; reason: string };
   threads(): number;
   setThreads(n: number): number;

@@ -55,7 +55,7 @@ MB_API int mb_model_use_cuda(Model* m, int device, int weight_type) {
     return kErrInvalidArgument;
   }
   cuda::conv_wgmma_prepare();  // MARBLE_CUDA_WGMMA=1: the half convolutions on the emulated warpgroup MMA
-  m->ops = cuda_ops_table((WeightType)weight_type);
+  m->ops = cuda_ops_table((WeightType)weight_type, cuda_half_activations_wanted());
   if (!m->queue) m->queue = m->ops->queue_new();
   return kOk;
 }
