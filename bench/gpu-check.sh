@@ -112,7 +112,7 @@ STATUS[bench]=$?
 # the numbers repeat the first run's).
 mkdir -p "$RESULTS/wgmma"
 say "GPU benchmark, MARBLE_CUDA_WGMMA=1 (half-type forwards)"
-MARBLE_CUDA_WGMMA=1 BENCH_DTYPES=float16,bfloat16 BENCH_DDIM_BATCHES= BENCH_TRAIN_BATCHES= BENCH_CPU_TRAIN=0 BENCH_CONV=0 \
+MARBLE_CUDA_WGMMA=1 BENCH_DTYPES=float16,bfloat16 BENCH_DDIM_BATCHES= BENCH_DDIM_HALF_BATCHES= BENCH_TRAIN_BATCHES= BENCH_CPU_TRAIN=0 BENCH_CONV=0 BENCH_ATTENTION=0 \
   OUT=$RESULTS/wgmma timeout 120 "$NODE" dist/bench/gpu.js
 STATUS[bench_wgmma]=$?
 
@@ -121,8 +121,8 @@ STATUS[bench_wgmma]=$?
 if command -v nsys >/dev/null; then
   say "kernel profile (nsys)"
   mkdir -p "$RESULTS/profile"
-  BENCH_BATCHES=1,256 BENCH_DTYPES=float32,bfloat16 BENCH_DDIM_BATCHES= BENCH_TRAIN_BATCHES= BENCH_CPU_TRAIN=0 \
-    BENCH_CONV=0 BENCH_TIME_MS=100 OUT=$RESULTS/profile timeout 120 \
+  BENCH_BATCHES=1,256 BENCH_DTYPES=float32,bfloat16 BENCH_DDIM_BATCHES= BENCH_DDIM_HALF_BATCHES= BENCH_TRAIN_BATCHES= BENCH_CPU_TRAIN=0 \
+    BENCH_CONV=0 BENCH_ATTENTION=0 BENCH_TIME_MS=100 OUT=$RESULTS/profile timeout 120 \
     nsys profile --force-overwrite=true -o "$RESULTS/forward-profile" --stats=false "$NODE" dist/bench/gpu.js >/dev/null 2>&1
   timeout 60 nsys stats --report cuda_gpu_kern_sum --format csv -o "$RESULTS/forward-kernels" "$RESULTS/forward-profile.nsys-rep" \
     >/dev/null 2>&1 && STATUS[profile]="ok" || STATUS[profile]="failed"

@@ -92,7 +92,7 @@ export function registerCudaSuite(options: CudaSuiteOptions): void {
     });
   }
 
-  test(`the conv GEMM benchmark helper times a conv on ${where} and refuses what it cannot run`, () => {
+  test(`the conv GEMM and attention benchmark helpers time them on ${where} and refuse what they cannot run`, () => {
     const addon = loadAddon();
     const plain = addon.cudaConvBench(0, 2, 0, 1, 16, 136, 4, 4, 2);
     assert.equal(plain.status, 0, plain.reason);
@@ -101,6 +101,10 @@ export function registerCudaSuite(options: CudaSuiteOptions): void {
     assert.notEqual(fp32Wgmma.status, 0);
     assert.match(fp32Wgmma.reason, /warpgroup MMA needs a half weight type/);
     assert.notEqual(addon.cudaConvBench(0, 3, 0, 1, 16, 16, 4, 4, 1).status, 0, 'weight type 3 does not exist');
+    const fused = addon.cudaAttentionBench(0, 1, 1, 40, 2, 16, 1);
+    assert.equal(fused.status, 0, fused.reason);
+    assert.equal(addon.cudaAttentionBench(0, 0, 1, 40, 2, 16, 1).status, 0);
+    assert.match(addon.cudaAttentionBench(0, 1, 1, 40, 1, 80, 1).reason, /up to 64 channels/);
     const halfInput = addon.cudaConvBench(0, 1, 2, 1, 16, 136, 4, 4, 2);  // flag 2: the input in the half type
     assert.equal(halfInput.status, 0, halfInput.reason);
     const fp32HalfInput = addon.cudaConvBench(0, 0, 2, 1, 16, 136, 4, 4, 2);

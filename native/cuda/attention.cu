@@ -4,7 +4,22 @@
 // head) pairs at once, softmax(scale * S) per row (torch's order: scale,
 // subtract the max, exp, divide by the sum), then O = P V into the output's
 // head slice. Queries go in blocks so the scores stay under kMaxScoreFloats.
-// The backward follows at the end.
+//
+// Long token counts (kFlashMinTokens and more: attention at 32 x 32 and
+// above) with heads of up to 64 channels and blocks enough to fill the GPU
+// (use_flash) take the fused, flash-style kernel
+// instead (attention_flash): the scores never reach memory. Each thread
+// owns one query, its q and output row in registers; the block walks the
+// keys in shared-memory tiles of K and V, and per tile takes the scores,
+// their maximum, rescales its running sum and output by exp(old max - new
+// max) and adds exp(score - max) times V (the online softmax of Milakov &
+// Gimelshein 2018, as FlashAttention-2 tiles it), dividing by the sum at the
+// end. The same softmax in another order: results agree with the unfused
+// path to float32 rounding, not to the bit.
+//
+// The backward follows at the end (unfused: it keeps P for a chunk of samples).
+#include <atomic>
+
 #include "../engine/mathf.h"
 #include "cuda_common.cuh"
 
@@ -15,6 +30,105 @@ namespace {
 
 constexpr size_t kMaxScoreFloats = (size_t)32 << 20;  // 128 MB of scores per block of queries
 constexpr int kSoftmaxThreads = 256;
+
+// The fused kernel: one query per thread, kFlashKeys keys per tile.
+constexpr int kFlashMinTokens = 1024;
+constexpr int kFlashMaxHeadDim = 64;
+constexpr int kFlashQueries = 128;
+constexpr int kFlashKeys = 32;
+// The self-test's and benchmark's switch (attention_flash_mode): 0 the
+// rule below, 1 fused for every head of <= 64 channels, -1 never fused. Both
+// set it around their own calls only: a model planned while it was set would
+// have sized its scratch (attention_scratch_floats) for the other path.
+std::atomic<int> g_flash_mode{0};
+
+// Fused for long token counts, where the scores are what costs, and only
+// when its blocks (one per 128 queries of each sample's head) fill every
+// multiprocessor at least once: at batch 1 with few heads the batched GEMMs
+// spread wider. Not yet measured (bench/gpu.ts times both).
+bool use_flash(const AttentionArgs& a) {
+  const int mode = g_flash_mode;
+  if (a.head_dim > kFlashMaxHeadDim || mode < 0) return false;
+  if (mode > 0) return true;
+  const long long blocks = (long long)a.batch * a.heads * ((a.tokens + kFlashQueries - 1) / kFlashQueries);
+  return a.tokens >= kFlashMinTokens && blocks >= multiprocessor_count();
+}
+
+struct FlashParams {
+  const float* qkv;
+  float* out;
+  int tokens, heads, head_dim;
+  float scale;
+};
+
+// Block (sample * heads + head, query tile). DH: head_dim rounded up to a
+// multiple of 16 (q, K and V zero-padded past head_dim: the padding adds
+// zeros to every dot product and output column, which are not stored).
+template <int DH>
+__global__ void __launch_bounds__(kFlashQueries) attention_flash(FlashParams p) {
+  __shared__ __align__(16) float k_tile[kFlashKeys][DH];
+  __shared__ __align__(16) float v_tile[kFlashKeys][DH];
+  const int T = p.tokens, dh = p.head_dim, C = p.heads * dh, ld = 3 * C;
+  const int b = blockIdx.x / p.heads, h = blockIdx.x - (blockIdx.x / p.heads) * p.heads;
+  const int i = blockIdx.y * kFlashQueries + threadIdx.x;
+  const bool active = i < T;
+  const float* sample = p.qkv + (size_t)b * T * ld;
+  float q[DH], o[DH];
+#pragma unroll
+  for (int d = 0; d < DH; ++d) {
+    q[d] = active && d < dh ? sample[(size_t)i * ld + h * dh + d] : 0.0f;
+    o[d] = 0.0f;
+  }
+  float running_max = -__int_as_float(0x7f800000), running_sum = 0.0f;
+  for (int j0 = 0; j0 < T; j0 += kFlashKeys) {
+    __syncthreads();  // every thread is done with the previous tile
+    for (int e = threadIdx.x; e < kFlashKeys * DH; e += kFlashQueries) {
+      const int jj = e / DH, d = e - (e / DH) * DH, j = j0 + jj;
+      const bool ok = j < T && d < dh;
+      k_tile[jj][d] = ok ? sample[(size_t)j * ld + C + h * dh + d] : 0.0f;
+      v_tile[jj][d] = ok ? sample[(size_t)j * ld + 2 * C + h * dh + d] : 0.0f;
+    }
+    __syncthreads();
+    const int keys = T - j0 < kFlashKeys ? T - j0 : kFlashKeys;
+    float s[kFlashKeys];
+    float tile_max = -__int_as_float(0x7f800000);
+#pragma unroll
+    for (int jj = 0; jj < kFlashKeys; ++jj) {
+      float dot = 0.0f;
+#pragma unroll
+      for (int d = 0; d < DH; ++d) dot = __fmaf_rn(q[d], k_tile[jj][d], dot);  // this file is built with --fmad=false
+      s[jj] = dot * p.scale;
+      if (jj < keys) tile_max = s[jj] > tile_max ? s[jj] : tile_max;
+    }
+    const float new_max = tile_max > running_max ? tile_max : running_max;
+    const float correction = exp_f32(running_max - new_max);  // 0 on the first tile (exp(-inf))
+    running_sum *= correction;
+#pragma unroll
+    for (int d = 0; d < DH; ++d) o[d] *= correction;
+#pragma unroll
+    for (int jj = 0; jj < kFlashKeys; ++jj) {
+      if (jj >= keys) break;
+      const float e = exp_f32(s[jj] - new_max);
+      running_sum += e;
+#pragma unroll
+      for (int d = 0; d < DH; ++d) o[d] = __fmaf_rn(e, v_tile[jj][d], o[d]);
+    }
+    running_max = new_max;
+  }
+  if (!active) return;
+  float* row = p.out + ((size_t)b * T + i) * C + h * dh;
+  const float inv = 1.0f / running_sum;
+#pragma unroll
+  for (int d = 0; d < DH; ++d)
+    if (d < dh) row[d] = o[d] * inv;
+}
+
+template <int DH>
+void launch_flash(const FlashParams& p, int batch) {
+  const dim3 grid((unsigned)(batch * p.heads), (unsigned)((p.tokens + kFlashQueries - 1) / kFlashQueries));
+  MB_LAUNCH_SYNC(attention_flash<DH>, grid, kFlashQueries)(p);
+  check_launch("attention_flash");
+}
 
 int query_block(const AttentionArgs& a) {
   const size_t per_query = (size_t)a.batch * a.heads * a.tokens;
@@ -119,8 +233,11 @@ int backward_samples_per_chunk(const AttentionArgs& a) {
 }  // namespace
 
 size_t attention_scratch_floats(const AttentionArgs& a) {
+  if (use_flash(a)) return 64;  // the fused kernel keeps its scores on chip
   return (size_t)a.batch * a.heads * query_block(a) * a.tokens + 64;
 }
+
+void attention_flash_mode(int mode) { g_flash_mode = mode; }
 
 void attention_forward(const float* qkv, const AttentionArgs& a, float* out, float* scratch, const float*) {
   if (a.batch <= 0 || a.tokens <= 0 || !begin_launch()) return;
@@ -129,6 +246,22 @@ void attention_forward(const float* qkv, const AttentionArgs& a, float* out, flo
   const long long BH = (long long)a.batch * H;
   if (BH > 0x7fffffffLL) {
     record(cudaErrorInvalidConfiguration, "attention: batch * heads too large");
+    return;
+  }
+  if (use_flash(a)) {
+    if ((T + kFlashQueries - 1) / kFlashQueries > 65535) {
+      record(cudaErrorInvalidConfiguration, "attention: more than 8 million tokens");
+      return;
+    }
+    const FlashParams p{qkv, out, T, H, dh, a.scale};
+    if (dh <= 16)
+      launch_flash<16>(p, a.batch);
+    else if (dh <= 32)
+      launch_flash<32>(p, a.batch);
+    else if (dh <= 48)
+      launch_flash<48>(p, a.batch);
+    else
+      launch_flash<64>(p, a.batch);
     return;
   }
   for (int q0 = 0; q0 < T; q0 += qb) {

@@ -66,5 +66,10 @@ MB_API int mb_cuda_parity_case(int index, MbParityCase* out);
 // a sampling model's resnet convs do). Writes the mean ms per launch;
 // returns kOk or a status with the reason in `reason`.
 enum { kConvBenchWgmma = 1, kConvBenchHalfInput = 2 };
+// The GPU benchmark's attention timing: one multi-head self-attention forward
+// (random fp32 qkv), `fused` 1 on the flash-style kernel (heads of up to 64
+// channels), 0 on the batched GEMMs and softmax, whatever the token count.
+MB_API int mb_cuda_attention_bench(int device, int fused, int batch, int tokens, int heads, int head_dim,
+                                   int iterations, double* ms, char* reason, int reason_len);
 MB_API int mb_cuda_conv_bench(int device, int weight_type, int flags, int batch, int cin, int cout, int h, int w,
                               int iterations, double* ms, char* reason, int reason_len);

@@ -31,6 +31,7 @@ bool conv_wgmma_set(bool) { return false; }
 bool conv_wgmma_enabled() { return false; }
 void conv_split_force(int) {}
 void conv_force_large_tiles(bool) {}
+void attention_flash_mode(int) {}
 }  // namespace cuda
 }  // namespace mb
 

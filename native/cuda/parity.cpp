@@ -33,6 +33,7 @@ bool conv_wgmma_set(bool on);  // Hopper's warpgroup MMA for the half convolutio
 bool conv_wgmma_enabled();
 void conv_split_force(int splits);  // split-K count for the fp32 conv forward (0: its own rule)
 void conv_force_large_tiles(bool on);  // the half GEMMs' 128 x 128 tiles whatever the tile count
+void attention_flash_mode(int mode);   // 1: the fused attention kernel for every head of <= 64 channels; -1 never; 0 its rule
 }  // namespace cuda
 const Ops* cuda_ops_table(WeightType t, bool half_activations = true);  // null in a build without CUDA
 
@@ -1241,6 +1242,22 @@ int mb::run_parity(const Ops* device_ops, uint32_t seed) {
   attention_case(rng, 2, 100, 4, 32);
   attention_case(rng, 1, 256, 2, 64);
   attention_case(rng, 3, 16, 8, 8);
+  // The fused (flash-style) kernel, which a GPU takes from 1024 tokens on:
+  // forced here for small cases. Partial query and key tiles, several query
+  // tiles, head sizes off the 16-wide padding (40), wide scores whose
+  // running maximum moves from tile to tile.
+  if (g_device_ops != cpu_ops()) {
+    cuda::attention_flash_mode(1);
+    g_case_tag = "fused ";
+    attention_case(rng, 2, 64, 1, 64);
+    attention_case(rng, 2, 100, 4, 32);
+    attention_case(rng, 3, 16, 8, 8);
+    attention_case(rng, 1, 300, 2, 40);
+    attention_case(rng, 2, 150, 2, 16, 6.0f);
+    attention_case(rng, 1, 70, 1, 64, 4.0f);
+    g_case_tag.clear();
+    cuda::attention_flash_mode(0);
+  }
   resample_cases(rng);
   embed_cases(rng);
   elementwise_cases(rng);
@@ -1350,6 +1367,49 @@ MB_API int mb_cuda_conv_bench(int device, int weight_type, int flags, int batch,
     if (status != kOk) copy_text(reason, (size_t)reason_len, ops->error_message());
   }
   cuda::conv_wgmma_set(was_on);
+  return status;
+}
+
+MB_API int mb_cuda_attention_bench(int device, int fused, int batch, int tokens, int heads, int head_dim,
+                                   int iterations, double* ms, char* reason, int reason_len) {
+  *ms = 0.0;
+  auto fail = [&](int status, const char* text) {
+    copy_text(reason, (size_t)reason_len, text);
+    return status;
+  };
+  if (batch < 1 || tokens < 1 || heads < 1 || head_dim < 1 || iterations < 1)
+    return fail(kErrInvalidArgument, "attention bench: a size is out of range");
+  if (fused && head_dim > 64) return fail(kErrUnsupported, "attention bench: the fused kernel takes heads of up to 64 channels");
+  if (cuda::select_device(device, reason, reason_len) != kOk || !cuda_ops()) return kErrUnsupported;
+  const Ops* ops = cuda_ops();
+  AttentionArgs a;
+  a.batch = batch, a.tokens = tokens, a.heads = heads, a.head_dim = head_dim;
+  a.scale = 1.0f / sqrtf((float)head_dim);
+  const size_t rows = (size_t)batch * tokens, C = (size_t)heads * head_dim;
+  cuda::attention_flash_mode(fused ? 1 : -1);
+  int status = kOk;
+  {
+    Device dev(ops);
+    Rng rng(11);
+    float* dqkv = dev.put(rng.vec(rows * 3 * C));
+    float* dout = dev.alloc(rows * C);
+    float* dscratch = dev.alloc(ops->attention_scratch_floats(a));
+    float* dzero = dev.zeros(3 * C + 64);
+    if (!dqkv || !dout || !dscratch || !dzero) {
+      cuda::attention_flash_mode(0);
+      return fail(kErrOutOfMemory, "attention bench: device allocation failed");
+    }
+    ops->attention_forward(dqkv, a, dout, dscratch, dzero);  // warm-up
+    status = ops->sync();
+    if (status == kOk) {
+      const auto start = std::chrono::steady_clock::now();
+      for (int i = 0; i < iterations; ++i) ops->attention_forward(dqkv, a, dout, dscratch, dzero);
+      status = ops->sync();
+      *ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count() / iterations;
+    }
+    if (status != kOk) copy_text(reason, (size_t)reason_len, ops->error_message());
+  }
+  cuda::attention_flash_mode(0);
   return status;
 }
 

@@ -787,6 +787,22 @@ Napi::Value CudaConvBench(const Napi::CallbackInfo& info) {
   return result;
 }
 
+// cudaAttentionBench(device, fused, batch, tokens, heads, headDim, iterations) -> { status, ms, reason }:
+// the GPU benchmark's timing of one attention forward (mb_cuda_attention_bench).
+Napi::Value CudaAttentionBench(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int a[7];
+  for (int i = 0; i < 7; ++i) a[i] = info[i].As<Napi::Number>().Int32Value();
+  double ms = 0.0;
+  char reason[512] = {0};
+  const int status = mb_cuda_attention_bench(a[0], a[1], a[2], a[3], a[4], a[5], a[6], &ms, reason, sizeof(reason));
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("status", status);
+  result.Set("ms", ms);
+  result.Set("reason", std::string(reason));
+  return result;
+}
+
 // cudaFaultProbe(device) -> { status, message }: loses the CUDA context (child processes only).
 Napi::Value CudaFaultProbe(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -801,6 +817,7 @@ Napi::Value CudaFaultProbe(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaDevices", Napi::Function::New(env, CudaDevices));
   exports.Set("cudaConvBench", Napi::Function::New(env, CudaConvBench));
+  exports.Set("cudaAttentionBench", Napi::Function::New(env, CudaAttentionBench));
   exports.Set("cudaFaultProbe", Napi::Function::New(env, CudaFaultProbe));
   exports.Set("cudaParity", Napi::Function::New(env, CudaParity));
   exports.Set("diffusionStep", Napi::Function::New(env, DiffusionStep));

@@ -54,6 +54,9 @@ interface Addon {
   /** dryRun: the CPU ops on both sides, no device needed (checks the harness). */
   cudaParity(device: number, seed: number, dryRun: boolean): CudaParityCase[];
   cudaFaultProbe(device: number): { status: number; message: string };
+  /** One attention forward timed on the device (bench/gpu.ts): fused 1 the flash-style kernel, 0 the batched GEMMs. */
+  cudaAttentionBench(device: number, fused: number, batch: number, tokens: number, heads: number, headDim: number,
+    iterations: number): { status: number; ms: number; reason: string };
   /**
    * One 3x3 conv GEMM timed on the device (bench/gpu.ts); weightType 0 float32, 1 float16, 2 bfloat16;
    * flags: 1 Hopper's warpgroup MMA, 2 the input in the half type (half activations).
