@@ -17,7 +17,12 @@
 // end. The same softmax in another order: results agree with the unfused
 // path to float32 rounding, not to the bit.
 //
-// The backward follows at the end (unfused: it keeps P for a chunk of samples).
+// The backward follows at the end: unfused (P for a chunk of samples in
+// memory), or where the forward fuses, in four flash-style passes that
+// recompute the scores tile by tile: the forward's, keeping each query row's
+// maximum, 1 / exp-sum and D = dO . O; then dQ per query, dV per key, dK per
+// key (FlashAttention-2's backward, split so each thread's rows fit in
+// registers).
 #include <atomic>
 
 #include "../engine/mathf.h"
@@ -56,9 +61,14 @@ bool use_flash(const AttentionArgs& a) {
 
 struct FlashParams {
   const float* qkv;
-  float* out;
+  float* out;  // null in the backward's first pass
   int tokens, heads, head_dim;
   float scale;
+  // The backward's first pass: per (sample * heads + head, query) the row's
+  // maximum score, 1 / its exp-sum, and D = dO . O (the softmax backward's
+  // rowsum(dP * P)), three floats, from dout. Null in the forward.
+  const float* dout;
+  float* stats;
 };
 
 // Block (sample * heads + head, query tile). DH: head_dim rounded up to a
@@ -116,11 +126,138 @@ __global__ void __launch_bounds__(kFlashQueries) attention_flash(FlashParams p) 
     running_max = new_max;
   }
   if (!active) return;
-  float* row = p.out + ((size_t)b * T + i) * C + h * dh;
   const float inv = 1.0f / running_sum;
+  if (p.out) {
+    float* row = p.out + ((size_t)b * T + i) * C + h * dh;
+#pragma unroll
+    for (int d = 0; d < DH; ++d)
+      if (d < dh) row[d] = o[d] * inv;
+  }
+  if (p.stats) {
+    const float* grad_row = p.dout + ((size_t)b * T + i) * C + h * dh;
+    float dot = 0.0f;
+#pragma unroll
+    for (int d = 0; d < DH; ++d)
+      if (d < dh) dot = __fmaf_rn(grad_row[d], o[d] * inv, dot);
+    float* st = p.stats + ((size_t)blockIdx.x * T + i) * 3;
+    st[0] = running_max;
+    st[1] = inv;
+    st[2] = dot;
+  }
+}
+
+// The fused backward's second pass, per query (one a thread, like the
+// forward): dQ_i = scale sum_j P_ij (dP_ij - D_i) K_j, with P_ij = exp(s_ij -
+// max_i) / sum_i recomputed from the first pass's statistics and dP_ij =
+// dO_i . V_j. Writes dqkv's q columns.
+template <int DH>
+__global__ void __launch_bounds__(kFlashQueries) attention_flash_dq(FlashParams p, float* dqkv) {
+  __shared__ __align__(16) float k_tile[kFlashKeys][DH];
+  __shared__ __align__(16) float v_tile[kFlashKeys][DH];
+  const int T = p.tokens, dh = p.head_dim, C = p.heads * dh, ld = 3 * C;
+  const int b = blockIdx.x / p.heads, h = blockIdx.x - (blockIdx.x / p.heads) * p.heads;
+  const int i = blockIdx.y * kFlashQueries + threadIdx.x;
+  const bool active = i < T;
+  const float* sample = p.qkv + (size_t)b * T * ld;
+  const float* grad_row = p.dout + ((size_t)b * T + (active ? i : 0)) * C + h * dh;
+  float q[DH], g[DH], dq[DH];
+#pragma unroll
+  for (int d = 0; d < DH; ++d) {
+    q[d] = active && d < dh ? sample[(size_t)i * ld + h * dh + d] : 0.0f;
+    g[d] = active && d < dh ? grad_row[d] : 0.0f;
+    dq[d] = 0.0f;
+  }
+  const float* st = p.stats + ((size_t)blockIdx.x * T + (active ? i : 0)) * 3;
+  const float row_max = st[0], inv_sum = st[1], row_d = st[2];
+  for (int j0 = 0; j0 < T; j0 += kFlashKeys) {
+    __syncthreads();  // every thread is done with the previous tile
+    for (int e = threadIdx.x; e < kFlashKeys * DH; e += kFlashQueries) {
+      const int jj = e / DH, d = e - (e / DH) * DH, j = j0 + jj;
+      const bool ok = j < T && d < dh;
+      k_tile[jj][d] = ok ? sample[(size_t)j * ld + C + h * dh + d] : 0.0f;
+      v_tile[jj][d] = ok ? sample[(size_t)j * ld + 2 * C + h * dh + d] : 0.0f;
+    }
+    __syncthreads();
+    const int keys = T - j0 < kFlashKeys ? T - j0 : kFlashKeys;
+    for (int jj = 0; jj < keys; ++jj) {
+      float s = 0.0f, dp = 0.0f;
+#pragma unroll
+      for (int d = 0; d < DH; ++d) {
+        s = __fmaf_rn(q[d], k_tile[jj][d], s);
+        dp = __fmaf_rn(g[d], v_tile[jj][d], dp);
+      }
+      const float prob = exp_f32(s * p.scale - row_max) * inv_sum;
+      const float ds = prob * (dp - row_d);
+#pragma unroll
+      for (int d = 0; d < DH; ++d) dq[d] = __fmaf_rn(ds, k_tile[jj][d], dq[d]);
+    }
+  }
+  if (!active) return;
+  float* out = dqkv + ((size_t)b * T + i) * ld + h * dh;
 #pragma unroll
   for (int d = 0; d < DH; ++d)
-    if (d < dh) row[d] = o[d] * inv;
+    if (d < dh) out[d] = dq[d] * p.scale;
+}
+
+// The fused backward's last passes, per key (one a thread): DV: dV_j =
+// sum_i P_ij dO_i; else dK_j = scale sum_i P_ij (dP_ij - D_i) Q_i. Two
+// kernels rather than one, so that each thread's rows (k and the sum; v too
+// for dK) fit in registers at 64 channels. Writes dqkv's k or v columns.
+template <int DH, bool DV>
+__global__ void __launch_bounds__(kFlashQueries) attention_flash_dkv(FlashParams p, float* dqkv) {
+  __shared__ __align__(16) float q_tile[kFlashKeys][DH];
+  __shared__ __align__(16) float g_tile[kFlashKeys][DH];
+  __shared__ float stat_tile[kFlashKeys][3];
+  const int T = p.tokens, dh = p.head_dim, C = p.heads * dh, ld = 3 * C;
+  const int b = blockIdx.x / p.heads, h = blockIdx.x - (blockIdx.x / p.heads) * p.heads;
+  const int j = blockIdx.y * kFlashQueries + threadIdx.x;
+  const bool active = j < T;
+  const float* sample = p.qkv + (size_t)b * T * ld;
+  const float* grads = p.dout + (size_t)b * T * C;
+  float k[DH], v[DV ? 1 : DH], acc[DH];
+#pragma unroll
+  for (int d = 0; d < DH; ++d) {
+    k[d] = active && d < dh ? sample[(size_t)j * ld + C + h * dh + d] : 0.0f;
+    if constexpr (!DV) v[d] = active && d < dh ? sample[(size_t)j * ld + 2 * C + h * dh + d] : 0.0f;
+    acc[d] = 0.0f;
+  }
+  for (int i0 = 0; i0 < T; i0 += kFlashKeys) {
+    __syncthreads();  // every thread is done with the previous tile
+    for (int e = threadIdx.x; e < kFlashKeys * DH; e += kFlashQueries) {
+      const int ii = e / DH, d = e - (e / DH) * DH, i = i0 + ii;
+      const bool ok = i < T && d < dh;
+      q_tile[ii][d] = ok ? sample[(size_t)i * ld + h * dh + d] : 0.0f;
+      g_tile[ii][d] = ok ? grads[(size_t)i * C + h * dh + d] : 0.0f;
+    }
+    for (int e = threadIdx.x; e < kFlashKeys * 3; e += kFlashQueries) {
+      const int ii = e / 3, i = i0 + ii;
+      stat_tile[ii][e - ii * 3] = i < T ? p.stats[((size_t)blockIdx.x * T + i) * 3 + (e - ii * 3)] : 0.0f;
+    }
+    __syncthreads();
+    const int queries = T - i0 < kFlashKeys ? T - i0 : kFlashKeys;
+    for (int ii = 0; ii < queries; ++ii) {
+      float s = 0.0f, dp = 0.0f;
+#pragma unroll
+      for (int d = 0; d < DH; ++d) {
+        s = __fmaf_rn(k[d], q_tile[ii][d], s);
+        if constexpr (!DV) dp = __fmaf_rn(v[d], g_tile[ii][d], dp);
+      }
+      const float prob = exp_f32(s * p.scale - stat_tile[ii][0]) * stat_tile[ii][1];
+      if constexpr (DV) {
+#pragma unroll
+        for (int d = 0; d < DH; ++d) acc[d] = __fmaf_rn(prob, g_tile[ii][d], acc[d]);
+      } else {
+        const float ds = prob * (dp - stat_tile[ii][2]);
+#pragma unroll
+        for (int d = 0; d < DH; ++d) acc[d] = __fmaf_rn(ds, q_tile[ii][d], acc[d]);
+      }
+    }
+  }
+  if (!active) return;
+  float* out = dqkv + ((size_t)b * T + j) * ld + (DV ? 2 * C : C) + h * dh;
+#pragma unroll
+  for (int d = 0; d < DH; ++d)
+    if (d < dh) out[d] = DV ? acc[d] : acc[d] * p.scale;
 }
 
 template <int DH>
@@ -128,6 +265,31 @@ void launch_flash(const FlashParams& p, int batch) {
   const dim3 grid((unsigned)(batch * p.heads), (unsigned)((p.tokens + kFlashQueries - 1) / kFlashQueries));
   MB_LAUNCH_SYNC(attention_flash<DH>, grid, kFlashQueries)(p);
   check_launch("attention_flash");
+}
+
+// The fused backward: statistics (the forward's pass), dQ, dV, dK.
+template <int DH>
+void launch_flash_backward(const FlashParams& p, int batch, float* dqkv) {
+  const dim3 grid((unsigned)(batch * p.heads), (unsigned)((p.tokens + kFlashQueries - 1) / kFlashQueries));
+  MB_LAUNCH_SYNC(attention_flash<DH>, grid, kFlashQueries)(p);
+  if (!check_launch("attention_flash (backward statistics)")) return;
+  MB_LAUNCH_SYNC(attention_flash_dq<DH>, grid, kFlashQueries)(p, dqkv);
+  if (!check_launch("attention_flash_dq")) return;
+  const auto dv_kernel = attention_flash_dkv<DH, true>;  // named: the launch macro cannot take the commas
+  MB_LAUNCH_SYNC(dv_kernel, grid, kFlashQueries)(p, dqkv);
+  if (!check_launch("attention_flash_dkv (dV)")) return;
+  const auto dk_kernel = attention_flash_dkv<DH, false>;
+  MB_LAUNCH_SYNC(dk_kernel, grid, kFlashQueries)(p, dqkv);
+  check_launch("attention_flash_dkv (dK)");
+}
+
+// The fused kernels' grid has one row of blocks per 128 queries: false (recorded) past 8 million tokens.
+bool flash_grid_ok(const AttentionArgs& a) {
+  if ((a.tokens + kFlashQueries - 1) / kFlashQueries > 65535) {
+    record(cudaErrorInvalidConfiguration, "attention: more than 8 million tokens");
+    return false;
+  }
+  return true;
 }
 
 int query_block(const AttentionArgs& a) {
@@ -249,11 +411,8 @@ void attention_forward(const float* qkv, const AttentionArgs& a, float* out, flo
     return;
   }
   if (use_flash(a)) {
-    if ((T + kFlashQueries - 1) / kFlashQueries > 65535) {
-      record(cudaErrorInvalidConfiguration, "attention: more than 8 million tokens");
-      return;
-    }
-    const FlashParams p{qkv, out, T, H, dh, a.scale};
+    if (!flash_grid_ok(a)) return;
+    const FlashParams p{qkv, out, T, H, dh, a.scale, nullptr, nullptr};
     if (dh <= 16)
       launch_flash<16>(p, a.batch);
     else if (dh <= 32)
@@ -301,12 +460,26 @@ void attention_forward(const float* qkv, const AttentionArgs& a, float* out, flo
 // overwritten.
 
 size_t attention_backward_scratch_floats(const AttentionArgs& a) {
+  if (use_flash(a)) return (size_t)3 * a.batch * a.heads * a.tokens + 64;  // the fused backward's row statistics
   return 2 * align_up((size_t)backward_samples_per_chunk(a) * a.heads * a.tokens * a.tokens, 16) + 64;
 }
 
 void attention_backward(const float* qkv, const AttentionArgs& a, const float* dout, float* dqkv, float* scratch) {
   if (a.batch <= 0 || a.tokens <= 0 || !begin_launch()) return;
   const int T = a.tokens, dh = a.head_dim, H = a.heads, C = H * dh, ld = 3 * C;
+  if (use_flash(a)) {  // the same choice as the forward's: the flash-style passes, no T x T buffers
+    if ((long long)a.batch * H > 0x7fffffffLL || !flash_grid_ok(a)) return;
+    const FlashParams p{qkv, nullptr, T, H, dh, a.scale, dout, scratch};
+    if (dh <= 16)
+      launch_flash_backward<16>(p, a.batch, dqkv);
+    else if (dh <= 32)
+      launch_flash_backward<32>(p, a.batch, dqkv);
+    else if (dh <= 48)
+      launch_flash_backward<48>(p, a.batch, dqkv);
+    else
+      launch_flash_backward<64>(p, a.batch, dqkv);
+    return;
+  }
   const int chunk = backward_samples_per_chunk(a);
   const size_t block = align_up((size_t)chunk * H * T * T, 16);
   float* probs = scratch;

@@ -905,11 +905,13 @@ void group_norm_backward_case(Rng& rng, int batch, int pixels, int channels, int
            });
 }
 
-void attention_backward_case(Rng& rng, int batch, int tokens, int heads, int head_dim) {
+void attention_backward_case(Rng& rng, int batch, int tokens, int heads, int head_dim, float spread = 1.5f) {
   const Ops* cpu = cpu_ops();
   const int C = heads * head_dim;
-  auto qkv = rng.vec((size_t)batch * tokens * 3 * C, -1.5f, 1.5f), dout = rng.vec((size_t)batch * tokens * C);
-  run_case("attention_backward", shape("b%d, %d tokens, %d heads x %d", batch, tokens, heads, head_dim), false,
+  auto qkv = rng.vec((size_t)batch * tokens * 3 * C, -spread, spread), dout = rng.vec((size_t)batch * tokens * C);
+  std::string name = g_case_tag + shape("b%d, %d tokens, %d heads x %d", batch, tokens, heads, head_dim);
+  if (spread != 1.5f) name += shape(", values within +-%g", spread);
+  run_case("attention_backward", name, false,
            [&](Device& dev, Floats& ref, Floats& got) {
              AttentionArgs a;
              a.batch = batch, a.tokens = tokens, a.heads = heads, a.head_dim = head_dim;
@@ -1298,6 +1300,17 @@ int mb::run_parity(const Ops* device_ops, uint32_t seed) {
   group_norm_backward_case(rng, 3, 49, 96, 8, false, false);
   attention_backward_case(rng, 2, 64, 1, 64);
   attention_backward_case(rng, 2, 100, 4, 32);
+  // The fused backward (where the forward fuses), forced for small cases as above.
+  if (g_device_ops != cpu_ops()) {
+    cuda::attention_flash_mode(1);
+    g_case_tag = "fused ";
+    attention_backward_case(rng, 2, 64, 1, 64);
+    attention_backward_case(rng, 2, 100, 4, 32);
+    attention_backward_case(rng, 1, 300, 2, 40);
+    attention_backward_case(rng, 2, 150, 2, 16, 4.0f);
+    g_case_tag.clear();
+    cuda::attention_flash_mode(0);
+  }
   elementwise_backward_cases(rng);
   optimizer_cases(rng);
   training_cases(rng);
