@@ -24,6 +24,7 @@
 // key (FlashAttention-2's backward, split so each thread's rows fit in
 // registers).
 #include <atomic>
+#include <type_traits>
 
 #include "../engine/mathf.h"
 #include "cuda_common.cuh"
@@ -71,6 +72,20 @@ struct FlashParams {
   float* stats;
 };
 
+// Rows first .. first + kFlashKeys - 1 (of `rows`) of two head slices into
+// shared tiles, by the whole block: a[r][d] = rows_a[(first + r) * ld_a + d],
+// likewise b; zeros past the rows and past head_dim (the padding to DH).
+template <int DH>
+__device__ __forceinline__ void fill_tiles(float (*a)[DH], float (*b)[DH], const float* rows_a, int ld_a,
+                                           const float* rows_b, int ld_b, int first, int rows, int dh) {
+  for (int e = threadIdx.x; e < kFlashKeys * DH; e += kFlashQueries) {
+    const int r = e / DH, d = e - (e / DH) * DH, row = first + r;
+    const bool ok = row < rows && d < dh;
+    a[r][d] = ok ? rows_a[(size_t)row * ld_a + d] : 0.0f;
+    b[r][d] = ok ? rows_b[(size_t)row * ld_b + d] : 0.0f;
+  }
+}
+
 // Block (sample * heads + head, query tile). DH: head_dim rounded up to a
 // multiple of 16 (q, K and V zero-padded past head_dim: the padding adds
 // zeros to every dot product and output column, which are not stored).
@@ -92,12 +107,7 @@ __global__ void __launch_bounds__(kFlashQueries) attention_flash(FlashParams p) 
   float running_max = -__int_as_float(0x7f800000), running_sum = 0.0f;
   for (int j0 = 0; j0 < T; j0 += kFlashKeys) {
     __syncthreads();  // every thread is done with the previous tile
-    for (int e = threadIdx.x; e < kFlashKeys * DH; e += kFlashQueries) {
-      const int jj = e / DH, d = e - (e / DH) * DH, j = j0 + jj;
-      const bool ok = j < T && d < dh;
-      k_tile[jj][d] = ok ? sample[(size_t)j * ld + C + h * dh + d] : 0.0f;
-      v_tile[jj][d] = ok ? sample[(size_t)j * ld + 2 * C + h * dh + d] : 0.0f;
-    }
+    fill_tiles<DH>(k_tile, v_tile, sample + C + h * dh, ld, sample + 2 * C + h * dh, ld, j0, T, dh);
     __syncthreads();
     const int keys = T - j0 < kFlashKeys ? T - j0 : kFlashKeys;
     float s[kFlashKeys];
@@ -171,12 +181,7 @@ __global__ void __launch_bounds__(kFlashQueries) attention_flash_dq(FlashParams 
   const float row_max = st[0], inv_sum = st[1], row_d = st[2];
   for (int j0 = 0; j0 < T; j0 += kFlashKeys) {
     __syncthreads();  // every thread is done with the previous tile
-    for (int e = threadIdx.x; e < kFlashKeys * DH; e += kFlashQueries) {
-      const int jj = e / DH, d = e - (e / DH) * DH, j = j0 + jj;
-      const bool ok = j < T && d < dh;
-      k_tile[jj][d] = ok ? sample[(size_t)j * ld + C + h * dh + d] : 0.0f;
-      v_tile[jj][d] = ok ? sample[(size_t)j * ld + 2 * C + h * dh + d] : 0.0f;
-    }
+    fill_tiles<DH>(k_tile, v_tile, sample + C + h * dh, ld, sample + 2 * C + h * dh, ld, j0, T, dh);
     __syncthreads();
     const int keys = T - j0 < kFlashKeys ? T - j0 : kFlashKeys;
     for (int jj = 0; jj < keys; ++jj) {
@@ -223,12 +228,7 @@ __global__ void __launch_bounds__(kFlashQueries) attention_flash_dkv(FlashParams
   }
   for (int i0 = 0; i0 < T; i0 += kFlashKeys) {
     __syncthreads();  // every thread is done with the previous tile
-    for (int e = threadIdx.x; e < kFlashKeys * DH; e += kFlashQueries) {
-      const int ii = e / DH, d = e - (e / DH) * DH, i = i0 + ii;
-      const bool ok = i < T && d < dh;
-      q_tile[ii][d] = ok ? sample[(size_t)i * ld + h * dh + d] : 0.0f;
-      g_tile[ii][d] = ok ? grads[(size_t)i * C + h * dh + d] : 0.0f;
-    }
+    fill_tiles<DH>(q_tile, g_tile, sample + h * dh, ld, grads + h * dh, C, i0, T, dh);
     for (int e = threadIdx.x; e < kFlashKeys * 3; e += kFlashQueries) {
       const int ii = e / 3, i = i0 + ii;
       stat_tile[ii][e - ii * 3] = i < T ? p.stats[((size_t)blockIdx.x * T + i) * 3 + (e - ii * 3)] : 0.0f;
@@ -281,6 +281,19 @@ void launch_flash_backward(const FlashParams& p, int batch, float* dqkv) {
   const auto dk_kernel = attention_flash_dkv<DH, false>;
   MB_LAUNCH_SYNC(dk_kernel, grid, kFlashQueries)(p, dqkv);
   check_launch("attention_flash_dkv (dK)");
+}
+
+// f(std::integral_constant<int, DH>) for the head size padded to 16, 32, 48 or 64.
+template <typename F>
+void by_head_size(int dh, F f) {
+  if (dh <= 16)
+    f(std::integral_constant<int, 16>());
+  else if (dh <= 32)
+    f(std::integral_constant<int, 32>());
+  else if (dh <= 48)
+    f(std::integral_constant<int, 48>());
+  else
+    f(std::integral_constant<int, 64>());
 }
 
 // The fused kernels' grid has one row of blocks per 128 queries: false (recorded) past 8 million tokens.
@@ -413,14 +426,7 @@ void attention_forward(const float* qkv, const AttentionArgs& a, float* out, flo
   if (use_flash(a)) {
     if (!flash_grid_ok(a)) return;
     const FlashParams p{qkv, out, T, H, dh, a.scale, nullptr, nullptr};
-    if (dh <= 16)
-      launch_flash<16>(p, a.batch);
-    else if (dh <= 32)
-      launch_flash<32>(p, a.batch);
-    else if (dh <= 48)
-      launch_flash<48>(p, a.batch);
-    else
-      launch_flash<64>(p, a.batch);
+    by_head_size(dh, [&](auto padded) { launch_flash<decltype(padded)::value>(p, a.batch); });
     return;
   }
   for (int q0 = 0; q0 < T; q0 += qb) {
@@ -470,14 +476,7 @@ void attention_backward(const float* qkv, const AttentionArgs& a, const float* d
   if (use_flash(a)) {  // the same choice as the forward's: the flash-style passes, no T x T buffers
     if ((long long)a.batch * H > 0x7fffffffLL || !flash_grid_ok(a)) return;
     const FlashParams p{qkv, nullptr, T, H, dh, a.scale, dout, scratch};
-    if (dh <= 16)
-      launch_flash_backward<16>(p, a.batch, dqkv);
-    else if (dh <= 32)
-      launch_flash_backward<32>(p, a.batch, dqkv);
-    else if (dh <= 48)
-      launch_flash_backward<48>(p, a.batch, dqkv);
-    else
-      launch_flash_backward<64>(p, a.batch, dqkv);
+    by_head_size(dh, [&](auto padded) { launch_flash_backward<decltype(padded)::value>(p, a.batch, dqkv); });
     return;
   }
   const int chunk = backward_samples_per_chunk(a);
