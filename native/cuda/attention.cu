@@ -86,6 +86,30 @@ __device__ __forceinline__ void fill_tiles(float (*a)[DH], float (*b)[DH], const
   }
 }
 
+// What a fused kernel's thread works on. Block (sample * heads + head, tile
+// of kFlashQueries rows): the thread's row (a query, or a key) is `row`.
+struct FlashThread {
+  int T, dh, C, ld, b, h, row;
+  bool active;          // row < T
+  const float* sample;  // the sample's qkv rows, ld floats apart
+};
+__device__ __forceinline__ FlashThread flash_thread(const FlashParams& p) {
+  FlashThread t;
+  t.T = p.tokens, t.dh = p.head_dim, t.C = p.heads * p.head_dim, t.ld = 3 * t.C;
+  t.b = blockIdx.x / p.heads, t.h = blockIdx.x - t.b * p.heads;
+  t.row = blockIdx.y * kFlashQueries + threadIdx.x;
+  t.active = t.row < t.T;
+  t.sample = p.qkv + (size_t)t.b * t.T * t.ld;
+  return t;
+}
+
+// x[d] = src[d] for d < dh on an active row, zero otherwise (the padding to DH).
+template <int DH>
+__device__ __forceinline__ void load_row(float (&x)[DH], const float* src, bool active, int dh) {
+#pragma unroll
+  for (int d = 0; d < DH; ++d) x[d] = active && d < dh ? src[d] : 0.0f;
+}
+
 // Block (sample * heads + head, query tile). DH: head_dim rounded up to a
 // multiple of 16 (q, K and V zero-padded past head_dim: the padding adds
 // zeros to every dot product and output column, which are not stored).
@@ -93,17 +117,9 @@ template <int DH>
 __global__ void __launch_bounds__(kFlashQueries) attention_flash(FlashParams p) {
   __shared__ __align__(16) float k_tile[kFlashKeys][DH];
   __shared__ __align__(16) float v_tile[kFlashKeys][DH];
-  const int T = p.tokens, dh = p.head_dim, C = p.heads * dh, ld = 3 * C;
-  const int b = blockIdx.x / p.heads, h = blockIdx.x - (blockIdx.x / p.heads) * p.heads;
-  const int i = blockIdx.y * kFlashQueries + threadIdx.x;
-  const bool active = i < T;
-  const float* sample = p.qkv + (size_t)b * T * ld;
-  float q[DH], o[DH];
-#pragma unroll
-  for (int d = 0; d < DH; ++d) {
-    q[d] = active && d < dh ? sample[(size_t)i * ld + h * dh + d] : 0.0f;
-    o[d] = 0.0f;
-  }
+  const auto [T, dh, C, ld, b, h, i, active, sample] = flash_thread(p);
+  float q[DH], o[DH] = {};
+  load_row<DH>(q, sample + (size_t)i * ld + h * dh, active, dh);
   float running_max = -__int_as_float(0x7f800000), running_sum = 0.0f;
   for (int j0 = 0; j0 < T; j0 += kFlashKeys) {
     __syncthreads();  // every thread is done with the previous tile
@@ -164,19 +180,11 @@ template <int DH>
 __global__ void __launch_bounds__(kFlashQueries) attention_flash_dq(FlashParams p, float* dqkv) {
   __shared__ __align__(16) float k_tile[kFlashKeys][DH];
   __shared__ __align__(16) float v_tile[kFlashKeys][DH];
-  const int T = p.tokens, dh = p.head_dim, C = p.heads * dh, ld = 3 * C;
-  const int b = blockIdx.x / p.heads, h = blockIdx.x - (blockIdx.x / p.heads) * p.heads;
-  const int i = blockIdx.y * kFlashQueries + threadIdx.x;
-  const bool active = i < T;
-  const float* sample = p.qkv + (size_t)b * T * ld;
+  const auto [T, dh, C, ld, b, h, i, active, sample] = flash_thread(p);
   const float* grad_row = p.dout + ((size_t)b * T + (active ? i : 0)) * C + h * dh;
-  float q[DH], g[DH], dq[DH];
-#pragma unroll
-  for (int d = 0; d < DH; ++d) {
-    q[d] = active && d < dh ? sample[(size_t)i * ld + h * dh + d] : 0.0f;
-    g[d] = active && d < dh ? grad_row[d] : 0.0f;
-    dq[d] = 0.0f;
-  }
+  float q[DH], g[DH], dq[DH] = {};
+  load_row<DH>(q, sample + (size_t)i * ld + h * dh, active, dh);
+  load_row<DH>(g, grad_row, active, dh);
   const float* st = p.stats + ((size_t)blockIdx.x * T + (active ? i : 0)) * 3;
   const float row_max = st[0], inv_sum = st[1], row_d = st[2];
   for (int j0 = 0; j0 < T; j0 += kFlashKeys) {
@@ -213,19 +221,11 @@ __global__ void __launch_bounds__(kFlashQueries) attention_flash_dkv(FlashParams
   __shared__ __align__(16) float q_tile[kFlashKeys][DH];
   __shared__ __align__(16) float g_tile[kFlashKeys][DH];
   __shared__ float stat_tile[kFlashKeys][3];
-  const int T = p.tokens, dh = p.head_dim, C = p.heads * dh, ld = 3 * C;
-  const int b = blockIdx.x / p.heads, h = blockIdx.x - (blockIdx.x / p.heads) * p.heads;
-  const int j = blockIdx.y * kFlashQueries + threadIdx.x;
-  const bool active = j < T;
-  const float* sample = p.qkv + (size_t)b * T * ld;
+  const auto [T, dh, C, ld, b, h, j, active, sample] = flash_thread(p);
   const float* grads = p.dout + (size_t)b * T * C;
-  float k[DH], v[DV ? 1 : DH], acc[DH];
-#pragma unroll
-  for (int d = 0; d < DH; ++d) {
-    k[d] = active && d < dh ? sample[(size_t)j * ld + C + h * dh + d] : 0.0f;
-    if constexpr (!DV) v[d] = active && d < dh ? sample[(size_t)j * ld + 2 * C + h * dh + d] : 0.0f;
-    acc[d] = 0.0f;
-  }
+  float k[DH], v[DV ? 1 : DH], acc[DH] = {};
+  load_row<DH>(k, sample + (size_t)j * ld + C + h * dh, active, dh);
+  if constexpr (!DV) load_row<DH>(v, sample + (size_t)j * ld + 2 * C + h * dh, active, dh);
   for (int i0 = 0; i0 < T; i0 += kFlashKeys) {
     __syncthreads();  // every thread is done with the previous tile
     fill_tiles<DH>(q_tile, g_tile, sample + h * dh, ld, grads + h * dh, C, i0, T, dh);

@@ -1317,6 +1317,24 @@ int mb::run_parity(const Ops* device_ops, uint32_t seed) {
   return (int)g_cases.size();
 }
 
+namespace {
+// The benchmarks' timing: `launch` once to warm up, then `iterations` times;
+// the mean ms per launch in *ms. kOk, or the device's failure (its message in reason).
+int time_launches(const Ops* ops, int iterations, double* ms, char* reason, int reason_len,
+                  const std::function<void()>& launch) {
+  launch();
+  int status = ops->sync();
+  if (status == kOk) {
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < iterations; ++i) launch();
+    status = ops->sync();
+    *ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count() / iterations;
+  }
+  if (status != kOk) copy_text(reason, (size_t)reason_len, ops->error_message());
+  return status;
+}
+}  // namespace
+
 MB_API int mb_cuda_conv_bench(int device, int weight_type, int flags, int batch, int cin, int cout, int h, int w,
                               int iterations, double* ms, char* reason, int reason_len) {
   const bool wgmma = (flags & kConvBenchWgmma) != 0, half_input = (flags & kConvBenchHalfInput) != 0;
@@ -1363,21 +1381,12 @@ MB_API int mb_cuda_conv_bench(int device, int weight_type, int flags, int batch,
     ConvEpilogue ep;
     ep.bias = dbias;
     ep.divisor = 1.0f;
-    auto conv = [&]() {
+    status = time_launches(ops, iterations, ms, reason, reason_len, [&]() {
       if (half_input)
         ops->conv2d_forward_half_input(dx, g, pw, ep, dout, dzero, dscratch);
       else
         ops->conv2d_forward(dx, g, pw, ep, dout, dzero, dscratch);
-    };
-    conv();  // warm-up
-    status = ops->sync();
-    if (status == kOk) {
-      const auto start = std::chrono::steady_clock::now();
-      for (int i = 0; i < iterations; ++i) conv();
-      status = ops->sync();
-      *ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count() / iterations;
-    }
-    if (status != kOk) copy_text(reason, (size_t)reason_len, ops->error_message());
+    });
   }
   cuda::conv_wgmma_set(was_on);
   return status;
@@ -1412,15 +1421,8 @@ MB_API int mb_cuda_attention_bench(int device, int fused, int batch, int tokens,
       cuda::attention_flash_mode(0);
       return fail(kErrOutOfMemory, "attention bench: device allocation failed");
     }
-    ops->attention_forward(dqkv, a, dout, dscratch, dzero);  // warm-up
-    status = ops->sync();
-    if (status == kOk) {
-      const auto start = std::chrono::steady_clock::now();
-      for (int i = 0; i < iterations; ++i) ops->attention_forward(dqkv, a, dout, dscratch, dzero);
-      status = ops->sync();
-      *ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count() / iterations;
-    }
-    if (status != kOk) copy_text(reason, (size_t)reason_len, ops->error_message());
+    status = time_launches(ops, iterations, ms, reason, reason_len,
+                           [&]() { ops->attention_forward(dqkv, a, dout, dscratch, dzero); });
   }
   cuda::attention_flash_mode(0);
   return status;

@@ -771,36 +771,35 @@ Napi::Value CudaParity(const Napi::CallbackInfo& info) {
   return list;
 }
 
-// cudaConvBench(device, weightType, flags, batch, cin, cout, h, w, iterations) -> { status, ms, reason }:
-// the GPU benchmark's timing of one 3x3 conv GEMM (mb_cuda_conv_bench). Synchronous: a benchmark helper.
-Napi::Value CudaConvBench(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int a[9];
-  for (int i = 0; i < 9; ++i) a[i] = info[i].As<Napi::Number>().Int32Value();
+// The GPU benchmark's timings (synchronous: benchmark helpers). `n` integer
+// arguments go to `bench`, which writes the mean ms and a reason; the result
+// is { status, ms, reason }.
+template <int n, typename Bench>
+Napi::Value RunCudaBench(const Napi::CallbackInfo& info, Bench bench) {
+  int a[n];
+  for (int i = 0; i < n; ++i) a[i] = info[i].As<Napi::Number>().Int32Value();
   double ms = 0.0;
   char reason[512] = {0};
-  const int status = mb_cuda_conv_bench(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], &ms, reason, sizeof(reason));
-  Napi::Object result = Napi::Object::New(env);
+  const int status = bench(a, &ms, reason, (int)sizeof(reason));
+  Napi::Object result = Napi::Object::New(info.Env());
   result.Set("status", status);
   result.Set("ms", ms);
   result.Set("reason", std::string(reason));
   return result;
 }
 
-// cudaAttentionBench(device, fused, batch, tokens, heads, headDim, iterations) -> { status, ms, reason }:
-// the GPU benchmark's timing of one attention forward (mb_cuda_attention_bench).
+// cudaConvBench(device, weightType, flags, batch, cin, cout, h, w, iterations): one 3x3 conv GEMM (mb_cuda_conv_bench).
+Napi::Value CudaConvBench(const Napi::CallbackInfo& info) {
+  return RunCudaBench<9>(info, [](const int* a, double* ms, char* reason, int len) {
+    return mb_cuda_conv_bench(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], ms, reason, len);
+  });
+}
+
+// cudaAttentionBench(device, fused, batch, tokens, heads, headDim, iterations): one attention forward (mb_cuda_attention_bench).
 Napi::Value CudaAttentionBench(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int a[7];
-  for (int i = 0; i < 7; ++i) a[i] = info[i].As<Napi::Number>().Int32Value();
-  double ms = 0.0;
-  char reason[512] = {0};
-  const int status = mb_cuda_attention_bench(a[0], a[1], a[2], a[3], a[4], a[5], a[6], &ms, reason, sizeof(reason));
-  Napi::Object result = Napi::Object::New(env);
-  result.Set("status", status);
-  result.Set("ms", ms);
-  result.Set("reason", std::string(reason));
-  return result;
+  return RunCudaBench<7>(info, [](const int* a, double* ms, char* reason, int len) {
+    return mb_cuda_attention_bench(a[0], a[1], a[2], a[3], a[4], a[5], a[6], ms, reason, len);
+  });
 }
 
 // cudaFaultProbe(device) -> { status, message }: loses the CUDA context (child processes only).
