@@ -10,9 +10,9 @@ import { Bench } from 'tinybench';
 
 import { createUNet } from '../src/index.js';
 import type { LoadOptions } from '../src/index.js';
-import { nativeAvailable } from '../src/backend/native.js';
-import { wasmPath } from '../src/backend/wasm.js';
-import { createWasmBackend } from '../src/wasm.js';
+import { nativeAvailable } from '../src/node/native.js';
+import { wasmPath } from '../src/node/wasm.js';
+import { createWasmBackend } from '../src/web/wasm.js';
 import { CIFAR10_CONFIG, CIFAR10_GFLOP_PER_IMAGE } from './models.js';
 // Also (issue #5): % of the measured peak (bench/peak.ts) for each row's ISA and
 // thread count; onnxruntime-node / onnxruntime-web on the same model when

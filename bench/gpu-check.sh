@@ -86,7 +86,7 @@ fi
 
 # 3. What the addon sees.
 "$NODE" --input-type=module -e "
-  const m = await import('$ROOT/dist/src/backend/native.js');
+  const m = await import('$ROOT/dist/src/node/native.js');
   const d = m.cudaDevices();
   console.log(JSON.stringify(d, null, 2));
   if (!d.built) console.error('gpu-check: this addon was built without CUDA');

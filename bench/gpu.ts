@@ -16,10 +16,10 @@ import { fileURLToPath } from 'node:url';
 
 import { createUNet } from '../src/index.js';
 import type { DType } from '../src/index.js';
-import { cudaDevices, loadAddon } from '../src/backend/native.js';
-import { sample } from '../src/sampler.js';
-import { DDIMScheduler } from '../src/schedulers/ddim.js';
-import { packStepCoefficients } from '../src/schedulers/engine_step.js';
+import { cudaDevices, loadAddon } from '../src/node/native.js';
+import { sample } from '../src/core/sampler.js';
+import { DDIMScheduler } from '../src/core/schedulers/ddim.js';
+import { packStepCoefficients } from '../src/core/schedulers/engine_step.js';
 import { CIFAR10_CONFIG, CIFAR10_GFLOP_PER_IMAGE } from './models.js';
 
 const batches = (process.env.BENCH_BATCHES ?? '1,8,64,256').split(',').filter(Boolean).map(Number);  // '' for none

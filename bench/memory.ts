@@ -16,9 +16,9 @@ import { fileURLToPath } from 'node:url';
 
 import { createUNet } from '../src/index.js';
 import type { BackendName } from '../src/index.js';
-import { nativeAvailable } from '../src/backend/native.js';
-import { sample } from '../src/sampler.js';
-import { DDIMScheduler } from '../src/schedulers/ddim.js';
+import { nativeAvailable } from '../src/node/native.js';
+import { sample } from '../src/core/sampler.js';
+import { DDIMScheduler } from '../src/core/schedulers/ddim.js';
 import { CIFAR10_CONFIG } from './models.js';
 import { writeResult } from './results.js';
 

@@ -19,8 +19,8 @@ import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 
-import { loadAddon, nativeAvailable } from '../src/backend/native.js';
-import { wasmPath } from '../src/backend/wasm.js';
+import { loadAddon, nativeAvailable } from '../src/node/native.js';
+import { wasmPath } from '../src/node/wasm.js';
 import { readResult, writeResult } from './results.js';
 
 export interface PeakRow {

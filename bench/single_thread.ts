@@ -4,7 +4,7 @@
 // comparisons on a loaded machine mostly measure how each thread pool copes
 // with losing its cores (onnxruntime's spins while it waits); one thread each
 // compares the kernels.
-import { loadAddon, nativeAvailable } from '../src/backend/native.js';
+import { loadAddon, nativeAvailable } from '../src/node/native.js';
 import { createUNet } from '../src/index.js';
 import { unetToOnnx } from '../src/onnx/export.js';
 import { CIFAR10_CONFIG } from './models.js';

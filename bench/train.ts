@@ -9,8 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { createUNet } from '../src/index.js';
 import type { BackendName } from '../src/index.js';
 import { engineOf } from '../src/train/engine_access.js';
-import { nativeAvailable } from '../src/backend/native.js';
-import { DDPMScheduler } from '../src/schedulers/ddpm.js';
+import { nativeAvailable } from '../src/node/native.js';
+import { DDPMScheduler } from '../src/core/schedulers/ddpm.js';
 import { CIFAR10_CONFIG, MNIST_SMALL_CONFIG } from './models.js';
 
 const batch = Number(process.env.BENCH_TRAIN_BATCH ?? 16);

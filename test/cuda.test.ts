@@ -3,7 +3,7 @@
 // test/cuda_emulation.test.ts runs the same suite with the kernels emulated.
 import { test } from 'node:test';
 
-import { cudaUnavailableReason } from '../src/backend/native.js';
+import { cudaUnavailableReason } from '../src/node/native.js';
 import { registerCudaSuite } from './cuda_suite.js';
 
 const reason = cudaUnavailableReason();

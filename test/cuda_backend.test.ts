@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 
 import { BackendError, DDPMScheduler, Trainer, createBackend, loadUNet } from '../src/index.js';
 import { engineOf } from '../src/train/engine_access.js';
-import { cudaDevices, cudaUnavailableReason, loadAddon } from '../src/backend/native.js';
+import { cudaDevices, cudaUnavailableReason, loadAddon } from '../src/node/native.js';
 import { SELF_TEST_FAMILIES, fixturePath } from './helpers.js';
 
 const info = cudaDevices();

@@ -21,15 +21,15 @@ import { join } from 'node:path';
 
 import { MemoryLimitError, Trainer, createUNet, loadUNet } from '../src/index.js';
 import type { BackendName, UNet2DModel } from '../src/index.js';
-import { packStepCoefficients } from '../src/schedulers/engine_step.js';
-import { cudaDevices, loadAddon } from '../src/backend/native.js';
-import type { CudaParityCase } from '../src/backend/native.js';
-import { readSafetensorsFile, tensorToFloat32 } from '../src/model/safetensors.js';
-import { sample } from '../src/sampler.js';
-import { DDIMScheduler } from '../src/schedulers/ddim.js';
-import { DDPMScheduler } from '../src/schedulers/ddpm.js';
+import { packStepCoefficients } from '../src/core/schedulers/engine_step.js';
+import { cudaDevices, loadAddon } from '../src/node/native.js';
+import type { CudaParityCase } from '../src/node/native.js';
+import { readSafetensorsFile, tensorToFloat32 } from '../src/core/model/safetensors.js';
+import { sample } from '../src/core/sampler.js';
+import { DDIMScheduler } from '../src/core/schedulers/ddim.js';
+import { DDPMScheduler } from '../src/core/schedulers/ddpm.js';
 import { engineOf } from '../src/train/engine_access.js';
-import type { TensorKind } from '../src/backend/backend.js';
+import type { TensorKind } from '../src/core/backend/backend.js';
 import { SELF_TEST_FAMILIES, UNET_FIXTURES, fixturePath, forwardReference, maxAbs, maxAbsDiff, selfTestFailure } from './helpers.js';
 import {
   HALF_UNIT_ROUNDOFF,
@@ -65,7 +65,7 @@ export function registerCudaSuite(options: CudaSuiteOptions): void {
       // In a child process: a kernel fault loses the CUDA context, and it must
       // not take the forward tests below with it. The child names each case on
       // stderr before running it, so a crash still says where.
-      const native = fileURLToPath(new URL('../src/backend/native.js', import.meta.url));
+      const native = fileURLToPath(new URL('../src/node/native.js', import.meta.url));
       const script = `import('${native}').then((m) => process.stdout.write(JSON.stringify(m.loadAddon().cudaParity(0, 20261128, false))));`;
       const env: NodeJS.ProcessEnv = { ...process.env, MB_PARITY_TRACE: '1' };
       if (schedule) env.MB_EMU_SCHEDULE = schedule;
@@ -585,7 +585,7 @@ export function registerCudaSuite(options: CudaSuiteOptions): void {
 
   test('a kernel fault is a typed device error and the process survives it', { skip: options.emulated && 'kernel faults cannot be emulated' }, () => {
     // In a child: the fault loses this process's CUDA context for good.
-    const native = fileURLToPath(new URL('../src/backend/native.js', import.meta.url));
+    const native = fileURLToPath(new URL('../src/node/native.js', import.meta.url));
     const script = `import('${native}').then((m) => { const r = m.loadAddon().cudaFaultProbe(0); console.log(JSON.stringify(r)); console.log('alive'); });`;
     const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
     const lines = out.trim().split('\n');

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import jpeg from 'jpeg-js';
 import pngjs from 'pngjs';
 
-import { InputError } from '../src/errors.js';
+import { InputError } from '../src/core/errors.js';
 import { DataLoader, ImageFolderDataset, MnistDataset, resizeBilinear } from '../src/data/index.js';
 import type { Dataset, DatasetItem } from '../src/data/index.js';
 

@@ -12,11 +12,11 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tmpdir as tmpdirPath } from 'node:os';
 
-import { packageRoot } from '../src/backend/native.js';
+import { packageRoot } from '../src/node/native.js';
 import { EMBEDDED_MODEL } from '../src/cli/embedded_model.js';
-import { loadPipeline } from '../src/pipeline.js';
-import { sample } from '../src/sampler.js';
-import { readSafetensorsFile, tensorToFloat32 } from '../src/model/safetensors.js';
+import { loadPipeline } from '../src/core/pipeline.js';
+import { sample } from '../src/core/sampler.js';
+import { readSafetensorsFile, tensorToFloat32 } from '../src/core/model/safetensors.js';
 import { fixturePath, maxAbs, maxAbsDiff } from './helpers.js';
 
 const dir = path.join(packageRoot(), EMBEDDED_MODEL);

@@ -12,8 +12,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { InputError, loadUNet } from '../src/index.js';
-import { packageRoot } from '../src/backend/native.js';
-import { DDIMScheduler } from '../src/schedulers/ddim.js';
+import { packageRoot } from '../src/node/native.js';
+import { DDIMScheduler } from '../src/core/schedulers/ddim.js';
 import {
   evenSubset,
   forEachPair,
@@ -42,8 +42,8 @@ import {
   readSafetensorsFile,
   tensorToFloat32,
   writeSafetensorsFile,
-} from '../src/model/safetensors.js';
-import type { TensorToWrite } from '../src/model/safetensors.js';
+} from '../src/core/model/safetensors.js';
+import type { TensorToWrite } from '../src/core/model/safetensors.js';
 import { fixturePath, maxAbsDiff } from './helpers.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));

@@ -3,11 +3,11 @@ import { fileURLToPath } from 'node:url';
 
 import { readFile } from 'node:fs/promises';
 
-import { nativeAvailable } from '../src/backend/native.js';
-import { wasmPath } from '../src/backend/wasm.js';
+import { nativeAvailable } from '../src/node/native.js';
+import { wasmPath } from '../src/node/wasm.js';
 import type { LoadOptions } from '../src/index.js';
-import { createWasmBackend } from '../src/wasm.js';
-import { readSafetensorsFile, tensorToFloat32, tensorToInt64AsNumbers } from '../src/model/safetensors.js';
+import { createWasmBackend } from '../src/web/wasm.js';
+import { readSafetensorsFile, tensorToFloat32, tensorToInt64AsNumbers } from '../src/core/model/safetensors.js';
 
 /** Tests run from dist/test/; the fixtures stay in the source tree. */
 export function fixturePath(relative: string): string {

@@ -15,10 +15,10 @@ import { exportOnnxFile } from '../src/cli/export.js';
 import { ONNX_IR_VERSION, ONNX_OPSET, unetToOnnx } from '../src/onnx/export.js';
 import { ProtoMessage } from '../src/onnx/protobuf.js';
 import { timestepFrequencies } from '../src/onnx/unet_graph.js';
-import { readSafetensorsFile, tensorToFloat32, tensorToInt64AsNumbers } from '../src/model/safetensors.js';
+import { readSafetensorsFile, tensorToFloat32, tensorToInt64AsNumbers } from '../src/core/model/safetensors.js';
 import { engineOf } from '../src/train/engine_access.js';
 import { createOrtSession, loadOrt } from '../bench/onnxruntime.js';
-import { classConditioning } from '../src/model/config.js';
+import { classConditioning } from '../src/core/model/config.js';
 import { UNET_FIXTURES, fixturePath, maxAbs, maxAbsDiff } from './helpers.js';
 import { bytesOf, ints, msgs, readFields, readMessage, str } from './support/protobuf_reader.js';
 

@@ -6,8 +6,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 
-import { loadAddon } from '../src/backend/native.js';
-import { wasmPath } from '../src/backend/wasm.js';
+import { loadAddon } from '../src/node/native.js';
+import { wasmPath } from '../src/node/wasm.js';
 import { backendsUnderTest } from './helpers.js';
 
 type PeakFn = (isa: number, tasks: number, iterations: number) => number;

@@ -4,7 +4,7 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { SafetensorsError } from '../src/errors.js';
+import { SafetensorsError } from '../src/core/errors.js';
 import {
   bfloat16ToFloat32,
   float16ToFloat32,
@@ -16,7 +16,7 @@ import {
   tensorToFloat32,
   tensorToInt64AsNumbers,
   writeSafetensorsFile,
-} from '../src/model/safetensors.js';
+} from '../src/core/model/safetensors.js';
 
 // Tests run from dist/test/, the fixtures stay in the source tree.
 const fixture = (relative: string): string => fileURLToPath(new URL(`../../test/fixtures/${relative}`, import.meta.url));

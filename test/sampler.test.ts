@@ -8,12 +8,12 @@ import { readFileSync } from 'node:fs';
 
 import { InputError, loadUNet } from '../src/index.js';
 import type { BackendName } from '../src/index.js';
-import { decodePng } from '../src/image/png.js';
-import { readSafetensorsFile, tensorToFloat32 } from '../src/model/safetensors.js';
-import { loadPipeline } from '../src/pipeline.js';
-import { sample } from '../src/sampler.js';
-import { DDIMScheduler } from '../src/schedulers/ddim.js';
-import { DDPMScheduler } from '../src/schedulers/ddpm.js';
+import { decodePng } from '../src/core/image/png.js';
+import { readSafetensorsFile, tensorToFloat32 } from '../src/core/model/safetensors.js';
+import { loadPipeline } from '../src/core/pipeline.js';
+import { sample } from '../src/core/sampler.js';
+import { DDIMScheduler } from '../src/core/schedulers/ddim.js';
+import { DDPMScheduler } from '../src/core/schedulers/ddpm.js';
 import { fixturePath, maxAbs, maxAbsDiff } from './helpers.js';
 
 interface PipelineCase {

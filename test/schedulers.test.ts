@@ -17,14 +17,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { ConfigError, InputError } from '../src/errors.js';
-import { F32_MATH, type ScalarMath } from '../src/math/float32.js';
-import { TorchGenerator } from '../src/rng/torch.js';
-import { DDIMScheduler } from '../src/schedulers/ddim.js';
-import { DDPMScheduler } from '../src/schedulers/ddpm.js';
-import { createBackend } from '../src/backend/select.js';
-import { runStepKernel } from '../src/schedulers/engine_step.js';
-import type { StepCoefficients, StepLayout } from '../src/schedulers/step_kernel.js';
+import { ConfigError, InputError } from '../src/core/errors.js';
+import { F32_MATH, type ScalarMath } from '../src/core/math/float32.js';
+import { TorchGenerator } from '../src/core/rng/torch.js';
+import { DDIMScheduler } from '../src/core/schedulers/ddim.js';
+import { DDPMScheduler } from '../src/core/schedulers/ddpm.js';
+import { createBackend } from '../src/node/select.js';
+import { runStepKernel } from '../src/core/schedulers/engine_step.js';
+import type { StepCoefficients, StepLayout } from '../src/core/schedulers/step_kernel.js';
 
 // The fused step kernel runs in the engine; every trace is checked on both builds.
 const BACKENDS = [await createBackend('cpu'), await createBackend('wasm')];

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { DDPMScheduler, createUNet } from '../src/index.js';
-import { nativeAvailable } from '../src/backend/native.js';
+import { nativeAvailable } from '../src/node/native.js';
 import { engineOf } from '../src/train/engine_access.js';
 
 const CONFIG = {

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { TorchGenerator } from '../src/rng/torch.js';
+import { TorchGenerator } from '../src/core/rng/torch.js';
 
 interface Draw {
   seed: number;

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { ConfigError, DDIMScheduler, DDPMScheduler, InputError, TorchGenerator, loadPipeline, loadUNet, parseUNet2DConfig } from '../src/index.js';
-import { parseSafetensors, serializeSafetensors, tensorToFloat32 } from '../src/model/safetensors.js';
+import { parseSafetensors, serializeSafetensors, tensorToFloat32 } from '../src/core/model/safetensors.js';
 import {
   CheckpointError,
   Trainer,

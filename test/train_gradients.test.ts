@@ -7,9 +7,9 @@ import assert from 'node:assert/strict';
 
 import { createUNet, loadUNet } from '../src/index.js';
 import { engineOf } from '../src/train/engine_access.js';
-import { readSafetensorsFile, tensorToFloat32 } from '../src/model/safetensors.js';
-import type { UNet2DModel } from '../src/model/unet.js';
-import { DDPMScheduler } from '../src/schedulers/ddpm.js';
+import { readSafetensorsFile, tensorToFloat32 } from '../src/core/model/safetensors.js';
+import type { UNet2DModel } from '../src/core/model/unet.js';
+import { DDPMScheduler } from '../src/core/schedulers/ddpm.js';
 import { backendsUnderTest, fixturePath, maxAbsDiff } from './helpers.js';
 import { TRAIN_FIXTURES, batchFrom, checkAdamwStepAgainstTorch, checkTrainStepAgainstDiffusers } from './train_reference.js';
 

@@ -7,10 +7,10 @@ import assert from 'node:assert/strict';
 import { loadUNet } from '../src/index.js';
 import type { LoadOptions } from '../src/index.js';
 import { engineOf } from '../src/train/engine_access.js';
-import { readSafetensorsFile, tensorToFloat32, tensorToInt64AsNumbers } from '../src/model/safetensors.js';
-import type { SafetensorsFile } from '../src/model/safetensors.js';
-import type { EngineModel } from '../src/backend/backend.js';
-import { DDPMScheduler } from '../src/schedulers/ddpm.js';
+import { readSafetensorsFile, tensorToFloat32, tensorToInt64AsNumbers } from '../src/core/model/safetensors.js';
+import type { SafetensorsFile } from '../src/core/model/safetensors.js';
+import type { EngineModel } from '../src/core/backend/backend.js';
+import { DDPMScheduler } from '../src/core/schedulers/ddpm.js';
 import { fixturePath, maxAbs, maxAbsDiff } from './helpers.js';
 
 /** The fixtures with a train_step.safetensors (and adamw_step.safetensors) reference. */

@@ -20,8 +20,8 @@ import {
 } from '../src/index.js';
 import type { BackendName, DType } from '../src/index.js';
 import { DDIMScheduler, sample } from '../src/index.js';
-import { parseSafetensors, serializeSafetensors, tensorToFloat32 } from '../src/model/safetensors.js';
-import type { TensorToWrite } from '../src/model/safetensors.js';
+import { parseSafetensors, serializeSafetensors, tensorToFloat32 } from '../src/core/model/safetensors.js';
+import type { TensorToWrite } from '../src/core/model/safetensors.js';
 import { engineOf } from '../src/train/engine_access.js';
 import { fixturePath } from './helpers.js';
 

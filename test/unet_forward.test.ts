@@ -125,7 +125,7 @@ test('pipeline folders load through their unet/ subfolder', async () => {
 
 for (const backend of ['cpu', 'wasm'] as BackendName[])
 test(`the ${backend} backend keeps the event loop free during a forward`, async () => {
-  // wasm: the forward runs on the engine worker_thread (src/backend/wasm.ts)
+  // wasm: the forward runs on the engine worker_thread (src/node/wasm.ts)
   const unet = await loadUNet(fixturePath('unet/cifar-slim'), { backend, threads: 2 });
   try {
     const batch = 16;

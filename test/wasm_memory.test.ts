@@ -8,10 +8,10 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 
 import { createUNet } from '../src/index.js';
-import { nativeAvailable } from '../src/backend/native.js';
-import { exportsOf } from '../src/backend/wasm_core.js';
+import { nativeAvailable } from '../src/node/native.js';
+import { exportsOf } from '../src/core/backend/wasm_core.js';
 import { maxAbs, maxAbsDiff } from './helpers.js';
-import { wasmPath } from '../src/backend/wasm.js';
+import { wasmPath } from '../src/node/wasm.js';
 
 test('wasm: allocations past 2 GiB, addresses above 2 GiB read and written from JS, oversize requests refused', () => {
   const ex = exportsOf(new WebAssembly.Instance(new WebAssembly.Module(readFileSync(wasmPath())), {}));

@@ -9,15 +9,15 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-import { createWasmBackend } from '../src/backend/wasm.js';
-import { relaxedSimdSupported } from '../src/backend/wasm_features.js';
+import { createWasmBackend } from '../src/node/wasm.js';
+import { relaxedSimdSupported } from '../src/core/backend/wasm_features.js';
 
 const here = (file: string) => fileURLToPath(new URL(file, import.meta.url));
 // This process's runtime may have relaxed SIMD already; else the flag turns it on.
 const relaxedFlags = relaxedSimdSupported() ? [] : ['--experimental-wasm-relaxed-simd'];
 
 function isasIn(flags: string[], env: NodeJS.ProcessEnv = {}): string[] {
-  const wasm = here('../src/backend/wasm.js');
+  const wasm = here('../src/node/wasm.js');
   const script = `import('${wasm}').then(async (m) => { const out = []; for (const threads of [1, 2]) { const b = await m.createWasmBackend({ threads }); out.push(b.isa()); b.dispose?.(); } console.log(JSON.stringify(out)); });`;
   const text = execFileSync(process.execPath, [...flags, '--input-type=module', '-e', script], {
     encoding: 'utf8',

@@ -8,12 +8,12 @@ import { existsSync, readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 
 import { BackendError, loadUNet } from '../src/index.js';
-import { WASM_THREADS_MEMORY, backendOver, exportsOf, guardedExports, EngineFailure } from '../src/backend/wasm_core.js';
-import { spawnNodeThread, wasmPath, wasmThreadsPath } from '../src/backend/wasm.js';
-import { startThreads } from '../src/backend/wasm_threads.js';
-import { engineError } from '../src/model/unet.js';
-import { createWasmBackend } from '../src/wasm.js';
-import type { WorkerLike } from '../src/wasm.js';
+import { WASM_THREADS_MEMORY, backendOver, exportsOf, guardedExports, EngineFailure } from '../src/core/backend/wasm_core.js';
+import { spawnNodeThread, wasmPath, wasmThreadsPath } from '../src/node/wasm.js';
+import { startThreads } from '../src/core/backend/wasm_threads.js';
+import { engineError } from '../src/core/model/unet.js';
+import { createWasmBackend } from '../src/web/wasm.js';
+import type { WorkerLike } from '../src/web/wasm.js';
 import { fixturePath } from './helpers.js';
 
 /** OS threads of this process (Linux); every worker_thread is at least one. */
@@ -183,8 +183,8 @@ test('marble-diffusion/wasm and its Web Worker import no Node built-ins', () => 
       visit(new URL(specifier, file));
     }
   };
-  visit(new URL('../src/wasm.js', import.meta.url));
-  visit(new URL('../src/backend/wasm_worker_web.js', import.meta.url));
+  visit(new URL('../src/web/wasm.js', import.meta.url));
+  visit(new URL('../src/web/wasm_worker_web.js', import.meta.url));
   assert.ok(seen.size >= 5, `followed ${seen.size} modules`);
 });
 

@@ -43,7 +43,7 @@ FLAGS=(--target=wasm32 -std=c++17 -O3 -msimd128 -mbulk-memory -mnontrapping-fpto
   -fno-exceptions -fno-rtti -fvisibility=hidden -ffp-contract=off -fno-math-errno -Wall
   -ffile-prefix-map="$PWD"=.)
 # Memory limits. The threaded build's memory is created by the loader
-# (src/backend/wasm_core.ts, WASM_THREADS_MEMORY), which must use these numbers.
+# (src/core/backend/wasm_core.ts, WASM_THREADS_MEMORY), which must use these numbers.
 INITIAL_MEMORY=16777216
 MAX_MEMORY=4294967296
 STACK_SIZE=1048576  # the first instance's stack; other threads get theirs from the heap

@@ -4,8 +4,8 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 
-import { packageRoot } from '../backend/native.js';
-import { InputError } from '../errors.js';
+import { packageRoot } from '../node/native.js';
+import { InputError } from '../core/errors.js';
 
 /** Where the embedded model lives, relative to the package root. */
 export const EMBEDDED_MODEL = path.join('models', 'mnist');

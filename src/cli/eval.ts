@@ -14,7 +14,7 @@ import { mkdir, readdir, writeFile, appendFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 
-import { InputError, MarbleError } from '../errors.js';
+import { InputError, MarbleError } from '../core/errors.js';
 import { MnistDataset } from '../data/mnist.js';
 import { buildReference, measureSamples } from '../eval/metrics.js';
 import type { Reference, SampleMetrics } from '../eval/metrics.js';
@@ -23,9 +23,9 @@ import { generateSamples, modelCacheKey } from '../eval/generate.js';
 import { precisionRecall } from '../eval/precision_recall.js';
 import { tableHeader, tableRow } from '../eval/table.js';
 import type { TableContext, TableRow } from '../eval/table.js';
-import { imagesToGridPng, samplesToImages } from '../image/png.js';
-import { loadPipeline } from '../pipeline.js';
-import type { Pipeline } from '../pipeline.js';
+import { imagesToGridPng, samplesToImages } from '../core/image/png.js';
+import { loadPipeline } from '../core/pipeline.js';
+import type { Pipeline } from '../core/pipeline.js';
 import { resolveSampleModel } from './embedded_model.js';
 
 const K = 3;

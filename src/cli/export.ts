@@ -21,14 +21,14 @@ import { copyFile, mkdir, readFile, readdir, rename, rm, stat, unlink, writeFile
 import path from 'node:path';
 import { Command, Option } from 'commander';
 
-import { ConfigError, InputError } from '../errors.js';
-import { parseUNet2DConfig } from '../model/config.js';
-import { readSafetensorsFile, tensorToFloat32, writeSafetensorsFile } from '../model/safetensors.js';
-import type { TensorToWrite } from '../model/safetensors.js';
-import { loadUNet, resolveModelDir } from '../model/unet.js';
+import { ConfigError, InputError } from '../core/errors.js';
+import { parseUNet2DConfig } from '../core/model/config.js';
+import { readSafetensorsFile, tensorToFloat32, writeSafetensorsFile } from '../core/model/safetensors.js';
+import type { TensorToWrite } from '../core/model/safetensors.js';
+import { loadUNet, resolveModelDir } from '../core/model/unet.js';
 import { unetToOnnx } from '../onnx/export.js';
 import type { OnnxExportInfo } from '../onnx/export.js';
-import { DDPMScheduler } from '../schedulers/ddpm.js';
+import { DDPMScheduler } from '../core/schedulers/ddpm.js';
 import { commitDirectory, exists, temporaryName } from '../train/atomic_fs.js';
 import { ddpmPipelineIndex, schedulerToDiffusersConfig } from '../train/diffusers_config.js';
 

@@ -10,19 +10,19 @@ import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
 
-import { MarbleError } from '../errors.js';
-import { classConditioning } from '../model/config.js';
-import { loadPipeline } from '../pipeline.js';
-import { sample } from '../sampler.js';
+import { MarbleError } from '../core/errors.js';
+import { classConditioning } from '../core/model/config.js';
+import { loadPipeline } from '../core/pipeline.js';
+import { sample } from '../core/sampler.js';
 import { resolveSampleModel } from './embedded_model.js';
 import { registerEvalCommand } from './eval.js';
 import { registerExportCommand } from './export.js';
 import { registerTrainCommand } from './train.js';
 
-import { cudaDevices, loadAddon, nativeAvailable } from '../backend/native.js';
-import { DTYPES } from '../backend/backend.js';
-import type { DType } from '../backend/backend.js';
-import { createWasmBackend, wasmPath, wasmThreadsPath } from '../backend/wasm.js';
+import { cudaDevices, loadAddon, nativeAvailable } from '../node/native.js';
+import { DTYPES } from '../core/backend/backend.js';
+import type { DType } from '../core/backend/backend.js';
+import { createWasmBackend, wasmPath, wasmThreadsPath } from '../node/wasm.js';
 
 // The smallest module that uses a SIMD128 instruction (v128.const, drop).
 const SIMD_PROBE = new Uint8Array([

@@ -6,7 +6,7 @@
 import jpeg from 'jpeg-js';
 import pngjs from 'pngjs';
 
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 import { centerCrop, coverSize, resizeBilinear } from './resample.js';
 
 const { PNG } = pngjs;

@@ -4,7 +4,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 import type { Dataset, DatasetItem } from './dataset.js';
 import { decodeImage, preprocessImage } from './image.js';
 

@@ -3,7 +3,7 @@
 // loader's state is just (epoch, position) and a resumed run sees exactly
 // the batches the uninterrupted run would have. Batches are always full:
 // the last one of an epoch continues into the next epoch's order.
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 import type { Dataset } from './dataset.js';
 import { hashKey, SeededRandom } from './random.js';
 import { flipHorizontal } from './resample.js';

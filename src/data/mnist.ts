@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 import type { Dataset, DatasetItem } from './dataset.js';
 import { resizeBilinear } from './resample.js';
 

@@ -5,7 +5,7 @@
 // model's class accuracy. The same classifier applied to the held-out real
 // digits says how far it can be trusted (k-NN in pixel space reads MNIST
 // correctly about 95% of the time), so the two are read together.
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 import { kNearest } from './distance.js';
 import type { KNearest, Rows } from './distance.js';
 

@@ -8,7 +8,7 @@
 // keeps the result exact to ~1e-15 relative; the |a|^2 + |b|^2 - 2ab
 // expansion would be no faster here and loses digits to cancellation when
 // two images are close, which is exactly the copying case we look for.
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 
 /** n vectors of d float32 values, one after another ([N, D] row-major). */
 export interface Rows {

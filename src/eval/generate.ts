@@ -12,12 +12,12 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
-import { InputError } from '../errors.js';
-import { classConditioning } from '../model/config.js';
-import type { UNet2DModel } from '../model/unet.js';
-import { sample } from '../sampler.js';
-import type { DDIMScheduler } from '../schedulers/ddim.js';
-import type { DDPMScheduler } from '../schedulers/ddpm.js';
+import { InputError } from '../core/errors.js';
+import { classConditioning } from '../core/model/config.js';
+import type { UNet2DModel } from '../core/model/unet.js';
+import { sample } from '../core/sampler.js';
+import type { DDIMScheduler } from '../core/schedulers/ddim.js';
+import type { DDPMScheduler } from '../core/schedulers/ddpm.js';
 import type { Rows } from './distance.js';
 import { toPixels } from './mnist_reference.js';
 

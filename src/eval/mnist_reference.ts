@@ -9,7 +9,7 @@
 // `marble train --data mnist --holdout N` leaves exactly these digits out
 // (same split, seed 0), as the default model's recipe does, so the held-out
 // digits are unseen by it; a model trained without --holdout has seen them.
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 import type { Dataset } from '../data/dataset.js';
 import { SeededRandom } from '../data/random.js';
 import type { Rows } from './distance.js';

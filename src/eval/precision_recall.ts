@@ -15,7 +15,7 @@
 // a VGG-16 feature space; here they are in pixel space, which is
 // meaningful for aligned, centred MNIST digits and needs no network. The
 // numbers are therefore comparable between marble models, not with papers.
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 import { kthNeighborSquaredDistances, squaredDistanceMatrix } from './distance.js';
 import type { Rows } from './distance.js';
 

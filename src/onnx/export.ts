@@ -2,8 +2,8 @@
 // (so whatever loads in marble exports: legacy attention names, f16/bf16
 // checkpoints and freshly created models alike). The graph is
 // ./unet_graph.ts; the wire format ./onnx_proto.ts.
-import { InputError } from '../errors.js';
-import type { UNet2DModel } from '../model/unet.js';
+import { InputError } from '../core/errors.js';
+import type { UNet2DModel } from '../core/model/unet.js';
 import { engineOf } from '../train/engine_access.js';
 import { encodeModel } from './onnx_proto.js';
 import { buildUNetGraph } from './unet_graph.js';

@@ -11,8 +11,8 @@
 // Initializers carry the parameter table's names and shapes unchanged;
 // layout changes (a linear's W^T, a norm's [C, 1, 1]) are graph nodes on
 // initializers, which onnxruntime folds once when it loads the model.
-import { classConditioning, timeEmbedDim } from '../model/config.js';
-import type { UNet2DConfig } from '../model/config.js';
+import { classConditioning, timeEmbedDim } from '../core/model/config.js';
+import type { UNet2DConfig } from '../core/model/config.js';
 import { GraphBuilder } from './graph_builder.js';
 import { OnnxDataType } from './onnx_proto.js';
 import type { OnnxGraph, OnnxValueInfo } from './onnx_proto.js';

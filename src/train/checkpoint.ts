@@ -18,10 +18,10 @@
 import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 
-import { MarbleError } from '../errors.js';
-import type { ParamInfo } from '../backend/backend.js';
-import { readSafetensorsFile, tensorToFloat32, writeSafetensorsFile } from '../model/safetensors.js';
-import type { SafetensorsFile, TensorToWrite } from '../model/safetensors.js';
+import { MarbleError } from '../core/errors.js';
+import type { ParamInfo } from '../core/backend/backend.js';
+import { readSafetensorsFile, tensorToFloat32, writeSafetensorsFile } from '../core/model/safetensors.js';
+import type { SafetensorsFile, TensorToWrite } from '../core/model/safetensors.js';
 import {
   commitDirectory,
   exists,

@@ -1,7 +1,7 @@
 // The UNet `marble train` builds when no config is given: diffusers'
 // UNet2DModel layout (ResNet levels, attention at the middle level), sized
 // to train on a CPU in minutes for small images such as MNIST.
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 
 export interface DefaultConfigOptions {
   /** Image side; must be divisible by 4 (two downsamplings). */

@@ -1,10 +1,10 @@
 // Configs back to diffusers' JSON: the inverse of parseUNet2DConfig and of
 // DDPMScheduler.fromConfig, so a saved checkpoint loads in diffusers
 // (UNet2DModel.from_pretrained, DDPMPipeline.from_pretrained) and in marble.
-import type { UNet2DConfig } from '../model/config.js';
-import { snakeCase } from '../schedulers/config.js';
-import type { DDIMScheduler } from '../schedulers/ddim.js';
-import { DDPMScheduler } from '../schedulers/ddpm.js';
+import type { UNet2DConfig } from '../core/model/config.js';
+import { snakeCase } from '../core/schedulers/config.js';
+import type { DDIMScheduler } from '../core/schedulers/ddim.js';
+import { DDPMScheduler } from '../core/schedulers/ddpm.js';
 
 /** The diffusers version written into configs (the version of the reference fixtures). */
 export const DIFFUSERS_VERSION = '0.40.0';

@@ -2,9 +2,9 @@
 // training scripts compute them: timesteps from torch.randint, add_noise's
 // sqrt(alphas_cumprod[t]) and sqrt(1 - alphas_cumprod[t]) in float32, and
 // the min-SNR-gamma loss weights of training_utils.compute_snr.
-import { Mt19937 } from '../rng/mt19937.js';
-import type { TorchGenerator } from '../rng/torch.js';
-import type { PredictionType } from '../schedulers/config.js';
+import { Mt19937 } from '../core/rng/mt19937.js';
+import type { TorchGenerator } from '../core/rng/torch.js';
+import type { PredictionType } from '../core/schedulers/config.js';
 
 const f = Math.fround;
 

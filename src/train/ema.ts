@@ -1,6 +1,6 @@
 // Exponential moving average of the weights, with diffusers' EMAModel
 // decay schedule (diffusers/training_utils.py, EMAModel.get_decay).
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 
 export interface EmaOptions {
   /** Upper bound of the decay (diffusers' `decay`). Default 0.9999. */

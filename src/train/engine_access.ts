@@ -1,9 +1,9 @@
 // The one place the training driver reaches into UNet2DModel: its engine
 // handle is private (inference callers must go through the queued forward),
 // but the trainer drives the engine's training entry points directly.
-import { BackendError } from '../errors.js';
-import type { EngineModel } from '../backend/backend.js';
-import type { UNet2DModel } from '../model/unet.js';
+import { BackendError } from '../core/errors.js';
+import type { EngineModel } from '../core/backend/backend.js';
+import type { UNet2DModel } from '../core/model/unet.js';
 
 /** The engine instance behind a UNet; throws BackendError once the UNet is disposed. */
 export function engineOf(unet: UNet2DModel): EngineModel {

@@ -1,6 +1,6 @@
 // Errors of the training driver. They extend MarbleError like every other
 // marble error, so callers can branch on `instanceof` or on `code`.
-import { MarbleError } from '../errors.js';
+import { MarbleError } from '../core/errors.js';
 
 /**
  * A training step that cannot be applied: a non-finite loss or gradient norm.

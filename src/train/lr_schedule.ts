@@ -3,7 +3,7 @@
 // lr * factor(k), where k counts the updates already made. Training scripts
 // call optimizer.step() and then lr_scheduler.step(), so optimizer step s
 // (1-based) uses factor(s - 1): with warmup, the very first update has rate 0.
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 
 export type LrScheduleKind = 'constant' | 'cosine' | 'linear';
 

@@ -10,14 +10,14 @@
 // class draws the randomness, computes the per-sample scalars in float32 as
 // diffusers does, and keeps the bookkeeping (step count, schedules, history)
 // that a checkpoint saves and resume() restores.
-import { ConfigError, InputError } from '../errors.js';
-import type { EngineModel, TensorKind } from '../backend/backend.js';
-import { classConditioning, timeEmbedDim } from '../model/config.js';
-import { createUNet, engineError } from '../model/unet.js';
-import type { LoadOptions, UNet2DModel } from '../model/unet.js';
-import { TorchGenerator } from '../rng/torch.js';
-import type { TorchGeneratorState } from '../rng/torch.js';
-import { DDPMScheduler } from '../schedulers/ddpm.js';
+import { ConfigError, InputError } from '../core/errors.js';
+import type { EngineModel, TensorKind } from '../core/backend/backend.js';
+import { classConditioning, timeEmbedDim } from '../core/model/config.js';
+import { createUNet, engineError } from '../core/model/unet.js';
+import type { LoadOptions, UNet2DModel } from '../core/model/unet.js';
+import { TorchGenerator } from '../core/rng/torch.js';
+import type { TorchGeneratorState } from '../core/rng/torch.js';
+import { DDPMScheduler } from '../core/schedulers/ddpm.js';
 import { addNoiseCoefficients, dropoutSeed, minSnrLossWeights, TARGET_CODE, torchRandint } from './diffusion.js';
 import { emaDecay, resolveEmaOptions } from './ema.js';
 import type { EmaOptions, ResolvedEmaOptions } from './ema.js';

@@ -2,8 +2,8 @@
 // runs every forward fixture on the cpu backend and prints one JSON line with
 // the kernel in use and the worst error relative to the diffusers tolerance.
 import { loadUNet } from '../../src/index.js';
-import { loadAddon } from '../../src/backend/native.js';
-import { readSafetensorsFile, tensorToFloat32, tensorToInt64AsNumbers } from '../../src/model/safetensors.js';
+import { loadAddon } from '../../src/node/native.js';
+import { readSafetensorsFile, tensorToFloat32, tensorToInt64AsNumbers } from '../../src/core/model/safetensors.js';
 import { UNET_FIXTURES, fixturePath, maxAbs, maxAbsDiff } from '../helpers.js';
 
 let worst = 0;

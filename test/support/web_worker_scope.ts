@@ -1,10 +1,10 @@
 // A worker_threads script for wasm_threads.test: gives the thread the Web
-// Worker scope that src/backend/wasm_worker_web.ts expects (onmessage,
+// Worker scope that src/web/wasm_worker_web.ts expects (onmessage,
 // postMessage, close), so that marble-diffusion/wasm's Web Worker pool runs
 // in Node. The static import runs first and installs onmessage.
 import { parentPort } from 'node:worker_threads';
 
-import '../../src/backend/wasm_worker_web.js';
+import '../../src/web/wasm_worker_web.js';
 
 interface Scope {
   onmessage: ((event: { data: unknown }) => void) | null;

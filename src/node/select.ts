@@ -1,9 +1,9 @@
 // Picks a backend: 'auto' means cuda when the addon has it and a device is
 // usable, else the native addon's cpu kernels when it is built and loads,
 // otherwise the wasm module (which needs nothing but the committed .wasm).
-import { BackendError } from '../errors.js';
-import { checkThreads } from './backend.js';
-import type { Backend, BackendName } from './backend.js';
+import { BackendError } from '../core/errors.js';
+import { checkThreads } from '../core/backend/backend.js';
+import type { Backend, BackendName } from '../core/backend/backend.js';
 import { createCudaBackend, createNativeBackend, cudaUnavailableReason, nativeAvailable } from './native.js';
 import { createWasmBackend, wasmBackendSync } from './wasm.js';
 

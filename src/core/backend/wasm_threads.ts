@@ -1,7 +1,7 @@
 // The threads of marble-threads.wasm, with no Node built-ins: the starter
 // (on the thread that owns the first instance) and what each worker thread
-// runs. Node spawns the threads with worker_threads (src/backend/wasm.ts,
-// wasm_worker_node.ts), browsers with Web Workers (src/wasm.ts,
+// runs. Node spawns the threads with worker_threads (src/node/wasm.ts,
+// wasm_worker_node.ts), browsers with Web Workers (src/web/wasm.ts,
 // wasm_worker_web.ts); both go through `SpawnThread`.
 //
 // Every thread instantiates the same module on the same shared memory and

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { BackendError, ConfigError, InputError, MarbleError, MemoryLimitError, WeightsError } from '../errors.js';
 import { DTYPES, EngineStatus, dtypeUnsupported, split64 } from '../backend/backend.js';
 import type { Backend, BackendName, CapturedTensor, DType, EngineModel, ParamInfo } from '../backend/backend.js';
-import { createBackend } from '../backend/select.js';
+import { createBackend } from '../../node/select.js';
 import { classConditioning, encodeEngineConfig, parseUNet2DConfig, timeEmbedDim } from './config.js';
 import type { UNet2DConfig } from './config.js';
 import { readSafetensorsFile, tensorToFloat32 } from './safetensors.js';

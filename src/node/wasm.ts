@@ -18,21 +18,21 @@
 //
 // wasm/dist/marble.wasm (single-threaded, no shared memory) serves the
 // synchronous wasmBackendSync() below, and runtimes without SharedArrayBuffer
-// through src/wasm.ts.
+// through src/web/wasm.ts.
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 
-import { BackendError } from '../errors.js';
-import { MAX_THREADS, checkThreads } from './backend.js';
-import type { Backend } from './backend.js';
+import { BackendError } from '../core/errors.js';
+import { MAX_THREADS, checkThreads } from '../core/backend/backend.js';
+import type { Backend } from '../core/backend/backend.js';
 import { packageRoot } from './native.js';
-import { WASM_THREADS_MEMORY, backendOver, exportsOf, guardedExports, instantiateWasmBackend, instantiateWasmBackendSync } from './wasm_core.js';
-import { wasmBuildFile } from './wasm_features.js';
-import { startThreads } from './wasm_threads.js';
-import type { SpawnThread } from './wasm_threads.js';
+import { WASM_THREADS_MEMORY, backendOver, exportsOf, guardedExports, instantiateWasmBackend, instantiateWasmBackendSync } from '../core/backend/wasm_core.js';
+import { wasmBuildFile } from '../core/backend/wasm_features.js';
+import { startThreads } from '../core/backend/wasm_threads.js';
+import type { SpawnThread } from '../core/backend/wasm_threads.js';
 
 let compiledSingle: Promise<WebAssembly.Module> | null = null;
 let compiledThreads: Promise<WebAssembly.Module> | null = null;

@@ -5,7 +5,7 @@
 // marble.wasm has no imports and its own memory. marble-threads.wasm imports
 // a shared memory (env.memory) that every thread's instance works on; its
 // long calls (forward, training step) may run on another thread (the engine
-// worker in Node, src/backend/wasm.ts), the light ones run here.
+// worker in Node, src/node/wasm.ts), the light ones run here.
 import { MemoryLimitError } from '../errors.js';
 import { dtypeUnsupported, split64 } from './backend.js';
 import type { Backend, CapturedTensor, EngineModel, ParamInfo, TensorKind, TrainStepArgs } from './backend.js';
@@ -503,7 +503,7 @@ export function instantiateWasmBackendSync(module: WebAssembly.Module): Backend 
 
 /**
  * A Backend over exports of either build: marble.wasm, or an instance of
- * marble-threads.wasm on its shared memory (src/backend/wasm_threads.ts
+ * marble-threads.wasm on its shared memory (src/core/backend/wasm_threads.ts
  * starts its pool; `runtime` says where long calls run and what dispose stops).
  */
 export function backendOver(ex: Exports, runtime: WasmRuntime): Backend {

@@ -1,9 +1,9 @@
-// A worker_threads thread of the Node wasm backend (src/backend/wasm.ts):
-// runs src/backend/wasm_threads.ts's runThread on the workerData it is given.
+// A worker_threads thread of the Node wasm backend (src/node/wasm.ts):
+// runs src/core/backend/wasm_threads.ts's runThread on the workerData it is given.
 import { parentPort, workerData } from 'node:worker_threads';
 
-import { runThread } from './wasm_threads.js';
-import type { CallMessage, ThreadInit } from './wasm_threads.js';
+import { runThread } from '../core/backend/wasm_threads.js';
+import type { CallMessage, ThreadInit } from '../core/backend/wasm_threads.js';
 
 const port = parentPort!;
 const serve = runThread(workerData as ThreadInit, (message) => port.postMessage(message));

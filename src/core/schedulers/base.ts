@@ -4,7 +4,7 @@
 import { ConfigError, InputError } from '../errors.js';
 import { F32_MATH } from '../math/float32.js';
 import type { Backend } from '../backend/backend.js';
-import { defaultKernelBackend } from '../backend/select.js';
+import { defaultKernelBackend } from '../../node/select.js';
 import type { TorchGenerator } from '../rng/torch.js';
 import { makeAlphasCumprod, makeBetas, type ResolvedCommonOptions } from './config.js';
 import { Prediction } from './step_kernel.js';

@@ -163,7 +163,7 @@ export interface Backend {
   randn(seed: bigint, draw: bigint, n: number, offset?: number): Float32Array;
   /**
    * The fused per-element DDPM/DDIM step (native/cpu/diffusion_step.cpp):
-   * `coefficients` is the 15-slot record of src/schedulers/step_kernel.ts
+   * `coefficients` is the 15-slot record of src/core/schedulers/step_kernel.ts
    * (packStepCoefficients). Writes prevSample and predOriginalSample.
    */
   diffusionStep(

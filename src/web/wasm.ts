@@ -7,16 +7,16 @@
 // single-threaded marble.wasm. Long calls run on the caller's thread here:
 // call marble from a Web Worker to keep a page responsive. (In Node, the
 // package's main entry runs them on a worker_thread instead.)
-import type { Backend } from './backend/backend.js';
-import { WASM_THREADS_MEMORY, backendOver, exportsOf, guardedExports, instantiateWasmBackend } from './backend/wasm_core.js';
-import { wasmBuildFile } from './backend/wasm_features.js';
-import { startThreads } from './backend/wasm_threads.js';
-import type { SpawnThread, ThreadMessage } from './backend/wasm_threads.js';
-import { BackendError } from './errors.js';
+import type { Backend } from '../core/backend/backend.js';
+import { WASM_THREADS_MEMORY, backendOver, exportsOf, guardedExports, instantiateWasmBackend } from '../core/backend/wasm_core.js';
+import { wasmBuildFile } from '../core/backend/wasm_features.js';
+import { startThreads } from '../core/backend/wasm_threads.js';
+import type { SpawnThread, ThreadMessage } from '../core/backend/wasm_threads.js';
+import { BackendError } from '../core/errors.js';
 
-export type { Backend, EngineModel, ParamInfo, CapturedTensor, TensorKind, TrainStepArgs } from './backend/backend.js';
-export { instantiateWasmBackend, instantiateWasmBackendSync } from './backend/wasm_core.js';
-export * from './errors.js';
+export type { Backend, EngineModel, ParamInfo, CapturedTensor, TensorKind, TrainStepArgs } from '../core/backend/backend.js';
+export { instantiateWasmBackend, instantiateWasmBackendSync } from '../core/backend/wasm_core.js';
+export * from '../core/errors.js';
 
 /** Where a .wasm comes from: its bytes, a compiled module, or a URL to fetch. */
 export type WasmSource = BufferSource | WebAssembly.Module | URL | string;
@@ -36,7 +36,7 @@ export interface WasmBackendOptions {
   single?: WasmSource;
   /** marble-threads.wasm (default: fetched from this package's wasm/dist; marble-threads-relaxed.wasm likewise). */
   threaded?: WasmSource;
-  /** Makes one pool worker running dist/src/backend/wasm_worker_web.js (default: a module Web Worker on it). */
+  /** Makes one pool worker running dist/src/web/wasm_worker_web.js (default: a module Web Worker on it). */
   createWorker?: () => WorkerLike;
 }
 
@@ -69,7 +69,7 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
   if (typeof WebAssembly !== 'object') throw new BackendError('this runtime has no WebAssembly');
   const threads = options.threads ?? web.navigator?.hardwareConcurrency ?? 1;
   if (!Number.isInteger(threads) || threads < 1) throw new BackendError(`threads must be a positive integer, got ${threads}`);
-  const dist = (file: string) => new URL(`../../wasm/dist/${file}`, import.meta.url);
+  const dist = (file: string) => new URL(`../../../wasm/dist/${file}`, import.meta.url);
 
   if (threads === 1 || !wasmThreadsSupported(options)) {
     try {
@@ -90,7 +90,7 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
     throw e instanceof BackendError ? e : new BackendError(`cannot load marble-threads.wasm: ${(e as Error).message}`);
   }
   const createWorker =
-    options.createWorker ?? (() => new web.Worker!(new URL('./backend/wasm_worker_web.js', import.meta.url), { type: 'module' }));
+    options.createWorker ?? (() => new web.Worker!(new URL('./wasm_worker_web.js', import.meta.url), { type: 'module' }));
   const spawn: SpawnThread = (init, events) => {
     const worker = createWorker();
     worker.onmessage = (event) => events.message(event.data as ThreadMessage);

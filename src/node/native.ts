@@ -7,9 +7,9 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
-import { BackendError, InputError } from '../errors.js';
-import { DTYPES, checkThreads, dtypeUnsupported, split64 } from './backend.js';
-import type { Backend, DType, EngineModel } from './backend.js';
+import { BackendError, InputError } from '../core/errors.js';
+import { DTYPES, checkThreads, dtypeUnsupported, split64 } from '../core/backend/backend.js';
+import type { Backend, DType, EngineModel } from '../core/backend/backend.js';
 
 /** What the addon knows about CUDA here (native/cuda/cuda_api.h). */
 export interface CudaDevices {
@@ -94,7 +94,7 @@ interface Addon {
 let addon: Addon | null = null;
 let loadError: Error | null = null;
 
-/** The package root (dist/src/backend -> three levels up). */
+/** The package root (dist/src/node -> three levels up). */
 export function packageRoot(): string {
   return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 }

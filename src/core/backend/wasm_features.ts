@@ -3,7 +3,7 @@
 // using it validates, else plain SIMD128. Chrome 114+, Firefox 120+ and
 // Node 22+ have relaxed SIMD; Node 20 has it behind
 // --experimental-wasm-relaxed-simd. No Node built-ins: the browser entry
-// (src/wasm.ts) uses this too.
+// (src/web/wasm.ts) uses this too.
 
 // (module (func (result v128) v128.const 0 v128.const 0 v128.const 0 f32x4.relaxed_madd))
 const RELAXED_MADD_PROBE = new Uint8Array([

@@ -1,8 +1,8 @@
-// A Web Worker thread of the browser wasm backend (src/wasm.ts): the first
-// message is its ThreadInit, then runThread (src/backend/wasm_threads.ts).
+// A Web Worker thread of the browser wasm backend (src/web/wasm.ts): the first
+// message is its ThreadInit, then runThread (src/core/backend/wasm_threads.ts).
 // No Node built-ins, no DOM types: only what every worker scope has.
-import { runThread } from './wasm_threads.js';
-import type { CallMessage, ThreadInit, ThreadMessage } from './wasm_threads.js';
+import { runThread } from '../core/backend/wasm_threads.js';
+import type { CallMessage, ThreadInit, ThreadMessage } from '../core/backend/wasm_threads.js';
 
 interface WorkerScope {
   onmessage: ((event: { data: unknown }) => void) | null;
