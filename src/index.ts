@@ -1,21 +1,24 @@
-// marble: diffusers UNet2DModel inference for JavaScript runtimes.
-export { createUNet, loadUNet, UNet2DModel } from './core/model/unet.js';
-export type { LoadOptions, ForwardOptions, DeviceSampling } from './core/model/unet.js';
-export { parseUNet2DConfig } from './core/model/config.js';
-export type { UNet2DConfig } from './core/model/config.js';
-export { parseSafetensors, readSafetensorsFile, serializeSafetensors, writeSafetensorsFile } from './core/model/safetensors.js';
+// marble-diffusion for Node: the shared API (src/core/api.ts) on the Node
+// adapter (native addon for cpu and cuda, wasm on worker_threads, files
+// through node:fs). Training and evaluation helpers are the subpath exports
+// marble-diffusion/train and marble-diffusion/eval.
+import './node/host.js';
+
+import path from 'node:path';
+
+import { packageRoot } from './node/native.js';
+
+export * from './core/api.js';
+export { readSafetensorsFile, writeSafetensorsFile } from './node/safetensors_file.js';
 export { createBackend } from './node/select.js';
-export { loadPipeline } from './core/pipeline.js';
-export type { Pipeline } from './core/pipeline.js';
-export { sample } from './core/sampler.js';
+export { Trainer } from './train/trainer.js';
+export type { TrainerOptions, TrainerProgress, TrainerSaveOptions, StepResult, OptimizerOptions } from './train/trainer.js';
 export { unetToOnnx, ONNX_OPSET } from './onnx/export.js';
-export type { SampleOptions, SampleResult, StepInfo, GeneratorName } from './core/sampler.js';
-export { DDPMScheduler } from './core/schedulers/ddpm.js';
-export { DDIMScheduler } from './core/schedulers/ddim.js';
-export { TorchGenerator } from './core/rng/torch.js';
-export { samplesToImages, imagesToGridPng } from './core/image/png.js';
-export type { Backend, BackendName, DType } from './core/backend/backend.js';
-export * from './core/errors.js';
-export * from './train/index.js';
-export * from './data/index.js';
-export * from './eval/index.js';
+
+/**
+ * The embedded MNIST model (a diffusers pipeline folder in the package):
+ * `loadPipeline(embeddedModel())`. A folder path here; a URL in the web entry.
+ */
+export function embeddedModel(): string {
+  return path.join(packageRoot(), 'models', 'mnist');
+}

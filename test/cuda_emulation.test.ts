@@ -9,6 +9,7 @@
 // paths (input staging, parameter copies, device packing, the memory check),
 // meet the same references and tolerances as on a GPU. What only a GPU shows
 // (nvcc's code, timing, the memory model, kernel faults) is cuda.test.ts's.
+import '../src/node/host.js';
 import { test } from 'node:test';
 import { existsSync } from 'node:fs';
 import path from 'node:path';

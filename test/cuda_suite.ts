@@ -9,6 +9,7 @@
 // (every gradient against diffusers, AdamW + EMA against the cpu, a few
 // trainer steps and a checkpoint round trip against the cpu), typed errors for
 // a batch beyond device memory and for a kernel fault. No test stops the others.
+import '../src/node/host.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -24,7 +25,8 @@ import type { BackendName, UNet2DModel } from '../src/index.js';
 import { packStepCoefficients } from '../src/core/schedulers/engine_step.js';
 import { cudaDevices, loadAddon } from '../src/node/native.js';
 import type { CudaParityCase } from '../src/node/native.js';
-import { readSafetensorsFile, tensorToFloat32 } from '../src/core/model/safetensors.js';
+import { tensorToFloat32 } from '../src/core/model/safetensors.js';
+import { readSafetensorsFile } from '../src/node/safetensors_file.js';
 import { sample } from '../src/core/sampler.js';
 import { DDIMScheduler } from '../src/core/schedulers/ddim.js';
 import { DDPMScheduler } from '../src/core/schedulers/ddpm.js';

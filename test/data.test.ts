@@ -1,6 +1,7 @@
 // Training data: the MNIST dataset from the `mnist` package, image folders
 // (PNG and JPEG decoded, resized, center cropped), the seeded loader's
 // shuffling and flips, and bad input.
+import '../src/node/host.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';

@@ -3,6 +3,7 @@
 // digits (mostly ink or background), not noise; and the whole sampling loop
 // with it gives what diffusers gives (test/fixtures/embedded, made by
 // tools/make_embedded_sample_fixture.py with diffusers and torch).
+import '../src/node/host.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -16,7 +17,8 @@ import { packageRoot } from '../src/node/native.js';
 import { EMBEDDED_MODEL } from '../src/cli/embedded_model.js';
 import { loadPipeline } from '../src/core/pipeline.js';
 import { sample } from '../src/core/sampler.js';
-import { readSafetensorsFile, tensorToFloat32 } from '../src/core/model/safetensors.js';
+import { tensorToFloat32 } from '../src/core/model/safetensors.js';
+import { readSafetensorsFile } from '../src/node/safetensors_file.js';
 import { fixturePath, maxAbs, maxAbsDiff } from './helpers.js';
 
 const dir = path.join(packageRoot(), EMBEDDED_MODEL);

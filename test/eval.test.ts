@@ -35,14 +35,8 @@ import {
 import type { Rows } from '../src/eval/index.js';
 import { EMBEDDED_MODEL, resolveSampleModel } from '../src/cli/embedded_model.js';
 import { exportModel } from '../src/cli/export.js';
-import {
-  float16ToFloat32,
-  float32ToFloat16,
-  parseSafetensors,
-  readSafetensorsFile,
-  tensorToFloat32,
-  writeSafetensorsFile,
-} from '../src/core/model/safetensors.js';
+import { float16ToFloat32, float32ToFloat16, parseSafetensors, tensorToFloat32 } from '../src/core/model/safetensors.js';
+import { readSafetensorsFile, writeSafetensorsFile } from '../src/node/safetensors_file.js';
 import type { TensorToWrite } from '../src/core/model/safetensors.js';
 import { fixturePath, maxAbsDiff } from './helpers.js';
 

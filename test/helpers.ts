@@ -1,4 +1,5 @@
 // Shared test utilities: fixture paths and tolerance checks.
+import '../src/node/host.js';
 import { fileURLToPath } from 'node:url';
 
 import { readFile } from 'node:fs/promises';
@@ -7,7 +8,8 @@ import { nativeAvailable } from '../src/node/native.js';
 import { wasmPath } from '../src/node/wasm.js';
 import type { LoadOptions } from '../src/index.js';
 import { createWasmBackend } from '../src/web/wasm.js';
-import { readSafetensorsFile, tensorToFloat32, tensorToInt64AsNumbers } from '../src/core/model/safetensors.js';
+import { tensorToFloat32, tensorToInt64AsNumbers } from '../src/core/model/safetensors.js';
+import { readSafetensorsFile } from '../src/node/safetensors_file.js';
 
 /** Tests run from dist/test/; the fixtures stay in the source tree. */
 export function fixturePath(relative: string): string {

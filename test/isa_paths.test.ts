@@ -1,6 +1,7 @@
 // Parity on every GEMM kernel path: the micro-kernel is chosen once per
 // process (weights are packed for its panel width), so each path runs in a
 // child process with MARBLE_ISA forcing it, against the diffusers fixtures.
+import '../src/node/host.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';

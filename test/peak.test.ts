@@ -2,6 +2,7 @@
 // the addon and the wasm C ABI): it reports exactly the float operations it
 // was asked to run, and 0 for an ISA this build or CPU lacks. Its timing is a
 // benchmark (bench/peak.ts), not a test.
+import '../src/node/host.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';

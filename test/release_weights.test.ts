@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 
 import { BackendError, DDPMScheduler, createUNet, loadPipeline, loadUNet } from '../src/index.js';
 import { Trainer } from '../src/train/index.js';
-import { readSafetensorsFile, tensorToFloat32, tensorToInt64AsNumbers } from '../src/core/model/safetensors.js';
+import { tensorToFloat32, tensorToInt64AsNumbers } from '../src/core/model/safetensors.js';
+import { readSafetensorsFile } from '../src/node/safetensors_file.js';
 import { engineOf } from '../src/train/engine_access.js';
 import { backendsUnderTest, fixturePath } from './helpers.js';
 

@@ -1,3 +1,4 @@
+import '../src/node/host.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
@@ -5,18 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SafetensorsError } from '../src/core/errors.js';
-import {
-  bfloat16ToFloat32,
-  float16ToFloat32,
-  float32ToBfloat16,
-  float32ToFloat16,
-  parseSafetensors,
-  readSafetensorsFile,
-  serializeSafetensors,
-  tensorToFloat32,
-  tensorToInt64AsNumbers,
-  writeSafetensorsFile,
-} from '../src/core/model/safetensors.js';
+import { bfloat16ToFloat32, float16ToFloat32, float32ToBfloat16, float32ToFloat16, parseSafetensors, serializeSafetensors, tensorToFloat32, tensorToInt64AsNumbers } from '../src/core/model/safetensors.js';
+import { readSafetensorsFile, writeSafetensorsFile } from '../src/node/safetensors_file.js';
 
 // Tests run from dist/test/, the fixtures stay in the source tree.
 const fixture = (relative: string): string => fileURLToPath(new URL(`../../test/fixtures/${relative}`, import.meta.url));

@@ -14,6 +14,7 @@
 // 1-ulp neighbours vsSqrt returns: the elementwise math is the same, only
 // those few rounded scalars are re-chosen. Nothing else is relaxed.
 
+import '../src/node/host.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';

@@ -1,4 +1,5 @@
 // TorchGenerator against torch.randn reference draws (torch 2.13, CPU).
+import '../src/node/host.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';

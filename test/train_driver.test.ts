@@ -18,7 +18,6 @@ import {
   TrainingError,
   addNoiseCoefficients,
   emaDecay,
-  engineOf,
   learningRate,
   lrFactor,
   minSnrLossWeights,
@@ -29,6 +28,7 @@ import {
   torchRandint,
 } from '../src/train/index.js';
 import type { TrainerOptions } from '../src/train/index.js';
+import { engineOf } from '../src/train/engine_access.js';
 import { UNET_FIXTURES, fixturePath } from './helpers.js';
 
 const close = (a: number, b: number, tol = 1e-12) => assert.ok(Math.abs(a - b) <= tol * Math.max(1, Math.abs(b)), `${a} vs ${b}`);

@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 
 import { createUNet, loadUNet } from '../src/index.js';
 import { engineOf } from '../src/train/engine_access.js';
-import { readSafetensorsFile, tensorToFloat32 } from '../src/core/model/safetensors.js';
+import { tensorToFloat32 } from '../src/core/model/safetensors.js';
+import { readSafetensorsFile } from '../src/node/safetensors_file.js';
 import type { UNet2DModel } from '../src/core/model/unet.js';
 import { DDPMScheduler } from '../src/core/schedulers/ddpm.js';
 import { backendsUnderTest, fixturePath, maxAbsDiff } from './helpers.js';

@@ -2,12 +2,14 @@
 // tests (train_gradients.test.ts) and the CUDA suite (cuda_suite.ts): the
 // batch a fixture's train_step.safetensors holds, and the loss and every
 // parameter gradient checked against it with the same tolerances everywhere.
+import '../src/node/host.js';
 import assert from 'node:assert/strict';
 
 import { loadUNet } from '../src/index.js';
 import type { LoadOptions } from '../src/index.js';
 import { engineOf } from '../src/train/engine_access.js';
-import { readSafetensorsFile, tensorToFloat32, tensorToInt64AsNumbers } from '../src/core/model/safetensors.js';
+import { tensorToFloat32, tensorToInt64AsNumbers } from '../src/core/model/safetensors.js';
+import { readSafetensorsFile } from '../src/node/safetensors_file.js';
 import type { SafetensorsFile } from '../src/core/model/safetensors.js';
 import type { EngineModel } from '../src/core/backend/backend.js';
 import { DDPMScheduler } from '../src/core/schedulers/ddpm.js';

@@ -1,9 +1,11 @@
 // The relaxed-SIMD builds (wasm/dist/marble-relaxed.wasm and
 // marble-threads-relaxed.wasm: the GEMM micro-kernel's f32x4.relaxed_madd).
-// The loaders pick them where a module using relaxed SIMD validates, else the
-// plain SIMD128 builds. Node 20 runs relaxed SIMD only with
+// The loaders pick them only when asked (options.wasm.relaxedSimd, or
+// MARBLE_WASM_RELAXED=1) and a module using relaxed SIMD validates; the
+// default is the plain SIMD128 builds, which give the same bits everywhere. Node 20 runs relaxed SIMD only with
 // --experimental-wasm-relaxed-simd (later runtimes by default), so the
 // checks on them run in a child Node that has it.
+import '../src/node/host.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -26,11 +28,12 @@ function isasIn(flags: string[], env: NodeJS.ProcessEnv = {}): string[] {
   return JSON.parse(text.trim().split('\n').pop()!) as string[];
 }
 
-test('the relaxed-SIMD builds run where the runtime has relaxed SIMD, the plain ones elsewhere', async () => {
-  assert.deepEqual(isasIn(relaxedFlags), ['relaxed-simd128', 'relaxed-simd128'], 'single and threaded builds, relaxed');
-  assert.deepEqual(isasIn(relaxedFlags, { MARBLE_WASM_RELAXED: '0' }), ['simd128', 'simd128'], 'MARBLE_WASM_RELAXED=0');
-  const here = await createWasmBackend({ threads: 1 });
-  assert.equal(here.isa(), relaxedSimdSupported() ? 'relaxed-simd128' : 'simd128', 'this process');
+test('the plain builds run by default; the relaxed-SIMD ones when asked for and the runtime has relaxed SIMD', async () => {
+  assert.deepEqual(isasIn(relaxedFlags), ['simd128', 'simd128'], 'default: plain, even where relaxed SIMD validates');
+  assert.deepEqual(isasIn(relaxedFlags, { MARBLE_WASM_RELAXED: '1' }), ['relaxed-simd128', 'relaxed-simd128'], 'MARBLE_WASM_RELAXED=1');
+  assert.deepEqual(isasIn([], { MARBLE_WASM_RELAXED: '1' }), relaxedSimdSupported() ? ['relaxed-simd128', 'relaxed-simd128'] : ['simd128', 'simd128'], 'asked for where the runtime lacks it: plain');
+  const here = await createWasmBackend({ threads: 1, wasm: { relaxedSimd: true } });
+  assert.equal(here.isa(), relaxedSimdSupported() ? 'relaxed-simd128' : 'simd128', 'this process, relaxedSimd: true');
 });
 
 test('every diffusers forward fixture matches on the relaxed-SIMD builds (single and 2 threads, 1e-4)', () => {
@@ -38,6 +41,7 @@ test('every diffusers forward fixture matches on the relaxed-SIMD builds (single
   // whose wasm backends are the relaxed builds; it exits non-zero on a failure.
   execFileSync(process.execPath, [...relaxedFlags, here('./unet_forward.test.js')], {
     encoding: 'utf8',
+    env: { ...process.env, MARBLE_WASM_RELAXED: '1' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
 });

@@ -23,9 +23,11 @@ import { Command, Option } from 'commander';
 
 import { ConfigError, InputError } from '../core/errors.js';
 import { parseUNet2DConfig } from '../core/model/config.js';
-import { readSafetensorsFile, tensorToFloat32, writeSafetensorsFile } from '../core/model/safetensors.js';
+import { tensorToFloat32 } from '../core/model/safetensors.js';
+import { readSafetensorsFile, writeSafetensorsFile } from '../node/safetensors_file.js';
 import type { TensorToWrite } from '../core/model/safetensors.js';
-import { loadUNet, resolveModelDir } from '../core/model/unet.js';
+import { loadUNet} from '../core/model/unet.js';
+import { resolveModelDir } from '../node/model_dir.js';
 import { unetToOnnx } from '../onnx/export.js';
 import type { OnnxExportInfo } from '../onnx/export.js';
 import { DDPMScheduler } from '../core/schedulers/ddpm.js';

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
 
+import '../node/host.js';
 import { MarbleError } from '../core/errors.js';
 import { classConditioning } from '../core/model/config.js';
 import { loadPipeline } from '../core/pipeline.js';

@@ -57,3 +57,10 @@ export class MemoryLimitError extends MarbleError {
     super('ERR_MARBLE_MEMORY', message);
   }
 }
+
+/** A model file that could not be fetched or read (HTTP status, network, permissions). */
+export class SourceError extends MarbleError {
+  constructor(message: string) {
+    super('ERR_MARBLE_SOURCE', message);
+  }
+}

@@ -1,45 +1,63 @@
-// A diffusers pipeline folder: unet/ (or a bare model folder) plus an
-// optional scheduler/scheduler_config.json.
-import { readFile } from 'node:fs/promises';
-import path from 'node:path';
-
+// A diffusers pipeline (unet/ + scheduler/scheduler_config.json) or a bare
+// UNet2DModel folder, from a path, a URL or a map of file bytes.
 import { ConfigError } from './errors.js';
-import { loadUNet, resolveModelDir } from './model/unet.js';
+import { loadUNetFrom, resolveModelSource } from './model/unet.js';
 import type { LoadOptions, UNet2DModel } from './model/unet.js';
+import { fileSource, readJson } from './model/source.js';
+import type { ModelSource, SourceOptions } from './model/source.js';
 import { DDIMScheduler } from './schedulers/ddim.js';
 import { DDPMScheduler } from './schedulers/ddpm.js';
+
+export type SchedulerName = 'ddpm' | 'ddim';
 
 export interface Pipeline {
   unet: UNet2DModel;
   /** The folder's scheduler config (diffusers' snake_case), or null when it has none. */
   schedulerConfig: Record<string, unknown> | null;
+  /** model_index.json, or null when the folder has none (a bare UNet2DModel folder). */
+  modelIndex: Record<string, unknown> | null;
   /** A scheduler of the kind asked for, built from the folder's config (DDPM defaults without one). */
-  scheduler(kind: 'ddpm' | 'ddim'): DDPMScheduler | DDIMScheduler;
+  scheduler(kind: SchedulerName): DDPMScheduler | DDIMScheduler;
+  /** Frees the UNet and the backend it started. */
+  dispose(): void;
+}
+
+export type PipelineOptions = LoadOptions & SourceOptions;
+
+function objectOrNull(value: unknown, what: string): Record<string, unknown> | null {
+  if (value === null) return null;
+  if (typeof value !== 'object' || Array.isArray(value)) throw new ConfigError(`${what} is not a JSON object`);
+  return value as Record<string, unknown>;
 }
 
 /**
  * A diffusers pipeline folder (unet/ + scheduler/) or a bare UNet2DModel
- * folder, for sampling: unless `keepWeights: true`, its UNet keeps only the
- * packed weights (half the memory; it cannot train or be read back).
+ * folder, for sampling: a folder path (Node, Deno, Bun), a URL or URL string
+ * (fetched; weights stream, with onProgress and signal), or an object mapping
+ * relative file names ('unet/config.json', ...) to bytes. Unless
+ * `keepWeights: true`, its UNet keeps only the packed weights (half the
+ * memory; it cannot train or be read back).
  */
-export async function loadPipeline(dir: string, options: LoadOptions = {}): Promise<Pipeline> {
-  const modelDir = await resolveModelDir(dir);
-  const root = path.basename(modelDir) === 'unet' && modelDir !== dir ? path.dirname(modelDir) : dir;
-  let schedulerConfig: Record<string, unknown> | null = null;
-  const configPath = path.join(root, 'scheduler', 'scheduler_config.json');
-  try {
-    schedulerConfig = JSON.parse(await readFile(configPath, 'utf8')) as Record<string, unknown>;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new ConfigError(`${configPath}: ${(e as Error).message}`);
-  }
+export async function loadPipeline(source: ModelSource, options: PipelineOptions = {}): Promise<Pipeline> {
+  const root = fileSource(source, options);
+  const { model, config } = await resolveModelSource(root, options.signal);
+  const pipelineRoot = model === root ? null : root;
+  const schedulerConfig = pipelineRoot
+    ? objectOrNull(await readJson(pipelineRoot.sub('scheduler'), 'scheduler_config.json', options.signal), 'scheduler_config.json')
+    : null;
+  const modelIndex = pipelineRoot ? objectOrNull(await readJson(pipelineRoot, 'model_index.json', options.signal), 'model_index.json') : null;
   // A pipeline samples: by default its UNet keeps only the packed weights.
-  const unet = await loadUNet(modelDir, { ...options, keepWeights: options.keepWeights ?? false });
+  const unet = await loadUNetFrom(model, config, { ...options, keepWeights: options.keepWeights ?? false });
   return {
     unet,
     schedulerConfig,
+    modelIndex,
     scheduler: (kind) => {
       const json = schedulerConfig ?? {};
-      return kind === 'ddim' ? DDIMScheduler.fromConfig(json) : DDPMScheduler.fromConfig(json);
+      if (kind === 'ddim') return DDIMScheduler.fromConfig(json);
+      if (kind === 'ddpm') return DDPMScheduler.fromConfig(json);
+      throw new ConfigError(`unknown scheduler ${JSON.stringify(kind)} (ddpm, ddim)`);
     },
+    dispose: () => unet.dispose(),
   };
 }

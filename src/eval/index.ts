@@ -1,6 +1,7 @@
 // Sample-quality measurement: exact k-NN precision/recall and nearest-
 // neighbour (copy) distances in pixel space, MNIST reference sets, batched
 // generation, and the steps-versus-quality table of `marble eval`.
+import '../node/host.js';
 export { forEachPair, kNearest, kthNeighborSquaredDistances, nearestNeighbors, rows, squaredDistance, squaredDistanceMatrix } from './distance.js';
 export type { KNearest, NearestNeighbors, Rows } from './distance.js';
 export { precisionRecall } from './precision_recall.js';

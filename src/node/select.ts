@@ -6,10 +6,11 @@ import { checkThreads } from '../core/backend/backend.js';
 import type { Backend, BackendName } from '../core/backend/backend.js';
 import { createCudaBackend, createNativeBackend, cudaUnavailableReason, nativeAvailable } from './native.js';
 import { createWasmBackend, wasmBackendSync } from './wasm.js';
+import type { BackendOptions } from '../core/host.js';
 
 export async function createBackend(
   name: 'auto' | BackendName,
-  options: { threads?: number } = {},
+  options: BackendOptions = {},
 ): Promise<Backend> {
   checkThreads(options.threads);
   switch (name) {

@@ -23,9 +23,11 @@ import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 
 import { BackendError } from '../core/errors.js';
+import type { WasmOptions, WasmSource } from '../core/host.js';
 import { MAX_THREADS, checkThreads } from '../core/backend/backend.js';
 import type { Backend } from '../core/backend/backend.js';
 import { packageRoot } from './native.js';
@@ -34,20 +36,41 @@ import { wasmBuildFile } from '../core/backend/wasm_features.js';
 import { startThreads } from '../core/backend/wasm_threads.js';
 import type { SpawnThread } from '../core/backend/wasm_threads.js';
 
-let compiledSingle: Promise<WebAssembly.Module> | null = null;
-let compiledThreads: Promise<WebAssembly.Module> | null = null;
+// Compiled once per file and process.
+const compiled = new Map<string, Promise<WebAssembly.Module>>();
 
-// MARBLE_WASM_RELAXED=0 runs the plain SIMD128 builds where relaxed SIMD is available too.
-const plainOnly = () => process.env.MARBLE_WASM_RELAXED === '0';
+function compileFile(file: string): Promise<WebAssembly.Module> {
+  let module = compiled.get(file);
+  if (!module) {
+    module = readFile(file).then((bytes) => WebAssembly.compile(bytes));
+    module.catch(() => compiled.delete(file));
+    compiled.set(file, module);
+  }
+  return module;
+}
 
-/** The single-threaded build this runtime runs (relaxed SIMD where it has it). */
-export function wasmPath(): string {
-  return path.join(packageRoot(), 'wasm', 'dist', wasmBuildFile('single', plainOnly()));
+// Relaxed SIMD only when asked for (options.wasm.relaxedSimd, or
+// MARBLE_WASM_RELAXED=1): the plain builds give the same bits everywhere.
+const wantRelaxed = (wasm: WasmOptions | undefined) => wasm?.relaxedSimd ?? process.env.MARBLE_WASM_RELAXED === '1';
+
+/** The single-threaded build this runtime runs. */
+export function wasmPath(wasm?: WasmOptions): string {
+  return path.join(packageRoot(), 'wasm', 'dist', wasmBuildFile('single', wantRelaxed(wasm)));
 }
 
 /** The threaded build this runtime runs. */
-export function wasmThreadsPath(): string {
-  return path.join(packageRoot(), 'wasm', 'dist', wasmBuildFile('threads', plainOnly()));
+export function wasmThreadsPath(wasm?: WasmOptions): string {
+  return path.join(packageRoot(), 'wasm', 'dist', wasmBuildFile('threads', wantRelaxed(wasm)));
+}
+
+async function moduleOf(source: WasmSource | undefined, file: string): Promise<WebAssembly.Module> {
+  if (source === undefined) return compileFile(file);
+  if (source instanceof WebAssembly.Module) return source;
+  if (source instanceof URL || typeof source === 'string') {
+    const url = new URL(String(source), pathToFileURL(`${process.cwd()}/`));
+    return url.protocol === 'file:' ? compileFile(fileURLToPath(url)) : WebAssembly.compile(await (await fetch(url)).arrayBuffer());
+  }
+  return WebAssembly.compile(source);
 }
 
 /** Default pool size: the cores Node may use. */
@@ -80,31 +103,30 @@ export const spawnNodeThread: SpawnThread = (init, events) => {
   };
 };
 
-export async function createWasmBackend(options: { threads?: number } = {}): Promise<Backend> {
+export async function createWasmBackend(options: { threads?: number; wasm?: WasmOptions } = {}): Promise<Backend> {
   if (typeof WebAssembly !== 'object') throw new BackendError('this runtime has no WebAssembly');
   checkThreads(options.threads);
   const threads = Math.min(options.threads ?? defaultThreads(), MAX_THREADS);
   if (typeof SharedArrayBuffer === 'undefined') {
     // Node started with shared memory disabled: the single-threaded build, on this thread.
-    compiledSingle ??= readFile(wasmPath()).then((bytes) => WebAssembly.compile(bytes));
+    const file = wasmPath(options.wasm);
     try {
-      return await instantiateWasmBackend(await compiledSingle);
+      const note = threads > 1 ? 'SharedArrayBuffer is disabled in this process: the single-threaded build' : undefined;
+      return await instantiateWasmBackend(await moduleOf(options.wasm?.single, file), note);
     } catch (e) {
-      compiledSingle = null;
-      throw new BackendError(`cannot load ${wasmPath()}: ${(e as Error).message}`);
+      throw new BackendError(`cannot load ${file}: ${(e as Error).message}`);
     }
   }
-  compiledThreads ??= readFile(wasmThreadsPath()).then((bytes) => WebAssembly.compile(bytes));
+  const file = wasmThreadsPath(options.wasm);
   let module: WebAssembly.Module;
   let memory: WebAssembly.Memory;
   let instance: WebAssembly.Instance;
   try {
-    module = await compiledThreads;
+    module = await moduleOf(options.wasm?.threaded, file);
     memory = new WebAssembly.Memory(WASM_THREADS_MEMORY);
     instance = new WebAssembly.Instance(module, { env: { memory } });
   } catch (e) {
-    compiledThreads = null;
-    throw new BackendError(`cannot load ${wasmThreadsPath()}: ${(e as Error).message}`);
+    throw new BackendError(`cannot load ${file}: ${(e as Error).message}`);
   }
   const ex = guardedExports(exportsOf(instance, memory));
   try {

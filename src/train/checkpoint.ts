@@ -20,7 +20,8 @@ import path from 'node:path';
 
 import { MarbleError } from '../core/errors.js';
 import type { ParamInfo } from '../core/backend/backend.js';
-import { readSafetensorsFile, tensorToFloat32, writeSafetensorsFile } from '../core/model/safetensors.js';
+import { tensorToFloat32 } from '../core/model/safetensors.js';
+import { readSafetensorsFile, writeSafetensorsFile } from '../node/safetensors_file.js';
 import type { SafetensorsFile, TensorToWrite } from '../core/model/safetensors.js';
 import {
   commitDirectory,

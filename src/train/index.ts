@@ -1,5 +1,6 @@
 // Training: the Trainer (one optimizer update per step()), checkpoints,
 // schedules, and the helpers they share with diffusers' training scripts.
+import '../node/host.js';
 export { Trainer, resolveTrainerSettings } from './trainer.js';
 export type {
   OptimizerOptions,
@@ -18,5 +19,5 @@ export type { EmaOptions, ResolvedEmaOptions } from './ema.js';
 export { addNoiseCoefficients, computeSnr, minSnrLossWeights, torchRandint } from './diffusion.js';
 export { toDiffusersConfig, schedulerToDiffusersConfig, ddpmPipelineIndex, DIFFUSERS_VERSION } from './diffusers_config.js';
 export { readCheckpoint, writeCheckpoint } from './checkpoint.js';
-export { engineOf } from './engine_access.js';
 export { defaultUNetConfig } from './default_config.js';
+export * from '../data/index.js';

@@ -1,9 +1,11 @@
 // Child process for isa_paths.test: with MARBLE_ISA set in its environment,
 // runs every forward fixture on the cpu backend and prints one JSON line with
 // the kernel in use and the worst error relative to the diffusers tolerance.
+import '../../src/node/host.js';
 import { loadUNet } from '../../src/index.js';
 import { loadAddon } from '../../src/node/native.js';
-import { readSafetensorsFile, tensorToFloat32, tensorToInt64AsNumbers } from '../../src/core/model/safetensors.js';
+import { tensorToFloat32, tensorToInt64AsNumbers } from '../../src/core/model/safetensors.js';
+import { readSafetensorsFile } from '../../src/node/safetensors_file.js';
 import { UNET_FIXTURES, fixturePath, maxAbs, maxAbsDiff } from '../helpers.js';
 
 let worst = 0;

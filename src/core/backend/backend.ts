@@ -149,8 +149,21 @@ export function dtypeUnsupported(backend: string, dtype: string): BackendError {
   return new BackendError(`dtype '${dtype}': the ${backend} backend computes in float32 only (float16 and bfloat16 need backend 'cuda')`);
 }
 
+/** What a backend is running, for `marble info` and bug reports. */
+export interface BackendDescription {
+  name: BackendName;
+  isa: string;
+  threads: number;
+  /** Why it runs fewer threads than asked for, or a build other than the default; absent when nothing to say. */
+  note?: string;
+  /** wasm: the size of its linear memory now, in bytes (it grows, never shrinks). */
+  memoryBytes?: number;
+}
+
 export interface Backend {
   readonly name: BackendName;
+  /** The backend's identity and, where it fell back (single-threaded wasm), why. */
+  describe?(): BackendDescription;
   /** `dtype` other than float32 only on cuda; other backends throw a BackendError. */
   createModel(config: Float64Array, dtype?: DType): EngineModel;
   threads(): number;

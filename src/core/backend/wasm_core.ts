@@ -112,6 +112,8 @@ export interface WasmRuntime {
   longCall?(name: LongCallName, args: number[]): Promise<number>;
   /** Stops the threads the backend started. */
   dispose?(): void;
+  /** Why this backend runs single-threaded although more threads were asked for (or another note). */
+  note?: string;
 }
 
 /**
@@ -491,9 +493,9 @@ function withArrays<T>(ex: Exports, inputs: (Float32Array | null)[], outputs: Fl
 }
 
 /** A wasm Backend over compiled marble.wasm (the single-threaded build) bytes or module. */
-export async function instantiateWasmBackend(source: BufferSource | WebAssembly.Module): Promise<Backend> {
+export async function instantiateWasmBackend(source: BufferSource | WebAssembly.Module, note?: string): Promise<Backend> {
   const module = source instanceof WebAssembly.Module ? source : await WebAssembly.compile(source);
-  return backendOver(exportsOf(await WebAssembly.instantiate(module, {})), { threads: 1 });
+  return backendOver(exportsOf(await WebAssembly.instantiate(module, {})), { threads: 1, ...(note ? { note } : {}) });
 }
 
 /** Synchronous instantiation (fine in Node and workers; browsers limit it on the main thread). */
@@ -516,6 +518,13 @@ export function backendOver(ex: Exports, runtime: WasmRuntime): Backend {
       return new WasmModel(ex, runtime, config);
     },
     threads: () => runtime.threads,
+    describe: () => ({
+      name: 'wasm',
+      isa: readCString(ex.memory, ex.mb_isa()),
+      threads: runtime.threads,
+      ...(runtime.note ? { note: runtime.note } : {}),
+      memoryBytes: ex.memory.buffer.byteLength,
+    }),
     isa: () => readCString(ex.memory, ex.mb_isa()),  // "simd128", or "relaxed-simd128" (the *-relaxed.wasm builds)
     dispose: () => {
       if (disposed) return;

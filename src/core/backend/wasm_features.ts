@@ -1,6 +1,6 @@
-// Which wasm build this runtime should run: relaxed SIMD (f32x4.relaxed_madd
-// in the GEMM micro-kernel, wasm/build.sh's *-relaxed.wasm) where a module
-// using it validates, else plain SIMD128. Chrome 114+, Firefox 120+ and
+// Which wasm build this runtime should run: plain SIMD128 by default, relaxed
+// SIMD (f32x4.relaxed_madd in the GEMM micro-kernel, wasm/build.sh's
+// *-relaxed.wasm) when asked for and a module using it validates. Chrome 114+, Firefox 120+ and
 // Node 22+ have relaxed SIMD; Node 20 has it behind
 // --experimental-wasm-relaxed-simd. No Node built-ins: the browser entry
 // (src/web/wasm.ts) uses this too.
@@ -34,9 +34,11 @@ export function relaxedSimdSupported(): boolean {
 
 /**
  * The file name of the build to run: `marble` or `marble-threads`, with
- * `-relaxed` where the runtime has relaxed SIMD unless `plain` asks otherwise.
+ * `-relaxed` when relaxed SIMD is asked for and the runtime has it. Plain
+ * SIMD128 is the default: relaxed_madd may or may not fuse per engine and
+ * CPU, so only the plain builds give the same bits in every runtime.
  */
-export function wasmBuildFile(kind: 'single' | 'threads', plain = false): string {
+export function wasmBuildFile(kind: 'single' | 'threads', relaxed = false): string {
   const base = kind === 'single' ? 'marble' : 'marble-threads';
-  return `${base}${!plain && relaxedSimdSupported() ? '-relaxed' : ''}.wasm`;
+  return `${base}${relaxed && relaxedSimdSupported() ? '-relaxed' : ''}.wasm`;
 }

@@ -1,11 +1,10 @@
-// Model-space samples to pixels and PNG grids. PNG encoding goes through
-// pngjs; the conversion follows diffusers' pipelines:
-// (x / 2 + 0.5).clamp(0, 1), then * 255, rounded.
-import pngjs from 'pngjs';
+// Model-space samples to pixels and PNG grids. The conversion follows
+// diffusers' pipelines: (x / 2 + 0.5).clamp(0, 1), then * 255, rounded. PNG
+// encoding goes through fast-png (pure JS, deflate by fflate), so the same
+// samples give the same PNG bytes in every runtime.
+import { decode, encode } from 'fast-png';
 
 import { InputError } from '../errors.js';
-
-const { PNG } = pngjs;
 
 export interface ImageData8 {
   width: number;
@@ -48,6 +47,25 @@ export function samplesToImages(samples: Float32Array, shape: readonly number[])
   return images;
 }
 
+/** Images as RGBA, the layout of a canvas's ImageData (`new ImageData(image.data, image.width)`). */
+export interface RgbaImage {
+  width: number;
+  height: number;
+  data: Uint8ClampedArray;
+}
+
+export function imagesToRgba(images: ImageData8[]): RgbaImage[] {
+  return images.map(({ width, height, channels, data }) => {
+    const rgba = new Uint8ClampedArray(width * height * 4);
+    for (let p = 0; p < width * height; p++) {
+      if (channels === 1) rgba[p * 4] = rgba[p * 4 + 1] = rgba[p * 4 + 2] = data[p]!;
+      else rgba.set(data.subarray(p * 4, p * 4 + 3), p * 4);
+      rgba[p * 4 + 3] = 255;
+    }
+    return { width, height, data: rgba };
+  });
+}
+
 /** Lays images out in a grid (columns default to ceil(sqrt(n))) with a 2-pixel gap, as one RGBA PNG. */
 export function imagesToGridPng(images: ImageData8[], options: { columns?: number; gap?: number } = {}): Uint8Array {
   if (images.length === 0) throw new InputError('no images to write');
@@ -55,31 +73,34 @@ export function imagesToGridPng(images: ImageData8[], options: { columns?: numbe
   const columns = Math.max(1, Math.min(images.length, options.columns ?? Math.ceil(Math.sqrt(images.length))));
   const rows = Math.ceil(images.length / columns);
   const gap = options.gap ?? 2;
-  const png = new PNG({ width: columns * width + (columns - 1) * gap, height: rows * height + (rows - 1) * gap });
-  png.data.fill(0);
-  images.forEach((image, index) => {
+  const gridWidth = columns * width + (columns - 1) * gap;
+  const gridHeight = rows * height + (rows - 1) * gap;
+  const grid = new Uint8Array(gridWidth * gridHeight * 4);
+  imagesToRgba(images).forEach((image, index) => {
     const x0 = (index % columns) * (width + gap);
     const y0 = Math.floor(index / columns) * (height + gap);
     for (let y = 0; y < height; y++)
-      for (let x = 0; x < width; x++) {
-        const dst = ((y0 + y) * png.width + (x0 + x)) * 4;
-        const p = y * width + x;
-        if (image.channels === 1) {
-          const v = image.data[p]!;
-          png.data[dst] = png.data[dst + 1] = png.data[dst + 2] = v;
-        } else {
-          png.data[dst] = image.data[p * 4]!;
-          png.data[dst + 1] = image.data[p * 4 + 1]!;
-          png.data[dst + 2] = image.data[p * 4 + 2]!;
-        }
-        png.data[dst + 3] = 255;
-      }
+      grid.set(image.data.subarray(y * width * 4, (y + 1) * width * 4), ((y0 + y) * gridWidth + x0) * 4);
   });
-  return new Uint8Array(PNG.sync.write(png));
+  // The gaps are black and opaque.
+  for (let i = 3; i < grid.length; i += 4) grid[i] = 255;
+  return encode({ width: gridWidth, height: gridHeight, data: grid, channels: 4, depth: 8 });
 }
 
-/** Decodes a PNG to RGBA bytes (for tests and datasets). */
+/** Decodes an 8-bit PNG to RGBA bytes (for tests and datasets). */
 export function decodePng(bytes: Uint8Array): { width: number; height: number; data: Uint8Array } {
-  const png = PNG.sync.read(Buffer.from(bytes));
-  return { width: png.width, height: png.height, data: new Uint8Array(png.data) };
+  const image = decode(bytes);
+  if (image.depth !== 8) throw new InputError(`PNG depth ${image.depth} is not supported (8-bit only)`);
+  const { width, height, channels } = image;
+  const pixels = image.data as Uint8Array;
+  if (channels === 4) return { width, height, data: new Uint8Array(pixels) };
+  const data = new Uint8Array(width * height * 4);
+  for (let p = 0; p < width * height; p++) {
+    const gray = channels < 3;
+    data[p * 4] = pixels[p * channels]!;
+    data[p * 4 + 1] = pixels[p * channels + (gray ? 0 : 1)]!;
+    data[p * 4 + 2] = pixels[p * channels + (gray ? 0 : 2)]!;
+    data[p * 4 + 3] = channels === 2 || channels === 4 ? pixels[p * channels + channels - 1]! : 255;
+  }
+  return { width, height, data };
 }

@@ -11,8 +11,6 @@
 // hostile: each one is range-checked before it is used to size or index
 // anything, and every failure is a SafetensorsError naming the file and tensor.
 
-import { randomBytes } from 'node:crypto';
-import { readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { InputError, SafetensorsError } from '../errors.js';
 
 /** Bytes per element of every dtype the format defines. */
@@ -24,7 +22,7 @@ const DTYPE_SIZES: Readonly<Record<string, number>> = {
 };
 
 /** Same limit as the reference implementation; real headers are kilobytes. */
-const MAX_HEADER_BYTES = 100_000_000;
+export const MAX_HEADER_BYTES = 100_000_000;
 const METADATA_KEY = '__metadata__';
 
 export interface TensorInfo {
@@ -36,11 +34,15 @@ export interface TensorInfo {
   end: number;
 }
 
-export interface SafetensorsFile {
+/** What the header says: enough to check a file against a model before reading its data. */
+export interface SafetensorsHeader {
   tensors: Map<string, TensorInfo>;
   metadata: Record<string, string>;
   /** Absolute position of the data buffer (8 + header length). */
   dataStart: number;
+}
+
+export interface SafetensorsFile extends SafetensorsHeader {
   bytes: Uint8Array;
 }
 
@@ -69,26 +71,44 @@ function elementCount(shape: readonly number[]): number | undefined {
   return count;
 }
 
-export function parseSafetensors(bytes: Uint8Array, what = 'safetensors file'): SafetensorsFile {
-  const fail = (message: string): never => {
-    throw new SafetensorsError(`${what}: ${message}`);
-  };
-
-  if (bytes.length < 8) fail(`file is ${bytes.length} bytes, shorter than the 8-byte header length`);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+/**
+ * The header's length from the file's first 8 bytes (a u64), range-checked:
+ * a streaming reader knows from it how many bytes to wait for.
+ */
+export function safetensorsHeaderLength(first8: Uint8Array, what = 'safetensors file'): number {
+  if (first8.length < 8) throw new SafetensorsError(`${what}: file is ${first8.length} bytes, shorter than the 8-byte header length`);
+  const view = new DataView(first8.buffer, first8.byteOffset, 8);
   // Read the u64 as two u32 halves so a huge value never becomes a lossy number.
   const headerLengthLow = view.getUint32(0, true);
   const headerLengthHigh = view.getUint32(4, true);
   if (headerLengthHigh !== 0 || headerLengthLow > MAX_HEADER_BYTES) {
-    fail(`header length ${view.getBigUint64(0, true)} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+    throw new SafetensorsError(`${what}: header length ${view.getBigUint64(0, true)} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
   }
-  const headerLength = headerLengthLow;
-  if (headerLength === 0) fail('header length is 0');
+  if (headerLengthLow === 0) throw new SafetensorsError(`${what}: header length is 0`);
+  return headerLengthLow;
+}
+
+export function parseSafetensors(bytes: Uint8Array, what = 'safetensors file'): SafetensorsFile {
+  return { ...parseSafetensorsHeader(bytes, bytes.length, what), bytes };
+}
+
+/**
+ * Parses the header from a file's first bytes (at least 8 + header length of
+ * them). `fileLength` bounds the tensors' offsets; null when it is not known
+ * yet (a download without Content-Length: the reader then finds truncation
+ * at the end of the stream).
+ */
+export function parseSafetensorsHeader(bytes: Uint8Array, fileLength: number | null, what = 'safetensors file'): SafetensorsHeader {
+  const fail = (message: string): never => {
+    throw new SafetensorsError(`${what}: ${message}`);
+  };
+
+  const headerLength = safetensorsHeaderLength(bytes, what);
   const dataStart = 8 + headerLength;
-  if (dataStart > bytes.length) {
-    fail(`header length ${headerLength} runs past the end of the file (${bytes.length} bytes); the file may be truncated`);
+  if (dataStart > (fileLength ?? bytes.length)) {
+    fail(`header length ${headerLength} runs past the end of the file (${fileLength ?? bytes.length} bytes); the file may be truncated`);
   }
-  const dataLength = bytes.length - dataStart;
+  const dataLength = fileLength === null ? Infinity : fileLength - dataStart;
 
   let header: unknown;
   try {
@@ -158,18 +178,7 @@ export function parseSafetensors(bytes: Uint8Array, what = 'safetensors file'): 
     }
   }
 
-  return { tensors, metadata, dataStart, bytes };
-}
-
-export async function readSafetensorsFile(path: string): Promise<SafetensorsFile> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await readFile(path);
-  } catch (err) {
-    const { code, message } = err as NodeJS.ErrnoException;
-    throw new SafetensorsError(`cannot read safetensors file ${path}: ${code ?? message}`);
-  }
-  return parseSafetensors(bytes, path);
+  return { tensors, metadata, dataStart };
 }
 
 // ---------------------------------------------------------------------------
@@ -254,34 +263,37 @@ function getTensor(file: SafetensorsFile, name: string): TensorInfo {
 
 export function tensorToFloat32(file: SafetensorsFile, name: string): Float32Array {
   const info = getTensor(file, name);
-  const { bytes } = file;
+  return decodeFloatTensor(info.dtype, file.bytes.subarray(info.begin, info.end), name);
+}
+
+/** A tensor's own bytes (F32, F16 or BF16, little-endian) as a fresh Float32Array. */
+export function decodeFloatTensor(dtype: string, bytes: Uint8Array, name = 'tensor'): Float32Array {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const count = (info.end - info.begin) / DTYPE_SIZES[info.dtype];
-  switch (info.dtype) {
+  switch (dtype) {
     case 'F32': {
       if (hostIsLittleEndian) {
         // Copy into a fresh, aligned buffer: the file offset may be odd. (Not
         // bytes.slice(): on a Buffer, as readFile returns, that is a view.)
-        return new Float32Array(new Uint8Array(bytes.subarray(info.begin, info.end)).buffer);
+        return new Float32Array(new Uint8Array(bytes).buffer);
       }
-      const out = new Float32Array(count);
-      for (let i = 0; i < count; i++) out[i] = view.getFloat32(info.begin + 4 * i, true);
+      const out = new Float32Array(bytes.length / 4);
+      for (let i = 0; i < out.length; i++) out[i] = view.getFloat32(4 * i, true);
       return out;
     }
     case 'F16': {
       const table = getFloat16Table();
-      const out = new Float32Array(count);
-      for (let i = 0; i < count; i++) out[i] = table[view.getUint16(info.begin + 2 * i, true)];
+      const out = new Float32Array(bytes.length / 2);
+      for (let i = 0; i < out.length; i++) out[i] = table[view.getUint16(2 * i, true)];
       return out;
     }
     case 'BF16': {
-      const out = new Float32Array(count);
+      const out = new Float32Array(bytes.length / 2);
       const outBits = new Uint32Array(out.buffer);
-      for (let i = 0; i < count; i++) outBits[i] = view.getUint16(info.begin + 2 * i, true) << 16;
+      for (let i = 0; i < out.length; i++) outBits[i] = view.getUint16(2 * i, true) << 16;
       return out;
     }
     default:
-      throw new SafetensorsError(`dtype ${info.dtype} of tensor ${quote(name)} is not supported (f32, f16, bf16)`);
+      throw new SafetensorsError(`dtype ${dtype} of tensor ${quote(name)} is not supported (f32, f16, bf16)`);
   }
 }
 
@@ -390,18 +402,4 @@ export function serializeSafetensors(tensors: Record<string, TensorToWrite>, met
     position += data.length;
   }
   return out;
-}
-
-/** Writes to a temporary file first so readers never see a partial file. */
-export async function writeSafetensorsFile(path: string, tensors: Record<string, TensorToWrite>, metadata?: Record<string, string>): Promise<void> {
-  const bytes = serializeSafetensors(tensors, metadata);
-  const temporaryPath = `${path}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
-  try {
-    await writeFile(temporaryPath, bytes);
-    await rename(temporaryPath, path);
-  } catch (err) {
-    await unlink(temporaryPath).catch(() => {});
-    const { code, message } = err as NodeJS.ErrnoException;
-    throw new SafetensorsError(`cannot write safetensors file ${path}: ${code ?? message}`);
-  }
 }

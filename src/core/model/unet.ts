@@ -1,16 +1,15 @@
 // UNet2DModel: a loaded diffusers UNet on one backend, and loadUNet().
-import { readFile, stat } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-
 import { BackendError, ConfigError, InputError, MarbleError, MemoryLimitError, WeightsError } from '../errors.js';
 import { DTYPES, EngineStatus, dtypeUnsupported, split64 } from '../backend/backend.js';
 import type { Backend, BackendName, CapturedTensor, DType, EngineModel, ParamInfo } from '../backend/backend.js';
-import { createBackend } from '../../node/select.js';
+import { host } from '../host.js';
+import type { WasmOptions } from '../host.js';
 import { classConditioning, encodeEngineConfig, parseUNet2DConfig, timeEmbedDim } from './config.js';
 import type { UNet2DConfig } from './config.js';
-import { readSafetensorsFile, tensorToFloat32 } from './safetensors.js';
-import type { SafetensorsFile } from './safetensors.js';
+import type { SafetensorsHeader } from './safetensors.js';
+import { fileSource, readJson, throwIfAborted } from './source.js';
+import type { FileSource, ModelSource, SourceOptions } from './source.js';
+import { streamWeights } from './weights_stream.js';
 
 export interface LoadOptions {
   /**
@@ -46,6 +45,8 @@ export interface LoadOptions {
    * wasm backends compute in float32 only (another dtype is a BackendError).
    */
   dtype?: DType;
+  /** Which wasm builds the wasm backend runs (precompiled modules for workerd, relaxed SIMD). */
+  wasm?: WasmOptions;
 }
 
 /**
@@ -94,11 +95,12 @@ function checkSize(what: string, sizes: readonly number[]): void {
  * Activation memory a forward may use unless the caller says otherwise: three
  * quarters of the machine's memory (wasm is bounded by its 4 GB address space
  * anyway). Checked before allocating, so an oversized batch is an error, not
- * an out-of-memory kill.
+ * an out-of-memory kill. Where the runtime does not say (browsers, workerd),
+ * 3 GiB: wasm32's address space less room for the weights.
  */
-
 export function defaultMemoryLimit(): number {
-  return Math.floor(os.totalmem() * 0.75);
+  const total = host().totalMemoryBytes();
+  return total === null ? 3 * 2 ** 30 : Math.floor(total * 0.75);
 }
 
 /** Maps an engine failure to the typed error it stands for. */
@@ -311,19 +313,19 @@ export class UNet2DModel {
   }
 }
 
-async function isFile(p: string): Promise<boolean> {
-  try {
-    return (await stat(p)).isFile();
-  } catch {
-    return false;
-  }
-}
-
-/** A model folder (config.json + weights) or a pipeline folder with unet/ inside. */
-export async function resolveModelDir(dir: string): Promise<string> {
-  if (await isFile(path.join(dir, 'config.json'))) return dir;
-  if (await isFile(path.join(dir, 'unet', 'config.json'))) return path.join(dir, 'unet');
-  throw new ConfigError(`${dir} is neither a UNet2DModel folder (config.json) nor a pipeline folder (unet/config.json)`);
+/**
+ * The model folder of a source: the source itself when it has config.json (a
+ * UNet2DModel folder), else its unet/ (a pipeline folder).
+ */
+export async function resolveModelSource(source: FileSource, signal?: AbortSignal): Promise<{ model: FileSource; config: unknown }> {
+  const bare = await readJson(source, 'config.json', signal);
+  if (bare !== null) return { model: source, config: bare };
+  const unet = source.sub('unet');
+  const inPipeline = await readJson(unet, 'config.json', signal);
+  if (inPipeline !== null) return { model: unet, config: inPipeline };
+  throw new ConfigError(
+    `${source.describe('')} is neither a UNet2DModel folder (config.json) nor a pipeline folder (unet/config.json)`,
+  );
 }
 
 // Checkpoints saved before diffusers 0.14 name attention weights differently;
@@ -343,7 +345,7 @@ function canonicalName(name: string): string {
 /** Checks weights against the parameter table; one error lists every problem. */
 function matchWeights(
   table: { name: string; shape: number[] }[],
-  weights: SafetensorsFile,
+  weights: SafetensorsHeader,
   file: string,
 ): Map<string, string> {
   const byCanonical = new Map<string, string>();
@@ -397,7 +399,12 @@ async function buildUNet(
   if (!DTYPES.includes(dtype))
     throw new InputError(`dtype: unknown value ${JSON.stringify(dtype)} (expected one of ${DTYPES.map((d) => `'${d}'`).join(', ')})`);
   const given = typeof options.backend === 'object' ? options.backend : null;
-  const backend = given ?? (await createBackend((options.backend as 'auto' | BackendName | undefined) ?? 'auto', { threads: options.threads }));
+  const backend =
+    given ??
+    (await host().createBackend((options.backend as 'auto' | BackendName | undefined) ?? 'auto', {
+      threads: options.threads,
+      wasm: options.wasm,
+    }));
   const disposeBackend = () => {
     if (!given) backend.dispose?.();
   };
@@ -483,29 +490,29 @@ export async function createUNet(
   });
 }
 
-/** Loads a diffusers UNet2DModel folder (or a pipeline folder) onto a backend. */
-export async function loadUNet(dir: string, options: LoadOptions = {}): Promise<UNet2DModel> {
-  const modelDir = await resolveModelDir(dir);
-  const configPath = path.join(modelDir, 'config.json');
-  let json: unknown;
-  try {
-    json = JSON.parse(await readFile(configPath, 'utf8'));
-  } catch (e) {
-    throw new ConfigError(`${configPath}: ${(e as Error).message}`);
-  }
-  const config = parseUNet2DConfig(json);
-  const weightsPath = path.join(modelDir, 'diffusion_pytorch_model.safetensors');
-  if (!(await isFile(weightsPath)))
-    throw new WeightsError(`${weightsPath} is missing (marble reads safetensors weights, not .bin pickles)`);
+/**
+ * Loads a diffusers UNet2DModel (or the unet/ of a pipeline) from a folder
+ * path, a URL, or a map of file names to bytes, onto a backend. The weights
+ * stream into the engine as they arrive (see weights_stream.ts).
+ */
+export async function loadUNet(source: ModelSource, options: LoadOptions & SourceOptions = {}): Promise<UNet2DModel> {
+  const files = fileSource(source, options);
+  const { model, config: json } = await resolveModelSource(files, options.signal);
+  return loadUNetFrom(model, json, options);
+}
 
-  return buildUNet(config, options, async (engine, table) => {
-    const weights = await readSafetensorsFile(weightsPath);
-    const stored = matchWeights(table, weights, weightsPath);
-    table.forEach(({ name }, index) => {
-      const data = tensorToFloat32(weights, stored.get(name)!);
-      for (let i = 0; i < data.length; i++)
-        if (!Number.isFinite(data[i])) throw new WeightsError(`${weightsPath}: ${name} contains ${data[i]}`);
-      engine.setParam(index, data);
-    });
-  });
+/** loadUNet for a model folder already found (its config.json read). */
+export async function loadUNetFrom(model: FileSource, json: unknown, options: LoadOptions & SourceOptions): Promise<UNet2DModel> {
+  const config = parseUNet2DConfig(json);
+  const weightsName = 'diffusion_pytorch_model.safetensors';
+  const weightsPath = model.describe(weightsName);
+  const weights = await model.open(weightsName, options.signal);
+  if (!weights) throw new WeightsError(`${weightsPath} is missing (marble reads safetensors weights, not .bin pickles)`);
+  throwIfAborted(options.signal);
+  return buildUNet(config, options, (engine, table) =>
+    streamWeights(weights, weightsPath, engine, table, (header) => matchWeights(table, header, weightsPath), {
+      ...options,
+      progressName: weightsName,
+    }),
+  );
 }
