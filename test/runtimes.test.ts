@@ -10,22 +10,19 @@
 import './../src/node/host.js';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
+import { copyFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 import * as marble from '../src/index.js';
 import { packageRoot } from '../src/node/native.js';
+import { CHROMIUM_ARGS, requireRuntime, run, scratchProject, startWorkerd } from './support/runtimes.js';
 import { startStaticServer } from './support/static_server.js';
 import type { StaticServer } from './support/static_server.js';
 
 const root = packageRoot();
 const runtimesDir = path.join(root, 'test', 'runtimes');
-const bin = (name: string) => path.join(root, 'node_modules', '.bin', name);
-const CHROMIUM = '/usr/bin/chromium';
 
 interface SourceReport {
   samples: string;
@@ -47,31 +44,6 @@ const { probe } = (await import(pathToFileURL(path.join(runtimesDir, 'probe.mjs'
 let server: StaticServer;
 let reference: Report;
 let project: string; // a scratch project with node_modules/marble-diffusion -> this package
-
-/** Present, or (under CI) a failure that says how to install it; else a skip. */
-function requireBinary(t: { skip(message: string): void }, file: string, install: string): boolean {
-  if (existsSync(file)) return true;
-  if (process.env.CI) assert.fail(`${file} is missing: ${install}`);
-  t.skip(`${file} is missing (${install})`);
-  return false;
-}
-
-function run(command: string, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd: options.cwd, env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d));
-    child.stderr.on('data', (d: Buffer) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 120_000);
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      if (code === 0) resolve(stdout);
-      else reject(new Error(`${path.basename(command)} ${args.join(' ')} exited ${code ?? signal}\n${stderr.slice(-4000)}\n${stdout.slice(-2000)}`));
-    });
-  });
-}
 
 const lastJsonLine = (text: string): Report => JSON.parse(text.trim().split('\n').pop()!) as Report;
 
@@ -99,10 +71,7 @@ before(async () => {
     threads: 1,
     sources: { path: marble.embeddedModel(), files: await modelFiles() },
   });
-  project = await mkdtemp(path.join(tmpdir(), 'marble-runtimes-'));
-  await mkdir(path.join(project, 'node_modules'));
-  await symlink(root, path.join(project, 'node_modules', 'marble-diffusion'), 'dir');
-  await writeFile(path.join(project, 'package.json'), JSON.stringify({ type: 'module', private: true }));
+  project = await scratchProject('marble-runtimes-');
   for (const file of ['cli_probe.mjs', 'probe.mjs']) await copyFile(path.join(runtimesDir, file), path.join(project, file));
 });
 
@@ -152,8 +121,8 @@ test('Node: wasm with 1 and 2 threads, from a path, a URL and bytes, gives the s
 });
 
 test('Deno (the deno npm package): same bits from a path, a URL and bytes, 2 threads', async (t) => {
-  const deno = bin('deno');
-  if (!requireBinary(t, deno, 'npm ci installs the deno package')) return;
+  const deno = requireRuntime(t, 'deno');
+  if (!deno) return;
   const out = await run(deno, ['run', '--allow-read', `--allow-net=127.0.0.1:${server.port}`, 'cli_probe.mjs', 'deno', '2', `${server.url}plain/`], {
     cwd: project,
     env: { DENO_NO_UPDATE_CHECK: '1', NO_COLOR: '1' },
@@ -164,32 +133,20 @@ test('Deno (the deno npm package): same bits from a path, a URL and bytes, 2 thr
 });
 
 test('Bun (the bun npm package): same bits from a path, a URL and bytes, 2 threads', async (t) => {
-  // The bun package's postinstall moves the platform binary into bun/bin when install scripts run.
-  const candidates = [path.join(root, 'node_modules', 'bun', 'bin', 'bun.exe'), path.join(root, 'node_modules', '@oven', 'bun-linux-x64', 'bin', 'bun')];
-  const bun = candidates.find((file) => existsSync(file) && statSync(file).size > 1 << 20) ?? candidates[1]!;
-  if (!requireBinary(t, bun, 'npm ci installs the bun package (@oven/bun-linux-x64)')) return;
+  const bun = requireRuntime(t, 'bun');
+  if (!bun) return;
   const report = lastJsonLine(await run(bun, ['cli_probe.mjs', 'bun', '2', `${server.url}plain/`], { cwd: project }));
   assertSameAsNode(report, ['path', 'url', 'files']);
   assert.equal(report.backend.threads, 2, 'Bun has workers and shared memory');
 });
 
 test('workerd: same bits from data modules and a precompiled wasm module; single-threaded, saying why; within 128 MB', async (t) => {
-  const workerd = bin('workerd');
-  if (!requireBinary(t, workerd, 'npm ci installs the workerd package')) return;
-  const port = await server.freePort();
-  const child = spawn(workerd, ['serve', path.join(runtimesDir, 'workerd.capnp'), '--socket-addr', `http=127.0.0.1:${port}`], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let log = '';
-  child.stderr.on('data', (d: Buffer) => (log += d));
-  child.stdout.on('data', (d: Buffer) => (log += d));
+  const workerd = requireRuntime(t, 'workerd');
+  if (!workerd) return;
+  const worker = await startWorkerd(workerd, path.join(runtimesDir, 'workerd.capnp'));
   try {
-    let response: Response | null = null;
-    for (let attempt = 0; attempt < 100 && !response; attempt++) {
-      response = await fetch(`http://127.0.0.1:${port}/probe?threads=2`).catch(() => null);
-      if (!response) await new Promise((r) => setTimeout(r, 100));
-    }
-    assert.ok(response, `workerd did not answer: ${log}`);
+    const response = await fetch(`${worker.url}probe?threads=2`);
+    const log = worker.log();
     assert.equal(response.status, 200, `${await response.clone().text()}\n${log}`);
     const report = (await response.json()) as Report;
     assertSameAsNode(report, ['files']);
@@ -197,17 +154,15 @@ test('workerd: same bits from data modules and a precompiled wasm module; single
     assert.match(report.backend.note ?? '', /single-threaded: .*(SharedArrayBuffer|Worker)/, 'describe() says why');
     assert.ok(report.backend.memoryBytes! < 128 * 2 ** 20, `wasm memory ${report.backend.memoryBytes} bytes`);
   } finally {
-    child.kill('SIGKILL');
+    worker.stop();
   }
 });
 
 test('Chromium: a cross-origin-isolated page runs 2 threads, a plain page 1 (saying why); both the same bits, sampling in a Web Worker', async (t) => {
-  if (!requireBinary(t, CHROMIUM, 'apt-get install -y --no-install-recommends chromium chromium-headless-shell')) return;
+  const executablePath = requireRuntime(t, 'chromium');
+  if (!executablePath) return;
   const { chromium } = await import('playwright-core');
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  const browser = await chromium.launch({ executablePath, args: CHROMIUM_ARGS });
   try {
     for (const [prefix, threads] of [['coi', 2], ['plain', 1]] as const) {
       const page = await browser.newPage();

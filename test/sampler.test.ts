@@ -144,6 +144,10 @@ test('images() and png() follow diffusers: (x / 2 + 0.5).clamp(0, 1) * 255, roun
   assert.equal(images.length, 5);
   const x = result.samples[0]!;
   assert.equal(images[0]!.data[0], Math.round(Math.min(1, Math.max(0, x / 2 + 0.5)) * 255));
+  // RGBA, as a canvas's ImageData: opaque, 4 bytes a pixel
+  assert.ok(images[0]!.data instanceof Uint8ClampedArray);
+  assert.equal(images[0]!.data.length, 16 * 16 * 4);
+  assert.equal(images[0]!.data[3], 255);
   const png = decodePng(result.png());
   // 5 images in ceil(sqrt(5)) = 3 columns, 2 rows, 2-pixel gaps
   assert.equal(png.width, 3 * 16 + 2 * 2);

@@ -9,8 +9,8 @@
 // .manual_seed(seed) + torch.randn in diffusers' pipeline order, so a seed
 // gives the image DDPMPipeline / DDIMPipeline give on CPU.
 import { ConfigError, InputError } from './errors.js';
-import { imagesToGridPng, samplesToImages } from './image/png.js';
-import type { ImageData8 } from './image/png.js';
+import { imagesToGridPng, imagesToRgba, samplesToImages } from './image/png.js';
+import type { RgbaImage } from './image/png.js';
 import type { DeviceSampling, UNet2DModel } from './model/unet.js';
 import { classConditioning } from './model/config.js';
 import { TorchGenerator } from './rng/torch.js';
@@ -60,8 +60,8 @@ export interface SampleResult {
   /** [B, C, H, W] in model space (about [-1, 1]) */
   samples: Float32Array;
   shape: [number, number, number, number];
-  /** 8-bit images, gray for 1 channel, RGBA for 3 */
-  images(): ImageData8[];
+  /** RGBA images, ImageData-compatible: `ctx.putImageData(new ImageData(image.data, image.width), x, y)`. */
+  images(): RgbaImage[];
   /** the batch as one grid PNG */
   png(options?: { columns?: number }): Uint8Array;
 }
@@ -157,7 +157,7 @@ export async function sample(options: SampleOptions): Promise<SampleResult> {
   return {
     samples,
     shape,
-    images: () => samplesToImages(samples, shape),
+    images: () => imagesToRgba(samplesToImages(samples, shape)),
     png: (pngOptions) => imagesToGridPng(samplesToImages(samples, shape), pngOptions),
   };
 }

@@ -8,4 +8,4 @@ import type { CallMessage, ThreadInit } from '../core/backend/wasm_threads.js';
 const port = parentPort!;
 const serve = runThread(workerData as ThreadInit, (message) => port.postMessage(message));
 if (serve) port.on('message', (call: CallMessage) => serve(call));
-else port.close(); // a pool thread returns only once the pool stopped (or failed)
+else port.close?.(); // a pool thread returns only once the pool stopped (or failed); Deno's parentPort has no close

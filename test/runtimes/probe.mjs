@@ -34,8 +34,7 @@ export async function probe(marble, { runtime, threads, sources, wasm }) {
         sampleMs: Math.round(performance.now() - loaded),
       };
       png ??= result.png();
-      const rgba = result.images().length === 4 ? marble.imagesToRgba(result.images()) : [];
-      report.rgbaBytes = rgba.reduce((n, image) => n + image.data.length, 0);
+      report.rgbaBytes = result.images().reduce((n, image) => n + image.data.length, 0);
     } finally {
       pipe.dispose();
     }

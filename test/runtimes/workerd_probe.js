@@ -12,7 +12,9 @@ const json = (value) => new TextEncoder().encode(JSON.stringify(value));
 
 export default {
   async fetch(request) {
-    const threads = Number(new URL(request.url).searchParams.get('threads') ?? 1);
+    const url = new URL(request.url);
+    if (url.pathname !== '/probe') return new Response('GET /probe?threads=N\n', { status: 404 });
+    const threads = Number(url.searchParams.get('threads') ?? 1);
     const files = {
       'unet/config.json': json(unetConfig),
       'unet/diffusion_pytorch_model.safetensors': new Uint8Array(unetWeights),

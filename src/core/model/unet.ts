@@ -318,6 +318,12 @@ export class UNet2DModel {
  * UNet2DModel folder), else its unet/ (a pipeline folder).
  */
 export async function resolveModelSource(source: FileSource, signal?: AbortSignal): Promise<{ model: FileSource; config: unknown }> {
+  // A pipeline says so with model_index.json: then unet/ is read without
+  // probing config.json first (a 404 a page's console would show).
+  if ((await readJson(source, 'model_index.json', signal)) !== null) {
+    const config = await readJson(source.sub('unet'), 'config.json', signal);
+    if (config !== null) return { model: source.sub('unet'), config };
+  }
   const bare = await readJson(source, 'config.json', signal);
   if (bare !== null) return { model: source, config: bare };
   const unet = source.sub('unet');
