@@ -72,7 +72,8 @@ async function bytesOf(value: FileBytes, what: string): Promise<OpenedFile> {
 }
 
 function responseFile(response: Response): OpenedFile {
-  const length = Number(response.headers.get('content-length'));
+  const header = response.headers.get('content-length');
+  const length = header === null || header.trim() === '' ? NaN : Number(header);
   // A compressed transfer's Content-Length counts compressed bytes: unknown then.
   const encoded = (response.headers.get('content-encoding') ?? 'identity') !== 'identity';
   const size = Number.isSafeInteger(length) && length >= 0 && !encoded ? length : null;
