@@ -25,6 +25,7 @@ import { cudaDevices, loadAddon, nativeAvailable } from '../node/native.js';
 import { DTYPES } from '../core/backend/backend.js';
 import type { DType } from '../core/backend/backend.js';
 import { createWasmBackend, wasmPath, wasmThreadsPath } from '../node/wasm.js';
+import { relaxedSimdSupported } from '../core/backend/wasm_features.js';
 
 // The smallest module that uses a SIMD128 instruction (v128.const, drop).
 const SIMD_PROBE = new Uint8Array([
@@ -52,6 +53,12 @@ async function info(): Promise<void> {
     lines.push(['backend wasm', `unavailable: ${(e as Error).message}`]);
   }
   lines.push(['wasm simd128', WebAssembly.validate(SIMD_PROBE) ? 'supported by this runtime' : 'NOT supported by this runtime']);
+  lines.push([
+    'wasm relaxed simd',
+    relaxedSimdSupported()
+      ? 'supported; opt-in (MARBLE_WASM_RELAXED=1): not bit-identical across runtimes'
+      : 'not supported by this runtime (the plain builds run, as by default)',
+  ]);
   const cuda = cudaDevices();
   if (cuda.count > 0) {
     lines.push(['backend cuda', `available: ${cuda.count} device${cuda.count > 1 ? 's' : ''} (${cuda.buildInfo}); sampling and training on the GPU (dtype float32; float16 / bfloat16 on tensor cores, training in mixed precision)`]);
