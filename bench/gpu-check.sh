@@ -10,10 +10,11 @@
 #
 # Needs node >= 20 (NODE, else `node` on the PATH) and the package's
 # node_modules (runtime dependencies; node-addon-api and node-api-headers to
-# build). npm is not needed. The addon: MARBLE_ADDON=/path/marble.node, else
-# build/Release/marble.node when present and loadable here (say, carried in
-# prebuilt: bench/gpu-pack.sh), else it is built here with cmake + nvcc into
-# build-gpu/ for this GPU's architecture; MARBLE_REBUILD=1 forces that build. The TypeScript must be compiled (dist/)
+# build). npm is not needed. The addon is the development one (the product
+# addon plus the CUDA self-test and benchmark hooks): MARBLE_ADDON=/path/marble_dev.node,
+# else build/dev/marble_dev.node when present, built with CUDA and loadable here
+# (say, carried in prebuilt: bench/gpu-pack.sh), else it is built here with
+# cmake + nvcc into build-gpu/ for this GPU's architecture; MARBLE_REBUILD=1 forces that build. The TypeScript must be compiled (dist/)
 # unless node_modules/typescript is there to compile it.
 # Results go to $OUT when set (else bench/results/gpu-check/): gpu-check.json
 # (summary), cuda-tests.tap, gpu.json (benchmark), wgmma/gpu.json (the half
@@ -43,10 +44,10 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,c
 if [ -n "${MARBLE_ADDON:-}" ]; then
   say "addon given: $MARBLE_ADDON"
   STATUS[build]="given"
-elif [ -f build/Release/marble.node ] && [ "${MARBLE_REBUILD:-0}" != 1 ] &&
-     "$NODE" -e "if (!require('$ROOT/build/Release/marble.node').cudaDevices().built) { console.error('built without CUDA'); process.exit(1); }" \
+elif [ -f build/dev/marble_dev.node ] && [ "${MARBLE_REBUILD:-0}" != 1 ] &&
+     "$NODE" -e "if (!require('$ROOT/build/dev/marble_dev.node').cudaDevices().built) { console.error('built without CUDA'); process.exit(1); }" \
        2>"$RESULTS/prebuilt-load-error.txt"; then
-  export MARBLE_ADDON=$ROOT/build/Release/marble.node
+  export MARBLE_ADDON=$ROOT/build/dev/marble_dev.node
   say "prebuilt addon: $MARBLE_ADDON"
   STATUS[build]="prebuilt"
 else
@@ -61,15 +62,15 @@ else
   GEN=(); command -v ninja >/dev/null && GEN=(-G Ninja)
   BUILD_START=$(date +%s)
   [ -n "$ARCH" ] && export MARBLE_CUDA_ARCHITECTURES=$ARCH
-  if MARBLE_CUDA=ON MARBLE_CUDA_EMULATION=OFF cmake -S . -B build-gpu "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release \
+  if MARBLE_CUDA=ON MARBLE_DEV=ON MARBLE_DEV_CUDA=ON MARBLE_CUDA_EMULATION=OFF cmake -S . -B build-gpu "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release \
       "-DCMAKE_JS_INC=$ROOT/node_modules/node-api-headers/include;$ROOT/node_modules/node-addon-api" \
       "-DCMAKE_LIBRARY_OUTPUT_DIRECTORY=$ROOT/build-gpu/Release" \
-    && timeout 240 cmake --build build-gpu -j "$(nproc)"; then
+    && timeout 240 cmake --build build-gpu -j "$(nproc)" --target marble_dev; then
     STATUS[build]="built in $(( $(date +%s) - BUILD_START ))s"
   else
     STATUS[build]="FAILED"
   fi
-  export MARBLE_ADDON=$ROOT/build-gpu/Release/marble.node
+  export MARBLE_ADDON=$ROOT/build-gpu/dev/marble_dev.node
 fi
 say "build: ${STATUS[build]}"
 

@@ -19,7 +19,8 @@ import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 
-import { loadAddon, nativeAvailable } from '../src/node/native.js';
+import { nativeAvailable } from '../src/node/native.js';
+import { loadDevAddon } from '../test/support/dev_addon.js';
 import { wasmPath } from '../src/node/wasm.js';
 import { readResult, writeResult } from './results.js';
 
@@ -140,7 +141,8 @@ export async function measurePeaks(threads = os.cpus().length): Promise<PeakRow[
   const rows: PeakRow[] = [];
   const counts = [...new Set([1, threads])];
   if (nativeAvailable()) {
-    const addon = loadAddon() as unknown as { peakFma?: PeakFn; setThreads(n: number): number; threads(): number };
+    // peakFma is in the development addon (scripts/dev_addons.mjs), not the product one.
+    const addon = loadDevAddon() as unknown as { peakFma?: PeakFn; setThreads(n: number): number; threads(): number };
     if (addon.peakFma) {
       const before = addon.threads();
       for (const [isa, code] of Object.entries(ISA_CODES))

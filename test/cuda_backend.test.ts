@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { BackendError, DDPMScheduler, Trainer, createBackend, loadUNet } from '../src/index.js';
 import { engineOf } from '../src/train/engine_access.js';
 import { cudaDevices, cudaUnavailableReason, loadAddon } from '../src/node/native.js';
+import { loadDevAddon } from './support/dev_addon.js';
 import { SELF_TEST_FAMILIES, fixturePath } from './helpers.js';
 
 const info = cudaDevices();
@@ -64,11 +65,11 @@ if (reason !== null) {
   });
 }
 
-test('the CUDA op self-test runs every case end to end (dry run: the CPU ops on both sides)', () => {
+test('the CUDA op self-test (development addon) runs every case end to end (dry run: the CPU ops on both sides)', () => {
   // What a GPU run of test/cuda.test.ts will execute, minus the GPU: every
   // case allocates, copies, runs and compares; run twice, the CPU ops agree
   // to the bit (they are deterministic), so the comparison reports 0.
-  const cases = loadAddon().cudaParity(0, 20261128, true);
+  const cases = loadDevAddon().cudaParity(0, 20261128, true);
   assert.ok(cases.length >= 70, `${cases.length} cases`);
   const families = new Set(cases.map((c) => c.op));
   for (const op of SELF_TEST_FAMILIES) assert.ok(families.has(op), `covers ${op}`);

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 
 import { loadAddon } from '../src/node/native.js';
+import { loadDevAddon } from './support/dev_addon.js';
 import { wasmPath } from '../src/node/wasm.js';
 import { backendsUnderTest } from './helpers.js';
 
@@ -17,9 +18,9 @@ const GENERIC = 12 * 4 * 2;
 const AVX2 = 12 * 8 * 2;
 const AVX512 = 16 * 16 * 2;
 
-test('peakFma (addon) counts the operations of each ISA kernel and refuses unknown ones', async () => {
+test('peakFma (the development addon) counts the operations of each ISA kernel and refuses unknown ones', async () => {
   await backendsUnderTest(); // throws when the addon is not built
-  const addon = loadAddon() as unknown as { peakFma: PeakFn; isa(): string };
+  const addon = loadDevAddon() as unknown as { peakFma: PeakFn; isa(): string };
   assert.equal(addon.peakFma(0, 1, 1000), 1000 * GENERIC);
   assert.equal(addon.peakFma(0, 6, 1000), 6 * 1000 * GENERIC, 'tasks on the thread pool add up');
   // the GEMM kernel in use implies its peak kernel exists
@@ -37,4 +38,11 @@ test('mb_peak_fma (wasm) runs the SIMD128 kernel only', () => {
   assert.equal(exports.mb_peak_fma(0, 3, 10), 3 * 10 * GENERIC);
   assert.equal(exports.mb_peak_fma(1, 1, 1000), 0);
   assert.equal(exports.mb_peak_fma(2, 1, 1000), 0);
+});
+
+test('the product addon exports the product API only: no self-test, benchmark or fault-injection entry points', () => {
+  const product = Object.keys(loadAddon()).sort();
+  assert.deepEqual(product, ['Model', 'addNoise', 'cudaDevices', 'diffusionStep', 'isa', 'philoxBlock', 'randnPhilox', 'selectIsa', 'setThreads', 'threads']);
+  const dev = Object.keys(loadDevAddon());
+  for (const hook of ['cudaParity', 'cudaFaultProbe', 'cudaConvBench', 'cudaAttentionBench', 'peakFma']) assert.ok(dev.includes(hook), `marble_dev.node has ${hook}`);
 });

@@ -12,6 +12,9 @@
 
 #include "../cuda/cuda_api.h"
 #include "../engine/api.h"
+#ifdef MB_DEV_HOOKS
+#include "dev_hooks.h"
+#endif
 
 namespace {
 
@@ -644,12 +647,6 @@ Napi::Value SelectIsa(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), mb_select_isa(wanted.c_str()));
 }
 
-// peakFma(isa, tasks, iterations) -> float operations done (synchronous; bench/peak.ts times it)
-Napi::Value PeakFma(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), mb_peak_fma(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value(),
-                                                   info[2].As<Napi::Number>().DoubleValue()));
-}
-
 // randnPhilox(seedLo, seedHi, drawLo, drawHi, offset, n) -> Float32Array
 Napi::Value RandnPhilox(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -747,78 +744,8 @@ Napi::Value CudaDevices(const Napi::CallbackInfo& info) {
   return result;
 }
 
-// cudaParity(device, seed, dryRun) -> [{ op, name, exact, maxAbsErr, maxRef, elements, status, error }]
-// Synchronous: a test helper that runs every op family once on small inputs.
-Napi::Value CudaParity(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const int n = mb_cuda_parity_run(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Uint32Value(),
-                                   info[2].ToBoolean().Value() ? 1 : 0);
-  Napi::Array list = Napi::Array::New(env, (size_t)n);
-  for (int i = 0; i < n; ++i) {
-    MbParityCase c;
-    if (mb_cuda_parity_case(i, &c) != 0) continue;
-    Napi::Object e = Napi::Object::New(env);
-    e.Set("op", std::string(c.op));
-    e.Set("name", std::string(c.name));
-    e.Set("exact", Napi::Boolean::New(env, c.exact != 0));
-    e.Set("maxAbsErr", c.max_abs_err);
-    e.Set("maxRef", c.max_ref);
-    e.Set("elements", c.elements);
-    e.Set("status", c.status);
-    e.Set("error", std::string(c.error));
-    list.Set((uint32_t)i, e);
-  }
-  return list;
-}
-
-// The GPU benchmark's timings (synchronous: benchmark helpers). `n` integer
-// arguments go to `bench`, which writes the mean ms and a reason; the result
-// is { status, ms, reason }.
-template <int n, typename Bench>
-Napi::Value RunCudaBench(const Napi::CallbackInfo& info, Bench bench) {
-  int a[n];
-  for (int i = 0; i < n; ++i) a[i] = info[i].As<Napi::Number>().Int32Value();
-  double ms = 0.0;
-  char reason[512] = {0};
-  const int status = bench(a, &ms, reason, (int)sizeof(reason));
-  Napi::Object result = Napi::Object::New(info.Env());
-  result.Set("status", status);
-  result.Set("ms", ms);
-  result.Set("reason", std::string(reason));
-  return result;
-}
-
-// cudaConvBench(device, weightType, flags, batch, cin, cout, h, w, iterations): one 3x3 conv GEMM (mb_cuda_conv_bench).
-Napi::Value CudaConvBench(const Napi::CallbackInfo& info) {
-  return RunCudaBench<9>(info, [](const int* a, double* ms, char* reason, int len) {
-    return mb_cuda_conv_bench(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], ms, reason, len);
-  });
-}
-
-// cudaAttentionBench(device, fused, batch, tokens, heads, headDim, iterations): one attention forward (mb_cuda_attention_bench).
-Napi::Value CudaAttentionBench(const Napi::CallbackInfo& info) {
-  return RunCudaBench<7>(info, [](const int* a, double* ms, char* reason, int len) {
-    return mb_cuda_attention_bench(a[0], a[1], a[2], a[3], a[4], a[5], a[6], ms, reason, len);
-  });
-}
-
-// cudaFaultProbe(device) -> { status, message }: loses the CUDA context (child processes only).
-Napi::Value CudaFaultProbe(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  char message[512] = {0};
-  const int status = mb_cuda_fault_probe(info[0].As<Napi::Number>().Int32Value(), message, sizeof(message));
-  Napi::Object result = Napi::Object::New(env);
-  result.Set("status", status);
-  result.Set("message", std::string(message));
-  return result;
-}
-
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaDevices", Napi::Function::New(env, CudaDevices));
-  exports.Set("cudaConvBench", Napi::Function::New(env, CudaConvBench));
-  exports.Set("cudaAttentionBench", Napi::Function::New(env, CudaAttentionBench));
-  exports.Set("cudaFaultProbe", Napi::Function::New(env, CudaFaultProbe));
-  exports.Set("cudaParity", Napi::Function::New(env, CudaParity));
   exports.Set("diffusionStep", Napi::Function::New(env, DiffusionStep));
   exports.Set("addNoise", Napi::Function::New(env, AddNoise));
   exports.Set("randnPhilox", Napi::Function::New(env, RandnPhilox));
@@ -828,7 +755,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("isa", Napi::Function::New(env, Isa));
   exports.Set("selectIsa", Napi::Function::New(env, SelectIsa));
-  exports.Set("peakFma", Napi::Function::New(env, PeakFma));
+#ifdef MB_DEV_HOOKS
+  // Test and benchmark entry points: only in marble_dev.node and
+  // marble_emulated.node, never in the product addon (dev_hooks.cpp).
+  mb_register_dev_hooks(env, exports);
+#endif
   return exports;
 }
 

@@ -21,7 +21,7 @@ import { registerEvalCommand } from './eval.js';
 import { registerExportCommand } from './export.js';
 import { registerTrainCommand } from './train.js';
 
-import { cudaDevices, loadAddon, nativeAvailable } from '../node/native.js';
+import { addonOrigin, cudaDevices, loadAddon, nativeAvailable } from '../node/native.js';
 import { DTYPES } from '../core/backend/backend.js';
 import type { DType } from '../core/backend/backend.js';
 import { createWasmBackend, wasmPath, wasmThreadsPath } from '../node/wasm.js';
@@ -38,11 +38,14 @@ const SIMD_PROBE = new Uint8Array([
 async function info(): Promise<void> {
   const lines: [string, string][] = [];
   lines.push(['cpu', `${os.cpus()[0]?.model ?? 'unknown'} (${os.cpus().length} cores, ${os.arch()})`]);
+  const origin = addonOrigin();
   if (nativeAvailable()) {
     const addon = loadAddon();
+    lines.push(['native addon', `${origin.kind}: ${origin.file}`]);
     lines.push(['backend cpu', `available: ${addon.isa()} GEMM kernel, ${addon.threads()} threads`]);
   } else {
-    lines.push(['backend cpu', 'not built (npm run build:addon)']);
+    lines.push(['native addon', `none: ${addonOrigin().reason ?? 'it does not load'}`]);
+    lines.push(['backend cpu', 'unavailable (no native addon): marble uses the wasm backend; npm rebuild marble-diffusion --build-from-source builds it']);
   }
   try {
     const wasm = await createWasmBackend();

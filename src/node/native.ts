@@ -1,9 +1,11 @@
-// The cpu and cuda backends: the Node-API addon built by cmake-js into
-// build/Release. cuda is the same addon with the model's forward on a GPU
+// The cpu and cuda backends: the Node-API addon, found by node-gyp-build: a
+// source build in build/Release (cmake-js) first, else the prebuilt addon the
+// package ships in prebuilds/<platform>-<arch>/ (scripts/install.mjs says
+// which, or why neither). cuda is the same addon with the model's forward on a GPU
 // (native/cuda); the addon links cudart statically, so it loads everywhere
 // and reports "no device" with the CUDA runtime's reason where there is none.
 import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
@@ -48,10 +50,11 @@ export interface CudaParityCase {
 
 type NativeModel = EngineModel & { useCuda(device: number, weightType: number): void; device(): string };
 
-interface Addon {
+export interface Addon {
   Model: new (config: Float64Array) => NativeModel;
   cudaDevices(): CudaDevices;
   /** dryRun: the CPU ops on both sides, no device needed (checks the harness). */
+  // The development addon's entry points (build/dev/marble_dev.node, native/node/dev_hooks.cpp):
   cudaParity(device: number, seed: number, dryRun: boolean): CudaParityCase[];
   cudaFaultProbe(device: number): { status: number; message: string };
   /** One attention forward timed on the device (bench/gpu.ts): fused 1 the flash-style kernel, 0 the batched GEMMs. */
@@ -99,19 +102,62 @@ export function packageRoot(): string {
   return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 }
 
+/** Where the addon came from, for `marble info`. */
+export interface AddonOrigin {
+  /** 'MARBLE_ADDON', 'source build', 'prebuild', or 'none'. */
+  kind: string;
+  file: string | null;
+  /** Why there is none (the install step's reason, or the load error). */
+  reason?: string;
+}
+
+let origin: AddonOrigin | null = null;
+
+function installRecord(): { addon?: string; reason?: string } {
+  try {
+    return JSON.parse(readFileSync(path.join(packageRoot(), 'build', 'install.json'), 'utf8')) as { addon?: string; reason?: string };
+  } catch {
+    return {};
+  }
+}
+
+function resolveAddon(): AddonOrigin {
+  // MARBLE_ADDON points at another build of the addon (the tests' dev and
+  // emulated addons, bench/gpu-check.sh).
+  if (process.env.MARBLE_ADDON) return { kind: 'MARBLE_ADDON', file: path.resolve(process.env.MARBLE_ADDON) };
+  const require = createRequire(import.meta.url);
+  try {
+    const nodeGypBuild = require('node-gyp-build') as { path(dir: string): string };
+    const file = nodeGypBuild.path(packageRoot());
+    return { kind: file.includes(`${path.sep}prebuilds${path.sep}`) ? 'prebuild' : 'source build', file };
+  } catch {
+    const why = installRecord().reason ?? `no prebuilt addon for ${process.platform}-${process.arch} and no source build`;
+    return { kind: 'none', file: null, reason: why };
+  }
+}
+
+/** Which addon loads (or would), and from where. */
+export function addonOrigin(): AddonOrigin {
+  origin ??= resolveAddon();
+  return origin;
+}
+
 export function loadAddon(): Addon {
   if (addon) return addon;
   if (loadError) throw loadError;
-  // MARBLE_ADDON points at another build of the addon (bench/gpu-check.sh uses it).
-  const file = process.env.MARBLE_ADDON ? path.resolve(process.env.MARBLE_ADDON) : path.join(packageRoot(), 'build', 'Release', 'marble.node');
-  if (!existsSync(file)) {
-    loadError = new BackendError(`the native addon is not built (${file} is missing); run \`npm run build:addon\``);
+  const found = addonOrigin();
+  if (!found.file || !existsSync(found.file)) {
+    loadError = new BackendError(
+      `the native addon is not available (${found.reason ?? `${found.file} is missing`}); marble uses its WebAssembly backend. ` +
+        'To build the addon: npm rebuild marble-diffusion --build-from-source (needs cmake and a C++17 compiler)',
+    );
     throw loadError;
   }
   try {
-    addon = createRequire(import.meta.url)(file) as Addon;
+    addon = createRequire(import.meta.url)(found.file) as Addon;
   } catch (e) {
     loadError = new BackendError(`the native addon failed to load: ${(e as Error).message}`);
+    origin = { ...found, reason: (e as Error).message };
     throw loadError;
   }
   const isa = process.env.MARBLE_ISA;
