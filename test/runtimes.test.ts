@@ -36,6 +36,7 @@ interface Report {
   png: string;
   truncated: string;
   error?: string;
+  bench?: { rows: string[]; skipped: string[] };
 }
 
 type Probe = (m: typeof marble, options: unknown) => Promise<Report>;
@@ -62,6 +63,11 @@ function assertSameAsNode(report: Report, sources: string[]): void {
   assert.equal(report.png, reference.png, `${report.runtime}: PNG bytes`);
   assert.equal(report.truncated, 'SafetensorsError', `${report.runtime}: a truncated safetensors file`);
   assert.equal(report.backend.isa, 'simd128', `${report.runtime}: the default build is plain SIMD128`);
+  if (report.runtime !== 'workerd' && !report.runtime.startsWith('node')) {
+    // benchmark() runs here too: wasm with its threads and with 1; no native addon outside Node.
+    assert.deepEqual(report.bench?.skipped, ['cpu'], `${report.runtime}: benchmark skipped`);
+    assert.equal(report.bench?.rows.length, 2, `${report.runtime}: benchmark rows ${report.bench?.rows}`);
+  }
 }
 
 before(async () => {

@@ -16,6 +16,7 @@ import { classConditioning } from '../core/model/config.js';
 import { loadPipeline } from '../core/pipeline.js';
 import { sample } from '../core/sampler.js';
 import { resolveSampleModel } from './embedded_model.js';
+import { registerBenchCommand } from './bench.js';
 import { registerDemoCommand } from './demo.js';
 import { registerEvalCommand } from './eval.js';
 import { registerExportCommand } from './export.js';
@@ -212,6 +213,7 @@ registerTrainCommand(program);
 registerExportCommand(program);
 registerEvalCommand(program);
 registerDemoCommand(program);
+registerBenchCommand(program);
 program.parseAsync(process.argv).catch((e: unknown) => {
   console.error(`marble: ${(e as Error).message}`);
   process.exit(e instanceof MarbleError && e.code === 'ERR_MARBLE_ABORTED' ? 130 : 1);

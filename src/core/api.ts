@@ -20,3 +20,7 @@ export type { ImageData8, RgbaImage } from './image/png.js';
 export type { Backend, BackendDescription, BackendName, DType } from './backend/backend.js';
 export type { BackendOptions, WasmOptions, WasmSource } from './host.js';
 export * from './errors.js';
+export { benchmark, BENCH_BACKENDS } from './bench/benchmark.js';
+export type { BenchBackend, BenchmarkOptions, BenchmarkReport, BenchmarkRow } from './bench/benchmark.js';
+export { ARCHS } from './bench/archs.js';
+export type { ArchName } from './bench/archs.js';

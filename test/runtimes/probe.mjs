@@ -52,6 +52,11 @@ export async function probe(marble, { runtime, threads, sources, wasm }) {
   } catch (e) {
     report.truncated = e instanceof SafetensorsError ? 'SafetensorsError' : `${e?.name}: ${e?.message}`;
   }
+  // benchmark() through the same core, where the runtime's clock runs (not workerd's).
+  if (sources.path ?? sources.url) {
+    const bench = await marble.benchmark({ model: sources.path ?? sources.url, backends: ['cpu', 'wasm', 'wasm-1'], batches: [1], steps: 2, iterations: 1, wasm });
+    report.bench = { rows: bench.rows.map((r) => `${r.backend} ${r.identity.threads}`), skipped: bench.skipped.map((s) => s.backend) };
+  }
   return report;
 }
 

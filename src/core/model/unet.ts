@@ -208,6 +208,15 @@ export class UNet2DModel {
     };
   }
 
+  /** The parameter table: diffusers' names and shapes, in the engine's order. */
+  parameters(): ParamInfo[] {
+    try {
+      return this.live().paramTable();
+    } catch (e) {
+      throw engineError(e);
+    }
+  }
+
   /** Intermediates of the last forward called with { capture: true }. */
   captures(): CapturedTensor[] {
     return this.lastCaptures;
