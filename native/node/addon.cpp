@@ -698,6 +698,32 @@ Napi::Value DiffusionStep(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, status);
 }
 
+// solverStep(coefficients: Float32Array(21), batch, sampleSize, modelOutputStride, modelOutput, sample,
+//            last | null, h0 | null, h1 | null, h2 | null, noise | null, prevSample, converted, lastOut | null)
+// -> status. Synchronous: one elementwise pass, as diffusionStep.
+Napi::Value SolverStep(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto f32 = [&](int i) -> float* {
+    if (!info[i].IsTypedArray()) return nullptr;
+    return info[i].As<Napi::Float32Array>().Data();
+  };
+  auto len = [&](int i) -> size_t { return info[i].IsTypedArray() ? info[i].As<Napi::Float32Array>().ElementLength() : 0; };
+  const int batch = info[1].As<Napi::Number>().Int32Value();
+  const int sample_size = info[2].As<Napi::Number>().Int32Value();
+  const int stride = info[3].As<Napi::Number>().Int32Value();
+  const size_t n = (size_t)batch * (size_t)sample_size;
+  bool sizes_ok = len(0) == 21 && len(4) == (size_t)batch * (size_t)stride && len(5) == n && len(11) == n && len(12) == n;
+  for (int i : {6, 7, 8, 9, 10, 13})
+    if (info[i].IsTypedArray() && len(i) != n) sizes_ok = false;
+  if (!sizes_ok) {
+    Napi::RangeError::New(env, "solverStep: array sizes do not match the layout").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int status = mb_solver_step(f32(0), batch, sample_size, stride, f32(4), f32(5), f32(6), f32(7), f32(8), f32(9),
+                              f32(10), f32(11), f32(12), f32(13));
+  return Napi::Number::New(env, status);
+}
+
 // addNoise(x0, noise, sqrtAlphaProd, sqrtOneMinusAlphaProd, batch, sampleSize, out)
 Napi::Value AddNoise(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -820,6 +846,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaFaultProbe", Napi::Function::New(env, CudaFaultProbe));
   exports.Set("cudaParity", Napi::Function::New(env, CudaParity));
   exports.Set("diffusionStep", Napi::Function::New(env, DiffusionStep));
+  exports.Set("solverStep", Napi::Function::New(env, SolverStep));
   exports.Set("addNoise", Napi::Function::New(env, AddNoise));
   exports.Set("randnPhilox", Napi::Function::New(env, RandnPhilox));
   exports.Set("philoxBlock", Napi::Function::New(env, PhiloxBlock));

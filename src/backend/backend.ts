@@ -149,6 +149,18 @@ export function dtypeUnsupported(backend: string, dtype: string): BackendError {
   return new BackendError(`dtype '${dtype}': the ${backend} backend computes in float32 only (float16 and bfloat16 need backend 'cuda')`);
 }
 
+/** The arrays of Backend.solverStep, [B, C, H, W] flattened (the model output [B, stride]). */
+export interface SolverStepArrays {
+  modelOutput: Float32Array;
+  sample: Float32Array;
+  last: Float32Array | null;
+  history: readonly (Float32Array | null)[];
+  noise: Float32Array | null;
+  prevSample: Float32Array;
+  converted: Float32Array;
+  lastOut: Float32Array | null;
+}
+
 export interface Backend {
   readonly name: BackendName;
   /** `dtype` other than float32 only on cuda; other backends throw a BackendError. */
@@ -174,6 +186,19 @@ export interface Backend {
     noise: Float32Array | null,
     prevSample: Float32Array,
     predOriginalSample: Float32Array,
+  ): void;
+  /**
+   * The fused per-element step of the multistep and sigma-space solvers
+   * (native/cpu/diffusion_step.cpp, solver_step): `coefficients` is the
+   * 21-slot record of src/schedulers/solver_kernel.ts. Inputs a coefficient
+   * does not use may be null. Writes prevSample, converted (the converted
+   * model output, which must alias no input) and lastOut (the corrected
+   * sample) when given.
+   */
+  solverStep(
+    coefficients: Float32Array,
+    layout: { batchSize: number; sampleSize: number; modelOutputStride: number },
+    arrays: SolverStepArrays,
   ): void;
   /** out = sqrtAlphaProd[b] * x0 + sqrtOneMinusAlphaProd[b] * noise, per sample b. */
   addNoise(
