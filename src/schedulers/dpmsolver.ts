@@ -106,7 +106,10 @@ export class DPMSolverMultistepScheduler extends SolverSchedulerBase<ResolvedDPM
     }
     const lmc = opts.lambdaMinClipped;
     if (lmc !== undefined && (typeof lmc !== 'number' || Number.isNaN(lmc))) r.fail('lambdaMinClipped', lmc, 'must be a number');
-    const varianceType = opts.varianceType === undefined ? null : r.oneOf<'learned' | 'learned_range'>('varianceType', 'learned', ['learned', 'learned_range']);
+    // Only learned / learned_range mean anything to DPM-Solver (a 2C-channel
+    // output); other values, e.g. a DDPM config's fixed_small, act as None.
+    const vt = opts.varianceType;
+    const varianceType = vt === 'learned' || vt === 'learned_range' ? vt : null;
     super(
       {
         ...common,
