@@ -18,12 +18,13 @@ import type { UNet2DModel } from '../model/unet.js';
 import { sample } from '../sampler.js';
 import type { DDIMScheduler } from '../schedulers/ddim.js';
 import type { DDPMScheduler } from '../schedulers/ddpm.js';
+import type { SolverScheduler } from '../schedulers/solvers.js';
 import type { Rows } from './distance.js';
 import { toPixels } from './mnist_reference.js';
 
 export interface GenerateOptions {
   unet: UNet2DModel;
-  scheduler: DDPMScheduler | DDIMScheduler;
+  scheduler: DDPMScheduler | DDIMScheduler | SolverScheduler;
   count: number;
   steps: number;
   /** DDIM only. */
