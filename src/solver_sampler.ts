@@ -6,12 +6,18 @@
 // noise in diffusers' order), and Heun's two stages per timestep (its
 // timesteps list each one twice).
 //
-// Each step is a forward() plus one fused solver kernel pass on the model's
-// backend over host arrays; the device-side loop (sampleOnDevice) serves
-// DDPM / DDIM only so far.
-import type { UNet2DModel } from './model/unet.js';
+// Where the backend keeps a sampling run on its device (the native addon:
+// cpu and cuda), the whole loop runs there (native/engine/sampling.cpp,
+// mb_sample_solver_steps): the sample, the model input, the converted
+// outputs of the last steps and the kept sample stay in device memory, each
+// step being input scaling, the forward (a CUDA graph replay on cuda), the
+// noise and the fused solver kernel. The scheduler plans every step's
+// coefficients up front (they depend on the step only). Elsewhere (wasm)
+// each step is a forward() plus the fused kernel over host arrays.
+import type { DeviceSampling, UNet2DModel } from './model/unet.js';
 import type { TorchGenerator } from './rng/torch.js';
-import type { NoiseSource } from './schedulers/solver_base.js';
+import type { NoiseSource, SolverPlan } from './schedulers/solver_base.js';
+import { kSolverCoefficientSlots, needsNoise, packSolverCoefficients } from './schedulers/solver_kernel.js';
 import type { SolverScheduler } from './schedulers/solvers.js';
 
 export interface SolverLoopOptions {
@@ -38,9 +44,20 @@ export async function sampleWithSolver(o: SolverLoopOptions): Promise<Float32Arr
   const timesteps = scheduler.timesteps.slice();
   const philox = (draw: number): NoiseSource => ({ randn: (n) => backend.randn(o.seed, BigInt(draw), n) });
 
+  // The initial noise times init_noise_sigma (Philox draw 0 is the same on the host and the device).
   let x = (o.torch ?? philox(0)).randn(numel);
   const sigma = scheduler.initNoiseSigma;
   if (sigma !== 1) for (let i = 0; i < numel; i++) x[i] = x[i]! * sigma;
+
+  const run = await unet.startSampling(shape, o.classLabels ? Float32Array.from(o.classLabels) : null);
+  if (run?.solverSteps) {
+    try {
+      return await sampleSolverOnDevice(o, run, timesteps, x, numel);
+    } finally {
+      await run.end();
+    }
+  }
+  await run?.end();
 
   for (let index = 0; index < timesteps.length; index++) {
     if (signal?.aborted) throw o.abortError(signal);
@@ -59,4 +76,55 @@ export async function sampleWithSolver(o: SolverLoopOptions): Promise<Float32Arr
       });
   }
   return x;
+}
+
+// Host noise for the torch generator travels with the steps: at most this
+// many floats per call.
+const kHostNoiseFloatsPerCall = 1 << 22;
+
+/** The loop on the model's device; each call queues several steps unless a callback or signal wants control. */
+async function sampleSolverOnDevice(
+  o: SolverLoopOptions,
+  run: DeviceSampling,
+  timesteps: number[],
+  x: Float32Array,
+  numel: number,
+): Promise<Float32Array> {
+  const { scheduler, signal, onStep } = o;
+  const plans: SolverPlan[] = timesteps.map((t) => {
+    const p = scheduler.planStep(t);
+    p.commit();
+    return p;
+  });
+  await run.init(x, o.seed, 0n);
+  let perCall = onStep ? 1 : signal ? 8 : timesteps.length;
+  if (o.torch) perCall = Math.max(1, Math.min(perCall, Math.floor(kHostNoiseFloatsPerCall / numel)));
+  const stride = kSolverCoefficientSlots + 1;
+  for (let index = 0; index < timesteps.length; index += perCall) {
+    if (signal?.aborted) throw o.abortError(signal);
+    const count = Math.min(perCall, timesteps.length - index);
+    const records = new Float32Array(stride * count);
+    const scales = new Float32Array(count);
+    let hostNoise: Float32Array | null = o.torch ? new Float32Array(count * numel) : null;
+    let anyNoise = false;
+    for (let j = 0; j < count; j++) {
+      const p = plans[index + j]!;
+      records.set(packSolverCoefficients(p.coefficients), stride * j);
+      records[stride * j + kSolverCoefficientSlots] = p.coefficients.keepLast ? 1 : 0;
+      scales[j] = p.inputScale;
+      // torch draws in diffusers' order: only for the steps that add noise.
+      if (needsNoise(p.coefficients)) {
+        anyNoise = true;
+        if (hostNoise) hostNoise.set(o.torch!.randn(numel), j * numel);
+      }
+    }
+    if (!anyNoise) hostNoise = null;
+    const last = plans[index + count - 1]!;
+    const wantX0 = o.preview === true && !!onStep && last.x0;
+    // Philox: the noise of step i is draw i + 1 (draw 0 was the initial sample).
+    const x0 = await run.solverSteps!(Float32Array.from(timesteps.slice(index, index + count)), scales, records, o.seed, index + 1, hostNoise, wantX0);
+    if (signal?.aborted) throw o.abortError(signal);
+    if (onStep) await onStep({ index, t: timesteps[index]!, total: timesteps.length, predOriginalSample: x0 });
+  }
+  return await run.read();
 }

@@ -1,8 +1,11 @@
 // sample() with the solver schedulers (DPM-Solver++, UniPC, Euler, Euler
 // ancestral, Heun) on the tiny UNet fixture: the loop is diffusers' pipeline
 // loop (noise x init_noise_sigma, scale_model_input, step with the same
-// generator), cpu and wasm agree, Heun calls the model twice per step, and
-// an abort stops it. Where test/fixtures/pipelines/tiny_solver_samples.*
+// generator) written out with the scheduler API on host arrays, bit for bit
+// both on wasm (which samples that way) and on cpu (where sample() keeps the
+// run on the device: mb_sample_solver_steps, the history in device memory);
+// cpu and wasm agree, Heun calls the model twice per step, and an abort
+// stops it. Where test/fixtures/pipelines/tiny_solver_samples.*
 // exist (tools/make_solver_pipeline_fixtures.py, run with diffusers), the
 // torch-generator samples must match diffusers' loop.
 import { test } from 'node:test';
@@ -96,8 +99,9 @@ test('philox solver sampling is reproducible; previews are x0', async () => {
   }
 });
 
-test('an abort stops a solver run within one step', async () => {
-  const unet = await loadUNet(fixturePath('unet/tiny'), { backend: 'wasm' });
+for (const backend of ['cpu', 'wasm'] as BackendName[])
+test(`an abort stops a solver run within one step on ${backend}`, async () => {
+  const unet = await loadUNet(fixturePath('unet/tiny'), { backend });
   const controller = new AbortController();
   let steps = 0;
   try {

@@ -129,15 +129,7 @@ MB_API int mb_solver_step(const float* coefficients, int batch, int sample_size,
   const mb::StepLayout layout = {batch, sample_size, model_output_stride};
   const mb::SolverArrays a = {model_output, sample, last, {h0, h1, h2}, noise, prev_sample, converted, last_out};
   if (!mb::solver_step_fits(c, layout, a)) return mb::kErrInvalidArgument;
-  float* scratch = nullptr;
-  const size_t scratch_floats = mb::solver_step_scratch_floats(c, layout);
-  if (scratch_floats) {
-    scratch = static_cast<float*>(mb::mb_alloc(scratch_floats * sizeof(float)));
-    if (!scratch) return mb::kErrOutOfMemory;
-  }
-  mb::solver_step(c, layout, a, scratch);
-  mb::mb_free(scratch);
-  return mb::kOk;
+  return mb::cpu_ops()->solver_step(c, layout, a);
 }
 
 MB_API void mb_add_noise(const float* x0, const float* noise, const float* sqrt_alpha_prod,

@@ -81,6 +81,10 @@ MB_API int mb_sample_init(mb::SampleRun* r, const float* sample, uint32_t seed_l
 MB_API int mb_sample_steps(mb::SampleRun* r, int count, const float* timesteps, const float* coefficients,
                            uint32_t seed_lo, uint32_t seed_hi, double first_draw, const float* host_noise,
                            float* x0_out);
+// The solvers' steps (see sampling.cpp): records hold 22 floats a step.
+MB_API int mb_sample_solver_steps(mb::SampleRun* r, int count, const float* timesteps, const float* input_scales,
+                                  const float* records, uint32_t seed_lo, uint32_t seed_hi, double first_draw,
+                                  const float* host_noise, float* x0_out);
 MB_API int mb_sample_read(mb::SampleRun* r, float* out);
 MB_API int mb_sample_replays(mb::SampleRun* r);
 MB_API int mb_sample_direct_forwards(mb::SampleRun* r);

@@ -56,6 +56,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                            InstanceMethod("sampleBegin", &ModelWrap::SampleBegin),
                            InstanceMethod("sampleInit", &ModelWrap::SampleInit),
                            InstanceMethod("sampleSteps", &ModelWrap::SampleSteps),
+                           InstanceMethod("sampleSolverSteps", &ModelWrap::SampleSolverSteps),
                            InstanceMethod("sampleRead", &ModelWrap::SampleRead),
                            InstanceMethod("sampleStats", &ModelWrap::SampleStats),
                            InstanceMethod("sampleEnd", &ModelWrap::SampleEnd),
@@ -260,6 +261,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return env.Undefined();
   }
   Napi::Value SampleSteps(const Napi::CallbackInfo& info);
+  Napi::Value SampleSolverSteps(const Napi::CallbackInfo& info);
   Napi::Value SampleRead(const Napi::CallbackInfo& info);
   Napi::Value SampleStats(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -543,6 +545,42 @@ Napi::Value ModelWrap::SampleSteps(const Napi::CallbackInfo& info) {
     return mb_sample_steps(run, count, timesteps.data(), coefficients.data(), seed_lo, seed_hi, first_draw,
                            noise.empty() ? nullptr : noise.data(), x0_floats ? out.data() : nullptr);
   });
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+// sampleSolverSteps(count, timesteps: Float32Array(count), inputScales: Float32Array(count),
+//                   records: Float32Array(22 count), seedLo, seedHi, firstDraw,
+//                   hostNoise: Float32Array(count * sample) | null, wantX0)
+Napi::Value ModelWrap::SampleSolverSteps(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!HasRun(env)) return env.Undefined();
+  const int count = info[0].As<Napi::Number>().Int32Value();
+  std::vector<float> timesteps = copy_f32(info[1]);
+  std::vector<float> scales = copy_f32(info[2]);
+  std::vector<float> records = copy_f32(info[3]);
+  std::vector<float> noise = copy_f32(info[7]);
+  if (count < 1 || timesteps.size() != (size_t)count || scales.size() != (size_t)count ||
+      records.size() != (size_t)count * 22 || (info[7].IsTypedArray() && noise.size() != (size_t)count * RunSampleFloats())) {
+    Napi::RangeError::New(env, "sampleSolverSteps: array sizes do not match the step count").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const uint32_t seed_lo = info[4].As<Napi::Number>().Uint32Value(), seed_hi = info[5].As<Napi::Number>().Uint32Value();
+  const double first_draw = info[6].As<Napi::Number>().DoubleValue();
+  const bool want_x0 = info[8].ToBoolean().Value();
+  const size_t x0_floats = want_x0 ? RunSampleFloats() : 0;
+  mb::SampleRun* run = run_;
+  busy.store(true);
+  auto* worker = new RunWorker(env, this, Value(),
+                               [=, timesteps = std::move(timesteps), scales = std::move(scales),
+                                records = std::move(records), noise = std::move(noise)](std::vector<float>& out) {
+                                 out.resize(x0_floats);
+                                 return mb_sample_solver_steps(run, count, timesteps.data(), scales.data(),
+                                                               records.data(), seed_lo, seed_hi, first_draw,
+                                                               noise.empty() ? nullptr : noise.data(),
+                                                               x0_floats ? out.data() : nullptr);
+                               });
   Napi::Promise promise = worker->Promise();
   worker->Queue();
   return promise;

@@ -113,6 +113,26 @@ export interface EngineModel {
     hostNoise: Float32Array | null,
     wantX0: boolean,
   ): Promise<Float32Array | undefined>;
+  /**
+   * `count` solver steps (native/engine/sampling.cpp, mb_sample_solver_steps):
+   * step i divides the sample by inputScales[i] into the model input, runs the
+   * forward at timesteps[i], then the fused solver step with records[22 i ..]
+   * (packSolverCoefficients' 21 slots and a keep-last flag); the history of
+   * converted outputs stays on the device. Noise as for sampleSteps, for the
+   * steps whose noise coefficient is not 0. Resolves to the last step's
+   * converted output when wantX0.
+   */
+  sampleSolverSteps?(
+    count: number,
+    timesteps: Float32Array,
+    inputScales: Float32Array,
+    records: Float32Array,
+    seedLo: number,
+    seedHi: number,
+    firstDraw: number,
+    hostNoise: Float32Array | null,
+    wantX0: boolean,
+  ): Promise<Float32Array | undefined>;
   /** The current sample (waits for the device). */
   sampleRead?(): Promise<Float32Array>;
   /** How the run's forward passes ran: replays of a recorded pass (CUDA graphs), direct passes. */

@@ -21,8 +21,7 @@ import {
   refuseUnsupported,
   SolverSchedulerBase,
   solverOptionsFromConfig,
-  type SolverStepOptions,
-  type SolverStepOutput,
+  type SolverPlan,
 } from './solver_base.js';
 
 const f = Math.fround;
@@ -287,20 +286,22 @@ export class DPMSolverMultistepScheduler extends SolverSchedulerBase<ResolvedDPM
   }
 
   /**
-   * One solver step from the model output at the current timestep. Arrays are
-   * [B, C, H, W] flattened; the sde algorithms draw noise (options.noise or
-   * options.generator).
+   * The next step (step() runs it: arrays [B, C, H, W] flattened; the sde
+   * algorithms draw noise from options.noise or options.generator).
    */
-  step(modelOutput: Float32Array, t: number, sample: Float32Array, options: SolverStepOptions = {}): SolverStepOutput {
+  planStep(t: number): SolverPlan {
     const i = this.initStepIndex(t, 'last');
-    const order = this.orderFor(i);
-    const c = this.stepCoefficients(i, order);
-    const allowHalves = this.config.varianceType !== null;
-    const { prevSample, converted } = this.runKernel(c, modelOutput, sample, options, allowHalves);
-    if (this.lowerOrderNums < this.config.solverOrder) this.lowerOrderNums++;
-    this.stepIndexValue = i + 1;
-    const isX0 = this.config.algorithmType.endsWith('++');
-    return { prevSample, predOriginalSample: isX0 ? converted.slice() : null };
+    return {
+      index: i,
+      coefficients: this.stepCoefficients(i, this.orderFor(i)),
+      inputScale: 1,
+      x0: this.config.algorithmType.endsWith('++'),
+      allowTwoHalves: this.config.varianceType !== null,
+      commit: () => {
+        if (this.lowerOrderNums < this.config.solverOrder) this.lowerOrderNums++;
+        this.stepIndexValue = i + 1;
+      },
+    };
   }
 }
 

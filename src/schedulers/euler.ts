@@ -14,8 +14,8 @@ import {
   scaleBySigma,
   SolverSchedulerBase,
   solverOptionsFromConfig,
-  type SolverStepOptions,
-  type SolverStepOutput,
+  sigmaInputScale,
+  type SolverPlan,
 } from './solver_base.js';
 
 const f = Math.fround;
@@ -75,6 +75,19 @@ abstract class SigmaScheduler<O extends ResolvedCommonOptions> extends SolverSch
   scaleModelInput(sample: Float32Array, timestep: number): Float32Array {
     const i = this.initStepIndex(timestep, 'error');
     return scaleBySigma(sample, this.sigmas[i]!);
+  }
+
+  protected plan(i: number, coefficients: SolverCoefficients): SolverPlan {
+    return {
+      index: i,
+      coefficients,
+      inputScale: sigmaInputScale(this.sigmas[i]!),
+      x0: true,
+      allowTwoHalves: false,
+      commit: () => {
+        this.stepIndexValue = i + 1;
+      },
+    };
   }
 }
 
@@ -141,12 +154,10 @@ export class EulerDiscreteScheduler extends SigmaScheduler<ResolvedEulerOptions>
     };
   }
 
-  /** One Euler step (s_churn 0, as diffusers' pipelines call it). */
-  step(modelOutput: Float32Array, t: number, sample: Float32Array, options: SolverStepOptions = {}): SolverStepOutput {
+  /** The next Euler step (s_churn 0, as diffusers' pipelines call it; step() runs it). */
+  planStep(t: number): SolverPlan {
     const i = this.initStepIndex(t, 'error');
-    const { prevSample, converted } = this.runKernel(this.stepCoefficients(i), modelOutput, sample, options, false);
-    this.stepIndexValue = i + 1;
-    return { prevSample, predOriginalSample: converted.slice() };
+    return this.plan(i, this.stepCoefficients(i));
   }
 }
 
@@ -193,11 +204,9 @@ export class EulerAncestralDiscreteScheduler extends SigmaScheduler<ResolvedComm
     };
   }
 
-  /** One ancestral step: draws noise (options.noise or options.generator). */
-  step(modelOutput: Float32Array, t: number, sample: Float32Array, options: SolverStepOptions = {}): SolverStepOutput {
+  /** The next ancestral step (step() runs it, drawing noise from options.noise or options.generator). */
+  planStep(t: number): SolverPlan {
     const i = this.initStepIndex(t, 'error');
-    const { prevSample, converted } = this.runKernel(this.stepCoefficients(i), modelOutput, sample, options, false);
-    this.stepIndexValue = i + 1;
-    return { prevSample, predOriginalSample: converted.slice() };
+    return this.plan(i, this.stepCoefficients(i));
   }
 }

@@ -14,8 +14,8 @@ import {
   scaleBySigma,
   SolverSchedulerBase,
   solverOptionsFromConfig,
-  type SolverStepOptions,
-  type SolverStepOutput,
+  sigmaInputScale,
+  type SolverPlan,
 } from './solver_base.js';
 
 const f = Math.fround;
@@ -126,14 +126,20 @@ export class HeunDiscreteScheduler extends SolverSchedulerBase<ResolvedHeunOptio
     };
   }
 
-  /** One stage (the model was called at this stage's timestep). */
-  step(modelOutput: Float32Array, t: number, sample: Float32Array, options: SolverStepOptions = {}): SolverStepOutput {
+  /** The next stage (step() runs it; the model was called at this stage's timestep). */
+  planStep(t: number): SolverPlan {
     const i = this.initStepIndex(t, 'error');
     const first = this.dt === null;
-    const c = this.stepCoefficients(i, first, this.dt);
-    const { prevSample, converted } = this.runKernel(c, modelOutput, sample, options, false);
-    this.dt = first ? f(this.sigmas[i + 1]! - this.sigmas[i]!) : null;
-    this.stepIndexValue = i + 1;
-    return { prevSample, predOriginalSample: converted.slice() };
+    return {
+      index: i,
+      coefficients: this.stepCoefficients(i, first, this.dt),
+      inputScale: sigmaInputScale(this.sigmas[i]!),
+      x0: true,
+      allowTwoHalves: false,
+      commit: () => {
+        this.dt = first ? f(this.sigmas[i + 1]! - this.sigmas[i]!) : null;
+        this.stepIndexValue = i + 1;
+      },
+    };
   }
 }

@@ -87,6 +87,21 @@ export function solverOptionsFromConfig(json: unknown, ownKeys: readonly string[
   return optionsFromConfig(json, [...COMMON_OPTION_KEYS, ...ownKeys]);
 }
 
+/** One step as the kernel will run it, before it runs. */
+export interface SolverPlan {
+  /** The step's index in timesteps. */
+  index: number;
+  coefficients: SolverCoefficients;
+  /** scaleModelInput's divisor at this step (1 where the input is not scaled). */
+  inputScale: number;
+  /** Whether the converted output is x0 (else epsilon). */
+  x0: boolean;
+  /** Whether a 2C-channel model output is accepted (its first half used). */
+  allowTwoHalves: boolean;
+  /** Advances the scheduler's state past this step (step index, warm-up counters). */
+  commit(): void;
+}
+
 export abstract class SolverSchedulerBase<O extends ResolvedCommonOptions> {
   readonly config: Readonly<O>;
   readonly betas: Float32Array;
@@ -175,6 +190,20 @@ export abstract class SolverSchedulerBase<O extends ResolvedCommonOptions> {
     return this.stepIndexValue;
   }
 
+  /**
+   * The next step's kernel record for timestep t, without running it; call
+   * commit() to move on (the sampler's device loop plans a whole run).
+   */
+  abstract planStep(t: number): SolverPlan;
+
+  /** One step from the model output at timestep t. Arrays are [B, C, H, W] flattened. */
+  step(modelOutput: Float32Array, t: number, sample: Float32Array, options: SolverStepOptions = {}): SolverStepOutput {
+    const plan = this.planStep(t);
+    const { prevSample, converted } = this.runKernel(plan.coefficients, modelOutput, sample, options, plan.allowTwoHalves);
+    plan.commit();
+    return { prevSample, predOriginalSample: plan.x0 ? converted.slice() : null };
+  }
+
   /** Checks the arrays and runs the kernel; advances nothing. */
   protected runKernel(
     c: SolverCoefficients,
@@ -213,10 +242,15 @@ export abstract class SolverSchedulerBase<O extends ResolvedCommonOptions> {
   }
 }
 
+/** (sigma ** 2 + 1) ** 0.5 in float32: scale_model_input's divisor. */
+export function sigmaInputScale(sigma: number): number {
+  const f = Math.fround;
+  return f(Math.sqrt(f(f(sigma * sigma) + 1)));
+}
+
 /** sample / ((sigma ** 2 + 1) ** 0.5), float32 (scale_model_input of the sigma-space schedulers). */
 export function scaleBySigma(sample: Float32Array, sigma: number): Float32Array {
-  const f = Math.fround;
-  const d = f(Math.sqrt(f(f(sigma * sigma) + 1)));
+  const d = sigmaInputScale(sigma);
   const out = new Float32Array(sample.length);
   for (let i = 0; i < sample.length; i++) out[i] = sample[i]! / d;
   return out;

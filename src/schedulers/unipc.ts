@@ -23,8 +23,7 @@ import {
   refuseUnsupported,
   SolverSchedulerBase,
   solverOptionsFromConfig,
-  type SolverStepOptions,
-  type SolverStepOutput,
+  type SolverPlan,
 } from './solver_base.js';
 
 const f = Math.fround;
@@ -241,19 +240,25 @@ export class UniPCMultistepScheduler extends SolverSchedulerBase<ResolvedUniPCOp
     };
   }
 
-  /** One predictor-corrector step. Arrays are [B, C, H, W] flattened. */
-  step(modelOutput: Float32Array, t: number, sample: Float32Array, options: SolverStepOptions = {}): SolverStepOutput {
+  /** The next predictor-corrector step (step() runs it). */
+  planStep(t: number): SolverPlan {
     const i = this.initStepIndex(t, 'last');
     const cfg = this.config;
     const useCorrector = i > 0 && !cfg.disableCorrector.includes(i - 1) && this.hasLast;
     const N = this.timesteps.length;
     const thisOrder = Math.min(cfg.lowerOrderFinal ? Math.min(cfg.solverOrder, N - i) : cfg.solverOrder, this.lowerOrderNums + 1);
-    const c = this.stepCoefficients(i, useCorrector ? this.thisOrder : null, thisOrder);
-    const { prevSample, converted } = this.runKernel(c, modelOutput, sample, options, false);
-    this.thisOrder = thisOrder;
-    this.hasLast = true;
-    if (this.lowerOrderNums < cfg.solverOrder) this.lowerOrderNums++;
-    this.stepIndexValue = i + 1;
-    return { prevSample, predOriginalSample: cfg.predictX0 ? converted.slice() : null };
+    return {
+      index: i,
+      coefficients: this.stepCoefficients(i, useCorrector ? this.thisOrder : null, thisOrder),
+      inputScale: 1,
+      x0: cfg.predictX0,
+      allowTwoHalves: false,
+      commit: () => {
+        this.thisOrder = thisOrder;
+        this.hasLast = true;
+        if (this.lowerOrderNums < cfg.solverOrder) this.lowerOrderNums++;
+        this.stepIndexValue = i + 1;
+      },
+    };
   }
 }
