@@ -14,7 +14,9 @@
 // noise and the fused solver kernel. The scheduler plans every step's
 // coefficients up front (they depend on the step only). Elsewhere (wasm)
 // each step is a forward() plus the fused kernel over host arrays.
+import { InputError } from './errors.js';
 import type { DeviceSampling, UNet2DModel } from './model/unet.js';
+import { DPMSolverMultistepScheduler } from './schedulers/dpmsolver.js';
 import type { TorchGenerator } from './rng/torch.js';
 import type { NoiseSource, SolverPlan } from './schedulers/solver_base.js';
 import { kSolverCoefficientSlots, needsNoise, packSolverCoefficients } from './schedulers/solver_kernel.js';
@@ -39,6 +41,10 @@ export async function sampleWithSolver(o: SolverLoopOptions): Promise<Float32Arr
   const { unet, scheduler, shape, signal } = o;
   const backend = unet.backend;
   const numel = shape[0] * shape[1] * shape[2] * shape[3];
+  if (unet.config.outChannels !== shape[1] && !(scheduler instanceof DPMSolverMultistepScheduler && scheduler.config.varianceType !== null))
+    throw new InputError(
+      `the model outputs ${unet.config.outChannels} channels for ${shape[1]}: only DPMSolverMultistepScheduler with variance_type learned or learned_range takes a learned-variance output`,
+    );
   scheduler.useBackend(backend);
   scheduler.setTimesteps(o.numInferenceSteps);
   const timesteps = scheduler.timesteps.slice();

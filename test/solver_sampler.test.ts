@@ -80,11 +80,16 @@ test('sample() runs each solver as the pipeline loop does, the same on cpu and w
 test('philox solver sampling is reproducible; previews are x0', async () => {
   const unet = await loadUNet(fixturePath('unet/tiny'), { backend: 'cpu' });
   try {
-    const run = (seed: number) => sample({ unet, scheduler: solverFromConfig('euler-a', {}), numInferenceSteps: 6, batchSize: 2, seed });
+    const run = (seed: number, on = unet) => sample({ unet: on, scheduler: solverFromConfig('euler-a', {}), numInferenceSteps: 6, batchSize: 2, seed });
     const a = await run(3);
     const b = await run(3);
     assert.deepEqual(a.samples, b.samples);
     assert.notDeepEqual((await run(4)).samples, a.samples);
+    // Philox noise is the same on the device loop (cpu) and the host loop (wasm).
+    const wasm = await loadUNet(fixturePath('unet/tiny'), { backend: 'wasm' });
+    const w = await run(3, wasm);
+    wasm.dispose();
+    assert.ok(maxAbsDiff(w.samples, a.samples) <= 1e-4 * Math.max(1, maxAbs(a.samples)), 'philox: cpu vs wasm');
     let previews = 0;
     await sample({
       unet,
