@@ -83,6 +83,18 @@ void cpu_conv2d_backward_data(const float* dy, const ConvGeometry& g, const Pack
   conv2d_backward_data(dy, g, w, dx, scratch, zero_row, accumulate);  // (a default argument cannot go through a pointer)
 }
 
+int cpu_solver_step(const SolverCoefficients& c, const StepLayout& layout, const SolverArrays& a) {
+  float* scratch = nullptr;
+  const size_t scratch_floats = solver_step_scratch_floats(c, layout);
+  if (scratch_floats) {
+    scratch = static_cast<float*>(mb_alloc(scratch_floats * sizeof(float)));
+    if (!scratch) return kErrOutOfMemory;
+  }
+  solver_step(c, layout, a, scratch);
+  mb_free(scratch);
+  return kOk;
+}
+
 const Ops kCpuOps = {
     "cpu",
     false,
@@ -146,6 +158,7 @@ const Ops kCpuOps = {
     host_sync,  // poll: host ops cannot fail once their memory exists
     nullptr,    // group_norm_forward_half: activations stay float32 on the host
     nullptr,
+    cpu_solver_step,
 };
 
 }  // namespace

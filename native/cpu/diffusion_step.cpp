@@ -91,6 +91,56 @@ void diffusion_step(const StepCoefficients& c, const StepLayout& layout, const f
   }
 }
 
+// --- the multistep / sigma-space solver step --------------------------------
+
+bool solver_step_fits(const SolverCoefficients& c, const StepLayout& l, const SolverArrays& a) {
+  if (l.batch_size < 1 || l.sample_size < 1 ||
+      (l.model_output_stride != l.sample_size && l.model_output_stride != 2 * l.sample_size))
+    return false;
+  if (c.convert < kConvertIdentity || c.convert > kConvertAddDiv || c.x0_clip < kX0None ||
+      c.x0_clip > kX0DynamicThreshold)
+    return false;
+  if (!a.model_output || !a.sample || !a.prev_sample || !a.converted) return false;
+  const bool corr = c.corrector != 0;
+  if (((corr && c.u_last != 0.0f) || c.v_last != 0.0f) && !a.last) return false;
+  for (int k = 0; k < 3; ++k)
+    if (((corr && c.u_h[k] != 0.0f) || c.v_h[k] != 0.0f) && !a.history[k]) return false;
+  return c.v_noise == 0.0f || a.noise;
+}
+
+size_t solver_step_scratch_floats(const SolverCoefficients& c, const StepLayout& layout) {
+  return c.x0_clip == kX0DynamicThreshold ? (size_t)layout.sample_size : 0;
+}
+
+void solver_step(const SolverCoefficients& c, const StepLayout& layout, const SolverArrays& a, float* scratch) {
+  const int n = layout.sample_size;
+  const StepCoefficients threshold = solver_threshold_record(c);
+  auto at = [](const float* p, size_t i) { return p ? p[i] : 0.0f; };
+  for (int b = 0; b < layout.batch_size; ++b) {
+    const size_t so = (size_t)b * n;
+    const float* m = a.model_output + (size_t)b * layout.model_output_stride;
+    const float* x = a.sample + so;
+    float* conv = a.converted + so;
+    // 1. the converted model output, 2. clip or threshold
+    for (int i = 0; i < n; ++i) conv[i] = solver_convert(c, m[i], x[i]);
+    if (c.x0_clip == kX0Clamp) {
+      for (int i = 0; i < n; ++i) conv[i] = clamp_keep_nan(conv[i], -c.clip_sample_range, c.clip_sample_range);
+    } else if (c.x0_clip == kX0DynamicThreshold) {
+      dynamic_threshold(conv, n, threshold, scratch);
+    }
+    // 3. corrector and update; every input of an element is read before its
+    // outputs are written, so prev and last_out may alias sample or last.
+    for (int i = 0; i < n; ++i) {
+      const size_t e = so + i;
+      float y, out;
+      solver_combine(c, x[i], at(a.last, e), conv[i], at(a.history[0], e), at(a.history[1], e),
+                     at(a.history[2], e), at(a.noise, e), &y, &out);
+      if (a.last_out) a.last_out[e] = y;
+      a.prev_sample[e] = out;
+    }
+  }
+}
+
 void add_noise(const float* x0, const float* noise, const float* sqrt_alpha_prod, const float* sqrt_one_minus_alpha_prod,
                int batch, int sample_size, float* out) {
   for (int b = 0; b < batch; ++b) {

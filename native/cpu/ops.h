@@ -250,6 +250,67 @@ inline bool step_layout_fits(const StepCoefficients& c, const StepLayout& l, boo
 size_t diffusion_step_scratch_floats(const StepCoefficients& c, const StepLayout& layout);
 void diffusion_step(const StepCoefficients& c, const StepLayout& layout, const float* model_output, const float* sample,
                     const float* noise, float* prev_sample, float* pred_original_sample, float* scratch);
+// The fused per-element step of the multistep and sigma-space solvers
+// (DPM-Solver++, UniPC, Euler, Euler ancestral, Heun; the C++ twin of
+// src/schedulers/solver_kernel.ts, which documents the slots). Per element,
+// with m the model output, x the sample, L the kept sample (UniPC's last
+// sample, Heun's first-stage sample), h0..h2 the previous converted outputs
+// and z the noise:
+//   conv = the converted model output (x0 or epsilon), clamped or thresholded
+//   y    = corrector ? u_x x + u_l L + u_c conv + sum u_k h_k : x
+//   out  = v_y y + v_l L + v_c conv + sum v_k h_k + v_z z
+// Terms whose coefficient is exactly 0 are skipped (their input may be null).
+enum SolverConvert {
+  kConvertIdentity = 0,  // m
+  kConvertSubDiv = 1,    // (x - p m) / q
+  kConvertSub = 2,       // p x - q m
+  kConvertAdd = 3,       // p m + q x
+  kConvertAddDiv = 4,    // p m + x / q
+};
+struct SolverCoefficients {
+  int convert, x0_clip, corrector;
+  float p, q;
+  float clip_sample_range, dynamic_thresholding_ratio, sample_max_value;
+  float u_x, u_last, u_conv, u_h[3];
+  float v_y, v_last, v_conv, v_h[3], v_noise;
+};
+constexpr int kSolverCoefficientSlots = 21;
+inline SolverCoefficients solver_coefficients_from_slots(const float* k) {
+  SolverCoefficients c;
+  c.convert = (int)k[0];
+  c.x0_clip = (int)k[1];
+  c.p = k[2];
+  c.q = k[3];
+  c.clip_sample_range = k[4];
+  c.dynamic_thresholding_ratio = k[5];
+  c.sample_max_value = k[6];
+  c.corrector = (int)k[7];
+  c.u_x = k[8];
+  c.u_last = k[9];
+  c.u_conv = k[10];
+  for (int i = 0; i < 3; ++i) c.u_h[i] = k[11 + i];
+  c.v_y = k[14];
+  c.v_last = k[15];
+  c.v_conv = k[16];
+  for (int i = 0; i < 3; ++i) c.v_h[i] = k[17 + i];
+  c.v_noise = k[20];
+  return c;
+}
+// The arrays of one solver step; inputs a coefficient does not use may be null.
+struct SolverArrays {
+  const float* model_output;  // [B, model_output_stride]
+  const float* sample;        // x
+  const float* last;          // L
+  const float* history[3];    // h0..h2
+  const float* noise;         // z
+  float* prev_sample;         // out (may alias sample or last)
+  float* converted;           // conv (required; must alias no input)
+  float* last_out;            // y (optional; may alias sample or last)
+};
+// Whether the coefficients' inputs are present and the record is valid.
+bool solver_step_fits(const SolverCoefficients& c, const StepLayout& layout, const SolverArrays& a);
+size_t solver_step_scratch_floats(const SolverCoefficients& c, const StepLayout& layout);
+void solver_step(const SolverCoefficients& c, const StepLayout& layout, const SolverArrays& a, float* scratch);
 // x_t = sqrt(a_t) * x0 + sqrt(1 - a_t) * noise, with per-sample coefficients.
 void add_noise(const float* x0, const float* noise, const float* sqrt_alpha_prod, const float* sqrt_one_minus_alpha_prod,
                int batch, int sample_size, float* out);

@@ -215,6 +215,7 @@ void add_noise(const float* x0, const float* noise, const float* sqrt_alpha_prod
 int diffusion_step(const StepCoefficients& c, const StepLayout& layout, const float* model_output, const float* sample,
                    const float* noise, float* prev_sample, float* pred_original_sample);
 void diffusion_loss(const float* out, const DiffusionLossArgs& a, float* dy, double* sample_sums);
+int solver_step(const SolverCoefficients& c, const StepLayout& layout, const SolverArrays& a);
 
 }  // namespace cuda
 

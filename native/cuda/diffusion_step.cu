@@ -110,6 +110,61 @@ __global__ void threshold_step_kernel(StepCoefficients c, StepLayout layout, con
   }
 }
 
+// --- the multistep / sigma-space solver step (SolverCoefficients, cpu/ops.h) ---
+
+// 1-2. The converted model output of every element, clamped where asked
+// (dynamic thresholding then runs on it per sample).
+__global__ void solver_convert_kernel(SolverCoefficients c, StepLayout layout, const float* model_output,
+                                      const float* sample, float* converted) {
+  const size_t n = (size_t)layout.sample_size;
+  MB_GRID_STRIDE(idx, (size_t)layout.batch_size * n) {
+    const size_t b = idx / n, i = idx % n;
+    float v = solver_convert(c, model_output[b * (size_t)layout.model_output_stride + i], sample[idx]);
+    if (c.x0_clip == kX0Clamp) v = clamp_keep_nan(v, -c.clip_sample_range, c.clip_sample_range);
+    converted[idx] = v;
+  }
+}
+
+// 2. Dynamic thresholding of the converted output in place: one block per sample.
+__global__ void solver_threshold_kernel(SolverCoefficients sc, StepLayout layout, float* converted) {
+  __shared__ uint32_t histogram[256];
+  __shared__ uint32_t shared[2];
+  __shared__ int has_nan;
+  const StepCoefficients c = solver_threshold_record(sc);
+  const int n = layout.sample_size;
+  float* x0 = converted + (size_t)blockIdx.x * n;
+  if (threadIdx.x == 0) has_nan = 0;
+  __syncthreads();
+  for (int i = threadIdx.x; i < n; i += blockDim.x)
+    if (x0[i] != x0[i]) has_nan = 1;
+  __syncthreads();
+  const bool nan_present = has_nan != 0;
+  int lo = 0, hi = 0;
+  float w = 0;
+  threshold_ranks(c, n, &lo, &hi, &w);
+  float low = 0, high = 0;
+  if (!nan_present) {
+    low = bits_f32(select_magnitude_bits(x0, n, (uint32_t)lo, histogram, shared));
+    high = hi == lo ? low : bits_f32(select_magnitude_bits(x0, n, (uint32_t)hi, histogram, shared));
+  }
+  const float s = threshold_scale(c, low, high, w, nan_present);
+  __syncthreads();
+  for (int i = threadIdx.x; i < n; i += blockDim.x) x0[i] = threshold_apply(x0[i], s);
+}
+
+// 3. Corrector and update, one thread per element (the CPU's solver_combine).
+__global__ void solver_combine_kernel(SolverCoefficients c, size_t total, const float* sample, const float* last,
+                                      const float* h0, const float* h1, const float* h2, const float* noise,
+                                      const float* converted, float* prev_sample, float* last_out) {
+  MB_GRID_STRIDE(e, total) {
+    float y, out;
+    solver_combine(c, sample[e], last ? last[e] : 0.0f, converted[e], h0 ? h0[e] : 0.0f, h1 ? h1[e] : 0.0f,
+                   h2 ? h2[e] : 0.0f, noise ? noise[e] : 0.0f, &y, &out);
+    if (last_out) last_out[e] = y;
+    prev_sample[e] = out;
+  }
+}
+
 __global__ void add_noise_kernel(const float* x0, const float* noise, const float* sa, const float* sb, size_t sample_size,
                                  size_t total, float* out) {
   MB_GRID_STRIDE(i, total) {
@@ -162,6 +217,25 @@ int diffusion_step(const StepCoefficients& c, const StepLayout& layout, const fl
   MB_LAUNCH(step_kernel, grid_for(total), kThreads)(c, layout, model_output, sample, noise, prev_sample,
                                                           pred_original_sample);
   check_launch("diffusion_step");
+  return kOk;
+}
+
+// The solver step on device arrays (the CPU's solver_step, ops.h): the same
+// per-element arithmetic (step_math.h, no FMA contraction), so results are
+// bit-identical with the cpu's. Callers check solver_step_fits first.
+int solver_step(const SolverCoefficients& c, const StepLayout& layout, const SolverArrays& a) {
+  const size_t total = (size_t)layout.batch_size * layout.sample_size;
+  if (!total || !begin_launch()) return kOk;
+  MB_LAUNCH(solver_convert_kernel, grid_for(total), kThreads)(c, layout, a.model_output, a.sample, a.converted);
+  check_launch("solver_step (convert)");
+  if (c.x0_clip == kX0DynamicThreshold) {
+    MB_LAUNCH_SYNC(solver_threshold_kernel, (unsigned)layout.batch_size, kSelectThreads)(c, layout, a.converted);
+    check_launch("solver_step (dynamic thresholding)");
+  }
+  MB_LAUNCH(solver_combine_kernel, grid_for(total), kThreads)(c, total, a.sample, a.last, a.history[0], a.history[1],
+                                                              a.history[2], a.noise, a.converted, a.prev_sample,
+                                                              a.last_out);
+  check_launch("solver_step");
   return kOk;
 }
 

@@ -74,6 +74,7 @@ const Ops kCudaOps = {
     cuda::poll,
     nullptr,  // group_norm_forward_half: fp32 models keep fp32 activations
     nullptr,
+    cuda::solver_step,
 };
 // A model loaded with dtype float16 / bfloat16: its conv and linear layers
 // pack and run on tensor cores (conv2d_mma.cu), forward in that type, the

@@ -121,6 +121,17 @@ MB_API int mb_diffusion_step(const float* coefficients, int batch, int sample_si
   return mb::cpu_ops()->diffusion_step(c, layout, model_output, sample, noise, prev_sample, pred_original_sample);
 }
 
+MB_API int mb_solver_step(const float* coefficients, int batch, int sample_size, int model_output_stride,
+                          const float* model_output, const float* sample, const float* last, const float* h0,
+                          const float* h1, const float* h2, const float* noise, float* prev_sample, float* converted,
+                          float* last_out) {
+  const mb::SolverCoefficients c = mb::solver_coefficients_from_slots(coefficients);
+  const mb::StepLayout layout = {batch, sample_size, model_output_stride};
+  const mb::SolverArrays a = {model_output, sample, last, {h0, h1, h2}, noise, prev_sample, converted, last_out};
+  if (!mb::solver_step_fits(c, layout, a)) return mb::kErrInvalidArgument;
+  return mb::cpu_ops()->solver_step(c, layout, a);
+}
+
 MB_API void mb_add_noise(const float* x0, const float* noise, const float* sqrt_alpha_prod,
                          const float* sqrt_one_minus_alpha_prod, int batch, int sample_size, float* out) {
   mb::add_noise(x0, noise, sqrt_alpha_prod, sqrt_one_minus_alpha_prod, batch, sample_size, out);

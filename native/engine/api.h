@@ -81,6 +81,10 @@ MB_API int mb_sample_init(mb::SampleRun* r, const float* sample, uint32_t seed_l
 MB_API int mb_sample_steps(mb::SampleRun* r, int count, const float* timesteps, const float* coefficients,
                            uint32_t seed_lo, uint32_t seed_hi, double first_draw, const float* host_noise,
                            float* x0_out);
+// The solvers' steps (see sampling.cpp): records hold 22 floats a step.
+MB_API int mb_sample_solver_steps(mb::SampleRun* r, int count, const float* timesteps, const float* input_scales,
+                                  const float* records, uint32_t seed_lo, uint32_t seed_hi, double first_draw,
+                                  const float* host_noise, float* x0_out);
 MB_API int mb_sample_read(mb::SampleRun* r, float* out);
 MB_API int mb_sample_replays(mb::SampleRun* r);
 MB_API int mb_sample_direct_forwards(mb::SampleRun* r);
@@ -107,6 +111,14 @@ MB_API void mb_randn_philox(uint32_t seed_lo, uint32_t seed_hi, uint32_t draw_lo
 MB_API int mb_diffusion_step(const float* coefficients, int batch, int sample_size, int model_output_stride,
                              const float* model_output, const float* sample, const float* noise, float* prev_sample,
                              float* pred_original_sample);
+// The fused multistep / sigma-space solver step (native/cpu/diffusion_step.cpp,
+// SolverCoefficients in native/cpu/ops.h): `coefficients` holds its 21 slots.
+// Inputs whose coefficients are 0 may be null; `converted` receives the
+// converted model output, `last_out` (optional) the corrected sample.
+MB_API int mb_solver_step(const float* coefficients, int batch, int sample_size, int model_output_stride,
+                          const float* model_output, const float* sample, const float* last, const float* h0,
+                          const float* h1, const float* h2, const float* noise, float* prev_sample, float* converted,
+                          float* last_out);
 MB_API void mb_add_noise(const float* x0, const float* noise, const float* sqrt_alpha_prod,
                          const float* sqrt_one_minus_alpha_prod, int batch, int sample_size, float* out);
 

@@ -163,6 +163,11 @@ struct Ops {
   void (*group_norm_forward_half)(const float* x, const GroupNormArgs& a, void* y, float* stats);
   void (*conv2d_forward_half_input)(const void* in, const ConvGeometry& g, const PackedWeights& w,
                                     const ConvEpilogue& ep, float* out, const float* zero_row, float* scratch);
+
+  // --- the multistep / sigma-space solver step (cpu/ops.h, SolverCoefficients) ---
+  // kOk, or kErrOutOfMemory (a host scratch for dynamic thresholding). The
+  // caller has checked solver_step_fits.
+  int (*solver_step)(const SolverCoefficients& c, const StepLayout& layout, const SolverArrays& a);
 };
 
 // For the length of an engine call: the calling thread's ops go to the

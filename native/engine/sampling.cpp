@@ -36,6 +36,20 @@ struct SampleRun {
   int class_cond_len = 0;
   float* timesteps_host = nullptr;
 
+  // The solvers' state (mb_sample_solver_steps), allocated at their first
+  // step: the model input (the sample scaled by 1 / sqrt(sigma^2 + 1)), the
+  // converted outputs of the last three steps (hist[0] the newest), the kept
+  // sample and the buffer the next converted output goes to.
+  float* input = nullptr;
+  float* hist[3] = {nullptr, nullptr, nullptr};
+  float* last = nullptr;
+  float* converted = nullptr;
+  int hist_count = 0;
+  bool has_last = false;
+  // What the forward reads: x (DDPM / DDIM) or input (the solvers).
+  float* forward_in = nullptr;
+  const float* recorded_input = nullptr;
+
   // The recorded forward and what it was recorded against.
   void* recording = nullptr;
   const float* recorded_arena = nullptr;
@@ -56,6 +70,10 @@ void free_run(SampleRun* r) {
   ops.free(r->x0);
   ops.free(r->timesteps);
   ops.free(r->class_cond);
+  ops.free(r->input);
+  for (float* h : r->hist) ops.free(h);
+  ops.free(r->last);
+  ops.free(r->converted);
   mb_free(r->timesteps_host);
   delete r;
 }
@@ -78,7 +96,7 @@ int forward_pass(SampleRun* r) {
   Model* m = r->m;
   float* zero_row = begin_pass(m);
   Exec ex{m, &m->arena, false, r->batch, zero_row, nullptr, false, 0, 0, kOk, Message()};
-  run_forward(ex, r->height, r->width, r->x, r->timesteps, r->class_cond, r->model_output);
+  run_forward(ex, r->height, r->width, r->forward_in, r->timesteps, r->class_cond, r->model_output);
   if (ex.status != kOk) return fail(m, ex.status, ex.error);
   return kOk;
 }
@@ -96,7 +114,8 @@ int forward_step(SampleRun* r) {
   const Ops& ops = *m->ops;
   int status = prepare_arena(r);
   if (status != kOk) return status;
-  if (r->recording && (r->recorded_arena != m->arena.base || r->recorded_packing != m->pack_generation)) {
+  if (r->recording && (r->recorded_arena != m->arena.base || r->recorded_packing != m->pack_generation ||
+                       r->recorded_input != r->forward_in)) {
     ops.recording_free(r->recording);
     r->recording = nullptr;
   }
@@ -114,6 +133,7 @@ int forward_step(SampleRun* r) {
         r->recording = recording;
         r->recorded_arena = m->arena.base;
         r->recorded_packing = m->pack_generation;
+        r->recorded_input = r->forward_in;
       } else {
         r->recording_failed = true;
       }
@@ -159,6 +179,7 @@ MB_API SampleRun* mb_sample_begin(Model* m, int batch, int channels, int height,
   r->class_cond_len = class_cond_len;
   const size_t f = sizeof(float);
   r->x = static_cast<float*>(ops.alloc(r->sample_floats * f));
+  r->forward_in = r->x;
   r->model_output = static_cast<float*>(ops.alloc(r->output_floats * f));
   r->noise = static_cast<float*>(ops.alloc(r->sample_floats * f));
   r->x0 = static_cast<float*>(ops.alloc(r->sample_floats * f));
@@ -238,6 +259,84 @@ MB_API int mb_sample_steps(SampleRun* r, int count, const float* timesteps, cons
     if (status != mb::kOk) return mb::set_error(m, status, mb::Name("out of memory in the scheduler step"));
   }
   if (x0_out) ops.download(x0_out, r->x0, r->sample_floats * sizeof(float));
+  const int status = x0_out ? ops.sync() : ops.poll();
+  return status == mb::kOk ? status : mb::device_failure(m, status, "in the sampling loop");
+}
+
+// `count` solver steps (DPM-Solver++, UniPC, Euler, Euler ancestral, Heun).
+// Step i: the model input is the sample divided by input_scales[i] (1 where
+// the solver does not scale it), the forward runs at timesteps[i], then the
+// fused solver step with records[22 i ...]: SolverCoefficients' 21 slots and
+// a keep-last flag (the step's corrected sample becomes the kept sample L).
+// Its converted output becomes the newest history buffer. Noise, where the
+// record's noise coefficient is not 0: host_noise + i * sample_floats if
+// given, else Philox draw first_draw + i. x0_out (may be null) receives the
+// last step's converted output (waits for the device).
+MB_API int mb_sample_solver_steps(SampleRun* r, int count, const float* timesteps, const float* input_scales,
+                                  const float* records, uint32_t seed_lo, uint32_t seed_hi, double first_draw,
+                                  const float* host_noise, float* x0_out) {
+  Model* m = r->m;
+  mb::QueueScope scope(m->ops, m->queue);
+  const mb::Ops& ops = *m->ops;
+  if (!ops.solver_step) return mb::set_error(m, mb::kErrUnsupported, mb::Name("this device has no solver step"));
+  const uint64_t seed = ((uint64_t)seed_hi << 32) | seed_lo;
+  const size_t bytes = r->sample_floats * sizeof(float);
+  if (!r->input) {
+    r->input = static_cast<float*>(ops.alloc(bytes));
+    for (float*& h : r->hist) h = static_cast<float*>(ops.alloc(bytes));
+    r->last = static_cast<float*>(ops.alloc(bytes));
+    r->converted = static_cast<float*>(ops.alloc(bytes));
+    if (!r->input || !r->hist[0] || !r->hist[1] || !r->hist[2] || !r->last || !r->converted) {
+      mb::Message msg;
+      msg.add("out of ").add(ops.name).add(" memory for the solver's buffers (batch ").add_int(r->batch).add(")");
+      return mb::fail(m, mb::kErrOutOfMemory, msg);
+    }
+  }
+  r->forward_in = r->input;
+  const mb::StepLayout layout = {r->batch, (int)(r->sample_floats / r->batch), (int)(r->output_floats / r->batch)};
+  for (int i = 0; i < count; ++i) {
+    const float* rec = records + (size_t)i * (mb::kSolverCoefficientSlots + 1);
+    const mb::SolverCoefficients c = mb::solver_coefficients_from_slots(rec);
+    const bool keep_last = rec[mb::kSolverCoefficientSlots] != 0.0f;
+    const float* noise = nullptr;
+    if (c.v_noise != 0.0f) noise = r->noise;
+    const mb::SolverArrays a = {r->model_output,
+                                r->x,
+                                r->has_last ? r->last : nullptr,
+                                {r->hist_count > 0 ? r->hist[0] : nullptr, r->hist_count > 1 ? r->hist[1] : nullptr,
+                                 r->hist_count > 2 ? r->hist[2] : nullptr},
+                                noise,
+                                r->x,
+                                r->converted,
+                                keep_last ? r->last : nullptr};
+    if (!mb::solver_step_fits(c, layout, a))
+      return mb::set_error(m, mb::kErrInvalidArgument,
+                           mb::Name("solver step coefficients do not fit the model output or the steps so far"));
+    for (int b = 0; b < r->batch; ++b) r->timesteps_host[b] = timesteps[i];
+    int status = mb::check_timesteps(m, r->batch, r->timesteps_host);
+    if (status != mb::kOk) return status;
+    ops.upload(r->timesteps, r->timesteps_host, (size_t)r->batch * sizeof(float));
+    ops.divide_scalar(r->x, input_scales[i], (long long)r->sample_floats, r->input);
+    status = mb::forward_step(r);
+    if (status != mb::kOk) return status;
+    if (noise) {
+      if (host_noise)
+        ops.upload(r->noise, host_noise + (size_t)i * r->sample_floats, bytes);
+      else
+        ops.randn_philox(seed, (uint64_t)first_draw + (uint64_t)i, 0, (long long)r->sample_floats, r->noise);
+    }
+    status = ops.solver_step(c, layout, a);
+    if (status != mb::kOk) return mb::set_error(m, status, mb::Name("out of memory in the solver step"));
+    // The converted output becomes the newest history; the oldest buffer is reused next.
+    float* oldest = r->hist[2];
+    r->hist[2] = r->hist[1];
+    r->hist[1] = r->hist[0];
+    r->hist[0] = r->converted;
+    r->converted = oldest;
+    if (r->hist_count < 3) ++r->hist_count;
+    if (keep_last) r->has_last = true;
+  }
+  if (x0_out && r->hist_count > 0) ops.download(x0_out, r->hist[0], bytes);
   const int status = x0_out ? ops.sync() : ops.poll();
   return status == mb::kOk ? status : mb::device_failure(m, status, "in the sampling loop");
 }

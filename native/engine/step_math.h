@@ -95,4 +95,64 @@ MB_HD inline float threshold_scale(const StepCoefficients& c, float low, float h
 }
 MB_HD inline float threshold_apply(float x0, float s) { return clamp_keep_nan(x0, -s, s) / s; }
 
+// --- the multistep / sigma-space solver step (SolverCoefficients, ops.h) ---
+
+// The converted model output before any clip: x0 (or epsilon) as diffusers'
+// convert_model_output / pred_original_sample writes it for this step.
+MB_HD inline float solver_convert(const SolverCoefficients& c, float m, float x) {
+  switch (c.convert) {
+    case kConvertSubDiv: return (x - c.p * m) / c.q;
+    case kConvertSub: return c.p * x - c.q * m;
+    case kConvertAdd: return c.p * m + c.q * x;
+    case kConvertAddDiv: return c.p * m + x / c.q;
+    default: return m;
+  }
+}
+
+// acc + k * v, skipping a zero coefficient (its input may be absent); `any`
+// says whether acc holds a term yet.
+MB_HD inline void solver_term(float& acc, bool& any, float k, float v) {
+  if (k == 0.0f) return;
+  const float t = k * v;
+  acc = any ? acc + t : t;
+  any = true;
+}
+
+// y (the corrected sample) and out (the previous sample) of one element.
+MB_HD inline void solver_combine(const SolverCoefficients& c, float x, float last, float conv, float h0, float h1,
+                                 float h2, float z, float* y_out, float* out) {
+  float y = x;
+  if (c.corrector) {
+    float acc = 0.0f;
+    bool any = false;
+    solver_term(acc, any, c.u_x, x);
+    solver_term(acc, any, c.u_last, last);
+    solver_term(acc, any, c.u_conv, conv);
+    solver_term(acc, any, c.u_h[0], h0);
+    solver_term(acc, any, c.u_h[1], h1);
+    solver_term(acc, any, c.u_h[2], h2);
+    y = acc;
+  }
+  float acc = 0.0f;
+  bool any = false;
+  solver_term(acc, any, c.v_y, y);
+  solver_term(acc, any, c.v_last, last);
+  solver_term(acc, any, c.v_conv, conv);
+  solver_term(acc, any, c.v_h[0], h0);
+  solver_term(acc, any, c.v_h[1], h1);
+  solver_term(acc, any, c.v_h[2], h2);
+  solver_term(acc, any, c.v_noise, z);
+  *y_out = y;
+  *out = acc;
+}
+
+// The StepCoefficients fields dynamic thresholding reads, from a solver record.
+MB_HD inline StepCoefficients solver_threshold_record(const SolverCoefficients& c) {
+  StepCoefficients t = {};
+  t.x0_clip = kX0DynamicThreshold;
+  t.dynamic_thresholding_ratio = c.dynamic_thresholding_ratio;
+  t.sample_max_value = c.sample_max_value;
+  return t;
+}
+
 }  // namespace mb

@@ -59,6 +59,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                            InstanceMethod("sampleBegin", &ModelWrap::SampleBegin),
                            InstanceMethod("sampleInit", &ModelWrap::SampleInit),
                            InstanceMethod("sampleSteps", &ModelWrap::SampleSteps),
+                           InstanceMethod("sampleSolverSteps", &ModelWrap::SampleSolverSteps),
                            InstanceMethod("sampleRead", &ModelWrap::SampleRead),
                            InstanceMethod("sampleStats", &ModelWrap::SampleStats),
                            InstanceMethod("sampleEnd", &ModelWrap::SampleEnd),
@@ -263,6 +264,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return env.Undefined();
   }
   Napi::Value SampleSteps(const Napi::CallbackInfo& info);
+  Napi::Value SampleSolverSteps(const Napi::CallbackInfo& info);
   Napi::Value SampleRead(const Napi::CallbackInfo& info);
   Napi::Value SampleStats(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -551,6 +553,42 @@ Napi::Value ModelWrap::SampleSteps(const Napi::CallbackInfo& info) {
   return promise;
 }
 
+// sampleSolverSteps(count, timesteps: Float32Array(count), inputScales: Float32Array(count),
+//                   records: Float32Array(22 count), seedLo, seedHi, firstDraw,
+//                   hostNoise: Float32Array(count * sample) | null, wantX0)
+Napi::Value ModelWrap::SampleSolverSteps(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!HasRun(env)) return env.Undefined();
+  const int count = info[0].As<Napi::Number>().Int32Value();
+  std::vector<float> timesteps = copy_f32(info[1]);
+  std::vector<float> scales = copy_f32(info[2]);
+  std::vector<float> records = copy_f32(info[3]);
+  std::vector<float> noise = copy_f32(info[7]);
+  if (count < 1 || timesteps.size() != (size_t)count || scales.size() != (size_t)count ||
+      records.size() != (size_t)count * 22 || (info[7].IsTypedArray() && noise.size() != (size_t)count * RunSampleFloats())) {
+    Napi::RangeError::New(env, "sampleSolverSteps: array sizes do not match the step count").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const uint32_t seed_lo = info[4].As<Napi::Number>().Uint32Value(), seed_hi = info[5].As<Napi::Number>().Uint32Value();
+  const double first_draw = info[6].As<Napi::Number>().DoubleValue();
+  const bool want_x0 = info[8].ToBoolean().Value();
+  const size_t x0_floats = want_x0 ? RunSampleFloats() : 0;
+  mb::SampleRun* run = run_;
+  busy.store(true);
+  auto* worker = new RunWorker(env, this, Value(),
+                               [=, timesteps = std::move(timesteps), scales = std::move(scales),
+                                records = std::move(records), noise = std::move(noise)](std::vector<float>& out) {
+                                 out.resize(x0_floats);
+                                 return mb_sample_solver_steps(run, count, timesteps.data(), scales.data(),
+                                                               records.data(), seed_lo, seed_hi, first_draw,
+                                                               noise.empty() ? nullptr : noise.data(),
+                                                               x0_floats ? out.data() : nullptr);
+                               });
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
 // sampleRead(): the current sample (waits for the device).
 Napi::Value ModelWrap::SampleRead(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -695,6 +733,32 @@ Napi::Value DiffusionStep(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, status);
 }
 
+// solverStep(coefficients: Float32Array(21), batch, sampleSize, modelOutputStride, modelOutput, sample,
+//            last | null, h0 | null, h1 | null, h2 | null, noise | null, prevSample, converted, lastOut | null)
+// -> status. Synchronous: one elementwise pass, as diffusionStep.
+Napi::Value SolverStep(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto f32 = [&](int i) -> float* {
+    if (!info[i].IsTypedArray()) return nullptr;
+    return info[i].As<Napi::Float32Array>().Data();
+  };
+  auto len = [&](int i) -> size_t { return info[i].IsTypedArray() ? info[i].As<Napi::Float32Array>().ElementLength() : 0; };
+  const int batch = info[1].As<Napi::Number>().Int32Value();
+  const int sample_size = info[2].As<Napi::Number>().Int32Value();
+  const int stride = info[3].As<Napi::Number>().Int32Value();
+  const size_t n = (size_t)batch * (size_t)sample_size;
+  bool sizes_ok = len(0) == 21 && len(4) == (size_t)batch * (size_t)stride && len(5) == n && len(11) == n && len(12) == n;
+  for (int i : {6, 7, 8, 9, 10, 13})
+    if (info[i].IsTypedArray() && len(i) != n) sizes_ok = false;
+  if (!sizes_ok) {
+    Napi::RangeError::New(env, "solverStep: array sizes do not match the layout").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int status = mb_solver_step(f32(0), batch, sample_size, stride, f32(4), f32(5), f32(6), f32(7), f32(8), f32(9),
+                              f32(10), f32(11), f32(12), f32(13));
+  return Napi::Number::New(env, status);
+}
+
 // addNoise(x0, noise, sqrtAlphaProd, sqrtOneMinusAlphaProd, batch, sampleSize, out)
 Napi::Value AddNoise(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -747,6 +811,7 @@ Napi::Value CudaDevices(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaDevices", Napi::Function::New(env, CudaDevices));
   exports.Set("diffusionStep", Napi::Function::New(env, DiffusionStep));
+  exports.Set("solverStep", Napi::Function::New(env, SolverStep));
   exports.Set("addNoise", Napi::Function::New(env, AddNoise));
   exports.Set("randnPhilox", Napi::Function::New(env, RandnPhilox));
   exports.Set("philoxBlock", Napi::Function::New(env, PhiloxBlock));

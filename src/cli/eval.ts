@@ -27,6 +27,7 @@ import { imagesToGridPng, samplesToImages } from '../core/image/png.js';
 import { loadPipeline } from '../core/pipeline.js';
 import type { Pipeline } from '../core/pipeline.js';
 import { resolveSampleModel } from './embedded_model.js';
+import { SOLVER_NAMES, type SolverName } from '../core/schedulers/solvers.js';
 
 const K = 3;
 /** The DDIM grid of --table: the issue's steps-versus-quality question. */
@@ -36,7 +37,7 @@ const TABLE_ETAS = [0, 1];
 interface EvalFlags {
   model?: string;
   samples: number;
-  scheduler: 'ddim' | 'ddpm';
+  scheduler: 'ddim' | 'ddpm' | SolverName;
   steps?: number;
   eta: number;
   seed: number;
@@ -123,8 +124,8 @@ async function loadReference(pipeline: Pipeline, flags: EvalFlags) {
 }
 
 async function evalCommand(flags: EvalFlags): Promise<void> {
-  if (flags.scheduler === 'ddpm' && flags.eta !== 0) throw new InputError('--eta applies to --scheduler ddim only');
-  if (flags.scheduler === 'ddpm' && flags.clippedModelOutput && !flags.table)
+  if (flags.scheduler !== 'ddim' && flags.eta !== 0) throw new InputError('--eta applies to --scheduler ddim only');
+  if (flags.scheduler !== 'ddim' && flags.clippedModelOutput && !flags.table)
     throw new InputError('--clipped-model-output applies to --scheduler ddim only');
   const resolved = resolveSampleModel(flags.model);
   const pipeline = await loadPipeline(resolved, { backend: flags.backend });
@@ -138,7 +139,7 @@ async function evalCommand(flags: EvalFlags): Promise<void> {
   try {
     const { reference, realBaseline, side } = await loadReference(pipeline, flags);
     const cache = flags.cache ? { dir: flags.cache, modelKey: await modelCacheKey(await modelFiles(resolved)) } : undefined;
-    const run = async (scheduler: 'ddim' | 'ddpm', steps: number, eta: number | undefined) => {
+    const run = async (scheduler: 'ddim' | 'ddpm' | SolverName, steps: number, eta: number | undefined) => {
       const clipped = scheduler === 'ddim' && flags.clippedModelOutput === true;
       const label = `${scheduler} ${steps} steps${eta === undefined ? '' : `, eta ${eta}`}${clipped ? ', epsilon from clipped x0' : ''}`;
       const generated = await generateSamples({
@@ -191,7 +192,7 @@ async function evalCommand(flags: EvalFlags): Promise<void> {
       return;
     }
 
-    const steps = flags.steps ?? (flags.scheduler === 'ddim' ? 50 : pipeline.scheduler('ddpm').config.numTrainTimesteps);
+    const steps = flags.steps ?? (flags.scheduler === 'ddim' ? 50 : flags.scheduler !== 'ddpm' ? 20 : pipeline.scheduler('ddpm').config.numTrainTimesteps);
     const { generated, metrics, label } = await run(flags.scheduler, steps, flags.scheduler === 'ddim' ? flags.eta : undefined);
     console.log(`${modelDir}, ${flags.samples} samples, ${label}, seed ${flags.seed}, ${unet.backend.name} backend, sampling ${generated.seconds.toFixed(1)} s`);
     for (const line of describe(metrics, reference)) console.log(line);
@@ -221,7 +222,7 @@ export function registerEvalCommand(program: Command): void {
     .description('measure an MNIST model: k-NN precision/recall against held-out digits, nearest-training-digit distances')
     .option('--model <dir>', 'pipeline or UNet2DModel folder (default: the embedded MNIST model)')
     .option('--samples <n>', 'digits to generate (classes cycling)', integer('--samples', K + 1), 1000)
-    .addOption(new Option('--scheduler <kind>', 'sampler').choices(['ddim', 'ddpm']).default('ddim'))
+    .addOption(new Option('--scheduler <kind>', 'sampler (the solvers: dpm++, unipc, euler, euler-a, heun)').choices(['ddim', 'ddpm', ...SOLVER_NAMES]).default('ddim'))
     .option('--steps <n>', 'inference steps (default: 50 for ddim, num_train_timesteps for ddpm)', integer('--steps', 1))
     .option('--eta <e>', 'DDIM eta', (v: string) => {
       const n = Number(v);

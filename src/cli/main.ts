@@ -15,6 +15,7 @@ import { MarbleError } from '../core/errors.js';
 import { classConditioning } from '../core/model/config.js';
 import { loadPipeline } from '../core/pipeline.js';
 import { sample } from '../core/sampler.js';
+import { SOLVER_NAMES, type SolverName } from '../core/schedulers/solvers.js';
 import { resolveSampleModel } from './embedded_model.js';
 import { registerBenchCommand } from './bench.js';
 import { registerDemoCommand } from './demo.js';
@@ -92,7 +93,8 @@ function integer(name: string, min: number) {
 
 interface SampleFlags {
   model?: string;
-  scheduler: 'ddim' | 'ddpm';
+  scheduler: 'ddim' | 'ddpm' | SolverName;
+  karras?: boolean;
   steps?: number;
   eta: number;
   clippedModelOutput?: boolean;
@@ -123,10 +125,18 @@ async function checkWritable(file: string): Promise<void> {
 async function sampleCommand(flags: SampleFlags): Promise<void> {
   if (!/^\d+$/.test(flags.seed)) throw new InvalidArgumentError('--seed must be a non-negative integer');
   if (flags.clippedModelOutput && flags.scheduler !== 'ddim') throw new InvalidArgumentError('--clipped-model-output applies to --scheduler ddim only');
+  const solver = flags.scheduler !== 'ddim' && flags.scheduler !== 'ddpm' ? flags.scheduler : null;
+  if (flags.karras && (!solver || solver === 'euler-a')) throw new InvalidArgumentError('--karras applies to --scheduler dpm++, unipc, euler and heun');
   await checkWritable(flags.out);  // before sampling: the images must not be lost at the end
   const pipeline = await loadPipeline(resolveSampleModel(flags.model), { backend: flags.backend, dtype: flags.dtype });
   const { unet } = pipeline;
-  const scheduler = pipeline.scheduler(flags.scheduler);
+  let scheduler;
+  try {
+    scheduler = solver ? pipeline.scheduler(solver, { karras: flags.karras }) : pipeline.scheduler(flags.scheduler as 'ddim' | 'ddpm');
+  } catch (e) {
+    unet.dispose();
+    throw e;
+  }
   // Refuse a batch beyond memory before building anything per image (the
   // labels below): sample() checks it too, but only once they exist.
   const size = unet.config.sampleSize;
@@ -146,14 +156,16 @@ async function sampleCommand(flags: SampleFlags): Promise<void> {
   } else if (flags.class !== undefined) {
     throw new MarbleError('ERR_MARBLE_INPUT', '--class: this model is not class-conditional');
   }
-  const steps = flags.steps ?? (flags.scheduler === 'ddim' ? 50 : scheduler.config.numTrainTimesteps);
+  const steps = flags.steps ?? (flags.scheduler === 'ddim' ? 50 : solver ? 20 : scheduler.config.numTrainTimesteps);
+  // Heun runs two model calls per step: its schedule lists each timestep twice.
+  const barTotal = solver === 'heun' ? 2 * steps - 1 : steps;
   const bar = process.stderr.isTTY
     ? new cliProgress.SingleBar(
         { format: 'sampling [{bar}] {value}/{total} steps | t={t} | {duration_formatted} elapsed, eta {eta_formatted}', hideCursor: true },
         cliProgress.Presets.shades_classic,
       )
     : null;
-  bar?.start(steps, 0, { t: '-' });
+  bar?.start(barTotal, 0, { t: '-' });
   const controller = new AbortController();
   const onSigint = () => controller.abort(new MarbleError('ERR_MARBLE_ABORTED', 'interrupted'));
   process.once('SIGINT', onSigint);
@@ -192,8 +204,9 @@ program
   .command('sample')
   .description('generate images with a diffusers DDPM/DDIM model folder')
   .option('--model <dir>', 'pipeline folder (unet/, scheduler/) or UNet2DModel folder (default: the embedded MNIST model)')
-  .addOption(new Option('--scheduler <kind>', 'sampler').choices(['ddim', 'ddpm']).default('ddim'))
-  .option('--steps <n>', 'inference steps (default: 50 for ddim, num_train_timesteps for ddpm)', integer('--steps', 1))
+  .addOption(new Option('--scheduler <kind>', 'sampler: ddim, ddpm, or the fast solvers dpm++ (DPMSolverMultistep), unipc, euler, euler-a (ancestral), heun').choices(['ddim', 'ddpm', ...SOLVER_NAMES]).default('ddim'))
+  .option('--karras', 'Karras sigmas (use_karras_sigmas) for dpm++, unipc, euler and heun')
+  .option('--steps <n>', 'inference steps (default: 50 for ddim, 20 for the solvers, num_train_timesteps for ddpm)', integer('--steps', 1))
   .option('--eta <e>', 'DDIM eta: 0 deterministic, 1 DDPM-like', (v: string) => {
     const n = Number(v);
     if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError('--eta must be a number >= 0');

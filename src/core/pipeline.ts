@@ -5,10 +5,13 @@ import { loadUNetFrom, resolveModelSource } from './model/unet.js';
 import type { LoadOptions, UNet2DModel } from './model/unet.js';
 import { fileSource, readJson } from './model/source.js';
 import type { ModelSource, SourceOptions } from './model/source.js';
+import { parsePythonJson } from './schedulers/config_json.js';
 import { DDIMScheduler } from './schedulers/ddim.js';
 import { DDPMScheduler } from './schedulers/ddpm.js';
+import { isSolverName, solverFromConfig } from './schedulers/solvers.js';
+import type { SolverName, SolverScheduler } from './schedulers/solvers.js';
 
-export type SchedulerName = 'ddpm' | 'ddim';
+export type SchedulerName = 'ddpm' | 'ddim' | SolverName;
 
 export interface Pipeline {
   unet: UNet2DModel;
@@ -16,8 +19,14 @@ export interface Pipeline {
   schedulerConfig: Record<string, unknown> | null;
   /** model_index.json, or null when the folder has none (a bare UNet2DModel folder). */
   modelIndex: Record<string, unknown> | null;
-  /** A scheduler of the kind asked for, built from the folder's config (DDPM defaults without one). */
-  scheduler(kind: SchedulerName): DDPMScheduler | DDIMScheduler;
+  /**
+   * A scheduler of the kind asked for, built from the folder's config (DDPM
+   * defaults without one): 'ddpm', 'ddim', or a solver ('dpm++', 'unipc',
+   * 'euler', 'euler-a', 'heun'; `karras: true` sets use_karras_sigmas).
+   */
+  scheduler(kind: 'ddpm' | 'ddim'): DDPMScheduler | DDIMScheduler;
+  scheduler(kind: SolverName, options?: { karras?: boolean }): SolverScheduler;
+  scheduler(kind: SchedulerName, options?: { karras?: boolean }): DDPMScheduler | DDIMScheduler | SolverScheduler;
   /** Frees the UNet and the backend it started. */
   dispose(): void;
 }
@@ -42,8 +51,9 @@ export async function loadPipeline(source: ModelSource, options: PipelineOptions
   const root = fileSource(source, options);
   const { model, config } = await resolveModelSource(root, options.signal);
   const pipelineRoot = model === root ? null : root;
+  // Python's json writes -Infinity / NaN (DPMSolverMultistep's lambda_min_clipped).
   const schedulerConfig = pipelineRoot
-    ? objectOrNull(await readJson(pipelineRoot.sub('scheduler'), 'scheduler_config.json', options.signal), 'scheduler_config.json')
+    ? objectOrNull(await readJson(pipelineRoot.sub('scheduler'), 'scheduler_config.json', options.signal, parsePythonJson), 'scheduler_config.json')
     : null;
   const modelIndex = pipelineRoot ? objectOrNull(await readJson(pipelineRoot, 'model_index.json', options.signal), 'model_index.json') : null;
   // A pipeline samples: by default its UNet keeps only the packed weights.
@@ -52,12 +62,13 @@ export async function loadPipeline(source: ModelSource, options: PipelineOptions
     unet,
     schedulerConfig,
     modelIndex,
-    scheduler: (kind) => {
+    scheduler: ((kind: SchedulerName, schedulerOptions: { karras?: boolean } = {}) => {
       const json = schedulerConfig ?? {};
+      if (isSolverName(kind)) return solverFromConfig(kind, json, schedulerOptions);
       if (kind === 'ddim') return DDIMScheduler.fromConfig(json);
       if (kind === 'ddpm') return DDPMScheduler.fromConfig(json);
-      throw new ConfigError(`unknown scheduler ${JSON.stringify(kind)} (ddpm, ddim)`);
-    },
+      throw new ConfigError(`unknown scheduler ${JSON.stringify(kind)} (ddpm, ddim, dpm++, unipc, euler, euler-a, heun)`);
+    }) as Pipeline['scheduler'],
     dispose: () => unet.dispose(),
   };
 }

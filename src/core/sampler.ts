@@ -19,6 +19,8 @@ import { DDPMScheduler } from './schedulers/ddpm.js';
 import { kStepCoefficientSlots, packStepCoefficients, runStepKernel } from './schedulers/engine_step.js';
 import { NoiseTerm } from './schedulers/step_kernel.js';
 import type { StepCoefficients } from './schedulers/step_kernel.js';
+import { isSolverScheduler, type SolverScheduler } from './schedulers/solvers.js';
+import { sampleWithSolver } from './solver_sampler.js';
 
 export type GeneratorName = 'philox' | 'torch';
 
@@ -34,8 +36,9 @@ export interface StepInfo {
 
 export interface SampleOptions {
   unet: UNet2DModel;
-  scheduler: DDPMScheduler | DDIMScheduler;
-  /** Default: 50 for DDIM, num_train_timesteps for DDPM (as diffusers' pipelines default to 1000). */
+  /** DDPM, DDIM, or a multistep / sigma-space solver (DPM-Solver++, UniPC, Euler, Euler ancestral, Heun). */
+  scheduler: DDPMScheduler | DDIMScheduler | SolverScheduler;
+  /** Default: 50 for DDIM, 20 for the solvers, num_train_timesteps for DDPM (as diffusers' pipelines default to 1000). */
   numInferenceSteps?: number;
   batchSize?: number;
   /** Default 0. Any integer in [0, 2^64). */
@@ -83,11 +86,12 @@ function toSeed(seed: number | bigint): bigint {
 function resolve(options: SampleOptions) {
   const { unet, scheduler } = options;
   if (!unet) throw new InputError('sample: unet is required');
-  if (!(scheduler instanceof DDPMScheduler) && !(scheduler instanceof DDIMScheduler))
-    throw new InputError('sample: scheduler must be a DDPMScheduler or a DDIMScheduler');
+  const isSolver = isSolverScheduler(scheduler);
+  if (!(scheduler instanceof DDPMScheduler) && !(scheduler instanceof DDIMScheduler) && !isSolver)
+    throw new InputError('sample: scheduler must be a DDPM, DDIM, DPMSolverMultistep, UniPCMultistep, EulerDiscrete, EulerAncestralDiscrete or HeunDiscrete scheduler');
   const isDDIM = scheduler instanceof DDIMScheduler;
   const trainSteps = scheduler.config.numTrainTimesteps;
-  const numInferenceSteps = options.numInferenceSteps ?? (isDDIM ? 50 : trainSteps);
+  const numInferenceSteps = options.numInferenceSteps ?? (isDDIM ? 50 : isSolver ? 20 : trainSteps);
   if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1 || numInferenceSteps > trainSteps)
     throw new InputError(`numInferenceSteps must be an integer from 1 to num_train_timesteps (${trainSteps}), got ${numInferenceSteps}`);
   const batchSize = options.batchSize ?? 1;
@@ -140,6 +144,19 @@ export async function sample(options: SampleOptions): Promise<SampleResult> {
   if (outChannels !== shape[1] && outChannels !== 2 * shape[1])
     throw new ConfigError(`sampling needs out_channels = in_channels (or twice it, with a learned variance); got ${outChannels}`);
 
+  if (isSolverScheduler(scheduler)) {
+    const samples = await sampleWithSolver({
+      unet, scheduler, shape, signal, abortError,
+      numInferenceSteps: r.numInferenceSteps,
+      seed: r.seed,
+      torch: r.generator === 'torch' ? new TorchGenerator(r.seed) : null,
+      classLabels: r.classLabels,
+      preview: options.preview,
+      onStep: options.onStep,
+    });
+    return resultOf(samples, shape);
+  }
+
   scheduler.setTimesteps(r.numInferenceSteps);
   const timesteps = scheduler.timesteps.slice();
   // Each step's scalars depend on its timestep only, not on the sample.
@@ -154,6 +171,10 @@ export async function sample(options: SampleOptions): Promise<SampleResult> {
   const samples = onDevice
     ? await sampleOnDevice(r, options, timesteps, coefficients, onDevice)
     : await sampleThroughForward(r, options, timesteps, coefficients);
+  return resultOf(samples, shape);
+}
+
+function resultOf(samples: Float32Array, shape: [number, number, number, number]): SampleResult {
   return {
     samples,
     shape,

@@ -18,12 +18,13 @@ import type { UNet2DModel } from '../core/model/unet.js';
 import { sample } from '../core/sampler.js';
 import type { DDIMScheduler } from '../core/schedulers/ddim.js';
 import type { DDPMScheduler } from '../core/schedulers/ddpm.js';
+import type { SolverScheduler } from '../core/schedulers/solvers.js';
 import type { Rows } from './distance.js';
 import { toPixels } from './mnist_reference.js';
 
 export interface GenerateOptions {
   unet: UNet2DModel;
-  scheduler: DDPMScheduler | DDIMScheduler;
+  scheduler: DDPMScheduler | DDIMScheduler | SolverScheduler;
   count: number;
   steps: number;
   /** DDIM only. */

@@ -83,6 +83,22 @@ export interface Addon {
     prevSample: Float32Array,
     predOriginalSample: Float32Array,
   ): number;
+  solverStep(
+    coefficients: Float32Array,
+    batch: number,
+    sampleSize: number,
+    modelOutputStride: number,
+    modelOutput: Float32Array,
+    sample: Float32Array,
+    last: Float32Array | null,
+    h0: Float32Array | null,
+    h1: Float32Array | null,
+    h2: Float32Array | null,
+    noise: Float32Array | null,
+    prevSample: Float32Array,
+    converted: Float32Array,
+    lastOut: Float32Array | null,
+  ): number;
   addNoise(
     x0: Float32Array,
     noise: Float32Array,
@@ -244,6 +260,26 @@ function nativeBackend(name: 'cpu' | 'cuda', options: { threads?: number }): Bac
         predOriginalSample,
       );
       if (status !== 0) throw new InputError(`diffusion step: invalid coefficients or layout (status ${status})`);
+    },
+    solverStep: (coefficients, layout, a) => {
+      const h = a.history;
+      const status = lib.solverStep(
+        coefficients,
+        layout.batchSize,
+        layout.sampleSize,
+        layout.modelOutputStride,
+        a.modelOutput,
+        a.sample,
+        a.last,
+        h[0] ?? null,
+        h[1] ?? null,
+        h[2] ?? null,
+        a.noise,
+        a.prevSample,
+        a.converted,
+        a.lastOut,
+      );
+      if (status !== 0) throw new InputError(`solver step: invalid coefficients or layout (status ${status})`);
     },
     addNoise: (x0, noise, sqrtAlphaProd, sqrtOneMinusAlphaProd, out) =>
       lib.addNoise(x0, noise, sqrtAlphaProd, sqrtOneMinusAlphaProd, sqrtAlphaProd.length, x0.length / sqrtAlphaProd.length, out),

@@ -113,6 +113,26 @@ export interface EngineModel {
     hostNoise: Float32Array | null,
     wantX0: boolean,
   ): Promise<Float32Array | undefined>;
+  /**
+   * `count` solver steps (native/engine/sampling.cpp, mb_sample_solver_steps):
+   * step i divides the sample by inputScales[i] into the model input, runs the
+   * forward at timesteps[i], then the fused solver step with records[22 i ..]
+   * (packSolverCoefficients' 21 slots and a keep-last flag); the history of
+   * converted outputs stays on the device. Noise as for sampleSteps, for the
+   * steps whose noise coefficient is not 0. Resolves to the last step's
+   * converted output when wantX0.
+   */
+  sampleSolverSteps?(
+    count: number,
+    timesteps: Float32Array,
+    inputScales: Float32Array,
+    records: Float32Array,
+    seedLo: number,
+    seedHi: number,
+    firstDraw: number,
+    hostNoise: Float32Array | null,
+    wantX0: boolean,
+  ): Promise<Float32Array | undefined>;
   /** The current sample (waits for the device). */
   sampleRead?(): Promise<Float32Array>;
   /** How the run's forward passes ran: replays of a recorded pass (CUDA graphs), direct passes. */
@@ -160,6 +180,18 @@ export interface BackendDescription {
   memoryBytes?: number;
 }
 
+/** The arrays of Backend.solverStep, [B, C, H, W] flattened (the model output [B, stride]). */
+export interface SolverStepArrays {
+  modelOutput: Float32Array;
+  sample: Float32Array;
+  last: Float32Array | null;
+  history: readonly (Float32Array | null)[];
+  noise: Float32Array | null;
+  prevSample: Float32Array;
+  converted: Float32Array;
+  lastOut: Float32Array | null;
+}
+
 export interface Backend {
   readonly name: BackendName;
   /** The backend's identity and, where it fell back (single-threaded wasm), why. */
@@ -187,6 +219,19 @@ export interface Backend {
     noise: Float32Array | null,
     prevSample: Float32Array,
     predOriginalSample: Float32Array,
+  ): void;
+  /**
+   * The fused per-element step of the multistep and sigma-space solvers
+   * (native/cpu/diffusion_step.cpp, solver_step): `coefficients` is the
+   * 21-slot record of src/schedulers/solver_kernel.ts. Inputs a coefficient
+   * does not use may be null. Writes prevSample, converted (the converted
+   * model output, which must alias no input) and lastOut (the corrected
+   * sample) when given.
+   */
+  solverStep(
+    coefficients: Float32Array,
+    layout: { batchSize: number; sampleSize: number; modelOutputStride: number },
+    arrays: SolverStepArrays,
   ): void;
   /** out = sqrtAlphaProd[b] * x0 + sqrtOneMinusAlphaProd[b] * noise, per sample b. */
   addNoise(

@@ -84,6 +84,22 @@ export interface Exports {
     prev: number,
     x0: number,
   ): number;
+  mb_solver_step(
+    coefficients: number,
+    batch: number,
+    sampleSize: number,
+    stride: number,
+    modelOutput: number,
+    sample: number,
+    last: number,
+    h0: number,
+    h1: number,
+    h2: number,
+    noise: number,
+    prev: number,
+    converted: number,
+    lastOut: number,
+  ): number;
   mb_add_noise(x0: number, noise: number, sa: number, sb: number, batch: number, sampleSize: number, out: number): void;
   mb_philox4x32_10(c0: number, c1: number, c2: number, c3: number, k0: number, k1: number, out: number): void;
   // marble-threads.wasm only (wasm/thread_pool.cpp)
@@ -558,6 +574,26 @@ export function backendOver(ex: Exports, runtime: WasmRuntime): Backend {
         ex.mb_diffusion_step(p[0]!, layout.batchSize, layout.sampleSize, layout.modelOutputStride, p[1]!, p[2]!, p[3]!, p[4]!, p[5]!),
       );
       if (status !== 0) throw new EngineFailure(status, `diffusion step: invalid coefficients or layout (status ${status})`);
+    },
+    solverStep: (coefficients, layout, a) => {
+      const n = layout.batchSize * layout.sampleSize;
+      const h = [a.history[0] ?? null, a.history[1] ?? null, a.history[2] ?? null];
+      const optional = [a.last, ...h, a.noise, a.lastOut];
+      if (
+        coefficients.length !== 21 ||
+        a.modelOutput.length !== layout.batchSize * layout.modelOutputStride ||
+        a.sample.length !== n ||
+        a.prevSample.length !== n ||
+        a.converted.length !== n ||
+        optional.some((x) => x && x.length !== n)
+      )
+        throw new RangeError('solverStep: array sizes do not match the layout');
+      // lastOut goes in as an input too (copied in and out): the kernel may leave it alone.
+      const outputs = a.lastOut ? [a.prevSample, a.converted, a.lastOut] : [a.prevSample, a.converted];
+      const status = withArrays(ex, [coefficients, a.modelOutput, a.sample, a.last, h[0], h[1], h[2], a.noise], outputs, (p) =>
+        ex.mb_solver_step(p[0]!, layout.batchSize, layout.sampleSize, layout.modelOutputStride, p[1]!, p[2]!, p[3]!, p[4]!, p[5]!, p[6]!, p[7]!, p[8]!, p[9]!, a.lastOut ? p[10]! : 0),
+      );
+      if (status !== 0) throw new EngineFailure(status, `solver step: invalid coefficients or layout (status ${status})`);
     },
     addNoise: (x0, noise, sqrtAlphaProd, sqrtOneMinusAlphaProd, out) => {
       const batch = sqrtAlphaProd.length;

@@ -213,12 +213,17 @@ export async function readAll(file: OpenedFile, signal?: AbortSignal): Promise<U
 }
 
 /** A JSON file of the source, or null when the source has no such file. */
-export async function readJson(source: FileSource, name: string, signal?: AbortSignal): Promise<unknown> {
+export async function readJson(
+  source: FileSource,
+  name: string,
+  signal?: AbortSignal,
+  parse: (text: string) => unknown = JSON.parse,
+): Promise<unknown> {
   const file = await source.open(name, signal);
   if (!file) return null;
   const text = new TextDecoder().decode(await readAll(file, signal));
   try {
-    return JSON.parse(text) as unknown;
+    return parse(text);
   } catch (e) {
     throw new ConfigError(`${source.describe(name)}: ${(e as Error).message}`);
   }

@@ -68,6 +68,19 @@ export interface DeviceSampling {
     hostNoise: Float32Array | null,
     wantX0: boolean,
   ): Promise<Float32Array | undefined>;
+  /**
+   * Solver steps (EngineModel.sampleSolverSteps), or undefined where the
+   * engine has none: the multistep history stays on the device.
+   */
+  solverSteps?(
+    timesteps: Float32Array,
+    inputScales: Float32Array,
+    records: Float32Array,
+    seed: bigint,
+    firstDraw: number,
+    hostNoise: Float32Array | null,
+    wantX0: boolean,
+  ): Promise<Float32Array | undefined>;
   /** The current sample, NCHW. */
   read(): Promise<Float32Array>;
   /** Forward passes so far: replayed from a recording (CUDA graphs) or run directly. */
@@ -180,7 +193,7 @@ export class UNet2DModel {
   async startSampling(shape: readonly [number, number, number, number], classCond: Float32Array | null): Promise<DeviceSampling | null> {
     checkSize('sample', shape);
     const engine = this.live();
-    const { sampleBegin, sampleInit, sampleSteps, sampleRead, sampleStats, sampleEnd } = engine;
+    const { sampleBegin, sampleInit, sampleSteps, sampleSolverSteps, sampleRead, sampleStats, sampleEnd } = engine;
     if (!sampleBegin || !sampleInit || !sampleSteps || !sampleRead || !sampleStats || !sampleEnd) return null;
     const call = <T>(fn: () => T | Promise<T>): Promise<T> => {
       const run = async () => {
@@ -202,6 +215,12 @@ export class UNet2DModel {
         call(() =>
           sampleSteps.call(engine, timesteps.length, timesteps, coefficients, ...split64(seed, 'seed'), firstDraw, hostNoise, wantX0),
         ),
+      solverSteps: sampleSolverSteps
+        ? (timesteps, inputScales, records, seed, firstDraw, hostNoise, wantX0) =>
+            call(() =>
+              sampleSolverSteps.call(engine, timesteps.length, timesteps, inputScales, records, ...split64(seed, 'seed'), firstDraw, hostNoise, wantX0),
+            )
+        : undefined,
       read: () => call(() => sampleRead.call(engine)),
       stats: () => sampleStats.call(engine),
       end: () => call(() => sampleEnd.call(engine)),
