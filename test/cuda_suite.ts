@@ -30,6 +30,8 @@ import { readSafetensorsFile } from '../src/node/safetensors_file.js';
 import { sample } from '../src/core/sampler.js';
 import { DDIMScheduler } from '../src/core/schedulers/ddim.js';
 import { DDPMScheduler } from '../src/core/schedulers/ddpm.js';
+import { kSolverCoefficientSlots, packSolverCoefficients } from '../src/core/schedulers/solver_kernel.js';
+import { solverFromConfig, type SolverName } from '../src/core/schedulers/solvers.js';
 import { engineOf } from '../src/train/engine_access.js';
 import type { TensorKind } from '../src/core/backend/backend.js';
 import { SELF_TEST_FAMILIES, UNET_FIXTURES, fixturePath, forwardReference, maxAbs, maxAbsDiff, selfTestFailure } from './helpers.js';
@@ -500,6 +502,53 @@ export function registerCudaSuite(options: CudaSuiteOptions): void {
     const cpu = await run('cpu', 'philox');
     const diff = maxAbsDiff(cpu.samples, interleaved.samples);
     assert.ok(diff <= 1e-5 * Math.max(1, maxAbs(cpu.samples)), `with forwards in between: cpu vs ${where} differ by ${diff}`);
+  });
+
+  test(`the solvers' loop stays on ${where}: history on the device, a recorded forward replays, samples equal cpu's`, async () => {
+    const solvers: [SolverName, Record<string, unknown>, 'philox' | 'torch'][] = [
+      ['dpm++', { solver_order: 3, thresholding: true, sample_max_value: 1.5 }, 'torch'],
+      ['unipc', { solver_order: 3 }, 'torch'],
+      ['heun', {}, 'torch'],
+      ['euler-a', {}, 'philox'],
+    ];
+    const run = async (backend: BackendName, name: SolverName, config: Record<string, unknown>, generator: 'philox' | 'torch') => {
+      const unet = await createUNet(microConfig, { backend, seed: 3 });
+      try {
+        const result = await sample({ unet, scheduler: solverFromConfig(name, config), numInferenceSteps: 3, batchSize: 2, seed: 11, generator, classLabels: [2, 0] });
+        // Euler's run through the engine directly, to read how its forwards ran.
+        const device = await unet.startSampling([2, 1, 8, 8], Float32Array.of(2, 0));
+        assert.ok(device?.solverSteps, `${backend} has a device solver loop`);
+        const s = solverFromConfig('euler', {});
+        s.setTimesteps(3);
+        const stride = kSolverCoefficientSlots + 1;
+        const records = new Float32Array(stride * 3);
+        const scales = new Float32Array(3);
+        s.timesteps.forEach((t, i) => {
+          const p = s.planStep(t);
+          p.commit();
+          records.set(packSolverCoefficients(p.coefficients), stride * i);
+          scales[i] = p.inputScale;
+        });
+        await device.init(null, 11n, 0n);
+        await device.solverSteps(Float32Array.from(s.timesteps), scales, records, 11n, 1, null, false);
+        const stats = device.stats();
+        await device.end();
+        return { samples: result.samples, ...stats };
+      } finally {
+        unet.dispose();
+      }
+    };
+    for (const [name, config, generator] of solvers) {
+      const cpu = await run('cpu', name, config, generator);
+      const cuda = await run('cuda', name, config, generator);
+      assert.equal(cpu.replays, 0, 'the cpu runs every forward directly');
+      assert.deepEqual([cuda.directForwards, cuda.replays], [1, 2], `${where}: one direct forward, then replays`);
+      // 1e-4 as the sampler tests' cpu vs wasm: a multistep solver combines
+      // several steps' outputs (and dynamic thresholding divides by a quantile),
+      // so the forward's ~1e-6 differences grow more than through one DDIM step.
+      const diff = maxAbsDiff(cpu.samples, cuda.samples);
+      assert.ok(diff <= 1e-4 * Math.max(1, maxAbs(cpu.samples)), `${name}: cpu vs ${where} samples differ by ${diff}`);
+    }
   });
 
   test(`a float16 / bfloat16 UNet on ${where} repacks both half layouts after an AdamW step; a sampling-only one refuses to train`, async () => {

@@ -11,7 +11,11 @@
 import '../src/node/host.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 import { loadUNet } from '../src/index.js';
 import type { BackendName, UNet2DModel } from '../src/index.js';
@@ -164,3 +168,27 @@ test(
     }
   },
 );
+
+test('marble sample --scheduler dpm++|unipc|euler|euler-a|heun [--karras]', () => {
+  const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+  const dir = mkdtempSync(path.join(tmpdir(), 'marble-solvers-'));
+  try {
+    for (const args of [['dpm++', '--karras'], ['unipc'], ['euler', '--karras'], ['euler-a'], ['heun']]) {
+      const out = path.join(dir, `${args[0]}.png`);
+      const child = spawnSync(process.execPath, [cli, 'sample', '--scheduler', ...args, '--steps', '2', '--batch', '2', '--backend', 'wasm', '--out', out], {
+        encoding: 'utf8',
+        timeout: 120_000,
+      });
+      assert.equal(child.status, 0, `${args.join(' ')}: ${child.stderr}`);
+      assert.match(child.stdout, new RegExp(`${args[0].replace('+', '\\+')} 2 steps`));
+      assert.ok(existsSync(out));
+    }
+    for (const args of [['ddim', '--karras'], ['euler-a', '--karras']]) {
+      const child = spawnSync(process.execPath, [cli, 'sample', '--scheduler', ...args, '--steps', '2', '--out', path.join(dir, 'x.png')], { encoding: 'utf8', timeout: 60_000 });
+      assert.equal(child.status, 1, child.stderr);
+      assert.match(child.stderr, /--karras applies to --scheduler dpm\+\+, unipc, euler and heun/);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -13,4 +13,5 @@ for s in dpm++ unipc; do
   for n in 5 10 20; do "${EVAL[@]}" --scheduler "$s" --steps "$n" --json "$OUT/$s-$n.json"; done
 done
 for n in 10 20 50; do "${EVAL[@]}" --scheduler ddim --steps "$n" --json "$OUT/ddim-$n.json"; done
-node tools/solver_table.mjs "$OUT" models/mnist-eval-ddpm1000.json > models/mnist-solvers.md
+node tools/time_samplers.mjs > models/mnist-solvers-time.json
+node tools/solver_table.mjs "$OUT" models/mnist-eval-ddpm1000.json models/mnist-solvers-time.json > models/mnist-solvers.md

@@ -237,6 +237,7 @@ MB_API int mb_sample_steps(SampleRun* r, int count, const float* timesteps, cons
   const uint64_t seed = ((uint64_t)seed_hi << 32) | seed_lo;
   const mb::StepLayout layout = {r->batch, (int)(r->sample_floats / r->batch),
                                  (int)(r->output_floats / r->batch)};
+  r->forward_in = r->x;  // DDPM / DDIM feed the sample itself to the model
   for (int i = 0; i < count; ++i) {
     const mb::StepCoefficients c = mb::step_coefficients_from_slots(coefficients + (size_t)i * mb::kStepCoefficientSlots);
     if (!mb::step_layout_fits(c, layout, true))

@@ -109,9 +109,8 @@ export function sigmaToT(sigma: number, logSigmas: Float32Array): number {
   return (1 - w) * lowIdx + w * highIdx;
 }
 
-/** np.round then astype(int64) / truncation toward zero for astype alone. */
+/** np.round (half to even). */
 export const npRound = roundHalfEven;
-export const npTrunc = (x: number) => Math.trunc(x);
 
 /** alpha_t, sigma_t of a sigma (diffusers' _sigma_to_alpha_sigma_t), float32. */
 export function sigmaToAlphaSigmaT(sigma: number): { alphaT: number; sigmaT: number } {
