@@ -17,6 +17,7 @@ import { sample } from '../sampler.js';
 import { resolveSampleModel } from './embedded_model.js';
 import { registerEvalCommand } from './eval.js';
 import { registerExportCommand } from './export.js';
+import { registerServeCommands } from './serve.js';
 import { registerTrainCommand } from './train.js';
 
 import { cudaDevices, loadAddon, nativeAvailable } from '../backend/native.js';
@@ -199,6 +200,7 @@ program.command('info').description('backends present, CPU features, threads, wa
 registerTrainCommand(program);
 registerExportCommand(program);
 registerEvalCommand(program);
+registerServeCommands(program);
 program.parseAsync(process.argv).catch((e: unknown) => {
   console.error(`marble: ${(e as Error).message}`);
   process.exit(e instanceof MarbleError && e.code === 'ERR_MARBLE_ABORTED' ? 130 : 1);
