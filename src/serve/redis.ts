@@ -177,6 +177,7 @@ export class RedisJobs implements JobService {
       progress: typeof p === 'object' && p !== null ? { step: p.step, total: p.total } : { step: 0, total: spec.steps },
       createdAt: new Date(job.timestamp).toISOString(),
       ...(typeof p === 'object' && p?.batch ? { batch: p.batch } : {}),
+      ...(typeof p === 'object' && p?.worker ? { worker: p.worker } : {}),
     };
     if (state === 'active') view.state = 'running';
     else if (state === 'completed') {
@@ -333,7 +334,7 @@ export async function startWorker(options: WorkerOptions): Promise<MarbleWorker>
             if (event.type === 'started') {
               batch = event.batch;
               progress = { step: 0, total: spec.steps, batch, worker: WORKER_ID };
-            } else if (event.type === 'step') progress = { step: event.step, total: event.total, batch, preview: event.preview };
+            } else if (event.type === 'step') progress = { step: event.step, total: event.total, batch, worker: WORKER_ID, preview: event.preview };
             if (progress) job.updateProgress(progress as unknown as object).catch(() => {});
           });
           log.info({ job: id, model: name, batch: result.batch, seconds: result.samplingSeconds }, 'job completed');

@@ -92,6 +92,7 @@ export class LocalJobs implements JobService {
         case 'started':
           view.state = 'running';
           view.batch = event.batch;
+          view.worker = event.worker;
           break;
         case 'step':
           view.progress = { step: event.step, total: event.total };

@@ -83,6 +83,8 @@ export interface JobView {
   progress: { step: number; total: number };
   createdAt: string;
   batch?: BatchInfo;
+  /** the process running (or that ran) it */
+  worker?: string;
   result?: JobResult;
   error?: JobError;
 }
