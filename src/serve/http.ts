@@ -203,7 +203,8 @@ export const marbleRoutes: FastifyPluginAsync<MarbleRoutesOptions> = async (app:
 
   const keepAlive = (options.sseKeepAliveSeconds ?? 15) * 1000;
   const streams = new Set<() => void>();
-  app.addHook('onClose', async () => {
+  // Event streams end before the server waits for its connections to close.
+  app.addHook('preClose', async () => {
     for (const end of [...streams]) end();
   });
 
