@@ -7,6 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { decodePng } from '../src/image/png.js';
+import { loadPipeline } from '../src/index.js';
 import { createServer } from '../src/serve/index.js';
 import type { MarbleServer, ServeOptions } from '../src/serve/index.js';
 import { EMBEDDED, postJson, readSse, runCli, waitFor } from './serve_helpers.js';
@@ -227,6 +228,25 @@ describe('dynamic batching', () => {
       }
     });
   }
+
+  test('a batch over the memory limit runs its jobs one by one; a request over it alone is a 413', async () => {
+    const probe = await loadPipeline(EMBEDDED, { backend: 'cpu', threads: 1 });
+    const limit = probe.unet.activationBytes(2, 32, 32);
+    probe.unet.dispose();
+    const { server, base } = await start({ batchWindowMs: 300, memoryLimitBytes: limit });
+    try {
+      const r = { scheduler: 'ddim', steps: 2, batch: 2, format: 'json' };
+      const responses = await Promise.all([postJson(base, { ...r, seed: 1 }), postJson(base, { ...r, seed: 2 })]);
+      assert.deepEqual(responses.map((x) => x.status), [200, 200]);
+      const out = (await Promise.all(responses.map((x) => x.json()))) as ImagesJson[];
+      assert.ok(out.every((o) => o.batch.jobs === 1 && o.batch.images === 2), JSON.stringify(out.map((o) => o.batch)));
+      const tooBig = await postJson(base, { ...r, batch: 4 });
+      assert.equal(tooBig.status, 413);
+      assert.equal(((await tooBig.json()) as { error: { code: string } }).error.code, 'limit_exceeded');
+    } finally {
+      await server.close(1000);
+    }
+  });
 
   test('with batching off every request runs alone', async () => {
     const { server, base } = await start({ batching: false });

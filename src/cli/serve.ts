@@ -44,6 +44,7 @@ interface ServeFlags {
   model?: ModelSpec[];
   backend: BackendChoice;
   threads?: number;
+  memoryLimit?: number;
   port: number;
   host: string;
   token?: string;
@@ -65,6 +66,7 @@ async function serveCommand(flags: ServeFlags): Promise<void> {
     models: modelsOrDefault(flags.model),
     backend: flags.backend,
     threads: flags.threads,
+    memoryLimitBytes: flags.memoryLimit === undefined ? undefined : flags.memoryLimit * 2 ** 20,
     host: flags.host,
     port: flags.port,
     token: flags.token ?? process.env['MARBLE_TOKEN'] ?? undefined,
@@ -101,6 +103,7 @@ interface WorkerFlags {
   model?: ModelSpec[];
   backend: BackendChoice;
   threads?: number;
+  memoryLimit?: number;
   concurrency?: number;
   maxBatch: number;
   batching: boolean;
@@ -117,6 +120,7 @@ async function workerCommand(flags: WorkerFlags): Promise<void> {
     models: modelsOrDefault(flags.model),
     backend: flags.backend,
     threads: flags.threads,
+    memoryLimitBytes: flags.memoryLimit === undefined ? undefined : flags.memoryLimit * 2 ** 20,
     concurrency: flags.concurrency,
     maxBatch: flags.maxBatch,
     batching: flags.batching,
@@ -152,6 +156,7 @@ export function registerServeCommands(program: Command): void {
     .option(modelOption, modelHelp, collectModel)
     .addOption(backendOption())
     .option('--threads <n>', 'engine threads (default: the machine\'s cores)', integer('--threads', 1))
+    .option('--memory-limit <MiB>', 'most activation memory per engine batch; a batch of jobs over it runs them one by one', integer('--memory-limit', 1))
     .option('--port <port>', 'TCP port (0: any free one)', integer('--port', 0), 8080)
     .option('--host <address>', 'address to bind (127.0.0.1: this machine only)', '127.0.0.1')
     .option('--token <token>', 'require "Authorization: Bearer <token>" (default: $MARBLE_TOKEN, else none)')
@@ -174,6 +179,7 @@ export function registerServeCommands(program: Command): void {
     .option(modelOption, modelHelp, collectModel)
     .addOption(backendOption())
     .option('--threads <n>', 'engine threads (default: the machine\'s cores)', integer('--threads', 1))
+    .option('--memory-limit <MiB>', 'most activation memory per engine batch; a batch of jobs over it runs them one by one', integer('--memory-limit', 1))
     .option('--concurrency <n>', 'jobs taken at once per model, batched together (default: --max-batch)', integer('--concurrency', 1))
     .option('--max-batch <n>', 'most images per engine batch', integer('--max-batch', 1), 16)
     .option('--no-batching', 'run every job alone')

@@ -178,6 +178,9 @@ export const marbleRoutes: FastifyPluginAsync<MarbleRoutesOptions> = async (app:
         if (e instanceof JobEndedError) {
           if (e.code === 'shutting_down' || state.draining) return sendError(reply, 503, 'shutting_down', e.message);
           if (e.outcome === 'cancelled') return sendError(reply, 409, 'cancelled', e.message);
+          // What the engine refused before working: the request's fault.
+          if (e.code === 'ERR_MARBLE_MEMORY') return sendError(reply, 413, 'limit_exceeded', e.message);
+          if (e.code === 'ERR_MARBLE_INPUT') return sendError(reply, 400, 'invalid_request', e.message);
           request.log.error({ job: id, code: e.code }, e.message);
           return sendError(reply, 500, e.code, e.message);
         }

@@ -77,12 +77,15 @@ export interface LoadedModel {
 }
 
 /** Loads every model onto the backend (disposing those loaded already when one fails). */
-export async function loadModels(specs: ModelSpec[], options: { backend?: BackendChoice; threads?: number } = {}): Promise<LoadedModel[]> {
+export async function loadModels(
+  specs: ModelSpec[],
+  options: { backend?: BackendChoice; threads?: number; memoryLimitBytes?: number } = {},
+): Promise<LoadedModel[]> {
   checkModelSpecs(specs);
   const loaded: LoadedModel[] = [];
   try {
     for (const spec of specs) {
-      const pipeline = await loadPipeline(spec.path, { backend: options.backend ?? 'auto', threads: options.threads });
+      const pipeline = await loadPipeline(spec.path, { backend: options.backend ?? 'auto', threads: options.threads, memoryLimitBytes: options.memoryLimitBytes });
       const { unet } = pipeline;
       const trainTimesteps = pipeline.scheduler('ddpm').config.numTrainTimesteps;
       loaded.push({ summary: summarize(spec.name, unet.config, trainTimesteps, unet.backend.name, unet.dtype, unet.parameterCount), pipeline });

@@ -272,6 +272,7 @@ export interface WorkerOptions {
   models: ModelSpec[];
   backend?: BackendChoice;
   threads?: number;
+  memoryLimitBytes?: number;
   /** jobs taken at once per model (they are batched together); default maxBatch */
   concurrency?: number;
   /** most images per engine batch (default 16) */
@@ -295,7 +296,7 @@ export async function startWorker(options: WorkerOptions): Promise<MarbleWorker>
   const log = options.logger ?? pino({ level: 'info' });
   const maxBatch = options.maxBatch ?? 16;
   const concurrency = options.concurrency ?? maxBatch;
-  const loaded = await loadModels(options.models, { backend: options.backend, threads: options.threads });
+  const loaded = await loadModels(options.models, { backend: options.backend, threads: options.threads, memoryLimitBytes: options.memoryLimitBytes });
   const connection = redisOptions(options.redis, { maxRetriesPerRequest: null });
   const redis = new Redis(connection);
   const sub = new Redis(connection);

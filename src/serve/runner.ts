@@ -54,6 +54,8 @@ interface Task {
   resolve: (result: JobResult) => void;
   reject: (error: JobEndedError) => void;
   done: boolean;
+  /** run alone (its batch did not fit in memory) */
+  solo?: boolean;
   /** set while it runs */
   run?: { controller: AbortController; tasks: Task[] };
 }
@@ -169,12 +171,12 @@ export class ModelRunner {
   private take(): Task[] {
     const head = this.queue.shift()!;
     const group = [head];
-    if (this.options.batching) {
+    if (this.options.batching && !head.solo) {
       const key = batchKey(head.spec);
       let images = head.spec.seeds.length;
       for (let i = 0; i < this.queue.length && images < this.options.maxBatch; ) {
         const t = this.queue[i]!;
-        if (batchKey(t.spec) === key && images + t.spec.seeds.length <= this.options.maxBatch) {
+        if (!t.solo && batchKey(t.spec) === key && images + t.spec.seeds.length <= this.options.maxBatch) {
           group.push(t);
           images += t.spec.seeds.length;
           this.queue.splice(i, 1);
@@ -274,6 +276,14 @@ export class ModelRunner {
         offset += n;
       }
     } catch (e) {
+      const live = tasks.filter((t) => !t.done);
+      if ((e as { code?: string }).code === 'ERR_MARBLE_MEMORY' && live.length > 1) {
+        // Together they do not fit: each runs alone, first in line.
+        for (const t of live) t.solo = true;
+        this.queue.unshift(...live);
+        this.announcePositions();
+        return;
+      }
       failed = !(e instanceof JobEndedError);
       const ended = e instanceof JobEndedError ? e : new JobEndedError('failed', jobError(e).code, jobError(e).message);
       for (const t of tasks) this.finish(t, ended);

@@ -25,6 +25,8 @@ export interface ServeOptions {
   backend?: BackendChoice;
   /** engine threads (cpu / wasm); default: the machine's cores */
   threads?: number;
+  /** refuse engine batches whose activations need more bytes (a batch of several jobs that does not fit runs them one by one) */
+  memoryLimitBytes?: number;
   /** default 127.0.0.1 */
   host?: string;
   /** default 8080; 0 picks a free port */
@@ -75,7 +77,7 @@ export async function createServer(options: ServeOptions): Promise<MarbleServer>
     const models = await Promise.all(options.models.map((m) => describeModel(m)));
     service = await RedisJobs.connect(options.redis, models, { queueLimit });
   } else {
-    const loaded = await loadModels(options.models, { backend: options.backend, threads: options.threads });
+    const loaded = await loadModels(options.models, { backend: options.backend, threads: options.threads, memoryLimitBytes: options.memoryLimitBytes });
     service = new LocalJobs(loaded, {
       maxBatch: limits.maxBatch,
       queueLimit,
