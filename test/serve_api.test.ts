@@ -8,7 +8,9 @@ import assert from 'node:assert/strict';
 
 import { decodePng } from '../src/image/png.js';
 import { loadPipeline } from '../src/index.js';
-import { createServer } from '../src/serve/index.js';
+import Fastify from 'fastify';
+
+import { createServer, marble } from '../src/serve/index.js';
 import type { MarbleServer, ServeOptions } from '../src/serve/index.js';
 import { EMBEDDED, postJson, readSse, runCli, waitFor } from './serve_helpers.js';
 
@@ -278,6 +280,30 @@ test('bearer token: wrong or missing is 401; health stays open; CORS only when e
     assert.equal(preflight.headers.get('access-control-allow-origin'), null);
   } finally {
     await server.close(1000);
+  }
+});
+
+test('the Fastify plugin in an app of its own: under a prefix, strict validation whatever the app\'s Ajv options, token on its routes only', async () => {
+  const app = Fastify({ logger: false }); // Fastify's default Ajv strips unknown fields and coerces types
+  app.get('/hello', async () => ({ hello: 'world' }));
+  await app.register(marble, { prefix: '/gen', models: MODEL, backend: 'cpu', threads: 1, token: 't0ken', shutdownDeadlineMs: 1000 });
+  const base = await app.listen({ host: '127.0.0.1', port: 0 });
+  try {
+    const auth = { authorization: 'Bearer t0ken' };
+    const post = (body: object, headers: Record<string, string> = auth) =>
+      fetch(`${base}/gen/v1/images`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
+    assert.equal((await fetch(`${base}/hello`)).status, 200);
+    assert.equal((await fetch(`${base}/gen/healthz`)).status, 200);
+    assert.equal((await post({ scheduler: 'ddim', steps: 1 }, {})).status, 401);
+    const unknown = await post({ scheduler: 'ddim', steps: 1, extra: true });
+    assert.equal(unknown.status, 400);
+    assert.equal(((await unknown.json()) as { error: { field: string } }).error.field, 'extra');
+    assert.equal((await post({ scheduler: 'ddim', steps: '1' })).status, 400);
+    const ok = await post({ scheduler: 'ddim', steps: 1 });
+    assert.equal(ok.status, 200);
+    assert.equal(ok.headers.get('content-type'), 'image/png');
+  } finally {
+    await app.close();
   }
 });
 

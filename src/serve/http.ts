@@ -25,7 +25,11 @@ export interface MarbleRoutesOptions {
   sseKeepAliveSeconds?: number;
 }
 
-const OPEN_ROUTES = new Set(['/healthz', '/readyz']);
+/** Route config: `open` routes need no token; `whileDraining` ones answer during shutdown. */
+interface RouteFlags {
+  open?: boolean;
+  whileDraining?: boolean;
+}
 
 function digest(s: string): Buffer {
   return createHash('sha256').update(s).digest();
@@ -91,14 +95,14 @@ export const marbleRoutes: FastifyPluginAsync<MarbleRoutesOptions> = async (app:
   app.removeContentTypeParser(['text/plain']);
 
   app.addHook('onRequest', async (request, reply) => {
-    const path = request.url.split('?')[0]!;
-    if (OPEN_ROUTES.has(path)) return;
+    const flags = (request.routeOptions.config ?? {}) as RouteFlags;
+    if (flags.open) return;
     if (options.token !== undefined && !tokenMatches(request.headers.authorization, options.token)) {
       metrics.rejected.inc({ reason: 'unauthorized' });
       reply.header('www-authenticate', 'Bearer');
       return sendError(reply, 401, 'unauthorized', 'a valid bearer token is needed (Authorization: Bearer <token>)');
     }
-    if (state.draining && path !== '/metrics') {
+    if (state.draining && !flags.whileDraining) {
       reply.header('connection', 'close');
       return sendError(reply, 503, 'shutting_down', 'the service is shutting down');
     }
@@ -292,12 +296,12 @@ export const marbleRoutes: FastifyPluginAsync<MarbleRoutesOptions> = async (app:
     mode: service.mode,
   }));
 
-  app.get('/healthz', { schema: { summary: 'liveness: answers while the engine is busy' } }, async () => ({ status: 'ok' }));
-  app.get('/readyz', { schema: { summary: 'readiness: models loaded and not shutting down' } }, async (request, reply) => {
+  app.get('/healthz', { config: { open: true }, schema: { summary: 'liveness: answers while the engine is busy' } }, async () => ({ status: 'ok' }));
+  app.get('/readyz', { config: { open: true }, schema: { summary: 'readiness: models loaded and not shutting down' } }, async (request, reply) => {
     if (state.draining) return sendError(reply, 503, 'shutting_down', 'the service is shutting down');
     return { status: 'ready', models: service.models().map((m) => m.name) };
   });
-  app.get('/metrics', { schema: { summary: 'Prometheus metrics', hide: true } }, async (request, reply) => {
+  app.get('/metrics', { config: { whileDraining: true }, schema: { summary: 'Prometheus metrics', hide: true } }, async (request, reply) => {
     reply.type(metrics.registry.contentType);
     return metrics.registry.metrics();
   });

@@ -1,7 +1,7 @@
 // marble-diffusion/serve: the image-generation HTTP service (`marble serve`)
 // and its Redis queue workers (`marble worker`), as a library.
-export { createServer } from './server.js';
-export type { MarbleServer, ServeOptions } from './server.js';
+export { createServer, createService, marble } from './server.js';
+export type { MarbleServer, MarblePluginOptions, ServeOptions } from './server.js';
 export { marbleRoutes, tokenMatches } from './http.js';
 export type { MarbleRoutesOptions } from './http.js';
 export { createMetrics } from './metrics.js';

@@ -5,7 +5,7 @@
 import cors from '@fastify/cors';
 import swagger from '@fastify/swagger';
 import Fastify from 'fastify';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import type { LoggerOptions } from 'pino';
 
 import { marbleRoutes } from './http.js';
@@ -67,7 +67,8 @@ export interface MarbleServer {
   close(deadlineMs?: number): Promise<void>;
 }
 
-export async function createServer(options: ServeOptions): Promise<MarbleServer> {
+/** The service (models loaded here, or Redis), its metrics and limits, for createServer and the plugin. */
+export async function createService(options: ServeOptions): Promise<{ service: JobService; metrics: ServeMetrics; limits: Limits }> {
   const limits: Limits = { ...DEFAULT_LIMITS, ...options.limits };
   for (const [k, v] of Object.entries(limits)) if (!Number.isInteger(v) || v < 1) throw new Error(`limit ${k} must be a positive integer, got ${v}`);
   const queueLimit = options.queueLimit ?? 64;
@@ -88,6 +89,34 @@ export async function createServer(options: ServeOptions): Promise<MarbleServer>
     });
   }
   attach(service);
+  return { service, metrics, limits };
+}
+
+export interface MarblePluginOptions extends ServeOptions {
+  /** on the app's close: how long running jobs may take to finish (ms, default 30 s) */
+  shutdownDeadlineMs?: number;
+}
+
+/**
+ * The service as a Fastify plugin for an app of your own: loads the models
+ * (or connects to Redis), registers the routes under the plugin's prefix,
+ * and drains and frees them when the app closes. The plugin validates
+ * with its own Ajv (unknown fields are errors, nothing coerced), whatever
+ * the app's options. host, port, logger, bodyLimit and cors are the app's.
+ */
+export const marble: FastifyPluginAsync<MarblePluginOptions> = async (app, options) => {
+  const { service, metrics, limits } = await createService(options);
+  const state = { draining: false };
+  app.addHook('preClose', async () => {
+    state.draining = true;
+    await service.drain(options.shutdownDeadlineMs ?? 30_000);
+  });
+  app.addHook('onClose', async () => service.close());
+  await app.register(marbleRoutes, { service, limits, metrics, token: options.token, state });
+};
+
+export async function createServer(options: ServeOptions): Promise<MarbleServer> {
+  const { service, metrics, limits } = await createService(options);
 
   const logger = options.logger === undefined ? { level: 'info' } : options.logger;
   const app = Fastify({
