@@ -5,7 +5,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 
 import { Ajv } from 'ajv';
-import type { FastifyError, FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyPluginAsync, FastifyReply } from 'fastify';
 
 import type { ServeMetrics } from './metrics.js';
 import { JobEndedError, QueueFullError, notFinished } from './service.js';
@@ -297,11 +297,11 @@ export const marbleRoutes: FastifyPluginAsync<MarbleRoutesOptions> = async (app:
   }));
 
   app.get('/healthz', { config: { open: true }, schema: { summary: 'liveness: answers while the engine is busy' } }, async () => ({ status: 'ok' }));
-  app.get('/readyz', { config: { open: true }, schema: { summary: 'readiness: models loaded and not shutting down' } }, async (request, reply) => {
+  app.get('/readyz', { config: { open: true }, schema: { summary: 'readiness: models loaded and not shutting down' } }, async (_request, reply) => {
     if (state.draining) return sendError(reply, 503, 'shutting_down', 'the service is shutting down');
     return { status: 'ready', models: service.models().map((m) => m.name) };
   });
-  app.get('/metrics', { config: { whileDraining: true }, schema: { summary: 'Prometheus metrics', hide: true } }, async (request, reply) => {
+  app.get('/metrics', { config: { whileDraining: true }, schema: { summary: 'Prometheus metrics', hide: true } }, async (_request, reply) => {
     reply.type(metrics.registry.contentType);
     return metrics.registry.metrics();
   });

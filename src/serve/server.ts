@@ -122,8 +122,9 @@ export async function createServer(options: ServeOptions): Promise<MarbleServer>
   const app = Fastify({
     logger,
     bodyLimit: options.bodyLimit ?? 16 * 1024,
-    // Connections that send nothing, or send slowly, do not stay forever.
-    requestTimeout: 0,
+    // A request must arrive whole within 30 s (slow senders do not hold sockets);
+    // the answer to a synchronous request may take as long as its job.
+    requestTimeout: 30_000,
     connectionTimeout: 0,
     keepAliveTimeout: 5000,
     return503OnClosing: true,

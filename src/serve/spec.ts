@@ -121,7 +121,7 @@ export const imageRequestSchema = {
     },
     generator: { type: 'string', enum: ['philox', 'torch'] },
     batch: { type: 'integer', minimum: 1, description: 'images, at most the server\'s --max-batch' },
-    classLabels: { type: 'array', items: { type: 'integer', minimum: 0 }, maxItems: 4096, description: 'one per image (class-conditional models); default: cycle through the classes' },
+    classLabels: { type: 'array', items: { type: 'integer', minimum: 0 }, minItems: 1, maxItems: 4096, description: 'one per image (class-conditional models); default: cycle through the classes' },
     height: { type: 'integer', minimum: 1, maximum: 65536 },
     width: { type: 'integer', minimum: 1, maximum: 65536 },
     format: { type: 'string', enum: ['png', 'json'], description: 'png: the grid; json: base64 PNGs and the seed of each image' },
