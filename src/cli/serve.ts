@@ -1,12 +1,10 @@
 // `marble serve` (an HTTP image-generation service) and `marble worker` (a
 // Redis queue worker for `marble serve --redis`); the code is in src/serve/.
+// Fastify, BullMQ and pino load only when one of these commands runs.
 import { Command, InvalidArgumentError, Option } from 'commander';
-import pino from 'pino';
 
-import { createServer } from '../serve/server.js';
 import { parseModelFlag } from '../serve/models.js';
 import type { BackendChoice, ModelSpec } from '../serve/models.js';
-import { startWorker } from '../serve/redis.js';
 import { resolveSampleModel } from './embedded_model.js';
 
 function integer(name: string, min: number) {
@@ -62,6 +60,7 @@ interface ServeFlags {
 }
 
 async function serveCommand(flags: ServeFlags): Promise<void> {
+  const { createServer } = await import('../serve/server.js');
   const server = await createServer({
     models: modelsOrDefault(flags.model),
     backend: flags.backend,
@@ -114,6 +113,8 @@ interface WorkerFlags {
 }
 
 async function workerCommand(flags: WorkerFlags): Promise<void> {
+  const { default: pino } = await import('pino');
+  const { startWorker } = await import('../serve/redis.js');
   const logger = pino({ level: flags.logLevel });
   const worker = await startWorker({
     redis: flags.redis,
