@@ -27,7 +27,7 @@ describe('marble serve --redis with two marble workers', { skip: REDIS_SERVER ? 
   const startWorker = async (): Promise<CliProcess> => {
     const w = runCli([
       'worker', '--redis', redis.url, '--model', `mnist=${EMBEDDED}`, '--backend', 'cpu', '--threads', '1',
-      '--concurrency', '4', '--max-batch', '8', '--lock-duration', '2000', '--stalled-interval', '1000',
+      '--concurrency', '4', '--max-batch', '8', '--lock-duration', '2000', '--stalled-interval', '1000', '--shutdown-deadline', '1',
     ]);
     const ready = await w.waitForLog('worker ready');
     workerIds.push(ready['worker'] as string);
@@ -82,6 +82,29 @@ describe('marble serve --redis with two marble workers', { skip: REDIS_SERVER ? 
     await waitFor('the long job to start', async () => ((await (await fetch(`${base}/v1/jobs/${long.id}`)).json()) as { state: string }).state === 'running', 20_000);
     assert.equal((await fetch(`${base}/v1/jobs/${long.id}`, { method: 'DELETE' })).status, 200);
     await waitFor('the long job to be cancelled', async () => ((await (await fetch(`${base}/v1/jobs/${long.id}`)).json()) as { state: string }).state === 'cancelled', 10_000);
+  });
+
+  test('a worker stopped with SIGTERM past its deadline hands its job back; it exits 0 and the other worker completes the job', async () => {
+    const { id } = (await (await postJson(base, { scheduler: 'ddpm', steps: 300, batch: 1, seed: 77, async: true })).json()) as { id: string };
+    const running = await waitFor('the job to run', async () => {
+      const view = (await (await fetch(`${base}/v1/jobs/${id}`)).json()) as { state: string; worker?: string; progress: { step: number } };
+      return view.state === 'running' && view.worker && view.progress.step >= 2 ? view : null;
+    }, 30_000);
+    const index = workerIds.indexOf(running.worker!);
+    const stopping = workers[index]!;
+    stopping.child.kill('SIGTERM');
+    assert.equal((await stopping.exited).code, 0, stopping.output());
+    assert.match(stopping.output(), /job handed back/);
+    const done = await waitFor('the job to complete elsewhere', async () => {
+      const view = (await (await fetch(`${base}/v1/jobs/${id}`)).json()) as { state: string; result?: ImagesJson };
+      assert.notEqual(view.state, 'failed');
+      return view.state === 'completed' ? view.result! : null;
+    }, 60_000, 250);
+    assert.notEqual(done.worker, running.worker);
+    // Back to two workers.
+    workers.splice(index, 1);
+    workerIds.splice(index, 1);
+    await startWorker();
   });
 
   test('a worker killed mid-job: the other worker completes it with the same images', async () => {

@@ -10,7 +10,7 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 
-import { Job, Queue, QueueEvents, Worker } from 'bullmq';
+import { Job, Queue, QueueEvents, WaitingError, Worker } from 'bullmq';
 import type { ConnectionOptions } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { RedisOptions } from 'ioredis';
@@ -27,6 +27,7 @@ export const QUEUE_PREFIX = 'marble';
 const CANCEL_CHANNEL = 'marble:cancel';
 const cancelKey = (id: string) => `marble:cancelled:${id}`;
 const CANCELLED = 'cancelled: ';
+const HANDED_BACK = 'handed_back';
 
 /** redis://[user:password@]host:port[/db] as ioredis options. */
 export function redisOptions(url: string, extra: RedisOptions = {}): RedisOptions {
@@ -320,13 +321,14 @@ export async function startWorker(options: WorkerOptions): Promise<MarbleWorker>
   for (const [name, runner] of runners) {
     const worker = new Worker(
       name,
-      async (job: Job, _token?: string, signal?: AbortSignal) => {
+      async (job: Job, token?: string, signal?: AbortSignal) => {
         const spec = job.data as JobSpec;
         const id = job.id!;
         const cancelled = await redis.get(cancelKey(id));
         if (cancelled !== null) throw new Error(CANCELLED + cancelled);
         if (spec.model !== name) throw new Error(`job for model ${spec.model} in queue ${name}`);
-        signal?.addEventListener('abort', () => runner.cancel(id, 'the worker is shutting down'), { once: true });
+        // BullMQ aborts a job whose lock this worker lost: another worker has it now.
+        signal?.addEventListener('abort', () => runner.cancel(id, 'this worker lost the job', HANDED_BACK), { once: true });
         log.info({ job: id, model: name, images: spec.seeds.length, steps: spec.steps, attempt: job.attemptsStarted }, 'job started');
         let batch: BatchInfo | undefined;
         try {
@@ -341,6 +343,12 @@ export async function startWorker(options: WorkerOptions): Promise<MarbleWorker>
           log.info({ job: id, model: name, batch: result.batch, seconds: result.samplingSeconds }, 'job completed');
           return result;
         } catch (e) {
+          if (e instanceof JobEndedError && e.code === HANDED_BACK) {
+            // Shutting down: back to the queue for another worker (it re-runs from step 0, same seeds).
+            await job.moveToWait(token).catch((err: Error) => log.warn({ job: id, reason: err.message }, 'could not hand the job back (its lock expired: the stalled check will)'));
+            log.info({ job: id, model: name }, 'job handed back');
+            throw new WaitingError();
+          }
           if (e instanceof JobEndedError && e.outcome === 'cancelled') throw new Error(CANCELLED + e.message);
           throw e;
         }
@@ -365,14 +373,20 @@ export async function startWorker(options: WorkerOptions): Promise<MarbleWorker>
   return {
     close(deadlineMs = 30_000) {
       closing ??= (async () => {
-        // worker.close() waits for the running jobs; past the deadline they are cancelled (and fail as cancelled).
+        // worker.close() stops taking jobs and waits for those it holds; past the
+        // deadline they go back to the queue, for another worker.
         const closed = Promise.all(workers.map((w) => w.close()));
-        const timer = setTimeout(() => {
-          for (const r of runners.values()) r.cancelRunning('the worker shut down before the job finished');
-        }, deadlineMs);
+        const handBack = () => {
+          for (const r of runners.values()) {
+            r.stopAccepting('the worker is shutting down', HANDED_BACK);
+            r.cancelRunning('the worker is shutting down', HANDED_BACK);
+          }
+        };
+        const timer = setTimeout(handBack, deadlineMs);
         await closed;
         clearTimeout(timer);
-        for (const r of runners.values()) r.stopAccepting('the worker shut down');
+        // An engine run stops at its next step once its jobs are gone.
+        await Promise.all([...runners.values()].map((r) => r.idle(10_000)));
         sub.disconnect();
         redis.disconnect();
         for (const m of loaded) m.pipeline.unet.dispose();

@@ -113,31 +113,31 @@ export class ModelRunner {
   }
 
   /** Cancels a queued or running job; false when it is not here (finished, unknown). */
-  cancel(id: string, reason = 'cancelled'): boolean {
+  cancel(id: string, reason = 'cancelled', code = 'cancelled'): boolean {
     const i = this.queue.findIndex((t) => t.id === id);
     if (i >= 0) {
       const [task] = this.queue.splice(i, 1);
-      this.finish(task!, new JobEndedError('cancelled', 'cancelled', reason));
+      this.finish(task!, new JobEndedError('cancelled', code, reason));
       this.announcePositions(i);
       return true;
     }
     const task = this.running.find((t) => t.id === id && !t.done);
     if (!task) return false;
-    this.finish(task, new JobEndedError('cancelled', 'cancelled', reason));
+    this.finish(task, new JobEndedError('cancelled', code, reason));
     // The engine stops at the next step once no job of the batch wants its images.
-    if (task.run!.tasks.every((t) => t.done)) task.run!.controller.abort(new JobEndedError('cancelled', 'cancelled', reason));
+    if (task.run!.tasks.every((t) => t.done)) task.run!.controller.abort(new JobEndedError('cancelled', code, reason));
     return true;
   }
 
   /** Refuses new jobs and cancels the queued ones (running ones go on). */
-  stopAccepting(reason: string): void {
+  stopAccepting(reason: string, code = 'shutting_down'): void {
     this.closed = true;
-    for (const task of this.queue.splice(0)) this.finish(task, new JobEndedError('cancelled', 'shutting_down', reason));
+    for (const task of this.queue.splice(0)) this.finish(task, new JobEndedError('cancelled', code, reason));
   }
 
   /** Cancels whatever runs. */
-  cancelRunning(reason: string): void {
-    for (const task of this.running.slice()) this.cancel(task.id, reason);
+  cancelRunning(reason: string, code = 'cancelled'): void {
+    for (const task of this.running.slice()) this.cancel(task.id, reason, code);
   }
 
   /** Resolves when no batch runs (or after `ms`). */
