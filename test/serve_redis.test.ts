@@ -84,6 +84,39 @@ describe('marble serve --redis with two marble workers', { skip: REDIS_SERVER ? 
     await waitFor('the long job to be cancelled', async () => ((await (await fetch(`${base}/v1/jobs/${long.id}`)).json()) as { state: string }).state === 'cancelled', 10_000);
   });
 
+  test('a second API node answers for the same jobs; a full Redis queue gives 429', async () => {
+    // "idle" has no worker: its jobs wait.
+    const node2 = await createServer({
+      models: [{ name: 'mnist', path: EMBEDDED }, { name: 'idle', path: EMBEDDED }],
+      redis: redis.url, port: 0, logger: false, queueLimit: 2,
+    });
+    const base2 = await node2.listen();
+    try {
+      const { id } = (await (await postJson(base, { scheduler: 'ddim', steps: 2, seed: 9, async: true })).json()) as { id: string };
+      const done = await waitFor('the job, seen from the other node', async () => {
+        const view = (await (await fetch(`${base2}/v1/jobs/${id}`)).json()) as { state: string; result?: ImagesJson };
+        return view.state === 'completed' ? view.result! : null;
+      });
+      assert.equal(done.images[0]!.seed, '9');
+      const idle = { model: 'idle', scheduler: 'ddim', steps: 2, async: true };
+      const waiting: string[] = [];
+      for (let i = 0; i < 2; i++) {
+        const res = await postJson(base2, idle);
+        assert.equal(res.status, 202);
+        waiting.push(((await res.json()) as { id: string }).id);
+      }
+      const full = await postJson(base2, idle);
+      assert.equal(full.status, 429);
+      assert.ok(Number(full.headers.get('retry-after')) >= 1);
+      // Cancelling a waiting job removes it from Redis.
+      for (const w of waiting) assert.equal((await fetch(`${base2}/v1/jobs/${w}`, { method: 'DELETE' })).status, 200);
+      assert.equal((await fetch(`${base2}/v1/jobs/${waiting[0]}`)).status, 404);
+      assert.equal((await postJson(base2, idle)).status, 202);
+    } finally {
+      await node2.close(1000);
+    }
+  });
+
   test('a worker stopped with SIGTERM past its deadline hands its job back; it exits 0 and the other worker completes the job', async () => {
     const { id } = (await (await postJson(base, { scheduler: 'ddpm', steps: 300, batch: 1, seed: 77, async: true })).json()) as { id: string };
     const running = await waitFor('the job to run', async () => {
