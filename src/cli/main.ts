@@ -21,6 +21,7 @@ import { registerBenchCommand } from './bench.js';
 import { registerDemoCommand } from './demo.js';
 import { registerEvalCommand } from './eval.js';
 import { registerExportCommand } from './export.js';
+import { registerServeCommands } from './serve.js';
 import { registerTrainCommand } from './train.js';
 
 import { addonOrigin, cudaDevices, loadAddon, nativeAvailable } from '../node/native.js';
@@ -227,6 +228,7 @@ registerExportCommand(program);
 registerEvalCommand(program);
 registerDemoCommand(program);
 registerBenchCommand(program);
+registerServeCommands(program);
 program.parseAsync(process.argv).catch((e: unknown) => {
   console.error(`marble: ${(e as Error).message}`);
   process.exit(e instanceof MarbleError && e.code === 'ERR_MARBLE_ABORTED' ? 130 : 1);

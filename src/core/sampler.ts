@@ -43,6 +43,13 @@ export interface SampleOptions {
   batchSize?: number;
   /** Default 0. Any integer in [0, 2^64). */
   seed?: number | bigint;
+  /**
+   * One seed per sample, instead of `seed`: sample b's initial and step noise
+   * come from its own stream (philox: draws of seeds[b] of one sample's size;
+   * torch: its own generator), so it is the image `seed: seeds[b]` gives at
+   * batch size 1, whatever else shares the batch.
+   */
+  seeds?: readonly (number | bigint)[];
   generator?: GeneratorName;
   /** DDIM only: 0 is deterministic DDIM, 1 is DDPM-like. Default 0. */
   eta?: number;
@@ -103,6 +110,13 @@ function resolve(options: SampleOptions) {
   const generator = options.generator ?? 'philox';
   if (generator !== 'philox' && generator !== 'torch') throw new InputError(`generator must be 'philox' or 'torch', got ${String(generator)}`);
   const seed = toSeed(options.seed ?? 0);
+  let seeds: bigint[] | null = null;
+  if (options.seeds !== undefined) {
+    if (options.seed !== undefined) throw new InputError('pass seed or seeds, not both');
+    if (!Array.isArray(options.seeds) || options.seeds.length !== batchSize)
+      throw new InputError(`seeds must be an array of ${batchSize} seeds (one per sample), got ${Array.isArray(options.seeds) ? options.seeds.length : typeof options.seeds}`);
+    seeds = options.seeds.map((s) => toSeed(s));
+  }
 
   const size = unet.config.sampleSize;
   const defaultH = Array.isArray(size) ? size[0] : size;
@@ -131,7 +145,7 @@ function resolve(options: SampleOptions) {
   } else if (options.classLabels && options.classLabels.length > 0) {
     throw new InputError('classLabels were given but this model is not class-conditional');
   }
-  return { unet, scheduler, isDDIM, numInferenceSteps, batchSize, eta, generator, seed, shape, classLabels };
+  return { unet, scheduler, isDDIM, numInferenceSteps, batchSize, eta, generator, seed, seeds, shape, classLabels };
 }
 
 /** Generates images with a UNet and a DDPM or DDIM scheduler. */
@@ -185,6 +199,23 @@ function resultOf(samples: Float32Array, shape: [number, number, number, number]
 
 type Resolved = ReturnType<typeof resolve>;
 
+/**
+ * With per-sample seeds: a function from draw index (0: the initial sample,
+ * i + 1: step i's noise) to the batch's noise, each sample's slice drawn from
+ * its own stream. Draws must be asked for in increasing order (the torch
+ * generators are sequential); philox draw d of seed s is the batch-1 draw d.
+ */
+function perSampleNoise(r: Resolved): (draw: number) => Float32Array {
+  const seeds = r.seeds!;
+  const per = r.shape[1] * r.shape[2] * r.shape[3];
+  const torch = r.generator === 'torch' ? seeds.map((s) => new TorchGenerator(s)) : null;
+  return (draw) => {
+    const out = new Float32Array(per * seeds.length);
+    seeds.forEach((s, b) => out.set(torch ? torch[b]!.randn(per) : r.unet.backend.randn(s, BigInt(draw), per), b * per));
+    return out;
+  };
+}
+
 // Host noise for the torch generator travels with the steps: at most this
 // many floats per call (so a 1000-step run is cut into calls of a few steps).
 const kHostNoiseFloatsPerCall = 1 << 22;
@@ -204,16 +235,18 @@ async function sampleOnDevice(
   const { shape, seed } = r;
   const { signal, onStep } = options;
   const numel = shape[0] * shape[1] * shape[2] * shape[3];
-  const torch = r.generator === 'torch' ? new TorchGenerator(seed) : null;
+  const perSample = r.seeds ? perSampleNoise(r) : null;
+  const torch = !perSample && r.generator === 'torch' ? new TorchGenerator(seed) : null;
+  const host = perSample ?? (torch ? (_draw: number) => torch.randn(numel) : null);
   try {
-    await run.init(torch ? torch.randn(numel) : null, seed, 0n);
+    await run.init(host ? host(0) : null, seed, 0n);
     let perCall = onStep ? 1 : signal ? 8 : timesteps.length;
-    if (torch) perCall = Math.max(1, Math.min(perCall, Math.floor(kHostNoiseFloatsPerCall / numel)));
+    if (host) perCall = Math.max(1, Math.min(perCall, Math.floor(kHostNoiseFloatsPerCall / numel)));
     for (let index = 0; index < timesteps.length; index += perCall) {
       if (signal?.aborted) throw abortError(signal);
       const count = Math.min(perCall, timesteps.length - index);
       const packed = new Float32Array(kStepCoefficientSlots * count);
-      let hostNoise: Float32Array | null = torch ? new Float32Array(count * numel) : null;
+      let hostNoise: Float32Array | null = host ? new Float32Array(count * numel) : null;
       let anyNoise = false;
       for (let j = 0; j < count; j++) {
         const c = coefficients[index + j]!;
@@ -221,7 +254,7 @@ async function sampleOnDevice(
         // torch draws in diffusers' order: only for the steps that add noise.
         if (c.noiseTerm !== NoiseTerm.None) {
           anyNoise = true;
-          if (hostNoise) hostNoise.set(torch!.randn(numel), j * numel);
+          if (hostNoise) hostNoise.set(host!(index + j + 1), j * numel);
         }
       }
       if (!anyNoise) hostNoise = null;
@@ -249,9 +282,11 @@ async function sampleThroughForward(
   const numel = shape[0] * shape[1] * shape[2] * shape[3];
   const backend = unet.backend;
 
-  // One generator serves the whole call, drawing in diffusers' order.
-  const torch = r.generator === 'torch' ? new TorchGenerator(r.seed) : null;
-  const draw = (index: number): Float32Array => (torch ? torch.randn(numel) : backend.randn(r.seed, BigInt(index), numel));
+  // One generator serves the whole call, drawing in diffusers' order (or one per sample).
+  const perSample = r.seeds ? perSampleNoise(r) : null;
+  const torch = !perSample && r.generator === 'torch' ? new TorchGenerator(r.seed) : null;
+  const draw = (index: number): Float32Array =>
+    perSample ? perSample(index) : torch ? torch.randn(numel) : backend.randn(r.seed, BigInt(index), numel);
 
   let x: Float32Array = draw(0); // init_noise_sigma is 1 for both schedulers
   let next: Float32Array = new Float32Array(numel);
