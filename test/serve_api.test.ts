@@ -71,6 +71,11 @@ describe('marble serve (in-process, cpu)', () => {
     assert.deepEqual(body.images.map((i) => [i.seed, i.classLabel]), [['18446744073709551614', 3], ['18446744073709551615', 9]]);
     const one = decodePng(Buffer.from(body.images[0]!.png, 'base64'));
     assert.deepEqual([one.width, one.height], [32, 32]);
+    // The fast solvers too: image i is the one its seed gives alone (per-sample noise).
+    const solver = (await (await postJson(base, { scheduler: 'dpm++', steps: 5, batch: 2, seed: 40, format: 'json' })).json()) as ImagesJson;
+    const alone = (await (await postJson(base, { scheduler: 'dpm++', steps: 5, batch: 1, seed: 41, classLabels: [1], format: 'json' })).json()) as ImagesJson;
+    assert.equal(solver.images[1]!.png, alone.images[0]!.png, 'dpm++: the batch\'s second image equals seed 41 alone');
+    assert.equal((await postJson(base, { scheduler: 'euler-a', steps: 3, eta: 0.5 })).status, 400, 'eta is DDIM\'s');
     // Without a seed: a random one, reported.
     const random = (await (await postJson(base, { scheduler: 'ddim', steps: 2, format: 'json' })).json()) as ImagesJson;
     assert.match(random.images[0]!.seed, /^\d+$/);

@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { InputError, loadUNet } from '../src/index.js';
+import { DPMSolverMultistepScheduler, UniPCMultistepScheduler } from '../src/index.js';
 import type { BackendName } from '../src/index.js';
 import { sample } from '../src/core/sampler.js';
 import { DDIMScheduler } from '../src/core/schedulers/ddim.js';
@@ -29,6 +30,11 @@ for (const backend of ['cpu', 'wasm'] as BackendName[]) {
       const cases = [
         { name: 'ddim eta 0.7 philox', scheduler: () => new DDIMScheduler(), steps: 4, eta: 0.7, generator: 'philox' as const },
         { name: 'ddpm torch', scheduler: () => new DDPMScheduler(), steps: 3, eta: undefined, generator: 'torch' as const },
+        // The solvers: ancestral noise per sample too (on cpu: the device loop with host noise).
+        // (Euler's fractional timesteps do not suit this fixture's learned time embedding.)
+        { name: 'sde-dpm++ philox', scheduler: () => new DPMSolverMultistepScheduler({ algorithmType: 'sde-dpmsolver++' }), steps: 3, eta: undefined, generator: 'philox' as const },
+        { name: 'sde-dpm++ torch', scheduler: () => new DPMSolverMultistepScheduler({ algorithmType: 'sde-dpmsolver++' }), steps: 3, eta: undefined, generator: 'torch' as const },
+        { name: 'unipc philox', scheduler: () => new UniPCMultistepScheduler(), steps: 3, eta: undefined, generator: 'philox' as const },
       ];
       for (const c of cases) {
         const common = { unet, numInferenceSteps: c.steps, eta: c.eta, generator: c.generator, height: 8, width: 8 };

@@ -164,6 +164,7 @@ export async function sample(options: SampleOptions): Promise<SampleResult> {
       numInferenceSteps: r.numInferenceSteps,
       seed: r.seed,
       torch: r.generator === 'torch' ? new TorchGenerator(r.seed) : null,
+      perSample: r.seeds ? perSampleNoise(r) : null,
       classLabels: r.classLabels,
       preview: options.preview,
       onStep: options.onStep,

@@ -30,6 +30,11 @@ export interface SolverLoopOptions {
   seed: bigint;
   /** null: Philox draws (the initial sample is draw 0, step i's noise draw i + 1). */
   torch: TorchGenerator | null;
+  /**
+   * Per-sample seeds (sample()'s `seeds`): draw d of the whole batch, drawn
+   * on the host, each sample from its own stream; replaces seed and torch.
+   */
+  perSample?: ((draw: number) => Float32Array) | null;
   classLabels?: number[];
   signal?: AbortSignal;
   preview?: boolean;
@@ -49,9 +54,17 @@ export async function sampleWithSolver(o: SolverLoopOptions): Promise<Float32Arr
   scheduler.setTimesteps(o.numInferenceSteps);
   const timesteps = scheduler.timesteps.slice();
   const philox = (draw: number): NoiseSource => ({ randn: (n) => backend.randn(o.seed, BigInt(draw), n) });
+  const perSample = o.perSample;
+  const batchDraw = (draw: number): NoiseSource => ({
+    randn: (n) => {
+      if (n !== numel) throw new InputError(`per-sample noise: a draw of ${n} values for a batch of ${numel}`);
+      return perSample!(draw);
+    },
+  });
+  const noiseAt = (draw: number): NoiseSource => (perSample ? batchDraw(draw) : (o.torch ?? philox(draw)));
 
   // The initial noise times init_noise_sigma (Philox draw 0 is the same on the host and the device).
-  let x = (o.torch ?? philox(0)).randn(numel);
+  let x = noiseAt(0).randn(numel);
   const sigma = scheduler.initNoiseSigma;
   if (sigma !== 1) for (let i = 0; i < numel; i++) x[i] = x[i]! * sigma;
 
@@ -71,7 +84,7 @@ export async function sampleWithSolver(o: SolverLoopOptions): Promise<Float32Arr
     const input = scheduler.scaleModelInput(x, t);
     const modelOutput = await unet.forward(input, shape, t, o.classLabels);
     if (signal?.aborted) throw o.abortError(signal);
-    const out = scheduler.step(modelOutput, t, x, { generator: o.torch ?? philox(index + 1), batchSize: shape[0] });
+    const out = scheduler.step(modelOutput, t, x, { generator: noiseAt(index + 1), batchSize: shape[0] });
     x = out.prevSample;
     if (o.onStep)
       await o.onStep({
@@ -104,14 +117,15 @@ async function sampleSolverOnDevice(
   });
   await run.init(x, o.seed, 0n);
   let perCall = onStep ? 1 : signal ? 8 : timesteps.length;
-  if (o.torch) perCall = Math.max(1, Math.min(perCall, Math.floor(kHostNoiseFloatsPerCall / numel)));
+  const host = o.perSample ? (draw: number) => o.perSample!(draw) : o.torch ? () => o.torch!.randn(numel) : null;
+  if (host) perCall = Math.max(1, Math.min(perCall, Math.floor(kHostNoiseFloatsPerCall / numel)));
   const stride = kSolverCoefficientSlots + 1;
   for (let index = 0; index < timesteps.length; index += perCall) {
     if (signal?.aborted) throw o.abortError(signal);
     const count = Math.min(perCall, timesteps.length - index);
     const records = new Float32Array(stride * count);
     const scales = new Float32Array(count);
-    let hostNoise: Float32Array | null = o.torch ? new Float32Array(count * numel) : null;
+    let hostNoise: Float32Array | null = host ? new Float32Array(count * numel) : null;
     let anyNoise = false;
     for (let j = 0; j < count; j++) {
       const p = plans[index + j]!;
@@ -121,7 +135,7 @@ async function sampleSolverOnDevice(
       // torch draws in diffusers' order: only for the steps that add noise.
       if (needsNoise(p.coefficients)) {
         anyNoise = true;
-        if (hostNoise) hostNoise.set(o.torch!.randn(numel), j * numel);
+        if (hostNoise) hostNoise.set(host!(index + j + 1), j * numel);
       }
     }
     if (!anyNoise) hostNoise = null;

@@ -4,7 +4,9 @@
 
 export const MAX_SEED = (1n << 64n) - 1n;
 
-export type SchedulerName = 'ddim' | 'ddpm';
+/** DDIM, DDPM and the fast solvers (pipeline.scheduler's names). */
+export const SCHEDULER_NAMES = ['ddim', 'ddpm', 'dpm++', 'unipc', 'euler', 'euler-a', 'heun'] as const;
+export type SchedulerName = (typeof SCHEDULER_NAMES)[number];
 export type JobState = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
 
 /** A request, normalised: every default resolved, one seed per image. */
@@ -109,7 +111,7 @@ export const imageRequestSchema = {
   required: ['scheduler', 'steps'],
   properties: {
     model: { type: 'string', minLength: 1, maxLength: 64, description: 'a model name the operator configured (GET /v1/models); default: the first' },
-    scheduler: { type: 'string', enum: ['ddim', 'ddpm'] },
+    scheduler: { type: 'string', enum: [...SCHEDULER_NAMES] },
     steps: { type: 'integer', minimum: 1, description: 'inference steps, at most the server\'s --max-steps' },
     eta: { type: 'number', minimum: 0, maximum: 1000, description: 'DDIM only: 0 deterministic, 1 DDPM-like' },
     seed: {
@@ -187,7 +189,7 @@ export function normalizeRequest(body: ImageRequest, limits: Limits, models: Mod
   if (body.steps > limits.maxSteps) throw new HttpError(400, 'limit_exceeded', `steps ${body.steps} is over this server's limit of ${limits.maxSteps}`, 'steps');
   if (body.steps > model.trainTimesteps)
     throw new HttpError(400, 'invalid_request', `steps ${body.steps} is over model ${model.name}'s num_train_timesteps (${model.trainTimesteps})`, 'steps');
-  if (body.scheduler === 'ddpm' && body.eta !== undefined && body.eta !== 0)
+  if (body.scheduler !== 'ddim' && body.eta !== undefined && body.eta !== 0)
     throw new HttpError(400, 'invalid_request', 'eta applies to the ddim scheduler only', 'eta');
   const batch = body.batch ?? body.classLabels?.length ?? 1;
   if (batch > limits.maxBatch) throw new HttpError(400, 'limit_exceeded', `batch ${batch} is over this server's limit of ${limits.maxBatch}`, 'batch');
