@@ -26,6 +26,7 @@ test('the web demo generates digits in a Web Worker, shows native vs wasm, and s
     await page.waitForSelector('body[data-ready="true"]');
     assert.equal(await page.evaluate('crossOriginIsolated'), true, 'marble demo serves COOP/COEP');
 
+    await page.selectOption('#scheduler', 'dpm++');
     await page.fill('#steps', '10');
     await page.fill('#batch', '8');
     await page.click('#generate');
