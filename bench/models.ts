@@ -1,26 +1,7 @@
 // Model configs used by the benchmarks.
 
-/** google/ddpm-cifar10-32's config.json (35.7M parameters, 11.8 GFLOP per image). */
-export const CIFAR10_CONFIG = {
-  _class_name: 'UNet2DModel',
-  act_fn: 'silu',
-  attention_head_dim: null,
-  block_out_channels: [128, 256, 256, 256],
-  center_input_sample: false,
-  down_block_types: ['DownBlock2D', 'AttnDownBlock2D', 'DownBlock2D', 'DownBlock2D'],
-  downsample_padding: 0,
-  flip_sin_to_cos: false,
-  freq_shift: 1,
-  in_channels: 3,
-  layers_per_block: 2,
-  mid_block_scale_factor: 1,
-  norm_eps: 1e-6,
-  norm_num_groups: 32,
-  out_channels: 3,
-  sample_size: 32,
-  time_embedding_type: 'positional',
-  up_block_types: ['UpBlock2D', 'UpBlock2D', 'AttnUpBlock2D', 'UpBlock2D'],
-};
+// google/ddpm-cifar10-32's config.json: the same one `marble bench --arch cifar10-32` builds.
+export { CIFAR10_CONFIG } from '../src/core/bench/archs.js';
 
 /** Multiply-accumulates x2 of one forward at batch 1, counted from the config (convs, linears, attention). */
 export const CIFAR10_GFLOP_PER_IMAGE = 11.8;

@@ -69,3 +69,14 @@ export function host(): Host {
     );
   return current;
 }
+
+/**
+ * The backend a scheduler's step() uses when it was not given one (sample()
+ * always gives the UNet's): the runtime's synchronous kernel backend, or a
+ * BackendError saying to call useBackend where the runtime has none.
+ */
+export function defaultStepBackend(): Backend {
+  const backend = host().kernelBackend();
+  if (!backend) throw new BackendError('step() needs a backend in this runtime: call scheduler.useBackend(unet.backend) first');
+  return backend;
+}

@@ -1,10 +1,10 @@
 // What DDPMScheduler and DDIMScheduler share: the noise schedule
 // (betas, alphas_cumprod), add_noise / get_velocity, and input checks.
 
-import { BackendError, ConfigError, InputError } from '../errors.js';
+import { ConfigError, InputError } from '../errors.js';
 import { F32_MATH } from '../math/float32.js';
 import type { Backend } from '../backend/backend.js';
-import { host } from '../host.js';
+import { defaultStepBackend } from '../host.js';
 import type { TorchGenerator } from '../rng/torch.js';
 import { makeAlphasCumprod, makeBetas, type ResolvedCommonOptions } from './config.js';
 import { Prediction } from './step_kernel.js';
@@ -55,11 +55,8 @@ export abstract class BaseScheduler<O extends ResolvedCommonOptions> {
   }
 
   protected kernelBackend(): Backend {
-    // sample() always hands the UNet's backend over; this default serves
-    // step() called on its own, where the runtime has a synchronous one.
-    this.backend ??= host().kernelBackend();
-    if (!this.backend)
-      throw new BackendError('step() needs a backend in this runtime: call scheduler.useBackend(unet.backend) first');
+    // sample() hands the UNet's backend over; this default serves step() called on its own.
+    this.backend ??= defaultStepBackend();
     return this.backend;
   }
 

@@ -4,8 +4,8 @@
 // coefficients through the engine's fused solver kernel.
 
 import type { Backend } from '../backend/backend.js';
-import { BackendError, ConfigError, InputError } from '../errors.js';
-import { host } from '../host.js';
+import { ConfigError, InputError } from '../errors.js';
+import { defaultStepBackend } from '../host.js';
 import {
   COMMON_OPTION_KEYS,
   makeAlphasCumprod,
@@ -149,11 +149,8 @@ export abstract class SolverSchedulerBase<O extends ResolvedCommonOptions> {
   }
 
   protected kernelBackend(): Backend {
-    // sample() hands the UNet's backend over; this default serves step()
-    // called on its own, where the runtime has a synchronous backend.
-    this.backend ??= host().kernelBackend();
-    if (!this.backend)
-      throw new BackendError('step() needs a backend in this runtime: call scheduler.useBackend(unet.backend) first');
+    // sample() hands the UNet's backend over; this default serves step() called on its own.
+    this.backend ??= defaultStepBackend();
     return this.backend;
   }
 
