@@ -18,7 +18,7 @@ import { CIFAR10_CONFIG, CIFAR10_GFLOP_PER_IMAGE } from './models.js';
 // thread count; onnxruntime-node / onnxruntime-web on the same model when
 // installed (bench/ort_forward.ts); marble cpu and onnxruntime-node on one
 // thread each, interleaved (bench/single_thread.ts).
-import { ortForwardRows } from './ort_forward.js';
+import { ortForwardRows } from '../src/node/ort_forward.js';
 import { peakPercent, resultPeaks } from './peak.js';
 import { singleThreadRows } from './single_thread.js';
 
@@ -69,8 +69,13 @@ for (const task of bench.tasks) {
   });
 }
 for (const unet of models.values()) unet.dispose();
-for (const row of await ortForwardRows(batches, os.cpus().length, Number(process.env.BENCH_ITERATIONS ?? 5)))
-  rows.push({ ...row, gflops: gflopsAt(row.batch, row.ms) });
+{
+  // The same architecture and random weights, exported and run in onnxruntime (when installed).
+  const exported = await createUNet(CIFAR10_CONFIG, { backend: 'wasm', threads: 1, seed: 1 });
+  for (const row of await ortForwardRows(exported, { height: 32, width: 32 }, batches, os.cpus().length, Number(process.env.BENCH_ITERATIONS ?? 5)))
+    rows.push({ backend: row.backend, isa: row.isa, threads: row.threads, batch: row.batch, ms: Math.round(row.ms * 10) / 10, gflops: gflopsAt(row.batch, row.ms) });
+  exported.dispose();
+}
 for (const row of await singleThreadRows(batches, Number(process.env.BENCH_ITERATIONS ?? 5)))
   rows.push({ ...row, gflops: gflopsAt(row.batch, row.ms) });
 const peaks = await resultPeaks();

@@ -8,7 +8,7 @@ import { loadAddon, nativeAvailable } from '../src/node/native.js';
 import { createUNet } from '../src/index.js';
 import { unetToOnnx } from '../src/onnx/export.js';
 import { CIFAR10_CONFIG } from './models.js';
-import { createOrtSession, loadOrt } from './onnxruntime.js';
+import { createOrtSession, loadOrt } from '../src/node/onnxruntime.js';
 
 export interface SingleThreadRow {
   backend: string;

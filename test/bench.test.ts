@@ -64,6 +64,8 @@ test('marble bench prints the table and ratios, writes the JSON report and an SV
     const out = execFileSync(process.execPath, [cli, 'bench', '--model', TINY, '--backends', 'cpu,wasm', '--batch', '1', '--steps', '2', '--iterations', '1', '--json', json, '--chart', chart], { encoding: 'utf8' });
     assert.match(out, /backend\s+isa\s+threads\s+batch/);
     assert.match(out, /wasm \/ native cpu at batch 1: \d+\.\d+x the time/);
+    // onnxruntime is an optional peer: its rows when installed, else a line saying how to get them.
+    assert.match(out, /marble cpu \(\d+t\) \/ onnxruntime-node .* forward at batch 1|onnxruntime-node \/ onnxruntime-web are not installed/);
     const report = JSON.parse(await readFile(json, 'utf8')) as BenchmarkReport;
     assert.equal(report.rows.length, 2);
     const svg = await readFile(chart, 'utf8');

@@ -18,7 +18,7 @@ import { timestepFrequencies } from '../src/onnx/unet_graph.js';
 import { tensorToFloat32, tensorToInt64AsNumbers } from '../src/core/model/safetensors.js';
 import { readSafetensorsFile } from '../src/node/safetensors_file.js';
 import { engineOf } from '../src/train/engine_access.js';
-import { createOrtSession, loadOrt } from '../bench/onnxruntime.js';
+import { createOrtSession, loadOrt } from '../src/node/onnxruntime.js';
 import { classConditioning } from '../src/core/model/config.js';
 import { UNET_FIXTURES, fixturePath, maxAbs, maxAbsDiff } from './helpers.js';
 import { bytesOf, ints, msgs, readFields, readMessage, str } from './support/protobuf_reader.js';

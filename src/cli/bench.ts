@@ -11,6 +11,10 @@ import { ARCHS } from '../core/bench/archs.js';
 import type { ArchName } from '../core/bench/archs.js';
 import { BENCH_BACKENDS, benchmark } from '../core/bench/benchmark.js';
 import type { BenchBackend, BenchmarkReport } from '../core/bench/benchmark.js';
+import { createUNet, loadUNet } from '../core/model/unet.js';
+import { defaultThreads } from '../node/wasm.js';
+import { ortForwardRows } from '../node/ort_forward.js';
+import type { OrtForwardRow } from '../node/ort_forward.js';
 import { benchChartSvg } from './bench_chart.js';
 import { resolveSampleModel } from './embedded_model.js';
 
@@ -25,6 +29,22 @@ export interface BenchFlags {
   iterations: number;
   json?: string;
   chart?: string;
+  onnxruntime: boolean;
+}
+
+/** The report with onnxruntime's rows on the same model, when onnxruntime-node / -web are installed. */
+export type CliBenchReport = BenchmarkReport & { onnxruntime: OrtForwardRow[] };
+
+/** onnxruntime's forward rows on the very model (and weights) marble ran, each runtime in a process of its own. */
+async function onnxruntimeRows(flags: BenchFlags, model: string | undefined, report: BenchmarkReport): Promise<OrtForwardRow[]> {
+  const load = { backend: 'wasm' as const, threads: 1 };
+  const unet = flags.arch ? await createUNet(ARCHS[flags.arch], { ...load, seed: 1 }) : await loadUNet(model!, load);
+  try {
+    const size = { height: report.model.height, width: report.model.width };
+    return await ortForwardRows(unet, size, report.rows.length ? [...new Set(report.rows.map((r) => r.batch))] : flags.batch, flags.threads ?? defaultThreads(), flags.iterations);
+  } finally {
+    unet.dispose();
+  }
 }
 
 export function integerList(value: string): number[] {
@@ -52,7 +72,7 @@ function positive(max: number) {
 const ms = (v: number) => (v >= 100 ? v.toFixed(0) : v.toFixed(1));
 
 /** The table a terminal shows. */
-export function formatReport(report: BenchmarkReport): string {
+export function formatReport(report: BenchmarkReport & { onnxruntime?: OrtForwardRow[] }): string {
   const lines = [
     `marble bench: ${report.model.name} (${(report.model.parameters / 1e6).toFixed(1)}M parameters, ${report.model.gflopPerImage.toFixed(2)} GFLOP per image at ${report.model.height}x${report.model.width}), ${report.scheduler} ${report.steps} steps, ${report.runtime}`,
     '',
@@ -72,9 +92,20 @@ export function formatReport(report: BenchmarkReport): string {
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
   const fmt = (row: string[]) => row.map((cell, i) => (i < 2 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('  ');
   lines.push(fmt(header), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(fmt), '');
+  if (report.onnxruntime?.length) {
+    lines.push('onnxruntime on the same model and weights (marble export --onnx), each in a process of its own:');
+    for (const o of report.onnxruntime)
+      lines.push(`  ${o.backend} (${o.isa}, ${o.threads} threads) batch ${o.batch}: forward ${ms(o.ms)} ms (${ms(o.minMs)}-${ms(o.maxMs)})`);
+    lines.push('');
+  }
   for (const { batch, wasmOverCpu, wasm1OverCpu } of report.ratios) {
     if (wasmOverCpu !== null) lines.push(`wasm / native cpu at batch ${batch}: ${wasmOverCpu.toFixed(2)}x the time`);
     if (wasm1OverCpu !== null) lines.push(`wasm (1 thread) / native cpu at batch ${batch}: ${wasm1OverCpu.toFixed(2)}x the time`);
+  }
+  for (const o of report.onnxruntime ?? []) {
+    const ours = report.rows.filter((r) => r.batch === o.batch && (o.isa === 'wasm' ? r.backend.startsWith('wasm') && r.identity.threads === o.threads : r.backend === 'cpu'));
+    for (const r of ours)
+      lines.push(`marble ${r.backend} (${r.identity.threads}t) / ${o.backend} (${o.threads}t) forward at batch ${o.batch}: ${(r.forward.medianMs / o.ms).toFixed(2)}x the time (${ms(r.forward.medianMs)} vs ${ms(o.ms)} ms)`);
   }
   for (const r of report.rows) if (r.identity.note) lines.push(`${r.backend}: ${r.identity.note}`);
   for (const s of report.skipped) lines.push(`${s.backend}: skipped (${s.reason})`);
@@ -95,11 +126,13 @@ export function registerBenchCommand(program: Command): void {
     .option('--iterations <n>', 'timed forwards per backend and batch, after a warm-up', positive(10000), 10)
     .option('--json <file>', 'also write the report as JSON')
     .option('--chart <file.svg>', 'also write an SVG bar chart of the time per image')
+    .option('--no-onnxruntime', 'skip the onnxruntime rows (run when onnxruntime-node / onnxruntime-web are installed)')
     .action(async (flags: BenchFlags) => {
       const bar = process.stderr.isTTY ? new cliProgress.SingleBar({ format: 'bench [{bar}] {value}/{total} {task}', hideCursor: true }, cliProgress.Presets.shades_classic) : null;
       let started = false;
-      const report = await benchmark({
-        ...(flags.arch ? { arch: flags.arch } : { model: resolveSampleModel(flags.model) }),
+      const model = flags.arch ? undefined : resolveSampleModel(flags.model);
+      const measured = await benchmark({
+        ...(flags.arch ? { arch: flags.arch } : { model }),
         backends: flags.backends,
         batches: flags.batch,
         steps: flags.steps,
@@ -114,7 +147,10 @@ export function registerBenchCommand(program: Command): void {
         },
       });
       bar?.stop();
+      const report: CliBenchReport = { ...measured, onnxruntime: flags.onnxruntime ? await onnxruntimeRows(flags, model, measured) : [] };
       console.log(formatReport(report));
+      if (flags.onnxruntime && report.onnxruntime.length === 0)
+        console.log('onnxruntime-node / onnxruntime-web are not installed: no onnxruntime rows (npm install onnxruntime-node onnxruntime-web adds them)');
       if (flags.json) await writeFile(flags.json, `${JSON.stringify(report, null, 2)}\n`);
       if (flags.chart) await writeFile(flags.chart, benchChartSvg(report));
     });

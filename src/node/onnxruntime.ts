@@ -1,4 +1,4 @@
-// onnxruntime-node and onnxruntime-web, when installed, for the side-by-side
+// onnxruntime-node and onnxruntime-web, when installed, for marble bench's and npm run bench's side-by-side
 // benchmark rows and the ONNX export's parity test. Neither is a dependency
 // of marble (`npm run bench:ort` installs them without saving; README's
 // Speed section says why): they are imported by a name TypeScript does not
