@@ -63,6 +63,10 @@ int spin_budget_ns() {
   static const int ns = env_us("MARBLE_POOL_SPIN_US", 30);
   return ns;
 }
+bool adaptive() {
+  static const bool on = !getenv("MARBLE_POOL_ADAPT") || atoi(getenv("MARBLE_POOL_ADAPT")) != 0;  // 0: no backoff (benchmarks)
+  return on;
+}
 int yield_budget_ns() {
   static const int ns = env_us("MARBLE_POOL_YIELD_US", 200);
   return ns;
@@ -159,7 +163,7 @@ class ThreadPool {
       { std::lock_guard<std::mutex> lock(mutex_); }
       wake_.notify_all();
     }
-    const Clock::duration longest = work(gen);
+    const Clock::duration mine = work(gen);
     const int chunks = chunks_;
     if (done_.load(std::memory_order_acquire) == chunks) return;
     const auto idle = Clock::now();
@@ -169,7 +173,7 @@ class ThreadPool {
       done_cv_.wait(lock, [&] { return done_.load(std::memory_order_seq_cst) == chunks; });
       caller_sleeping_.store(false, std::memory_order_relaxed);
     }
-    adapt(Clock::now() - idle, longest);
+    if (adaptive()) adapt(Clock::now() - idle, mine);
   }
 
  private:
@@ -179,14 +183,15 @@ class ThreadPool {
   // chunks that workers are running; that takes at most about one chunk's
   // time, unless the OS took the worker's core mid-chunk (another process
   // wants it), and then the caller waits for the worker's next time slice,
-  // milliseconds. When a wait is that much longer than the chunks the caller
-  // ran itself, regions run on the caller alone for a while (the workers go
-  // to sleep and leave the core to whoever wants it); the pause doubles while
-  // regions keep stalling (1 ms up to 64 ms) and halves after each that does
-  // not, so a busy machine costs about the single-thread time and a quiet one
-  // loses nothing.
-  void adapt(Clock::duration waited, Clock::duration longest_chunk) {
-    if (waited > 3 * longest_chunk + std::chrono::microseconds(150)) {
+  // a millisecond or more. When a wait is longer than 1 ms and than twice the
+  // caller's own work in the region (chunks can be uneven, so one worker
+  // chunk may outlast all of the caller's), regions run on the caller alone
+  // for a while (the workers go to sleep and leave the core to whoever wants
+  // it); the pause doubles while regions keep stalling (1 ms up to 64 ms) and
+  // halves after each that does not, so a busy machine costs about the
+  // single-thread time and a quiet one loses nothing.
+  void adapt(Clock::duration waited, Clock::duration caller_work) {
+    if (waited > std::chrono::milliseconds(1) && waited > 2 * caller_work) {
       backoff_us_ = backoff_us_ ? (backoff_us_ < 64000 ? 2 * backoff_us_ : backoff_us_) : 1000;
       serial_until_ = Clock::now() + std::chrono::microseconds(backoff_us_);
     } else {
@@ -195,9 +200,9 @@ class ThreadPool {
   }
 
   // Claims and runs chunks of region `gen` until none is left; returns the
-  // longest chunk's time on the caller (only the caller's is used).
+  // time spent in them (only the caller's is used).
   Clock::duration work(uint32_t gen) {
-    Clock::duration longest{0};
+    Clock::duration total{0};
     t_in_region = true;
     uint64_t word = word_.load(std::memory_order_acquire);
     while ((uint32_t)(word >> 32) == gen && (uint32_t)word != 0) {
@@ -206,8 +211,7 @@ class ThreadPool {
       const int begin = (chunks - (int)(uint32_t)word) * grain_;
       const auto start = Clock::now();
       fn_(ctx_, begin, begin + grain_ < n_ ? begin + grain_ : n_);
-      const auto took = Clock::now() - start;
-      if (took > longest) longest = took;
+      total += Clock::now() - start;
       // Past this increment the region may end and the caller reuse every
       // field, so `chunks` was read before it.
       if (done_.fetch_add(1, std::memory_order_seq_cst) + 1 == chunks &&
@@ -218,7 +222,7 @@ class ThreadPool {
       word = word_.load(std::memory_order_acquire);
     }
     t_in_region = false;
-    return longest;
+    return total;
   }
 
   void worker_loop(uint32_t seen) {
