@@ -47,15 +47,17 @@ size_t cpu_conv_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, 
 }
 
 // Below these sizes an op runs on the calling thread (SerialScope): its work
-// takes a few tens of microseconds on one core, about what handing half of it
-// to another core costs (waking it, moving the data to its cache), and on a
-// machine where another process holds that core, the worker may not run at
-// all for a scheduler tick. What they cover in the embedded MNIST model at
-// batch 1: the GroupNorms, the 8 x 8 attention, the layout and resampling
-// ops, the time-embedding linears; its 3x3 convs (about 19 MFLOP each) still
-// use every thread.
-constexpr double kSerialFlops = 3e6;        // GEMMs, attention: multiply-adds x 2
-constexpr long long kSerialFloats = 1 << 16;  // one pass over memory: GroupNorm, layout, resampling
+// takes about ten microseconds on one core, about what handing half of it to
+// another core costs (the region's hand-off, moving the data to its cache).
+// What they cover in the embedded MNIST model at batch 1: the time-embedding
+// linears, the GroupNorms and layout ops of the 16 x 16 and 8 x 8 levels; the
+// 32 x 32 GroupNorms (32K floats), the attention and the 3x3 convs (about 19
+// MFLOP each) still use every thread. Measured on 2 cores, quiet: thresholds
+// of 3 MFLOP / 64K floats made batch 1 10-25% slower than these (work the
+// second core could have shared), and with a core busy both stayed within 5%
+// of one thread (the pool's backoff, threadpool.cpp, covers that case).
+constexpr double kSerialFlops = 1e6;        // GEMMs, attention: multiply-adds x 2
+constexpr long long kSerialFloats = 1 << 14;  // one pass over memory: GroupNorm, layout, resampling
 
 void cpu_conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
                         float* out, const float* zero_row, float* scratch) {
