@@ -116,5 +116,14 @@ if (train) {
   sections.push(table(keys, train.rows.map((r) => keys.map((k) => r[k] ?? ''))), '');
 }
 
+// issue #23: small models, quiet and with one core busy (bench/small.ts)
+const small = readResult<{ date: string; cpu?: string; iterations: number; rounds?: number; rows: Record<string, string | number>[] }>('small.json');
+if (small) {
+  sections.push(`## Small models: forward, quiet and with one core busy (bench/small.ts)`, '');
+  sections.push(`${small.cpu ?? 'unknown CPU'}, ${small.date.slice(0, 10)}. Median ms (of ${small.rounds ?? 1} rounds' medians of ${small.iterations}); "busy": \`node -e "for(;;){}"\` running beside it; "busy t2/t1": 2 threads against 1 on the busy machine.`, '');
+  const keys = [...new Set(small.rows.flatMap((r) => Object.keys(r)))];
+  sections.push(table(keys, small.rows.map((r) => keys.map((k) => r[k] ?? ''))), '');
+}
+
 writeFileSync(path.join(RESULTS_DIR, 'README.md'), sections.join('\n'));
 console.log(`wrote ${path.join(RESULTS_DIR, 'README.md')}`);

@@ -180,5 +180,7 @@ void mb_return_free_memory() {}
 void run_parallel(int n, int, TaskFn fn, void* ctx) { fn(ctx, 0, n); }
 int num_threads() { return 1; }
 void set_num_threads(int) {}
+void serial_scope_enter() {}
+void serial_scope_leave() {}
 #endif
 }  // namespace mb

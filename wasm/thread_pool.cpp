@@ -8,13 +8,16 @@
 // stops, sleeping in memory.atomic.wait32 between parallel regions.
 //
 // The protocol is the native pool's (native/cpu/threadpool.cpp) with wasm
-// atomics in place of mutexes: the caller publishes the task, bumps
-// `generation` and wakes the workers; everybody takes chunks of `grain`
-// indices from `next`; each worker decrements `active` when no chunk is left,
-// and the caller returns once `active` is 0. One region runs at a time; a
-// region started while another runs (another instance's call, or a nested
-// parallel_for) runs serially on its caller instead of waiting, so no two
-// instances ever block each other.
+// atomics in place of mutexes: the caller publishes the task, stores the
+// region's word (generation << 32 | chunks not yet claimed), bumps
+// `generation` and wakes the workers; everybody claims chunks of `grain`
+// indices by a CAS on the word that also checks the generation, so a worker
+// that arrives late (descheduled, or still waking) can neither take a chunk
+// of a later region nor hold this one up: the caller waits only for chunks
+// already claimed to finish, and runs them all itself if no worker comes.
+// One region runs at a time; a region started while another runs (another
+// instance's call, or a nested parallel_for) runs serially on its caller
+// instead of waiting, so no two instances ever block each other.
 //
 // Results never depend on the number of threads: the engine splits work by
 // index, never by thread, and reductions are summed in index order.
@@ -34,9 +37,9 @@ namespace {
 
 struct Pool {
   int generation;  // bumped to start a region (and to stop); workers wait on it
-  int active;      // workers still inside the current region; the caller waits on it
-  int next;        // first index not yet handed out
-  int n, grain;
+  int done;        // chunks of the current region finished; the caller waits on it
+  uint64_t word;   // generation << 32 | chunks not yet claimed
+  int n, grain, chunks;
   TaskFn fn;
   void* ctx;
   int workers;          // workers taking part in regions (set once they are all ready)
@@ -45,44 +48,54 @@ struct Pool {
   int stopping;         // set with the last generation bump: workers return
   int failed;           // a worker trapped: its share of a region was not done
   int caller_may_wait;  // 0 where the region's caller must not block (a browser's main thread)
+  int serial;           // SerialScopes alive: regions run on their caller
   int worker_chunks;    // chunks run by workers since the start (tests check the pool really works)
 };
 
 Pool pool;
 
 // Spins before sleeping: a region ends within microseconds of the last chunk,
-// and a futex round trip costs tens of microseconds, which over the few
+// and a wait/notify round trip costs tens of microseconds, which over the few
 // hundred regions of a forward would add up. Kept short because spinning
-// steals the core from whoever else runs on it.
-constexpr int kSpins = 1 << 12;
+// steals the core from whoever else runs on it (wasm has no yield).
+constexpr int kSpins = 1 << 11;
 
 int load(const int* p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
 
-// Returns the number of chunks this thread ran.
-int work() {
-  const int n = pool.n, grain = pool.grain;
-  const TaskFn fn = pool.fn;
-  void* ctx = pool.ctx;
+// Claims and runs chunks of region `generation` until none is left; returns
+// the number of chunks this thread ran. After a successful claim the region
+// cannot end before that chunk is done, so the task fields stay put.
+int work(uint32_t generation) {
   int chunks = 0;
-  for (;; ++chunks) {
-    const int begin = __atomic_fetch_add(&pool.next, grain, __ATOMIC_RELAXED);
-    if (begin >= n) break;
-    fn(ctx, begin, begin + grain < n ? begin + grain : n);
+  uint64_t word = __atomic_load_n(&pool.word, __ATOMIC_ACQUIRE);
+  while ((uint32_t)(word >> 32) == generation && (uint32_t)word != 0) {
+    if (!__atomic_compare_exchange_n(&pool.word, &word, word - 1, true, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) continue;
+    const int total = pool.chunks, grain = pool.grain, n = pool.n;
+    const int begin = (total - (int)(uint32_t)word) * grain;
+    pool.fn(pool.ctx, begin, begin + grain < n ? begin + grain : n);
+    ++chunks;
+    // Past this increment the region may end and its fields be reused: `total` was read before.
+    // Always notified, not only when the caller is known to wait: a
+    // caller_waiting flag set before the wait lost wake-ups here (a hang, seen
+    // in testing), and this is one notify per region, by whoever ends it.
+    if (__atomic_add_fetch(&pool.done, 1, __ATOMIC_SEQ_CST) == total) __builtin_wasm_memory_atomic_notify(&pool.done, 1);
+    word = __atomic_load_n(&pool.word, __ATOMIC_ACQUIRE);
   }
   return chunks;
 }
 
-void finish_share() {
-  if (__atomic_sub_fetch(&pool.active, 1, __ATOMIC_SEQ_CST) == 0)
-    __builtin_wasm_memory_atomic_notify(&pool.active, 1);
-}
-
 }  // namespace
+
+void serial_scope_enter() { __atomic_add_fetch(&pool.serial, 1, __ATOMIC_RELAXED); }
+void serial_scope_leave() { __atomic_sub_fetch(&pool.serial, 1, __ATOMIC_RELAXED); }
 
 void run_parallel(int n, int grain, TaskFn fn, void* ctx) {
   const int workers = load(&pool.workers);
   int expected = 0;
-  if (workers == 0 || n <= grain || load(&pool.failed) ||
+  // pool.serial is shared by every instance (no thread-locals in this build):
+  // while one thread's small op runs, another's regions run serially too,
+  // which only costs time, and only when two instances call at once.
+  if (workers == 0 || n <= grain || load(&pool.failed) || __atomic_load_n(&pool.serial, __ATOMIC_RELAXED) ||
       !__atomic_compare_exchange_n(&pool.busy, &expected, 1, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
     fn(ctx, 0, n);
     return;
@@ -91,16 +104,18 @@ void run_parallel(int n, int grain, TaskFn fn, void* ctx) {
   pool.ctx = ctx;
   pool.n = n;
   pool.grain = grain;
-  __atomic_store_n(&pool.next, 0, __ATOMIC_SEQ_CST);
-  __atomic_store_n(&pool.active, workers, __ATOMIC_SEQ_CST);
-  __atomic_add_fetch(&pool.generation, 1, __ATOMIC_SEQ_CST);  // publishes the stores above
+  const int chunks = (n + grain - 1) / grain;
+  pool.chunks = chunks;
+  __atomic_store_n(&pool.done, 0, __ATOMIC_RELAXED);
+  const int generation = load(&pool.generation) + 1;
+  __atomic_store_n(&pool.word, (uint64_t)(uint32_t)generation << 32 | (uint32_t)chunks, __ATOMIC_SEQ_CST);
+  __atomic_store_n(&pool.generation, generation, __ATOMIC_SEQ_CST);  // publishes the stores above
   __builtin_wasm_memory_atomic_notify(&pool.generation, (unsigned)workers);
-  work();
+  work((uint32_t)generation);
   for (int spins = 0;; ++spins) {
-    const int active = load(&pool.active);
-    if (active == 0) break;
-    if (spins >= kSpins && load(&pool.caller_may_wait))
-      __builtin_wasm_memory_atomic_wait32(&pool.active, active, -1);
+    const int done = load(&pool.done);
+    if (done == chunks) break;
+    if (spins >= kSpins && load(&pool.caller_may_wait)) __builtin_wasm_memory_atomic_wait32(&pool.done, done, -1);
   }
   __atomic_store_n(&pool.busy, 0, __ATOMIC_RELEASE);
 }
@@ -130,9 +145,8 @@ MB_EXPORT void mb_pool_worker_run() {
     }
     seen = generation;
     if (mb::load(&pool.stopping)) break;
-    const int chunks = mb::work();
+    const int chunks = mb::work((uint32_t)generation);
     if (chunks) __atomic_add_fetch(&pool.worker_chunks, chunks, __ATOMIC_RELAXED);
-    mb::finish_share();
   }
   __atomic_sub_fetch(&pool.ready, 1, __ATOMIC_SEQ_CST);
 }
@@ -156,12 +170,14 @@ MB_EXPORT void mb_pool_stop() {
 }
 
 // A worker trapped inside a region (JS caught the RuntimeError on its
-// thread): count its share as finished so that the caller wakes, and make
-// every later region serial. The region's result is incomplete, so the
-// caller's side checks mb_pool_failed() after each call and reports it.
+// thread): count the chunk it was running as finished so that the caller
+// wakes, and make every later region serial. The region's result is
+// incomplete, so the caller's side checks mb_pool_failed() after each call
+// and reports it.
 MB_EXPORT void mb_pool_worker_failed() {
   __atomic_store_n(&pool.failed, 1, __ATOMIC_SEQ_CST);
-  mb::finish_share();
+  __atomic_add_fetch(&pool.done, 1, __ATOMIC_SEQ_CST);
+  __builtin_wasm_memory_atomic_notify(&pool.done, 1);
 }
 
 // Any thread trapped (the region's caller, the engine thread): locks may be

@@ -46,12 +46,71 @@ size_t cpu_conv_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, 
   return winograd_scratch_floats(g, shape);
 }
 
+// Below these sizes an op runs on the calling thread (SerialScope): its work
+// takes about ten microseconds on one core, about what handing half of it to
+// another core costs (the region's hand-off, moving the data to its cache).
+// What they cover in the embedded MNIST model at batch 1: the time-embedding
+// linears, the GroupNorms and layout ops of the 16 x 16 and 8 x 8 levels; the
+// 32 x 32 GroupNorms (32K floats), the attention and the 3x3 convs (about 19
+// MFLOP each) still use every thread. Measured on 2 cores, quiet: thresholds
+// of 3 MFLOP / 64K floats made batch 1 10-25% slower than these (work the
+// second core could have shared), and with a core busy both stayed within 5%
+// of one thread (the pool's backoff, threadpool.cpp, covers that case).
+constexpr double kSerialFlops = 1e6;        // GEMMs, attention: multiply-adds x 2
+constexpr long long kSerialFloats = 1 << 14;  // one pass over memory: GroupNorm, layout, resampling
+
 void cpu_conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
                         float* out, const float* zero_row, float* scratch) {
+  SerialScope small(2.0 * g.batch * g.out_h * g.out_w * w.cout * w.cin * w.kh * w.kw < kSerialFlops);
   if (w.winograd)
     winograd_conv2d_forward(in, g, w, ep, out, zero_row, scratch);
   else
     conv2d_forward(in, g, w, ep, out, zero_row);
+}
+
+void cpu_group_norm_forward(const float* x, const GroupNormArgs& a, float* y, float* stats) {
+  SerialScope small((long long)a.batch * a.pixels * a.channels < kSerialFloats);
+  group_norm_forward(x, a, y, stats);
+}
+
+void cpu_attention_forward(const float* qkv, const AttentionArgs& a, float* out, float* scratch, const float* zero_row) {
+  SerialScope small(4.0 * a.batch * a.heads * a.tokens * a.tokens * a.head_dim < kSerialFlops);
+  attention_forward(qkv, a, out, scratch, zero_row);
+}
+
+bool small_image(int batch, int channels, int h, int w) { return (long long)batch * channels * h * w < kSerialFloats; }
+
+void cpu_nchw_to_nhwc(const float* x, int batch, int channels, int h, int w, float* y, float scale, float shift) {
+  SerialScope small(small_image(batch, channels, h, w));
+  nchw_to_nhwc(x, batch, channels, h, w, y, scale, shift);
+}
+void cpu_nhwc_to_nchw(const float* x, int batch, int channels, int h, int w, float* y) {
+  SerialScope small(small_image(batch, channels, h, w));
+  nhwc_to_nchw(x, batch, channels, h, w, y);
+}
+void cpu_nhwc_to_nchw_div(const float* x, int batch, int channels, int h, int w, const float* divisors, float* y) {
+  SerialScope small(small_image(batch, channels, h, w));
+  nhwc_to_nchw_div(x, batch, channels, h, w, divisors, y);
+}
+void cpu_upsample_nearest2x(const float* x, int batch, int h, int w, int channels, float* y) {
+  SerialScope small(small_image(batch, channels, 2 * h, 2 * w));
+  upsample_nearest2x(x, batch, h, w, channels, y);
+}
+void cpu_avgpool2x2(const float* x, int batch, int h, int w, int channels, float* y) {
+  SerialScope small(small_image(batch, channels, h, w));
+  avgpool2x2(x, batch, h, w, channels, y);
+}
+void cpu_concat_channels(const float* a, int ca, const float* b, int cb, int pixels, float* y) {
+  SerialScope small(small_image(1, ca + cb, 1, pixels));
+  concat_channels(a, ca, b, cb, pixels, y);
+}
+void cpu_add_forward(const float* a, const float* b, long long n, float* y) {
+  SerialScope small(n < kSerialFloats);
+  add_forward(a, b, n, y);
+}
+void cpu_randn_philox(uint64_t seed, uint64_t draw, uint64_t offset, long long n, float* out) {
+  SerialScope small(n < kSerialFloats / 8);  // a log, a sine and a cosine per pair: ~10x a copy's work
+  randn_philox(seed, draw, offset, n, out);
 }
 
 void cpu_gather_rows(const float* table, int dim, const float* index, int batch, float* out, bool accumulate) {
@@ -73,7 +132,10 @@ int cpu_diffusion_step(const StepCoefficients& c, const StepLayout& layout, cons
     scratch = static_cast<float*>(mb_alloc(scratch_floats * sizeof(float)));
     if (!scratch) return kErrOutOfMemory;
   }
-  diffusion_step(c, layout, model_output, sample, noise, prev_sample, pred_original_sample, scratch);
+  {
+    SerialScope small((long long)layout.batch_size * layout.sample_size < kSerialFloats);
+    diffusion_step(c, layout, model_output, sample, noise, prev_sample, pred_original_sample, scratch);
+  }
   mb_free(scratch);
   return kOk;
 }
@@ -111,23 +173,23 @@ const Ops kCpuOps = {
     cpu_pack_conv,
     cpu_conv_scratch_floats,
     cpu_conv2d_forward,
-    group_norm_forward,
+    cpu_group_norm_forward,
     attention_scratch_floats,
-    attention_forward,
-    nchw_to_nhwc,
-    nhwc_to_nchw,
-    nhwc_to_nchw_div,
-    upsample_nearest2x,
-    avgpool2x2,
-    concat_channels,
+    cpu_attention_forward,
+    cpu_nchw_to_nhwc,
+    cpu_nhwc_to_nchw,
+    cpu_nhwc_to_nchw_div,
+    cpu_upsample_nearest2x,
+    cpu_avgpool2x2,
+    cpu_concat_channels,
     timestep_embedding,
     fourier_embedding,
     cpu_gather_rows,
     scatter_add_rows,
     silu_forward,
-    add_forward,
+    cpu_add_forward,
     dropout_apply,
-    randn_philox,
+    cpu_randn_philox,
     add_noise,
     cpu_diffusion_step,
     diffusion_loss,

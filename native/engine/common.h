@@ -75,6 +75,26 @@ void run_parallel(int n, int grain, TaskFn fn, void* ctx);
 int num_threads();
 void set_num_threads(int n);
 
+// While a SerialScope with `serial` set lives, the parallel loops its thread
+// starts run on that thread alone. Ops wrap themselves in one when their
+// work is too small to repay handing chunks to another core (waking it,
+// moving the data to its cache: tens of microseconds in all), which also
+// keeps a small op off a core another process may be using. Chunks are
+// split by index as always, so results do not change.
+void serial_scope_enter();
+void serial_scope_leave();
+struct SerialScope {
+  bool serial;
+  explicit SerialScope(bool serial_) : serial(serial_) {
+    if (serial) serial_scope_enter();
+  }
+  ~SerialScope() {
+    if (serial) serial_scope_leave();
+  }
+  SerialScope(const SerialScope&) = delete;
+  SerialScope& operator=(const SerialScope&) = delete;
+};
+
 template <typename F>
 inline void parallel_for(int n, int grain, F&& body) {
   struct Thunk {
