@@ -192,6 +192,12 @@ class ThreadPool {
   // single-thread time and a quiet one loses nothing.
   void adapt(Clock::duration waited, Clock::duration caller_work) {
     if (waited > std::chrono::milliseconds(1) && waited > 2 * caller_work) {
+      // One stall alone (the host pausing this VM's vCPU, an interrupt
+      // storm) is not contention: back off on the second within 50 ms.
+      const auto now = Clock::now();
+      const bool again = now - last_stall_ < std::chrono::milliseconds(50);
+      last_stall_ = now;
+      if (!again) return;
       backoff_us_ = backoff_us_ ? (backoff_us_ < 64000 ? 2 * backoff_us_ : backoff_us_) : 1000;
       serial_until_ = Clock::now() + std::chrono::microseconds(backoff_us_);
     } else {
@@ -266,6 +272,7 @@ class ThreadPool {
   int n_ = 0, grain_ = 1, chunks_ = 0;
   Clock::time_point serial_until_{};  // regions run on the caller until then (adapt)
   int backoff_us_ = 0;
+  Clock::time_point last_stall_{};
 };
 
 int default_threads() {
