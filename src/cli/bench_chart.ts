@@ -13,16 +13,19 @@ export function benchChartSvg(report: BenchmarkReport): string {
   const backends = [...new Set(report.rows.map((r) => r.backend))];
   const batches = [...new Set(report.rows.map((r) => r.batch))];
   const maxMs = Math.max(...report.rows.map((r) => r.msPerImage), 1e-9);
-  const [left, top, plotHeight, barWidth, gap, groupGap] = [60, 50, 220, 28, 6, 40];
+  const [left, top, plotHeight, barWidth, gap, groupGap] = [60, 66, 220, 28, 6, 40];
   const groupWidth = backends.length * (barWidth + gap);
-  const width = left + batches.length * (groupWidth + groupGap) + 160;
-  const height = top + plotHeight + 60;
+  const plotRight = left + batches.length * (groupWidth + groupGap);
+  const legendX = plotRight + 10;
+  const width = legendX + 210;
+  const height = top + plotHeight + 40;
+  const name = report.model.name.split(/[\\/]/).filter(Boolean).slice(-2).join('/');
   const parts: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
     `<rect width="${width}" height="${height}" fill="#fff"/>`,
-    `<text x="${left}" y="20" font-size="14" font-weight="bold">${escape(`marble bench: ${report.model.name}, ${report.scheduler} ${report.steps} steps`)}</text>`,
+    `<text x="${left}" y="20" font-size="14" font-weight="bold">${escape(`marble bench: ${name}, ${report.scheduler} ${report.steps} steps`)}</text>`,
     `<text x="${left}" y="38" fill="#555">${escape('milliseconds per image (lower is better)')}</text>`,
-    `<line x1="${left}" y1="${top + plotHeight}" x2="${width - 150}" y2="${top + plotHeight}" stroke="#333"/>`,
+    `<line x1="${left}" y1="${top + plotHeight}" x2="${plotRight}" y2="${top + plotHeight}" stroke="#333"/>`,
   ];
   batches.forEach((batch, g) => {
     const x0 = left + g * (groupWidth + groupGap);
@@ -39,8 +42,8 @@ export function benchChartSvg(report: BenchmarkReport): string {
   backends.forEach((backend, i) => {
     const row = report.rows.find((r) => r.backend === backend)!;
     const y = top + i * 20;
-    parts.push(`<rect x="${width - 140}" y="${y}" width="12" height="12" fill="${COLORS[i % COLORS.length]}"/>`);
-    parts.push(`<text x="${width - 122}" y="${y + 10}">${escape(`${backend} (${row.identity.isa}, ${row.identity.threads}t)`)}</text>`);
+    parts.push(`<rect x="${legendX}" y="${y}" width="12" height="12" fill="${COLORS[i % COLORS.length]}"/>`);
+    parts.push(`<text x="${legendX + 18}" y="${y + 10}">${escape(`${backend} (${row.identity.isa}, ${row.identity.threads}t)`)}</text>`);
   });
   parts.push('</svg>');
   return `${parts.join('\n')}\n`;
