@@ -710,16 +710,22 @@ Napi::Value PhiloxBlock(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// The fused step bindings' array arguments: a Float32Array's data and length,
+// or null and 0 for an optional one given as null.
+float* float_arg(const Napi::CallbackInfo& info, int i) {
+  return info[i].IsTypedArray() ? info[i].As<Napi::Float32Array>().Data() : nullptr;
+}
+size_t float_arg_length(const Napi::CallbackInfo& info, int i) {
+  return info[i].IsTypedArray() ? info[i].As<Napi::Float32Array>().ElementLength() : 0;
+}
+
 // diffusionStep(coefficients: Float32Array(15), batch, sampleSize, modelOutputStride,
 //               modelOutput, sample, noise | null, prevSample, predOriginalSample) -> status
 // Synchronous: one elementwise pass, microseconds for a sampling step.
 Napi::Value DiffusionStep(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto f32 = [&](int i) -> float* {
-    if (!info[i].IsTypedArray()) return nullptr;
-    return info[i].As<Napi::Float32Array>().Data();
-  };
-  auto len = [&](int i) -> size_t { return info[i].IsTypedArray() ? info[i].As<Napi::Float32Array>().ElementLength() : 0; };
+  auto f32 = [&](int i) { return float_arg(info, i); };
+  auto len = [&](int i) { return float_arg_length(info, i); };
   const int batch = info[1].As<Napi::Number>().Int32Value();
   const int sample_size = info[2].As<Napi::Number>().Int32Value();
   const int stride = info[3].As<Napi::Number>().Int32Value();
@@ -738,11 +744,8 @@ Napi::Value DiffusionStep(const Napi::CallbackInfo& info) {
 // -> status. Synchronous: one elementwise pass, as diffusionStep.
 Napi::Value SolverStep(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto f32 = [&](int i) -> float* {
-    if (!info[i].IsTypedArray()) return nullptr;
-    return info[i].As<Napi::Float32Array>().Data();
-  };
-  auto len = [&](int i) -> size_t { return info[i].IsTypedArray() ? info[i].As<Napi::Float32Array>().ElementLength() : 0; };
+  auto f32 = [&](int i) { return float_arg(info, i); };
+  auto len = [&](int i) { return float_arg_length(info, i); };
   const int batch = info[1].As<Napi::Number>().Int32Value();
   const int sample_size = info[2].As<Napi::Number>().Int32Value();
   const int stride = info[3].As<Napi::Number>().Int32Value();
