@@ -18,3 +18,15 @@ export const MNIST_SMALL_CONFIG = {
   out_channels: 1,
   sample_size: 32,
 };
+
+/** The class-conditional MNIST UNet of issue #24 (1.62M parameters at 28x28, attention at 7x7), as diffusers builds it. */
+export const MNIST_CLASS_CONFIG = {
+  sample_size: 28,
+  in_channels: 1,
+  out_channels: 1,
+  layers_per_block: 2,
+  block_out_channels: [32, 64, 64],
+  down_block_types: ['DownBlock2D', 'DownBlock2D', 'AttnDownBlock2D'],
+  up_block_types: ['AttnUpBlock2D', 'UpBlock2D', 'UpBlock2D'],
+  num_class_embeds: 10,
+};

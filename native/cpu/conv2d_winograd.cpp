@@ -21,6 +21,14 @@
 #include "../engine/mathf.h"
 #include "gemm_tile.h"
 #include "ops.h"
+#include "winograd_transforms.h"
+
+// The transforms at four lanes (SSE2, wasm SIMD128); wider ones in
+// lanes_<isa>.cpp.
+#define MB_WINO_BYTES 16
+#define MB_WINO_INPUT winograd_input_vec4
+#define MB_WINO_OUTPUT winograd_output_vec4
+#include "winograd_lanes.h"
 
 namespace mb {
 
@@ -74,37 +82,6 @@ Blocking blocking(const ConvGeometry& g, const PackedWeights& w) {
   k.m_floats = 16 * k.m_q;
   k.u_floats = w.lean ? 16 * lean_q_stride(w.cin, nr) : 0;
   return k;
-}
-
-// B^T d B for four channels of one tile; d[i][j] is input row i, column j.
-inline void input_transform(const f32x4 d[4][4], f32x4 v[16]) {
-  f32x4 t[4][4];
-  for (int j = 0; j < 4; ++j) {
-    t[0][j] = d[0][j] - d[2][j];
-    t[1][j] = d[1][j] + d[2][j];
-    t[2][j] = d[2][j] - d[1][j];
-    t[3][j] = d[1][j] - d[3][j];
-  }
-  for (int i = 0; i < 4; ++i) {
-    v[i * 4 + 0] = t[i][0] - t[i][2];
-    v[i * 4 + 1] = t[i][1] + t[i][2];
-    v[i * 4 + 2] = t[i][2] - t[i][1];
-    v[i * 4 + 3] = t[i][1] - t[i][3];
-  }
-}
-
-// A^T m A: the 2x2 outputs y[a][b] from the 16 products m[i*4+j].
-template <typename T>
-inline void output_transform(const T m[16], T y[2][2]) {
-  T r[2][4];
-  for (int j = 0; j < 4; ++j) {
-    r[0][j] = m[0 * 4 + j] + m[1 * 4 + j] + m[2 * 4 + j];
-    r[1][j] = m[1 * 4 + j] - m[2 * 4 + j] - m[3 * 4 + j];
-  }
-  for (int a = 0; a < 2; ++a) {
-    y[a][0] = r[a][0] + r[a][1] + r[a][2];
-    y[a][1] = r[a][1] - r[a][2] - r[a][3];
-  }
 }
 
 // U = G g G^T, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], in float, for
@@ -243,6 +220,7 @@ void winograd_conv2d_forward(const float* in, const ConvGeometry& g, const Packe
       const int nt = imin(k.block_tiles, k.tiles - t0);
 
       // 1. Input transforms of the block's tiles: v[16][block_tiles][cin].
+      const WinogradPasses& passes = winograd_passes();
       for (int t = 0; t < nt; ++t) {
         const int tile = t0 + t;
         const int b = tile / (k.tiles_h * k.tiles_w);
@@ -256,23 +234,8 @@ void winograd_conv2d_forward(const float* in, const ConvGeometry& g, const Packe
             src[i][j] = inside ? in + ((size_t)(b * g.in_h + (iy >> up_shift)) * g.in_w + (ix >> up_shift)) * g.in_ld
                                : zero_row;
           }
-        float* dst = v + (size_t)t * cin;
-        const size_t k_stride = k.v_q;
-        int c = 0;
-        for (; c + 4 <= cin; c += 4) {
-          f32x4 d[4][4], r[16];
-          for (int i = 0; i < 4; ++i)
-            for (int j = 0; j < 4; ++j) d[i][j] = load_f32x4(src[i][j] + c);
-          input_transform(d, r);
-          for (int q = 0; q < 16; ++q) store_f32x4(dst + q * k_stride + c, r[q]);
-        }
-        for (; c < cin; ++c) {  // the same arithmetic, one channel at a time
-          f32x4 d[4][4], r[16];
-          for (int i = 0; i < 4; ++i)
-            for (int j = 0; j < 4; ++j) d[i][j] = f32x4{} + src[i][j][c];
-          input_transform(d, r);
-          for (int q = 0; q < 16; ++q) dst[q * k_stride + c] = r[q][0];
-        }
+        // One "panel" as wide as the channels: channel c lands at v[q][t][c].
+        passes.input(src, cin, cin, cin, 0, k.v_q, v + (size_t)t * cin);
       }
 
       // 2. Per weight panel: the 16 GEMMs into mbuf[16][block_tiles][nr], then
@@ -326,34 +289,7 @@ void winograd_conv2d_forward(const float* in, const ConvGeometry& g, const Packe
             }
           const float* bias = ep.bias ? ep.bias + n0 : nullptr;
           const float* bb = ep.batch_bias ? ep.batch_bias + (size_t)b * ep.batch_bias_ld + n0 : nullptr;
-          const float* prod = mbuf + (size_t)t * nr;
-          const size_t m_q = k.m_q;
-          // Same epilogue operations, in the same order, as the direct convolution.
-          auto finish = [&](auto y, auto load, auto store, int j) {
-            for (int a = 0; a < 2; ++a)
-              for (int c = 0; c < 2; ++c) {
-                if (!dst[a][c]) continue;
-                auto val = y[a][c];
-                if (bias) val += load(bias + j);
-                if (bb) val += load(bb + j);
-                if (res[a][c]) val = load(res[a][c] + j) + val;
-                if (ep.divisor != 1.0f) val = val / ep.divisor;
-                store(dst[a][c] + j, val);
-              }
-          };
-          int j = 0;
-          for (; j + 4 <= ncols; j += 4) {
-            f32x4 mq[16], y[2][2];
-            for (int q = 0; q < 16; ++q) mq[q] = load_f32x4(prod + q * m_q + j);
-            output_transform(mq, y);
-            finish(y, load_f32x4, store_f32x4, j);
-          }
-          for (; j < ncols; ++j) {
-            float mq[16], y[2][2];
-            for (int q = 0; q < 16; ++q) mq[q] = prod[q * m_q + j];
-            output_transform(mq, y);
-            finish(y, [](const float* p) { return *p; }, [](float* p, float x) { *p = x; }, j);
-          }
+          passes.output(mbuf + (size_t)t * nr, k.m_q, ncols, dst, res, bias, bb, ep.divisor);
         }
       }
     }
@@ -420,31 +356,25 @@ void input_transform_tile(const float* in, const ConvGeometry& g, int b, int ty,
                          : zero_row;
     }
   const int cin_padded = (cin + nr - 1) / nr * nr;
-  int c = 0;
-  for (; c + 4 <= cin; c += 4) {
-    f32x4 d[4][4], r[16];
-    for (int i = 0; i < 4; ++i)
-      for (int j = 0; j < 4; ++j) d[i][j] = load_f32x4(src[i][j] + c);
-    input_transform(d, r);
-    float* out = dst + (size_t)(c / nr) * panel_stride + c % nr;
-    for (int q = 0; q < 16; ++q) store_f32x4(out + q * q_stride, r[q]);
-  }
-  for (; c < cin_padded; ++c) {  // the same arithmetic one channel at a time; zeros past cin
-    f32x4 d[4][4], r[16];
-    for (int i = 0; i < 4; ++i)
-      for (int j = 0; j < 4; ++j) d[i][j] = f32x4{} + (c < cin ? src[i][j][c] : 0.0f);
-    input_transform(d, r);
-    float* out = dst + (size_t)(c / nr) * panel_stride + c % nr;
-    for (int q = 0; q < 16; ++q) out[q * q_stride] = r[q][0];
-  }
+  winograd_passes().input(src, cin, cin_padded, nr, panel_stride, q_stride, dst);
 }
 
 struct GradBlocking {
-  int tiles_h, tiles_w, tiles, chunk;
+  int tiles_h, tiles_w, tiles, chunk, chunks;
   int panels;  // of cin, nr wide
+  // Tile groups: consecutive runs of chunks, each summed into its own dU
+  // (fixed by the shape, never by the thread count, so the sums' order and
+  // the result are the same on any number of threads); 1: one dU, and each
+  // chunk's transforms and GEMMs are split across the threads instead.
+  int groups, chunks_per_group;
+  int slots;  // grouped: concurrent tasks, each with its own V and dM scratch
   size_t v_q, m_q, u_q;  // floats between the 16 matrices of V, dM and dU (see q_stride)
   size_t v_floats, m_floats, u_floats;
 };
+
+constexpr size_t kGradChunkFloats = (size_t)1 << 18;  // V and dM of a chunk: 1 MB, about L2
+constexpr size_t kGradGroupFloats = (size_t)1 << 22;  // every group's dU together: 16 MB at most
+constexpr int kMaxGradGroups = 16;
 
 GradBlocking grad_blocking(const ConvGeometry& g, int cout, int cin) {
   GradBlocking k;
@@ -452,14 +382,26 @@ GradBlocking grad_blocking(const ConvGeometry& g, int cout, int cin) {
   k.tiles_h = (g.out_h + 1) / 2;
   k.tiles_w = (g.out_w + 1) / 2;
   k.tiles = g.batch * k.tiles_h * k.tiles_w;
-  k.chunk = imin(kGradChunkTiles, (k.tiles + 3) / 4 * 4);  // whole quads of tiles
   k.panels = (cin + nr - 1) / nr;
+  const int cin_padded = k.panels * nr;
+  // The GEMMs' K: as many tiles as keep a chunk's V and dM in L2, 32 to 128.
+  int chunk = (int)(kGradChunkFloats / (16 * (size_t)(cin_padded + cout))) / 4 * 4;
+  chunk = imin(kGradChunkTiles, imax(32, chunk));
+  k.chunk = imin(chunk, (k.tiles + 3) / 4 * 4);  // whole quads of tiles
+  k.chunks = (k.tiles + k.chunk - 1) / k.chunk;
   k.v_q = q_stride((size_t)k.panels * k.chunk * nr);
   k.m_q = q_stride((size_t)cout * k.chunk);
-  k.u_q = q_stride((size_t)cout * k.panels * nr);
+  k.u_q = q_stride((size_t)cout * cin_padded);
   k.v_floats = 16 * k.v_q;
   k.m_floats = 16 * k.m_q;
   k.u_floats = 16 * k.u_q;
+  // Small channel counts (a few MFLOP per chunk) pay more for two parallel
+  // regions per chunk than for a dU per group: whole chunks go to threads.
+  const bool grouped = k.u_floats * kMaxGradGroups <= kGradGroupFloats && k.chunks > 1;
+  k.groups = grouped ? imin(k.chunks, kMaxGradGroups) : 1;
+  k.chunks_per_group = (k.chunks + k.groups - 1) / k.groups;
+  k.groups = (k.chunks + k.chunks_per_group - 1) / k.chunks_per_group;
+  k.slots = k.groups > 1 ? imin(num_threads(), k.groups) : 1;
   return k;
 }
 
@@ -476,7 +418,7 @@ bool winograd_weight_grad_pays(int cin) {
 
 size_t winograd_backward_weights_scratch_floats(const ConvGeometry& g, int cout, int cin) {
   const GradBlocking k = grad_blocking(g, cout, cin);
-  return k.v_floats + k.m_floats + k.u_floats;
+  return (size_t)k.slots * (k.v_floats + k.m_floats) + (size_t)k.groups * k.u_floats;
 }
 
 void winograd_conv2d_backward_weights(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin,
@@ -485,79 +427,105 @@ void winograd_conv2d_backward_weights(const float* in, const ConvGeometry& g, co
   const int mr = conv_tile_rows(), nr = conv_panel_width();
   const TileKernel kernel = conv_tile_kernel();
   const int cin_padded = k.panels * nr;
-  float* v = scratch;            // [16][panel][chunk][nr]
-  float* dm = v + k.v_floats;    // [16][cout][chunk]
-  float* du = dm + k.m_floats;   // [16][cout][cin_padded]
+  float* du = scratch + (size_t)k.slots * (k.v_floats + k.m_floats);  // [group][16][cout][cin_padded]
   const int mtiles = (cout + mr - 1) / mr;
+  const int quads = k.chunk / 4;
 
-  for (int t0 = 0; t0 < k.tiles; t0 += k.chunk) {
-    const int nt = imin(k.chunk, k.tiles - t0);
-    // 1. Transforms of the chunk's tiles, four at a time: V from the input,
-    //    dM from dY (transposed in registers to [co][tile] rows).
-    parallel_for(k.chunk / 4, 4, [&](int quad) {
-      f32x4 m[4][16];  // dM of the quad's tiles, for four output channels
-      const float* g_src[4][2][2];
+  // 1. Transforms of four of a chunk's tiles: V (panels [q][panel][tile][nr])
+  //    from the input, dM from dY (transposed in registers to [q][co][tile] rows).
+  auto transform_quad = [&](int t0, int nt, int quad, float* v, float* dm) {
+    f32x4 m[4][16];  // dM of the quad's tiles, for four output channels
+    const float* g_src[4][2][2];
+    for (int i = 0; i < 4; ++i) {
+      const int t = quad * 4 + i, tile = t0 + t;
+      const int b = tile / (k.tiles_h * k.tiles_w);
+      const int rem = tile - b * k.tiles_h * k.tiles_w;
+      const int ty = rem / k.tiles_w, tx = rem % k.tiles_w;
+      for (int a = 0; a < 2; ++a)
+        for (int e = 0; e < 2; ++e) {
+          const int oy = ty * 2 + a, ox = tx * 2 + e;
+          const bool inside = t < nt && oy < g.out_h && ox < g.out_w;  // tiles past nt: zeros
+          g_src[i][a][e] = inside ? dy + ((size_t)(b * g.out_h + oy) * g.out_w + ox) * g.out_ld : zero_row;
+        }
+      if (t < nt) input_transform_tile(in, g, b, ty, tx, cin, zero_row, v + (size_t)t * nr, (size_t)k.chunk * nr, k.v_q);
+    }
+    const size_t m_q = k.m_q;
+    for (int c = 0; c < cout; c += 4) {
+      const int lanes = imin(4, cout - c);
       for (int i = 0; i < 4; ++i) {
-        const int t = quad * 4 + i, tile = t0 + t;
-        const int b = tile / (k.tiles_h * k.tiles_w);
-        const int rem = tile - b * k.tiles_h * k.tiles_w;
-        const int ty = rem / k.tiles_w, tx = rem % k.tiles_w;
+        f32x4 d[2][2];
         for (int a = 0; a < 2; ++a)
-          for (int e = 0; e < 2; ++e) {
-            const int oy = ty * 2 + a, ox = tx * 2 + e;
-            const bool inside = t < nt && oy < g.out_h && ox < g.out_w;  // tiles past nt: zeros
-            g_src[i][a][e] = inside ? dy + ((size_t)(b * g.out_h + oy) * g.out_w + ox) * g.out_ld : zero_row;
-          }
-        if (t < nt) input_transform_tile(in, g, b, ty, tx, cin, zero_row, v + (size_t)t * nr, (size_t)k.chunk * nr, k.v_q);
+          for (int e = 0; e < 2; ++e)
+            if (lanes == 4) {
+              d[a][e] = load_f32x4(g_src[i][a][e] + c);
+            } else {
+              d[a][e] = f32x4{};
+              for (int l = 0; l < lanes; ++l) d[a][e][l] = g_src[i][a][e][c + l];
+            }
+        output_transform_transposed(d, m[i]);
       }
-      const size_t m_q = k.m_q;
-      for (int c = 0; c < cout; c += 4) {
-        const int lanes = imin(4, cout - c);
-        for (int i = 0; i < 4; ++i) {
-          f32x4 d[2][2];
-          for (int a = 0; a < 2; ++a)
-            for (int e = 0; e < 2; ++e)
-              if (lanes == 4) {
-                d[a][e] = load_f32x4(g_src[i][a][e] + c);
-              } else {
-                d[a][e] = f32x4{};
-                for (int l = 0; l < lanes; ++l) d[a][e][l] = g_src[i][a][e][c + l];
-              }
-          output_transform_transposed(d, m[i]);
-        }
-        float* dst = dm + (size_t)c * k.chunk + quad * 4;
-        for (int q = 0; q < 16; ++q) {
-          f32x4 rows[4];
-          transpose4(m[0][q], m[1][q], m[2][q], m[3][q], rows);
-          for (int l = 0; l < lanes; ++l) store_f32x4(dst + q * m_q + (size_t)l * k.chunk, rows[l]);
-        }
+      float* dst = dm + (size_t)c * k.chunk + quad * 4;
+      for (int q = 0; q < 16; ++q) {
+        f32x4 rows[4];
+        transpose4(m[0][q], m[1][q], m[2][q], m[3][q], rows);
+        for (int l = 0; l < lanes; ++l) store_f32x4(dst + q * m_q + (size_t)l * k.chunk, rows[l]);
       }
-    });
+    }
+  };
 
-    // 2. The 16 GEMMs, dU[q] (+)= dM[q]^T V[q], by MR rows of co at a time
-    //    across all the panels of ci (which share the rows of A).
-    parallel_for(16 * mtiles, 1, [&](int task) {
-      const int q = task / mtiles;
-      const int co0 = task % mtiles * mr;
-      const float* rows[kWinogradMaxMR];
-      float* out_rows[kWinogradMaxMR];
-      GemmTile gt;
-      gt.rows = rows;
-      gt.taps = 1;
-      gt.cin = nt;
-      gt.nrows = imin(mr, cout - co0);
-      gt.out = out_rows;
-      gt.bias = nullptr;
-      gt.batch_bias = nullptr;
-      gt.residual = t0 > 0 ? out_rows : nullptr;  // accumulate over chunks
-      gt.divisor = 1.0f;
-      for (int r = 0; r < mr; ++r)  // rows past the end repeat the last
-        rows[r] = dm + q * k.m_q + (size_t)(co0 + imin(r, gt.nrows - 1)) * k.chunk;
-      for (int p = 0; p < k.panels; ++p) {
-        gt.panel = v + q * k.v_q + (size_t)p * k.chunk * nr;
-        for (int r = 0; r < mr; ++r)
-          out_rows[r] = du + q * k.u_q + (size_t)(co0 + imin(r, gt.nrows - 1)) * cin_padded + p * nr;
-        kernel(gt);
+  // 2. One of the 16 GEMMs for MR rows of co, dU[q] (+)= dM[q]^T V[q], across
+  //    all the panels of ci (which share the rows of A).
+  auto gemm_task = [&](int nt, int task, const float* v, const float* dm, float* du_group, bool accumulate) {
+    const int q = task / mtiles;
+    const int co0 = task % mtiles * mr;
+    const float* rows[kWinogradMaxMR];
+    float* out_rows[kWinogradMaxMR];
+    GemmTile gt;
+    gt.rows = rows;
+    gt.taps = 1;
+    gt.cin = nt;
+    gt.nrows = imin(mr, cout - co0);
+    gt.out = out_rows;
+    gt.bias = nullptr;
+    gt.batch_bias = nullptr;
+    gt.residual = accumulate ? out_rows : nullptr;
+    gt.divisor = 1.0f;
+    for (int r = 0; r < mr; ++r)  // rows past the end repeat the last
+      rows[r] = dm + q * k.m_q + (size_t)(co0 + imin(r, gt.nrows - 1)) * k.chunk;
+    for (int p = 0; p < k.panels; ++p) {
+      gt.panel = v + q * k.v_q + (size_t)p * k.chunk * nr;
+      for (int r = 0; r < mr; ++r)
+        out_rows[r] = du_group + q * k.u_q + (size_t)(co0 + imin(r, gt.nrows - 1)) * cin_padded + p * nr;
+      kernel(gt);
+    }
+  };
+
+  if (k.groups == 1) {
+    // Large channel counts: chunk by chunk, each phase split across the threads.
+    float* v = scratch;
+    float* dm = v + k.v_floats;
+    for (int t0 = 0; t0 < k.tiles; t0 += k.chunk) {
+      const int nt = imin(k.chunk, k.tiles - t0);
+      parallel_for(quads, 4, [&](int quad) { transform_quad(t0, nt, quad, v, dm); });
+      parallel_for(16 * mtiles, 1, [&](int task) { gemm_task(nt, task, v, dm, du, t0 > 0); });
+    }
+  } else {
+    // Small ones: a thread takes a whole group of chunks at a time, with no
+    // synchronisation until all are done.
+    int next_group = 0;
+    parallel_for(k.slots, 1, [&](int slot) {
+      float* v = scratch + (size_t)slot * (k.v_floats + k.m_floats);
+      float* dm = v + k.v_floats;
+      for (;;) {
+        const int group = __atomic_fetch_add(&next_group, 1, __ATOMIC_RELAXED);
+        if (group >= k.groups) break;
+        float* du_group = du + (size_t)group * k.u_floats;
+        const int c_begin = group * k.chunks_per_group, c_end = imin(k.chunks, c_begin + k.chunks_per_group);
+        for (int c = c_begin; c < c_end; ++c) {
+          const int t0 = c * k.chunk, nt = imin(k.chunk, k.tiles - t0);
+          for (int quad = 0; quad < quads; ++quad) transform_quad(t0, nt, quad, v, dm);
+          for (int task = 0; task < 16 * mtiles; ++task) gemm_task(nt, task, v, dm, du_group, c > c_begin);
+        }
       }
     });
   }
@@ -565,8 +533,13 @@ void winograd_conv2d_backward_weights(const float* in, const ConvGeometry& g, co
   // 3. dW += G^T dU G per (co, ci), G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].
   parallel_for(cout, 1, [&](int co) {
     for (int ci = 0; ci < cin; ++ci) {
-      float u[4][4];
-      for (int q = 0; q < 16; ++q) u[q / 4][q % 4] = du[q * k.u_q + (size_t)co * cin_padded + ci];
+      float u[4][4];  // dU summed over the groups, in group order
+      for (int q = 0; q < 16; ++q) {
+        const size_t at = q * k.u_q + (size_t)co * cin_padded + ci;
+        float sum = du[at];
+        for (int group = 1; group < k.groups; ++group) sum += du[(size_t)group * k.u_floats + at];
+        u[q / 4][q % 4] = sum;
+      }
       float r[3][4];  // G^T u
       for (int l = 0; l < 4; ++l) {
         r[0][l] = u[0][l] + 0.5f * (u[1][l] + u[2][l]);

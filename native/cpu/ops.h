@@ -156,6 +156,14 @@ struct AttentionArgs {
   int batch = 1, tokens = 1, heads = 1, head_dim = 1;
   float scale = 1.0f;
 };
+// Softmax's exponentials at the CPU's widest vector (softmax_lanes.h), or
+// null where four lanes are the widest (attention.cpp then does them all).
+using SoftmaxExpKernel = int (*)(float* s, int n, float mx, float* sum);
+SoftmaxExpKernel softmax_exp_kernel();
+#if defined(__x86_64__) && defined(MB_HAVE_X86_KERNELS)
+int softmax_exp_avx2(float* s, int n, float mx, float* sum);
+int softmax_exp_avx512(float* s, int n, float mx, float* sum);
+#endif
 size_t attention_scratch_floats(const AttentionArgs& a);
 void attention_forward(const float* qkv, const AttentionArgs& a, float* out, float* scratch, const float* zero_row);
 // dqkv (overwritten) from the saved qkv and d(out); recomputes the softmax.

@@ -52,6 +52,11 @@ MB_API double mb_model_grad_norm(mb::Model* m);
 MB_API int mb_model_adamw_step(mb::Model* m, double lr, double beta1, double beta2, double eps, double weight_decay,
                                double step, double grad_scale);
 MB_API int mb_model_ema_update(mb::Model* m, double decay);
+// Op profiling (native builds only: native/engine/profile.cpp). Families in
+// the order of PROFILE_FAMILIES (src/core/backend/backend.ts).
+MB_API int mb_model_profile_start(mb::Model* m);
+MB_API int mb_model_profile_read(mb::Model* m, double* out, int count);
+MB_API void mb_model_profile_stop(mb::Model* m);
 // A host pointer to a tensor (null until allocated): host-memory devices
 // only (cpu, wasm); a device model gives its parameters' host copies (brought
 // up to date) and null for the training state.

@@ -50,6 +50,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                            InstanceMethod("gradNorm", &ModelWrap::GradNorm),
                            InstanceMethod("adamwStep", &ModelWrap::AdamwStep),
                            InstanceMethod("emaUpdate", &ModelWrap::EmaUpdate),
+                           InstanceMethod("profileStart", &ModelWrap::ProfileStart),
+                           InstanceMethod("profileRead", &ModelWrap::ProfileRead),
+                           InstanceMethod("profileStop", &ModelWrap::ProfileStop),
                            InstanceMethod("readTensor", &ModelWrap::ReadTensor),
                            InstanceMethod("writeTensor", &ModelWrap::WriteTensor),
                            InstanceMethod("repack", &ModelWrap::Repack),
@@ -86,6 +89,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
 
   ~ModelWrap() override {
     EndRun();
+    if (model_) mb_model_profile_stop(model_);
     if (model_) mb_model_delete(model_);
   }
 
@@ -216,6 +220,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       return env.Undefined();
     }
     EndRun();
+    if (model_) mb_model_profile_stop(model_);
     if (model_) mb_model_delete(model_);
     model_ = nullptr;
     return env.Undefined();
@@ -330,6 +335,31 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     if (!Alive(env)) return env.Undefined();
     const int status = mb_model_ema_update(model_, info[0].As<Napi::Number>().DoubleValue());
     if (status != 0) engine_error(env, status, mb_model_error(model_)).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+
+  // --- op profiling (engine/profile.cpp) ---
+  Napi::Value ProfileStart(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    const int status = mb_model_profile_start(model_);
+    if (status != 0) engine_error(env, status, mb_model_error(model_)).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  // Float64Array [seconds, calls] per family, or null when not profiling.
+  Napi::Value ProfileRead(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    const int families = mb_model_profile_read(model_, nullptr, 0);
+    if (families == 0) return env.Null();
+    Napi::Float64Array out = Napi::Float64Array::New(env, 2 * (size_t)families);
+    mb_model_profile_read(model_, out.Data(), families);
+    return out;
+  }
+  Napi::Value ProfileStop(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    mb_model_profile_stop(model_);
     return env.Undefined();
   }
 

@@ -34,6 +34,7 @@ import { mnistSplit } from '../eval/mnist_reference.js';
 import { exists } from '../train/atomic_fs.js';
 import { defaultUNetConfig } from '../train/default_config.js';
 import { schedulerToDiffusersConfig } from '../train/diffusers_config.js';
+import { formatProfile } from '../train/profile.js';
 import { Trainer } from '../train/trainer.js';
 import type { LrScheduleKind } from '../train/lr_schedule.js';
 
@@ -67,6 +68,7 @@ interface TrainFlags {
   sampleSteps: number;
   sampleBatch: number;
   resume?: boolean;
+  profile?: boolean;
   backend: 'auto' | 'cpu' | 'wasm' | 'cuda';
   dtype: DType;
   threads?: number;
@@ -296,13 +298,19 @@ async function trainCommand(flags: TrainFlags, command: Command): Promise<void> 
     const recent: number[] = [];
     let savedAt = trainer.globalStep;
     let inStep = false;
+    // --profile: from the second step of this run on (the first plans the arena).
+    let profiledSteps = 0;
+    let dataSeconds = 0;
     try {
       while (trainer.globalStep < total && !stop) {
+        const loading = performance.now();
         const batch = await loader.next();
+        if (profiledSteps > 0) dataSeconds += (performance.now() - loading) / 1000;
         const t0 = performance.now();
         inStep = true;
         const r = await trainer.step(batch.data, batch.labels && conditional === 'labels' ? batch.labels : undefined);
         inStep = false;
+        if (flags.profile && profiledSteps++ === 0) trainer.startProfile();
         recent.push(performance.now() - t0);
         if (recent.length > 20) recent.shift();
         const speed = 1000 / (recent.reduce((a, b) => a + b, 0) / recent.length);
@@ -339,6 +347,15 @@ async function trainCommand(flags: TrainFlags, command: Command): Promise<void> 
       process.off('SIGINT', onSigint);
     }
     await save();
+    if (flags.profile) {
+      if (profiledSteps > 1) {
+        const profile = trainer.profile(dataSeconds);
+        console.error(`\nwhere a step's time went (${unet.backend.name}, batch ${cli.batch}):\n${formatProfile(profile)}`);
+        await writeFile(path.join(outDir, 'profile.json'), `${JSON.stringify(profile, null, 2)}\n`);
+      } else {
+        console.error('--profile: no profile (it starts after the first step of a run; run two steps or more)');
+      }
+    }
     if (stop) {
       console.error(`saved ${checkpointDir} at step ${trainer.globalStep}; continue with --resume`);
       process.exitCode = 130;
@@ -386,6 +403,7 @@ export function registerTrainCommand(program: Command): void {
     .option('--sample-steps <n>', 'DDIM steps for sample grids', integer('--sample-steps', 1), 50)
     .option('--sample-batch <n>', 'images per sample grid', integer('--sample-batch', 1), 16)
     .option('--resume', 'continue the run saved in OUT/checkpoint')
+    .option('--profile', 'time the steps by op family (native backends) and print the table; also OUT/profile.json')
     .addOption(new Option('--backend <name>', 'engine backend').choices(['auto', 'cpu', 'wasm', 'cuda']).default('auto'))
     .addOption(
       new Option('--dtype <type>', 'GEMM type: float16 and bfloat16 train in mixed precision on tensor cores (cuda only; weights stay float32)')

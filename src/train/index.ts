@@ -12,6 +12,8 @@ export type {
   TrainerSettings,
 } from './trainer.js';
 export { TrainingError, CheckpointError } from './errors.js';
+export { PROFILE_FAMILIES, formatProfile } from './profile.js';
+export type { ProfileRow, TrainProfile } from './profile.js';
 export { learningRate, lrFactor, resolveLrSchedule } from './lr_schedule.js';
 export type { LrScheduleKind, LrScheduleOptions, ResolvedLrSchedule } from './lr_schedule.js';
 export { emaDecay, resolveEmaOptions } from './ema.js';

@@ -27,6 +27,8 @@ import { ddpmPipelineIndex, schedulerToDiffusersConfig, toDiffusersConfig } from
 import { engineOf } from './engine_access.js';
 import { CheckpointError, TrainingError } from './errors.js';
 import { learningRate, resolveLrSchedule } from './lr_schedule.js';
+import { OpProfiler, profileTable } from './profile.js';
+import type { TrainProfile } from './profile.js';
 import type { LrScheduleOptions, ResolvedLrSchedule } from './lr_schedule.js';
 
 export interface OptimizerOptions {
@@ -173,6 +175,8 @@ export class Trainer {
   private progress: TrainerProgress;
   private generator: TorchGenerator;
   private readonly seed: bigint;
+  private profiler: OpProfiler | null = null;
+  private profiled = { steps: 0, seconds: 0 };
   /** step(), save() and friends run one at a time, in call order. */
   private queue: Promise<unknown> = Promise.resolve();
 
@@ -242,7 +246,35 @@ export class Trainer {
    * is the safe way to sample between steps).
    */
   step(batch: Float32Array, classLabels?: readonly number[]): Promise<StepResult> {
-    return this.serial(() => this.stepNow(batch, classLabels));
+    return this.serial(async () => {
+      if (!this.profiler) return this.stepNow(batch, classLabels);
+      const t0 = performance.now();
+      const result = await this.stepNow(batch, classLabels);
+      this.profiled.steps++;
+      this.profiled.seconds += (performance.now() - t0) / 1000;
+      return result;
+    });
+  }
+
+  /**
+   * Times the engine's ops by family, and the steps, from now on (a native
+   * backend; ConfigError on wasm). Read with profile(); restarting zeroes it.
+   */
+  startProfile(): void {
+    this.profiler ??= new OpProfiler(this.engine());
+    this.profiler.start();
+    this.profiled = { steps: 0, seconds: 0 };
+  }
+
+  /** The profile since startProfile(); `dataSeconds`: time the caller spent waiting for batches. */
+  profile(dataSeconds = 0): TrainProfile {
+    if (!this.profiler) throw new InputError('no profile: call startProfile() first');
+    return profileTable(this.profiler.read(), this.profiled.steps, this.profiled.seconds, dataSeconds);
+  }
+
+  stopProfile(): void {
+    this.profiler?.stop();
+    this.profiler = null;
   }
 
   /** Runs `fn` with the EMA weights in the UNet (e.g. to sample), then puts the trained weights back. */

@@ -76,6 +76,13 @@ export interface EngineModel {
   adamwStep(args: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number; gradScale: number }): void;
   /** ema -= (1 - decay) * (ema - param), for every parameter. */
   emaUpdate(decay: number): void;
+
+  // --- op profiling (native backends: native/engine/profile.cpp) ----------
+  /** Times every op by family from now on (restarting zeroes the counters). */
+  profileStart?(): void;
+  /** [seconds, calls] per family of PROFILE_FAMILIES, or null when not profiling. */
+  profileRead?(): Float64Array | null;
+  profileStop?(): void;
   /** A copy of one parameter's tensor of the given kind (torch layout). */
   readTensor(index: number, kind: TensorKind): Float32Array;
   /** Overwrites one parameter's tensor of the given kind; call repack() after writing params. */
