@@ -12,10 +12,16 @@
 // GEMMs whose K or N is the head size waste most of a register tile and
 // spend more on packing than on arithmetic, so those pairs run direct loops
 // instead, one query row at a time, vectorised over keys or head channels
-// (attention_small_*). Each pair is still one thread's, in a fixed order.
+// (attention_lanes.h). Each pair is still one thread's, in a fixed order.
 #include "../engine/mathf.h"
 #include "ops.h"
 #include "softmax_sum.h"
+
+// The small-head loops at four lanes (SSE2, wasm SIMD128); wider ones in lanes_<isa>.cpp.
+#define MB_ATTN_BYTES 16
+#define MB_ATTN_FORWARD attention_small_forward_vec4
+#define MB_ATTN_BACKWARD attention_small_backward_vec4
+#include "attention_lanes.h"
 
 namespace mb {
 
@@ -30,6 +36,7 @@ constexpr size_t kMaxScoreFloats = (size_t)4 << 20;  // 16 MB of scores per bloc
 // sum is still taken element by element in index order, so every result is
 // what the scalar loop gave.
 void softmax_row(float* s, int T, float scale) {
+  if (const SoftmaxRowKernel wide = softmax_row_kernel()) return wide(s, T, scale);  // the same bits, more lanes
   const f32x4 vscale = f32x4{} + scale;
   f32x4 vmx = f32x4{} + s[0] * scale;
   int j = 0;
@@ -48,23 +55,17 @@ void softmax_row(float* s, int T, float scale) {
   // blocks of 16) added by one tree, then the rest in order: the same bits
   // at four lanes here as at the CPU's widest vector (softmax_lanes.h).
   const f32x4 vmxs = f32x4{} + mx;
-  float sum = 0.0f;
-  const SoftmaxExpKernel wide = softmax_exp_kernel();
-  if (wide) {
-    j = wide(s, T, mx, &sum);
-  } else {
-    f32x4 acc[4] = {f32x4{}, f32x4{}, f32x4{}, f32x4{}};
-    for (j = 0; j + 16 <= T; j += 16)
-      for (int k = 0; k < 4; ++k) {
-        const f32x4 e = exp_f32x4(load_f32x4(s + j + 4 * k) - vmxs);
-        store_f32x4(s + j + 4 * k, e);
-        acc[k] += e;
-      }
-    float partial[16];
-    for (int k = 0; k < 4; ++k)
-      for (int l = 0; l < 4; ++l) partial[4 * k + l] = acc[k][l];
-    sum = softmax_sum16(partial);
-  }
+  f32x4 acc[4] = {f32x4{}, f32x4{}, f32x4{}, f32x4{}};
+  for (j = 0; j + 16 <= T; j += 16)
+    for (int k = 0; k < 4; ++k) {
+      const f32x4 e = exp_f32x4(load_f32x4(s + j + 4 * k) - vmxs);
+      store_f32x4(s + j + 4 * k, e);
+      acc[k] += e;
+    }
+  float partial[16];
+  for (int k = 0; k < 4; ++k)
+    for (int l = 0; l < 4; ++l) partial[4 * k + l] = acc[k][l];
+  float sum = softmax_sum16(partial);
   for (; j + 4 <= T; j += 4) {
     const f32x4 e = exp_f32x4(load_f32x4(s + j) - vmxs);
     store_f32x4(s + j, e);
@@ -123,123 +124,12 @@ void for_each_pair(const AttentionArgs& a, float* scratch, size_t slot_floats, F
   });
 }
 
-// --- small heads: direct loops --------------------------------------------
+// --- small heads: direct loops (attention_lanes.h) ---------------------------
 
 bool small_heads(const AttentionArgs& a) { return a.head_dim % 4 == 0 && a.head_dim <= 16; }
-int padded_tokens(const AttentionArgs& a) { return (a.tokens + 3) / 4 * 4; }
-
-// dst[d * tp + j] = src[j * ld + d]: a head's keys (or values) with the
-// tokens along rows, zeros past the last token.
-void transpose_head(const float* src, int ld, int tokens, int dh, int tp, float* dst) {
-  for (int d = 0; d < dh; ++d) {
-    for (int j = 0; j < tokens; ++j) dst[d * tp + j] = src[(size_t)j * ld + d];
-    for (int j = tokens; j < tp; ++j) dst[d * tp + j] = 0.0f;
-  }
-}
-
-// s[j] = q . k_j for every key j (kt from transpose_head), d in order.
-void scores_row(const float* q, const float* kt, int dh, int tp, float* s) {
-  for (int j = 0; j < tp; j += 4) {
-    f32x4 acc = f32x4{};
-    for (int d = 0; d < dh; ++d) acc += q[d] * load_f32x4(kt + d * tp + j);
-    store_f32x4(s + j, acc);
-  }
-}
-
-// out[d] = sum over tokens j of w[j] * rows[j * ld + d], dh a multiple of 4.
-// Four partial sums (tokens j = 0, 1, 2, 3 mod 4, each in order, then added
-// pairwise) so that the additions do not wait on one another.
-void weighted_rows(const float* w, const float* rows, int ld, int tokens, int dh, float* out) {
-  for (int d = 0; d < dh; d += 4) {
-    f32x4 acc[4] = {f32x4{}, f32x4{}, f32x4{}, f32x4{}};
-    int j = 0;
-    for (; j + 4 <= tokens; j += 4)
-      for (int u = 0; u < 4; ++u) acc[u] += w[j + u] * load_f32x4(rows + (size_t)(j + u) * ld + d);
-    for (int u = 0; j < tokens; ++j, ++u) acc[u] += w[j] * load_f32x4(rows + (size_t)j * ld + d);
-    store_f32x4(out + d, (acc[0] + acc[1]) + (acc[2] + acc[3]));
-  }
-}
-
-// rows[j * ld + d] += w[j] * x[d] for every token j.
-void add_outer(const float* w, const float* x, int tokens, int dh, float* rows, int ld) {
-  for (int j = 0; j < tokens; ++j)
-    for (int d = 0; d < dh; d += 4) {
-      float* r = rows + (size_t)j * ld + d;
-      store_f32x4(r, load_f32x4(r) + w[j] * load_f32x4(x + d));
-    }
-}
-
-// dst[j * dh + d] = src[j * ld + d]: a head's rows, packed together so that
-// the per-query passes over all of them stay in L1.
-void compact_head(const float* src, int ld, int tokens, int dh, float* dst) {
-  for (int j = 0; j < tokens; ++j)
-    for (int d = 0; d < dh; d += 4) store_f32x4(dst + (size_t)j * dh + d, load_f32x4(src + (size_t)j * ld + d));
-}
-
-size_t small_forward_floats(const AttentionArgs& a) {
-  return align_up((size_t)(a.head_dim + 1) * padded_tokens(a) + (size_t)a.tokens * a.head_dim, 16);
-}
-
-void attention_small_forward(const float* q, const float* k, const float* v, int ld, const AttentionArgs& a, float* out,
-                             int out_ld, float* slot) {
-  const int T = a.tokens, dh = a.head_dim, tp = padded_tokens(a);
-  float* kt = slot;
-  float* s = kt + (size_t)dh * tp;
-  float* vc = s + tp;
-  transpose_head(k, ld, T, dh, tp, kt);
-  compact_head(v, ld, T, dh, vc);
-  for (int i = 0; i < T; ++i) {
-    scores_row(q + (size_t)i * ld, kt, dh, tp, s);
-    softmax_row(s, T, a.scale);
-    weighted_rows(s, vc, dh, T, dh, out + (size_t)i * out_ld);
-  }
-}
-
-size_t small_backward_floats(const AttentionArgs& a) {
-  const size_t tp = padded_tokens(a);
-  return align_up(2 * (size_t)a.head_dim * tp + 2 * tp + 3 * (size_t)a.tokens * a.head_dim, 16);
-}
-
-// dq, dk, dv (overwritten, ld apart) of one head, row by row of queries:
-// p = softmax row, dp_j = dO_i . v_j, ds = p (dp - sum(dp p)) scale, then
-// dQ_i = sum_j ds_j k_j, dK_j += ds_j q_i, dV_j += p_j dO_i.
-void attention_small_backward(const float* q, const float* k, const float* v, int ld, const float* d_o, int do_ld,
-                              const AttentionArgs& a, float* dq, float* dk, float* dv, float* slot) {
-  const int T = a.tokens, dh = a.head_dim, tp = padded_tokens(a);
-  float* kt = slot;
-  float* vt = kt + (size_t)dh * tp;
-  float* p = vt + (size_t)dh * tp;
-  float* dp = p + tp;
-  float* dk_sum = dp + tp;  // [T][dh]
-  float* dv_sum = dk_sum + (size_t)T * dh;
-  float* kc = dv_sum + (size_t)T * dh;  // [T][dh]
-  transpose_head(k, ld, T, dh, tp, kt);
-  transpose_head(v, ld, T, dh, tp, vt);
-  compact_head(k, ld, T, dh, kc);
-  for (size_t n = 0; n < 2 * (size_t)T * dh; ++n) dk_sum[n] = 0.0f;
-  for (int i = 0; i < T; ++i) {
-    const float* qi = q + (size_t)i * ld;
-    const float* doi = d_o + (size_t)i * do_ld;
-    scores_row(qi, kt, dh, tp, p);
-    softmax_row(p, T, a.scale);
-    scores_row(doi, vt, dh, tp, dp);
-    double dot[4] = {0, 0, 0, 0};  // four partial sums, as weighted_rows
-    int j = 0;
-    for (; j + 4 <= T; j += 4)
-      for (int u = 0; u < 4; ++u) dot[u] += (double)dp[j + u] * p[j + u];
-    for (int u = 0; j < T; ++j, ++u) dot[u] += (double)dp[j] * p[j];
-    const float rowsum = (float)((dot[0] + dot[1]) + (dot[2] + dot[3]));
-    for (j = 0; j < T; ++j) dp[j] = p[j] * (dp[j] - rowsum) * a.scale;
-    weighted_rows(dp, kc, dh, T, dh, dq + (size_t)i * ld);
-    add_outer(dp, qi, T, dh, dk_sum, dh);
-    add_outer(p, doi, T, dh, dv_sum, dh);
-  }
-  for (int j = 0; j < T; ++j)
-    for (int d = 0; d < dh; ++d) {
-      dk[(size_t)j * ld + d] = dk_sum[(size_t)j * dh + d];
-      dv[(size_t)j * ld + d] = dv_sum[(size_t)j * dh + d];
-    }
-}
+size_t padded_tokens(const AttentionArgs& a) { return ((size_t)a.tokens + 15) / 16 * 16; }
+size_t small_forward_floats(const AttentionArgs& a) { return align_up((2 * (size_t)a.head_dim + 1) * padded_tokens(a), 16); }
+size_t small_backward_floats(const AttentionArgs& a) { return align_up((4 * (size_t)a.head_dim + 2) * padded_tokens(a), 16); }
 
 // --- the GEMM path ----------------------------------------------------------
 
@@ -267,7 +157,8 @@ void attention_forward(const float* qkv, const AttentionArgs& a, float* out, flo
     const int b = pair / a.heads, h = pair % a.heads;
     if (small_heads(a)) {
       const float* q = qkv + (size_t)b * T * ld + h * dh;
-      attention_small_forward(q, q + C, q + 2 * C, ld, a, out + (size_t)b * T * C + h * dh, C, slot);
+      attention_small_kernels().forward(q, q + C, q + 2 * C, ld, T, dh, a.scale, softmax_row,
+                                        out + (size_t)b * T * C + h * dh, C, slot);
       return;
     }
     float* packed_k_storage = slot;
@@ -315,7 +206,7 @@ void attention_backward(const float* qkv, const AttentionArgs& a, const float* d
     float* dk = dq + C;
     float* dv = dq + 2 * C;
     if (small_heads(a)) {
-      attention_small_backward(q, k, v, ld, d_o, C, a, dq, dk, dv, slot);
+      attention_small_kernels().backward(q, k, v, ld, d_o, C, T, dh, a.scale, softmax_row, dq, dk, dv, slot);
       return;
     }
     // P = softmax(scale * Q K^T)

@@ -156,14 +156,36 @@ struct AttentionArgs {
   int batch = 1, tokens = 1, heads = 1, head_dim = 1;
   float scale = 1.0f;
 };
-// Softmax's exponentials at the CPU's widest vector (softmax_lanes.h), or
-// null where four lanes are the widest (attention.cpp then does them all).
-using SoftmaxExpKernel = int (*)(float* s, int n, float mx, float* sum);
-SoftmaxExpKernel softmax_exp_kernel();
+// Softmax over a row at the CPU's widest vector (softmax_lanes.h), or null
+// where four lanes are the widest (attention.cpp's softmax_row then runs).
+using SoftmaxRowKernel = void (*)(float* s, int n, float scale);
+SoftmaxRowKernel softmax_row_kernel();
 #if defined(__x86_64__) && defined(MB_HAVE_X86_KERNELS)
-int softmax_exp_avx2(float* s, int n, float mx, float* sum);
-int softmax_exp_avx512(float* s, int n, float mx, float* sum);
+void softmax_row_avx2(float* s, int n, float scale);
+void softmax_row_avx512(float* s, int n, float scale);
 #endif
+// Small-head attention, one (sample, head) pair (attention_lanes.h), at the
+// widest vector the CPU has.
+using SoftmaxRowFn = void (*)(float* s, int n, float scale);
+struct AttentionSmallKernels {
+  void (*forward)(const float* q, const float* k, const float* v, int ld, int tokens, int dh, float scale,
+                  SoftmaxRowFn softmax, float* out, int out_ld, float* slot);
+  void (*backward)(const float* q, const float* k, const float* v, int ld, const float* d_o, int do_ld, int tokens,
+                   int dh, float scale, SoftmaxRowFn softmax, float* dq, float* dk, float* dv, float* slot);
+};
+const AttentionSmallKernels& attention_small_kernels();
+#define MB_DECLARE_ATTENTION_SMALL(isa)                                                                            \
+  void attention_small_forward_##isa(const float* q, const float* k, const float* v, int ld, int tokens, int dh,  \
+                                     float scale, SoftmaxRowFn softmax, float* out, int out_ld, float* slot);     \
+  void attention_small_backward_##isa(const float* q, const float* k, const float* v, int ld, const float* d_o,   \
+                                      int do_ld, int tokens, int dh, float scale, SoftmaxRowFn softmax, float* dq, \
+                                      float* dk, float* dv, float* slot);
+MB_DECLARE_ATTENTION_SMALL(vec4)
+#if defined(__x86_64__) && defined(MB_HAVE_X86_KERNELS)
+MB_DECLARE_ATTENTION_SMALL(avx2)
+MB_DECLARE_ATTENTION_SMALL(avx512)
+#endif
+#undef MB_DECLARE_ATTENTION_SMALL
 size_t attention_scratch_floats(const AttentionArgs& a);
 void attention_forward(const float* qkv, const AttentionArgs& a, float* out, float* scratch, const float* zero_row);
 // dqkv (overwritten) from the saved qkv and d(out); recomputes the softmax.

@@ -1,0 +1,136 @@
+// Attention with small heads (head_dim <= 16), one (sample, head) pair at a
+// time, vectorised over the key tokens at the CPU's widest vector: included
+// once per instruction set (lanes_<isa>.cpp; attention.cpp itself at four
+// lanes) with
+//   MB_ATTN_BYTES     vector width in bytes
+//   MB_ATTN_FORWARD   the forward's name, MB_ATTN_BACKWARD the backward's
+// With head_dim 8 (diffusers' default) a GEMM's K or N would be 8: most of a
+// register tile idle and more packing than arithmetic. Here every pass runs
+// along the tokens instead, with keys and values transposed once per pair
+// ([d][token], zero-padded to a multiple of 16 tokens) so each stays in L1.
+//
+// Per query row i, with p = softmax(scale * q_i K^T):
+//   forward   out_i = p V
+//   backward  dp = dO_i V^T, ds = p * (dp - sum(dp p)) * scale,
+//             dQ_i = ds K, dK += ds^T q_i, dV += p^T dO_i
+// Sums along the tokens are taken lane by lane, then across the lanes in
+// order, so results are the same on any thread count (each pair is one
+// thread's) though not across vector widths. No contraction (compiled with
+// -ffp-contract=off). Only this width's own types and internal functions.
+#pragma once
+
+#include "ops.h"
+
+namespace mb {
+
+namespace {
+typedef float attn_vec __attribute__((vector_size(MB_ATTN_BYTES)));
+typedef float attn_vec_u __attribute__((vector_size(MB_ATTN_BYTES), aligned(4)));
+constexpr int kAttnLanes = MB_ATTN_BYTES / 4;
+constexpr int kAttnMaxHead = 16;
+
+inline attn_vec attn_load(const float* p) { return *reinterpret_cast<const attn_vec_u*>(p); }
+inline void attn_store(float* p, attn_vec v) { *reinterpret_cast<attn_vec_u*>(p) = v; }
+
+inline float attn_lane_sum(attn_vec v) {
+  float s = v[0];
+  for (int l = 1; l < kAttnLanes; ++l) s += v[l];
+  return s;
+}
+
+// dst[d * tp + j] = src[j * ld + d], zeros for tokens tokens..tp.
+void attn_transpose(const float* src, int ld, int tokens, int dh, int tp, float* dst) {
+  for (int d = 0; d < dh; ++d) {
+    for (int j = 0; j < tokens; ++j) dst[(size_t)d * tp + j] = src[(size_t)j * ld + d];
+    for (int j = tokens; j < tp; ++j) dst[(size_t)d * tp + j] = 0.0f;
+  }
+}
+
+// s[j] = x . kt[.][j] for every token j (d in order).
+void attn_scores(const float* x, const float* kt, int dh, int tp, float* s) {
+  for (int j = 0; j < tp; j += kAttnLanes) {
+    attn_vec acc = attn_vec{};
+    for (int d = 0; d < dh; ++d) acc += x[d] * attn_load(kt + (size_t)d * tp + j);
+    attn_store(s + j, acc);
+  }
+}
+
+// out[d] = sum over tokens of w[j] * vt[d][j] (w zero past the last token).
+void attn_weighted(const float* w, const float* vt, int dh, int tp, float* out) {
+  attn_vec acc[kAttnMaxHead];
+  for (int d = 0; d < dh; ++d) acc[d] = attn_vec{};
+  for (int j = 0; j < tp; j += kAttnLanes) {
+    const attn_vec wj = attn_load(w + j);
+    for (int d = 0; d < dh; ++d) acc[d] += wj * attn_load(vt + (size_t)d * tp + j);
+  }
+  for (int d = 0; d < dh; ++d) out[d] = attn_lane_sum(acc[d]);
+}
+
+// acc[d][j] += w[j] * x[d] for every token j.
+void attn_add_outer(const float* w, const float* x, int dh, int tp, float* acc) {
+  for (int j = 0; j < tp; j += kAttnLanes) {
+    const attn_vec wj = attn_load(w + j);
+    for (int d = 0; d < dh; ++d) {
+      float* at = acc + (size_t)d * tp + j;
+      attn_store(at, attn_load(at) + wj * x[d]);
+    }
+  }
+}
+}  // namespace
+
+// Scratch (floats) for one pair: keys and values transposed, one score row.
+void MB_ATTN_FORWARD(const float* q, const float* k, const float* v, int ld, int tokens, int dh, float scale,
+                     SoftmaxRowFn softmax, float* out, int out_ld, float* slot) {
+  const int tp = (tokens + 15) / 16 * 16;
+  float* kt = slot;
+  float* vt = kt + (size_t)dh * tp;
+  float* s = vt + (size_t)dh * tp;
+  attn_transpose(k, ld, tokens, dh, tp, kt);
+  attn_transpose(v, ld, tokens, dh, tp, vt);
+  for (int j = tokens; j < tp; ++j) s[j] = 0.0f;  // padding: weight 0
+  for (int i = 0; i < tokens; ++i) {
+    attn_scores(q + (size_t)i * ld, kt, dh, tp, s);
+    softmax(s, tokens, scale);
+    for (int j = tokens; j < tp; ++j) s[j] = 0.0f;
+    attn_weighted(s, vt, dh, tp, out + (size_t)i * out_ld);
+  }
+}
+
+// dq, dk, dv overwritten (ld apart).
+void MB_ATTN_BACKWARD(const float* q, const float* k, const float* v, int ld, const float* d_o, int do_ld, int tokens,
+                      int dh, float scale, SoftmaxRowFn softmax, float* dq, float* dk, float* dv, float* slot) {
+  const int tp = (tokens + 15) / 16 * 16;
+  float* kt = slot;
+  float* vt = kt + (size_t)dh * tp;
+  float* dkt = vt + (size_t)dh * tp;  // dK and dV, transposed, summed over the query rows
+  float* dvt = dkt + (size_t)dh * tp;
+  float* p = dvt + (size_t)dh * tp;
+  float* ds = p + tp;
+  attn_transpose(k, ld, tokens, dh, tp, kt);
+  attn_transpose(v, ld, tokens, dh, tp, vt);
+  for (size_t n = 0; n < 2 * (size_t)dh * tp; ++n) dkt[n] = 0.0f;
+  const attn_vec vscale = attn_vec{} + scale;
+  for (int i = 0; i < tokens; ++i) {
+    const float* qi = q + (size_t)i * ld;
+    const float* doi = d_o + (size_t)i * do_ld;
+    attn_scores(qi, kt, dh, tp, p);
+    softmax(p, tokens, scale);
+    for (int j = tokens; j < tp; ++j) p[j] = 0.0f;
+    attn_scores(doi, vt, dh, tp, ds);  // dp, zero past the last token (vt is)
+    attn_vec dot = attn_vec{};
+    for (int j = 0; j < tp; j += kAttnLanes) dot += attn_load(ds + j) * attn_load(p + j);
+    const attn_vec rowsum = attn_vec{} + attn_lane_sum(dot);
+    for (int j = 0; j < tp; j += kAttnLanes)
+      attn_store(ds + j, attn_load(p + j) * (attn_load(ds + j) - rowsum) * vscale);
+    attn_weighted(ds, kt, dh, tp, dq + (size_t)i * ld);
+    attn_add_outer(ds, qi, dh, tp, dkt);
+    attn_add_outer(p, doi, dh, tp, dvt);
+  }
+  for (int j = 0; j < tokens; ++j)
+    for (int d = 0; d < dh; ++d) {
+      dk[(size_t)j * ld + d] = dkt[(size_t)d * tp + j];
+      dv[(size_t)j * ld + d] = dvt[(size_t)d * tp + j];
+    }
+}
+
+}  // namespace mb
