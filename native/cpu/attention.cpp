@@ -37,6 +37,15 @@ constexpr size_t kMaxScoreFloats = (size_t)4 << 20;  // 16 MB of scores per bloc
 // what the scalar loop gave.
 void softmax_row(float* s, int T, float scale) {
   if (const SoftmaxRowKernel wide = softmax_row_kernel()) return wide(s, T, scale);  // the same bits, more lanes
+  softmax_row_vec4(s, T, scale);
+}
+
+void softmax_rows(float* scores, int rows, int T, float scale) {
+  parallel_for(rows, 4, [&](int i) { softmax_row(scores + (size_t)i * T, T, scale); });
+}
+}  // namespace
+
+void softmax_row_vec4(float* s, int T, float scale) {
   const f32x4 vscale = f32x4{} + scale;
   f32x4 vmx = f32x4{} + s[0] * scale;
   int j = 0;
@@ -84,9 +93,7 @@ void softmax_row(float* s, int T, float scale) {
   for (; j < T; ++j) s[j] *= inv;
 }
 
-void softmax_rows(float* scores, int rows, int T, float scale) {
-  parallel_for(rows, 4, [&](int i) { softmax_row(scores + (size_t)i * T, T, scale); });
-}
+namespace {
 
 int query_block(const AttentionArgs& a) {
   size_t rows = kMaxScoreFloats / (size_t)a.tokens;

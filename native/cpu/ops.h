@@ -160,6 +160,7 @@ struct AttentionArgs {
 // where four lanes are the widest (attention.cpp's softmax_row then runs).
 using SoftmaxRowKernel = void (*)(float* s, int n, float scale);
 SoftmaxRowKernel softmax_row_kernel();
+void softmax_row_vec4(float* s, int n, float scale);
 #if defined(__x86_64__) && defined(MB_HAVE_X86_KERNELS)
 void softmax_row_avx2(float* s, int n, float scale);
 void softmax_row_avx512(float* s, int n, float scale);

@@ -7,6 +7,7 @@
 
 #include <string>
 
+#include "../cpu/lanes_parity.h"
 #include "../cuda/cuda_api.h"
 #include "../engine/api.h"
 
@@ -84,6 +85,24 @@ Napi::Value CudaFaultProbe(const Napi::CallbackInfo& info) {
   return result;
 }
 
+// lanesParity(seed) -> [{ pass, isa, cases, mismatches }]: the per-width
+// passes against their four-lane originals, bit for bit (lanes_parity.cpp).
+Napi::Value LanesParity(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  mb::LanesParityResult results[16];
+  const int n = mb::lanes_parity(info[0].As<Napi::Number>().Uint32Value(), results, 16);
+  Napi::Array list = Napi::Array::New(env, (size_t)n);
+  for (int i = 0; i < n; ++i) {
+    Napi::Object e = Napi::Object::New(env);
+    e.Set("pass", std::string(results[i].pass));
+    e.Set("isa", std::string(results[i].isa));
+    e.Set("cases", results[i].cases);
+    e.Set("mismatches", results[i].mismatches);
+    list.Set((uint32_t)i, e);
+  }
+  return list;
+}
+
 }  // namespace
 
 void mb_register_dev_hooks(Napi::Env env, Napi::Object exports) {
@@ -92,4 +111,5 @@ void mb_register_dev_hooks(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaFaultProbe", Napi::Function::New(env, CudaFaultProbe));
   exports.Set("cudaParity", Napi::Function::New(env, CudaParity));
   exports.Set("peakFma", Napi::Function::New(env, PeakFma));
+  exports.Set("lanesParity", Napi::Function::New(env, LanesParity));
 }
