@@ -228,7 +228,7 @@ async function trainCommand(flags: TrainFlags, command: Command): Promise<void> 
         },
         lrSchedule: { kind: flags.lrSchedule ?? 'cosine', warmupSteps: warmup, totalSteps: flags.steps },
         ema: flags.ema ? { decay: flags.emaDecay ?? 0.9999, useEmaWarmup: true, invGamma: 1, power: 3 / 4 } : null,
-        gradClip: flags.gradClip ?? 1,
+        gradClip: flags.gradClip === 0 ? null : (flags.gradClip ?? 1),
         gradAccumulation: flags.gradAccum ?? 1,
         minSnrGamma: flags.minSnrGamma ?? null,
         seed,
@@ -389,7 +389,7 @@ export function registerTrainCommand(program: Command): void {
     .option('--adam-beta2 <x>', 'AdamW beta2 (default 0.999)', number('--adam-beta2', (n) => n >= 0 && n < 1, 'in [0, 1)'))
     .option('--adam-eps <x>', 'AdamW epsilon (default 1e-8)', number('--adam-eps', (n) => n > 0, 'a number > 0'))
     .option('--weight-decay <x>', 'AdamW weight decay (default 1e-6)', number('--weight-decay', (n) => n >= 0, 'a number >= 0'))
-    .option('--grad-clip <x>', 'max gradient norm (default 1)', number('--grad-clip', (n) => n > 0, 'a number > 0'))
+    .option('--grad-clip <x>', 'max gradient norm (default 1; 0: no clipping)', number('--grad-clip', (n) => n >= 0, 'a number >= 0'))
     .option('--grad-accum <k>', 'split each batch into k micro-batches (less memory, same update)', integer('--grad-accum', 1))
     .option('--min-snr-gamma <g>', 'min-SNR loss weighting (5 is the paper\'s value)', number('--min-snr-gamma', (n) => n > 0, 'a number > 0'))
     .option('--ema', 'keep an EMA of the weights; the checkpoint\'s model is the EMA')
