@@ -10,11 +10,11 @@
 //           -> dense (hidden) ReLU = the features -> [dropout, training only] -> dense (10) = logits
 //
 // Two gradients are spelled out rather than taken from tfjs, because on its
-// wasm backend one is missing and one is 10x slower than the forward: the
-// convolution's filter gradient (no Conv2DBackpropFilter kernel in wasm;
-// here a convolution of the input with the output gradient), and the
-// matmul's (tfjs asks for transposed operands, which the XNNPACK kernels
-// do not do fast; here explicit transposes). The forward is plain tfjs, and
+// wasm backend parts are missing or 10x slower than the forward: the
+// convolution's (no Conv2DBackpropFilter kernel in wasm, and a slow
+// Conv2DBackpropInput; here both are plain convolutions), and the matmul's
+// (tfjs asks for transposed operands, which the XNNPACK kernels do not do
+// fast; here explicit transposes). The forward is plain tfjs, and
 // test/eval_classifier.test.ts checks both gradients against tfjs's own on
 // its cpu backend.
 import type { Rows } from './distance.js';
@@ -94,9 +94,8 @@ export function cnnForward(tf: Tf, params: CnnParams, x: Tensor4D, dropoutKeep?:
   return { logits, features };
 }
 
-/** Digits per forward call: bounds the im2col buffers to tens of MB. */
+/** Digits per forward call: bounds the activations to a few tens of MB. */
 const BATCH = 250;
-
 
 /** Reads `set` (28x28 or 32x32 digits in [0, 1]) with the given weights. */
 export async function classifyWith(tf: Tf, params: CnnParams, config: CnnConfig, set: Rows): Promise<ClassifiedDigits> {
