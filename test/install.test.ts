@@ -1,5 +1,6 @@
 // Installing the package as a user does: `npm pack`, then the tarball into an
-// empty project, three ways, and `marble sample` in each:
+// empty project, three ways, and `marble sample` in each (and, in the first,
+// `marble eval` without TensorFlow.js):
 //   1. with the prebuilt addon, and a PATH with node and sh alone (no cmake,
 //      no compiler: none can be invoked);
 //   2. without the prebuild, with cmake: the addon is built from source;
@@ -86,6 +87,13 @@ test('with the prebuilt addon and no toolchain on the PATH: installs without com
   assert.ok(!existsSync(path.join(installed, 'build', 'Release')), 'nothing was compiled');
   assert.match(info(dir, env), /native addon\s+prebuild: .*prebuilds/);
   await sampleWorks(dir, env, 'cpu');
+  // TensorFlow.js is a development dependency only: a user's `marble eval` says what to install
+  // (before any sampling), and runs without the CNN rows when asked to
+  const cli = path.join(installed, 'dist', 'src', 'cli', 'main.js');
+  const evalRun = spawnSync(process.execPath, [cli, 'eval', '--samples', '10', '--steps', '1', '--batch', '10', '--backend', 'cpu'], { cwd: dir, env: { ...process.env, ...env }, encoding: 'utf8' });
+  assert.equal(evalRun.status, 1, evalRun.stderr);
+  assert.match(evalRun.stderr, /the MNIST classifier needs TensorFlow\.js, which marble does not install: npm install @tensorflow\/tfjs-core@4 @tensorflow\/tfjs-backend-wasm@4/);
+  assert.ok(existsSync(path.join(installed, 'models', 'mnist-classifier', 'model.safetensors')), 'the classifier ships in the package');
 });
 
 test('without a prebuild, with cmake and a compiler: the addon is built from source', async () => {

@@ -8,7 +8,9 @@
 #      (--clipped-model-output): the model's scheduler clips x0, and at eta 0
 #      the model's own epsilon then drifts from the clipped x0 over many steps.
 # Results go to models/mnist-eval-*.json, models/mnist-steps.{md,json} and
-# models/mnist-steps-clipped.{md,json}.
+# models/mnist-steps-clipped.{md,json}. Each run also has the MNIST CNN's rows
+# (class accuracy by the CNN, Fréchet distance and its floor; issue #24),
+# which need TensorFlow.js (a development dependency, so `npm ci` installs it).
 #
 # The 1000-step runs cost about 100 minutes each on two cores, so every
 # finished batch of 100 digits is kept in runs/eval-cache (keyed by weights,

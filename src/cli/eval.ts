@@ -5,6 +5,11 @@
 //   precision, recall   improved k-NN precision/recall, k = 3 (src/eval/precision_recall.ts)
 //   NN to train         L2 distance of each sample to its nearest training digit, next to
 //                       the same for the held-out real digits (copying shows as much smaller)
+//   CNN class accuracy  the share of samples a small CNN trained on the training digits
+//                       (models/mnist-classifier) reads as the class asked for
+//   Fréchet distance    between the samples' and the held-out digits' CNN features, next to
+//                       its floor: the same between as many real training digits and the
+//                       held-out (src/eval/classifier_metrics.ts)
 //
 // A baseline line scores N real training digits the same way: what a
 // perfect model would get with this many samples. --table runs DDIM at
@@ -18,6 +23,9 @@ import { InputError, MarbleError } from '../core/errors.js';
 import { MnistDataset } from '../data/mnist.js';
 import { buildReference, measureSamples } from '../eval/metrics.js';
 import type { Reference, SampleMetrics } from '../eval/metrics.js';
+import { buildClassifierReference, measureWithClassifier } from '../eval/classifier_metrics.js';
+import type { ClassifierMetrics, ClassifierReference } from '../eval/classifier_metrics.js';
+import { MnistClassifier } from '../eval/mnist_classifier.js';
 import { datasetRows, evenSubset, mnistSplit } from '../eval/mnist_reference.js';
 import { generateSamples, modelCacheKey } from '../eval/generate.js';
 import { precisionRecall } from '../eval/precision_recall.js';
@@ -52,6 +60,14 @@ interface EvalFlags {
   clippedModelOutput?: boolean;
   grid?: string;
   cache?: string;
+  /** A classifier folder; undefined: the shipped one; false: --no-classifier. */
+  classifier?: string | false;
+}
+
+/** A folder as the reports show it: relative when under the working folder (e.g. models/mnist). */
+function shown(dir: string): string {
+  const relative = path.relative(process.cwd(), dir);
+  return relative && !relative.startsWith('..') && !path.isAbsolute(relative) ? relative : dir;
 }
 
 /** The model folder's weights and configs (pipeline or bare UNet folder), for the cache key. */
@@ -86,6 +102,21 @@ function stepList(value: string): number[] {
 
 const f3 = (x: number) => x.toFixed(3);
 
+function describeClassifier(m: ClassifierMetrics, c: ClassifierReference): string[] {
+  return [
+    ...(m.classAccuracy === null
+      ? []
+      : [`class accuracy by the MNIST CNN: ${f3(m.classAccuracy)} (it reads the held-out real digits right ${f3(c.heldOutAccuracy)} of the time)`]),
+    `Fréchet distance in the CNN's feature space, samples vs held-out: ${f3(m.frechet)}; floor (${c.floorDigits} real training digits vs held-out) ${f3(c.floor)}; ratio ${m.frechetRatio.toFixed(2)}x`,
+  ];
+}
+
+/** The classifier rows of the --json output. */
+function classifierJson(m: ClassifierMetrics | null, c: ClassifierReference | null) {
+  if (!m || !c) return null;
+  return { dir: shown(c.classifier.dir), heldOutAccuracy: c.heldOutAccuracy, classAccuracy: m.classAccuracy, frechet: m.frechet, frechetFloor: c.floor, frechetRatio: m.frechetRatio, floorDigits: c.floorDigits, features: c.classifier.config.hidden };
+}
+
 function describe(metrics: SampleMetrics, reference: Reference): string[] {
   return [
     `precision ${f3(metrics.precision)}  recall ${f3(metrics.recall)}  (k = ${metrics.k})`,
@@ -99,7 +130,7 @@ function describe(metrics: SampleMetrics, reference: Reference): string[] {
 }
 
 /** Loads the real side: held-out rows, training reference rows, and their NN distances. */
-async function loadReference(pipeline: Pipeline, flags: EvalFlags) {
+async function loadReference(pipeline: Pipeline, flags: EvalFlags, classifier: MnistClassifier | null) {
   const config = pipeline.unet.config;
   if (config.inChannels !== 1) throw new InputError(`marble eval compares with MNIST digits: the model must have in_channels 1, not ${config.inChannels}`);
   const size = config.sampleSize;
@@ -120,7 +151,18 @@ async function loadReference(pipeline: Pipeline, flags: EvalFlags) {
     `real-data baseline (${baseline.n} training digits vs held-out): precision ${f3(realBaseline.precision)} recall ${f3(realBaseline.recall)}; ` +
       `k-NN class vote right on ${f3(reference.heldOutClassAccuracy)} of the held-out (${((performance.now() - started) / 1000).toFixed(1)} s)`,
   );
-  return { reference, realBaseline, side };
+  let classifierReference: ClassifierReference | null = null;
+  if (classifier) {
+    // The Fréchet floor uses as many real digits as there will be samples: the distance's bias depends on the set sizes.
+    if (baseline.n !== flags.samples)
+      throw new InputError(`the Fréchet floor needs as many training digits as samples: --samples ${flags.samples} is more than the ${train.n} there are (or pass --no-classifier)`);
+    classifierReference = await buildClassifierReference(classifier, heldOut, baseline);
+    console.error(
+      `MNIST CNN (${shown(classifier.dir)}): reads ${f3(classifierReference.heldOutAccuracy)} of the held-out digits right; ` +
+        `Fréchet floor (${baseline.n} training digits vs held-out) ${f3(classifierReference.floor)}`,
+    );
+  }
+  return { reference, realBaseline, side, classifierReference };
 }
 
 async function evalCommand(flags: EvalFlags): Promise<void> {
@@ -129,15 +171,17 @@ async function evalCommand(flags: EvalFlags): Promise<void> {
     throw new InputError('--clipped-model-output applies to --scheduler ddim only');
   const resolved = resolveSampleModel(flags.model);
   const pipeline = await loadPipeline(resolved, { backend: flags.backend });
-  // as the reports will show it: relative when under the working folder (e.g. models/mnist)
-  const relative = path.relative(process.cwd(), resolved);
-  const modelDir = relative && !relative.startsWith('..') && !path.isAbsolute(relative) ? relative : resolved;
+  const modelDir = shown(resolved);
   const { unet } = pipeline;
+  let disposeClassifier = () => {};
   const controller = new AbortController();
   const onSigint = () => controller.abort(new MarbleError('ERR_MARBLE_ABORTED', 'interrupted'));
   process.once('SIGINT', onSigint);
   try {
-    const { reference, realBaseline, side } = await loadReference(pipeline, flags);
+    // first, so that a bad classifier folder or a missing TensorFlow.js stops the run before any work
+    const classifier = flags.classifier === false ? null : await MnistClassifier.load(flags.classifier);
+    disposeClassifier = () => classifier?.dispose();
+    const { reference, realBaseline, side, classifierReference } = await loadReference(pipeline, flags, classifier);
     const cache = flags.cache ? { dir: flags.cache, modelKey: await modelCacheKey(await modelFiles(resolved)) } : undefined;
     const run = async (scheduler: 'ddim' | 'ddpm' | SolverName, steps: number, eta: number | undefined) => {
       const clipped = scheduler === 'ddim' && flags.clippedModelOutput === true;
@@ -156,7 +200,8 @@ async function evalCommand(flags: EvalFlags): Promise<void> {
         onBatch: (done, total, fromCache) => console.error(`${label}: ${done}/${total} samples${fromCache ? ' (cached)' : ''}`),
       });
       const metrics = measureSamples(generated, reference, K);
-      return { generated, metrics, label };
+      const classifierMetrics = classifierReference ? await measureWithClassifier(generated, classifierReference) : null;
+      return { generated, metrics, classifierMetrics, label };
     };
 
     if (flags.table) {
@@ -171,14 +216,16 @@ async function evalCommand(flags: EvalFlags): Promise<void> {
         k: K,
         reference,
         realBaseline,
+        classifier: classifierReference,
+        classifierDir: classifierReference ? shown(classifierReference.classifier.dir) : undefined,
       };
       await mkdir(path.dirname(path.resolve(flags.table)), { recursive: true });
       await writeFile(flags.table, `${tableHeader(context)}\n`);
       const rows: TableRow[] = [];
       for (const steps of flags.tableSteps)
         for (const eta of flags.tableEtas) {
-          const { generated, metrics, label } = await run('ddim', steps, eta);
-          const row: TableRow = { scheduler: 'ddim', steps, eta, clippedModelOutput: flags.clippedModelOutput === true, metrics, seconds: generated.seconds };
+          const { generated, metrics, classifierMetrics, label } = await run('ddim', steps, eta);
+          const row: TableRow = { scheduler: 'ddim', steps, eta, clippedModelOutput: flags.clippedModelOutput === true, metrics, classifier: classifierMetrics, seconds: generated.seconds };
           rows.push(row);
           await appendFile(flags.table, `${tableRow(row)}\n`);
           console.log(
@@ -186,17 +233,22 @@ async function evalCommand(flags: EvalFlags): Promise<void> {
               `${metrics.classAccuracy === null ? '' : ` class accuracy ${f3(metrics.classAccuracy)}`}, NN to train mean ${f3(metrics.nnToTrain.mean)} ` +
               `(held-out ${f3(reference.heldOutNn.mean)}), below held-out p1 ${(100 * metrics.belowHeldOutP1).toFixed(1)}%, sampling ${generated.seconds.toFixed(1)} s`,
           );
+          if (classifierMetrics && classifierReference) for (const line of describeClassifier(classifierMetrics, classifierReference)) console.log(`  ${line}`);
         }
-      if (flags.json) await writeFile(flags.json, `${JSON.stringify({ model: modelDir, samples: flags.samples, seed: flags.seed, realBaseline, heldOutNn: reference.heldOutNn, heldOutClassAccuracy: reference.heldOutClassAccuracy, rows }, null, 2)}\n`);
+      if (flags.json) {
+        const classifier = classifierReference && { dir: shown(classifierReference.classifier.dir), heldOutAccuracy: classifierReference.heldOutAccuracy, frechetFloor: classifierReference.floor, floorDigits: classifierReference.floorDigits };
+        await writeFile(flags.json, `${JSON.stringify({ model: modelDir, samples: flags.samples, seed: flags.seed, realBaseline, heldOutNn: reference.heldOutNn, heldOutClassAccuracy: reference.heldOutClassAccuracy, classifier, rows }, null, 2)}\n`);
+      }
       console.log(`wrote ${flags.table}`);
       return;
     }
 
     const steps = flags.steps ?? (flags.scheduler === 'ddim' ? 50 : flags.scheduler !== 'ddpm' ? 20 : pipeline.scheduler('ddpm').config.numTrainTimesteps);
-    const { generated, metrics, label } = await run(flags.scheduler, steps, flags.scheduler === 'ddim' ? flags.eta : undefined);
+    const { generated, metrics, classifierMetrics, label } = await run(flags.scheduler, steps, flags.scheduler === 'ddim' ? flags.eta : undefined);
     console.log(`${modelDir}, ${flags.samples} samples, ${label}, seed ${flags.seed}, ${unet.backend.name} backend, sampling ${generated.seconds.toFixed(1)} s`);
     for (const line of describe(metrics, reference)) console.log(line);
     console.log(`real-data baseline: precision ${f3(realBaseline.precision)} recall ${f3(realBaseline.recall)}`);
+    if (classifierMetrics && classifierReference) for (const line of describeClassifier(classifierMetrics, classifierReference)) console.log(line);
     if (flags.grid) {
       const count = Math.min(100, generated.n);
       // rows are pixels in [0, 1]; the PNG helpers take model space
@@ -207,10 +259,11 @@ async function evalCommand(flags: EvalFlags): Promise<void> {
     if (flags.json)
       await writeFile(
         flags.json,
-        `${JSON.stringify({ model: modelDir, samples: flags.samples, scheduler: flags.scheduler, steps, eta: flags.scheduler === 'ddim' ? flags.eta : null, clippedModelOutput: flags.scheduler === 'ddim' && flags.clippedModelOutput === true, seed: flags.seed, seconds: generated.seconds, ...metrics, heldOutNn: reference.heldOutNn, heldOutClassAccuracy: reference.heldOutClassAccuracy, realBaseline }, null, 2)}\n`,
+        `${JSON.stringify({ model: modelDir, samples: flags.samples, scheduler: flags.scheduler, steps, eta: flags.scheduler === 'ddim' ? flags.eta : null, clippedModelOutput: flags.scheduler === 'ddim' && flags.clippedModelOutput === true, seed: flags.seed, seconds: generated.seconds, ...metrics, heldOutNn: reference.heldOutNn, heldOutClassAccuracy: reference.heldOutClassAccuracy, realBaseline, classifier: classifierJson(classifierMetrics, classifierReference) }, null, 2)}\n`,
       );
   } finally {
     process.off('SIGINT', onSigint);
+    disposeClassifier();
     unet.dispose();
   }
 }
@@ -219,7 +272,7 @@ async function evalCommand(flags: EvalFlags): Promise<void> {
 export function registerEvalCommand(program: Command): void {
   program
     .command('eval')
-    .description('measure an MNIST model: k-NN precision/recall against held-out digits, nearest-training-digit distances')
+    .description('measure an MNIST model: k-NN precision/recall against held-out digits, nearest-training-digit distances, class accuracy and Fréchet distance by an MNIST CNN')
     .option('--model <dir>', 'pipeline or UNet2DModel folder (default: the embedded MNIST model)')
     .option('--samples <n>', 'digits to generate (classes cycling)', integer('--samples', K + 1), 1000)
     .addOption(new Option('--scheduler <kind>', 'sampler (the solvers: dpm++, unipc, euler, euler-a, heun)').choices(['ddim', 'ddpm', ...SOLVER_NAMES]).default('ddim'))
@@ -240,6 +293,8 @@ export function registerEvalCommand(program: Command): void {
     .addOption(new Option('--table-steps <list>', 'step counts for --table').argParser(stepList).default(TABLE_STEPS, TABLE_STEPS.join(',')))
     .addOption(new Option('--table-etas <list>', 'DDIM etas for --table').argParser(etaList).default(TABLE_ETAS, TABLE_ETAS.join(',')))
     .option('--grid <file>', 'write the first 100 samples as a PNG grid')
+    .option('--classifier <dir>', 'MNIST classifier folder for the CNN rows (default: models/mnist-classifier; needs @tensorflow/tfjs-core and @tensorflow/tfjs-backend-wasm)')
+    .option('--no-classifier', 'leave out the CNN rows (class accuracy by the CNN, Fréchet distance)')
     .option('--cache <dir>', 'keep finished batches here and reuse them: an interrupted run resumes (keyed by weights, sampler, seed, batch)')
     .action((flags: EvalFlags) => evalCommand(flags));
 }
