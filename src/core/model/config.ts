@@ -222,6 +222,16 @@ export function classConditioning(config: UNet2DConfig): 'none' | 'labels' | 'ti
   return config.numClassEmbeds !== null ? 'labels' : 'none';
 }
 
+/**
+ * How many data classes a label-conditional model has: num_class_embeds,
+ * less the null class of a model trained for classifier-free guidance when
+ * it is the last row (as marble trains them), so labels 0..n-1 are classes.
+ */
+export function dataClassCount(config: UNet2DConfig): number {
+  const n = config.numClassEmbeds ?? 0;
+  return config.guidance && config.guidance.nullClassLabel === n - 1 ? n - 1 : n;
+}
+
 /** The flat array the engine's model_init reads (native/engine/unet.h, ConfigSlot). */
 export function encodeEngineConfig(config: UNet2DConfig): Float64Array {
   const classCode = { none: 0, labels: 1, timestep: 2, identity: 3 }[classConditioning(config)];
