@@ -5,7 +5,7 @@
 // the combination in the fused step kernel) and on wasm (forward + kernel
 // over host arrays); guidance 1 is the unguided run bit for bit; per-sample
 // seeds, preview and onStep work guided; bad scales and models without a
-// null class are refused.
+// null class are refused; marble serve takes guidanceScale.
 import '../src/node/host.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -23,6 +23,8 @@ import { DDIMScheduler } from '../src/core/schedulers/ddim.js';
 import { DDPMScheduler } from '../src/core/schedulers/ddpm.js';
 import { solverFromConfig, type SolverName } from '../src/core/schedulers/solvers.js';
 import { readSafetensorsFile } from '../src/node/safetensors_file.js';
+import { decodePng } from '../src/core/image/png.js';
+import { createServer } from '../src/serve/index.js';
 import { toDiffusersConfig } from '../src/train/diffusers_config.js';
 import { fixturePath, maxAbs, maxAbsDiff } from './helpers.js';
 
@@ -203,5 +205,32 @@ test('bad guidance scales and models without a null class are refused', async ()
     cfg.dispose();
     plain.dispose();
     uncond.dispose();
+  }
+});
+
+test('marble serve: guidanceScale on a guidance model gives the images sample() gives', async () => {
+  const server = await createServer({ models: [{ name: 'cfg', path: fixturePath('unet/cfg') }], backend: 'cpu', threads: 1, port: 0, logger: false });
+  const base = await server.listen();
+  const unet = await loadUNet(fixturePath('unet/cfg'), { backend: 'cpu' });
+  try {
+    const models = (await (await fetch(`${base}/v1/models`)).json()) as { models: Record<string, unknown>[] };
+    assert.equal(models.models[0]!['guidance'], true);
+    assert.equal(models.models[0]!['classes'], 4, 'the null class is not a class to ask for');
+    const body = { scheduler: 'ddim', steps: 3, batch: 2, seed: 5, classLabels: [1, 3], guidanceScale: 3, format: 'json' };
+    const res = await fetch(`${base}/v1/images`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    assert.equal(res.status, 200, await res.clone().text());
+    const json = (await res.json()) as { images: { png: string }[] };
+    const direct = await sample({ unet, scheduler: new DDIMScheduler(), numInferenceSteps: 3, batchSize: 2, seeds: [5, 6], classLabels: [1, 3], guidanceScale: 3 });
+    const expected = direct.images();
+    json.images.forEach((image, i) => {
+      const png = decodePng(new Uint8Array(Buffer.from(image.png, 'base64')));
+      assert.deepEqual(png.data, new Uint8Array(expected[i]!.data), `image ${i}`);
+    });
+    const unguided = await fetch(`${base}/v1/images`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...body, guidanceScale: 1 }) });
+    const plain = (await unguided.json()) as { images: { png: string }[] };
+    assert.notEqual(plain.images[0]!.png, json.images[0]!.png, 'guidance changed the image');
+  } finally {
+    unet.dispose();
+    await server.close(1000);
   }
 });
