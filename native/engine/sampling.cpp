@@ -161,9 +161,9 @@ int forward_step(SampleRun* r) {
   return forward_pass(r);
 }
 
-// The step's model input from `from` (the sample, or the solvers' scaled
-// sample): written once, or twice over (both halves of the doubled batch)
-// when guided. Division by 1 copies exactly.
+// The step's model input: the sample divided by `divisor` (the solvers'
+// input scaling; 1 for DDPM / DDIM, which copies exactly), written once, or
+// twice over (both halves of the doubled batch) when guided.
 void fill_input(SampleRun* r, float divisor) {
   const Ops& ops = *r->m->ops;
   for (int copy = 0; copy < (r->forward_batch == r->batch ? 1 : 2); ++copy)
@@ -199,7 +199,7 @@ MB_API SampleRun* mb_sample_begin(Model* m, int batch, int channels, int height,
   const mb::Ops& ops = *m->ops;
   mb::StepLayout probe = {batch, 1, 1};
   probe.guidance_scale = guidance_scale;
-  if (!mb::step_guidance_valid(probe) || batch < 1) {
+  if (!mb::step_guidance_valid(probe)) {
     *status_out = mb::set_error(m, mb::kErrInvalidArgument, mb::Name("the guidance scale must be finite"));
     return nullptr;
   }
