@@ -6,12 +6,13 @@
 // per scale and the time per image.
 //
 //   node dist/bench/guidance.js --model DIR [--scales 1,2,3,5] [--samples 500]
-//        [--steps 20] [--scheduler ddim] [--grid out.png] [--json out.json]
+//        [--steps 20] [--scheduler ddim] [--thresholding] [--grid out.png] [--json out.json]
 import '../src/node/host.js';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { loadPipeline } from '../src/index.js';
+import { DDIMScheduler, loadPipeline } from '../src/index.js';
 import { imagesToGridPng, samplesToImages } from '../src/core/image/png.js';
 import { sample } from '../src/core/sampler.js';
 import { dataClassCount } from '../src/core/model/config.js';
@@ -28,6 +29,8 @@ const { values } = parseArgs({
     batch: { type: 'string', default: '50' },
     grid: { type: 'string' },
     json: { type: 'string' },
+    // DDIM with dynamic thresholding (Imagen) instead of the config's clip_sample
+    thresholding: { type: 'boolean', default: false },
   },
 });
 if (!values.model) throw new Error('--model DIR (a pipeline trained with --cfg-dropout) is required');
@@ -37,6 +40,11 @@ const steps = Number(values.steps);
 const batch = Number(values.batch);
 
 const pipeline = await loadPipeline(values.model, { backend: 'cpu' });
+const schedulerConfig = JSON.parse(await readFile(path.join(values.model, 'scheduler', 'scheduler_config.json'), 'utf8')) as Record<string, unknown>;
+const makeScheduler = () =>
+  values.thresholding
+    ? DDIMScheduler.fromConfig({ ...schedulerConfig, thresholding: true, clip_sample: false })
+    : pipeline.scheduler(values.scheduler as 'ddim');
 const { unet } = pipeline;
 const classes = dataClassCount(unet.config);
 const side = unet.config.sampleSize as number;
@@ -55,7 +63,7 @@ for (const s of scales) {
     const n = Math.min(batch, total - at);
     const r = await sample({
       unet,
-      scheduler: pipeline.scheduler(values.scheduler as 'ddim'),
+      scheduler: makeScheduler(),
       numInferenceSteps: steps,
       batchSize: n,
       seeds: Array.from({ length: n }, (_, i) => at + i), // the same noise at every scale
@@ -70,11 +78,15 @@ for (const s of scales) {
   results.push({ guidanceScale: s, precision: m.precision, recall: m.recall, classAccuracy: m.classAccuracy, secondsPerImage: seconds });
   console.log(`| ${s} | ${m.precision.toFixed(3)} | ${m.recall.toFixed(3)} | ${m.classAccuracy!.toFixed(3)} | ${seconds.toFixed(3)} |`);
 }
-console.log(`(k-NN vote on real held-out digits: ${reference.heldOutClassAccuracy.toFixed(3)}; ${total} samples per scale, ${values.scheduler} ${steps} steps)`);
+console.log(
+  `(k-NN vote on real held-out digits: ${reference.heldOutClassAccuracy.toFixed(3)}; ${total} samples per scale, ` +
+    `${values.thresholding ? 'ddim with dynamic thresholding' : values.scheduler} ${steps} steps)`,
+);
 if (values.grid) {
   const all = new Float32Array(gridRows.length * classes * side * side);
   gridRows.forEach((g, i) => all.set(g, i * g.length));
   await writeFile(values.grid, imagesToGridPng(samplesToImages(all, [gridRows.length * classes, 1, side, side]), { columns: classes }));
 }
-if (values.json) await writeFile(values.json, JSON.stringify({ model: values.model, scheduler: values.scheduler, steps, samples: total, results }, null, 2) + '\n');
+if (values.json)
+  await writeFile(values.json, JSON.stringify({ model: values.model, scheduler: values.scheduler, thresholding: values.thresholding, steps, samples: total, results }, null, 2) + '\n');
 unet.dispose();
