@@ -551,6 +551,60 @@ export function registerCudaSuite(options: CudaSuiteOptions): void {
     }
   });
 
+  // Classifier-free guidance on the device: each step's forward runs the
+  // doubled batch [x; x] with labels [labels; null] (CUDA-graph replays of
+  // the 2B forward), and the CUDA step kernels (the elementwise one, the
+  // dynamic-thresholding pair, the solvers' convert) read the guided
+  // combination. Guidance multiplies the forward's rounding differences by
+  // up to |s| + |1 - s|: the tolerances are the unguided ones times that.
+  const guidedTolerance = (reference: Float32Array, s: number, relative: number) =>
+    relative * Math.max(1, maxAbs(reference)) * Math.max(1, Math.abs(s) + Math.abs(1 - s));
+  test(`guided sampling on ${where} equals the cpu's (DDIM, DPM++, dynamic thresholding)`, async () => {
+    const config = { ...microConfig, num_class_embeds: 4, _classifier_free_guidance: { null_class_label: 3, label_dropout: 0.1 } };
+    const run = async (backend: BackendName, kind: 'ddim' | 'dpm++' | 'threshold') => {
+      const unet = await createUNet(config, { backend, seed: 3 });
+      try {
+        const scheduler =
+          kind === 'ddim' ? new DDIMScheduler() : kind === 'dpm++' ? solverFromConfig('dpm++', {}) : new DDPMScheduler({ thresholding: true, clipSample: false });
+        const generator = kind === 'dpm++' ? 'torch' : 'philox';
+        const eta = kind === 'ddim' ? 0.7 : undefined;
+        const r = await sample({ unet, scheduler, numInferenceSteps: 2, batchSize: 2, seed: 4, generator, eta, classLabels: [1, 2], guidanceScale: 2.5 });
+        return r.samples;
+      } finally {
+        unet.dispose();
+      }
+    };
+    for (const kind of ['ddim', 'dpm++', 'threshold'] as const) {
+      const cpu = await run('cpu', kind);
+      const cuda = await run('cuda', kind);
+      const diff = maxAbsDiff(cpu, cuda);
+      assert.ok(diff <= guidedTolerance(cpu, 2.5, 1e-5), `${kind}: cpu vs ${where} differ by ${diff}`);
+    }
+  });
+
+  // Against diffusers' guided loop (tools/make_cfg_fixtures.py): every case on a GPU.
+  test(`guided sampling on ${where} reproduces diffusers' guided loop`, { skip: options.emulated && SLOW }, async () => {
+    const meta = JSON.parse(readFileSync(fixturePath('pipelines/cfg_samples.json'), 'utf8')) as {
+      cases: { name: string; scheduler: 'ddpm' | 'ddim' | SolverName; overrides: Record<string, unknown>; steps: number; seed: number; guidance_scale: number; class_labels: number[]; eta?: number }[];
+    };
+    const references = await readSafetensorsFile(fixturePath('pipelines/cfg_samples.safetensors'));
+    const unet = await loadUNet(fixturePath('unet/cfg'), { backend: 'cuda' });
+    try {
+      for (const c of meta.cases) {
+        const scheduler = c.scheduler === 'ddpm' ? new DDPMScheduler() : c.scheduler === 'ddim' ? new DDIMScheduler() : solverFromConfig(c.scheduler, c.overrides);
+        const result = await sample({
+          unet, scheduler, numInferenceSteps: c.steps, batchSize: c.class_labels.length, seed: BigInt(c.seed),
+          generator: 'torch', classLabels: c.class_labels, guidanceScale: c.guidance_scale, ...(c.eta !== undefined ? { eta: c.eta } : {}),
+        });
+        const expected = tensorToFloat32(references, c.name);
+        const diff = maxAbsDiff(result.samples, expected);
+        assert.ok(diff <= guidedTolerance(expected, c.guidance_scale, 1e-4), `${c.name} (${c.scheduler}, s ${c.guidance_scale}) on ${where}: off by ${diff}`);
+      }
+    } finally {
+      unet.dispose();
+    }
+  });
+
   test(`a float16 / bfloat16 UNet on ${where} repacks both half layouts after an AdamW step; a sampling-only one refuses to train`, async () => {
     // After a step, the forward and the next step's gradients (whose data
     // gradients read the transposed half layout) must be those of a model

@@ -48,6 +48,7 @@ describe('marble serve (in-process, cpu)', () => {
     assert.equal(models.models[0]!['name'], 'mnist');
     assert.equal(models.models[0]!['backend'], 'cpu');
     assert.equal(models.models[0]!['classes'], 10);
+    assert.equal(models.models[0]!['guidance'], false);
     assert.deepEqual(models.models[0]!['sampleSize'], [32, 32]);
     const metrics = await (await fetch(`${base}/metrics`)).text();
     for (const name of ['marble_queue_depth', 'marble_jobs_total', 'marble_sampling_seconds', 'marble_images_per_second', 'nodejs_eventloop_lag_seconds'])
@@ -144,6 +145,9 @@ describe('marble serve (in-process, cpu)', () => {
       ['eta with ddpm', { scheduler: 'ddpm', steps: 2, eta: 0.5 }, 400, 'eta'],
       ['class label out of range', { ...ok, classLabels: [10] }, 400, 'classLabels'],
       ['labels and batch disagree', { ...ok, batch: 2, classLabels: [1] }, 400, 'classLabels'],
+      ['guidance on a model without a null class', { ...ok, guidanceScale: 3 }, 400, 'guidanceScale'],
+      ['negative guidance', { ...ok, guidanceScale: -1 }, 400, 'guidanceScale'],
+      ['guidance not a number', { ...ok, guidanceScale: 'strong' }, 400, 'guidanceScale'],
       ['size not a multiple of 4', { ...ok, height: 30 }, 400, 'height'],
       ['image too large', { ...ok, height: 512, width: 512 }, 413, 'height'],
       ['oversize body', { ...ok, classLabels: new Array(9000).fill(1) }, 413, undefined],

@@ -5,9 +5,9 @@
 // both on wasm (which samples that way) and on cpu (where sample() keeps the
 // run on the device: mb_sample_solver_steps, the history in device memory);
 // cpu and wasm agree, Heun calls the model twice per step, and an abort
-// stops it. Where test/fixtures/pipelines/tiny_solver_samples.*
-// exist (tools/make_solver_pipeline_fixtures.py, run with diffusers), the
-// torch-generator samples must match diffusers' loop.
+// stops it. The torch-generator samples must match diffusers' loop
+// (test/fixtures/pipelines/tiny_solver_samples.*, made by
+// tools/make_solver_pipeline_fixtures.py with diffusers).
 import '../src/node/host.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

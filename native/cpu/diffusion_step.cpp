@@ -75,8 +75,9 @@ void diffusion_step(const StepCoefficients& c, const StepLayout& layout, const f
     const float* x = sample + so;
     float* x0 = pred_original_sample + so;
 
-    // 1. predicted x0, 2. clip or threshold
-    for (int i = 0; i < n; ++i) x0[i] = step_pred_x0(c, m[i], x[i]);
+    // 1. predicted x0, 2. clip or threshold (m(i): the guided output where guided)
+    auto mi = [&](int i) { return guided_output(layout, model_output, (size_t)b, (size_t)i); };
+    for (int i = 0; i < n; ++i) x0[i] = step_pred_x0(c, mi(i), x[i]);
     if (c.x0_clip == kX0Clamp) {
       for (int i = 0; i < n; ++i) x0[i] = clamp_keep_nan(x0[i], -c.clip_sample_range, c.clip_sample_range);
     } else if (c.x0_clip == kX0DynamicThreshold) {
@@ -87,13 +88,14 @@ void diffusion_step(const StepCoefficients& c, const StepLayout& layout, const f
     float* prev = prev_sample + so;
     const bool learned = c.noise_term == kNoiseLearnedVariance || c.noise_term == kNoiseLearnedRange;
     for (int i = 0; i < n; ++i)
-      prev[i] = step_prev_sample(c, m[i], learned ? m[n + i] : 0.0f, x[i], x0[i], noise ? noise[so + i] : 0.0f);
+      prev[i] = step_prev_sample(c, mi(i), learned ? m[n + i] : 0.0f, x[i], x0[i], noise ? noise[so + i] : 0.0f);
   }
 }
 
 // --- the multistep / sigma-space solver step --------------------------------
 
 bool solver_step_fits(const SolverCoefficients& c, const StepLayout& l, const SolverArrays& a) {
+  if (!step_guidance_valid(l)) return false;
   if (l.batch_size < 1 || l.sample_size < 1 ||
       (l.model_output_stride != l.sample_size && l.model_output_stride != 2 * l.sample_size))
     return false;
@@ -118,11 +120,11 @@ void solver_step(const SolverCoefficients& c, const StepLayout& layout, const So
   auto at = [](const float* p, size_t i) { return p ? p[i] : 0.0f; };
   for (int b = 0; b < layout.batch_size; ++b) {
     const size_t so = (size_t)b * n;
-    const float* m = a.model_output + (size_t)b * layout.model_output_stride;
     const float* x = a.sample + so;
     float* conv = a.converted + so;
-    // 1. the converted model output, 2. clip or threshold
-    for (int i = 0; i < n; ++i) conv[i] = solver_convert(c, m[i], x[i]);
+    // 1. the converted (guided, where guided) model output, 2. clip or threshold
+    for (int i = 0; i < n; ++i)
+      conv[i] = solver_convert(c, guided_output(layout, a.model_output, (size_t)b, (size_t)i), x[i]);
     if (c.x0_clip == kX0Clamp) {
       for (int i = 0; i < n; ++i) conv[i] = clamp_keep_nan(conv[i], -c.clip_sample_range, c.clip_sample_range);
     } else if (c.x0_clip == kX0DynamicThreshold) {

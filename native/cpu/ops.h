@@ -245,7 +245,21 @@ struct StepLayout {
   int batch_size;
   int sample_size;          // C*H*W per sample
   int model_output_stride;  // sample_size, or 2*sample_size with a predicted variance
+  // Classifier-free guidance. 1: the model output holds batch_size items and
+  // is used as is. Any other value s: it holds 2 * batch_size items, the
+  // conditional pass's [cond_0..cond_B-1] then the unconditional pass's
+  // [uncond_0..uncond_B-1] (one doubled forward), and the step reads
+  // uncond + s * (cond - uncond) (step_math.h, guided_output) in their place.
+  // A predicted variance half is the conditional pass's.
+  float guidance_scale = 1.0f;
 };
+// How many items the model output holds (see guidance_scale).
+inline int step_output_items(const StepLayout& l) { return l.guidance_scale != 1.0f ? 2 * l.batch_size : l.batch_size; }
+// A finite guidance scale (NaN or infinity would poison every sample).
+inline bool step_guidance_valid(const StepLayout& l) {
+  const float s = l.guidance_scale;
+  return s == s && s - s == 0.0f;
+}
 // The record from its kStepCoefficientSlots floats, the form the C ABI and
 // the sampling loop receive (src/schedulers/engine_step.ts packs them).
 inline StepCoefficients step_coefficients_from_slots(const float* k) {
@@ -270,6 +284,7 @@ inline StepCoefficients step_coefficients_from_slots(const float* k) {
 // Whether a step's layout fits its coefficients: a learned variance needs the
 // model output's second half, a noise term needs noise.
 inline bool step_layout_fits(const StepCoefficients& c, const StepLayout& l, bool has_noise) {
+  if (!step_guidance_valid(l)) return false;
   if (l.batch_size < 1 || l.sample_size < 1 ||
       (l.model_output_stride != l.sample_size && l.model_output_stride != 2 * l.sample_size))
     return false;

@@ -27,11 +27,12 @@ __global__ void step_kernel(StepCoefficients c, StepLayout layout, const float* 
   MB_GRID_STRIDE(idx, (size_t)layout.batch_size * n) {
     const size_t b = idx / n, i = idx % n;
     const float* m = model_output + b * (size_t)layout.model_output_stride;
+    const float mi = guided_output(layout, model_output, b, i);
     const float x = sample[idx];
-    float x0 = step_pred_x0(c, m[i], x);
+    float x0 = step_pred_x0(c, mi, x);
     if (c.x0_clip == kX0Clamp) x0 = clamp_keep_nan(x0, -c.clip_sample_range, c.clip_sample_range);
     pred_original_sample[idx] = x0;
-    prev_sample[idx] = step_prev_sample(c, m[i], variance_half(c, m, n, i), x, x0, noise ? noise[idx] : 0.0f);
+    prev_sample[idx] = step_prev_sample(c, mi, variance_half(c, m, n, i), x, x0, noise ? noise[idx] : 0.0f);
   }
 }
 
@@ -41,7 +42,7 @@ __global__ void pred_x0_kernel(StepCoefficients c, StepLayout layout, const floa
   const size_t n = (size_t)layout.sample_size;
   MB_GRID_STRIDE(idx, (size_t)layout.batch_size * n) {
     const size_t b = idx / n, i = idx % n;
-    pred_original_sample[idx] = step_pred_x0(c, model_output[b * (size_t)layout.model_output_stride + i], sample[idx]);
+    pred_original_sample[idx] = step_pred_x0(c, guided_output(layout, model_output, b, i), sample[idx]);
   }
 }
 
@@ -105,7 +106,7 @@ __global__ void threshold_step_kernel(StepCoefficients c, StepLayout layout, con
   for (int i = threadIdx.x; i < n; i += blockDim.x) {
     const float t = threshold_apply(x0[i], s);
     x0[i] = t;
-    prev_sample[base + i] = step_prev_sample(c, m[i], variance_half(c, m, (size_t)n, (size_t)i), sample[base + i], t,
+    prev_sample[base + i] = step_prev_sample(c, guided_output(layout, model_output, blockIdx.x, (size_t)i), variance_half(c, m, (size_t)n, (size_t)i), sample[base + i], t,
                                              noise ? noise[base + i] : 0.0f);
   }
 }
@@ -119,7 +120,7 @@ __global__ void solver_convert_kernel(SolverCoefficients c, StepLayout layout, c
   const size_t n = (size_t)layout.sample_size;
   MB_GRID_STRIDE(idx, (size_t)layout.batch_size * n) {
     const size_t b = idx / n, i = idx % n;
-    float v = solver_convert(c, model_output[b * (size_t)layout.model_output_stride + i], sample[idx]);
+    float v = solver_convert(c, guided_output(layout, model_output, b, i), sample[idx]);
     if (c.x0_clip == kX0Clamp) v = clamp_keep_nan(v, -c.clip_sample_range, c.clip_sample_range);
     converted[idx] = v;
   }

@@ -113,20 +113,22 @@ MB_API void mb_philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
 }
 
 MB_API int mb_diffusion_step(const float* coefficients, int batch, int sample_size, int model_output_stride,
+                             float guidance_scale,
                              const float* model_output, const float* sample, const float* noise, float* prev_sample,
                              float* pred_original_sample) {
   const mb::StepCoefficients c = mb::step_coefficients_from_slots(coefficients);
-  const mb::StepLayout layout = {batch, sample_size, model_output_stride};
+  const mb::StepLayout layout = {batch, sample_size, model_output_stride, guidance_scale};
   if (!mb::step_layout_fits(c, layout, noise != nullptr)) return mb::kErrInvalidArgument;
   return mb::cpu_ops()->diffusion_step(c, layout, model_output, sample, noise, prev_sample, pred_original_sample);
 }
 
 MB_API int mb_solver_step(const float* coefficients, int batch, int sample_size, int model_output_stride,
+                          float guidance_scale,
                           const float* model_output, const float* sample, const float* last, const float* h0,
                           const float* h1, const float* h2, const float* noise, float* prev_sample, float* converted,
                           float* last_out) {
   const mb::SolverCoefficients c = mb::solver_coefficients_from_slots(coefficients);
-  const mb::StepLayout layout = {batch, sample_size, model_output_stride};
+  const mb::StepLayout layout = {batch, sample_size, model_output_stride, guidance_scale};
   const mb::SolverArrays a = {model_output, sample, last, {h0, h1, h2}, noise, prev_sample, converted, last_out};
   if (!mb::solver_step_fits(c, layout, a)) return mb::kErrInvalidArgument;
   return mb::cpu_ops()->solver_step(c, layout, a);

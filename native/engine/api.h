@@ -79,8 +79,13 @@ MB_API int mb_model_weights_released(mb::Model* m);
 namespace mb {
 struct SampleRun;
 }
+// guidance_scale 1: unguided. Otherwise classifier-free guidance: each
+// forward runs the sample twice in one batch of 2 * batch, with class_cond
+// (2 * batch labels) the conditional labels then the unconditional ones, and
+// the step combines the two passes (StepLayout::guidance_scale).
 MB_API mb::SampleRun* mb_sample_begin(mb::Model* m, int batch, int channels, int height, int width,
-                                      const float* class_cond, int class_cond_len, int* status_out);
+                                      const float* class_cond, int class_cond_len, float guidance_scale,
+                                      int* status_out);
 MB_API int mb_sample_init(mb::SampleRun* r, const float* sample, uint32_t seed_lo, uint32_t seed_hi, uint32_t draw_lo,
                           uint32_t draw_hi);
 MB_API int mb_sample_steps(mb::SampleRun* r, int count, const float* timesteps, const float* coefficients,
@@ -112,15 +117,20 @@ MB_API void mb_randn_philox(uint32_t seed_lo, uint32_t seed_hi, uint32_t draw_lo
                             double n, float* out);
 // The fused DDPM/DDIM step (native/cpu/diffusion_step.cpp): `coefficients` holds
 // the 15 StepCoefficients slots as floats. `noise` may be null when the step
-// adds none. Returns a status; writes prev_sample and pred_original_sample.
+// adds none. guidance_scale: 1 unguided; otherwise model_output holds the
+// conditional then the unconditional pass's batch (2 * batch items) and the
+// step uses uncond + guidance_scale * (cond - uncond) (StepLayout, ops.h).
+// Returns a status; writes prev_sample and pred_original_sample.
 MB_API int mb_diffusion_step(const float* coefficients, int batch, int sample_size, int model_output_stride,
+                             float guidance_scale,
                              const float* model_output, const float* sample, const float* noise, float* prev_sample,
                              float* pred_original_sample);
 // The fused multistep / sigma-space solver step (native/cpu/diffusion_step.cpp,
 // SolverCoefficients in native/cpu/ops.h): `coefficients` holds its 21 slots.
-// Inputs whose coefficients are 0 may be null; `converted` receives the
+// guidance_scale as for mb_diffusion_step. Inputs whose coefficients are 0 may be null; `converted` receives the
 // converted model output, `last_out` (optional) the corrected sample.
 MB_API int mb_solver_step(const float* coefficients, int batch, int sample_size, int model_output_stride,
+                          float guidance_scale,
                           const float* model_output, const float* sample, const float* last, const float* h0,
                           const float* h1, const float* h2, const float* noise, float* prev_sample, float* converted,
                           float* last_out);

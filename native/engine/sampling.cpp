@@ -15,6 +15,13 @@
 //
 // On the host (the cpu backend) the same loop runs in place: the results are
 // those of calling forward and the step separately, with fewer copies.
+//
+// Classifier-free guidance (guidance_scale != 1): the forward runs at twice
+// the batch, the sample copied into both halves of the model input and the
+// class labels the conditional ones then the unconditional ones; the fused
+// step reads the two halves of the output and combines them
+// (StepLayout::guidance_scale), so the sample, the noise and the solvers'
+// history keep the run's own batch.
 #include "api.h"
 #include "exec.h"
 
@@ -23,24 +30,29 @@ namespace mb {
 struct SampleRun {
   Model* m;
   int batch, channels, height, width;
+  float guidance_scale = 1.0f;  // 1: unguided
+  int forward_batch;     // batch, or 2 * batch guided
   size_t sample_floats;  // batch * channels * height * width
-  size_t output_floats;  // batch * out_channels * height * width
+  size_t input_floats;   // forward_batch * channels * height * width
+  size_t output_floats;  // forward_batch * out_channels * height * width
   // Device buffers. x is updated in place by each step (the step reads each
   // element before writing it), so a recorded forward always reads it there.
   float* x = nullptr;
   float* model_output = nullptr;
   float* noise = nullptr;
   float* x0 = nullptr;
-  float* timesteps = nullptr;  // batch copies of the step's t
+  float* timesteps = nullptr;  // forward_batch copies of the step's t
   float* class_cond = nullptr;
   int class_cond_len = 0;
   float* timesteps_host = nullptr;
 
-  // The solvers' state (mb_sample_solver_steps), allocated at their first
-  // step: the model input (the sample scaled by 1 / sqrt(sigma^2 + 1)), the
-  // converted outputs of the last three steps (hist[0] the newest), the kept
-  // sample and the buffer the next converted output goes to.
+  // The model input where it is not x: the sample scaled by 1 / sqrt(sigma^2
+  // + 1) (the solvers), and/or twice over (guided). Allocated at begin when
+  // guided, else at the first solver step.
   float* input = nullptr;
+  // The solvers' state (mb_sample_solver_steps), allocated at their first
+  // step: the converted outputs of the last three steps (hist[0] the newest),
+  // the kept sample and the buffer the next converted output goes to.
   float* hist[3] = {nullptr, nullptr, nullptr};
   float* last = nullptr;
   float* converted = nullptr;
@@ -82,12 +94,12 @@ void free_run(SampleRun* r) {
 // meanwhile make it plan again).
 int prepare_arena(SampleRun* r) {
   Model* m = r->m;
-  if (r->batch == m->planned_batch && r->height == m->planned_h && r->width == m->planned_w && !m->planned_training &&
+  if (r->forward_batch == m->planned_batch && r->height == m->planned_h && r->width == m->planned_w && !m->planned_training &&
       num_threads() == m->planned_threads)
     return kOk;
   size_t bytes = 0;
-  int status = model_plan_bytes(m, r->batch, r->height, r->width, &bytes);
-  if (status == kOk) status = ensure_arena(m, r->batch, r->height, r->width, false, bytes);
+  int status = model_plan_bytes(m, r->forward_batch, r->height, r->width, &bytes);
+  if (status == kOk) status = ensure_arena(m, r->forward_batch, r->height, r->width, false, bytes);
   return status;
 }
 
@@ -95,7 +107,7 @@ int prepare_arena(SampleRun* r) {
 int forward_pass(SampleRun* r) {
   Model* m = r->m;
   float* zero_row = begin_pass(m);
-  Exec ex{m, &m->arena, false, r->batch, zero_row, nullptr, false, 0, 0, kOk, Message()};
+  Exec ex{m, &m->arena, false, r->forward_batch, zero_row, nullptr, false, 0, 0, kOk, Message()};
   run_forward(ex, r->height, r->width, r->forward_in, r->timesteps, r->class_cond, r->model_output);
   if (ex.status != kOk) return fail(m, ex.status, ex.error);
   return kOk;
@@ -149,6 +161,30 @@ int forward_step(SampleRun* r) {
   return forward_pass(r);
 }
 
+// The step's model input: the sample divided by `divisor` (the solvers'
+// input scaling; 1 for DDPM / DDIM, which copies exactly), written once, or
+// twice over (both halves of the doubled batch) when guided.
+void fill_input(SampleRun* r, float divisor) {
+  const Ops& ops = *r->m->ops;
+  for (int copy = 0; copy < (r->forward_batch == r->batch ? 1 : 2); ++copy)
+    ops.divide_scalar(r->x, divisor, (long long)r->sample_floats, r->input + (size_t)copy * r->sample_floats);
+}
+
+// The step's timestep for every item the forward runs.
+int upload_timestep(SampleRun* r, float t) {
+  Model* m = r->m;
+  for (int b = 0; b < r->forward_batch; ++b) r->timesteps_host[b] = t;
+  const int status = check_timesteps(m, r->forward_batch, r->timesteps_host);
+  if (status == kOk) m->ops->upload(r->timesteps, r->timesteps_host, (size_t)r->forward_batch * sizeof(float));
+  return status;
+}
+
+StepLayout run_layout(const SampleRun* r) {
+  StepLayout layout = {r->batch, (int)(r->sample_floats / r->batch), (int)(r->output_floats / r->forward_batch)};
+  layout.guidance_scale = r->guidance_scale;
+  return layout;
+}
+
 }  // namespace
 
 }  // namespace mb
@@ -157,13 +193,21 @@ using mb::Model;
 using mb::SampleRun;
 
 MB_API SampleRun* mb_sample_begin(Model* m, int batch, int channels, int height, int width, const float* class_cond,
-                                  int class_cond_len, int* status_out) {
+                                  int class_cond_len, float guidance_scale, int* status_out) {
   mb::QueueScope scope(m->ops, m->queue);
   *status_out = mb::kOk;
   const mb::Ops& ops = *m->ops;
+  mb::StepLayout probe = {batch, 1, 1};
+  probe.guidance_scale = guidance_scale;
+  if (!mb::step_guidance_valid(probe)) {
+    *status_out = mb::set_error(m, mb::kErrInvalidArgument, mb::Name("the guidance scale must be finite"));
+    return nullptr;
+  }
+  const int forward_batch = guidance_scale != 1.0f ? 2 * batch : batch;
   // The forward's checks but the timesteps' (each step's are checked then).
-  int status = mb::check_plan_size(m, batch, height, width);
-  if (status == mb::kOk) status = mb::check_forward_inputs(m, batch, channels, nullptr, class_cond, class_cond_len);
+  int status = mb::check_plan_size(m, forward_batch, height, width);
+  if (status == mb::kOk)
+    status = mb::check_forward_inputs(m, forward_batch, channels, nullptr, class_cond, class_cond_len);
   if (status != mb::kOk) {
     *status_out = status;
     return nullptr;
@@ -171,11 +215,14 @@ MB_API SampleRun* mb_sample_begin(Model* m, int batch, int channels, int height,
   SampleRun* r = new SampleRun();
   r->m = m;
   r->batch = batch;
+  r->forward_batch = forward_batch;
+  r->guidance_scale = guidance_scale;
   r->channels = channels;
   r->height = height;
   r->width = width;
   r->sample_floats = (size_t)batch * channels * height * width;
-  r->output_floats = (size_t)batch * m->out_channels * height * width;
+  r->input_floats = (size_t)forward_batch * channels * height * width;
+  r->output_floats = (size_t)forward_batch * m->out_channels * height * width;
   r->class_cond_len = class_cond_len;
   const size_t f = sizeof(float);
   r->x = static_cast<float*>(ops.alloc(r->sample_floats * f));
@@ -183,11 +230,13 @@ MB_API SampleRun* mb_sample_begin(Model* m, int batch, int channels, int height,
   r->model_output = static_cast<float*>(ops.alloc(r->output_floats * f));
   r->noise = static_cast<float*>(ops.alloc(r->sample_floats * f));
   r->x0 = static_cast<float*>(ops.alloc(r->sample_floats * f));
-  r->timesteps = static_cast<float*>(ops.alloc((size_t)batch * f));
-  r->timesteps_host = static_cast<float*>(mb::mb_alloc((size_t)batch * f));
+  r->timesteps = static_cast<float*>(ops.alloc((size_t)forward_batch * f));
+  r->timesteps_host = static_cast<float*>(mb::mb_alloc((size_t)forward_batch * f));
   if (class_cond_len > 0) r->class_cond = static_cast<float*>(ops.alloc((size_t)class_cond_len * f));
+  const bool guided = forward_batch != batch;
+  if (guided) r->input = static_cast<float*>(ops.alloc(r->input_floats * f));
   if (!r->x || !r->model_output || !r->noise || !r->x0 || !r->timesteps || !r->timesteps_host ||
-      (class_cond_len > 0 && !r->class_cond)) {
+      (class_cond_len > 0 && !r->class_cond) || (guided && !r->input)) {
     mb::free_run(r);
     mb::Message msg;
     msg.add("out of ").add(ops.name).add(" memory for the sampling buffers (batch ").add_int(batch).add(")");
@@ -235,17 +284,17 @@ MB_API int mb_sample_steps(SampleRun* r, int count, const float* timesteps, cons
   mb::QueueScope scope(m->ops, m->queue);
   const mb::Ops& ops = *m->ops;
   const uint64_t seed = ((uint64_t)seed_hi << 32) | seed_lo;
-  const mb::StepLayout layout = {r->batch, (int)(r->sample_floats / r->batch),
-                                 (int)(r->output_floats / r->batch)};
-  r->forward_in = r->x;  // DDPM / DDIM feed the sample itself to the model
+  const mb::StepLayout layout = mb::run_layout(r);
+  // DDPM / DDIM feed the sample itself to the model (twice over, guided)
+  const bool guided = r->forward_batch != r->batch;
+  r->forward_in = guided ? r->input : r->x;
   for (int i = 0; i < count; ++i) {
     const mb::StepCoefficients c = mb::step_coefficients_from_slots(coefficients + (size_t)i * mb::kStepCoefficientSlots);
     if (!mb::step_layout_fits(c, layout, true))
       return mb::set_error(m, mb::kErrInvalidArgument, mb::Name("step coefficients do not fit the model output"));
-    for (int b = 0; b < r->batch; ++b) r->timesteps_host[b] = timesteps[i];
-    int status = mb::check_timesteps(m, r->batch, r->timesteps_host);
+    int status = mb::upload_timestep(r, timesteps[i]);
     if (status != mb::kOk) return status;
-    ops.upload(r->timesteps, r->timesteps_host, (size_t)r->batch * sizeof(float));
+    if (guided) mb::fill_input(r, 1.0f);
     status = mb::forward_step(r);
     if (status != mb::kOk) return status;
     const float* noise = nullptr;
@@ -282,8 +331,8 @@ MB_API int mb_sample_solver_steps(SampleRun* r, int count, const float* timestep
   if (!ops.solver_step) return mb::set_error(m, mb::kErrUnsupported, mb::Name("this device has no solver step"));
   const uint64_t seed = ((uint64_t)seed_hi << 32) | seed_lo;
   const size_t bytes = r->sample_floats * sizeof(float);
-  if (!r->input) {
-    r->input = static_cast<float*>(ops.alloc(bytes));
+  if (!r->converted) {
+    if (!r->input) r->input = static_cast<float*>(ops.alloc(r->input_floats * sizeof(float)));
     for (float*& h : r->hist) h = static_cast<float*>(ops.alloc(bytes));
     r->last = static_cast<float*>(ops.alloc(bytes));
     r->converted = static_cast<float*>(ops.alloc(bytes));
@@ -294,7 +343,7 @@ MB_API int mb_sample_solver_steps(SampleRun* r, int count, const float* timestep
     }
   }
   r->forward_in = r->input;
-  const mb::StepLayout layout = {r->batch, (int)(r->sample_floats / r->batch), (int)(r->output_floats / r->batch)};
+  const mb::StepLayout layout = mb::run_layout(r);
   for (int i = 0; i < count; ++i) {
     const float* rec = records + (size_t)i * (mb::kSolverCoefficientSlots + 1);
     const mb::SolverCoefficients c = mb::solver_coefficients_from_slots(rec);
@@ -313,11 +362,9 @@ MB_API int mb_sample_solver_steps(SampleRun* r, int count, const float* timestep
     if (!mb::solver_step_fits(c, layout, a))
       return mb::set_error(m, mb::kErrInvalidArgument,
                            mb::Name("solver step coefficients do not fit the model output or the steps so far"));
-    for (int b = 0; b < r->batch; ++b) r->timesteps_host[b] = timesteps[i];
-    int status = mb::check_timesteps(m, r->batch, r->timesteps_host);
+    int status = mb::upload_timestep(r, timesteps[i]);
     if (status != mb::kOk) return status;
-    ops.upload(r->timesteps, r->timesteps_host, (size_t)r->batch * sizeof(float));
-    ops.divide_scalar(r->x, input_scales[i], (long long)r->sample_floats, r->input);
+    mb::fill_input(r, input_scales[i]);
     status = mb::forward_step(r);
     if (status != mb::kOk) return status;
     if (noise) {

@@ -16,6 +16,20 @@ MB_HD inline float clamp_keep_nan(float x, float lo, float hi) {
   return x < lo ? lo : (x > hi ? hi : x);
 }
 
+// Classifier-free guidance (StepLayout::guidance_scale): element i of item
+// b's model output as the step reads it. Unguided, the output itself;
+// guided, diffusers' noise_pred_uncond + guidance_scale * (noise_pred_cond -
+// noise_pred_uncond), the same three float32 operations in that order (no
+// contraction), so guided steps match a diffusers loop as unguided ones do.
+MB_HD inline bool step_guided(const StepLayout& l) { return l.guidance_scale != 1.0f; }
+MB_HD inline float guided_output(const StepLayout& l, const float* model_output, size_t b, size_t i) {
+  const size_t stride = (size_t)l.model_output_stride;
+  const float cond = model_output[b * stride + i];
+  if (!step_guided(l)) return cond;
+  const float uncond = model_output[((size_t)l.batch_size + b) * stride + i];
+  return uncond + l.guidance_scale * (cond - uncond);
+}
+
 // 1. The predicted x0 from the model output m and the sample x (before any clip).
 MB_HD inline float step_pred_x0(const StepCoefficients& c, float m, float x) {
   const float sa = c.sqrt_alpha_prod, sb = c.sqrt_beta_prod;

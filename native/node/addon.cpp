@@ -239,7 +239,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     }
     return true;
   }
-  // sampleBegin(b, c, h, w, classCond: Float32Array | null)
+  // sampleBegin(b, c, h, w, classCond: Float32Array | null, guidanceScale = 1)
   Napi::Value SampleBegin(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!Alive(env)) return env.Undefined();
@@ -248,7 +248,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     int status = 0;
     run_ = mb_sample_begin(model_, info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value(),
                            info[2].As<Napi::Number>().Int32Value(), info[3].As<Napi::Number>().Int32Value(),
-                           class_cond.empty() ? nullptr : class_cond.data(), (int)class_cond.size(), &status);
+                           class_cond.empty() ? nullptr : class_cond.data(), (int)class_cond.size(),
+                           info[5].IsNumber() ? info[5].As<Napi::Number>().FloatValue() : 1.0f, &status);
     if (!run_) engine_error(env, status, mb_model_error(model_)).ThrowAsJavaScriptException();
     run_sample_floats_ = (size_t)info[0].As<Napi::Number>().Int32Value() * info[1].As<Napi::Number>().Int32Value() *
                          info[2].As<Napi::Number>().Int32Value() * info[3].As<Napi::Number>().Int32Value();
@@ -750,7 +751,8 @@ size_t float_arg_length(const Napi::CallbackInfo& info, int i) {
 }
 
 // diffusionStep(coefficients: Float32Array(15), batch, sampleSize, modelOutputStride,
-//               modelOutput, sample, noise | null, prevSample, predOriginalSample) -> status
+//               modelOutput, sample, noise | null, prevSample, predOriginalSample,
+//               guidanceScale = 1) -> status. Guided (scale != 1), modelOutput holds 2 * batch items.
 // Synchronous: one elementwise pass, microseconds for a sampling step.
 Napi::Value DiffusionStep(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -759,19 +761,21 @@ Napi::Value DiffusionStep(const Napi::CallbackInfo& info) {
   const int batch = info[1].As<Napi::Number>().Int32Value();
   const int sample_size = info[2].As<Napi::Number>().Int32Value();
   const int stride = info[3].As<Napi::Number>().Int32Value();
+  const float guidance = info[9].IsNumber() ? info[9].As<Napi::Number>().FloatValue() : 1.0f;
+  const size_t items = (size_t)batch * (guidance != 1.0f ? 2 : 1);
   const size_t n = (size_t)batch * (size_t)sample_size;
-  if (len(0) != 15 || len(4) != (size_t)batch * (size_t)stride || len(5) != n || (info[6].IsTypedArray() && len(6) != n) ||
+  if (len(0) != 15 || len(4) != items * (size_t)stride || len(5) != n || (info[6].IsTypedArray() && len(6) != n) ||
       len(7) != n || len(8) != n) {
     Napi::RangeError::New(env, "diffusionStep: array sizes do not match the layout").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  int status = mb_diffusion_step(f32(0), batch, sample_size, stride, f32(4), f32(5), f32(6), f32(7), f32(8));
+  int status = mb_diffusion_step(f32(0), batch, sample_size, stride, guidance, f32(4), f32(5), f32(6), f32(7), f32(8));
   return Napi::Number::New(env, status);
 }
 
 // solverStep(coefficients: Float32Array(21), batch, sampleSize, modelOutputStride, modelOutput, sample,
-//            last | null, h0 | null, h1 | null, h2 | null, noise | null, prevSample, converted, lastOut | null)
-// -> status. Synchronous: one elementwise pass, as diffusionStep.
+//            last | null, h0 | null, h1 | null, h2 | null, noise | null, prevSample, converted, lastOut | null,
+//            guidanceScale = 1) -> status. Synchronous: one elementwise pass, as diffusionStep.
 Napi::Value SolverStep(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto f32 = [&](int i) { return float_arg(info, i); };
@@ -779,15 +783,17 @@ Napi::Value SolverStep(const Napi::CallbackInfo& info) {
   const int batch = info[1].As<Napi::Number>().Int32Value();
   const int sample_size = info[2].As<Napi::Number>().Int32Value();
   const int stride = info[3].As<Napi::Number>().Int32Value();
+  const float guidance = info[14].IsNumber() ? info[14].As<Napi::Number>().FloatValue() : 1.0f;
+  const size_t items = (size_t)batch * (guidance != 1.0f ? 2 : 1);
   const size_t n = (size_t)batch * (size_t)sample_size;
-  bool sizes_ok = len(0) == 21 && len(4) == (size_t)batch * (size_t)stride && len(5) == n && len(11) == n && len(12) == n;
+  bool sizes_ok = len(0) == 21 && len(4) == items * (size_t)stride && len(5) == n && len(11) == n && len(12) == n;
   for (int i : {6, 7, 8, 9, 10, 13})
     if (info[i].IsTypedArray() && len(i) != n) sizes_ok = false;
   if (!sizes_ok) {
     Napi::RangeError::New(env, "solverStep: array sizes do not match the layout").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  int status = mb_solver_step(f32(0), batch, sample_size, stride, f32(4), f32(5), f32(6), f32(7), f32(8), f32(9),
+  int status = mb_solver_step(f32(0), batch, sample_size, stride, guidance, f32(4), f32(5), f32(6), f32(7), f32(8), f32(9),
                               f32(10), f32(11), f32(12), f32(13));
   return Napi::Number::New(env, status);
 }

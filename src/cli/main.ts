@@ -12,7 +12,7 @@ import cliProgress from 'cli-progress';
 
 import '../node/host.js';
 import { MarbleError } from '../core/errors.js';
-import { classConditioning } from '../core/model/config.js';
+import { classConditioning, dataClassCount } from '../core/model/config.js';
 import { loadPipeline } from '../core/pipeline.js';
 import { sample } from '../core/sampler.js';
 import { SOLVER_NAMES, type SolverName } from '../core/schedulers/solvers.js';
@@ -103,6 +103,7 @@ interface SampleFlags {
   seed: string;
   generator: 'philox' | 'torch';
   class?: number;
+  guidance?: number;
   backend: 'auto' | 'cpu' | 'wasm' | 'cuda';
   dtype: DType;
   out: string;
@@ -152,7 +153,8 @@ async function sampleCommand(flags: SampleFlags): Promise<void> {
   }
   let classLabels: number[] | undefined;
   if (classConditioning(unet.config) === 'labels') {
-    const n = unet.config.numClassEmbeds!;
+    // Cycle through the data classes (not a guidance model's null class).
+    const n = dataClassCount(unet.config);
     classLabels = Array.from({ length: flags.batch }, (_, i) => flags.class ?? i % n);
   } else if (flags.class !== undefined) {
     throw new MarbleError('ERR_MARBLE_INPUT', '--class: this model is not class-conditional');
@@ -182,6 +184,7 @@ async function sampleCommand(flags: SampleFlags): Promise<void> {
       eta: flags.scheduler === 'ddim' ? flags.eta : undefined,
       useClippedModelOutput: flags.clippedModelOutput,
       classLabels,
+      guidanceScale: flags.guidance,
       signal: controller.signal,
       onStep: ({ index, t }) => bar?.update(index + 1, { t }),
     });
@@ -190,7 +193,7 @@ async function sampleCommand(flags: SampleFlags): Promise<void> {
     const seconds = (performance.now() - started) / 1000;
     console.log(
       `wrote ${flags.out}: ${flags.batch} image(s) ${result.shape[2]}x${result.shape[3]}, ${flags.scheduler} ${steps} steps, ` +
-        `seed ${flags.seed} (${flags.generator}), ${unet.backend.name} backend (${unet.dtype} GEMMs), ${seconds.toFixed(1)} s`,
+        `seed ${flags.seed} (${flags.generator}), ${flags.guidance !== undefined ? `guidance ${flags.guidance}, ` : ''}${unet.backend.name} backend (${unet.dtype} GEMMs), ${seconds.toFixed(1)} s`,
     );
   } finally {
     bar?.stop();
@@ -218,6 +221,11 @@ program
   .option('--seed <s>', 'random seed (an integer below 2^64)', '0')
   .addOption(new Option('--generator <name>', 'noise generator: philox (same on every backend) or torch (matches diffusers on CPU)').choices(['philox', 'torch']).default('philox'))
   .option('--class <k>', 'class label for class-conditional models (default: cycle through the classes)', integer('--class', 0))
+  .option('--guidance <s>', 'classifier-free guidance scale (models trained with --cfg-dropout; 1: none, 2-5 typical)', (v: string) => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isFinite(n) || n < 0) throw new InvalidArgumentError('--guidance must be a number >= 0');
+    return n;
+  })
   .addOption(new Option('--backend <name>', 'engine backend').choices(['auto', 'cpu', 'wasm', 'cuda']).default('auto'))
   .addOption(new Option('--dtype <type>', 'conv/linear GEMM type: float16 and bfloat16 run on tensor cores (cuda only)').choices([...DTYPES]).default('float32'))
   .option('--out <file>', 'output PNG (a grid of the batch)', 'samples.png')

@@ -16,7 +16,8 @@ import cliProgress from 'cli-progress';
 import { DTYPES } from '../core/backend/backend.js';
 import type { DType } from '../core/backend/backend.js';
 import { ConfigError, InputError, MemoryLimitError } from '../core/errors.js';
-import { classConditioning } from '../core/model/config.js';
+import { classConditioning, dataClassCount as dataClasses } from '../core/model/config.js';
+import { guidanceRecordJson, kGuidanceConfigKey } from '../core/model/guidance.js';
 import { createUNet, defaultMemoryLimit, loadUNet} from '../core/model/unet.js';
 import { resolveModelDir } from '../node/model_dir.js';
 import type { UNet2DModel } from '../core/model/unet.js';
@@ -45,6 +46,7 @@ interface TrainFlags {
   model?: string;
   resolution?: number;
   classConditional?: boolean;
+  cfgDropout?: number;
   steps: number;
   batch?: number;
   lr?: number;
@@ -103,7 +105,7 @@ function number(name: string, check: (n: number) => boolean, what: string) {
 
 /** Flags that define the run; on --resume they come from the checkpoint instead. */
 const RUN_FLAGS = [
-  'data', 'config', 'model', 'resolution', 'classConditional', 'batch', 'lr', 'lrSchedule', 'warmup', 'adamBeta1',
+  'data', 'config', 'model', 'resolution', 'classConditional', 'cfgDropout', 'batch', 'lr', 'lrSchedule', 'warmup', 'adamBeta1',
   'adamBeta2', 'adamEps', 'weightDecay', 'gradClip', 'gradAccum', 'minSnrGamma', 'ema', 'emaDecay', 'predictionType',
   'numTrainTimesteps', 'randomFlip', 'holdout', 'seed',
 ] as const;
@@ -124,7 +126,12 @@ async function openDataset(spec: string, channels: number, size: number | [numbe
 async function buildUNet(flags: TrainFlags, seed: bigint): Promise<UNet2DModel> {
   const load = { backend: flags.backend, threads: flags.threads, dtype: flags.dtype } as const;  // auto: cuda, else cpu, else wasm
   if (flags.model && flags.config) throw new InputError('pass --model (start from its weights) or --config (fresh weights), not both');
-  if (flags.model) return loadUNet(await resolveModelDir(flags.model), load);
+  if (flags.model) {
+    // A fine-tune keeps the model's own record (guidance.ts): its null class is already trained.
+    if (flags.cfgDropout !== undefined)
+      throw new InputError('--cfg-dropout builds a new model (with --config or the default UNet); a --model keeps the label dropout its config records');
+    return loadUNet(await resolveModelDir(flags.model), load);
+  }
   let json: unknown;
   if (flags.config) {
     try {
@@ -132,13 +139,35 @@ async function buildUNet(flags: TrainFlags, seed: bigint): Promise<UNet2DModel> 
     } catch (e) {
       throw new ConfigError(`--config ${flags.config}: ${(e as Error).message}`);
     }
+    if (flags.cfgDropout !== undefined) json = withNullClass(json, flags.cfgDropout);
   } else {
     const channels = flags.data === 'mnist' ? 1 : 3;
     const size = flags.resolution ?? 32; // MNIST padded to 32: three levels halve it cleanly
-    json = defaultUNetConfig({ sampleSize: size, channels, numClasses: flags.classConditional && flags.data === 'mnist' ? 10 : null });
-    if (flags.classConditional && flags.data !== 'mnist') throw new InputError('--class-conditional needs labeled data (--data mnist)');
+    // --cfg-dropout trains a class-conditional model, with or without --class-conditional.
+    const conditional = flags.classConditional === true || flags.cfgDropout !== undefined;
+    if (conditional && flags.data !== 'mnist')
+      throw new InputError(`${flags.classConditional ? '--class-conditional' : '--cfg-dropout'} needs labeled data (--data mnist)`);
+    json = defaultUNetConfig({ sampleSize: size, channels, numClasses: conditional ? 10 : null, cfgDropout: flags.cfgDropout ?? null });
   }
   return createUNet(json, { ...load, seed: Number(seed % 4294967296n) });
+}
+
+/**
+ * A --config made ready for classifier-free guidance: one more class
+ * embedding row, the null label (its last row), recorded with the dropout.
+ */
+function withNullClass(json: unknown, dropout: number): unknown {
+  const config = json as Record<string, unknown>;
+  const classes = config?.['num_class_embeds'];
+  if (typeof classes !== 'number' || !Number.isInteger(classes) || (config['class_embed_type'] ?? null) !== null)
+    throw new InputError('--cfg-dropout needs a --config with num_class_embeds (class labels, no class_embed_type)');
+  if (config[kGuidanceConfigKey] !== undefined)
+    throw new InputError(`--config already has ${kGuidanceConfigKey}: drop --cfg-dropout, or the key`);
+  return {
+    ...config,
+    num_class_embeds: classes + 1,
+    [kGuidanceConfigKey]: guidanceRecordJson({ nullClassLabel: classes, labelDropout: dropout }),
+  };
 }
 
 /** Keeps only the log lines of steps the checkpoint has (a resumed run redoes the rest). */
@@ -171,7 +200,7 @@ async function writeSamples(trainer: Trainer, flags: TrainFlags, outDir: string,
   const unet = trainer.unet;
   const n = flags.sampleBatch;
   const classLabels =
-    classConditioning(unet.config) === 'labels' ? Array.from({ length: n }, (_, i) => i % unet.config.numClassEmbeds!) : undefined;
+    classConditioning(unet.config) === 'labels' ? Array.from({ length: n }, (_, i) => i % dataClasses(unet.config)) : undefined;
   const [height, width] = trainer.settings.sampleSize;
   const result = await trainer.withEmaWeights(() =>
     sample({ unet, scheduler, numInferenceSteps: flags.sampleSteps, batchSize: n, seed, classLabels, height, width }),
@@ -249,8 +278,11 @@ async function trainCommand(flags: TrainFlags, command: Command): Promise<void> 
     const conditional = classConditioning(unet.config);
     if (conditional !== 'none' && (conditional !== 'labels' || dataset.numClasses === null))
       throw new InputError(`the model is class-conditional (${conditional}) but --data ${cli.data} has no class labels`);
-    if (conditional === 'labels' && dataset.numClasses! > unet.config.numClassEmbeds!)
-      throw new InputError(`the data has ${dataset.numClasses} classes but the model's num_class_embeds is ${unet.config.numClassEmbeds}`);
+    if (conditional === 'labels' && dataset.numClasses! > dataClasses(unet.config))
+      throw new InputError(
+        `the data has ${dataset.numClasses} classes but the model has ${dataClasses(unet.config)} (num_class_embeds ${unet.config.numClassEmbeds}` +
+          `${unet.config.guidance ? `, null class ${unet.config.guidance.nullClassLabel}` : ''})`,
+      );
     const seed = BigInt(trainer.settings.seed);
     // A batch beyond memory is a MemoryLimitError now, before the loader
     // fills one (a training step needs at least a forward's activations).
@@ -380,6 +412,11 @@ export function registerTrainCommand(program: Command): void {
     .option('--model <dir>', 'start from this model or pipeline folder\'s weights (fine-tuning)')
     .option('--resolution <n>', 'image size for the default UNet (default 32)', integer('--resolution', 4))
     .option('--class-conditional', 'default UNet with num_class_embeds 10, trained on the MNIST labels')
+    .option(
+      '--cfg-dropout <p>',
+      'classifier-free guidance: replace each label by an extra null class with probability p (0.1 is usual); sample with --guidance',
+      number('--cfg-dropout', (n) => n > 0 && n < 1, 'a probability in (0, 1)'),
+    )
     .option('--steps <n>', 'total optimizer steps', integer('--steps', 1), 2000)
     .option('--batch <b>', 'images per step (default 16)', integer('--batch', 1))
     .option('--lr <x>', 'peak learning rate (default 1e-4)', number('--lr', (n) => n >= 0, 'a number >= 0'))

@@ -4,6 +4,13 @@
 // the fused DDPM/DDIM step (native/cpu/diffusion_step.cpp). The scheduler
 // only computes that step's handful of float32 scalars.
 //
+// Classifier-free guidance (`guidanceScale` s != 1, models trained with
+// label dropout, core/model/guidance.ts): each forward runs the batch with
+// its labels and with the null label in one doubled batch, and the fused
+// step combines the halves as eps_u + s * (eps_c - eps_u); the sample, the
+// noise draws and the step's other arrays keep the batch's size, so seeds
+// give the same initial noise guided or not.
+//
 // Noise: `philox` (default) draws from the engine's counter-based generator,
 // identical on every backend; `torch` reproduces torch.Generator('cpu')
 // .manual_seed(seed) + torch.randn in diffusers' pipeline order, so a seed
@@ -13,6 +20,7 @@ import { imagesToGridPng, imagesToRgba, samplesToImages } from './image/png.js';
 import type { RgbaImage } from './image/png.js';
 import type { DeviceSampling, UNet2DModel } from './model/unet.js';
 import { classConditioning } from './model/config.js';
+import { checkGuidanceScale, guidedInput, guidedLabels } from './model/guidance.js';
 import { TorchGenerator } from './rng/torch.js';
 import { DDIMScheduler } from './schedulers/ddim.js';
 import { DDPMScheduler } from './schedulers/ddpm.js';
@@ -57,6 +65,13 @@ export interface SampleOptions {
   useClippedModelOutput?: boolean;
   /** One class label per sample, for class-conditional models. */
   classLabels?: number[];
+  /**
+   * Classifier-free guidance scale s (models trained with label dropout,
+   * which record a null class): eps_u + s * (eps_c - eps_u). 1 or absent: no
+   * guidance (one forward of the batch). Any other finite s >= 0 runs the
+   * conditional and unconditional passes in one doubled batch.
+   */
+  guidanceScale?: number;
   /** Image size; default: the model's sample_size. */
   height?: number;
   width?: number;
@@ -126,8 +141,14 @@ function resolve(options: SampleOptions) {
   if (typeof height !== 'number' || typeof width !== 'number' || !Number.isInteger(height) || !Number.isInteger(width) || height < 1 || width < 1)
     throw new InputError('sample: height and width are needed (the model config has no sample_size)');
   const shape: [number, number, number, number] = [batchSize, unet.config.inChannels, height, width];
+  const guidanceScale = checkGuidanceScale(options.guidanceScale);
+  const guided = guidanceScale !== 1;
+  if (guided && !unet.config.guidance)
+    throw new InputError(
+      'guidanceScale needs a model trained for classifier-free guidance (with label dropout: `marble train --cfg-dropout`); this one records no null class',
+    );
   // The whole sampling run must fit: ask the engine now, not at step 1.
-  unet.activationBytes(batchSize, height, width);
+  unet.activationBytes(guided ? 2 * batchSize : batchSize, height, width);
 
   const conditioning = classConditioning(unet.config);
   let classLabels: number[] | undefined;
@@ -145,7 +166,9 @@ function resolve(options: SampleOptions) {
   } else if (options.classLabels && options.classLabels.length > 0) {
     throw new InputError('classLabels were given but this model is not class-conditional');
   }
-  return { unet, scheduler, isDDIM, numInferenceSteps, batchSize, eta, generator, seed, seeds, shape, classLabels };
+  // What each forward runs on: the batch's labels, or [labels; null labels] guided.
+  const forwardLabels = classLabels && guided ? guidedLabels(classLabels, unet.config.guidance!) : classLabels;
+  return { unet, scheduler, isDDIM, numInferenceSteps, batchSize, eta, generator, seed, seeds, shape, classLabels, guidanceScale, forwardLabels };
 }
 
 /** Generates images with a UNet and a DDPM or DDIM scheduler. */
@@ -165,7 +188,8 @@ export async function sample(options: SampleOptions): Promise<SampleResult> {
       seed: r.seed,
       torch: r.generator === 'torch' ? new TorchGenerator(r.seed) : null,
       perSample: r.seeds ? perSampleNoise(r) : null,
-      classLabels: r.classLabels,
+      classLabels: r.forwardLabels,
+      guidanceScale: r.guidanceScale,
       preview: options.preview,
       onStep: options.onStep,
     });
@@ -181,8 +205,8 @@ export async function sample(options: SampleOptions): Promise<SampleResult> {
       : (scheduler as DDPMScheduler).stepCoefficients(t, outChannels === 2 * shape[1]),
   );
   // The loop on the model's device where the backend has one.
-  const classCond = r.classLabels ? Float32Array.from(r.classLabels) : null;
-  const onDevice = await unet.startSampling(shape, classCond);
+  const classCond = r.forwardLabels ? Float32Array.from(r.forwardLabels) : null;
+  const onDevice = await unet.startSampling(shape, classCond, r.guidanceScale);
   const samples = onDevice
     ? await sampleOnDevice(r, options, timesteps, coefficients, onDevice)
     : await sampleThroughForward(r, options, timesteps, coefficients);
@@ -293,16 +317,19 @@ async function sampleThroughForward(
   let next: Float32Array = new Float32Array(numel);
   const x0 = new Float32Array(numel);
   const outChannels = unet.config.outChannels;
+  const guided = r.guidanceScale !== 1;
   const layout = {
     batchSize: shape[0],
     sampleSize: numel / shape[0],
     modelOutputStride: (outChannels * shape[2] * shape[3]),
+    guidanceScale: r.guidanceScale,
   };
+  const forwardShape: [number, number, number, number] = guided ? [2 * shape[0], shape[1], shape[2], shape[3]] : shape;
 
   for (let index = 0; index < timesteps.length; index++) {
     if (signal?.aborted) throw abortError(signal);
     const t = timesteps[index]!;
-    const modelOutput = await unet.forward(x, shape, t, r.classLabels);
+    const modelOutput = await unet.forward(guided ? guidedInput(x) : x, forwardShape, t, r.forwardLabels);
     if (signal?.aborted) throw abortError(signal);
     const c = coefficients[index]!;
     const noise = c.noiseTerm === NoiseTerm.None ? null : draw(index + 1);

@@ -15,6 +15,7 @@
 // coefficients up front (they depend on the step only). Elsewhere (wasm)
 // each step is a forward() plus the fused kernel over host arrays.
 import { InputError } from './errors.js';
+import { guidedInput } from './model/guidance.js';
 import type { DeviceSampling, UNet2DModel } from './model/unet.js';
 import { DPMSolverMultistepScheduler } from './schedulers/dpmsolver.js';
 import type { TorchGenerator } from './rng/torch.js';
@@ -35,7 +36,10 @@ export interface SolverLoopOptions {
    * on the host, each sample from its own stream; replaces seed and torch.
    */
   perSample?: ((draw: number) => Float32Array) | null;
+  /** The forward's labels: guided, [labels; null labels] (2B). */
   classLabels?: number[];
+  /** Classifier-free guidance (sampler.ts): 1 unguided, else the forward runs a doubled batch. */
+  guidanceScale?: number;
   signal?: AbortSignal;
   preview?: boolean;
   onStep?: (info: { index: number; t: number; total: number; predOriginalSample?: Float32Array }) => void | Promise<void>;
@@ -68,7 +72,9 @@ export async function sampleWithSolver(o: SolverLoopOptions): Promise<Float32Arr
   const sigma = scheduler.initNoiseSigma;
   if (sigma !== 1) for (let i = 0; i < numel; i++) x[i] = x[i]! * sigma;
 
-  const run = await unet.startSampling(shape, o.classLabels ? Float32Array.from(o.classLabels) : null);
+  const guidanceScale = o.guidanceScale ?? 1;
+  const guided = guidanceScale !== 1;
+  const run = await unet.startSampling(shape, o.classLabels ? Float32Array.from(o.classLabels) : null, guidanceScale);
   if (run?.solverSteps) {
     try {
       return await sampleSolverOnDevice(o, run, timesteps, x, numel);
@@ -82,9 +88,11 @@ export async function sampleWithSolver(o: SolverLoopOptions): Promise<Float32Arr
     if (signal?.aborted) throw o.abortError(signal);
     const t = timesteps[index]!;
     const input = scheduler.scaleModelInput(x, t);
-    const modelOutput = await unet.forward(input, shape, t, o.classLabels);
+    const modelOutput = guided
+      ? await unet.forward(guidedInput(input), [2 * shape[0], shape[1], shape[2], shape[3]], t, o.classLabels)
+      : await unet.forward(input, shape, t, o.classLabels);
     if (signal?.aborted) throw o.abortError(signal);
-    const out = scheduler.step(modelOutput, t, x, { generator: noiseAt(index + 1), batchSize: shape[0] });
+    const out = scheduler.step(modelOutput, t, x, { generator: noiseAt(index + 1), batchSize: shape[0], guidanceScale });
     x = out.prevSample;
     if (o.onStep)
       await o.onStep({

@@ -82,6 +82,7 @@ export interface Addon {
     noise: Float32Array | null,
     prevSample: Float32Array,
     predOriginalSample: Float32Array,
+    guidanceScale?: number,
   ): number;
   solverStep(
     coefficients: Float32Array,
@@ -98,6 +99,7 @@ export interface Addon {
     prevSample: Float32Array,
     converted: Float32Array,
     lastOut: Float32Array | null,
+    guidanceScale?: number,
   ): number;
   addNoise(
     x0: Float32Array,
@@ -258,6 +260,7 @@ function nativeBackend(name: 'cpu' | 'cuda', options: { threads?: number }): Bac
         noise,
         prevSample,
         predOriginalSample,
+        layout.guidanceScale ?? 1,
       );
       if (status !== 0) throw new InputError(`diffusion step: invalid coefficients or layout (status ${status})`);
     },
@@ -278,6 +281,7 @@ function nativeBackend(name: 'cpu' | 'cuda', options: { threads?: number }): Bac
         a.prevSample,
         a.converted,
         a.lastOut,
+        layout.guidanceScale ?? 1,
       );
       if (status !== 0) throw new InputError(`solver step: invalid coefficients or layout (status ${status})`);
     },

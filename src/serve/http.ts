@@ -287,6 +287,7 @@ export const marbleRoutes: FastifyPluginAsync<MarbleRoutesOptions> = async (app:
       sampleSize: m.sampleSize,
       channels: m.inChannels,
       classes: m.numClasses,
+      guidance: m.guidance === true,
       parameters: m.parameters,
       blockOutChannels: m.blockOutChannels,
       trainTimesteps: m.trainTimesteps,

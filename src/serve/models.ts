@@ -7,6 +7,7 @@ import path from 'node:path';
 
 import { DDPMScheduler, loadPipeline, parseUNet2DConfig } from '../index.js';
 import type { Pipeline, UNet2DConfig } from '../index.js';
+import { dataClassCount } from '../core/model/config.js';
 import type { ModelSummary } from './spec.js';
 
 export interface ModelSpec {
@@ -45,7 +46,8 @@ function summarize(name: string, config: UNet2DConfig, trainTimesteps: number, b
     name,
     sampleSize: size === null ? null : Array.isArray(size) ? [size[0], size[1]] : [size, size],
     inChannels: config.inChannels,
-    numClasses: config.numClassEmbeds !== null && config.classEmbedType === null ? config.numClassEmbeds : null,
+    numClasses: config.numClassEmbeds !== null && config.classEmbedType === null ? dataClassCount(config) : null,
+    guidance: config.guidance !== null,
     sizeMultiple: 2 ** (config.blockOutChannels.length - 1),
     backend,
     dtype,

@@ -229,6 +229,7 @@ export class ModelRunner {
         batchSize: images,
         seeds,
         classLabels: labels,
+        guidanceScale: spec.guidanceScale,
         eta: scheduler instanceof DDIMScheduler ? spec.eta : undefined,
         generator: spec.generator,
         height: spec.height,

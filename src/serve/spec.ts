@@ -25,11 +25,14 @@ export interface JobSpec {
   width: number;
   /** hand x0 previews to event listeners */
   preview: boolean;
+  /** classifier-free guidance scale; absent (jobs queued before it existed) or 1: none */
+  guidanceScale?: number;
 }
 
 /** Engine runs that may share a batch: equal keys. */
 export function batchKey(spec: JobSpec): string {
-  return [spec.model, spec.scheduler, spec.steps, spec.eta, spec.generator, spec.height, spec.width].join('|');
+  // One engine run has one guidance scale (its doubled batch and the step's combination).
+  return [spec.model, spec.scheduler, spec.steps, spec.eta, spec.generator, spec.height, spec.width, spec.guidanceScale ?? 1].join('|');
 }
 
 export interface ImageResult {
@@ -124,6 +127,7 @@ export const imageRequestSchema = {
     generator: { type: 'string', enum: ['philox', 'torch'] },
     batch: { type: 'integer', minimum: 1, description: 'images, at most the server\'s --max-batch' },
     classLabels: { type: 'array', items: { type: 'integer', minimum: 0 }, minItems: 1, maxItems: 4096, description: 'one per image (class-conditional models); default: cycle through the classes' },
+    guidanceScale: { type: 'number', minimum: 0, maximum: 100, description: 'classifier-free guidance scale (models trained with label dropout; GET /v1/models: guidance); 1: none' },
     height: { type: 'integer', minimum: 1, maximum: 65536 },
     width: { type: 'integer', minimum: 1, maximum: 65536 },
     format: { type: 'string', enum: ['png', 'json'], description: 'png: the grid; json: base64 PNGs and the seed of each image' },
@@ -141,6 +145,7 @@ export interface ImageRequest {
   generator?: 'philox' | 'torch';
   batch?: number;
   classLabels?: number[];
+  guidanceScale?: number;
   height?: number;
   width?: number;
   format?: 'png' | 'json';
@@ -170,8 +175,10 @@ export interface ModelSummary {
   /** pixels; [height, width] */
   sampleSize: [number, number] | null;
   inChannels: number;
-  /** classes of a class-conditional model, else null */
+  /** classes of a class-conditional model (not counting a guidance model's null class), else null */
   numClasses: number | null;
+  /** whether the model records a null class for classifier-free guidance */
+  guidance?: boolean;
   /** 2^(levels - 1): height and width must be multiples of it */
   sizeMultiple: number;
   backend: string;
@@ -225,6 +232,9 @@ export function normalizeRequest(body: ImageRequest, limits: Limits, models: Mod
   } else if (body.classLabels !== undefined && body.classLabels.length > 0) {
     throw new HttpError(400, 'invalid_request', `model ${model.name} is not class-conditional`, 'classLabels');
   }
+  const guidanceScale = body.guidanceScale ?? 1;
+  if (guidanceScale !== 1 && !model.guidance)
+    throw new HttpError(400, 'invalid_request', `model ${model.name} was not trained for classifier-free guidance (no null class)`, 'guidanceScale');
   return {
     model: model.name,
     scheduler: body.scheduler,
@@ -236,5 +246,6 @@ export function normalizeRequest(body: ImageRequest, limits: Limits, models: Mod
     height,
     width,
     preview: body.preview === true,
+    ...(guidanceScale !== 1 ? { guidanceScale } : {}),
   };
 }

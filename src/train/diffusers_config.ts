@@ -2,6 +2,7 @@
 // DDPMScheduler.fromConfig, so a saved checkpoint loads in diffusers
 // (UNet2DModel.from_pretrained, DDPMPipeline.from_pretrained) and in marble.
 import type { UNet2DConfig } from '../core/model/config.js';
+import { guidanceRecordJson, kGuidanceConfigKey } from '../core/model/guidance.js';
 import { snakeCase } from '../core/schedulers/config.js';
 import type { DDIMScheduler } from '../core/schedulers/ddim.js';
 import { DDPMScheduler } from '../core/schedulers/ddpm.js';
@@ -24,11 +25,14 @@ function sortedObject(entries: [string, unknown][]): Json {
  * gives c back.
  */
 export function toDiffusersConfig(config: UNet2DConfig): Json {
-  const entries: [string, unknown][] = Object.entries(config).map(([key, value]) => [
+  const { guidance, ...options } = config;
+  const entries: [string, unknown][] = Object.entries(options).map(([key, value]) => [
     snakeCase(key),
     Array.isArray(value) ? [...value] : value,
   ]);
   entries.push(['_class_name', 'UNet2DModel'], ['_diffusers_version', DIFFUSERS_VERSION]);
+  // A private key: diffusers ignores it (see core/model/guidance.ts).
+  if (guidance) entries.push([kGuidanceConfigKey, guidanceRecordJson(guidance)]);
   return sortedObject(entries);
 }
 

@@ -3,6 +3,7 @@
 //
 //   noise = randn(x0.shape); t = randint(0, T, (B,))          (one seeded torch generator)
 //   x_t = sqrt(a_t) x0 + sqrt(1 - a_t) noise                    (DDPMScheduler.add_noise)
+//   labels -> null label with probability p                     (classifier-free guidance only: label_dropout.ts)
 //   loss = mean_b w_b mean((unet(x_t, t) - target)^2)          (target per prediction_type)
 //   backward; clip_grad_norm_; AdamW; lr_scheduler; EMAModel.step
 //
@@ -25,6 +26,7 @@ import { readCheckpoint, STATE_FORMAT, STATE_VERSION, writeCheckpoint } from './
 import type { CheckpointContents, SaveOptions } from './checkpoint.js';
 import { ddpmPipelineIndex, schedulerToDiffusersConfig, toDiffusersConfig } from './diffusers_config.js';
 import { engineOf } from './engine_access.js';
+import { dropLabels } from './label_dropout.js';
 import { CheckpointError, TrainingError } from './errors.js';
 import { learningRate, resolveLrSchedule } from './lr_schedule.js';
 import { OpProfiler, profileTable } from './profile.js';
@@ -484,10 +486,17 @@ export class Trainer {
 
   private async stepNow(batch: Float32Array, classLabels: readonly number[] | undefined): Promise<StepResult> {
     const engine = this.engine();
-    const { B, C, H, W, perImage, classCond, condPerImage } = this.checkBatch(batch, classLabels);
+    const checked = this.checkBatch(batch, classLabels);
+    const { B, C, H, W, perImage, condPerImage } = checked;
     const s = this.settings;
     const scheduler = this.noiseScheduler;
     const step = this.progress.globalStep + 1;
+    // A model trained for classifier-free guidance records its null class and dropout rate.
+    const guidance = this.unet.config.guidance;
+    const classCond =
+      checked.classCond && guidance && guidance.labelDropout > 0
+        ? dropLabels(checked.classCond, guidance.nullClassLabel, guidance.labelDropout, this.seed, step)
+        : checked.classCond;
 
     // The draws of train_unconditional.py, in its order, from one generator.
     const noise = this.generator.randn(batch.length);

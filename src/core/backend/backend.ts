@@ -3,6 +3,7 @@
 // (native/engine/api.h); these interfaces are that ABI in TypeScript terms.
 
 import { BackendError } from '../errors.js';
+import type { StepLayout } from '../schedulers/step_kernel.js';
 
 export type BackendName = 'cpu' | 'wasm' | 'cuda';
 
@@ -101,7 +102,20 @@ export interface EngineModel {
   // The native backends have it (cpu, cuda); others sample through forward()
   // and Backend.diffusionStep. One run per model at a time.
   /** Opens a run: device buffers for the sample, model output, noise and x0. */
-  sampleBegin?(batch: number, channels: number, height: number, width: number, classCond: Float32Array | null): void;
+  /**
+   * guidanceScale (default 1, unguided): otherwise every forward runs the
+   * sample twice, classCond holding 2 * batch labels (the conditional ones,
+   * then the unconditional ones), and the step combines the two passes
+   * (StepLayout.guidanceScale).
+   */
+  sampleBegin?(
+    batch: number,
+    channels: number,
+    height: number,
+    width: number,
+    classCond: Float32Array | null,
+    guidanceScale?: number,
+  ): void;
   /** The initial sample: `sample` from the host, or Philox draw (drawLo, drawHi) under the seed. */
   sampleInit?(sample: Float32Array | null, seedLo: number, seedHi: number, drawLo: number, drawHi: number): void;
   /**
@@ -220,7 +234,7 @@ export interface Backend {
    */
   diffusionStep(
     coefficients: Float32Array,
-    layout: { batchSize: number; sampleSize: number; modelOutputStride: number },
+    layout: StepLayout,
     modelOutput: Float32Array,
     sample: Float32Array,
     noise: Float32Array | null,
@@ -237,7 +251,7 @@ export interface Backend {
    */
   solverStep(
     coefficients: Float32Array,
-    layout: { batchSize: number; sampleSize: number; modelOutputStride: number },
+    layout: StepLayout,
     arrays: SolverStepArrays,
   ): void;
   /** out = sqrtAlphaProd[b] * x0 + sqrtOneMinusAlphaProd[b] * noise, per sample b. */

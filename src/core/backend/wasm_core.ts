@@ -9,6 +9,7 @@
 import { MemoryLimitError } from '../errors.js';
 import { dtypeUnsupported, split64 } from './backend.js';
 import type { Backend, CapturedTensor, EngineModel, ParamInfo, TensorKind, TrainStepArgs } from './backend.js';
+import { modelOutputItems } from '../schedulers/step_kernel.js';
 
 export interface Exports {
   memory: WebAssembly.Memory;
@@ -78,6 +79,7 @@ export interface Exports {
     batch: number,
     sampleSize: number,
     stride: number,
+    guidanceScale: number,
     modelOutput: number,
     sample: number,
     noise: number,
@@ -89,6 +91,7 @@ export interface Exports {
     batch: number,
     sampleSize: number,
     stride: number,
+    guidanceScale: number,
     modelOutput: number,
     sample: number,
     last: number,
@@ -563,7 +566,7 @@ export function backendOver(ex: Exports, runtime: WasmRuntime): Backend {
       const n = layout.batchSize * layout.sampleSize;
       if (
         coefficients.length !== 15 ||
-        modelOutput.length !== layout.batchSize * layout.modelOutputStride ||
+        modelOutput.length !== modelOutputItems(layout) * layout.modelOutputStride ||
         sample.length !== n ||
         (noise && noise.length !== n) ||
         prevSample.length !== n ||
@@ -571,7 +574,7 @@ export function backendOver(ex: Exports, runtime: WasmRuntime): Backend {
       )
         throw new RangeError('diffusionStep: array sizes do not match the layout');
       const status = withArrays(ex, [coefficients, modelOutput, sample, noise], [prevSample, predOriginalSample], (p) =>
-        ex.mb_diffusion_step(p[0]!, layout.batchSize, layout.sampleSize, layout.modelOutputStride, p[1]!, p[2]!, p[3]!, p[4]!, p[5]!),
+        ex.mb_diffusion_step(p[0]!, layout.batchSize, layout.sampleSize, layout.modelOutputStride, layout.guidanceScale ?? 1, p[1]!, p[2]!, p[3]!, p[4]!, p[5]!),
       );
       if (status !== 0) throw new EngineFailure(status, `diffusion step: invalid coefficients or layout (status ${status})`);
     },
@@ -581,7 +584,7 @@ export function backendOver(ex: Exports, runtime: WasmRuntime): Backend {
       const optional = [a.last, ...h, a.noise, a.lastOut];
       if (
         coefficients.length !== 21 ||
-        a.modelOutput.length !== layout.batchSize * layout.modelOutputStride ||
+        a.modelOutput.length !== modelOutputItems(layout) * layout.modelOutputStride ||
         a.sample.length !== n ||
         a.prevSample.length !== n ||
         a.converted.length !== n ||
@@ -591,7 +594,7 @@ export function backendOver(ex: Exports, runtime: WasmRuntime): Backend {
       // lastOut goes in as an input too (copied in and out): the kernel may leave it alone.
       const outputs = a.lastOut ? [a.prevSample, a.converted, a.lastOut] : [a.prevSample, a.converted];
       const status = withArrays(ex, [coefficients, a.modelOutput, a.sample, a.last, h[0], h[1], h[2], a.noise], outputs, (p) =>
-        ex.mb_solver_step(p[0]!, layout.batchSize, layout.sampleSize, layout.modelOutputStride, p[1]!, p[2]!, p[3]!, p[4]!, p[5]!, p[6]!, p[7]!, p[8]!, p[9]!, a.lastOut ? p[10]! : 0),
+        ex.mb_solver_step(p[0]!, layout.batchSize, layout.sampleSize, layout.modelOutputStride, layout.guidanceScale ?? 1, p[1]!, p[2]!, p[3]!, p[4]!, p[5]!, p[6]!, p[7]!, p[8]!, p[9]!, a.lastOut ? p[10]! : 0),
       );
       if (status !== 0) throw new EngineFailure(status, `solver step: invalid coefficients or layout (status ${status})`);
     },

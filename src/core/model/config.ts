@@ -5,6 +5,7 @@
 // the value. The result is encoded into the flat array the engine reads
 // (native/engine/unet.h, ConfigSlot) — keep the two in sync.
 import { ConfigError } from '../errors.js';
+import { parseGuidanceRecord, type GuidanceRecord } from './guidance.js';
 
 export type DownBlockType = 'DownBlock2D' | 'AttnDownBlock2D' | 'ResnetDownsampleBlock2D';
 export type UpBlockType = 'UpBlock2D' | 'AttnUpBlock2D' | 'ResnetUpsampleBlock2D';
@@ -38,6 +39,8 @@ export interface UNet2DConfig {
   classEmbedType: 'timestep' | 'identity' | null;
   numClassEmbeds: number | null;
   numTrainTimesteps: number | null;
+  /** Classifier-free guidance: the null class label and the training's label dropout (guidance.ts); null without. */
+  guidance: GuidanceRecord | null;
 }
 
 const DOWN_TYPES: readonly DownBlockType[] = ['DownBlock2D', 'AttnDownBlock2D', 'ResnetDownsampleBlock2D'];
@@ -184,6 +187,7 @@ export function parseUNet2DConfig(input: unknown): UNet2DConfig {
     classEmbedType: classEmbedRaw as UNet2DConfig['classEmbedType'],
     numClassEmbeds,
     numTrainTimesteps,
+    guidance: parseGuidanceRecord(json, classEmbedRaw === null ? numClassEmbeds : null),
   };
   if (json['norm_num_groups'] === null)
     unsupported('norm_num_groups', null, 'an integer (null is only valid for the VAE blocks)');
@@ -216,6 +220,16 @@ export function classConditioning(config: UNet2DConfig): 'none' | 'labels' | 'ti
   if (config.classEmbedType === 'timestep') return 'timestep';
   if (config.classEmbedType === 'identity') return 'identity';
   return config.numClassEmbeds !== null ? 'labels' : 'none';
+}
+
+/**
+ * How many data classes a label-conditional model has: num_class_embeds,
+ * less the null class of a model trained for classifier-free guidance when
+ * it is the last row (as marble trains them), so labels 0..n-1 are classes.
+ */
+export function dataClassCount(config: UNet2DConfig): number {
+  const n = config.numClassEmbeds ?? 0;
+  return config.guidance && config.guidance.nullClassLabel === n - 1 ? n - 1 : n;
 }
 
 /** The flat array the engine's model_init reads (native/engine/unet.h, ConfigSlot). */

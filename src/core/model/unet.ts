@@ -190,7 +190,11 @@ export class UNet2DModel {
    * backend has none (wasm samples through forward()). The sampler's inputs
    * are its own: shape [B, C, H, W] and class labels were checked by it.
    */
-  async startSampling(shape: readonly [number, number, number, number], classCond: Float32Array | null): Promise<DeviceSampling | null> {
+  async startSampling(
+    shape: readonly [number, number, number, number],
+    classCond: Float32Array | null,
+    guidanceScale = 1,
+  ): Promise<DeviceSampling | null> {
     checkSize('sample', shape);
     const engine = this.live();
     const { sampleBegin, sampleInit, sampleSteps, sampleSolverSteps, sampleRead, sampleStats, sampleEnd } = engine;
@@ -207,7 +211,7 @@ export class UNet2DModel {
       this.queue = result.catch(() => undefined);
       return result;
     };
-    await call(() => sampleBegin.call(engine, shape[0], shape[1], shape[2], shape[3], classCond));
+    await call(() => sampleBegin.call(engine, shape[0], shape[1], shape[2], shape[3], classCond, guidanceScale));
     return {
       init: (sample, seed, draw) =>
         call(() => sampleInit.call(engine, sample, ...split64(seed, 'seed'), ...split64(draw, 'draw'))),

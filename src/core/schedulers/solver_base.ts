@@ -6,6 +6,7 @@
 import type { Backend } from '../backend/backend.js';
 import { ConfigError, InputError } from '../errors.js';
 import { defaultStepBackend } from '../host.js';
+import { checkGuidanceScale } from '../model/guidance.js';
 import {
   COMMON_OPTION_KEYS,
   makeAlphasCumprod,
@@ -32,6 +33,13 @@ export interface SolverStepOptions {
   generator?: NoiseSource;
   /** Batch size B of the [B, C, H, W] arrays; needed with dynamic thresholding or a 2C-channel output. */
   batchSize?: number;
+  /**
+   * Classifier-free guidance (StepLayout.guidanceScale): 1 or absent,
+   * unguided; otherwise modelOutput holds the conditional then the
+   * unconditional pass's batch (twice the sample's items) and the step uses
+   * eps_u + s * (eps_c - eps_u). Needs batchSize.
+   */
+  guidanceScale?: number;
 }
 
 export interface SolverStepOutput {
@@ -214,19 +222,24 @@ export abstract class SolverSchedulerBase<O extends ResolvedCommonOptions> {
     allowTwoHalves: boolean,
   ): { prevSample: Float32Array; converted: Float32Array } {
     const n = sample.length;
-    const twoHalves = modelOutput.length === 2 * n && n > 0;
-    if (modelOutput.length !== n && !(twoHalves && allowTwoHalves)) {
-      throw new InputError(`step: model output has ${modelOutput.length} elements, the sample ${n}`);
+    const guidanceScale = checkGuidanceScale(options.guidanceScale);
+    // Guided, the model output holds two passes of the batch.
+    const passes = guidanceScale !== 1 ? 2 : 1;
+    const twoHalves = modelOutput.length === 2 * passes * n && n > 0;
+    if (modelOutput.length !== passes * n && !(twoHalves && allowTwoHalves)) {
+      throw new InputError(`step: model output has ${modelOutput.length} elements, the sample ${n}${passes === 2 ? ' (guided: two passes expected)' : ''}`);
     }
-    const perItem = c.clip === 2 || twoHalves;
+    const perItem = c.clip === 2 || twoHalves || passes === 2;
     if (perItem && options.batchSize === undefined) {
-      throw new InputError(`step: pass batchSize (needed for ${twoHalves ? 'the 2C-channel model output' : 'dynamic thresholding'})`);
+      throw new InputError(
+        `step: pass batchSize (needed for ${passes === 2 ? 'guidance' : twoHalves ? 'the 2C-channel model output' : 'dynamic thresholding'})`,
+      );
     }
     const B = options.batchSize ?? 1;
     if (!Number.isInteger(B) || B < 1 || n % B !== 0) {
       throw new InputError(`step: batchSize ${options.batchSize} does not divide the ${n}-element sample`);
     }
-    const layout = { batchSize: B, sampleSize: n / B, modelOutputStride: (twoHalves ? 2 : 1) * (n / B) };
+    const layout = { batchSize: B, sampleSize: n / B, modelOutputStride: (twoHalves ? 2 : 1) * (n / B), guidanceScale };
     let noise: Float32Array | null = null;
     if (needsNoise(c)) {
       if (options.noise && options.generator) throw new InputError('pass either noise or generator, not both');

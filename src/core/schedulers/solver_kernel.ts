@@ -17,6 +17,7 @@
 
 import type { Backend } from '../backend/backend.js';
 import { InputError } from '../errors.js';
+import type { StepLayout } from './step_kernel.js';
 
 /** How the kernel converts the model output m (with the sample x). */
 export const Convert = {
@@ -162,7 +163,7 @@ export class SolverHistory {
   run(
     backend: Backend,
     c: SolverCoefficients,
-    layout: { batchSize: number; sampleSize: number; modelOutputStride: number },
+    layout: StepLayout,
     modelOutput: Float32Array,
     sample: Float32Array,
     noise: Float32Array | null,

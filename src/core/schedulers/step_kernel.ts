@@ -75,4 +75,18 @@ export interface StepLayout {
    * variance, if any, at b * modelOutputStride + sampleSize.
    */
   modelOutputStride: number;
+  /**
+   * Classifier-free guidance: 1 or absent, modelOutput holds batchSize items;
+   * any other value s, it holds 2 * batchSize items (the conditional pass's
+   * batch, then the unconditional pass's, from one doubled forward) and the
+   * kernel reads uncond + s * (cond - uncond) in place of the model output
+   * (native/engine/step_math.h, guided_output). A predicted variance half is
+   * the conditional pass's.
+   */
+  guidanceScale?: number;
+}
+
+/** How many items a layout's model output holds. */
+export function modelOutputItems(layout: StepLayout): number {
+  return (layout.guidanceScale ?? 1) !== 1 ? 2 * layout.batchSize : layout.batchSize;
 }
