@@ -270,6 +270,22 @@ test('generation: classes cycle over the whole set, pixels in [0, 1], the seed f
   }
 });
 
+test('generation with a guidance model: labels cycle over the data classes, never the null class; guidance is passed on', async () => {
+  const unet = await loadUNet(fixturePath('unet/cfg'));  // 4 classes and a null class (label 4)
+  try {
+    const options = { unet, scheduler: new DDIMScheduler(), count: 6, steps: 2, seed: 3, batchSize: 3 };
+    const plain = await generateSamples(options);
+    assert.deepEqual(plain.labels, [0, 1, 2, 3, 0, 1]);
+    assert.deepEqual((await generateSamples({ ...options, guidanceScale: 1 })).data, plain.data, 'scale 1 is no guidance');
+    const guided = await generateSamples({ ...options, guidanceScale: 3 });
+    assert.deepEqual(guided.labels, plain.labels);
+    assert.notDeepEqual(guided.data, plain.data, 'guidance changes the samples');
+    await assert.rejects(generateSamples({ ...options, guidanceScale: Number.NaN }), InputError);
+  } finally {
+    unet.dispose();
+  }
+});
+
 test('generation: each batch draws its own noise', async () => {
   // unconditional, so the first image of two batches would be equal if they shared noise
   const unet = await loadUNet(fixturePath('unet/tiny'));

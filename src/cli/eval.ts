@@ -58,6 +58,7 @@ interface EvalFlags {
   tableSteps: number[];
   tableEtas: number[];
   clippedModelOutput?: boolean;
+  guidance?: number;
   grid?: string;
   cache?: string;
   /** A classifier folder; undefined: the shipped one; false: --no-classifier. */
@@ -185,7 +186,8 @@ async function evalCommand(flags: EvalFlags): Promise<void> {
     const cache = flags.cache ? { dir: flags.cache, modelKey: await modelCacheKey(await modelFiles(resolved)) } : undefined;
     const run = async (scheduler: 'ddim' | 'ddpm' | SolverName, steps: number, eta: number | undefined) => {
       const clipped = scheduler === 'ddim' && flags.clippedModelOutput === true;
-      const label = `${scheduler} ${steps} steps${eta === undefined ? '' : `, eta ${eta}`}${clipped ? ', epsilon from clipped x0' : ''}`;
+      const guided = flags.guidance !== undefined && flags.guidance !== 1 ? `, guidance ${flags.guidance}` : '';
+      const label = `${scheduler} ${steps} steps${eta === undefined ? '' : `, eta ${eta}`}${clipped ? ', epsilon from clipped x0' : ''}${guided}`;
       const generated = await generateSamples({
         unet,
         scheduler: pipeline.scheduler(scheduler),
@@ -193,6 +195,7 @@ async function evalCommand(flags: EvalFlags): Promise<void> {
         steps,
         eta,
         useClippedModelOutput: clipped || undefined,
+        guidanceScale: flags.guidance,
         seed: flags.seed,
         batchSize: flags.batch,
         signal: controller.signal,
@@ -259,7 +262,7 @@ async function evalCommand(flags: EvalFlags): Promise<void> {
     if (flags.json)
       await writeFile(
         flags.json,
-        `${JSON.stringify({ model: modelDir, samples: flags.samples, scheduler: flags.scheduler, steps, eta: flags.scheduler === 'ddim' ? flags.eta : null, clippedModelOutput: flags.scheduler === 'ddim' && flags.clippedModelOutput === true, seed: flags.seed, seconds: generated.seconds, ...metrics, heldOutNn: reference.heldOutNn, heldOutClassAccuracy: reference.heldOutClassAccuracy, realBaseline, classifier: classifierJson(classifierMetrics, classifierReference) }, null, 2)}\n`,
+        `${JSON.stringify({ model: modelDir, samples: flags.samples, scheduler: flags.scheduler, steps, eta: flags.scheduler === 'ddim' ? flags.eta : null, clippedModelOutput: flags.scheduler === 'ddim' && flags.clippedModelOutput === true, guidanceScale: flags.guidance ?? 1, seed: flags.seed, seconds: generated.seconds, ...metrics, heldOutNn: reference.heldOutNn, heldOutClassAccuracy: reference.heldOutClassAccuracy, realBaseline, classifier: classifierJson(classifierMetrics, classifierReference) }, null, 2)}\n`,
       );
   } finally {
     process.off('SIGINT', onSigint);
@@ -283,6 +286,11 @@ export function registerEvalCommand(program: Command): void {
       return n;
     }, 0)
     .option('--clipped-model-output', "DDIM: re-derive epsilon from the clipped x0 (diffusers' use_clipped_model_output; matters when the scheduler config clips)")
+    .option('--guidance <s>', 'classifier-free guidance scale (models trained with --cfg-dropout; default 1: none)', (v: string) => {
+      const s = Number(v);
+      if (v.trim() === '' || !Number.isFinite(s) || s < 0) throw new InvalidArgumentError('--guidance must be a number >= 0');
+      return s;
+    })
     .option('--seed <s>', 'sampling seed, below 2^32 (batch b uses seed * 2^32 + b)', integer('--seed', 0, 2 ** 32 - 1), 0)
     .option('--batch <b>', 'images per sampling call (the samples depend on it too)', integer('--batch', 1), 100)
     .option('--real-holdout <n>', 'real digits held out of the 10,000 to compare with', integer('--real-holdout', K + 1, 9999), 1000)

@@ -13,7 +13,7 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
 import { InputError } from '../core/errors.js';
-import { classConditioning } from '../core/model/config.js';
+import { classConditioning, dataClassCount } from '../core/model/config.js';
 import type { UNet2DModel } from '../core/model/unet.js';
 import { sample } from '../core/sampler.js';
 import type { DDIMScheduler } from '../core/schedulers/ddim.js';
@@ -31,6 +31,8 @@ export interface GenerateOptions {
   eta?: number;
   /** DDIM only: re-derive epsilon from the clipped x0 (diffusers' use_clipped_model_output). */
   useClippedModelOutput?: boolean;
+  /** Classifier-free guidance scale (models trained with label dropout); default 1, none. */
+  guidanceScale?: number;
   /** Below 2^32: batch b draws its noise with seed (seed << 32) + b, so batches never share noise. */
   seed: number;
   batchSize: number;
@@ -61,6 +63,7 @@ function batchKey(o: GenerateOptions, batch: number, size: number): string {
     count: o.count,
     // only when set, so the keys of batches cached before this option existed still match
     ...(o.useClippedModelOutput ? { useClippedModelOutput: true } : {}),
+    ...(o.guidanceScale !== undefined && o.guidanceScale !== 1 ? { guidanceScale: o.guidanceScale } : {}),
   };
   return createHash('sha256').update(JSON.stringify(what)).digest('hex').slice(0, 32);
 }
@@ -112,7 +115,8 @@ export async function generateSamples(o: GenerateOptions): Promise<Generated> {
   if (!Number.isInteger(o.seed) || o.seed < 0 || o.seed >= 2 ** 32) throw new InputError(`seed must be an integer in [0, 2^32), got ${o.seed}`);
   const { unet } = o;
   const conditional = classConditioning(unet.config) === 'labels';
-  const numClasses = conditional ? unet.config.numClassEmbeds! : 0;
+  // The data's classes: a model trained for guidance has one more embedding, its null class.
+  const numClasses = conditional ? dataClassCount(unet.config) : 0;
   const labels: number[] | null = conditional ? Array.from({ length: o.count }, (_, i) => i % numClasses) : null;
 
   const [channels, height, width] = [unet.config.inChannels, ...sampleSide(unet.config.sampleSize)];
@@ -139,6 +143,7 @@ export async function generateSamples(o: GenerateOptions): Promise<Generated> {
       seed: (BigInt(o.seed) << 32n) + BigInt(batch),
       eta: o.eta,
       useClippedModelOutput: o.useClippedModelOutput,
+      guidanceScale: o.guidanceScale,
       classLabels: labels ? labels.slice(start, start + size) : undefined,
       signal: o.signal,
     });
