@@ -57,6 +57,17 @@ struct Blocking {
 inline size_t q_stride(size_t matrix_floats) { return matrix_floats + 16; }
 size_t lean_q_stride(int cin, int nr) { return q_stride((size_t)cin * nr); }
 
+// Where 2x2 output tile `tile` (numbered image by image, row by row) lies:
+// its image and its tile row and column.
+struct TilePlace {
+  int b, ty, tx;
+};
+inline TilePlace tile_place(int tile, int tiles_h, int tiles_w) {
+  const int b = tile / (tiles_h * tiles_w);
+  const int rem = tile - b * tiles_h * tiles_w;
+  return {b, rem / tiles_w, rem % tiles_w};
+}
+
 Blocking blocking(const ConvGeometry& g, const PackedWeights& w) {
   Blocking k;
   const int mr = conv_tile_rows(), nr = w.nr;
@@ -223,9 +234,8 @@ void winograd_conv2d_forward(const float* in, const ConvGeometry& g, const Packe
       const WinogradPasses& passes = winograd_passes();
       for (int t = 0; t < nt; ++t) {
         const int tile = t0 + t;
-        const int b = tile / (k.tiles_h * k.tiles_w);
-        const int rem = tile - b * k.tiles_h * k.tiles_w;
-        const int iy0 = (rem / k.tiles_w) * 2 - g.pad_top, ix0 = (rem % k.tiles_w) * 2 - g.pad_left;
+        const TilePlace at = tile_place(tile, k.tiles_h, k.tiles_w);
+        const int b = at.b, iy0 = at.ty * 2 - g.pad_top, ix0 = at.tx * 2 - g.pad_left;
         const float* src[4][4];
         for (int i = 0; i < 4; ++i)
           for (int j = 0; j < 4; ++j) {
@@ -275,9 +285,8 @@ void winograd_conv2d_forward(const float* in, const ConvGeometry& g, const Packe
         }
         for (int t = 0; t < nt; ++t) {
           const int tile = t0 + t;
-          const int b = tile / (k.tiles_h * k.tiles_w);
-          const int rem = tile - b * k.tiles_h * k.tiles_w;
-          const int oy0 = (rem / k.tiles_w) * 2, ox0 = (rem % k.tiles_w) * 2;
+          const TilePlace at = tile_place(tile, k.tiles_h, k.tiles_w);
+          const int b = at.b, oy0 = at.ty * 2, ox0 = at.tx * 2;
           float* dst[2][2];
           const float* res[2][2];
           for (int a = 0; a < 2; ++a)
@@ -438,9 +447,8 @@ void winograd_conv2d_backward_weights(const float* in, const ConvGeometry& g, co
     const float* g_src[4][2][2];
     for (int i = 0; i < 4; ++i) {
       const int t = quad * 4 + i, tile = t0 + t;
-      const int b = tile / (k.tiles_h * k.tiles_w);
-      const int rem = tile - b * k.tiles_h * k.tiles_w;
-      const int ty = rem / k.tiles_w, tx = rem % k.tiles_w;
+      const TilePlace at = tile_place(tile, k.tiles_h, k.tiles_w);
+      const int b = at.b, ty = at.ty, tx = at.tx;
       for (int a = 0; a < 2; ++a)
         for (int e = 0; e < 2; ++e) {
           const int oy = ty * 2 + a, ox = tx * 2 + e;
