@@ -15,6 +15,7 @@ import { loadPipeline } from '../src/core/pipeline.js';
 import { sample } from '../src/core/sampler.js';
 import { DDIMScheduler } from '../src/core/schedulers/ddim.js';
 import { DDPMScheduler } from '../src/core/schedulers/ddpm.js';
+import { DPMSolverMultistepScheduler } from '../src/core/schedulers/dpmsolver.js';
 import { fixturePath, maxAbs, maxAbsDiff } from './helpers.js';
 
 interface PipelineCase {
@@ -69,6 +70,40 @@ test('philox sampling is reproducible and agrees across backends', async () => {
   }
   const diff = maxAbsDiff(outs[0]!, outs[1]!);
   assert.ok(diff <= 1e-4, `cpu vs wasm samples differ by ${diff}`);
+});
+
+test('wasm runs the sampling loop inside the engine: one call for all steps, the bits of forward() + the step kernel', async () => {
+  type Engine = Record<string, unknown>;
+  for (const threads of [1, 2]) {
+    const unet = await loadUNet(fixturePath('unet/tiny'), { backend: 'wasm', threads });
+    const engine = (unet as unknown as { engine: Engine }).engine;
+    const counts = { forward: 0, stepCalls: 0 };
+    const count = (name: string, key: keyof typeof counts) => {
+      const original = engine[name] as (...a: unknown[]) => unknown;
+      engine[name] = (...a: unknown[]) => (counts[key]++, original.apply(engine, a));
+    };
+    count('forward', 'forward');
+    count('sampleSteps', 'stepCalls');
+    count('sampleSolverSteps', 'stepCalls');
+    const runs = [
+      () => sample({ unet, scheduler: new DDPMScheduler(), numInferenceSteps: 12, batchSize: 2, seed: 5 }),
+      () => sample({ unet, scheduler: new DDIMScheduler(), numInferenceSteps: 8, batchSize: 2, seed: 5, generator: 'torch', eta: 1 }),
+      () => sample({ unet, scheduler: new DPMSolverMultistepScheduler(), numInferenceSteps: 10, batchSize: 2, seed: 5 }),
+    ];
+    for (const [i, run] of runs.entries()) {
+      counts.forward = counts.stepCalls = 0;
+      const inEngine = await run();
+      assert.equal(counts.forward, 0, `run ${i}, ${threads} threads: no forward() from the host`);
+      assert.equal(counts.stepCalls, 1, `run ${i}, ${threads} threads: every step in one engine call`);
+      const sampleBegin = engine.sampleBegin;
+      engine.sampleBegin = undefined; // the loop through forward() that wasm ran before
+      const throughForward = await run();
+      engine.sampleBegin = sampleBegin;
+      assert.ok(counts.forward > 1);
+      assert.deepEqual(inEngine.samples, throughForward.samples, `run ${i}, ${threads} threads`);
+    }
+    unet.dispose();
+  }
 });
 
 test('invalid options fail before any work', async () => {

@@ -22,6 +22,7 @@ mkdir -p wasm/dist
 SOURCES=(
   native/engine/unet.cpp
   native/engine/api.cpp
+  native/engine/sampling.cpp
   native/engine/train.cpp
   native/engine/backward.cpp
   native/cpu/conv2d.cpp

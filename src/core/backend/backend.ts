@@ -99,8 +99,8 @@ export interface EngineModel {
   releaseHostWeights(): number;
 
   // --- the sampling loop on the model's device (native/engine/sampling.cpp) --
-  // The native backends have it (cpu, cuda); others sample through forward()
-  // and Backend.diffusionStep. One run per model at a time.
+  // Every engine backend has it (cpu, cuda, wasm); a model without it samples
+  // through forward() and Backend.diffusionStep. One run per model at a time.
   /** Opens a run: device buffers for the sample, model output, noise and x0. */
   /**
    * guidanceScale (default 1, unguided): otherwise every forward runs the

@@ -4,8 +4,9 @@
 //
 // marble.wasm has no imports and its own memory. marble-threads.wasm imports
 // a shared memory (env.memory) that every thread's instance works on; its
-// long calls (forward, training step) may run on another thread (the engine
-// worker in Node, src/node/wasm.ts), the light ones run here.
+// long calls (forward, training step, a sampling run's steps) may run on
+// another thread (the engine worker in Node, src/node/wasm.ts), the light
+// ones run here.
 import { MemoryLimitError } from '../errors.js';
 import { dtypeUnsupported, split64 } from './backend.js';
 import type { Backend, CapturedTensor, EngineModel, ParamInfo, TensorKind, TrainStepArgs } from './backend.js';
@@ -105,6 +106,26 @@ export interface Exports {
   ): number;
   mb_add_noise(x0: number, noise: number, sa: number, sb: number, batch: number, sampleSize: number, out: number): void;
   mb_philox4x32_10(c0: number, c1: number, c2: number, c3: number, k0: number, k1: number, out: number): void;
+  // The sampling loop in the engine (native/engine/sampling.cpp)
+  mb_sample_begin(m: number, b: number, c: number, h: number, w: number, cls: number, clsLen: number, guidance: number, statusOut: number): number;
+  mb_sample_init(run: number, sample: number, seedLo: number, seedHi: number, drawLo: number, drawHi: number): number;
+  mb_sample_steps(run: number, count: number, t: number, coefficients: number, seedLo: number, seedHi: number, firstDraw: number, noise: number, x0: number): number;
+  mb_sample_solver_steps(
+    run: number,
+    count: number,
+    t: number,
+    inputScales: number,
+    records: number,
+    seedLo: number,
+    seedHi: number,
+    firstDraw: number,
+    noise: number,
+    x0: number,
+  ): number;
+  mb_sample_read(run: number, out: number): number;
+  mb_sample_replays(run: number): number;
+  mb_sample_direct_forwards(run: number): number;
+  mb_sample_end(run: number): void;
   // marble-threads.wasm only (wasm/thread_pool.cpp)
   __stack_pointer?: WebAssembly.Global;
   mb_pool_worker_run?(): void;
@@ -118,7 +139,7 @@ export interface Exports {
 }
 
 /** The engine calls that take long enough to run off the caller's thread. */
-export type LongCallName = 'mb_model_forward' | 'mb_model_train_step';
+export type LongCallName = 'mb_model_forward' | 'mb_model_train_step' | 'mb_sample_steps' | 'mb_sample_solver_steps';
 
 /**
  * Where a backend runs its long calls and what it tears down at dispose:
@@ -157,6 +178,7 @@ const ADDRESS_RESULTS = [
   'mb_model_capture_name',
   'mb_model_capture_data',
   'mb_model_tensor_data',
+  'mb_sample_begin',
 ] as const;
 
 /** Exports of an instance, with the memory it works on (imported by marble-threads.wasm). */
@@ -226,6 +248,9 @@ class WasmModel implements EngineModel {
   private handle: number;
   /** The long call in flight, if any: dispose() waits for it before deleting the model. */
   private inflight: Promise<unknown> | null = null;
+  /** The open sampling run (mb_sample_begin's SampleRun*), 0 when none, and its sample's size in floats. */
+  private run = 0;
+  private runSampleFloats = 0;
   constructor(
     private readonly ex: Exports,
     private readonly runtime: WasmRuntime,
@@ -383,9 +408,130 @@ class WasmModel implements EngineModel {
     const handle = this.handle;
     this.handle = 0;
     if (!handle) return;
+    const release = () => {
+      this.endRun();
+      this.ex.mb_model_delete(handle);
+    };
     // A forward still running on another thread uses the model: delete it after.
-    if (this.inflight) void this.inflight.then(() => this.ex.mb_model_delete(handle));
-    else this.ex.mb_model_delete(handle);
+    if (this.inflight) void this.inflight.then(release);
+    else release();
+  }
+
+  // --- the sampling loop inside the engine (native/engine/sampling.cpp) ---
+  // As on the native backends: the sample, the model output and the noise
+  // stay in wasm memory from the first step to the last, and one call runs
+  // all the steps it is given (forward, noise, fused step each) on the
+  // engine thread, instead of one forward call and one step per step.
+
+  private endRun(): void {
+    if (this.run) this.ex.mb_sample_end(this.run);
+    this.run = 0;
+  }
+
+  private liveRun(): number {
+    this.live();
+    if (!this.run) throw new EngineFailure(4, 'no sampling run: call sampleBegin first');
+    return this.run;
+  }
+
+  sampleBegin(batch: number, channels: number, height: number, width: number, classCond: Float32Array | null, guidanceScale = 1): void {
+    const m = this.live();
+    this.endRun();
+    const statusPtr = this.alloc(4);
+    try {
+      const run = withArrays(this.ex, [classCond], [], (p) =>
+        this.ex.mb_sample_begin(m, batch, channels, height, width, p[0]!, classCond?.length ?? 0, guidanceScale, statusPtr),
+      );
+      if (!run) throw new EngineFailure(new Int32Array(this.ex.memory.buffer, statusPtr, 1)[0]!, this.error());
+      this.run = run;
+    } finally {
+      this.ex.mb_wasm_free(statusPtr);
+    }
+    this.runSampleFloats = batch * channels * height * width;
+  }
+
+  sampleInit(sample: Float32Array | null, seedLo: number, seedHi: number, drawLo: number, drawHi: number): void {
+    const run = this.liveRun();
+    if (sample && sample.length !== this.runSampleFloats) throw new RangeError("sampleInit: the sample does not match the run's shape");
+    const status = withArrays(this.ex, [sample], [], (p) => this.ex.mb_sample_init(run, p[0]!, seedLo, seedHi, drawLo, drawHi));
+    if (status !== 0) throw new EngineFailure(status, this.error());
+  }
+
+  /** Runs one of the step calls on the engine thread; resolves to x0 when wantX0. */
+  private async runSteps(
+    name: 'mb_sample_steps' | 'mb_sample_solver_steps',
+    perStep: Float32Array[],
+    hostNoise: Float32Array | null,
+    count: number,
+    args: (p: number[]) => number[],
+    wantX0: boolean,
+  ): Promise<Float32Array | undefined> {
+    this.liveRun();
+    if (count < 1 || (hostNoise && hostNoise.length !== count * this.runSampleFloats))
+      throw new RangeError(`${name}: array sizes do not match the step count`);
+    const x0 = wantX0 ? new Float32Array(this.runSampleFloats) : null;
+    const status = await withArrays(this.ex, [...perStep, hostNoise], x0 ? [x0] : [], (p) =>
+      this.longCall(name, args(p).concat(x0 ? p[perStep.length + 1]! : 0)),
+    );
+    if (status !== 0) throw new EngineFailure(status, this.error());
+    return x0 ?? undefined;
+  }
+
+  sampleSteps(
+    count: number,
+    timesteps: Float32Array,
+    coefficients: Float32Array,
+    seedLo: number,
+    seedHi: number,
+    firstDraw: number,
+    hostNoise: Float32Array | null,
+    wantX0: boolean,
+  ): Promise<Float32Array | undefined> {
+    if (timesteps.length !== count || coefficients.length !== 15 * count) throw new RangeError('sampleSteps: array sizes do not match the step count');
+    const run = this.run;
+    return this.runSteps('mb_sample_steps', [timesteps, coefficients], hostNoise, count, (p) => [run, count, p[0]!, p[1]!, seedLo, seedHi, firstDraw, p[2]!], wantX0);
+  }
+
+  sampleSolverSteps(
+    count: number,
+    timesteps: Float32Array,
+    inputScales: Float32Array,
+    records: Float32Array,
+    seedLo: number,
+    seedHi: number,
+    firstDraw: number,
+    hostNoise: Float32Array | null,
+    wantX0: boolean,
+  ): Promise<Float32Array | undefined> {
+    if (timesteps.length !== count || inputScales.length !== count || records.length !== 22 * count)
+      throw new RangeError('sampleSolverSteps: array sizes do not match the step count');
+    const run = this.run;
+    return this.runSteps(
+      'mb_sample_solver_steps',
+      [timesteps, inputScales, records],
+      hostNoise,
+      count,
+      (p) => [run, count, p[0]!, p[1]!, p[2]!, seedLo, seedHi, firstDraw, p[3]!],
+      wantX0,
+    );
+  }
+
+  async sampleRead(): Promise<Float32Array> {
+    const run = this.liveRun();
+    const out = new Float32Array(this.runSampleFloats);
+    const status = withArrays(this.ex, [], [out], (p) => this.ex.mb_sample_read(run, p[0]!));
+    if (status !== 0) throw new EngineFailure(status, this.error());
+    return out;
+  }
+
+  sampleStats(): { replays: number; directForwards: number } {
+    const run = this.liveRun();
+    return { replays: this.ex.mb_sample_replays(run), directForwards: this.ex.mb_sample_direct_forwards(run) };
+  }
+
+  sampleEnd(): void {
+    if (this.inflight) throw new EngineFailure(4, 'cannot end a sampling run while its steps are running');
+    this.endRun();
   }
 
   trainInit(options: { ema: boolean }): void {

@@ -50,7 +50,7 @@ export interface LoadOptions {
 }
 
 /**
- * A sampling run kept on the model's device (native backends): see
+ * A sampling run kept on the model's device (every engine backend): see
  * UNet2DModel.startSampling. Calls queue behind the model's other calls.
  */
 export interface DeviceSampling {
@@ -187,7 +187,7 @@ export class UNet2DModel {
 
   /**
    * Opens a sampling run on the model's device, or resolves to null when the
-   * backend has none (wasm samples through forward()). The sampler's inputs
+   * backend has none (then the sampler goes through forward()). The sampler's inputs
    * are its own: shape [B, C, H, W] and class labels were checked by it.
    */
   async startSampling(
