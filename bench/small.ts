@@ -1,7 +1,8 @@
 // npm run bench (issue #23): small models, small batches. unet.forward on the
 // embedded MNIST model (models/mnist, 1.8M parameters) and the smallest
 // diffusers fixture (test/fixtures/unet/tiny), batch 1 and 8, on cpu and wasm
-// with 1 and 2 threads (wasm-single: marble.wasm on the calling thread), and
+// with 1 and 2 threads (wasm-single: marble.wasm on the calling thread), plus
+// sample() DDIM-20 of one image on marble's backends, and
 // onnxruntime-node / -web on the exported graph when installed (npm run
 // bench:ort) — each on a quiet machine and with one core busy: the benchmark
 // starts `node -e "for(;;){}"` itself (as another process, a second request or
@@ -32,7 +33,7 @@ const rounds = Number(env('BENCH_ROUNDS', '3'));
 const roots: [string, string][] = [['now', here]];
 if (process.env.BENCH_BASELINE) roots.unshift(['before', path.resolve(process.env.BENCH_BASELINE)]);
 
-interface Result { model: string; batch: number; ms: number; isa: string; version?: string; skipped?: string }
+interface Result { model: string; batch: number; what: string; ms: number; isa: string; version?: string; skipped?: string }
 
 function child(root: string, backend: string, threads: string): Result[] {
   const r = spawnSync(process.execPath, [path.join(root, 'dist', 'bench', 'small_child.js'), backend, threads, models, batches, iterations], {
@@ -60,7 +61,7 @@ for (const load of loads) {
           for (const r of child(root, backend, threads)) {
             if (r.skipped) continue;
             const name = backend.startsWith('ort') ? `${backend === 'ort-node' ? 'onnxruntime-node' : 'onnxruntime-web'} ${r.version}` : `marble ${backend}`;
-            const key = `${r.model}\t${r.batch}\t${name}\t${threads}`;
+            const key = `${r.model}\t${r.batch}\t${r.what ?? 'forward'}\t${name}\t${threads}`;
             const column = roots.length > 1 ? `${label} ${load}` : load;
             const all = samples.get(`${key}\t${column}`) ?? [];
             all.push(r.ms);
@@ -76,21 +77,21 @@ for (const load of loads) {
 }
 
 const rows = [...table].map(([key, cols]) => {
-  const [model, batch, backend, threads] = key.split('\t') as [string, string, string, string];
-  return { model, batch: Number(batch), backend, threads: Number(threads), ...cols };
+  const [model, batch, what, backend, threads] = key.split('\t') as [string, string, string, string, string];
+  return { model, batch: Number(batch), what, backend, threads: Number(threads), ...cols };
 });
 // The issue's criterion: with a core busy, the default thread count (2) vs 1 thread, same backend.
 for (const row of rows as Record<string, unknown>[]) {
   if (row.threads !== 2) continue;
-  const one = rows.find((o) => o.model === row.model && o.batch === row.batch && o.backend === row.backend && o.threads === 1) as Record<string, unknown> | undefined;
+  const one = rows.find((o) => o.model === row.model && o.batch === row.batch && o.what === row.what && o.backend === row.backend && o.threads === 1) as Record<string, unknown> | undefined;
   for (const [label] of roots) {
     const col = roots.length > 1 ? `${label} busy` : 'busy';
     if (one && typeof row[col] === 'number' && typeof one[col] === 'number')
       row[`${roots.length > 1 ? label + ' ' : ''}busy t2/t1`] = Math.round(((row[col] as number) / (one[col] as number)) * 100) / 100;
   }
 }
-rows.sort((a, b) => a.model.localeCompare(b.model) || a.batch - b.batch);
-console.log(`forward, small models, median ms (of ${rounds} rounds' medians of ${iterations}) (${os.cpus()[0]?.model}, ${os.cpus().length} cores)`);
+rows.sort((a, b) => a.model.localeCompare(b.model) || a.what.localeCompare(b.what) || a.batch - b.batch);
+console.log(`forward and sample(), small models, median ms (of ${rounds} rounds' medians of ${iterations}) (${os.cpus()[0]?.model}, ${os.cpus().length} cores)`);
 console.table(rows);
 const outDir = path.join(here, 'bench', 'results');
 mkdirSync(outDir, { recursive: true });

@@ -1,6 +1,7 @@
 // One process of bench/small.ts: times unet.forward for one backend and thread
 // count over the small models and batches it is given, and prints one JSON
-// line per (model, batch). A process of its own per configuration, because
+// line per (model, batch); on marble's backends also sample() DDIM-20 of one
+// image (the "one digit"), what a user waits for. A process of its own per configuration, because
 // the cpu addon's pool is one per process and onnxruntime-web's thread count
 // is global and fixed by its first session.
 //
@@ -10,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { loadUNet } from '../src/index.js';
+import { DDIMScheduler, loadUNet, sample } from '../src/index.js';
 import type { LoadOptions, UNet2DModel } from '../src/index.js';
 import { wasmPath } from '../src/node/wasm.js';
 import { createWasmBackend } from '../src/web/wasm.js';
@@ -72,7 +73,20 @@ for (const model of modelsArg.split(',')) {
       await run();
       ms.push(performance.now() - t0);
     }
-    console.log(JSON.stringify({ model, batch, ms: median(ms), min: Math.min(...ms), isa: unet.backend.isa(), version: ort?.version }));
+    console.log(JSON.stringify({ model, batch, what: 'forward', ms: median(ms), min: Math.min(...ms), isa: unet.backend.isa(), version: ort?.version }));
+  }
+  if (!ort && batchesArg.split(',').includes('1')) {
+    // The whole sampling loop: 20 forwards and steps, noise, the copies out.
+    const digit = () =>
+      sample({ unet, scheduler: new DDIMScheduler(), numInferenceSteps: 20, batchSize: 1, seed: 0, classLabels: c.numClassEmbeds ? [3] : undefined });
+    await digit();
+    const ms: number[] = [];
+    for (let i = 0; i < Math.max(3, Math.floor(iterations / 5)); i++) {
+      const t0 = performance.now();
+      await digit();
+      ms.push(performance.now() - t0);
+    }
+    console.log(JSON.stringify({ model, batch: 1, what: 'sample DDIM-20', ms: median(ms), min: Math.min(...ms), isa: unet.backend.isa() }));
   }
   await session?.release();
   unet.dispose();
