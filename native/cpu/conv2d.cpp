@@ -10,7 +10,8 @@
 //
 // Backward (at the end of the file): dX is again a convolution (the flipped,
 // transposed kernel over dY, packed by transposing the forward's packing; by
-// Winograd where the forward used it; upsampling convs are followed by a 2x2
+// Winograd where the forward used it, packed from the torch weights for
+// F(4x4, 3x3); upsampling convs are followed by a 2x2
 // sum; stride-2 convs split into four stride-1 ones by output parity), and
 // dW = dY^T * im2col(X) is a GEMM over pixels, done in pixel chunks so the
 // im2col panel stays small (stride-1 3x3 convs use Winograd's instead).
@@ -38,10 +39,10 @@ struct ConvKernel {
   AttentionSmallKernels attention_small;  // small-head attention at this ISA's width
 };
 
-ConvKernel g_kernel = {0, 0, nullptr, nullptr, nullptr, nullptr, {nullptr, nullptr}, nullptr, {nullptr, nullptr}};
+ConvKernel g_kernel = {0, 0, nullptr, nullptr, nullptr, nullptr, {nullptr, nullptr, nullptr, nullptr}, nullptr, {nullptr, nullptr}};
 
 ConvKernel pick_kernel(const char* wanted) {
-  const WinogradPasses vec4 = {winograd_input_vec4, winograd_output_vec4};
+  const WinogradPasses vec4 = {winograd_input_vec4, winograd_output_vec4, winograd4_input_vec4, winograd4_output_vec4};
   const AttentionSmallKernels attention_vec4 = {attention_small_forward_vec4, attention_small_backward_vec4};
 #if defined(__wasm_relaxed_simd__)
   const ConvKernel generic = {4, 8, conv_tile_generic, "relaxed-simd128", nullptr, nullptr, vec4, nullptr, attention_vec4};
@@ -52,10 +53,13 @@ ConvKernel pick_kernel(const char* wanted) {
 #endif
 #if defined(__x86_64__) && defined(MB_HAVE_X86_KERNELS)
   const ConvKernel avx2 = {6, 16, conv_tile_avx2, "avx2", norm_apply_avx2, norm_grad_avx2,
-                           {winograd_input_avx2, winograd_output_avx2}, softmax_row_avx2,
+                           {winograd_input_avx2, winograd_output_avx2, winograd4_input_avx2, winograd4_output_avx2},
+                           softmax_row_avx2,
                            {attention_small_forward_avx2, attention_small_backward_avx2}};
   const ConvKernel avx512 = {8, 32, conv_tile_avx512, "avx512", norm_apply_avx512, norm_grad_avx512,
-                             {winograd_input_avx512, winograd_output_avx512}, softmax_row_avx512,
+                             {winograd_input_avx512, winograd_output_avx512, winograd4_input_avx512,
+                              winograd4_output_avx512},
+                             softmax_row_avx512,
                              {attention_small_forward_avx512, attention_small_backward_avx512}};
   __builtin_cpu_init();
   bool has_avx512 = __builtin_cpu_supports("avx512f");
@@ -303,9 +307,10 @@ ConvGeometry flipped_geometry(const ConvGeometry& g, int cin, int k) {
 // Winograd needs a 3x3 kernel and a stride-1 flipped conv (dY not dilated).
 bool flipped_winograd(const ConvGeometry& g, int k, bool winograd) { return winograd && k == 3 && g.stride == 1; }
 
-PackedWeights winograd_shape(int cout, int cin) {
+PackedWeights winograd_shape(int cout, int cin, int tile) {
   PackedWeights shape;
   shape.cout = cout, shape.cin = cin, shape.kh = shape.kw = 3, shape.nr = conv_panel_width(), shape.winograd = true;
+  shape.tile = tile;
   return shape;
 }
 
@@ -380,9 +385,15 @@ void strided_backward_data(const float* dy, const ConvGeometry& g, const PackedW
 
 size_t conv2d_backward_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, bool winograd) {
   size_t n;
-  if (flipped_winograd(g, k, winograd))
-    n = winograd_weights_floats(cin, cout) + winograd_scratch_floats(flipped_geometry(g, cin, k), winograd_shape(cin, cout));
-  else
+  if (flipped_winograd(g, k, winograd)) {
+    // Either tile (the packing says which, and the size is asked without it): room for the larger.
+    n = 0;
+    for (int tile = 2; tile <= 4; tile += 2) {
+      const size_t need = winograd_weights_floats(cin, cout, false, tile) +
+                          winograd_scratch_floats(flipped_geometry(g, cin, k), winograd_shape(cin, cout, tile));
+      if (need > n) n = need;
+    }
+  } else
     n = packed_weights_floats(cin, cout, k * k);
   if (g.upsample == 2) n += (size_t)g.batch * g.out_h * g.out_w * cin;
   if (g.stride == 2) n += (size_t)g.batch * ((g.in_h + 1) / 2) * ((g.in_w + 1) / 2) * cin;  // one parity's dX
@@ -402,7 +413,7 @@ void conv2d_backward_data(const float* dy, const ConvGeometry& g, const PackedWe
   float* extra;
   if (use_winograd) {
     pack_winograd_backward_data_weights(&packed, scratch, w);
-    extra = scratch + winograd_weights_floats(cin, cout);
+    extra = scratch + winograd_weights_floats(cin, cout, false, packed.tile);
   } else {
     pack_backward_data_weights(&packed, scratch, w);
     extra = scratch + packed_weights_floats(cin, cout, k * k);

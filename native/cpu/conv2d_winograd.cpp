@@ -1,22 +1,27 @@
-// 3x3, stride-1 convolutions by Winograd F(2x2, 3x3) (Lavin & Gray, 2015):
-// each 2x2 block of output pixels ("tile") comes from a 4x4 input patch d as
+// 3x3, stride-1 convolutions by Winograd (Lavin & Gray, 2015), F(4x4, 3x3)
+// by default: each 4x4 block of output pixels ("tile") comes from a 6x6
+// input patch d as
 //   Y = A^T [ U .* (B^T d B) ] A,   U = G g G^T (the transformed filter),
-// summed over input channels. The 16 elementwise products become 16 GEMMs
+// summed over input channels. The 36 elementwise products become 36 GEMMs
 // (tiles x cin) * (cin x cout), run on the same micro-kernels as conv2d.cpp:
-// 16 multiplies per output pair of channels and tile instead of 36, i.e.
-// 2.25x fewer than the direct convolution. The transforms use only 0, +-1
-// and +-1/2, so the result stays within a few float ulps of the direct one.
+// 36 multiplies per output pair of channels and tile of 16 pixels instead of
+// 144, i.e. 4x fewer than the direct convolution (F(2x2, 3x3): 16 per 4
+// pixels, 2.25x fewer, with transforms of only 0, +-1 and +-1/2 that stay
+// within a few float ulps of the direct convolution; F(4x4, 3x3)'s multiply
+// by up to 8, about 1e-6 of the output's scale through a whole UNet; see
+// winograd_transforms.h). Inference packs F(2x2, 3x3), training F(4x4,
+// 3x3) (the engine's Model::winograd_tile).
 //
 // Work is blocked by tiles: a task transforms a block of tiles' inputs into
-// scratch (16 x tiles x cin, sized to stay in L2), multiplies them by every
-// weight panel of its group and transforms the products back to output
-// pixels, applying the epilogue on the way out.
+// scratch (Q x tiles x cin, Q = 36 or 16 matrices, sized to stay in L2),
+// multiplies them by every weight panel of its group and transforms the
+// products back to output pixels, applying the epilogue on the way out.
 //
-// The transformed filters take 16/9 of the 3x3 weights' memory. A "lean"
+// The transformed filters take Q/9 of the 3x3 weights' memory. A "lean"
 // packing (PackedWeights::lean: sampling-only models in wasm, whose linear
 // memory never shrinks) keeps the 3x3 weights instead, and each task
 // transforms a panel's filters into its scratch just before the panel's
-// GEMMs: about 50 double operations per weight against the GEMMs' 2 x 16 x
+// GEMMs: about 100 operations per weight against the GEMMs' 2 x Q x
 // block_tiles, and bit-identical to the packed path (filter_transform).
 #include "../engine/mathf.h"
 #include "gemm_tile.h"
@@ -28,6 +33,8 @@
 #define MB_WINO_BYTES 16
 #define MB_WINO_INPUT winograd_input_vec4
 #define MB_WINO_OUTPUT winograd_output_vec4
+#define MB_WINO4_INPUT winograd4_input_vec4
+#define MB_WINO4_OUTPUT winograd4_output_vec4
 #include "winograd_lanes.h"
 
 namespace mb {
@@ -38,26 +45,31 @@ constexpr int kWinogradMaxMR = 16;
 constexpr size_t kBlockFloats = (size_t)1 << 18;  // input transforms per block: 1 MB
 constexpr int kMaxBlockTiles = 64;
 
+// Output tile side M: input patches of A = M + 2, Q = A^2 products per tile.
+constexpr int patch_side(int m) { return m + 2; }
+constexpr int products(int m) { return (m + 2) * (m + 2); }
+
 struct Blocking {
-  int tiles_h, tiles_w, tiles;  // 2x2 output tiles
+  int m, q;                     // tile side, matrices per transform
+  int tiles_h, tiles_w, tiles;  // m x m output tiles
   int block_tiles, blocks;      // tiles per task block, a multiple of mr
   int panels, panel_groups, panels_per_group;
   int slots;  // concurrent tasks, each with its own scratch
-  size_t v_q, m_q;  // floats between the 16 matrices of v ([q][tile][cin]) and m ([q][tile][nr])
+  size_t v_q, m_q;  // floats between the q matrices of v ([q][tile][cin]) and m ([q][tile][nr])
   size_t v_floats, m_floats;
-  size_t u_floats;  // lean weights: one panel's transformed filters, [16][cin][nr]
+  size_t u_floats;  // lean weights: one panel's transformed filters, [q][cin][nr]
 };
 
-// The 16 matrices of each transform (a tile's V, its products M, a panel's
-// filters U) are read and written as 16 streams at once. Whole matrices are
-// often a multiple of 4 KB (64 tiles x 256 channels...), which puts all 16
+// The Q matrices of each transform (a tile's V, its products M, a panel's
+// filters U) are read and written as Q streams at once. Whole matrices are
+// often a multiple of 4 KB (64 tiles x 256 channels...), which puts all the
 // streams into the same L1 set: they evict each other on every access. One
-// cache line of padding between the matrices spreads them over 16 sets
+// cache line of padding between the matrices spreads them over the sets
 // (measured: the lean transform went from +17% of a wasm forward to nothing).
 inline size_t q_stride(size_t matrix_floats) { return matrix_floats + 16; }
 size_t lean_q_stride(int cin, int nr) { return q_stride((size_t)cin * nr); }
 
-// Where 2x2 output tile `tile` (numbered image by image, row by row) lies:
+// Where output tile `tile` (numbered image by image, row by row) lies:
 // its image and its tile row and column.
 struct TilePlace {
   int b, ty, tx;
@@ -71,10 +83,12 @@ inline TilePlace tile_place(int tile, int tiles_h, int tiles_w) {
 Blocking blocking(const ConvGeometry& g, const PackedWeights& w) {
   Blocking k;
   const int mr = conv_tile_rows(), nr = w.nr;
-  k.tiles_h = (g.out_h + 1) / 2;
-  k.tiles_w = (g.out_w + 1) / 2;
+  k.m = w.tile;
+  k.q = products(k.m);
+  k.tiles_h = (g.out_h + k.m - 1) / k.m;
+  k.tiles_w = (g.out_w + k.m - 1) / k.m;
   k.tiles = g.batch * k.tiles_h * k.tiles_w;
-  int bt = (int)(kBlockFloats / (16 * (size_t)w.cin));
+  int bt = (int)(kBlockFloats / (k.q * (size_t)w.cin));
   bt = imin(bt, kMaxBlockTiles);
   bt = imin(bt, (k.tiles + mr - 1) / mr * mr);
   k.block_tiles = imax(mr, bt / mr * mr);
@@ -89,126 +103,78 @@ Blocking blocking(const ConvGeometry& g, const PackedWeights& w) {
   k.slots = imin(num_threads(), k.blocks * k.panel_groups);
   k.v_q = q_stride((size_t)k.block_tiles * w.cin);
   k.m_q = q_stride((size_t)k.block_tiles * nr);
-  k.v_floats = 16 * k.v_q;
-  k.m_floats = 16 * k.m_q;
-  k.u_floats = w.lean ? 16 * lean_q_stride(w.cin, nr) : 0;
+  k.v_floats = k.q * k.v_q;
+  k.m_floats = k.q * k.m_q;
+  k.u_floats = w.lean ? k.q * lean_q_stride(w.cin, nr) : 0;
   return k;
 }
 
-// U = G g G^T, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], in float, for
-// V = float (packing) or f32x4 (the lean path, four output channels at a
-// time): the same IEEE operations per lane, so both give the same U bit for
-// bit. Row 1 of G g is ((g0 + g2) + g1) / 2, row 2 ((g0 + g2) - g1) / 2, and
-// likewise for the columns: 35 operations per filter.
+// U = G g G^T in float, for V = float (packing) or f32x4 (the lean path,
+// four output channels at a time): the same IEEE operations per lane, so
+// both give the same U bit for bit.
+// F(2x2, 3x3): G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]. Row 1 of G g is
+// ((g0 + g2) + g1) / 2, row 2 ((g0 + g2) - g1) / 2, and likewise for the
+// columns: 35 operations per filter.
 template <typename V>
-inline void filter_transform(const V g[3][3], V u[4][4]) {
-  V gg[4][3];
+inline void filter_rows2(const V g0, const V g1, const V g2, V u[4]) {
+  const V outer = g0 + g2;
+  u[0] = g0;
+  u[1] = (outer + g1) * 0.5f;
+  u[2] = (outer - g1) * 0.5f;
+  u[3] = g2;
+}
+// F(4x4, 3x3): G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6;
+// 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1], dividing (exactly rounded) rather
+// than multiplying by the rounded 1/6 and 1/24.
+template <typename V>
+inline void filter_rows4(const V g0, const V g1, const V g2, V u[6]) {
+  const V outer = g0 + g2, outer4 = g0 + g2 * 4.0f;
+  u[0] = g0 * 0.25f;
+  u[1] = (outer + g1) / -6.0f;
+  u[2] = (outer - g1) / -6.0f;
+  u[3] = (outer4 + g1 * 2.0f) / 24.0f;
+  u[4] = (outer4 - g1 * 2.0f) / 24.0f;
+  u[5] = g2;
+}
+template <int M, typename V>
+inline void filter_transform(const V g[3][3], V u[patch_side(M)][patch_side(M)]) {
+  constexpr int A = patch_side(M);
+  V gg[A][3], col[A];
   for (int x = 0; x < 3; ++x) {
-    const V outer = g[0][x] + g[2][x];
-    gg[0][x] = g[0][x];
-    gg[1][x] = (outer + g[1][x]) * 0.5f;
-    gg[2][x] = (outer - g[1][x]) * 0.5f;
-    gg[3][x] = g[2][x];
+    if constexpr (M == 4) filter_rows4(g[0][x], g[1][x], g[2][x], col);
+    else filter_rows2(g[0][x], g[1][x], g[2][x], col);
+    for (int i = 0; i < A; ++i) gg[i][x] = col[i];
   }
-  for (int i = 0; i < 4; ++i) {
-    const V outer = gg[i][0] + gg[i][2];
-    u[i][0] = gg[i][0];
-    u[i][1] = (outer + gg[i][1]) * 0.5f;
-    u[i][2] = (outer - gg[i][1]) * 0.5f;
-    u[i][3] = gg[i][2];
+  for (int i = 0; i < A; ++i) {
+    if constexpr (M == 4) filter_rows4(gg[i][0], gg[i][1], gg[i][2], u[i]);
+    else filter_rows2(gg[i][0], gg[i][1], gg[i][2], u[i]);
   }
 }
 
 // The lean path: one panel's filters, lean layout [ci][tap][nr], transformed
 // into [q][ci][nr] (the packed layout's panel), lean_q_stride floats apart.
+template <int M>
 void transform_lean_panel(const float* panel, int cin, int nr, float* u_out) {
+  constexpr int A = patch_side(M);
   const size_t q_stride = lean_q_stride(cin, nr);
   for (int ci = 0; ci < cin; ++ci) {
     const float* src = panel + (size_t)ci * 9 * nr;
     float* dst = u_out + (size_t)ci * nr;
     for (int j = 0; j < nr; j += 4) {  // nr is a multiple of 4 on every ISA
-      f32x4 g[3][3], u[4][4];
+      f32x4 g[3][3], u[A][A];
 #pragma GCC unroll 9
       for (int t = 0; t < 9; ++t) g[t / 3][t % 3] = load_f32x4(src + t * nr + j);
-      filter_transform(g, u);
-#pragma GCC unroll 16
-      for (int q = 0; q < 16; ++q) store_f32x4(dst + q * q_stride + j, u[q / 4][q % 4]);
+      filter_transform<M>(g, u);
+      for (int q = 0; q < A * A; ++q) store_f32x4(dst + q * q_stride + j, u[q / A][q % A]);
     }
   }
 }
 
-}  // namespace
-
-size_t winograd_weights_floats(int cout, int cin, bool lean) {
-  return (lean ? 9 : 16) * packed_weights_floats(cout, cin, 1);
-}
-
-void pack_winograd_weights(PackedWeights* packed, float* storage, const WeightSource& src, int cout, int cin, bool lean) {
-  const int nr = conv_panel_width();
-  const int panels = (cout + nr - 1) / nr;
-  const size_t k_floats = (size_t)panels * cin * nr;  // one of the 16 transformed matrices
-  packed->data = storage;
-  packed->cout = cout;
-  packed->cin = cin;
-  packed->kh = packed->kw = 3;
-  packed->nr = nr;
-  packed->winograd = true;
-  packed->lean = lean;
-  if (lean) {  // the 3x3 weights as [panel][ci][tap][nr], zeros past cout
-    parallel_for(panels, 1, [&](int p) {
-      for (int ci = 0; ci < cin; ++ci)
-        for (int t = 0; t < 9; ++t)
-          for (int j = 0; j < nr; ++j) {
-            const int n = p * nr + j;
-            storage[(((size_t)p * cin + ci) * 9 + t) * nr + j] =
-                n < cout ? src.data[n * src.stride_n + ci * src.stride_ci + t * src.stride_tap] : 0.0f;
-          }
-    });
-    return;
-  }
-  parallel_for(panels, 1, [&](int p) {
-    for (int ci = 0; ci < cin; ++ci)
-      for (int j = 0; j < nr; ++j) {
-        const int n = p * nr + j;
-        float g[3][3] = {}, u[4][4];
-        if (n < cout)
-          for (int t = 0; t < 9; ++t) g[t / 3][t % 3] = src.data[n * src.stride_n + ci * src.stride_ci + t * src.stride_tap];
-        filter_transform(g, u);
-        for (int k = 0; k < 16; ++k) storage[k * k_floats + ((size_t)p * cin + ci) * nr + j] = u[k / 4][k % 4];
-      }
-  });
-}
-
-void pack_winograd_backward_data_weights(PackedWeights* out, float* storage, const PackedWeights& w) {
-  const int nr = w.nr;
-  const int panels = (w.cin + nr - 1) / nr;  // the result's columns are the forward's input channels
-  const size_t src_floats = (size_t)((w.cout + nr - 1) / nr) * w.cin * nr;  // one of the forward's 16 matrices
-  const size_t dst_floats = (size_t)panels * w.cout * nr;
-  out->data = storage;
-  out->cout = w.cin;
-  out->cin = w.cout;
-  out->kh = out->kw = 3;
-  out->nr = nr;
-  out->winograd = true;
-  // Flipping g in space reverses G's columns, which swaps G's rows 0 and 3
-  // (G J = S G), so the flipped kernel transforms to S U S^T: position (i, l)
-  // of the forward's U at (s[i], s[l]). Each of the 16 matrices is transposed.
-  static const int s[4] = {3, 1, 2, 0};
-  parallel_for(16 * panels, 1, [&](int task) {
-    const int q = task / panels, p = task % panels;
-    const int src_q = s[q / 4] * 4 + s[q % 4];
-    transpose_packed_panel(w.data + src_q * src_floats, (size_t)w.cin * nr, w.cout, w.cin, p,
-                           storage + q * dst_floats + (size_t)p * w.cout * nr);
-  });
-}
-
-size_t winograd_scratch_floats(const ConvGeometry& g, const PackedWeights& w) {
-  const Blocking k = blocking(g, w);
-  return (size_t)k.slots * (k.v_floats + k.m_floats + k.u_floats);
-}
-
-void winograd_conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
-                             float* out, const float* zero_row, float* scratch) {
+// The forward for output tiles of M x M (see the file's comment).
+template <int M>
+void forward_tiles(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep, float* out,
+                   const float* zero_row, float* scratch) {
+  constexpr int A = patch_side(M), Q = products(M);
   const Blocking k = blocking(g, w);
   const int mr = conv_tile_rows(), nr = w.nr, cin = w.cin;
   const TileKernel kernel = conv_tile_kernel();
@@ -230,25 +196,26 @@ void winograd_conv2d_forward(const float* in, const ConvGeometry& g, const Packe
       const int t0 = block * k.block_tiles;
       const int nt = imin(k.block_tiles, k.tiles - t0);
 
-      // 1. Input transforms of the block's tiles: v[16][block_tiles][cin].
+      // 1. Input transforms of the block's tiles: v[Q][block_tiles][cin].
       const WinogradPasses& passes = winograd_passes();
       for (int t = 0; t < nt; ++t) {
         const int tile = t0 + t;
         const TilePlace at = tile_place(tile, k.tiles_h, k.tiles_w);
-        const int b = at.b, iy0 = at.ty * 2 - g.pad_top, ix0 = at.tx * 2 - g.pad_left;
-        const float* src[4][4];
-        for (int i = 0; i < 4; ++i)
-          for (int j = 0; j < 4; ++j) {
+        const int b = at.b, iy0 = at.ty * M - g.pad_top, ix0 = at.tx * M - g.pad_left;
+        const float* src[A][A];
+        for (int i = 0; i < A; ++i)
+          for (int j = 0; j < A; ++j) {
             const int iy = iy0 + i, ix = ix0 + j;
             const bool inside = iy >= 0 && iy < logical_h && ix >= 0 && ix < logical_w;
             src[i][j] = inside ? in + ((size_t)(b * g.in_h + (iy >> up_shift)) * g.in_w + (ix >> up_shift)) * g.in_ld
                                : zero_row;
           }
         // One "panel" as wide as the channels: channel c lands at v[q][t][c].
-        passes.input(src, cin, cin, cin, 0, k.v_q, v + (size_t)t * cin);
+        if constexpr (M == 4) passes.input4(src, cin, cin, cin, 0, k.v_q, v + (size_t)t * cin);
+        else passes.input(src, cin, cin, cin, 0, k.v_q, v + (size_t)t * cin);
       }
 
-      // 2. Per weight panel: the 16 GEMMs into mbuf[16][block_tiles][nr], then
+      // 2. Per weight panel: the Q GEMMs into mbuf[Q][block_tiles][nr], then
       //    the output transforms and the epilogue.
       const float* rows[kWinogradMaxMR];
       float* out_rows[kWinogradMaxMR];
@@ -267,11 +234,11 @@ void winograd_conv2d_forward(const float* in, const ConvGeometry& g, const Packe
         const float* u = w.data + (size_t)p * cin * nr;  // matrix q of this panel at u + q * u_stride
         size_t u_stride = k_floats;
         if (w.lean) {
-          transform_lean_panel(w.data + (size_t)p * cin * 9 * nr, cin, nr, ubuf);
+          transform_lean_panel<M>(w.data + (size_t)p * cin * 9 * nr, cin, nr, ubuf);
           u = ubuf;
           u_stride = lean_q_stride(cin, nr);
         }
-        for (int q = 0; q < 16; ++q) {
+        for (int q = 0; q < Q; ++q) {
           gt.panel = u + q * u_stride;
           for (int m0 = 0; m0 < nt; m0 += mr) {
             gt.nrows = imin(mr, nt - m0);
@@ -286,11 +253,11 @@ void winograd_conv2d_forward(const float* in, const ConvGeometry& g, const Packe
         for (int t = 0; t < nt; ++t) {
           const int tile = t0 + t;
           const TilePlace at = tile_place(tile, k.tiles_h, k.tiles_w);
-          const int b = at.b, oy0 = at.ty * 2, ox0 = at.tx * 2;
-          float* dst[2][2];
-          const float* res[2][2];
-          for (int a = 0; a < 2; ++a)
-            for (int c = 0; c < 2; ++c) {
+          const int b = at.b, oy0 = at.ty * M, ox0 = at.tx * M;
+          float* dst[M][M];
+          const float* res[M][M];
+          for (int a = 0; a < M; ++a)
+            for (int c = 0; c < M; ++c) {
               const bool inside = oy0 + a < g.out_h && ox0 + c < g.out_w;
               const size_t m = ((size_t)b * g.out_h + oy0 + a) * g.out_w + ox0 + c;
               dst[a][c] = inside ? out + m * g.out_ld + n0 : nullptr;
@@ -298,13 +265,114 @@ void winograd_conv2d_forward(const float* in, const ConvGeometry& g, const Packe
             }
           const float* bias = ep.bias ? ep.bias + n0 : nullptr;
           const float* bb = ep.batch_bias ? ep.batch_bias + (size_t)b * ep.batch_bias_ld + n0 : nullptr;
-          passes.output(mbuf + (size_t)t * nr, k.m_q, ncols, dst, res, bias, bb, ep.divisor);
+          if constexpr (M == 4) passes.output4(mbuf + (size_t)t * nr, k.m_q, ncols, dst, res, bias, bb, ep.divisor);
+          else passes.output(mbuf + (size_t)t * nr, k.m_q, ncols, dst, res, bias, bb, ep.divisor);
         }
       }
     }
   });
 }
 
+template <int M>
+void pack_transformed(float* storage, const WeightSource& src, int cout, int cin, int nr) {
+  constexpr int A = patch_side(M);
+  const int panels = (cout + nr - 1) / nr;
+  const size_t k_floats = (size_t)panels * cin * nr;  // one of the Q transformed matrices
+  parallel_for(panels, 1, [&](int p) {
+    for (int ci = 0; ci < cin; ++ci)
+      for (int j = 0; j < nr; ++j) {
+        const int n = p * nr + j;
+        float g[3][3] = {}, u[A][A];
+        if (n < cout)
+          for (int t = 0; t < 9; ++t) g[t / 3][t % 3] = src.data[n * src.stride_n + ci * src.stride_ci + t * src.stride_tap];
+        filter_transform<M>(g, u);
+        for (int q = 0; q < A * A; ++q) storage[q * k_floats + ((size_t)p * cin + ci) * nr + j] = u[q / A][q % A];
+      }
+  });
+}
+
+}  // namespace
+
+size_t winograd_weights_floats(int cout, int cin, bool lean, int tile) {
+  return (lean ? 9 : products(tile)) * packed_weights_floats(cout, cin, 1);
+}
+
+void pack_winograd_weights(PackedWeights* packed, float* storage, const WeightSource& src, int cout, int cin, bool lean,
+                           int tile) {
+  const int nr = conv_panel_width();
+  const int panels = (cout + nr - 1) / nr;
+  packed->data = storage;
+  packed->cout = cout;
+  packed->cin = cin;
+  packed->kh = packed->kw = 3;
+  packed->nr = nr;
+  packed->winograd = true;
+  packed->lean = lean;
+  packed->tile = tile;
+  packed->source = src;
+  if (lean) {  // the 3x3 weights as [panel][ci][tap][nr], zeros past cout
+    parallel_for(panels, 1, [&](int p) {
+      for (int ci = 0; ci < cin; ++ci)
+        for (int t = 0; t < 9; ++t)
+          for (int j = 0; j < nr; ++j) {
+            const int n = p * nr + j;
+            storage[(((size_t)p * cin + ci) * 9 + t) * nr + j] =
+                n < cout ? src.data[n * src.stride_n + ci * src.stride_ci + t * src.stride_tap] : 0.0f;
+          }
+    });
+    return;
+  }
+  if (packed->tile == 4)
+    pack_transformed<4>(storage, src, cout, cin, nr);
+  else
+    pack_transformed<2>(storage, src, cout, cin, nr);
+}
+
+void pack_winograd_backward_data_weights(PackedWeights* out, float* storage, const PackedWeights& w) {
+  if (w.tile == 4) {
+    // F(4x4, 3x3)'s G has no symmetry that maps the flipped kernel's
+    // transform onto the forward's: pack the flipped, transposed 3x3 weights
+    // (element (ci, co, tap) is the forward's (co, ci, 8 - tap)) afresh.
+    const WeightSource& s = w.source;
+    const WeightSource flipped = {s.data + 8 * s.stride_tap, s.stride_ci, s.stride_n, -s.stride_tap};
+    pack_winograd_weights(out, storage, flipped, w.cin, w.cout, false, 4);
+    return;
+  }
+  const int nr = w.nr;
+  const int panels = (w.cin + nr - 1) / nr;  // the result's columns are the forward's input channels
+  const size_t src_floats = (size_t)((w.cout + nr - 1) / nr) * w.cin * nr;  // one of the forward's 16 matrices
+  const size_t dst_floats = (size_t)panels * w.cout * nr;
+  out->data = storage;
+  out->cout = w.cin;
+  out->cin = w.cout;
+  out->kh = out->kw = 3;
+  out->nr = nr;
+  out->winograd = true;
+  out->tile = 2;
+  // Flipping g in space reverses G's columns, which swaps G's rows 0 and 3
+  // (G J = S G), so the flipped kernel transforms to S U S^T: position (i, l)
+  // of the forward's U at (s[i], s[l]). Each of the 16 matrices is transposed.
+  static const int s[4] = {3, 1, 2, 0};
+  parallel_for(16 * panels, 1, [&](int task) {
+    const int q = task / panels, p = task % panels;
+    const int src_q = s[q / 4] * 4 + s[q % 4];
+    transpose_packed_panel(w.data + src_q * src_floats, (size_t)w.cin * nr, w.cout, w.cin, p,
+                           storage + q * dst_floats + (size_t)p * w.cout * nr);
+  });
+}
+
+size_t winograd_scratch_floats(const ConvGeometry& g, const PackedWeights& w) {
+  const Blocking k = blocking(g, w);
+  return (size_t)k.slots * (k.v_floats + k.m_floats + k.u_floats);
+}
+
+void winograd_conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
+                             float* out, const float* zero_row, float* scratch) {
+  if (w.tile == 4)
+    forward_tiles<4>(in, g, w, ep, out, zero_row, scratch);
+  else
+    forward_tiles<2>(in, g, w, ep, out, zero_row, scratch);
+}
 
 // ---------------------------------------------------------------------------
 // Backward: the weight gradient by the transposed algorithm. With the

@@ -21,28 +21,34 @@ void host_zero(void* dst, size_t bytes) {
 int host_sync() { return kOk; }
 const char* host_error() { return ""; }
 
+int winograd_tile_of(int algo) { return algo & kConvTile4 ? 4 : 2; }
+
 size_t cpu_conv_packed_floats(int cout, int cin, int k, int algo) {
+  const int tile = winograd_tile_of(algo);
   algo &= kConvAlgoMask;  // the cpu's backward reads the forward's layout: kConvTrainable changes nothing
   if (algo == kConvDirect) return packed_weights_floats(cout, cin, k * k);
-  return winograd_weights_floats(cout, cin, algo == kConvWinogradLean);
+  return winograd_weights_floats(cout, cin, algo == kConvWinogradLean, tile);
 }
 
 void cpu_pack_conv(PackedWeights* packed, float* storage, const WeightSource* sources, const int* couts, int n, int cin,
                    int k, int algo) {
+  const int tile = winograd_tile_of(algo);
   algo &= kConvAlgoMask;
   if (algo == kConvDirect)
     pack_weights(packed, storage, sources, couts, n, cin, k, k);
   else
-    pack_winograd_weights(packed, storage, sources[0], couts[0], cin, algo == kConvWinogradLean);
+    pack_winograd_weights(packed, storage, sources[0], couts[0], cin, algo == kConvWinogradLean, tile);
 }
 
 size_t cpu_conv_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, int algo) {
   (void)k;
+  const int tile = winograd_tile_of(algo);
   algo &= kConvAlgoMask;
   if (algo == kConvDirect) return 0;
   PackedWeights shape;  // the scratch depends on the shape only, not on packed data
   shape.cout = cout, shape.cin = cin, shape.kh = shape.kw = 3, shape.nr = conv_panel_width(), shape.winograd = true;
   shape.lean = algo == kConvWinogradLean;
+  shape.tile = tile;
   return winograd_scratch_floats(g, shape);
 }
 

@@ -30,6 +30,8 @@ struct Variant {
   void (*softmax)(float*, int, float);
   WinogradInputPass input;
   WinogradOutputPass output;
+  Winograd4InputPass input4;
+  Winograd4OutputPass output4;
 };
 
 int variants(Variant* out) {
@@ -37,13 +39,58 @@ int variants(Variant* out) {
 #if defined(__x86_64__) && defined(MB_HAVE_X86_KERNELS)
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    out[n++] = {"avx2", softmax_row_avx2, winograd_input_avx2, winograd_output_avx2};
+    out[n++] = {"avx2", softmax_row_avx2, winograd_input_avx2, winograd_output_avx2, winograd4_input_avx2,
+                  winograd4_output_avx2};
   if (__builtin_cpu_supports("avx512f"))
-    out[n++] = {"avx512", softmax_row_avx512, winograd_input_avx512, winograd_output_avx512};
+    out[n++] = {"avx512", softmax_row_avx512, winograd_input_avx512, winograd_output_avx512, winograd4_input_avx512,
+                  winograd4_output_avx512};
 #else
   (void)out;
 #endif
   return n;
+}
+
+// The tile's input and output passes, four lanes against a wide variant, on
+// 1 to 96 channels: V laid out in panels as the weight gradient does, the
+// products' transform with bias, residual and a divisor.
+template <int M, typename InputPass, typename OutputPass>
+void check_tile(Rng& rng, InputPass narrow_input, InputPass wide_input, OutputPass narrow_output, OutputPass wide_output,
+                LanesParityResult& in, LanesParityResult& out) {
+  constexpr int A = M + 2, Q = A * A;
+  static float patch[Q][96], va[Q * 96], vb[Q * 96];
+  static float prod[Q * 96], bias[96], res[M * M][96], ya[M * M][96], yb[M * M][96];
+  for (int cin = 1; cin <= 96; cin += (cin < 40 ? 1 : 8)) {
+    for (int p = 0; p < Q; ++p)
+      for (int c = 0; c < cin; ++c) patch[p][c] = rng.next();
+    const float* src[A][A];
+    for (int p = 0; p < Q; ++p) src[p / A][p % A] = patch[p];
+    const int nr = 32, c_end = (cin + nr - 1) / nr * nr;
+    std::memset(va, 0, sizeof(va));
+    std::memset(vb, 0, sizeof(vb));
+    narrow_input(src, cin, c_end, nr, nr, (size_t)c_end, va);
+    wide_input(src, cin, c_end, nr, nr, (size_t)c_end, vb);
+    in.cases++;
+    if (!same_bits(va, vb, Q * (size_t)c_end)) in.mismatches++;
+
+    for (int i = 0; i < Q * cin; ++i) prod[i] = rng.next();
+    for (int c = 0; c < cin; ++c) {
+      bias[c] = rng.next();
+      for (int r = 0; r < M * M; ++r) res[r][c] = rng.next();
+    }
+    float* da[M][M];
+    float* db[M][M];
+    const float* rr[M][M];
+    for (int r = 0; r < M * M; ++r) {
+      da[r / M][r % M] = ya[r];
+      db[r / M][r % M] = yb[r];
+      rr[r / M][r % M] = res[r];
+    }
+    const float divisor = cin % 2 ? 1.0f : 1.4142135f;
+    narrow_output(prod, (size_t)cin, cin, da, rr, bias, nullptr, divisor);
+    wide_output(prod, (size_t)cin, cin, db, rr, bias, nullptr, divisor);
+    out.cases++;
+    if (!same_bits(&ya[0][0], &yb[0][0], M * M * 96)) out.mismatches++;
+  }
 }
 
 }  // namespace
@@ -53,7 +100,7 @@ int lanes_parity(uint32_t seed, LanesParityResult* results, int max_results) {
   const int count = variants(wide);
   int written = 0;
   Rng rng{seed ? seed : 1};
-  for (int v = 0; v < count && written + 3 <= max_results; ++v) {
+  for (int v = 0; v < count && written + 5 <= max_results; ++v) {
     LanesParityResult soft = {"softmax_row", wide[v].isa, 0, 0};
     // Rows of every length to 300 (blocks of 16, vector tails, scalar tails).
     static float a[320], b[320];
@@ -66,42 +113,15 @@ int lanes_parity(uint32_t seed, LanesParityResult* results, int max_results) {
       if (!same_bits(a, b, (size_t)n)) soft.mismatches++;
     }
 
-    LanesParityResult in = {"winograd_input", wide[v].isa, 0, 0};
-    LanesParityResult out = {"winograd_output", wide[v].isa, 0, 0};
-    static float patch[16][96], va[16 * 96], vb[16 * 96];
-    for (int cin = 1; cin <= 96; cin += (cin < 40 ? 1 : 8)) {
-      for (int p = 0; p < 16; ++p)
-        for (int c = 0; c < cin; ++c) patch[p][c] = rng.next();
-      const float* src[4][4];
-      for (int p = 0; p < 16; ++p) src[p / 4][p % 4] = patch[p];
-      const int nr = 32, c_end = (cin + nr - 1) / nr * nr;
-      std::memset(va, 0, sizeof(va));
-      std::memset(vb, 0, sizeof(vb));
-      // Panels of nr channels, as the weight gradient lays V out.
-      winograd_input_vec4(src, cin, c_end, nr, nr, (size_t)c_end, va);
-      wide[v].input(src, cin, c_end, nr, nr, (size_t)c_end, vb);
-      in.cases++;
-      if (!same_bits(va, vb, 16 * (size_t)c_end)) in.mismatches++;
-
-      // 16 products, cin columns, with bias, residual and a divisor.
-      static float prod[16 * 96], bias[96], res[4][96], ya[4][96], yb[4][96];
-      for (int i = 0; i < 16 * cin; ++i) prod[i] = rng.next();
-      for (int c = 0; c < cin; ++c) {
-        bias[c] = rng.next();
-        for (int r = 0; r < 4; ++r) res[r][c] = rng.next();
-      }
-      float* da[2][2] = {{ya[0], ya[1]}, {ya[2], ya[3]}};
-      float* db[2][2] = {{yb[0], yb[1]}, {yb[2], yb[3]}};
-      const float* rr[2][2] = {{res[0], res[1]}, {res[2], res[3]}};
-      const float divisor = cin % 2 ? 1.0f : 1.4142135f;
-      winograd_output_vec4(prod, (size_t)cin, cin, da, rr, bias, nullptr, divisor);
-      wide[v].output(prod, (size_t)cin, cin, db, rr, bias, nullptr, divisor);
-      out.cases++;
-      if (!same_bits(&ya[0][0], &yb[0][0], 4 * 96)) out.mismatches++;
-    }
+    LanesParityResult in2 = {"winograd_input", wide[v].isa, 0, 0}, out2 = {"winograd_output", wide[v].isa, 0, 0};
+    LanesParityResult in4 = {"winograd4_input", wide[v].isa, 0, 0}, out4 = {"winograd4_output", wide[v].isa, 0, 0};
+    check_tile<2>(rng, winograd_input_vec4, wide[v].input, winograd_output_vec4, wide[v].output, in2, out2);
+    check_tile<4>(rng, winograd4_input_vec4, wide[v].input4, winograd4_output_vec4, wide[v].output4, in4, out4);
     results[written++] = soft;
-    results[written++] = in;
-    results[written++] = out;
+    results[written++] = in2;
+    results[written++] = out2;
+    results[written++] = in4;
+    results[written++] = out4;
   }
   return written;
 }

@@ -13,28 +13,33 @@ namespace mb {
 // ---------------------------------------------------------------------------
 // conv2d.cpp: convolution as an implicit GEMM, and linear layers as 1x1 convs.
 
-// The weight ("B") matrix of a convolution, packed once at load into panels of
-// `nr` output channels: data[panel][tap][ci][nr], zero-padded past cout. The
-// micro-kernel streams one panel contiguously while it accumulates a tile.
-// Winograd-packed 3x3 weights (conv2d_winograd.cpp) are instead 16
-// transformed matrices, each [panel][ci][nr]; lean ones are the 3x3 weights
-// as [panel][ci][tap][nr], transformed per call (no larger than torch's).
-struct PackedWeights {
-  float* data = nullptr;
-  int cout = 0, cin = 0, kh = 1, kw = 1, nr = 0;
-  bool winograd = false;
-  bool lean = false;
-  // A device's own layout for the data gradient where it has one (cuda's
-  // half types in a model that may train: conv2d_mma.cu), else null.
-  float* transposed = nullptr;
-};
-
 // Where element (n, ci, tap) of the logical weight lives in a source buffer,
 // so that torch's [Cout][Cin][kh][kw] weights, attention keys ([T][dh] rows of
 // a fused qkv buffer) and values (transposed) all pack with one routine.
 struct WeightSource {
   const float* data;
   long long stride_n, stride_ci, stride_tap;
+};
+
+// The weight ("B") matrix of a convolution, packed once at load into panels of
+// `nr` output channels: data[panel][tap][ci][nr], zero-padded past cout. The
+// micro-kernel streams one panel contiguously while it accumulates a tile.
+// Winograd-packed 3x3 weights (conv2d_winograd.cpp) are instead 36 (F(4x4,
+// 3x3)) or 16 (F(2x2, 3x3)) transformed matrices, each [panel][ci][nr]; lean
+// ones are the 3x3 weights as [panel][ci][tap][nr], transformed per call (no
+// larger than torch's).
+struct PackedWeights {
+  float* data = nullptr;
+  int cout = 0, cin = 0, kh = 1, kw = 1, nr = 0;
+  bool winograd = false;
+  bool lean = false;
+  int tile = 2;  // Winograd: the output tile's side, 4 or 2
+  // Winograd: the torch-layout weights it was packed from, which the data
+  // gradient of F(4x4, 3x3) packs its flipped kernel from (training keeps them).
+  WeightSource source = {nullptr, 0, 0, 0};
+  // A device's own layout for the data gradient where it has one (cuda's
+  // half types in a model that may train: conv2d_mma.cu), else null.
+  float* transposed = nullptr;
 };
 
 int conv_panel_width();  // nr of the micro-kernel chosen for this CPU
@@ -109,18 +114,21 @@ void matmul(const float* a, int lda, int m, int k, const WeightSource& b, int n,
 void transpose(const float* a, int rows, int cols, int lda, float* out, int ldo);
 
 // conv2d_winograd.cpp: 3x3 convolutions with stride 1 (upsampled input
-// allowed) by Winograd F(2x2, 3x3), 2.25x fewer multiplies. Weights from a
-// torch-layout source; scratch of winograd_scratch_floats() for the current
-// thread count. `lean` packs the 3x3 weights and transforms them per call
-// (9/16 of the memory, a few percent slower, the same results bit for bit).
-size_t winograd_weights_floats(int cout, int cin, bool lean = false);
+// allowed) by Winograd, F(2x2, 3x3) (2.25x fewer multiplies) or F(4x4, 3x3)
+// (4x fewer): `tile`, the output tile's side, 2 or 4. Weights from a
+// torch-layout source (kept in PackedWeights::source); scratch of
+// winograd_scratch_floats() for the current thread count. `lean` packs the
+// 3x3 weights and transforms them per call (9/16 or 9/36 of the memory, a
+// few percent slower, the same results bit for bit).
+size_t winograd_weights_floats(int cout, int cin, bool lean, int tile);
 void pack_winograd_weights(PackedWeights* packed, float* storage, const WeightSource& src, int cout, int cin,
-                           bool lean = false);
+                           bool lean, int tile);
 size_t winograd_scratch_floats(const ConvGeometry& g, const PackedWeights& w);
 void winograd_conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
                              float* out, const float* zero_row, float* scratch);
 // The flipped, transposed Winograd weights for dX, from the forward's packing
-// (never a lean one: lean models are sampling-only).
+// (F(2x2, 3x3)) or its source (F(4x4, 3x3)); never a lean one: lean models
+// are sampling-only.
 void pack_winograd_backward_data_weights(PackedWeights* out, float* storage, const PackedWeights& w);
 // The weight gradient (torch layout, accumulated; no bias) of such a conv by
 // the transposed algorithm; worth it when winograd_weight_grad_pays(cin).

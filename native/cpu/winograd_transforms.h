@@ -1,7 +1,7 @@
-// Winograd F(2x2, 3x3)'s data transforms, for any lane type T (float, or a
-// vector of floats: each lane is one channel, so every width computes the
-// same bits). Shared by conv2d_winograd.cpp and the per-ISA passes of
-// winograd_lanes.h.
+// Winograd's data transforms, F(2x2, 3x3) and F(4x4, 3x3), for any lane
+// type T (float, or a vector of floats: each lane is one channel, so every
+// width computes the same bits). Shared by conv2d_winograd.cpp and the
+// per-ISA passes of winograd_lanes.h.
 #pragma once
 
 #include <stddef.h>
@@ -45,6 +45,58 @@ inline void winograd_output_transform(const T m[16], T y[2][2]) {
   }
 }
 
+// F(4x4, 3x3) at the points 0, 1, -1, 2, -2 and infinity (Lavin & Gray's
+// matrices): a 6x6 input patch gives 36 products per 4x4 output tile, 2.25
+// multiplies per output against F(2x2, 3x3)'s 4 and the direct 9. The
+// transforms multiply by 2, 4, 5 and 8, so the result moves further from
+// the direct convolution's than F(2x2, 3x3)'s: about 1e-6 of the output's
+// scale through a whole UNet (measured against diffusers' fixtures), 1% of
+// the forward tests' tolerance.
+//
+// V = B^T d B of a 6x6 input patch, B^T =
+//   [4  0 -5  0 1 0; 0 -4 -4  1 1 0; 0 4 -4 -1 1 0;
+//    0 -2 -1  2 1 0; 0  2 -1 -2 1 0; 0 4  0 -5 0 1].
+template <typename T>
+inline void winograd4_input_rows(const T d0, const T d1, const T d2, const T d3, const T d4, const T d5, T t[6]) {
+  t[0] = (d0 * 4.0f - d2 * 5.0f) + d4;
+  t[1] = (d3 + d4) - (d1 + d2) * 4.0f;
+  t[2] = (d4 - d3) + (d1 - d2) * 4.0f;
+  t[3] = (d4 - d2) + (d3 - d1) * 2.0f;
+  t[4] = (d4 - d2) - (d3 - d1) * 2.0f;
+  t[5] = (d1 * 4.0f - d3 * 5.0f) + d5;
+}
+
+template <typename T>
+inline void winograd4_input_transform(const T d[6][6], T v[36]) {
+  T t[6][6], col[6];
+  for (int j = 0; j < 6; ++j) {
+    winograd4_input_rows(d[0][j], d[1][j], d[2][j], d[3][j], d[4][j], d[5][j], col);
+    for (int i = 0; i < 6; ++i) t[i][j] = col[i];
+  }
+  for (int i = 0; i < 6; ++i) winograd4_input_rows(t[i][0], t[i][1], t[i][2], t[i][3], t[i][4], t[i][5], v + i * 6);
+}
+
+// A^T m A: the 4x4 outputs from the 36 products, A^T =
+//   [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1].
+template <typename T>
+inline void winograd4_output_rows(const T m0, const T m1, const T m2, const T m3, const T m4, const T m5, T r[4]) {
+  const T s12 = m1 + m2, d12 = m1 - m2, s34 = m3 + m4, d34 = m3 - m4;
+  r[0] = (m0 + s12) + s34;
+  r[1] = d12 + d34 * 2.0f;
+  r[2] = s12 + s34 * 4.0f;
+  r[3] = (d12 + d34 * 8.0f) + m5;
+}
+
+template <typename T>
+inline void winograd4_output_transform(const T m[36], T y[4][4]) {
+  T r[4][6], row[4];
+  for (int j = 0; j < 6; ++j) {
+    winograd4_output_rows(m[j], m[6 + j], m[12 + j], m[18 + j], m[24 + j], m[30 + j], row);
+    for (int a = 0; a < 4; ++a) r[a][j] = row[a];
+  }
+  for (int a = 0; a < 4; ++a) winograd4_output_rows(r[a][0], r[a][1], r[a][2], r[a][3], r[a][4], r[a][5], y[a]);
+}
+
 }  // namespace
 
 // The per-ISA passes (winograd_lanes.h): the input transform of one tile, and
@@ -54,9 +106,17 @@ using WinogradInputPass = void (*)(const float* const src[4][4], int cin, int c_
 using WinogradOutputPass = void (*)(const float* prod, size_t m_q, int ncols, float* const dst[2][2],
                                     const float* const res[2][2], const float* bias, const float* batch_bias,
                                     float divisor);
+// The same for F(4x4, 3x3): 6x6 input patches, 4x4 output tiles.
+using Winograd4InputPass = void (*)(const float* const src[6][6], int cin, int c_end, int nr, size_t panel_stride,
+                                    size_t q_stride, float* dst);
+using Winograd4OutputPass = void (*)(const float* prod, size_t m_q, int ncols, float* const dst[4][4],
+                                     const float* const res[4][4], const float* bias, const float* batch_bias,
+                                     float divisor);
 struct WinogradPasses {
   WinogradInputPass input;
   WinogradOutputPass output;
+  Winograd4InputPass input4;
+  Winograd4OutputPass output4;
 };
 // The passes at the selected micro-kernel's width (conv2d.cpp).
 const WinogradPasses& winograd_passes();
@@ -65,15 +125,27 @@ void winograd_input_vec4(const float* const src[4][4], int cin, int c_end, int n
                         float* dst);
 void winograd_output_vec4(const float* prod, size_t m_q, int ncols, float* const dst[2][2], const float* const res[2][2],
                          const float* bias, const float* batch_bias, float divisor);
+void winograd4_input_vec4(const float* const src[6][6], int cin, int c_end, int nr, size_t panel_stride,
+                          size_t q_stride, float* dst);
+void winograd4_output_vec4(const float* prod, size_t m_q, int ncols, float* const dst[4][4],
+                           const float* const res[4][4], const float* bias, const float* batch_bias, float divisor);
 #if defined(__x86_64__) && defined(MB_HAVE_X86_KERNELS)
 void winograd_input_avx2(const float* const src[4][4], int cin, int c_end, int nr, size_t panel_stride,
                          size_t q_stride, float* dst);
 void winograd_output_avx2(const float* prod, size_t m_q, int ncols, float* const dst[2][2],
                           const float* const res[2][2], const float* bias, const float* batch_bias, float divisor);
+void winograd4_input_avx2(const float* const src[6][6], int cin, int c_end, int nr, size_t panel_stride,
+                          size_t q_stride, float* dst);
+void winograd4_output_avx2(const float* prod, size_t m_q, int ncols, float* const dst[4][4],
+                           const float* const res[4][4], const float* bias, const float* batch_bias, float divisor);
 void winograd_input_avx512(const float* const src[4][4], int cin, int c_end, int nr, size_t panel_stride,
                            size_t q_stride, float* dst);
 void winograd_output_avx512(const float* prod, size_t m_q, int ncols, float* const dst[2][2],
                             const float* const res[2][2], const float* bias, const float* batch_bias, float divisor);
+void winograd4_input_avx512(const float* const src[6][6], int cin, int c_end, int nr, size_t panel_stride,
+                          size_t q_stride, float* dst);
+void winograd4_output_avx512(const float* prod, size_t m_q, int ncols, float* const dst[4][4],
+                           const float* const res[4][4], const float* bias, const float* batch_bias, float divisor);
 #endif
 
 }  // namespace mb

@@ -93,6 +93,7 @@ MB_API int mb_get_threads(void) { return mb::num_threads(); }
 MB_API void mb_set_threads(int n) { mb::set_num_threads(n); }
 MB_API const char* mb_isa(void) { return mb::conv_isa_name(); }
 MB_API const char* mb_select_isa(const char* wanted) { return mb::select_conv_isa(wanted); }
+MB_API int mb_select_training_winograd_tile(int tile) { return mb::select_training_winograd_tile(tile); }
 MB_API int mb_has_non_finite(const float* x, double n) { return mb::has_non_finite(x, (long long)n) ? 1 : 0; }
 MB_API double mb_peak_fma(int isa, int tasks, double iterations) {
   if (!(iterations >= 1 && iterations <= 1e15)) return 0;

@@ -105,6 +105,11 @@ MB_API void mb_set_threads(int n);
 // The GEMM micro-kernel in use ("avx512", "avx2", "generic"); select before loading models.
 MB_API const char* mb_isa(void);
 MB_API const char* mb_select_isa(const char* wanted);
+// Winograd's output tile for models set up for training from now on: 4
+// (F(4x4, 3x3), the default) or 2 (F(2x2, 3x3), what inference always uses:
+// fewer multiplies saved, nearer the direct convolution's bits); other values
+// change nothing. Returns the tile in effect.
+MB_API int mb_select_training_winograd_tile(int tile);
 MB_API int mb_has_non_finite(const float* x, double n);
 // Peak float32 throughput micro-benchmark (native/cpu/peak.cpp): isa 0 generic,
 // 1 avx2, 2 avx512; `tasks` tasks of `iterations` rounds on the thread pool.

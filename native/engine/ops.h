@@ -33,6 +33,9 @@ enum ConvAlgo : int { kConvDirect = 0, kConvWinograd = 1, kConvWinogradLean = 2 
 // layout of its own (cuda's float16 / bfloat16 GEMMs: the weights transposed
 // and flipped, conv2d_mma.cu) packs that too. Sampling-only models skip it.
 constexpr int kConvTrainable = 8;
+// Or-ed into a Winograd `algo`: F(4x4, 3x3) instead of F(2x2, 3x3) (a model
+// set up for training, Model::winograd_tile). Devices without it ignore it.
+constexpr int kConvTile4 = 16;
 constexpr int kConvAlgoMask = 7;
 
 struct Ops {

@@ -53,7 +53,11 @@ int train_init(Model* m, bool ema) {
       ops.copy(p.ema, p.dev, bytes);
     }
   }
-  const int status = device_status(m, "error setting up training");
+  int status = device_status(m, "error setting up training");
+  if (status != kOk) return status;
+  // Training takes F(4x4, 3x3) on the host (the gradients' parity with
+  // torch holds; the samplers' with diffusers wants F(2x2, 3x3)).
+  if (!ops.device_memory) status = model_set_winograd_tile(m, select_training_winograd_tile(0));
   if (status != kOk) return status;
   m->training_ready = true;
   return kOk;

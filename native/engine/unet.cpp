@@ -502,7 +502,8 @@ int trainable_flag(const Model* m) { return m->release_on_pack ? 0 : kConvTraina
 
 int conv_algo(const Model* m, const ConvLayer& c) {
   if (!c.winograd) return kConvDirect | trainable_flag(m);
-  return (m->winograd_lean ? kConvWinogradLean : kConvWinograd) | trainable_flag(m);
+  const int tile = m->winograd_tile == 4 ? kConvTile4 : 0;
+  return (m->winograd_lean ? kConvWinogradLean : kConvWinograd) | tile | trainable_flag(m);
 }
 
 // Packing is the device's concern (its own layouts, in its own memory): these
@@ -627,6 +628,25 @@ int model_repack(Model* m) {
     msg.add("this model released its unpacked weights to save memory (loadPipeline does): it can only sample");
     return fail(m, kErrState, msg);
   }
+  return pack_all(m);
+}
+
+namespace {
+int g_training_winograd_tile = 4;
+}  // namespace
+
+int select_training_winograd_tile(int tile) {
+  if (tile == 2 || tile == 4) g_training_winograd_tile = tile;
+  return g_training_winograd_tile;
+}
+
+int model_set_winograd_tile(Model* m, int tile) {
+  if (tile == m->winograd_tile) return kOk;
+  // The packed blocks change size: pack into new ones.
+  for (int i = 0; i < m->packed_blocks.size; ++i) m->ops->free(m->packed_blocks[i]);
+  m->packed_blocks.release();
+  m->winograd_tile = tile;
+  m->planned_batch = m->planned_h = m->planned_w = 0;
   return pack_all(m);
 }
 

@@ -235,6 +235,11 @@ struct Model {
   bool release_on_pack = false;  // set by model_release_host_weights before finalize
   bool winograd_lean = false;    // Winograd convs packed lean (kConvWinogradLean): released while packing, in wasm
   unsigned pack_generation = 0;  // counts packings: a recorded pass holds the packed weights' addresses
+  // Winograd's output tile on this model's 3x3 layers: 2 (F(2x2, 3x3), the
+  // nearest to the direct convolution's bits, which the samplers' parity
+  // with diffusers needs), or 4 once set up for training (F(4x4, 3x3): 1.8x
+  // fewer multiplies; train_init repacks, see select_training_winograd_tile).
+  int winograd_tile = 2;
   bool finalized = false;
 
   // Activation arena, planned per (batch, height, width).
@@ -285,6 +290,12 @@ float* begin_pass(Model* m);
 int ensure_arena(Model* m, int batch, int height, int width, bool training, size_t bytes);
 // Repacks the weights after the parameters changed (an optimizer step, a load).
 int model_repack(Model* m);
+// Repacks the Winograd layers with another output tile (2 or 4) into new
+// blocks, and forgets the planned arena (its scratch depends on the tile).
+int model_set_winograd_tile(Model* m, int tile);
+// The tile train_init gives a model: 4 unless changed (any value but 2 or 4
+// keeps it); returns the tile in effect. Call before train_init.
+int select_training_winograd_tile(int tile);
 // Frees the torch-layout host copies of the weights that exist only to be
 // packed (conv and linear weights): what a model that only samples needs is
 // the packed copy. Before finalize it marks the model to free each weight as

@@ -711,6 +711,11 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), mb_get_threads());
 }
 Napi::Value Isa(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), mb_isa()); }
+// selectTrainingWinogradTile(4 | 2): Winograd's output tile for models set up for training from now on.
+Napi::Value SelectTrainingWinogradTile(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), mb_select_training_winograd_tile(info[0].As<Napi::Number>().Int32Value()));
+}
+
 Napi::Value SelectIsa(const Napi::CallbackInfo& info) {
   std::string wanted = info[0].As<Napi::String>().Utf8Value();
   return Napi::String::New(info.Env(), mb_select_isa(wanted.c_str()));
@@ -859,6 +864,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("isa", Napi::Function::New(env, Isa));
   exports.Set("selectIsa", Napi::Function::New(env, SelectIsa));
+  exports.Set("selectTrainingWinogradTile", Napi::Function::New(env, SelectTrainingWinogradTile));
 #ifdef MB_DEV_HOOKS
   // Test and benchmark entry points: only in marble_dev.node and
   // marble_emulated.node, never in the product addon (dev_hooks.cpp).

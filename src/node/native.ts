@@ -70,6 +70,7 @@ export interface Addon {
   setThreads(n: number): number;
   isa(): string;
   selectIsa(name: string): string;
+  selectTrainingWinogradTile(tile: number): number;
   randnPhilox(seedLo: number, seedHi: number, drawLo: number, drawHi: number, offset: number, n: number): Float32Array;
   philoxBlock(c0: number, c1: number, c2: number, c3: number, k0: number, k1: number): Uint32Array;
   diffusionStep(
@@ -180,6 +181,9 @@ export function loadAddon(): Addon {
   }
   const isa = process.env.MARBLE_ISA;
   if (isa) addon.selectIsa(isa);
+  // MARBLE_TRAIN_WINOGRAD_TILE=2: training with F(2x2, 3x3) instead of F(4x4, 3x3), to compare them (bench/).
+  const tile = process.env.MARBLE_TRAIN_WINOGRAD_TILE;
+  if (tile) addon.selectTrainingWinogradTile(Number(tile));
   return addon;
 }
 
