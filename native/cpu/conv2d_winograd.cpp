@@ -378,18 +378,19 @@ void winograd_conv2d_forward(const float* in, const ConvGeometry& g, const Packe
 // Backward: the weight gradient by the transposed algorithm. With the
 // forward's input transform V = B^T d B per (tile, ci) and the transpose of
 // its output transform, dM = A dY A^T per (tile, co),
-//   dU[q][co][ci] = sum over tiles of dM[q][tile][co] * V[q][tile][ci]   (16 GEMMs)
+//   dU[q][co][ci] = sum over tiles of dM[q][tile][co] * V[q][tile][ci]   (Q GEMMs)
 //   dW[co][ci] += G^T dU[co][ci] G
-// which is 2.25x fewer multiplies than dY^T im2col(X), as in the forward.
-// Tiles are taken in chunks; per chunk, V is packed in panels
-// ([q][panel][tile][nr], the GEMMs' B) and dM stored transposed, [q][co][tile]
-// (the GEMMs' A rows).
+// which is 2.25x (F(2x2, 3x3)) or 4x (F(4x4, 3x3)) fewer multiplies than
+// dY^T im2col(X), as in the forward; the tile is the one that pads the map
+// least (weight_grad_tile). Tiles are taken in chunks; per chunk, V is
+// packed in panels ([q][panel][tile][nr], the GEMMs' B) and dM stored
+// transposed, [q][co][tile] (the GEMMs' A rows).
 
 namespace {
 
 constexpr int kGradChunkTiles = 128;  // the GEMMs' K per chunk
 
-// dM = A dy A^T: the 16 values from a 2x2 block of output gradients.
+// dM = A dY A^T, F(2x2, 3x3): the 16 values from a 2x2 block of output gradients.
 inline void output_transform_transposed(const f32x4 dy[2][2], f32x4 m[16]) {
   f32x4 r[4][2];
   for (int b = 0; b < 2; ++b) {
@@ -406,6 +407,42 @@ inline void output_transform_transposed(const f32x4 dy[2][2], f32x4 m[16]) {
   }
 }
 
+// F(4x4, 3x3): A's rows are A^T's columns, [1 0 0 0; 1 1 1 1; 1 -1 1 -1;
+// 1 2 4 8; 1 -2 4 -8; 0 0 0 1], applied to four values along one axis.
+inline void transposed_rows4(const f32x4 y0, const f32x4 y1, const f32x4 y2, const f32x4 y3, f32x4 r[6]) {
+  const f32x4 s02 = y0 + y2, s13 = y1 + y3;
+  const f32x4 even = y0 + y2 * 4.0f, odd = y1 * 2.0f + y3 * 8.0f;
+  r[0] = y0;
+  r[1] = s02 + s13;
+  r[2] = s02 - s13;
+  r[3] = even + odd;
+  r[4] = even - odd;
+  r[5] = y3;
+}
+
+inline void output_transform_transposed(const f32x4 dy[4][4], f32x4 m[36]) {
+  f32x4 r[6][4], col[6];
+  for (int b = 0; b < 4; ++b) {
+    transposed_rows4(dy[0][b], dy[1][b], dy[2][b], dy[3][b], col);
+    for (int i = 0; i < 6; ++i) r[i][b] = col[i];
+  }
+  for (int i = 0; i < 6; ++i) transposed_rows4(r[i][0], r[i][1], r[i][2], r[i][3], m + i * 6);
+}
+
+// G^T applied along one axis: F(2x2, 3x3)'s G = [1 0 0; 1/2 1/2 1/2;
+// 1/2 -1/2 1/2; 0 0 1], and F(4x4, 3x3)'s (filter_rows4).
+inline void filter_grad_rows2(const float u[4], float r[3]) {
+  r[0] = u[0] + 0.5f * (u[1] + u[2]);
+  r[1] = 0.5f * (u[1] - u[2]);
+  r[2] = 0.5f * (u[1] + u[2]) + u[3];
+}
+inline void filter_grad_rows4(const float u[6], float r[3]) {
+  const float s12 = u[1] + u[2], d12 = u[2] - u[1], s34 = u[3] + u[4], d34 = u[3] - u[4];
+  r[0] = (u[0] * 0.25f - s12 / 6.0f) + s34 / 24.0f;
+  r[1] = d12 / 6.0f + d34 / 12.0f;
+  r[2] = (s34 - s12) / 6.0f + u[5];
+}
+
 // rows[l] = lane l of a, b, c, d: a 4x4 transpose.
 inline void transpose4(f32x4 a, f32x4 b, f32x4 c, f32x4 d, f32x4 rows[4]) {
   const f32x4 ab_lo = __builtin_shufflevector(a, b, 0, 4, 1, 5), ab_hi = __builtin_shufflevector(a, b, 2, 6, 3, 7);
@@ -419,24 +456,28 @@ inline void transpose4(f32x4 a, f32x4 b, f32x4 c, f32x4 d, f32x4 rows[4]) {
 // V = B^T d B of one tile (b, ty, tx) for all cin channels, into panels of nr
 // channels: channel c of matrix q at dst[q * q_stride + (c / nr) * panel_stride + c % nr],
 // zeros up to the last panel's end.
+template <int M>
 void input_transform_tile(const float* in, const ConvGeometry& g, int b, int ty, int tx, int cin,
                           const float* zero_row, float* dst, size_t panel_stride, size_t q_stride) {
+  constexpr int A = patch_side(M);
   const int nr = conv_panel_width();
   const int logical_h = g.in_h * g.upsample, logical_w = g.in_w * g.upsample;
   const int up_shift = g.upsample == 2 ? 1 : 0;
-  const float* src[4][4];
-  for (int i = 0; i < 4; ++i)
-    for (int j = 0; j < 4; ++j) {
-      const int iy = ty * 2 - g.pad_top + i, ix = tx * 2 - g.pad_left + j;
+  const float* src[A][A];
+  for (int i = 0; i < A; ++i)
+    for (int j = 0; j < A; ++j) {
+      const int iy = ty * M - g.pad_top + i, ix = tx * M - g.pad_left + j;
       const bool inside = iy >= 0 && iy < logical_h && ix >= 0 && ix < logical_w;
       src[i][j] = inside ? in + ((size_t)(b * g.in_h + (iy >> up_shift)) * g.in_w + (ix >> up_shift)) * g.in_ld
                          : zero_row;
     }
   const int cin_padded = (cin + nr - 1) / nr * nr;
-  winograd_passes().input(src, cin, cin_padded, nr, panel_stride, q_stride, dst);
+  if constexpr (M == 4) winograd_passes().input4(src, cin, cin_padded, nr, panel_stride, q_stride, dst);
+  else winograd_passes().input(src, cin, cin_padded, nr, panel_stride, q_stride, dst);
 }
 
 struct GradBlocking {
+  int m, q;  // tile side, matrices per transform
   int tiles_h, tiles_w, tiles, chunk, chunks;
   int panels;  // of cin, nr wide
   // Tile groups: consecutive runs of chunks, each summed into its own dU
@@ -445,7 +486,7 @@ struct GradBlocking {
   // chunk's transforms and GEMMs are split across the threads instead.
   int groups, chunks_per_group;
   int slots;  // grouped: concurrent tasks, each with its own V and dM scratch
-  size_t v_q, m_q, u_q;  // floats between the 16 matrices of V, dM and dU (see q_stride)
+  size_t v_q, m_q, u_q;  // floats between the q matrices of V, dM and dU (see q_stride)
   size_t v_floats, m_floats, u_floats;
 };
 
@@ -453,25 +494,35 @@ constexpr size_t kGradChunkFloats = (size_t)1 << 18;  // V and dM of a chunk: 1 
 constexpr size_t kGradGroupFloats = (size_t)1 << 22;  // every group's dU together: 16 MB at most
 constexpr int kMaxGradGroups = 16;
 
+// The tile that pads the map least, counting products: F(2x2, 3x3) has 16
+// per 2x2 tile, F(4x4, 3x3) 36 per 4x4 (a 14x14 map: 49 x 16 against 16 x 36).
+int weight_grad_tile(const ConvGeometry& g) {
+  const long long two = (long long)((g.out_h + 1) / 2) * ((g.out_w + 1) / 2) * 16;
+  const long long four = (long long)((g.out_h + 3) / 4) * ((g.out_w + 3) / 4) * 36;
+  return four < two ? 4 : 2;
+}
+
 GradBlocking grad_blocking(const ConvGeometry& g, int cout, int cin) {
   GradBlocking k;
   const int nr = conv_panel_width();
-  k.tiles_h = (g.out_h + 1) / 2;
-  k.tiles_w = (g.out_w + 1) / 2;
+  k.m = weight_grad_tile(g);
+  k.q = products(k.m);
+  k.tiles_h = (g.out_h + k.m - 1) / k.m;
+  k.tiles_w = (g.out_w + k.m - 1) / k.m;
   k.tiles = g.batch * k.tiles_h * k.tiles_w;
   k.panels = (cin + nr - 1) / nr;
   const int cin_padded = k.panels * nr;
   // The GEMMs' K: as many tiles as keep a chunk's V and dM in L2, 32 to 128.
-  int chunk = (int)(kGradChunkFloats / (16 * (size_t)(cin_padded + cout))) / 4 * 4;
+  int chunk = (int)(kGradChunkFloats / (k.q * (size_t)(cin_padded + cout))) / 4 * 4;
   chunk = imin(kGradChunkTiles, imax(32, chunk));
   k.chunk = imin(chunk, (k.tiles + 3) / 4 * 4);  // whole quads of tiles
   k.chunks = (k.tiles + k.chunk - 1) / k.chunk;
   k.v_q = q_stride((size_t)k.panels * k.chunk * nr);
   k.m_q = q_stride((size_t)cout * k.chunk);
   k.u_q = q_stride((size_t)cout * cin_padded);
-  k.v_floats = 16 * k.v_q;
-  k.m_floats = 16 * k.m_q;
-  k.u_floats = 16 * k.u_q;
+  k.v_floats = k.q * k.v_q;
+  k.m_floats = k.q * k.m_q;
+  k.u_floats = k.q * k.u_q;
   // Small channel counts (a few MFLOP per chunk) pay more for two parallel
   // regions per chunk than for a dU per group: whole chunks go to threads.
   const bool grouped = k.u_floats * kMaxGradGroups <= kGradGroupFloats && k.chunks > 1;
@@ -482,56 +533,43 @@ GradBlocking grad_blocking(const ConvGeometry& g, int cout, int cin) {
   return k;
 }
 
-}  // namespace
-
-bool winograd_weight_grad_pays(int cin) {
-  // Multiplies per output pixel and output channel, with cin padded to
-  // panels: 9 * cin (direct) against 16 * cin / 4 (per 2x2 tile).
-  const int nr = conv_panel_width();
-  const int direct = (9 * cin + nr - 1) / nr * nr;
-  const int winograd = 4 * ((cin + nr - 1) / nr * nr);
-  return winograd < direct;
-}
-
-size_t winograd_backward_weights_scratch_floats(const ConvGeometry& g, int cout, int cin) {
-  const GradBlocking k = grad_blocking(g, cout, cin);
-  return (size_t)k.slots * (k.v_floats + k.m_floats) + (size_t)k.groups * k.u_floats;
-}
-
-void winograd_conv2d_backward_weights(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin,
-                                      float* grad_w, float* scratch, const float* zero_row) {
+template <int M>
+void weight_grad_tiles(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin, float* grad_w,
+                       float* scratch, const float* zero_row) {
+  constexpr int A = patch_side(M), Q = products(M);
   const GradBlocking k = grad_blocking(g, cout, cin);
   const int mr = conv_tile_rows(), nr = conv_panel_width();
   const TileKernel kernel = conv_tile_kernel();
   const int cin_padded = k.panels * nr;
-  float* du = scratch + (size_t)k.slots * (k.v_floats + k.m_floats);  // [group][16][cout][cin_padded]
+  float* du = scratch + (size_t)k.slots * (k.v_floats + k.m_floats);  // [group][Q][cout][cin_padded]
   const int mtiles = (cout + mr - 1) / mr;
   const int quads = k.chunk / 4;
 
   // 1. Transforms of four of a chunk's tiles: V (panels [q][panel][tile][nr])
   //    from the input, dM from dY (transposed in registers to [q][co][tile] rows).
   auto transform_quad = [&](int t0, int nt, int quad, float* v, float* dm) {
-    f32x4 m[4][16];  // dM of the quad's tiles, for four output channels
-    const float* g_src[4][2][2];
+    f32x4 m[4][Q];  // dM of the quad's tiles, for four output channels
+    const float* g_src[4][M][M];
     for (int i = 0; i < 4; ++i) {
       const int t = quad * 4 + i, tile = t0 + t;
       const TilePlace at = tile_place(tile, k.tiles_h, k.tiles_w);
       const int b = at.b, ty = at.ty, tx = at.tx;
-      for (int a = 0; a < 2; ++a)
-        for (int e = 0; e < 2; ++e) {
-          const int oy = ty * 2 + a, ox = tx * 2 + e;
+      for (int a = 0; a < M; ++a)
+        for (int e = 0; e < M; ++e) {
+          const int oy = ty * M + a, ox = tx * M + e;
           const bool inside = t < nt && oy < g.out_h && ox < g.out_w;  // tiles past nt: zeros
           g_src[i][a][e] = inside ? dy + ((size_t)(b * g.out_h + oy) * g.out_w + ox) * g.out_ld : zero_row;
         }
-      if (t < nt) input_transform_tile(in, g, b, ty, tx, cin, zero_row, v + (size_t)t * nr, (size_t)k.chunk * nr, k.v_q);
+      if (t < nt)
+        input_transform_tile<M>(in, g, b, ty, tx, cin, zero_row, v + (size_t)t * nr, (size_t)k.chunk * nr, k.v_q);
     }
     const size_t m_q = k.m_q;
     for (int c = 0; c < cout; c += 4) {
       const int lanes = imin(4, cout - c);
       for (int i = 0; i < 4; ++i) {
-        f32x4 d[2][2];
-        for (int a = 0; a < 2; ++a)
-          for (int e = 0; e < 2; ++e)
+        f32x4 d[M][M];
+        for (int a = 0; a < M; ++a)
+          for (int e = 0; e < M; ++e)
             if (lanes == 4) {
               d[a][e] = load_f32x4(g_src[i][a][e] + c);
             } else {
@@ -541,7 +579,7 @@ void winograd_conv2d_backward_weights(const float* in, const ConvGeometry& g, co
         output_transform_transposed(d, m[i]);
       }
       float* dst = dm + (size_t)c * k.chunk + quad * 4;
-      for (int q = 0; q < 16; ++q) {
+      for (int q = 0; q < Q; ++q) {
         f32x4 rows[4];
         transpose4(m[0][q], m[1][q], m[2][q], m[3][q], rows);
         for (int l = 0; l < lanes; ++l) store_f32x4(dst + q * m_q + (size_t)l * k.chunk, rows[l]);
@@ -549,7 +587,7 @@ void winograd_conv2d_backward_weights(const float* in, const ConvGeometry& g, co
     }
   };
 
-  // 2. One of the 16 GEMMs for MR rows of co, dU[q] (+)= dM[q]^T V[q], across
+  // 2. One of the Q GEMMs for MR rows of co, dU[q] (+)= dM[q]^T V[q], across
   //    all the panels of ci (which share the rows of A).
   auto gemm_task = [&](int nt, int task, const float* v, const float* dm, float* du_group, bool accumulate) {
     const int q = task / mtiles;
@@ -583,7 +621,7 @@ void winograd_conv2d_backward_weights(const float* in, const ConvGeometry& g, co
     for (int t0 = 0; t0 < k.tiles; t0 += k.chunk) {
       const int nt = imin(k.chunk, k.tiles - t0);
       parallel_for(quads, 4, [&](int quad) { transform_quad(t0, nt, quad, v, dm); });
-      parallel_for(16 * mtiles, 1, [&](int task) { gemm_task(nt, task, v, dm, du, t0 > 0); });
+      parallel_for(Q * mtiles, 1, [&](int task) { gemm_task(nt, task, v, dm, du, t0 > 0); });
     }
   } else {
     // Small ones: a thread takes a whole group of chunks at a time, with no
@@ -600,36 +638,62 @@ void winograd_conv2d_backward_weights(const float* in, const ConvGeometry& g, co
         for (int c = c_begin; c < c_end; ++c) {
           const int t0 = c * k.chunk, nt = imin(k.chunk, k.tiles - t0);
           for (int quad = 0; quad < quads; ++quad) transform_quad(t0, nt, quad, v, dm);
-          for (int task = 0; task < 16 * mtiles; ++task) gemm_task(nt, task, v, dm, du_group, c > c_begin);
+          for (int task = 0; task < Q * mtiles; ++task) gemm_task(nt, task, v, dm, du_group, c > c_begin);
         }
       }
     });
   }
 
-  // 3. dW += G^T dU G per (co, ci), G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].
+  // 3. dW += G^T dU G per (co, ci).
   parallel_for(cout, 1, [&](int co) {
     for (int ci = 0; ci < cin; ++ci) {
-      float u[4][4];  // dU summed over the groups, in group order
-      for (int q = 0; q < 16; ++q) {
+      float u[A][A];  // dU summed over the groups, in group order
+      for (int q = 0; q < Q; ++q) {
         const size_t at = q * k.u_q + (size_t)co * cin_padded + ci;
         float sum = du[at];
         for (int group = 1; group < k.groups; ++group) sum += du[(size_t)group * k.u_floats + at];
-        u[q / 4][q % 4] = sum;
+        u[q / A][q % A] = sum;
       }
-      float r[3][4];  // G^T u
-      for (int l = 0; l < 4; ++l) {
-        r[0][l] = u[0][l] + 0.5f * (u[1][l] + u[2][l]);
-        r[1][l] = 0.5f * (u[1][l] - u[2][l]);
-        r[2][l] = 0.5f * (u[1][l] + u[2][l]) + u[3][l];
+      float r[3][A], column[A], row[3];  // r = G^T u, then (G^T u) G row by row
+      for (int l = 0; l < A; ++l) {
+        for (int i = 0; i < A; ++i) column[i] = u[i][l];
+        if constexpr (M == 4) filter_grad_rows4(column, row);
+        else filter_grad_rows2(column, row);
+        for (int x = 0; x < 3; ++x) r[x][l] = row[x];
       }
       float* w = grad_w + ((size_t)co * cin + ci) * 9;
       for (int x = 0; x < 3; ++x) {
-        w[x * 3 + 0] += r[x][0] + 0.5f * (r[x][1] + r[x][2]);
-        w[x * 3 + 1] += 0.5f * (r[x][1] - r[x][2]);
-        w[x * 3 + 2] += 0.5f * (r[x][1] + r[x][2]) + r[x][3];
+        if constexpr (M == 4) filter_grad_rows4(r[x], row);
+        else filter_grad_rows2(r[x], row);
+        for (int y = 0; y < 3; ++y) w[x * 3 + y] += row[y];
       }
     }
   });
+}
+
+}  // namespace
+
+bool winograd_weight_grad_pays(int cin) {
+  // Multiplies per output pixel and output channel, with cin padded to
+  // panels: 9 * cin (direct) against 16 * cin / 4 (per 2x2 tile; a 4x4
+  // tile's 36 / 16 pays sooner still).
+  const int nr = conv_panel_width();
+  const int direct = (9 * cin + nr - 1) / nr * nr;
+  const int winograd = 4 * ((cin + nr - 1) / nr * nr);
+  return winograd < direct;
+}
+
+size_t winograd_backward_weights_scratch_floats(const ConvGeometry& g, int cout, int cin) {
+  const GradBlocking k = grad_blocking(g, cout, cin);
+  return (size_t)k.slots * (k.v_floats + k.m_floats) + (size_t)k.groups * k.u_floats;
+}
+
+void winograd_conv2d_backward_weights(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin,
+                                      float* grad_w, float* scratch, const float* zero_row) {
+  if (weight_grad_tile(g) == 4)
+    weight_grad_tiles<4>(in, g, dy, cout, cin, grad_w, scratch, zero_row);
+  else
+    weight_grad_tiles<2>(in, g, dy, cout, cin, grad_w, scratch, zero_row);
 }
 
 }  // namespace mb
