@@ -273,6 +273,8 @@ void forward_tiles(const float* in, const ConvGeometry& g, const PackedWeights& 
   });
 }
 
+// The packed path: every panel's filters from the torch-layout source, four
+// output channels at a time (the lean path's arithmetic: the same U bits).
 template <int M>
 void pack_transformed(float* storage, const WeightSource& src, int cout, int cin, int nr) {
   constexpr int A = patch_side(M);
@@ -280,13 +282,18 @@ void pack_transformed(float* storage, const WeightSource& src, int cout, int cin
   const size_t k_floats = (size_t)panels * cin * nr;  // one of the Q transformed matrices
   parallel_for(panels, 1, [&](int p) {
     for (int ci = 0; ci < cin; ++ci)
-      for (int j = 0; j < nr; ++j) {
-        const int n = p * nr + j;
-        float g[3][3] = {}, u[A][A];
-        if (n < cout)
-          for (int t = 0; t < 9; ++t) g[t / 3][t % 3] = src.data[n * src.stride_n + ci * src.stride_ci + t * src.stride_tap];
+      for (int j = 0; j < nr; j += 4) {  // nr is a multiple of 4 on every ISA
+        f32x4 g[3][3], u[A][A];
+        for (int t = 0; t < 9; ++t) {
+          g[t / 3][t % 3] = f32x4{};
+          for (int l = 0; l < 4; ++l) {
+            const int n = p * nr + j + l;
+            if (n < cout) g[t / 3][t % 3][l] = src.data[n * src.stride_n + ci * src.stride_ci + t * src.stride_tap];
+          }
+        }
         filter_transform<M>(g, u);
-        for (int q = 0; q < A * A; ++q) storage[q * k_floats + ((size_t)p * cin + ci) * nr + j] = u[q / A][q % A];
+        float* dst = storage + ((size_t)p * cin + ci) * nr + j;
+        for (int q = 0; q < A * A; ++q) store_f32x4(dst + q * k_floats, u[q / A][q % A]);
       }
   });
 }
