@@ -28,7 +28,7 @@ void conv_backward(Exec& ex, const ConvLayer& c, const ConvSaved& s, const Act& 
   const Ops& ops = ex.ops();
   float* scratch_w = ex.arena->alloc(ops.conv2d_backward_weights_scratch_floats(s.geometry, c.cout, c.cin, c.k));
   float* scratch_d =
-      dx ? ex.arena->alloc(ops.conv2d_backward_data_scratch_floats(s.geometry, c.cout, c.cin, c.k, c.winograd)) : nullptr;
+      dx ? ex.arena->alloc(ops.conv2d_backward_data_scratch_floats(s.geometry, c.cout, c.cin, c.k, conv_uses_winograd(ex.m, c))) : nullptr;
   if (!ex.run()) return;
   ops.conv2d_backward_weights(s.in.data, s.geometry, dy.data, c.cout, c.cin, c.k, G(ex, c.weight), G(ex, c.bias),
                               scratch_w, ex.zero_row);

@@ -65,7 +65,8 @@ struct Builder {
     c.cin = cin;
     c.cout = cout;
     c.k = k;
-    c.winograd = k == 3 && winograd_level;  // the downsampler (stride 2) clears it
+    c.winograd = k == 3 && winograd_level;  // the downsampler (stride 2) clears both
+    c.winograd_coarse = k == 3 && !winograd_level;
     c.weight = param(prefix.with(".weight"), cout, cin, k, k);
     c.bias = param(prefix.with(".bias"), cout);
     if (cin > m->max_channels) m->max_channels = cin;
@@ -278,7 +279,7 @@ int model_init(Model* m, const double* cfg, int n) {
       } else {
         blk.resample_kind = kResampleConv;
         blk.resample_conv = b.conv(prefix.with(".downsamplers.0.conv"), output_channel, output_channel, 3);
-        blk.resample_conv.winograd = false;
+        blk.resample_conv.winograd = blk.resample_conv.winograd_coarse = false;
       }
     }
   }
@@ -501,7 +502,7 @@ struct Packer {
 int trainable_flag(const Model* m) { return m->release_on_pack ? 0 : kConvTrainable; }
 
 int conv_algo(const Model* m, const ConvLayer& c) {
-  if (!c.winograd) return kConvDirect | trainable_flag(m);
+  if (!conv_uses_winograd(m, c)) return kConvDirect | trainable_flag(m);
   const int tile = m->winograd_tile == 4 ? kConvTile4 : 0;
   return (m->winograd_lean ? kConvWinogradLean : kConvWinograd) | tile | trainable_flag(m);
 }

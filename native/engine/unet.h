@@ -116,6 +116,9 @@ struct ConvLayer {
   int weight = -1, bias = -1;
   int cin = 0, cout = 0, k = 1;
   bool winograd = false;  // a 3x3 conv only ever run with stride 1: packed for Winograd
+  // Such a conv at a coarse level (few tiles per image): Winograd only in a
+  // model set up for training (F(4x4, 3x3); its batches give the GEMMs rows).
+  bool winograd_coarse = false;
   PackedWeights packed;
 };
 
@@ -290,6 +293,10 @@ float* begin_pass(Model* m);
 int ensure_arena(Model* m, int batch, int height, int width, bool training, size_t bytes);
 // Repacks the weights after the parameters changed (an optimizer step, a load).
 int model_repack(Model* m);
+// Whether a conv layer runs by Winograd in this model (see ConvLayer).
+inline bool conv_uses_winograd(const Model* m, const ConvLayer& c) {
+  return c.winograd || (c.winograd_coarse && m->winograd_tile == 4);
+}
 // Repacks the Winograd layers with another output tile (2 or 4) into new
 // blocks, and forgets the planned arena (its scratch depends on the tile).
 int model_set_winograd_tile(Model* m, int tile);
