@@ -2,8 +2,7 @@
 // test: /coi/<path> serves <path> with the headers that make a page
 // cross-origin isolated (SharedArrayBuffer, so the threaded wasm build),
 // /plain/<path> without them. Only files under `root`; GET and HEAD only.
-import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -40,9 +39,12 @@ export async function startStaticServer(root: string): Promise<StaticServer> {
     try {
       const info = await stat(file);
       if (!info.isFile()) throw new Error('not a file');
+      // Read whole before the headers go out: the length sent is the bytes
+      // sent, and a failed read is a 404 rather than a response that stops.
+      const body = request.method === 'HEAD' ? null : await readFile(file);
       const headers: Record<string, string | number> = {
         'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream',
-        'content-length': info.size,
+        'content-length': body ? body.length : info.size,
         'cache-control': 'no-store',
       };
       if (mode === 'coi') {
@@ -51,8 +53,7 @@ export async function startStaticServer(root: string): Promise<StaticServer> {
         headers['cross-origin-resource-policy'] = 'same-origin';
       }
       response.writeHead(200, headers);
-      if (request.method === 'HEAD') response.end();
-      else createReadStream(file).pipe(response);
+      response.end(body ?? undefined);
     } catch {
       response.writeHead(404).end();
     }
