@@ -755,6 +755,26 @@ size_t float_arg_length(const Napi::CallbackInfo& info, int i) {
   return info[i].IsTypedArray() ? info[i].As<Napi::Float32Array>().ElementLength() : 0;
 }
 
+// The layout both step functions take: arguments 1-3 (batch, sampleSize,
+// modelOutputStride) and the guidance scale at `guidance_arg` (default 1:
+// unguided; otherwise the model output holds twice the batch).
+struct StepArgs {
+  int batch, sample_size, stride;
+  float guidance;
+  size_t output_floats;  // the model output's expected length
+  size_t sample_floats;  // batch * sample_size
+};
+StepArgs step_args(const Napi::CallbackInfo& info, int guidance_arg) {
+  StepArgs a;
+  a.batch = info[1].As<Napi::Number>().Int32Value();
+  a.sample_size = info[2].As<Napi::Number>().Int32Value();
+  a.stride = info[3].As<Napi::Number>().Int32Value();
+  a.guidance = info[guidance_arg].IsNumber() ? info[guidance_arg].As<Napi::Number>().FloatValue() : 1.0f;
+  a.output_floats = (size_t)a.batch * (a.guidance != 1.0f ? 2 : 1) * (size_t)a.stride;
+  a.sample_floats = (size_t)a.batch * (size_t)a.sample_size;
+  return a;
+}
+
 // diffusionStep(coefficients: Float32Array(15), batch, sampleSize, modelOutputStride,
 //               modelOutput, sample, noise | null, prevSample, predOriginalSample,
 //               guidanceScale = 1) -> status. Guided (scale != 1), modelOutput holds 2 * batch items.
@@ -763,18 +783,15 @@ Napi::Value DiffusionStep(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto f32 = [&](int i) { return float_arg(info, i); };
   auto len = [&](int i) { return float_arg_length(info, i); };
-  const int batch = info[1].As<Napi::Number>().Int32Value();
-  const int sample_size = info[2].As<Napi::Number>().Int32Value();
-  const int stride = info[3].As<Napi::Number>().Int32Value();
-  const float guidance = info[9].IsNumber() ? info[9].As<Napi::Number>().FloatValue() : 1.0f;
-  const size_t items = (size_t)batch * (guidance != 1.0f ? 2 : 1);
-  const size_t n = (size_t)batch * (size_t)sample_size;
-  if (len(0) != 15 || len(4) != items * (size_t)stride || len(5) != n || (info[6].IsTypedArray() && len(6) != n) ||
+  const StepArgs a = step_args(info, 9);
+  const size_t n = a.sample_floats;
+  if (len(0) != 15 || len(4) != a.output_floats || len(5) != n || (info[6].IsTypedArray() && len(6) != n) ||
       len(7) != n || len(8) != n) {
     Napi::RangeError::New(env, "diffusionStep: array sizes do not match the layout").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  int status = mb_diffusion_step(f32(0), batch, sample_size, stride, guidance, f32(4), f32(5), f32(6), f32(7), f32(8));
+  int status =
+      mb_diffusion_step(f32(0), a.batch, a.sample_size, a.stride, a.guidance, f32(4), f32(5), f32(6), f32(7), f32(8));
   return Napi::Number::New(env, status);
 }
 
@@ -785,21 +802,17 @@ Napi::Value SolverStep(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto f32 = [&](int i) { return float_arg(info, i); };
   auto len = [&](int i) { return float_arg_length(info, i); };
-  const int batch = info[1].As<Napi::Number>().Int32Value();
-  const int sample_size = info[2].As<Napi::Number>().Int32Value();
-  const int stride = info[3].As<Napi::Number>().Int32Value();
-  const float guidance = info[14].IsNumber() ? info[14].As<Napi::Number>().FloatValue() : 1.0f;
-  const size_t items = (size_t)batch * (guidance != 1.0f ? 2 : 1);
-  const size_t n = (size_t)batch * (size_t)sample_size;
-  bool sizes_ok = len(0) == 21 && len(4) == items * (size_t)stride && len(5) == n && len(11) == n && len(12) == n;
+  const StepArgs a = step_args(info, 14);
+  const size_t n = a.sample_floats;
+  bool sizes_ok = len(0) == 21 && len(4) == a.output_floats && len(5) == n && len(11) == n && len(12) == n;
   for (int i : {6, 7, 8, 9, 10, 13})
     if (info[i].IsTypedArray() && len(i) != n) sizes_ok = false;
   if (!sizes_ok) {
     Napi::RangeError::New(env, "solverStep: array sizes do not match the layout").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  int status = mb_solver_step(f32(0), batch, sample_size, stride, guidance, f32(4), f32(5), f32(6), f32(7), f32(8), f32(9),
-                              f32(10), f32(11), f32(12), f32(13));
+  int status = mb_solver_step(f32(0), a.batch, a.sample_size, a.stride, a.guidance, f32(4), f32(5), f32(6), f32(7),
+                              f32(8), f32(9), f32(10), f32(11), f32(12), f32(13));
   return Napi::Number::New(env, status);
 }
 
