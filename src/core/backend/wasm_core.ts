@@ -487,9 +487,17 @@ class WasmModel implements EngineModel {
     hostNoise: Float32Array | null,
     wantX0: boolean,
   ): Promise<Float32Array | undefined> {
-    if (timesteps.length !== count || coefficients.length !== 15 * count) throw new RangeError('sampleSteps: array sizes do not match the step count');
+    if (timesteps.length !== count || coefficients.length !== 15 * count)
+      throw new RangeError('sampleSteps: array sizes do not match the step count');
     const run = this.run;
-    return this.runSteps('mb_sample_steps', [timesteps, coefficients], hostNoise, count, (p) => [run, count, p[0]!, p[1]!, seedLo, seedHi, firstDraw, p[2]!], wantX0);
+    return this.runSteps(
+      'mb_sample_steps',
+      [timesteps, coefficients],
+      hostNoise,
+      count,
+      (p) => [run, count, p[0]!, p[1]!, seedLo, seedHi, firstDraw, p[2]!],
+      wantX0,
+    );
   }
 
   sampleSolverSteps(
