@@ -107,9 +107,29 @@ export interface Exports {
   mb_add_noise(x0: number, noise: number, sa: number, sb: number, batch: number, sampleSize: number, out: number): void;
   mb_philox4x32_10(c0: number, c1: number, c2: number, c3: number, k0: number, k1: number, out: number): void;
   // The sampling loop in the engine (native/engine/sampling.cpp)
-  mb_sample_begin(m: number, b: number, c: number, h: number, w: number, cls: number, clsLen: number, guidance: number, statusOut: number): number;
+  mb_sample_begin(
+    m: number,
+    b: number,
+    c: number,
+    h: number,
+    w: number,
+    cls: number,
+    clsLen: number,
+    guidance: number,
+    statusOut: number,
+  ): number;
   mb_sample_init(run: number, sample: number, seedLo: number, seedHi: number, drawLo: number, drawHi: number): number;
-  mb_sample_steps(run: number, count: number, t: number, coefficients: number, seedLo: number, seedHi: number, firstDraw: number, noise: number, x0: number): number;
+  mb_sample_steps(
+    run: number,
+    count: number,
+    t: number,
+    coefficients: number,
+    seedLo: number,
+    seedHi: number,
+    firstDraw: number,
+    noise: number,
+    x0: number,
+  ): number;
   mb_sample_solver_steps(
     run: number,
     count: number,
