@@ -135,8 +135,12 @@ void for_each_pair(const AttentionArgs& a, float* scratch, size_t slot_floats, F
 
 bool small_heads(const AttentionArgs& a) { return a.head_dim % 4 == 0 && a.head_dim <= 16; }
 size_t padded_tokens(const AttentionArgs& a) { return ((size_t)a.tokens + 15) / 16 * 16; }
-size_t small_forward_floats(const AttentionArgs& a) { return align_up((2 * (size_t)a.head_dim + 1) * padded_tokens(a), 16); }
-size_t small_backward_floats(const AttentionArgs& a) { return align_up((4 * (size_t)a.head_dim + 2) * padded_tokens(a), 16); }
+size_t small_forward_floats(const AttentionArgs& a) {
+  return align_up((2 * (size_t)a.head_dim + kAttnSmallRows) * padded_tokens(a), 16);
+}
+size_t small_backward_floats(const AttentionArgs& a) {
+  return align_up((4 * (size_t)a.head_dim + 2 * kAttnSmallRows) * padded_tokens(a), 16);
+}
 
 // --- the GEMM path ----------------------------------------------------------
 

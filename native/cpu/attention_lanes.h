@@ -46,53 +46,75 @@ void attn_transpose(const float* src, int ld, int tokens, int dh, int tp, float*
   }
 }
 
-// s[j] = x . kt[.][j] for every token j (d in order).
-void attn_scores(const float* x, const float* kt, int dh, int tp, float* s) {
+// Each pass takes `rows` (up to kAttnSmallRows) query rows at once, so that
+// every vector of keys, values or accumulators loaded serves all of them;
+// each row's arithmetic, and its order, is what one row alone would do.
+
+// s_r[j] = x_r . kt[.][j] for every token j (d in order), rows r.
+void attn_scores(const float* const x[], int rows, const float* kt, int dh, int tp, float* const s[]) {
   for (int j = 0; j < tp; j += kAttnLanes) {
-    attn_vec acc = attn_vec{};
-    for (int d = 0; d < dh; ++d) acc += x[d] * attn_load(kt + (size_t)d * tp + j);
-    attn_store(s + j, acc);
+    attn_vec acc[kAttnSmallRows] = {};
+    for (int d = 0; d < dh; ++d) {
+      const attn_vec k = attn_load(kt + (size_t)d * tp + j);
+      for (int r = 0; r < rows; ++r) acc[r] += x[r][d] * k;
+    }
+    for (int r = 0; r < rows; ++r) attn_store(s[r] + j, acc[r]);
   }
 }
 
-// out[d] = sum over tokens of w[j] * vt[d][j] (w zero past the last token).
-void attn_weighted(const float* w, const float* vt, int dh, int tp, float* out) {
-  attn_vec acc[kAttnMaxHead];
-  for (int d = 0; d < dh; ++d) acc[d] = attn_vec{};
+// out_r[d] = sum over tokens of w_r[j] * vt[d][j] (w zero past the last token).
+void attn_weighted(const float* const w[], int rows, const float* vt, int dh, int tp, float* const out[]) {
+  attn_vec acc[kAttnSmallRows][kAttnMaxHead];
+  for (int r = 0; r < rows; ++r)
+    for (int d = 0; d < dh; ++d) acc[r][d] = attn_vec{};
   for (int j = 0; j < tp; j += kAttnLanes) {
-    const attn_vec wj = attn_load(w + j);
-    for (int d = 0; d < dh; ++d) acc[d] += wj * attn_load(vt + (size_t)d * tp + j);
+    attn_vec wj[kAttnSmallRows];
+    for (int r = 0; r < rows; ++r) wj[r] = attn_load(w[r] + j);
+    for (int d = 0; d < dh; ++d) {
+      const attn_vec v = attn_load(vt + (size_t)d * tp + j);
+      for (int r = 0; r < rows; ++r) acc[r][d] += wj[r] * v;
+    }
   }
-  for (int d = 0; d < dh; ++d) out[d] = attn_lane_sum(acc[d]);
+  for (int r = 0; r < rows; ++r)
+    for (int d = 0; d < dh; ++d) out[r][d] = attn_lane_sum(acc[r][d]);
 }
 
-// acc[d][j] += w[j] * x[d] for every token j.
-void attn_add_outer(const float* w, const float* x, int dh, int tp, float* acc) {
+// acc[d][j] += w_r[j] * x_r[d] for every token j, rows r in order.
+void attn_add_outer(const float* const w[], const float* const x[], int rows, int dh, int tp, float* acc) {
   for (int j = 0; j < tp; j += kAttnLanes) {
-    const attn_vec wj = attn_load(w + j);
+    attn_vec wj[kAttnSmallRows];
+    for (int r = 0; r < rows; ++r) wj[r] = attn_load(w[r] + j);
     for (int d = 0; d < dh; ++d) {
       float* at = acc + (size_t)d * tp + j;
-      attn_store(at, attn_load(at) + wj * x[d]);
+      attn_vec sum = attn_load(at);
+      for (int r = 0; r < rows; ++r) sum = sum + wj[r] * x[r][d];
+      attn_store(at, sum);
     }
   }
 }
 }  // namespace
 
-// Scratch (floats) for one pair: keys and values transposed, one score row.
+// Scratch (floats) for one pair: keys and values transposed, kAttnSmallRows score rows.
 void MB_ATTN_FORWARD(const float* q, const float* k, const float* v, int ld, int tokens, int dh, float scale,
                      SoftmaxRowFn softmax, float* out, int out_ld, float* slot) {
   const int tp = (tokens + 15) / 16 * 16;
   float* kt = slot;
   float* vt = kt + (size_t)dh * tp;
-  float* s = vt + (size_t)dh * tp;
+  float* s[kAttnSmallRows];
+  for (int r = 0; r < kAttnSmallRows; ++r) s[r] = vt + (size_t)(dh + r) * tp;
   attn_transpose(k, ld, tokens, dh, tp, kt);
   attn_transpose(v, ld, tokens, dh, tp, vt);
-  for (int j = tokens; j < tp; ++j) s[j] = 0.0f;  // padding: weight 0
-  for (int i = 0; i < tokens; ++i) {
-    attn_scores(q + (size_t)i * ld, kt, dh, tp, s);
-    softmax(s, tokens, scale);
-    for (int j = tokens; j < tp; ++j) s[j] = 0.0f;
-    attn_weighted(s, vt, dh, tp, out + (size_t)i * out_ld);
+  for (int i0 = 0; i0 < tokens; i0 += kAttnSmallRows) {
+    const int rows = imin(kAttnSmallRows, tokens - i0);
+    const float* qi[kAttnSmallRows];
+    float* oi[kAttnSmallRows];
+    for (int r = 0; r < rows; ++r) qi[r] = q + (size_t)(i0 + r) * ld, oi[r] = out + (size_t)(i0 + r) * out_ld;
+    attn_scores(qi, rows, kt, dh, tp, s);
+    for (int r = 0; r < rows; ++r) {
+      softmax(s[r], tokens, scale);
+      for (int j = tokens; j < tp; ++j) s[r][j] = 0.0f;  // padding: weight 0
+    }
+    attn_weighted(s, rows, vt, dh, tp, oi);
   }
 }
 
@@ -104,27 +126,40 @@ void MB_ATTN_BACKWARD(const float* q, const float* k, const float* v, int ld, co
   float* vt = kt + (size_t)dh * tp;
   float* dkt = vt + (size_t)dh * tp;  // dK and dV, transposed, summed over the query rows
   float* dvt = dkt + (size_t)dh * tp;
-  float* p = dvt + (size_t)dh * tp;
-  float* ds = p + tp;
+  float* p[kAttnSmallRows];
+  float* ds[kAttnSmallRows];
+  for (int r = 0; r < kAttnSmallRows; ++r) {
+    p[r] = dvt + (size_t)(dh + r) * tp;
+    ds[r] = dvt + (size_t)(dh + kAttnSmallRows + r) * tp;
+  }
   attn_transpose(k, ld, tokens, dh, tp, kt);
   attn_transpose(v, ld, tokens, dh, tp, vt);
   for (size_t n = 0; n < 2 * (size_t)dh * tp; ++n) dkt[n] = 0.0f;
   const attn_vec vscale = attn_vec{} + scale;
-  for (int i = 0; i < tokens; ++i) {
-    const float* qi = q + (size_t)i * ld;
-    const float* doi = d_o + (size_t)i * do_ld;
-    attn_scores(qi, kt, dh, tp, p);
-    softmax(p, tokens, scale);
-    for (int j = tokens; j < tp; ++j) p[j] = 0.0f;
-    attn_scores(doi, vt, dh, tp, ds);  // dp, zero past the last token (vt is)
-    attn_vec dot = attn_vec{};
-    for (int j = 0; j < tp; j += kAttnLanes) dot += attn_load(ds + j) * attn_load(p + j);
-    const attn_vec rowsum = attn_vec{} + attn_lane_sum(dot);
-    for (int j = 0; j < tp; j += kAttnLanes)
-      attn_store(ds + j, attn_load(p + j) * (attn_load(ds + j) - rowsum) * vscale);
-    attn_weighted(ds, kt, dh, tp, dq + (size_t)i * ld);
-    attn_add_outer(ds, qi, dh, tp, dkt);
-    attn_add_outer(p, doi, dh, tp, dvt);
+  for (int i0 = 0; i0 < tokens; i0 += kAttnSmallRows) {
+    const int rows = imin(kAttnSmallRows, tokens - i0);
+    const float* qi[kAttnSmallRows];
+    const float* doi[kAttnSmallRows];
+    float* dqi[kAttnSmallRows];
+    for (int r = 0; r < rows; ++r) {
+      qi[r] = q + (size_t)(i0 + r) * ld;
+      doi[r] = d_o + (size_t)(i0 + r) * do_ld;
+      dqi[r] = dq + (size_t)(i0 + r) * ld;
+    }
+    attn_scores(qi, rows, kt, dh, tp, p);
+    attn_scores(doi, rows, vt, dh, tp, ds);  // dp, zero past the last token (vt is)
+    for (int r = 0; r < rows; ++r) {
+      softmax(p[r], tokens, scale);
+      for (int j = tokens; j < tp; ++j) p[r][j] = 0.0f;
+      attn_vec dot = attn_vec{};
+      for (int j = 0; j < tp; j += kAttnLanes) dot += attn_load(ds[r] + j) * attn_load(p[r] + j);
+      const attn_vec rowsum = attn_vec{} + attn_lane_sum(dot);
+      for (int j = 0; j < tp; j += kAttnLanes)
+        attn_store(ds[r] + j, attn_load(p[r] + j) * (attn_load(ds[r] + j) - rowsum) * vscale);
+    }
+    attn_weighted(ds, rows, kt, dh, tp, dqi);
+    attn_add_outer(ds, qi, rows, dh, tp, dkt);
+    attn_add_outer(p, doi, rows, dh, tp, dvt);
   }
   for (int j = 0; j < tokens; ++j)
     for (int d = 0; d < dh; ++d) {

@@ -174,8 +174,10 @@ void softmax_row_avx2(float* s, int n, float scale);
 void softmax_row_avx512(float* s, int n, float scale);
 #endif
 // Small-head attention, one (sample, head) pair (attention_lanes.h), at the
-// widest vector the CPU has.
+// widest vector the CPU has, kAttnSmallRows query rows at a time (the rows'
+// scratch is part of the slot).
 using SoftmaxRowFn = void (*)(float* s, int n, float scale);
+constexpr int kAttnSmallRows = 4;
 struct AttentionSmallKernels {
   void (*forward)(const float* q, const float* k, const float* v, int ld, int tokens, int dh, float scale,
                   SoftmaxRowFn softmax, float* out, int out_ld, float* slot);
