@@ -40,10 +40,11 @@ struct ConvKernel {
   AttentionSmallKernels attention_small;  // small-head attention at this ISA's width
 };
 
-ConvKernel g_kernel = {0, 0, nullptr, nullptr, nullptr, nullptr, {nullptr, nullptr, nullptr, nullptr}, nullptr, {nullptr, nullptr}};
+ConvKernel g_kernel = {0, 0, nullptr, nullptr, nullptr, nullptr, {nullptr, nullptr, nullptr, nullptr, nullptr, nullptr}, nullptr, {nullptr, nullptr}};
 
 ConvKernel pick_kernel(const char* wanted) {
-  const WinogradPasses vec4 = {winograd_input_vec4, winograd_output_vec4, winograd4_input_vec4, winograd4_output_vec4};
+  const WinogradPasses vec4 = {winograd_input_vec4,   winograd_output_vec4, winograd4_input_vec4,
+                               winograd4_output_vec4, winograd_grad_vec4,   winograd4_grad_vec4};
   const AttentionSmallKernels attention_vec4 = {attention_small_forward_vec4, attention_small_backward_vec4};
 #if defined(__wasm_relaxed_simd__)
   const ConvKernel generic = {4, 8, conv_tile_generic, "relaxed-simd128", nullptr, nullptr, vec4, nullptr, attention_vec4};
@@ -54,12 +55,13 @@ ConvKernel pick_kernel(const char* wanted) {
 #endif
 #if defined(__x86_64__) && defined(MB_HAVE_X86_KERNELS)
   const ConvKernel avx2 = {6, 16, conv_tile_avx2, "avx2", norm_apply_avx2, norm_grad_avx2,
-                           {winograd_input_avx2, winograd_output_avx2, winograd4_input_avx2, winograd4_output_avx2},
+                           {winograd_input_avx2, winograd_output_avx2, winograd4_input_avx2, winograd4_output_avx2,
+                            winograd_grad_avx2, winograd4_grad_avx2},
                            softmax_row_avx2,
                            {attention_small_forward_avx2, attention_small_backward_avx2}};
   const ConvKernel avx512 = {8, 32, conv_tile_avx512, "avx512", norm_apply_avx512, norm_grad_avx512,
                              {winograd_input_avx512, winograd_output_avx512, winograd4_input_avx512,
-                              winograd4_output_avx512},
+                              winograd4_output_avx512, winograd_grad_avx512, winograd4_grad_avx512},
                              softmax_row_avx512,
                              {attention_small_forward_avx512, attention_small_backward_avx512}};
   __builtin_cpu_init();

@@ -35,6 +35,8 @@
 #define MB_WINO_OUTPUT winograd_output_vec4
 #define MB_WINO4_INPUT winograd4_input_vec4
 #define MB_WINO4_OUTPUT winograd4_output_vec4
+#define MB_WINO_GRAD winograd_grad_vec4
+#define MB_WINO4_GRAD winograd4_grad_vec4
 #include "winograd_lanes.h"
 
 namespace mb {
@@ -390,51 +392,13 @@ void winograd_conv2d_forward(const float* in, const ConvGeometry& g, const Packe
 // which is 2.25x (F(2x2, 3x3)) or 4x (F(4x4, 3x3)) fewer multiplies than
 // dY^T im2col(X), as in the forward; the tile is the one that pads the map
 // least (weight_grad_tile). Tiles are taken in chunks; per chunk, V is
-// packed in panels ([q][panel][tile][nr], the GEMMs' B) and dM stored
-// transposed, [q][co][tile] (the GEMMs' A rows).
+// packed in panels ([q][panel][tile][nr], the GEMMs' B) and dM by tile,
+// [q][tile][co] (the GEMMs' A, packed by k: both transforms then run along
+// contiguous channels at the CPU's full width, with no transposition).
 
 namespace {
 
 constexpr int kGradChunkTiles = 128;  // the GEMMs' K per chunk
-
-// dM = A dY A^T, F(2x2, 3x3): the 16 values from a 2x2 block of output gradients.
-inline void output_transform_transposed(const f32x4 dy[2][2], f32x4 m[16]) {
-  f32x4 r[4][2];
-  for (int b = 0; b < 2; ++b) {
-    r[0][b] = dy[0][b];
-    r[1][b] = dy[0][b] + dy[1][b];
-    r[2][b] = dy[0][b] - dy[1][b];
-    r[3][b] = f32x4{} - dy[1][b];
-  }
-  for (int i = 0; i < 4; ++i) {
-    m[i * 4 + 0] = r[i][0];
-    m[i * 4 + 1] = r[i][0] + r[i][1];
-    m[i * 4 + 2] = r[i][0] - r[i][1];
-    m[i * 4 + 3] = f32x4{} - r[i][1];
-  }
-}
-
-// F(4x4, 3x3): A's rows are A^T's columns, [1 0 0 0; 1 1 1 1; 1 -1 1 -1;
-// 1 2 4 8; 1 -2 4 -8; 0 0 0 1], applied to four values along one axis.
-inline void transposed_rows4(const f32x4 y0, const f32x4 y1, const f32x4 y2, const f32x4 y3, f32x4 r[6]) {
-  const f32x4 s02 = y0 + y2, s13 = y1 + y3;
-  const f32x4 even = y0 + y2 * 4.0f, odd = y1 * 2.0f + y3 * 8.0f;
-  r[0] = y0;
-  r[1] = s02 + s13;
-  r[2] = s02 - s13;
-  r[3] = even + odd;
-  r[4] = even - odd;
-  r[5] = y3;
-}
-
-inline void output_transform_transposed(const f32x4 dy[4][4], f32x4 m[36]) {
-  f32x4 r[6][4], col[6];
-  for (int b = 0; b < 4; ++b) {
-    transposed_rows4(dy[0][b], dy[1][b], dy[2][b], dy[3][b], col);
-    for (int i = 0; i < 6; ++i) r[i][b] = col[i];
-  }
-  for (int i = 0; i < 6; ++i) transposed_rows4(r[i][0], r[i][1], r[i][2], r[i][3], m + i * 6);
-}
 
 // G^T applied along one axis: F(2x2, 3x3)'s G = [1 0 0; 1/2 1/2 1/2;
 // 1/2 -1/2 1/2; 0 0 1], and F(4x4, 3x3)'s (filter_rows4).
@@ -448,16 +412,6 @@ inline void filter_grad_rows4(const float u[6], float r[3]) {
   r[0] = (u[0] * 0.25f - s12 / 6.0f) + s34 / 24.0f;
   r[1] = d12 / 6.0f + d34 / 12.0f;
   r[2] = (s34 - s12) / 6.0f + u[5];
-}
-
-// rows[l] = lane l of a, b, c, d: a 4x4 transpose.
-inline void transpose4(f32x4 a, f32x4 b, f32x4 c, f32x4 d, f32x4 rows[4]) {
-  const f32x4 ab_lo = __builtin_shufflevector(a, b, 0, 4, 1, 5), ab_hi = __builtin_shufflevector(a, b, 2, 6, 3, 7);
-  const f32x4 cd_lo = __builtin_shufflevector(c, d, 0, 4, 1, 5), cd_hi = __builtin_shufflevector(c, d, 2, 6, 3, 7);
-  rows[0] = __builtin_shufflevector(ab_lo, cd_lo, 0, 1, 4, 5);
-  rows[1] = __builtin_shufflevector(ab_lo, cd_lo, 2, 3, 6, 7);
-  rows[2] = __builtin_shufflevector(ab_hi, cd_hi, 0, 1, 4, 5);
-  rows[3] = __builtin_shufflevector(ab_hi, cd_hi, 2, 3, 6, 7);
 }
 
 // V = B^T d B of one tile (b, ty, tx) for all cin channels, into panels of nr
@@ -487,6 +441,7 @@ struct GradBlocking {
   int m, q;  // tile side, matrices per transform
   int tiles_h, tiles_w, tiles, chunk, chunks;
   int panels;  // of cin, nr wide
+  int cout_rows;  // cout rounded up to the micro-kernel's MR: dM's row length
   // Tile groups: consecutive runs of chunks, each summed into its own dU
   // (fixed by the shape, never by the thread count, so the sums' order and
   // the result are the same on any number of threads); 1: one dU, and each
@@ -522,10 +477,12 @@ GradBlocking grad_blocking(const ConvGeometry& g, int cout, int cin) {
   // The GEMMs' K: as many tiles as keep a chunk's V and dM in L2, 32 to 128.
   int chunk = (int)(kGradChunkFloats / (k.q * (size_t)(cin_padded + cout))) / 4 * 4;
   chunk = imin(kGradChunkTiles, imax(32, chunk));
-  k.chunk = imin(chunk, (k.tiles + 3) / 4 * 4);  // whole quads of tiles
+  k.chunk = imin(chunk, (k.tiles + 3) / 4 * 4);  // a multiple of four (fixes the sums' order)
   k.chunks = (k.tiles + k.chunk - 1) / k.chunk;
+  const int mr = conv_tile_rows();
+  k.cout_rows = (cout + mr - 1) / mr * mr;
   k.v_q = q_stride((size_t)k.panels * k.chunk * nr);
-  k.m_q = q_stride((size_t)cout * k.chunk);
+  k.m_q = q_stride((size_t)k.cout_rows * k.chunk);
   k.u_q = q_stride((size_t)cout * cin_padded);
   k.v_floats = k.q * k.v_q;
   k.m_floats = k.q * k.m_q;
@@ -550,48 +507,23 @@ void weight_grad_tiles(const float* in, const ConvGeometry& g, const float* dy, 
   const int cin_padded = k.panels * nr;
   float* du = scratch + (size_t)k.slots * (k.v_floats + k.m_floats);  // [group][Q][cout][cin_padded]
   const int mtiles = (cout + mr - 1) / mr;
-  const int quads = k.chunk / 4;
 
-  // 1. Transforms of four of a chunk's tiles: V (panels [q][panel][tile][nr])
-  //    from the input, dM from dY (transposed in registers to [q][co][tile] rows).
-  auto transform_quad = [&](int t0, int nt, int quad, float* v, float* dm) {
-    f32x4 m[4][Q];  // dM of the quad's tiles, for four output channels
-    const float* g_src[4][M][M];
-    for (int i = 0; i < 4; ++i) {
-      const int t = quad * 4 + i, tile = t0 + t;
-      const TilePlace at = tile_place(tile, k.tiles_h, k.tiles_w);
-      const int b = at.b, ty = at.ty, tx = at.tx;
-      for (int a = 0; a < M; ++a)
-        for (int e = 0; e < M; ++e) {
-          const int oy = ty * M + a, ox = tx * M + e;
-          const bool inside = t < nt && oy < g.out_h && ox < g.out_w;  // tiles past nt: zeros
-          g_src[i][a][e] = inside ? dy + ((size_t)(b * g.out_h + oy) * g.out_w + ox) * g.out_ld : zero_row;
-        }
-      if (t < nt)
-        input_transform_tile<M>(in, g, b, ty, tx, cin, zero_row, v + (size_t)t * nr, (size_t)k.chunk * nr, k.v_q);
-    }
-    const size_t m_q = k.m_q;
-    for (int c = 0; c < cout; c += 4) {
-      const int lanes = imin(4, cout - c);
-      for (int i = 0; i < 4; ++i) {
-        f32x4 d[M][M];
-        for (int a = 0; a < M; ++a)
-          for (int e = 0; e < M; ++e)
-            if (lanes == 4) {
-              d[a][e] = load_f32x4(g_src[i][a][e] + c);
-            } else {
-              d[a][e] = f32x4{};
-              for (int l = 0; l < lanes; ++l) d[a][e][l] = g_src[i][a][e][c + l];
-            }
-        output_transform_transposed(d, m[i]);
+  // 1. The transforms of one of a chunk's tiles: V (panels [q][panel][tile][nr])
+  //    from the input, dM ([q][tile][co]) from dY.
+  auto transform_tile = [&](int t0, int t, float* v, float* dm) {
+    const int tile = t0 + t;
+    const TilePlace at = tile_place(tile, k.tiles_h, k.tiles_w);
+    const float* dy_src[M][M];
+    for (int a = 0; a < M; ++a)
+      for (int e = 0; e < M; ++e) {
+        const int oy = at.ty * M + a, ox = at.tx * M + e;
+        const bool inside = oy < g.out_h && ox < g.out_w;
+        dy_src[a][e] = inside ? dy + ((size_t)(at.b * g.out_h + oy) * g.out_w + ox) * g.out_ld : zero_row;
       }
-      float* dst = dm + (size_t)c * k.chunk + quad * 4;
-      for (int q = 0; q < Q; ++q) {
-        f32x4 rows[4];
-        transpose4(m[0][q], m[1][q], m[2][q], m[3][q], rows);
-        for (int l = 0; l < lanes; ++l) store_f32x4(dst + q * m_q + (size_t)l * k.chunk, rows[l]);
-      }
-    }
+    input_transform_tile<M>(in, g, at.b, at.ty, at.tx, cin, zero_row, v + (size_t)t * nr, (size_t)k.chunk * nr, k.v_q);
+    float* dm_tile = dm + (size_t)t * k.cout_rows;
+    if constexpr (M == 4) winograd_passes().grad4(dy_src, cout, k.cout_rows, k.m_q, dm_tile);
+    else winograd_passes().grad(dy_src, cout, k.cout_rows, k.m_q, dm_tile);
   };
 
   // 2. One of the Q GEMMs for MR rows of co, dU[q] (+)= dM[q]^T V[q], across
@@ -599,10 +531,11 @@ void weight_grad_tiles(const float* in, const ConvGeometry& g, const float* dy, 
   auto gemm_task = [&](int nt, int task, const float* v, const float* dm, float* du_group, bool accumulate) {
     const int q = task / mtiles;
     const int co0 = task % mtiles * mr;
-    const float* rows[kWinogradMaxMR];
     float* out_rows[kWinogradMaxMR];
     GemmTile gt;
-    gt.rows = rows;
+    gt.rows = nullptr;
+    gt.a_packed = dm + q * k.m_q + co0;
+    gt.a_ld = k.cout_rows;
     gt.taps = 1;
     gt.cin = nt;
     gt.nrows = imin(mr, cout - co0);
@@ -611,8 +544,6 @@ void weight_grad_tiles(const float* in, const ConvGeometry& g, const float* dy, 
     gt.batch_bias = nullptr;
     gt.residual = accumulate ? out_rows : nullptr;
     gt.divisor = 1.0f;
-    for (int r = 0; r < mr; ++r)  // rows past the end repeat the last
-      rows[r] = dm + q * k.m_q + (size_t)(co0 + imin(r, gt.nrows - 1)) * k.chunk;
     for (int p = 0; p < k.panels; ++p) {
       gt.panel = v + q * k.v_q + (size_t)p * k.chunk * nr;
       for (int r = 0; r < mr; ++r)
@@ -627,7 +558,7 @@ void weight_grad_tiles(const float* in, const ConvGeometry& g, const float* dy, 
     float* dm = v + k.v_floats;
     for (int t0 = 0; t0 < k.tiles; t0 += k.chunk) {
       const int nt = imin(k.chunk, k.tiles - t0);
-      parallel_for(quads, 4, [&](int quad) { transform_quad(t0, nt, quad, v, dm); });
+      parallel_for(nt, 16, [&](int t) { transform_tile(t0, t, v, dm); });
       parallel_for(Q * mtiles, 1, [&](int task) { gemm_task(nt, task, v, dm, du, t0 > 0); });
     }
   } else {
@@ -644,35 +575,45 @@ void weight_grad_tiles(const float* in, const ConvGeometry& g, const float* dy, 
         const int c_begin = group * k.chunks_per_group, c_end = imin(k.chunks, c_begin + k.chunks_per_group);
         for (int c = c_begin; c < c_end; ++c) {
           const int t0 = c * k.chunk, nt = imin(k.chunk, k.tiles - t0);
-          for (int quad = 0; quad < quads; ++quad) transform_quad(t0, nt, quad, v, dm);
+          for (int t = 0; t < nt; ++t) transform_tile(t0, t, v, dm);
           for (int task = 0; task < Q * mtiles; ++task) gemm_task(nt, task, v, dm, du_group, c > c_begin);
         }
       }
     });
   }
 
-  // 3. dW += G^T dU G per (co, ci).
+  // 3. dW += G^T dU G per (co, ci). dU is first summed over the groups, in
+  //    group order, a run of ci at a time along its contiguous rows (a
+  //    gather per (co, ci) touched Q x groups cache lines).
+  constexpr int kSumRun = 64;
   parallel_for(cout, 1, [&](int co) {
-    for (int ci = 0; ci < cin; ++ci) {
-      float u[A][A];  // dU summed over the groups, in group order
+    float summed[Q][kSumRun];
+    for (int ci0 = 0; ci0 < cin; ci0 += kSumRun) {
+      const int run = imin(kSumRun, cin - ci0);
       for (int q = 0; q < Q; ++q) {
-        const size_t at = q * k.u_q + (size_t)co * cin_padded + ci;
-        float sum = du[at];
-        for (int group = 1; group < k.groups; ++group) sum += du[(size_t)group * k.u_floats + at];
-        u[q / A][q % A] = sum;
+        const float* first = du + q * k.u_q + (size_t)co * cin_padded + ci0;
+        for (int i = 0; i < run; ++i) summed[q][i] = first[i];
+        for (int group = 1; group < k.groups; ++group) {
+          const float* part = first + (size_t)group * k.u_floats;
+          for (int i = 0; i < run; ++i) summed[q][i] += part[i];
+        }
       }
-      float r[3][A], column[A], row[3];  // r = G^T u, then (G^T u) G row by row
-      for (int l = 0; l < A; ++l) {
-        for (int i = 0; i < A; ++i) column[i] = u[i][l];
-        if constexpr (M == 4) filter_grad_rows4(column, row);
-        else filter_grad_rows2(column, row);
-        for (int x = 0; x < 3; ++x) r[x][l] = row[x];
-      }
-      float* w = grad_w + ((size_t)co * cin + ci) * 9;
-      for (int x = 0; x < 3; ++x) {
-        if constexpr (M == 4) filter_grad_rows4(r[x], row);
-        else filter_grad_rows2(r[x], row);
-        for (int y = 0; y < 3; ++y) w[x * 3 + y] += row[y];
+      for (int ci = ci0; ci < ci0 + run; ++ci) {
+        float u[A][A];
+        for (int q = 0; q < Q; ++q) u[q / A][q % A] = summed[q][ci - ci0];
+        float r[3][A], column[A], row[3];  // r = G^T u, then (G^T u) G row by row
+        for (int l = 0; l < A; ++l) {
+          for (int i = 0; i < A; ++i) column[i] = u[i][l];
+          if constexpr (M == 4) filter_grad_rows4(column, row);
+          else filter_grad_rows2(column, row);
+          for (int x = 0; x < 3; ++x) r[x][l] = row[x];
+        }
+        float* w = grad_w + ((size_t)co * cin + ci) * 9;
+        for (int x = 0; x < 3; ++x) {
+          if constexpr (M == 4) filter_grad_rows4(r[x], row);
+          else filter_grad_rows2(r[x], row);
+          for (int y = 0; y < 3; ++y) w[x * 3 + y] += row[y];
+        }
       }
     }
   });

@@ -29,24 +29,31 @@ void MB_KERNEL(const GemmTile& tile) {
     for (int j = 0; j < kNV; ++j) acc[i][j] = mb_vec{};
   const float* b = tile.panel;
   const int cin = tile.cin;
-  for (int t = 0; t < tile.taps; ++t) {
-    const float* a[kMR];
-    for (int i = 0; i < kMR; ++i) a[i] = tile.rows[t * kMR + i];
-    for (int ci = 0; ci < cin; ++ci, b += kNR) {
-      mb_vec bv[kNV];
-      for (int j = 0; j < kNV; ++j) bv[j] = *reinterpret_cast<const mb_vec*>(b + j * kVecFloats);
-      for (int i = 0; i < kMR; ++i) {
-        const float av = a[i][ci];
+  // acc[i] += a(i) * B's row: every row of A against the panel's row at b.
+  auto madd_rows = [&](const float* b_row, auto a) {
+    mb_vec bv[kNV];
+    for (int j = 0; j < kNV; ++j) bv[j] = *reinterpret_cast<const mb_vec*>(b_row + j * kVecFloats);
+    for (int i = 0; i < kMR; ++i) {
+      const float av = a(i);
 #if defined(__wasm_relaxed_simd__)
-        // The relaxed-SIMD build (wasm/build.sh): f32x4.relaxed_madd, a fused
-        // multiply-add where the engine has one (one rounding, as the AVX
-        // kernels), else the same two roundings as below.
-        const mb_vec as = mb_vec{} + av;
-        for (int j = 0; j < kNV; ++j) acc[i][j] = __builtin_wasm_relaxed_madd_f32x4(as, bv[j], acc[i][j]);
+      // The relaxed-SIMD build (wasm/build.sh): f32x4.relaxed_madd, a fused
+      // multiply-add where the engine has one (one rounding, as the AVX
+      // kernels), else the same two roundings as below.
+      const mb_vec as = mb_vec{} + av;
+      for (int j = 0; j < kNV; ++j) acc[i][j] = __builtin_wasm_relaxed_madd_f32x4(as, bv[j], acc[i][j]);
 #else
-        for (int j = 0; j < kNV; ++j) acc[i][j] += av * bv[j];
+      for (int j = 0; j < kNV; ++j) acc[i][j] += av * bv[j];
 #endif
-      }
+    }
+  };
+  if (tile.a_packed) {
+    const float* a = tile.a_packed;
+    for (int k = 0; k < cin; ++k, b += kNR, a += tile.a_ld) madd_rows(b, [a](int i) { return a[i]; });
+  } else {
+    for (int t = 0; t < tile.taps; ++t) {
+      const float* a[kMR];
+      for (int i = 0; i < kMR; ++i) a[i] = tile.rows[t * kMR + i];
+      for (int ci = 0; ci < cin; ++ci, b += kNR) madd_rows(b, [&a, ci](int i) { return a[i][ci]; });
     }
   }
 

@@ -11,6 +11,11 @@ struct GemmTile {
   // channels, or a zero row where the tap falls in the padding.
   const float* const* rows;
   int taps, cin;
+  // Or A packed by k (taps 1, rows unused): row r's element k at
+  // a_packed[k * a_ld + r], for every r < MR (rows past nrows are read and
+  // dropped). The weight gradient's dM is laid out so (conv2d_winograd.cpp).
+  const float* a_packed = nullptr;
+  int a_ld = 0;
   const float* panel;  // packed B: [tap][ci][NR]
   // out[r][0..NR) = (acc[r] + bias + batch_bias[r] + residual[r]) / divisor
   // for r < nrows; bias, batch_bias and residual may each be null.

@@ -8,6 +8,8 @@
 #define MB_WINO_OUTPUT winograd_output_avx2
 #define MB_WINO4_INPUT winograd4_input_avx2
 #define MB_WINO4_OUTPUT winograd4_output_avx2
+#define MB_WINO_GRAD winograd_grad_avx2
+#define MB_WINO4_GRAD winograd4_grad_avx2
 #include "winograd_lanes.h"
 
 #define MB_SOFTMAX_BYTES 32

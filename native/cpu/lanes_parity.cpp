@@ -32,6 +32,8 @@ struct Variant {
   WinogradOutputPass output;
   Winograd4InputPass input4;
   Winograd4OutputPass output4;
+  WinogradGradPass grad;
+  Winograd4GradPass grad4;
 };
 
 int variants(Variant* out) {
@@ -40,10 +42,10 @@ int variants(Variant* out) {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
     out[n++] = {"avx2", softmax_row_avx2, winograd_input_avx2, winograd_output_avx2, winograd4_input_avx2,
-                  winograd4_output_avx2};
+                  winograd4_output_avx2, winograd_grad_avx2, winograd4_grad_avx2};
   if (__builtin_cpu_supports("avx512f"))
     out[n++] = {"avx512", softmax_row_avx512, winograd_input_avx512, winograd_output_avx512, winograd4_input_avx512,
-                  winograd4_output_avx512};
+                  winograd4_output_avx512, winograd_grad_avx512, winograd4_grad_avx512};
 #else
   (void)out;
 #endif
@@ -93,6 +95,27 @@ void check_tile(Rng& rng, InputPass narrow_input, InputPass wide_input, OutputPa
   }
 }
 
+// The weight gradient's transform of dY, four lanes against a wide variant,
+// on 1 to 96 channels, zeros to the next multiple of 8.
+template <int M, typename GradPass>
+void check_grad(Rng& rng, GradPass narrow, GradPass wide, LanesParityResult& result) {
+  constexpr int Q = (M + 2) * (M + 2);
+  static float dy[M * M][96], ma[Q * 104], mb[Q * 104];
+  for (int cout = 1; cout <= 96; cout += (cout < 40 ? 1 : 8)) {
+    for (int p = 0; p < M * M; ++p)
+      for (int c = 0; c < cout; ++c) dy[p][c] = rng.next();
+    const float* src[M][M];
+    for (int p = 0; p < M * M; ++p) src[p / M][p % M] = dy[p];
+    const int c_end = (cout + 7) / 8 * 8;
+    std::memset(ma, 0xff, sizeof(ma));
+    std::memset(mb, 0xff, sizeof(mb));
+    narrow(src, cout, c_end, (size_t)c_end, ma);
+    wide(src, cout, c_end, (size_t)c_end, mb);
+    result.cases++;
+    if (!same_bits(ma, mb, Q * (size_t)c_end)) result.mismatches++;
+  }
+}
+
 }  // namespace
 
 int lanes_parity(uint32_t seed, LanesParityResult* results, int max_results) {
@@ -100,7 +123,7 @@ int lanes_parity(uint32_t seed, LanesParityResult* results, int max_results) {
   const int count = variants(wide);
   int written = 0;
   Rng rng{seed ? seed : 1};
-  for (int v = 0; v < count && written + 5 <= max_results; ++v) {
+  for (int v = 0; v < count && written + 7 <= max_results; ++v) {
     LanesParityResult soft = {"softmax_row", wide[v].isa, 0, 0};
     // Rows of every length to 300 (blocks of 16, vector tails, scalar tails).
     static float a[320], b[320];
@@ -122,6 +145,11 @@ int lanes_parity(uint32_t seed, LanesParityResult* results, int max_results) {
     results[written++] = out2;
     results[written++] = in4;
     results[written++] = out4;
+    LanesParityResult grad2 = {"winograd_grad", wide[v].isa, 0, 0}, grad4 = {"winograd4_grad", wide[v].isa, 0, 0};
+    check_grad<2>(rng, winograd_grad_vec4, wide[v].grad, grad2);
+    check_grad<4>(rng, winograd4_grad_vec4, wide[v].grad4, grad4);
+    results[written++] = grad2;
+    results[written++] = grad4;
   }
   return written;
 }

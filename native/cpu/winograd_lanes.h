@@ -5,6 +5,7 @@
 //   MB_WINO_BYTES   vector width in bytes (16: SSE2 / SIMD128, 32: AVX2, 64: AVX-512)
 //   MB_WINO_INPUT   F(2x2, 3x3)'s input transform's name, MB_WINO_OUTPUT its output transform's
 //   MB_WINO4_INPUT  F(4x4, 3x3)'s, MB_WINO4_OUTPUT
+//   MB_WINO_GRAD    the weight gradient's transform of dY, MB_WINO4_GRAD F(4x4, 3x3)'s
 // The transforms only add, subtract and multiply by small powers of two and
 // 5 (the epilogue also divides), each lane on its own channel, so every
 // width gives the same bits; wider vectors only move more channels per
@@ -83,6 +84,28 @@ inline void wino_output_pass(const float* prod, size_t m_q, int ncols, float* co
     finish(y, [](const float* p) { return *p; }, [](float* p, float x) { *p = x; }, j);
   }
 }
+
+// dM = A dY A^T of one M x M block of output gradients for channels
+// [0, c_end) (zeros from cout on): channel c of matrix q to dst[q * q_stride + c].
+template <int M, int Q, typename Transform>
+inline void wino_grad_pass(const float* const src[M][M], int cout, int c_end, size_t q_stride, float* dst,
+                           Transform transform) {
+  int c = 0;
+  for (; c + kWinoLanes <= cout; c += kWinoLanes) {
+    wino_vec d[M][M], m[Q];
+    for (int i = 0; i < M; ++i)
+      for (int j = 0; j < M; ++j) d[i][j] = wino_load(src[i][j] + c);
+    transform(d, m);
+    for (int q = 0; q < Q; ++q) wino_store(dst + q * q_stride + c, m[q]);
+  }
+  for (; c < c_end; ++c) {  // the same arithmetic one channel at a time; zeros past cout
+    float d[M][M], m[Q];
+    for (int i = 0; i < M; ++i)
+      for (int j = 0; j < M; ++j) d[i][j] = c < cout ? src[i][j][c] : 0.0f;
+    transform(d, m);
+    for (int q = 0; q < Q; ++q) dst[q * q_stride + c] = m[q];
+  }
+}
 }  // namespace
 
 void MB_WINO_INPUT(const float* const src[4][4], int cin, int c_end, int nr, size_t panel_stride, size_t q_stride,
@@ -107,6 +130,14 @@ void MB_WINO4_OUTPUT(const float* prod, size_t m_q, int ncols, float* const dst[
                      const float* bias, const float* batch_bias, float divisor) {
   wino_output_pass<4, 36>(prod, m_q, ncols, dst, res, bias, batch_bias, divisor,
                           [](const auto& m, auto& y) { winograd4_output_transform(m, y); });
+}
+
+void MB_WINO_GRAD(const float* const src[2][2], int cout, int c_end, size_t q_stride, float* dst) {
+  wino_grad_pass<2, 16>(src, cout, c_end, q_stride, dst, [](const auto& d, auto& m) { winograd_grad_transform(d, m); });
+}
+
+void MB_WINO4_GRAD(const float* const src[4][4], int cout, int c_end, size_t q_stride, float* dst) {
+  wino_grad_pass<4, 36>(src, cout, c_end, q_stride, dst, [](const auto& d, auto& m) { winograd4_grad_transform(d, m); });
 }
 
 }  // namespace mb

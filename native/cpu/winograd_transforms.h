@@ -97,6 +97,50 @@ inline void winograd4_output_transform(const T m[36], T y[4][4]) {
   for (int a = 0; a < 4; ++a) winograd4_output_rows(r[a][0], r[a][1], r[a][2], r[a][3], r[a][4], r[a][5], y[a]);
 }
 
+// The weight gradient's transform of the output gradient, dM = A dY A^T (the
+// transpose of the output transform): F(2x2, 3x3)'s 16 values from a 2x2
+// block of dY, A's rows [1 0; 1 1; 1 -1; 0 -1] along each axis.
+template <typename T>
+inline void winograd_grad_transform(const T dy[2][2], T m[16]) {
+  T r[4][2];
+  for (int b = 0; b < 2; ++b) {
+    r[0][b] = dy[0][b];
+    r[1][b] = dy[0][b] + dy[1][b];
+    r[2][b] = dy[0][b] - dy[1][b];
+    r[3][b] = T{} - dy[1][b];
+  }
+  for (int i = 0; i < 4; ++i) {
+    m[i * 4 + 0] = r[i][0];
+    m[i * 4 + 1] = r[i][0] + r[i][1];
+    m[i * 4 + 2] = r[i][0] - r[i][1];
+    m[i * 4 + 3] = T{} - r[i][1];
+  }
+}
+
+// F(4x4, 3x3): A's rows are A^T's columns, [1 0 0 0; 1 1 1 1; 1 -1 1 -1;
+// 1 2 4 8; 1 -2 4 -8; 0 0 0 1], applied to four values along one axis.
+template <typename T>
+inline void winograd4_grad_rows(const T y0, const T y1, const T y2, const T y3, T r[6]) {
+  const T s02 = y0 + y2, s13 = y1 + y3;
+  const T even = y0 + y2 * 4.0f, odd = y1 * 2.0f + y3 * 8.0f;
+  r[0] = y0;
+  r[1] = s02 + s13;
+  r[2] = s02 - s13;
+  r[3] = even + odd;
+  r[4] = even - odd;
+  r[5] = y3;
+}
+
+template <typename T>
+inline void winograd4_grad_transform(const T dy[4][4], T m[36]) {
+  T r[6][4], col[6];
+  for (int b = 0; b < 4; ++b) {
+    winograd4_grad_rows(dy[0][b], dy[1][b], dy[2][b], dy[3][b], col);
+    for (int i = 0; i < 6; ++i) r[i][b] = col[i];
+  }
+  for (int i = 0; i < 6; ++i) winograd4_grad_rows(r[i][0], r[i][1], r[i][2], r[i][3], m + i * 6);
+}
+
 }  // namespace
 
 // The per-ISA passes (winograd_lanes.h): the input transform of one tile, and
@@ -112,11 +156,17 @@ using Winograd4InputPass = void (*)(const float* const src[6][6], int cin, int c
 using Winograd4OutputPass = void (*)(const float* prod, size_t m_q, int ncols, float* const dst[4][4],
                                      const float* const res[4][4], const float* bias, const float* batch_bias,
                                      float divisor);
+// The weight gradient's dM = A dY A^T of one tile for channels [0, c_end)
+// (zeros from cout on): channel c of matrix q goes to dst[q * q_stride + c].
+using WinogradGradPass = void (*)(const float* const src[2][2], int cout, int c_end, size_t q_stride, float* dst);
+using Winograd4GradPass = void (*)(const float* const src[4][4], int cout, int c_end, size_t q_stride, float* dst);
 struct WinogradPasses {
   WinogradInputPass input;
   WinogradOutputPass output;
   Winograd4InputPass input4;
   Winograd4OutputPass output4;
+  WinogradGradPass grad;
+  Winograd4GradPass grad4;
 };
 // The passes at the selected micro-kernel's width (conv2d.cpp).
 const WinogradPasses& winograd_passes();
@@ -129,6 +179,8 @@ void winograd4_input_vec4(const float* const src[6][6], int cin, int c_end, int 
                           size_t q_stride, float* dst);
 void winograd4_output_vec4(const float* prod, size_t m_q, int ncols, float* const dst[4][4],
                            const float* const res[4][4], const float* bias, const float* batch_bias, float divisor);
+void winograd_grad_vec4(const float* const src[2][2], int cout, int c_end, size_t q_stride, float* dst);
+void winograd4_grad_vec4(const float* const src[4][4], int cout, int c_end, size_t q_stride, float* dst);
 #if defined(__x86_64__) && defined(MB_HAVE_X86_KERNELS)
 void winograd_input_avx2(const float* const src[4][4], int cin, int c_end, int nr, size_t panel_stride,
                          size_t q_stride, float* dst);
@@ -138,6 +190,8 @@ void winograd4_input_avx2(const float* const src[6][6], int cin, int c_end, int 
                           size_t q_stride, float* dst);
 void winograd4_output_avx2(const float* prod, size_t m_q, int ncols, float* const dst[4][4],
                            const float* const res[4][4], const float* bias, const float* batch_bias, float divisor);
+void winograd_grad_avx2(const float* const src[2][2], int cout, int c_end, size_t q_stride, float* dst);
+void winograd4_grad_avx2(const float* const src[4][4], int cout, int c_end, size_t q_stride, float* dst);
 void winograd_input_avx512(const float* const src[4][4], int cin, int c_end, int nr, size_t panel_stride,
                            size_t q_stride, float* dst);
 void winograd_output_avx512(const float* prod, size_t m_q, int ncols, float* const dst[2][2],
@@ -146,6 +200,8 @@ void winograd4_input_avx512(const float* const src[6][6], int cin, int c_end, in
                           size_t q_stride, float* dst);
 void winograd4_output_avx512(const float* prod, size_t m_q, int ncols, float* const dst[4][4],
                            const float* const res[4][4], const float* bias, const float* batch_bias, float divisor);
+void winograd_grad_avx512(const float* const src[2][2], int cout, int c_end, size_t q_stride, float* dst);
+void winograd4_grad_avx512(const float* const src[4][4], int cout, int c_end, size_t q_stride, float* dst);
 #endif
 
 }  // namespace mb
