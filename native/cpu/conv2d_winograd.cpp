@@ -402,13 +402,15 @@ constexpr int kGradChunkTiles = 128;  // the GEMMs' K per chunk
 
 // G^T applied along one axis: F(2x2, 3x3)'s G = [1 0 0; 1/2 1/2 1/2;
 // 1/2 -1/2 1/2; 0 0 1], and F(4x4, 3x3)'s (filter_rows4).
-inline void filter_grad_rows2(const float u[4], float r[3]) {
+template <typename T>
+inline void filter_grad_rows2(const T u[4], T r[3]) {
   r[0] = u[0] + 0.5f * (u[1] + u[2]);
   r[1] = 0.5f * (u[1] - u[2]);
   r[2] = 0.5f * (u[1] + u[2]) + u[3];
 }
-inline void filter_grad_rows4(const float u[6], float r[3]) {
-  const float s12 = u[1] + u[2], d12 = u[2] - u[1], s34 = u[3] + u[4], d34 = u[3] - u[4];
+template <typename T>
+inline void filter_grad_rows4(const T u[6], T r[3]) {
+  const T s12 = u[1] + u[2], d12 = u[2] - u[1], s34 = u[3] + u[4], d34 = u[3] - u[4];
   r[0] = (u[0] * 0.25f - s12 / 6.0f) + s34 / 24.0f;
   r[1] = d12 / 6.0f + d34 / 12.0f;
   r[2] = (s34 - s12) / 6.0f + u[5];
@@ -584,12 +586,13 @@ void weight_grad_tiles(const float* in, const ConvGeometry& g, const float* dy, 
 
   // 3. dW += G^T dU G per (co, ci). dU is first summed over the groups, in
   //    group order, a run of ci at a time along its contiguous rows (a
-  //    gather per (co, ci) touched Q x groups cache lines).
+  //    gather per (co, ci) touched Q x groups cache lines); the transform
+  //    then takes four ci at a time, lane by lane the scalar arithmetic.
   constexpr int kSumRun = 64;
   parallel_for(cout, 1, [&](int co) {
     float summed[Q][kSumRun];
     for (int ci0 = 0; ci0 < cin; ci0 += kSumRun) {
-      const int run = imin(kSumRun, cin - ci0);
+      const int run = imin(kSumRun, cin - ci0), run4 = (run + 3) / 4 * 4;
       for (int q = 0; q < Q; ++q) {
         const float* first = du + q * k.u_q + (size_t)co * cin_padded + ci0;
         for (int i = 0; i < run; ++i) summed[q][i] = first[i];
@@ -597,22 +600,25 @@ void weight_grad_tiles(const float* in, const ConvGeometry& g, const float* dy, 
           const float* part = first + (size_t)group * k.u_floats;
           for (int i = 0; i < run; ++i) summed[q][i] += part[i];
         }
+        for (int i = run; i < run4; ++i) summed[q][i] = 0.0f;
       }
-      for (int ci = ci0; ci < ci0 + run; ++ci) {
-        float u[A][A];
-        for (int q = 0; q < Q; ++q) u[q / A][q % A] = summed[q][ci - ci0];
-        float r[3][A], column[A], row[3];  // r = G^T u, then (G^T u) G row by row
+      for (int c = 0; c < run; c += 4) {
+        f32x4 u[A][A], r[3][A], column[A], row[3], dw[3][3];  // r = G^T u, then (G^T u) G
+        for (int q = 0; q < Q; ++q) u[q / A][q % A] = load_f32x4(&summed[q][c]);
         for (int l = 0; l < A; ++l) {
           for (int i = 0; i < A; ++i) column[i] = u[i][l];
           if constexpr (M == 4) filter_grad_rows4(column, row);
           else filter_grad_rows2(column, row);
           for (int x = 0; x < 3; ++x) r[x][l] = row[x];
         }
-        float* w = grad_w + ((size_t)co * cin + ci) * 9;
         for (int x = 0; x < 3; ++x) {
-          if constexpr (M == 4) filter_grad_rows4(r[x], row);
-          else filter_grad_rows2(r[x], row);
-          for (int y = 0; y < 3; ++y) w[x * 3 + y] += row[y];
+          if constexpr (M == 4) filter_grad_rows4(r[x], dw[x]);
+          else filter_grad_rows2(r[x], dw[x]);
+        }
+        for (int lane = 0; lane < imin(4, run - c); ++lane) {
+          float* w = grad_w + ((size_t)co * cin + ci0 + c + lane) * 9;
+          for (int x = 0; x < 3; ++x)
+            for (int y = 0; y < 3; ++y) w[x * 3 + y] += dw[x][y][lane];
         }
       }
     }
