@@ -13,8 +13,8 @@
 // Winograd where the forward used it, packed from the torch weights for
 // F(4x4, 3x3); upsampling convs are followed by a 2x2
 // sum; stride-2 convs split into four stride-1 ones by output parity), and
-// dW = dY^T * im2col(X) is a GEMM over pixels, done in pixel chunks so the
-// im2col panel stays small (stride-1 3x3 convs use Winograd's instead).
+// dW by Winograd (conv2d_winograd.cpp) for stride-1 3x3 convs, else as
+// dY^T * im2col(X) (conv2d_im2col_grad.cpp).
 #include "../engine/mathf.h"
 #include "gemm_tile.h"
 #include "groupnorm_apply.h"
@@ -441,97 +441,17 @@ void conv2d_backward_data(const float* dy, const ConvGeometry& g, const PackedWe
 }
 
 namespace {
-constexpr int kWeightGradChunk = 1024;  // output pixels per im2col chunk
-constexpr int kIm2colRows = 64;         // pixels per im2col packing task
-
 // Winograd takes the weight gradient of every stride-1 3x3 conv (its GEMMs
 // are cout x cin, large at any map size), unless cin is so small that padding
-// it to panels costs more than it saves.
+// it to panels costs more than it saves; im2col (conv2d_im2col_grad.cpp) the rest.
 bool weight_grad_by_winograd(const ConvGeometry& g, int cin, int k) {
   return k == 3 && g.stride == 1 && winograd_weight_grad_pays(cin);
-}
-
-size_t im2col_weight_grad_scratch_floats(int cout, int cin, int k) {
-  const int n = k * k * cin;
-  return packed_weights_floats(n, kWeightGradChunk, 1) + (size_t)cout * kWeightGradChunk + (size_t)cout * n;
-}
-
-// dW = dY^T im2col(X), in chunks of kWeightGradChunk output pixels.
-void im2col_weight_grad(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin, int k,
-                        float* grad_w, float* scratch) {
-  const int taps = k * k, n = taps * cin;
-  const int rows_total = g.batch * g.out_h * g.out_w;
-  const int nr = conv_panel_width();
-  const int panels = (n + nr - 1) / nr;
-  float* packed = scratch;
-  float* dy_t = packed + packed_weights_floats(n, kWeightGradChunk, 1);
-  float* dw = dy_t + (size_t)cout * kWeightGradChunk;  // [cout][tap][ci]
-  const int logical_h = g.in_h * g.upsample, logical_w = g.in_w * g.upsample;
-  const int up_shift = g.upsample == 2 ? 1 : 0;  // input pixel = logical pixel >> up_shift
-  const int pixels_per_image = g.out_h * g.out_w;
-  for (int m0 = 0; m0 < rows_total; m0 += kWeightGradChunk) {
-    const int rows = imin(kWeightGradChunk, rows_total - m0);
-    // B(n = (tap, ci), kk = pixel) = the input under that tap: im2col, packed
-    // in panels of nr columns, packed[panel][pixel][j]. Each (pixel, tap) is
-    // one contiguous run of cin input channels (or padding), copied into the
-    // one or more panels its columns fall in.
-    const int row_blocks = (rows + kIm2colRows - 1) / kIm2colRows;
-    parallel_for(row_blocks, 1, [&](int rb) {
-      const int r0 = rb * kIm2colRows, r1 = imin(rows, r0 + kIm2colRows);
-      int b = (m0 + r0) / pixels_per_image;
-      int oy = (m0 + r0 - b * pixels_per_image) / g.out_w;
-      int ox = m0 + r0 - b * pixels_per_image - oy * g.out_w;
-      for (int r = r0; r < r1; ++r) {
-        const float* image = in + (size_t)b * g.in_h * g.in_w * g.in_ld;
-        for (int t = 0; t < taps; ++t) {
-          const int iy = oy * g.stride - g.pad_top + t / k, ix = ox * g.stride - g.pad_left + t % k;
-          const bool inside = iy >= 0 && iy < logical_h && ix >= 0 && ix < logical_w;
-          const float* src = inside ? image + ((size_t)(iy >> up_shift) * g.in_w + (ix >> up_shift)) * g.in_ld : nullptr;
-          for (int ci = 0, col = t * cin; ci < cin;) {
-            const int p = col / nr, j = col - p * nr, len = imin(cin - ci, nr - j);
-            float* dst = packed + ((size_t)p * rows + r) * nr + j;
-            if (src)
-              for (int i = 0; i < len; ++i) dst[i] = src[ci + i];
-            else
-              for (int i = 0; i < len; ++i) dst[i] = 0.0f;
-            ci += len;
-            col += len;
-          }
-        }
-        // Columns past n in the last panel multiply nothing but must be finite.
-        for (int col = n; col < panels * nr; ++col) packed[((size_t)(panels - 1) * rows + r) * nr + col % nr] = 0.0f;
-        if (++ox == g.out_w) {
-          ox = 0;
-          if (++oy == g.out_h) oy = 0, ++b;
-        }
-      }
-    });
-    PackedWeights pw;
-    pw.data = packed;
-    pw.cout = n;
-    pw.cin = rows;
-    pw.kh = pw.kw = 1;
-    pw.nr = nr;
-    transpose(dy + (size_t)m0 * g.out_ld, rows, cout, g.out_ld, dy_t, rows);
-    const ConvGeometry gg = rows_geometry(cout, rows, n);
-    ConvEpilogue ep;
-    if (m0 > 0) {
-      ep.residual = dw;
-      ep.residual_ld = n;
-    }
-    conv2d_forward(dy_t, gg, pw, ep, dw, dy_t);
-  }
-  // [cout][tap][ci] -> torch [cout][ci][tap], accumulated
-  parallel_for(cout, 1, [&](int co) {
-    for (int ci = 0; ci < cin; ++ci)
-      for (int t = 0; t < taps; ++t) grad_w[((size_t)co * cin + ci) * taps + t] += dw[(size_t)co * n + (size_t)t * cin + ci];
-  });
 }
 }  // namespace
 
 size_t conv2d_backward_weights_scratch_floats(const ConvGeometry& g, int cout, int cin, int k) {
   if (weight_grad_by_winograd(g, cin, k)) return winograd_backward_weights_scratch_floats(g, cout, cin);
-  return im2col_weight_grad_scratch_floats(cout, cin, k);
+  return im2col_weight_grad_scratch_floats(g, cout, cin, k);
 }
 
 void conv2d_backward_weights(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin, int k,

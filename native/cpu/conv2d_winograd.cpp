@@ -479,7 +479,7 @@ GradBlocking grad_blocking(const ConvGeometry& g, int cout, int cin) {
   // The GEMMs' K: as many tiles as keep a chunk's V and dM in L2, 32 to 128.
   int chunk = (int)(kGradChunkFloats / (k.q * (size_t)(cin_padded + cout))) / 4 * 4;
   chunk = imin(kGradChunkTiles, imax(32, chunk));
-  k.chunk = imin(chunk, (k.tiles + 3) / 4 * 4);  // a multiple of four (fixes the sums' order)
+  k.chunk = imin(chunk, (k.tiles + 3) / 4 * 4);  // a multiple of four
   k.chunks = (k.tiles + k.chunk - 1) / k.chunk;
   const int mr = conv_tile_rows();
   k.cout_rows = (cout + mr - 1) / mr * mr;
