@@ -8,6 +8,11 @@
 // MSE, backward, AdamW (lr 1e-3, no weight decay), EMA (0.999, warm-up).
 // Rounds alternate marble and PyTorch so a machine that gets busier midway
 // weighs on both; each side's figure is its median step over all rounds.
+// Each round starts with one untimed step on both sides (PyTorch's fresh
+// process warms up; marble's first step after PyTorch's process measured
+// 730-800 ms against 505-535 for the next ones, and 504-533 after a 5 s
+// idle pause instead: the cost is what the other process left behind, not
+// marble's own work).
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -66,6 +71,7 @@ for (const c of cases) {
   const torchMs: number[] = [];
   let torchInfo = '';
   for (let r = 0; r < rounds; r++) {
+    if (r > 0) await trainer.step(batch, labels); // the round's warm-up step, as PyTorch's
     for (let i = 0; i < perRound; i++) {
       const t0 = performance.now();
       await trainer.step(batch, labels);
