@@ -643,12 +643,23 @@ int select_training_winograd_tile(int tile) {
 
 int model_set_winograd_tile(Model* m, int tile) {
   if (tile == m->winograd_tile) return kOk;
-  // The packed blocks change size: pack into new ones.
-  for (int i = 0; i < m->packed_blocks.size; ++i) m->ops->free(m->packed_blocks[i]);
-  m->packed_blocks.release();
+  // The packed blocks change size: pack into new ones, keeping the old ones
+  // until that succeeds. On failure the old tile is packed back into them
+  // (they fit it), so the model stays as it was and usable.
+  Vec<float*> old = m->packed_blocks;
+  const int old_tile = m->winograd_tile;
+  m->packed_blocks = Vec<float*>();
   m->winograd_tile = tile;
   m->planned_batch = m->planned_h = m->planned_w = 0;
-  return pack_all(m);
+  const int status = pack_all(m);
+  Vec<float*>& drop = status == kOk ? old : m->packed_blocks;
+  for (int i = 0; i < drop.size; ++i) m->ops->free(drop[i]);
+  drop.release();
+  if (status == kOk) return kOk;
+  m->packed_blocks = old;
+  m->winograd_tile = old_tile;
+  if (pack_all(m) != kOk) m->finalized = false;  // unusable: says "weights are not loaded"
+  return status;
 }
 
 bool model_weights_released(const Model* m) {
