@@ -51,12 +51,12 @@ test('the embedded model samples the same digits on cpu and wasm, and they are n
   assert.ok(ink > 0.03 && ink < 0.5, `ink covers ${(ink * 100).toFixed(1)}% of the image`);
 });
 
-test('the embedded model samples what diffusers samples with it (DDIM eta 0 and 1, clipped model output, DDPM; torch generator)', { skip: present ? false : 'models/mnist is not trained yet' }, async () => {
+test('the embedded model samples what diffusers samples with it (DDIM eta 0 and 1, clipped model output, DDPM, guidance; torch generator)', { skip: present ? false : 'models/mnist is not trained yet' }, async () => {
   const meta = JSON.parse(readFileSync(fixturePath('embedded/mnist_samples.json'), 'utf8')) as {
     weights_sha256: string;
     seed: number;
     class_labels: number[];
-    runs: Record<string, { scheduler: 'ddim' | 'ddpm'; steps: number; eta: number | null; use_clipped_model_output: boolean }>;
+    runs: Record<string, { scheduler: 'ddim' | 'ddpm'; steps: number; eta: number | null; use_clipped_model_output: boolean; guidance_scale?: number }>;
   };
   const weights = readFileSync(path.join(dir, 'unet', 'diffusion_pytorch_model.safetensors'));
   assert.equal(
@@ -77,6 +77,7 @@ test('the embedded model samples what diffusers samples with it (DDIM eta 0 and 
         generator: 'torch',
         eta: run.eta ?? undefined,
         useClippedModelOutput: run.use_clipped_model_output,
+        guidanceScale: run.guidance_scale ?? 1,
         classLabels: meta.class_labels,
       });
       const expected = tensorToFloat32(references, name);

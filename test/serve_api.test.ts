@@ -12,6 +12,7 @@ import Fastify from 'fastify';
 
 import { createServer, marble } from '../src/serve/index.js';
 import type { MarbleServer, ServeOptions } from '../src/serve/index.js';
+import { fixturePath } from './helpers.js';
 import { EMBEDDED, postJson, readSse, runCli, waitFor } from './serve_helpers.js';
 
 const MODEL = [{ name: 'mnist', path: EMBEDDED }];
@@ -48,8 +49,8 @@ describe('marble serve (in-process, cpu)', () => {
     assert.equal(models.models[0]!['name'], 'mnist');
     assert.equal(models.models[0]!['backend'], 'cpu');
     assert.equal(models.models[0]!['classes'], 10);
-    assert.equal(models.models[0]!['guidance'], false);
-    assert.deepEqual(models.models[0]!['sampleSize'], [32, 32]);
+    assert.equal(models.models[0]!['guidance'], true);
+    assert.deepEqual(models.models[0]!['sampleSize'], [28, 28]);
     const metrics = await (await fetch(`${base}/metrics`)).text();
     for (const name of ['marble_queue_depth', 'marble_jobs_total', 'marble_sampling_seconds', 'marble_images_per_second', 'nodejs_eventloop_lag_seconds'])
       assert.ok(metrics.includes(name), `metrics lack ${name}`);
@@ -64,14 +65,14 @@ describe('marble serve (in-process, cpu)', () => {
     assert.equal(png.headers.get('content-type'), 'image/png');
     assert.equal(png.headers.get('x-marble-seeds'), '7,8,9');
     const grid = decodePng(new Uint8Array(await png.arrayBuffer()));
-    assert.deepEqual([grid.width, grid.height], [2 * 32 + 2, 2 * 32 + 2]);
+    assert.deepEqual([grid.width, grid.height], [2 * 28 + 2, 2 * 28 + 2]);
 
     const res = await postJson(base, { scheduler: 'ddpm', steps: 3, batch: 2, seed: '18446744073709551614', classLabels: [3, 9], format: 'json', generator: 'torch' });
     assert.equal(res.status, 200);
     const body = (await res.json()) as ImagesJson;
     assert.deepEqual(body.images.map((i) => [i.seed, i.classLabel]), [['18446744073709551614', 3], ['18446744073709551615', 9]]);
     const one = decodePng(Buffer.from(body.images[0]!.png, 'base64'));
-    assert.deepEqual([one.width, one.height], [32, 32]);
+    assert.deepEqual([one.width, one.height], [28, 28]);
     // The fast solvers too: image i is the one its seed gives alone (per-sample noise).
     const solver = (await (await postJson(base, { scheduler: 'dpm++', steps: 5, batch: 2, seed: 40, format: 'json' })).json()) as ImagesJson;
     const alone = (await (await postJson(base, { scheduler: 'dpm++', steps: 5, batch: 1, seed: 41, classLabels: [1], format: 'json' })).json()) as ImagesJson;
@@ -91,7 +92,7 @@ describe('marble serve (in-process, cpu)', () => {
     assert.equal(names.at(-1), 'completed', names.join(','));
     const steps = events.filter((e) => e.event === 'step').map((e) => e.data as { step: number; total: number; preview?: string });
     assert.ok(steps.length >= 1 && steps.at(-1)!.step === 6 && steps.at(-1)!.total === 6);
-    assert.ok(steps.some((s) => s.preview && decodePng(Buffer.from(s.preview, 'base64')).width === 66), 'previews of the 2-image grid');
+    assert.ok(steps.some((s) => s.preview && decodePng(Buffer.from(s.preview, 'base64')).width === 2 * 28 + 2), 'previews of the 2-image grid');
     const job = (await (await fetch(`${base}/v1/jobs/${id}`)).json()) as { state: string; progress: { step: number }; result: ImagesJson };
     assert.equal(job.state, 'completed');
     assert.equal(job.result.images.length, 2);
@@ -145,7 +146,6 @@ describe('marble serve (in-process, cpu)', () => {
       ['eta with ddpm', { scheduler: 'ddpm', steps: 2, eta: 0.5 }, 400, 'eta'],
       ['class label out of range', { ...ok, classLabels: [10] }, 400, 'classLabels'],
       ['labels and batch disagree', { ...ok, batch: 2, classLabels: [1] }, 400, 'classLabels'],
-      ['guidance on a model without a null class', { ...ok, guidanceScale: 3 }, 400, 'guidanceScale'],
       ['negative guidance', { ...ok, guidanceScale: -1 }, 400, 'guidanceScale'],
       ['guidance not a number', { ...ok, guidanceScale: 'strong' }, 400, 'guidanceScale'],
       ['size not a multiple of 4', { ...ok, height: 30 }, 400, 'height'],
@@ -164,8 +164,18 @@ describe('marble serve (in-process, cpu)', () => {
     }
     assert.equal((await fetch(`${base}/v1/nothing`)).status, 404);
     assert.equal((await fetch(`${base}/v1/images`)).status, 404);
-    // Still serving.
+    // Still serving; guidance where the model has a null class (the embedded one does) ...
     assert.equal((await postJson(base, ok)).status, 200);
+    assert.equal((await postJson(base, { ...ok, guidanceScale: 1.25, classLabels: [7] })).status, 200);
+    // ... and a 400 naming the field where it has none.
+    const plain = await start({ models: [{ name: 'tiny', path: fixturePath('unet/tiny') }] });
+    try {
+      const res = await postJson(plain.base, { ...ok, guidanceScale: 3 });
+      assert.equal(res.status, 400, 'guidance on a model without a null class');
+      assert.equal(((await res.json()) as { error: { field?: string } }).error.field, 'guidanceScale');
+    } finally {
+      await plain.server.close(1000);
+    }
   });
 
   test('a client that disconnects cancels its job', async () => {

@@ -83,12 +83,12 @@ test('Chromium: examples/snippets/browser.html draws the same digits from a stat
     const page = await browser.newPage();
     await page.goto(`${server.url}plain/browser.html`);
     await page.waitForSelector('body[data-done="true"]', { timeout: 60_000 });
-    const pixels = (await page.evaluate(`Array.from(document.getElementById('digits').getContext('2d').getImageData(0, 0, 136, 34).data)`)) as number[];
+    const pixels = (await page.evaluate(`Array.from(document.getElementById('digits').getContext('2d').getImageData(0, 0, 120, 30).data)`)) as number[];
     expected.images().forEach((image, i) => {
-      for (let y = 0; y < 32; y++)
-        for (let x = 0; x < 32; x++)
+      for (let y = 0; y < 28; y++)
+        for (let x = 0; x < 28; x++)
           for (let c = 0; c < 4; c++)
-            if (pixels[(y * 136 + i * 34 + x) * 4 + c] !== image.data[(y * 32 + x) * 4 + c])
+            if (pixels[(y * 120 + i * 30 + x) * 4 + c] !== image.data[(y * 28 + x) * 4 + c])
               assert.fail(`digit ${i}: pixel (${x}, ${y}) channel ${c} differs`);
     });
   } finally {

@@ -614,3 +614,32 @@ test('marble train: a batch beyond memory is refused before the loader fills it,
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('marble train --stop-at: stops and saves there on the full schedule; --resume finishes it as one straight run does', async () => {
+  const cli = new URL('../src/cli/main.js', import.meta.url).pathname;
+  const dir = await mkdtemp(join(tmpdir(), 'marble-stop-at-'));
+  const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 300_000 });
+  const recipe = ['--data', 'mnist', '--resolution', '8', '--batch', '4', '--steps', '6', '--lr-schedule', 'linear', '--warmup', '0', '--backend', 'cpu', '--threads', '1'];
+  const lrs = async (out: string) =>
+    (await readFile(join(out, 'train_log.jsonl'), 'utf8')).trim().split('\n').map((l) => (JSON.parse(l) as { lr: number }).lr);
+  try {
+    const straight = join(dir, 'straight');
+    assert.equal(run('train', ...recipe, '--out', straight).status, 0);
+    const split = join(dir, 'split');
+    const first = run('train', ...recipe, '--stop-at', '3', '--out', split);
+    assert.equal(first.status, 0, first.stderr);
+    assert.match(first.stdout, /stopped at step 3 of 6/);
+    const partial = await lrs(split);
+    assert.equal(partial.length, 3, 'three steps logged');
+    assert.deepEqual(partial, (await lrs(straight)).slice(0, 3), 'the learning rates of the 6-step schedule, not a 3-step one');
+    const again = run('train', ...recipe, '--stop-at', '3', '--out', split, '--resume');
+    assert.match(again.stdout, /nothing to do/);
+    const rest = run('train', '--out', split, '--resume', '--steps', '6', '--backend', 'cpu', '--threads', '1');
+    assert.equal(rest.status, 0, rest.stderr);
+    assert.deepEqual(await lrs(split), await lrs(straight));
+    const weights = (out: string) => readFile(join(out, 'checkpoint', 'unet', 'diffusion_pytorch_model.safetensors'));
+    assert.ok((await weights(split)).equals(await weights(straight)), 'the same weights as the straight run');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -16,7 +16,8 @@ async function generate({ digit, scheduler, steps, batch, seed, threads }) {
   const pipe = await pipelineFor(threads);
   self.postMessage({ type: 'loaded', backend: pipe.unet.backend.describe() });
   const labels = Array.from({ length: batch }, (_, i) => (digit === 'mixed' ? i % 10 : Number(digit)));
-  const shape = [batch, 1, 32, 32];
+  const { inChannels, sampleSize } = pipe.unet.config;
+  const shape = [batch, inChannels, sampleSize, sampleSize];
   const started = performance.now();
   let last = started;
   const result = await sample({

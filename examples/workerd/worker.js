@@ -1,5 +1,5 @@
 // A Cloudflare Worker that draws MNIST digits with marble's embedded model:
-//   GET /digit?class=7&seed=1  ->  a 32x32 PNG
+//   GET /digit?class=7&seed=1  ->  a 28x28 PNG
 // workerd compiles no WebAssembly from bytes at run time, so marble.wasm and
 // the model's files are modules declared in config.capnp, handed to marble as
 // a precompiled module and a map of file bytes.

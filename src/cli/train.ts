@@ -48,6 +48,7 @@ interface TrainFlags {
   classConditional?: boolean;
   cfgDropout?: number;
   steps: number;
+  stopAt?: number;
   batch?: number;
   lr?: number;
   lrSchedule?: LrScheduleKind;
@@ -302,13 +303,17 @@ async function trainCommand(flags: TrainFlags, command: Command): Promise<void> 
     };
 
     const total = flags.steps;
-    if (trainer.globalStep >= total) {
-      console.log(`${checkpointDir} is already at step ${trainer.globalStep} (--steps ${total}); nothing to do`);
+    // --stop-at: this invocation ends there; the schedule still spans --steps.
+    const end = Math.min(total, flags.stopAt ?? total);
+    if (trainer.globalStep >= end) {
+      const why = end < total ? `--stop-at ${end}` : `--steps ${total}`;
+      console.log(`${checkpointDir} is already at step ${trainer.globalStep} (${why}); nothing to do`);
       return;
     }
     console.error(
       `training ${unet.parameterCount.toLocaleString('en-US')} parameters on ${cli.data} (${dataset.length} images, ` +
-        `${dataset.shape.join('x')}), batch ${cli.batch}, ${unet.backend.name} backend, steps ${trainer.globalStep + 1}..${total}`,
+        `${dataset.shape.join('x')}), batch ${cli.batch}, ${unet.backend.name} backend, steps ${trainer.globalStep + 1}..${end}` +
+        (end < total ? ` of ${total}` : ''),
     );
 
     const bar = process.stderr.isTTY
@@ -334,7 +339,7 @@ async function trainCommand(flags: TrainFlags, command: Command): Promise<void> 
     let profiledSteps = 0;
     let dataSeconds = 0;
     try {
-      while (trainer.globalStep < total && !stop) {
+      while (trainer.globalStep < end && !stop) {
         const loading = performance.now();
         const batch = await loader.next();
         if (profiledSteps > 0) dataSeconds += (performance.now() - loading) / 1000;
@@ -353,7 +358,7 @@ async function trainCommand(flags: TrainFlags, command: Command): Promise<void> 
         if (bar) bar.update(r.step, { loss: r.loss.toFixed(4), lr: r.lr.toExponential(2), speed: speed.toFixed(2) });
         else if (r.step % 50 === 0 || r.step === total)
           console.error(`step ${r.step}/${total} loss ${r.loss.toFixed(4)} lr ${r.lr.toExponential(2)} ${speed.toFixed(2)} it/s`);
-        if (r.step % flags.saveEvery === 0 && r.step < total) {
+        if (r.step % flags.saveEvery === 0 && r.step < end) {
           await save();
           savedAt = r.step;
         }
@@ -395,7 +400,8 @@ async function trainCommand(flags: TrainFlags, command: Command): Promise<void> 
     }
     const relative = path.relative(process.cwd(), checkpointDir);
     const shown = relative && !relative.startsWith('..') ? relative : checkpointDir;
-    console.log(`trained to step ${trainer.globalStep}: ${shown} (try: marble sample --model ${shown})`);
+    if (end < total) console.log(`stopped at step ${trainer.globalStep} of ${total} (--stop-at): ${shown}; continue with --resume`);
+    else console.log(`trained to step ${trainer.globalStep}: ${shown} (try: marble sample --model ${shown})`);
   } finally {
     unet.dispose();
   }
@@ -435,6 +441,7 @@ export function registerTrainCommand(program: Command): void {
     .option('--num-train-timesteps <n>', 'diffusion steps of the noise schedule (default 1000)', integer('--num-train-timesteps', 1))
     .option('--random-flip', 'mirror images left-right at random')
     .option('--holdout <n>', 'MNIST: leave out the n digits marble eval holds out (seeded split, seed 0)', integer('--holdout', 0))
+    .option('--stop-at <n>', 'stop after step n and save (the learning-rate schedule still spans --steps; --resume continues)', integer('--stop-at', 1))
     .option('--save-every <n>', 'save a checkpoint every n steps', integer('--save-every', 1), 500)
     .option('--sample-every <n>', 'write a sample grid every n steps (0: never)', integer('--sample-every', 0), 0)
     .option('--sample-steps <n>', 'DDIM steps for sample grids', integer('--sample-steps', 1), 50)
