@@ -43,6 +43,10 @@ test('the web demo generates digits in a Web Worker, shows native vs wasm, and s
     assert.match(await page.textContent('#status') ?? '', /Done: 10 steps/);
     assert.match(await page.textContent('#backend') ?? '', /wasm \(simd128\), 2 threads/);
     await page.waitForFunction(`document.getElementById('native').textContent.includes('Native vs wasm')`, undefined, { timeout: 60_000 });
+    // The run was guided (the form's default, 1.25: the embedded model has a null class); the native timing refuses a bad scale.
+    assert.equal(await page.inputValue('#guidance'), '1.25');
+    const bad = await fetch(new URL('api/native?scheduler=ddim&steps=1&batch=1&guidance=-1', demo.url));
+    assert.equal(bad.status, 400);
     await page.screenshot({ path: process.env.MARBLE_DEMO_SCREENSHOT ?? path.join(tmpdir(), 'marble-demo.png') });
 
     // Stop: a 1000-step run ends within a step of the click.

@@ -37,6 +37,7 @@ $('controls').addEventListener('submit', (event) => {
     digit: $('digit').value,
     scheduler: $('scheduler').value,
     steps: Number($('steps').value),
+    guidance: Number($('guidance').value),
     batch: Number($('batch').value),
     seed: Number($('seed').value),
     threads: Number($('threads').value),
@@ -80,7 +81,7 @@ worker.onmessage = async ({ data }) => {
 
 // Served by `marble demo` (Node), the server can time the native addon on the same work.
 async function compareWithNative(wasmMsPerStep) {
-  const query = new URLSearchParams({ scheduler: settings.scheduler, steps: settings.steps, batch: settings.batch });
+  const query = new URLSearchParams({ scheduler: settings.scheduler, steps: settings.steps, batch: settings.batch, guidance: settings.guidance });
   const response = await fetch(`/api/native?${query}`).catch(() => null);
   if (!response?.ok) return;
   const native = await response.json();

@@ -11,7 +11,7 @@ function pipelineFor(threads) {
   return pipelines.get(threads);
 }
 
-async function generate({ digit, scheduler, steps, batch, seed, threads }) {
+async function generate({ digit, scheduler, steps, guidance, batch, seed, threads }) {
   controller = new AbortController();
   const pipe = await pipelineFor(threads);
   self.postMessage({ type: 'loaded', backend: pipe.unet.backend.describe() });
@@ -24,6 +24,8 @@ async function generate({ digit, scheduler, steps, batch, seed, threads }) {
     unet: pipe.unet,
     scheduler: pipe.scheduler(scheduler),
     numInferenceSteps: steps,
+    // classifier-free guidance: the embedded model records its null class (1: none)
+    guidanceScale: guidance,
     batchSize: batch,
     seed,
     classLabels: labels,

@@ -58,15 +58,17 @@ export async function startDemoServer(options: { port?: number; host?: string } 
     const steps = Number(url.searchParams.get('steps'));
     const batch = Number(url.searchParams.get('batch'));
     const scheduler = url.searchParams.get('scheduler');
+    const guidance = Number(url.searchParams.get('guidance') ?? '1');
     if (!Number.isInteger(steps) || steps < 1 || steps > 1000 || !Number.isInteger(batch) || batch < 1 || batch > 16 || !SCHEDULERS.includes(scheduler as SchedulerName))
       return json(response, 400, { error: `steps 1-1000, batch 1-16, scheduler one of ${SCHEDULERS.join(', ')}` });
+    if (!Number.isFinite(guidance) || guidance < 0 || guidance > 20) return json(response, 400, { error: 'guidance 0-20' });
     if (nativeBusy) return json(response, 429, { error: 'a native timing is running' });
     nativeBusy = true;
     try {
       native ??= loadPipeline(path.join(root, 'models', 'mnist'), { backend: 'auto' });
       const pipe = await native;
       const started = performance.now();
-      await sample({ unet: pipe.unet, scheduler: pipe.scheduler(scheduler as SchedulerName), numInferenceSteps: steps, batchSize: batch, classLabels: Array.from({ length: batch }, (_, i) => i % 10) });
+      await sample({ unet: pipe.unet, scheduler: pipe.scheduler(scheduler as SchedulerName), numInferenceSteps: steps, batchSize: batch, guidanceScale: guidance, classLabels: Array.from({ length: batch }, (_, i) => i % 10) });
       const ms = performance.now() - started;
       const b = pipe.unet.backend;
       json(response, 200, { backend: b.name, isa: b.isa(), threads: b.threads(), msPerStep: ms / steps });
