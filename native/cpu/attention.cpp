@@ -120,13 +120,17 @@ void for_each_pair(const AttentionArgs& a, float* scratch, size_t slot_floats, F
     for (int pair = 0; pair < pairs; ++pair) one(pair, scratch);
     return;
   }
-  int next_pair = 0;
+  // A thread takes runs of neighbouring heads of one sample that together
+  // fill whole 64-byte lines of the outputs (two heads of 8 channels), so
+  // two threads never write the same cache line.
+  const int run = a.head_dim < 16 && a.heads % (16 / a.head_dim) == 0 ? 16 / a.head_dim : 1;
+  int next_run = 0;
   parallel_for(slots, 1, [&](int slot) {
     float* own = scratch + (size_t)slot * slot_floats;
     for (;;) {
-      const int pair = __atomic_fetch_add(&next_pair, 1, __ATOMIC_RELAXED);
-      if (pair >= pairs) break;
-      one(pair, own);
+      const int first = __atomic_fetch_add(&next_run, 1, __ATOMIC_RELAXED) * run;
+      if (first >= pairs) break;
+      for (int pair = first; pair < first + run; ++pair) one(pair, own);
     }
   });
 }
