@@ -124,14 +124,8 @@ void for_each_pair(const AttentionArgs& a, float* scratch, size_t slot_floats, F
   // fill whole 64-byte lines of the outputs (two heads of 8 channels), so
   // two threads never write the same cache line.
   const int run = a.head_dim < 16 && a.heads % (16 / a.head_dim) == 0 ? 16 / a.head_dim : 1;
-  int next_run = 0;
-  parallel_for(slots, 1, [&](int slot) {
-    float* own = scratch + (size_t)slot * slot_floats;
-    for (;;) {
-      const int first = __atomic_fetch_add(&next_run, 1, __ATOMIC_RELAXED) * run;
-      if (first >= pairs) break;
-      for (int pair = first; pair < first + run; ++pair) one(pair, own);
-    }
+  parallel_items(slots, pairs / run, [&](int slot, int r) {
+    for (int pair = r * run; pair < (r + 1) * run; ++pair) one(pair, scratch + (size_t)slot * slot_floats);
   });
 }
 

@@ -63,6 +63,13 @@ Pixel pixel_at(const ConvGeometry& g, int m) {
   const int b = m / per_image, rest = m - b * per_image;
   return {b, rest / g.out_w, rest % g.out_w};
 }
+// The output pixel after `at`, in (b, oy, ox) order.
+void next_pixel(const ConvGeometry& g, Pixel& at) {
+  if (++at.ox == g.out_w) {
+    at.ox = 0;
+    if (++at.oy == g.out_h) at.oy = 0, ++at.b;
+  }
+}
 
 struct Grouping {
   int n, n_padded, cout_rows;
@@ -97,51 +104,33 @@ void grouped_weight_grad(const Grouping& q, const float* in, const ConvGeometry&
   const int pixels = g.batch * g.out_h * g.out_w;
   const int panels = q.n_padded / nr, mtiles = q.cout_rows / mr;
   float* dw = scratch + (size_t)q.slots * (q.b_floats + q.a_floats);  // [group][cout][n_padded]
-  int next_group = 0;
-  parallel_for(q.slots, 1, [&](int slot) {
+  parallel_items(q.slots, q.groups, [&](int slot, int group) {
     float* packed = scratch + (size_t)slot * (q.b_floats + q.a_floats);
     float* a = packed + q.b_floats;  // dY of the chunk, [pixel][cout_rows]
-    for (;;) {
-      const int group = __atomic_fetch_add(&next_group, 1, __ATOMIC_RELAXED);
-      if (group >= q.groups) break;
-      float* dw_group = dw + (size_t)group * q.dw_floats;
-      const int c_begin = group * q.chunks_per_group, c_end = imin(q.chunks, c_begin + q.chunks_per_group);
-      for (int c = c_begin; c < c_end; ++c) {
-        const int m0 = c * kGroupChunk, rows = imin(kGroupChunk, pixels - m0);
-        Pixel at = pixel_at(g, m0);
-        for (int r = 0; r < rows; ++r) {
-          pack_im2col_row(in, g, k, cin, at.b, at.oy, at.ox, rows, r, packed);
-          const float* src = dy + (size_t)(m0 + r) * g.out_ld;
-          float* dst = a + (size_t)r * q.cout_rows;
-          for (int co = 0; co < cout; ++co) dst[co] = src[co];
-          for (int co = cout; co < q.cout_rows; ++co) dst[co] = 0.0f;
-          if (++at.ox == g.out_w) {
-            at.ox = 0;
-            if (++at.oy == g.out_h) at.oy = 0, ++at.b;
-          }
-        }
-        // dW[co0 .. co0 + MR)[panel] (+)= dY^T im2col over the chunk's pixels.
-        float* out_rows[kMaxRows];
-        GemmTile t;
-        t.rows = nullptr;
-        t.taps = 1;
-        t.cin = rows;
-        t.a_ld = q.cout_rows;
-        t.out = out_rows;
-        t.bias = nullptr;
-        t.batch_bias = nullptr;
-        t.residual = c > c_begin ? out_rows : nullptr;
-        t.divisor = 1.0f;
-        for (int mt = 0; mt < mtiles; ++mt) {
-          const int co0 = mt * mr;
-          t.nrows = imin(mr, cout - co0);
-          t.a_packed = a + co0;
-          for (int p = 0; p < panels; ++p) {
-            t.panel = packed + (size_t)p * rows * nr;
-            for (int r = 0; r < mr; ++r)
-              out_rows[r] = dw_group + (size_t)(co0 + imin(r, t.nrows - 1)) * q.n_padded + p * nr;
-            kernel(t);
-          }
+    float* dw_group = dw + (size_t)group * q.dw_floats;
+    const int c_begin = group * q.chunks_per_group, c_end = imin(q.chunks, c_begin + q.chunks_per_group);
+    for (int c = c_begin; c < c_end; ++c) {
+      const int m0 = c * kGroupChunk, rows = imin(kGroupChunk, pixels - m0);
+      Pixel at = pixel_at(g, m0);
+      for (int r = 0; r < rows; ++r, next_pixel(g, at)) {
+        pack_im2col_row(in, g, k, cin, at.b, at.oy, at.ox, rows, r, packed);
+        const float* src = dy + (size_t)(m0 + r) * g.out_ld;
+        float* dst = a + (size_t)r * q.cout_rows;
+        for (int co = 0; co < cout; ++co) dst[co] = src[co];
+        for (int co = cout; co < q.cout_rows; ++co) dst[co] = 0.0f;
+      }
+      // dW[co0 .. co0 + MR)[panel] (+)= dY^T im2col over the chunk's pixels.
+      float* out_rows[kMaxRows];
+      GemmTile t = packed_a_tile(rows, q.cout_rows, out_rows, c > c_begin);
+      for (int mt = 0; mt < mtiles; ++mt) {
+        const int co0 = mt * mr;
+        t.nrows = imin(mr, cout - co0);
+        t.a_packed = a + co0;
+        for (int p = 0; p < panels; ++p) {
+          t.panel = packed + (size_t)p * rows * nr;
+          for (int r = 0; r < mr; ++r)
+            out_rows[r] = dw_group + (size_t)(co0 + imin(r, t.nrows - 1)) * q.n_padded + p * nr;
+          kernel(t);
         }
       }
     }
@@ -174,13 +163,7 @@ void chunked_weight_grad(const float* in, const ConvGeometry& g, const float* dy
     parallel_for(row_blocks, 1, [&](int rb) {
       const int r0 = rb * kPackRows, r1 = imin(rows, r0 + kPackRows);
       Pixel at = pixel_at(g, m0 + r0);
-      for (int r = r0; r < r1; ++r) {
-        pack_im2col_row(in, g, k, cin, at.b, at.oy, at.ox, rows, r, packed);
-        if (++at.ox == g.out_w) {
-          at.ox = 0;
-          if (++at.oy == g.out_h) at.oy = 0, ++at.b;
-        }
-      }
+      for (int r = r0; r < r1; ++r, next_pixel(g, at)) pack_im2col_row(in, g, k, cin, at.b, at.oy, at.ox, rows, r, packed);
     });
     PackedWeights pw;
     pw.data = packed;

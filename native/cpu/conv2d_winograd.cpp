@@ -184,92 +184,86 @@ void forward_tiles(const float* in, const ConvGeometry& g, const PackedWeights& 
   const int logical_h = g.in_h * g.upsample, logical_w = g.in_w * g.upsample;
   const int up_shift = g.upsample == 2 ? 1 : 0;
   const int tasks = k.blocks * k.panel_groups;
-  int next_task = 0;
-
-  // One body per scratch slot, each taking tasks until none are left.
-  parallel_for(k.slots, 1, [&](int slot) {
+  // Each scratch slot's thread takes tasks until none are left.
+  parallel_items(k.slots, tasks, [&](int slot, int task) {
     float* v = scratch + (size_t)slot * (k.v_floats + k.m_floats + k.u_floats);
     float* mbuf = v + k.v_floats;
     float* ubuf = mbuf + k.m_floats;  // lean weights: this panel's transformed filters
-    for (;;) {
-      const int task = __atomic_fetch_add(&next_task, 1, __ATOMIC_RELAXED);
-      if (task >= tasks) break;
-      const int block = task / k.panel_groups, group = task % k.panel_groups;
-      const int t0 = block * k.block_tiles;
-      const int nt = imin(k.block_tiles, k.tiles - t0);
+    const int block = task / k.panel_groups, group = task % k.panel_groups;
+    const int t0 = block * k.block_tiles;
+    const int nt = imin(k.block_tiles, k.tiles - t0);
 
-      // 1. Input transforms of the block's tiles: v[Q][block_tiles][cin].
-      const WinogradPasses& passes = winograd_passes();
+    // 1. Input transforms of the block's tiles: v[Q][block_tiles][cin].
+    const WinogradPasses& passes = winograd_passes();
+    for (int t = 0; t < nt; ++t) {
+      const int tile = t0 + t;
+      const TilePlace at = tile_place(tile, k.tiles_h, k.tiles_w);
+      const int b = at.b, iy0 = at.ty * M - g.pad_top, ix0 = at.tx * M - g.pad_left;
+      const float* src[A][A];
+      for (int i = 0; i < A; ++i)
+        for (int j = 0; j < A; ++j) {
+          const int iy = iy0 + i, ix = ix0 + j;
+          const bool inside = iy >= 0 && iy < logical_h && ix >= 0 && ix < logical_w;
+          src[i][j] = inside ? in + ((size_t)(b * g.in_h + (iy >> up_shift)) * g.in_w + (ix >> up_shift)) * g.in_ld
+                             : zero_row;
+        }
+      // One "panel" as wide as the channels: channel c lands at v[q][t][c].
+      if constexpr (M == 4) passes.input4(src, cin, cin, cin, 0, k.v_q, v + (size_t)t * cin);
+      else passes.input(src, cin, cin, cin, 0, k.v_q, v + (size_t)t * cin);
+    }
+
+    // 2. Per weight panel: the Q GEMMs into mbuf[Q][block_tiles][nr], then
+    //    the output transforms and the epilogue.
+    const float* rows[kWinogradMaxMR];
+    float* out_rows[kWinogradMaxMR];
+    GemmTile gt;
+    gt.rows = rows;
+    gt.taps = 1;
+    gt.cin = cin;
+    gt.out = out_rows;
+    gt.bias = nullptr;
+    gt.batch_bias = nullptr;
+    gt.residual = nullptr;
+    gt.divisor = 1.0f;
+    const int p_end = imin(k.panels, (group + 1) * k.panels_per_group);
+    for (int p = group * k.panels_per_group; p < p_end; ++p) {
+      const int n0 = p * nr, ncols = imin(nr, w.cout - n0);
+      const float* u = w.data + (size_t)p * cin * nr;  // matrix q of this panel at u + q * u_stride
+      size_t u_stride = k_floats;
+      if (w.lean) {
+        transform_lean_panel<M>(w.data + (size_t)p * cin * 9 * nr, cin, nr, ubuf);
+        u = ubuf;
+        u_stride = lean_q_stride(cin, nr);
+      }
+      for (int q = 0; q < Q; ++q) {
+        gt.panel = u + q * u_stride;
+        for (int m0 = 0; m0 < nt; m0 += mr) {
+          gt.nrows = imin(mr, nt - m0);
+          for (int r = 0; r < mr; ++r) {
+            const int t = m0 + imin(r, gt.nrows - 1);  // rows past the end repeat the last
+            rows[r] = v + q * k.v_q + (size_t)t * cin;
+            out_rows[r] = mbuf + q * k.m_q + (size_t)t * nr;
+          }
+          kernel(gt);
+        }
+      }
       for (int t = 0; t < nt; ++t) {
         const int tile = t0 + t;
         const TilePlace at = tile_place(tile, k.tiles_h, k.tiles_w);
-        const int b = at.b, iy0 = at.ty * M - g.pad_top, ix0 = at.tx * M - g.pad_left;
-        const float* src[A][A];
-        for (int i = 0; i < A; ++i)
-          for (int j = 0; j < A; ++j) {
-            const int iy = iy0 + i, ix = ix0 + j;
-            const bool inside = iy >= 0 && iy < logical_h && ix >= 0 && ix < logical_w;
-            src[i][j] = inside ? in + ((size_t)(b * g.in_h + (iy >> up_shift)) * g.in_w + (ix >> up_shift)) * g.in_ld
-                               : zero_row;
+        const int b = at.b, oy0 = at.ty * M, ox0 = at.tx * M;
+        float* dst[M][M];
+        const float* res[M][M];
+        for (int a = 0; a < M; ++a)
+          for (int c = 0; c < M; ++c) {
+            const bool inside = oy0 + a < g.out_h && ox0 + c < g.out_w;
+            const size_t m = ((size_t)b * g.out_h + oy0 + a) * g.out_w + ox0 + c;
+            dst[a][c] = inside ? out + m * g.out_ld + n0 : nullptr;
+            res[a][c] = inside && ep.residual ? ep.residual + m * ep.residual_ld + n0 : nullptr;
           }
-        // One "panel" as wide as the channels: channel c lands at v[q][t][c].
-        if constexpr (M == 4) passes.input4(src, cin, cin, cin, 0, k.v_q, v + (size_t)t * cin);
-        else passes.input(src, cin, cin, cin, 0, k.v_q, v + (size_t)t * cin);
-      }
-
-      // 2. Per weight panel: the Q GEMMs into mbuf[Q][block_tiles][nr], then
-      //    the output transforms and the epilogue.
-      const float* rows[kWinogradMaxMR];
-      float* out_rows[kWinogradMaxMR];
-      GemmTile gt;
-      gt.rows = rows;
-      gt.taps = 1;
-      gt.cin = cin;
-      gt.out = out_rows;
-      gt.bias = nullptr;
-      gt.batch_bias = nullptr;
-      gt.residual = nullptr;
-      gt.divisor = 1.0f;
-      const int p_end = imin(k.panels, (group + 1) * k.panels_per_group);
-      for (int p = group * k.panels_per_group; p < p_end; ++p) {
-        const int n0 = p * nr, ncols = imin(nr, w.cout - n0);
-        const float* u = w.data + (size_t)p * cin * nr;  // matrix q of this panel at u + q * u_stride
-        size_t u_stride = k_floats;
-        if (w.lean) {
-          transform_lean_panel<M>(w.data + (size_t)p * cin * 9 * nr, cin, nr, ubuf);
-          u = ubuf;
-          u_stride = lean_q_stride(cin, nr);
-        }
-        for (int q = 0; q < Q; ++q) {
-          gt.panel = u + q * u_stride;
-          for (int m0 = 0; m0 < nt; m0 += mr) {
-            gt.nrows = imin(mr, nt - m0);
-            for (int r = 0; r < mr; ++r) {
-              const int t = m0 + imin(r, gt.nrows - 1);  // rows past the end repeat the last
-              rows[r] = v + q * k.v_q + (size_t)t * cin;
-              out_rows[r] = mbuf + q * k.m_q + (size_t)t * nr;
-            }
-            kernel(gt);
-          }
-        }
-        for (int t = 0; t < nt; ++t) {
-          const int tile = t0 + t;
-          const TilePlace at = tile_place(tile, k.tiles_h, k.tiles_w);
-          const int b = at.b, oy0 = at.ty * M, ox0 = at.tx * M;
-          float* dst[M][M];
-          const float* res[M][M];
-          for (int a = 0; a < M; ++a)
-            for (int c = 0; c < M; ++c) {
-              const bool inside = oy0 + a < g.out_h && ox0 + c < g.out_w;
-              const size_t m = ((size_t)b * g.out_h + oy0 + a) * g.out_w + ox0 + c;
-              dst[a][c] = inside ? out + m * g.out_ld + n0 : nullptr;
-              res[a][c] = inside && ep.residual ? ep.residual + m * ep.residual_ld + n0 : nullptr;
-            }
-          const float* bias = ep.bias ? ep.bias + n0 : nullptr;
-          const float* bb = ep.batch_bias ? ep.batch_bias + (size_t)b * ep.batch_bias_ld + n0 : nullptr;
-          if constexpr (M == 4) passes.output4(mbuf + (size_t)t * nr, k.m_q, ncols, dst, res, bias, bb, ep.divisor);
-          else passes.output(mbuf + (size_t)t * nr, k.m_q, ncols, dst, res, bias, bb, ep.divisor);
-        }
+        const float* bias = ep.bias ? ep.bias + n0 : nullptr;
+        const float* bb = ep.batch_bias ? ep.batch_bias + (size_t)b * ep.batch_bias_ld + n0 : nullptr;
+        if constexpr (M == 4) passes.output4(mbuf + (size_t)t * nr, k.m_q, ncols, dst, res, bias, bb, ep.divisor);
+        else passes.output(mbuf + (size_t)t * nr, k.m_q, ncols, dst, res, bias, bb, ep.divisor);
       }
     }
   });
@@ -534,18 +528,9 @@ void weight_grad_tiles(const float* in, const ConvGeometry& g, const float* dy, 
     const int q = task / mtiles;
     const int co0 = task % mtiles * mr;
     float* out_rows[kWinogradMaxMR];
-    GemmTile gt;
-    gt.rows = nullptr;
+    GemmTile gt = packed_a_tile(nt, k.cout_rows, out_rows, accumulate);
     gt.a_packed = dm + q * k.m_q + co0;
-    gt.a_ld = k.cout_rows;
-    gt.taps = 1;
-    gt.cin = nt;
     gt.nrows = imin(mr, cout - co0);
-    gt.out = out_rows;
-    gt.bias = nullptr;
-    gt.batch_bias = nullptr;
-    gt.residual = accumulate ? out_rows : nullptr;
-    gt.divisor = 1.0f;
     for (int p = 0; p < k.panels; ++p) {
       gt.panel = v + q * k.v_q + (size_t)p * k.chunk * nr;
       for (int r = 0; r < mr; ++r)
@@ -566,20 +551,15 @@ void weight_grad_tiles(const float* in, const ConvGeometry& g, const float* dy, 
   } else {
     // Small ones: a thread takes a whole group of chunks at a time, with no
     // synchronisation until all are done.
-    int next_group = 0;
-    parallel_for(k.slots, 1, [&](int slot) {
+    parallel_items(k.slots, k.groups, [&](int slot, int group) {
       float* v = scratch + (size_t)slot * (k.v_floats + k.m_floats);
       float* dm = v + k.v_floats;
-      for (;;) {
-        const int group = __atomic_fetch_add(&next_group, 1, __ATOMIC_RELAXED);
-        if (group >= k.groups) break;
-        float* du_group = du + (size_t)group * k.u_floats;
-        const int c_begin = group * k.chunks_per_group, c_end = imin(k.chunks, c_begin + k.chunks_per_group);
-        for (int c = c_begin; c < c_end; ++c) {
-          const int t0 = c * k.chunk, nt = imin(k.chunk, k.tiles - t0);
-          for (int t = 0; t < nt; ++t) transform_tile(t0, t, v, dm);
-          for (int task = 0; task < Q * mtiles; ++task) gemm_task(nt, task, v, dm, du_group, c > c_begin);
-        }
+      float* du_group = du + (size_t)group * k.u_floats;
+      const int c_begin = group * k.chunks_per_group, c_end = imin(k.chunks, c_begin + k.chunks_per_group);
+      for (int c = c_begin; c < c_end; ++c) {
+        const int t0 = c * k.chunk, nt = imin(k.chunk, k.tiles - t0);
+        for (int t = 0; t < nt; ++t) transform_tile(t0, t, v, dm);
+        for (int task = 0; task < Q * mtiles; ++task) gemm_task(nt, task, v, dm, du_group, c > c_begin);
       }
     });
   }

@@ -27,6 +27,23 @@ struct GemmTile {
   float divisor;
 };
 
+// A tile whose A is packed by k (K = k, rows a_ld apart) and whose epilogue
+// only accumulates into out (or overwrites it); the caller sets a_packed,
+// panel, nrows and the out rows per call.
+inline GemmTile packed_a_tile(int k, int a_ld, float* const* out, bool accumulate) {
+  GemmTile t;
+  t.rows = nullptr;
+  t.taps = 1;
+  t.cin = k;
+  t.a_ld = a_ld;
+  t.out = out;
+  t.bias = nullptr;
+  t.batch_bias = nullptr;
+  t.residual = accumulate ? out : nullptr;
+  t.divisor = 1.0f;
+  return t;
+}
+
 using TileKernel = void (*)(const GemmTile&);
 
 // The micro-kernel chosen for this CPU (conv2d.cpp) and its MR.

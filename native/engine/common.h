@@ -118,4 +118,21 @@ inline void parallel_ranges(int n, int grain, F&& body) {
   run_parallel(n, grain < 1 ? 1 : grain, &Thunk::call, (void*)&body);
 }
 
+// Runs body(slot, item) for every item in [0, n) on up to `slots` threads,
+// each taking the next item when it finishes one (a slow or descheduled
+// thread simply takes fewer); `slot` (< slots) names the calling thread's
+// own scratch. Which slot runs an item varies from run to run, so results
+// must not depend on it.
+template <typename F>
+inline void parallel_items(int slots, int n, F&& body) {
+  int next = 0;
+  parallel_for(slots, 1, [&](int slot) {
+    for (;;) {
+      const int item = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED);
+      if (item >= n) break;
+      body(slot, item);
+    }
+  });
+}
+
 }  // namespace mb
