@@ -222,11 +222,16 @@ async function trainCommand(flags: TrainFlags, command: Command): Promise<void> 
 
   let trainer: Trainer;
   let cli: CliState;
+  let runLength = flags.steps;  // the LR schedule's total steps: where the run ends
   if (flags.resume) {
     const ignored = RUN_FLAGS.filter((k) => command.getOptionValueSource(k) === 'cli');
     if (ignored.length)
       console.error(`marble: --resume continues the saved run; ignoring ${ignored.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')}`);
-    trainer = await Trainer.resume(checkpointDir, { backend: flags.backend, threads: flags.threads, dtype: flags.dtype, totalSteps: flags.steps });
+    // Without --steps the run keeps the length it was started with (not the
+    // option's default, which would cut a longer schedule short).
+    const totalSteps = command.getOptionValueSource('steps') === 'cli' ? flags.steps : undefined;
+    trainer = await Trainer.resume(checkpointDir, { backend: flags.backend, threads: flags.threads, dtype: flags.dtype, totalSteps });
+    runLength = trainer.settings.lrSchedule.totalSteps ?? flags.steps;
     const saved = trainer.userState as Partial<CliState> | null;
     if (!saved || typeof saved.data !== 'string' || !Number.isInteger(saved.batch) || !saved.loader)
       throw new InputError(`${checkpointDir} was not written by marble train (no data loader state); resume it through the API`);
@@ -302,7 +307,7 @@ async function trainCommand(flags: TrainFlags, command: Command): Promise<void> 
       await trainer.save(checkpointDir, { userState: userState() });
     };
 
-    const total = flags.steps;
+    const total = runLength;
     // --stop-at: this invocation ends there; the schedule still spans --steps.
     const end = Math.min(total, flags.stopAt ?? total);
     if (trainer.globalStep >= end) {
