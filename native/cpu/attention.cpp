@@ -4,7 +4,8 @@
 // Queries are processed in blocks so that S never exceeds a few MB, whatever
 // the token count.
 //
-// Backward (at the end): recomputes P = softmax(scale * Q K^T) per head, then
+// Backward (at the end): recomputes P = softmax(scale * Q K^T) per head (or,
+// small heads in training, reads what the forward kept: AttentionArgs::probs), then
 // dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dP * P)) * scale,
 // dQ = dS K, dK = dS^T Q, all through the GEMM driver.
 //
@@ -27,6 +28,9 @@ namespace mb {
 
 namespace {
 constexpr size_t kMaxScoreFloats = (size_t)4 << 20;  // 16 MB of scores per block
+// Training keeps the forward's probabilities up to this many floats per
+// layer (64 MB: the MNIST UNet's 7x7 layers at batch 64 take 6.4 MB each).
+constexpr size_t kMaxKeptProbFloats = (size_t)16 << 20;
 
 // softmax(scale * s) over each of `rows` rows of length T, in place, in float
 // like torch's upcast softmax (max subtracted first). The exponentials are
@@ -157,6 +161,12 @@ size_t backward_slot_floats(const AttentionArgs& a) {
 }
 }  // namespace
 
+size_t attention_probs_floats(const AttentionArgs& a) {
+  if (!small_heads(a)) return 0;
+  const size_t floats = (size_t)a.batch * a.heads * a.tokens * padded_tokens(a);
+  return floats <= kMaxKeptProbFloats ? floats : 0;
+}
+
 size_t attention_scratch_floats(const AttentionArgs& a) { return pair_slots(a) * forward_slot_floats(a); }
 
 void attention_forward(const float* qkv, const AttentionArgs& a, float* out, float* scratch, const float* zero_row) {
@@ -166,8 +176,9 @@ void attention_forward(const float* qkv, const AttentionArgs& a, float* out, flo
     const int b = pair / a.heads, h = pair % a.heads;
     if (small_heads(a)) {
       const float* q = qkv + (size_t)b * T * ld + h * dh;
+      float* probs = a.probs ? a.probs + (size_t)pair * T * padded_tokens(a) : nullptr;
       attention_small_kernels().forward(q, q + C, q + 2 * C, ld, T, dh, a.scale, softmax_row,
-                                        out + (size_t)b * T * C + h * dh, C, slot);
+                                        out + (size_t)b * T * C + h * dh, C, slot, probs);
       return;
     }
     float* packed_k_storage = slot;
@@ -215,7 +226,8 @@ void attention_backward(const float* qkv, const AttentionArgs& a, const float* d
     float* dk = dq + C;
     float* dv = dq + 2 * C;
     if (small_heads(a)) {
-      attention_small_kernels().backward(q, k, v, ld, d_o, C, T, dh, a.scale, softmax_row, dq, dk, dv, slot);
+      const float* probs = a.probs ? a.probs + (size_t)pair * T * padded_tokens(a) : nullptr;
+      attention_small_kernels().backward(q, k, v, ld, d_o, C, T, dh, a.scale, softmax_row, dq, dk, dv, slot, probs);
       return;
     }
     // P = softmax(scale * Q K^T)

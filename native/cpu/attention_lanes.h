@@ -96,7 +96,7 @@ void attn_add_outer(const float* const w[], const float* const x[], int rows, in
 
 // Scratch (floats) for one pair: keys and values transposed, kAttnSmallRows score rows.
 void MB_ATTN_FORWARD(const float* q, const float* k, const float* v, int ld, int tokens, int dh, float scale,
-                     SoftmaxRowFn softmax, float* out, int out_ld, float* slot) {
+                     SoftmaxRowFn softmax, float* out, int out_ld, float* slot, float* probs) {
   const int tp = (tokens + 15) / 16 * 16;
   float* kt = slot;
   float* vt = kt + (size_t)dh * tp;
@@ -109,6 +109,8 @@ void MB_ATTN_FORWARD(const float* q, const float* k, const float* v, int ld, int
     const float* qi[kAttnSmallRows];
     float* oi[kAttnSmallRows];
     for (int r = 0; r < rows; ++r) qi[r] = q + (size_t)(i0 + r) * ld, oi[r] = out + (size_t)(i0 + r) * out_ld;
+    if (probs)  // training: the rows go where the backward will read them
+      for (int r = 0; r < rows; ++r) s[r] = probs + (size_t)(i0 + r) * tp;
     attn_scores(qi, rows, kt, dh, tp, s);
     for (int r = 0; r < rows; ++r) {
       softmax(s[r], tokens, scale);
@@ -120,18 +122,16 @@ void MB_ATTN_FORWARD(const float* q, const float* k, const float* v, int ld, int
 
 // dq, dk, dv overwritten (ld apart).
 void MB_ATTN_BACKWARD(const float* q, const float* k, const float* v, int ld, const float* d_o, int do_ld, int tokens,
-                      int dh, float scale, SoftmaxRowFn softmax, float* dq, float* dk, float* dv, float* slot) {
+                      int dh, float scale, SoftmaxRowFn softmax, float* dq, float* dk, float* dv, float* slot,
+                      const float* probs) {
   const int tp = (tokens + 15) / 16 * 16;
   float* kt = slot;
   float* vt = kt + (size_t)dh * tp;
   float* dkt = vt + (size_t)dh * tp;  // dK and dV, transposed, summed over the query rows
   float* dvt = dkt + (size_t)dh * tp;
-  float* p[kAttnSmallRows];
+  const float* p[kAttnSmallRows];
   float* ds[kAttnSmallRows];
-  for (int r = 0; r < kAttnSmallRows; ++r) {
-    p[r] = dvt + (size_t)(dh + r) * tp;
-    ds[r] = dvt + (size_t)(dh + kAttnSmallRows + r) * tp;
-  }
+  for (int r = 0; r < kAttnSmallRows; ++r) ds[r] = dvt + (size_t)(dh + kAttnSmallRows + r) * tp;
   attn_transpose(k, ld, tokens, dh, tp, kt);
   attn_transpose(v, ld, tokens, dh, tp, vt);
   for (size_t n = 0; n < 2 * (size_t)dh * tp; ++n) dkt[n] = 0.0f;
@@ -146,11 +146,19 @@ void MB_ATTN_BACKWARD(const float* q, const float* k, const float* v, int ld, co
       doi[r] = d_o + (size_t)(i0 + r) * do_ld;
       dqi[r] = dq + (size_t)(i0 + r) * ld;
     }
-    attn_scores(qi, rows, kt, dh, tp, p);
+    if (probs) {  // the forward's rows, computed by the same code as below
+      for (int r = 0; r < rows; ++r) p[r] = probs + (size_t)(i0 + r) * tp;
+    } else {
+      float* rows_p[kAttnSmallRows];
+      for (int r = 0; r < rows; ++r) rows_p[r] = dvt + (size_t)(dh + r) * tp, p[r] = rows_p[r];
+      attn_scores(qi, rows, kt, dh, tp, rows_p);
+      for (int r = 0; r < rows; ++r) {
+        softmax(rows_p[r], tokens, scale);
+        for (int j = tokens; j < tp; ++j) rows_p[r][j] = 0.0f;
+      }
+    }
     attn_scores(doi, rows, vt, dh, tp, ds);  // dp, zero past the last token (vt is)
     for (int r = 0; r < rows; ++r) {
-      softmax(p[r], tokens, scale);
-      for (int j = tokens; j < tp; ++j) p[r][j] = 0.0f;
       attn_vec dot = attn_vec{};
       for (int j = 0; j < tp; j += kAttnLanes) dot += attn_load(ds[r] + j) * attn_load(p[r] + j);
       const attn_vec rowsum = attn_vec{} + attn_lane_sum(dot);

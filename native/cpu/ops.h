@@ -168,7 +168,16 @@ void group_norm_backward(const float* x, const GroupNormArgs& a, const float* st
 struct AttentionArgs {
   int batch = 1, tokens = 1, heads = 1, head_dim = 1;
   float scale = 1.0f;
+  // Training's keep of the softmax (attention_probs_floats of them, or null):
+  // the forward writes every pair's probabilities there and the backward
+  // reads them instead of recomputing scores and softmax. The same bits
+  // either way (the same code computes them). CPU small heads only.
+  float* probs = nullptr;
 };
+// Floats the forward's kept probabilities take ([pair][token][padded
+// tokens]), or 0 where the backward recomputes them (large heads, or more
+// than kMaxKeptProbFloats: the kept rows then cost more memory than time).
+size_t attention_probs_floats(const AttentionArgs& a);
 // Softmax over a row at the CPU's widest vector (softmax_lanes.h), or null
 // where four lanes are the widest (attention.cpp's softmax_row then runs).
 using SoftmaxRowKernel = void (*)(float* s, int n, float scale);
@@ -184,18 +193,22 @@ void softmax_row_avx512(float* s, int n, float scale);
 using SoftmaxRowFn = void (*)(float* s, int n, float scale);
 constexpr int kAttnSmallRows = 4;
 struct AttentionSmallKernels {
+  // probs: where the forward keeps the pair's softmax rows (tokens x padded
+  // tokens) and the backward finds them, or null (scores and softmax in the slot).
   void (*forward)(const float* q, const float* k, const float* v, int ld, int tokens, int dh, float scale,
-                  SoftmaxRowFn softmax, float* out, int out_ld, float* slot);
+                  SoftmaxRowFn softmax, float* out, int out_ld, float* slot, float* probs);
   void (*backward)(const float* q, const float* k, const float* v, int ld, const float* d_o, int do_ld, int tokens,
-                   int dh, float scale, SoftmaxRowFn softmax, float* dq, float* dk, float* dv, float* slot);
+                   int dh, float scale, SoftmaxRowFn softmax, float* dq, float* dk, float* dv, float* slot,
+                   const float* probs);
 };
 const AttentionSmallKernels& attention_small_kernels();
 #define MB_DECLARE_ATTENTION_SMALL(isa)                                                                            \
   void attention_small_forward_##isa(const float* q, const float* k, const float* v, int ld, int tokens, int dh,  \
-                                     float scale, SoftmaxRowFn softmax, float* out, int out_ld, float* slot);     \
+                                     float scale, SoftmaxRowFn softmax, float* out, int out_ld, float* slot,      \
+                                     float* probs);                                                               \
   void attention_small_backward_##isa(const float* q, const float* k, const float* v, int ld, const float* d_o,   \
                                       int do_ld, int tokens, int dh, float scale, SoftmaxRowFn softmax, float* dq, \
-                                      float* dk, float* dv, float* slot);
+                                      float* dk, float* dv, float* slot, const float* probs);
 MB_DECLARE_ATTENTION_SMALL(vec4)
 #if defined(__x86_64__) && defined(MB_HAVE_X86_KERNELS)
 MB_DECLARE_ATTENTION_SMALL(avx2)

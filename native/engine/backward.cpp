@@ -182,6 +182,7 @@ Act attention_backward_block(Exec& ex, const AttnLayer& a, const Act& dout) {
   args.heads = a.heads;
   args.head_dim = a.head_dim;
   args.scale = 1.0f / sqrt_f32((float)a.head_dim);
+  args.probs = s.probs;
   float* dqkv = ex.arena->alloc((size_t)rows * 3 * C);
   float* scratch = ex.arena->alloc(ex.ops().attention_backward_scratch_floats(args));
   if (ex.run()) ex.ops().attention_backward(s.qkv, args, dattn, dqkv, scratch);

@@ -1009,6 +1009,10 @@ Act attention_forward_block(Exec& ex, AttnLayer& a, const Act& x) {
   args.heads = a.heads;
   args.head_dim = a.head_dim;
   args.scale = 1.0f / sqrt_f32((float)a.head_dim);
+  // Training keeps the softmax for the backward (host memory only: the CPU kernels').
+  const size_t kept = ex.training && !ex.ops().device_memory ? attention_probs_floats(args) : 0;
+  s.probs = kept ? ex.arena->alloc(kept) : nullptr;
+  args.probs = s.probs;
   float* scratch = ex.arena->alloc(ex.ops().attention_scratch_floats(args));
   if (ex.run()) ex.ops().attention_forward(qkv, args, attn, scratch, ex.zero_row);
   if (ex.run()) {

@@ -103,6 +103,7 @@ struct AttnSaved {
   float* stats = nullptr;
   float* qkv = nullptr;
   float* attn = nullptr;  // attention output before to_out
+  float* probs = nullptr; // the softmax kept for the backward (AttentionArgs::probs), or null
 };
 
 struct NormLayer {
