@@ -82,6 +82,38 @@ inline TilePlace tile_place(int tile, int tiles_h, int tiles_w) {
   return {b, rem / tiles_w, rem % tiles_w};
 }
 
+// The input transforms (V) of tiles [first, first + count), numbered as in
+// tile_place, for channels [0, c_end) (zeros from cin on): tile first + t's
+// matrices at dst + t * tile_stride, laid out as WinogradInputPass says. The
+// tiles go to the pass in runs along a tile row, which share patch columns.
+template <int M>
+void input_transforms(const float* in, const ConvGeometry& g, int tiles_h, int tiles_w, int first, int count, int cin,
+                      int c_end, int nr, size_t panel_stride, size_t q_stride, size_t tile_stride,
+                      const float* zero_row, float* dst) {
+  constexpr int A = M + 2, kMaxRun = 16;
+  const int logical_h = g.in_h * g.upsample, logical_w = g.in_w * g.upsample;
+  const int up_shift = g.upsample == 2 ? 1 : 0;
+  const WinogradPasses& passes = winograd_passes();
+  const float* src[A * (M * kMaxRun + 2)];
+  for (int t = 0; t < count;) {
+    const TilePlace at = tile_place(first + t, tiles_h, tiles_w);
+    const int run = imin(kMaxRun, imin(count - t, tiles_w - at.tx));
+    const int cols = M * run + 2;
+    const int iy0 = at.ty * M - g.pad_top, ix0 = at.tx * M - g.pad_left;
+    for (int i = 0; i < A; ++i)
+      for (int j = 0; j < cols; ++j) {
+        const int iy = iy0 + i, ix = ix0 + j;
+        const bool inside = iy >= 0 && iy < logical_h && ix >= 0 && ix < logical_w;
+        src[i * cols + j] =
+            inside ? in + ((size_t)(at.b * g.in_h + (iy >> up_shift)) * g.in_w + (ix >> up_shift)) * g.in_ld : zero_row;
+      }
+    float* out = dst + (size_t)t * tile_stride;
+    if constexpr (M == 4) passes.input4(src, run, cin, c_end, nr, panel_stride, q_stride, tile_stride, out);
+    else passes.input(src, run, cin, c_end, nr, panel_stride, q_stride, tile_stride, out);
+    t += run;
+  }
+}
+
 Blocking blocking(const ConvGeometry& g, const PackedWeights& w) {
   Blocking k;
   const int mr = conv_tile_rows(), nr = w.nr;
@@ -176,13 +208,11 @@ void transform_lean_panel(const float* panel, int cin, int nr, float* u_out) {
 template <int M>
 void forward_tiles(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep, float* out,
                    const float* zero_row, float* scratch) {
-  constexpr int A = patch_side(M), Q = products(M);
+  constexpr int Q = products(M);
   const Blocking k = blocking(g, w);
   const int mr = conv_tile_rows(), nr = w.nr, cin = w.cin;
   const TileKernel kernel = conv_tile_kernel();
   const size_t k_floats = (size_t)k.panels * cin * nr;
-  const int logical_h = g.in_h * g.upsample, logical_w = g.in_w * g.upsample;
-  const int up_shift = g.upsample == 2 ? 1 : 0;
   const int tasks = k.blocks * k.panel_groups;
   // Each scratch slot's thread takes tasks until none are left.
   parallel_items(k.slots, tasks, [&](int slot, int task) {
@@ -193,24 +223,10 @@ void forward_tiles(const float* in, const ConvGeometry& g, const PackedWeights& 
     const int t0 = block * k.block_tiles;
     const int nt = imin(k.block_tiles, k.tiles - t0);
 
-    // 1. Input transforms of the block's tiles: v[Q][block_tiles][cin].
+    // 1. Input transforms of the block's tiles: v[Q][block_tiles][cin] (one
+    //    "panel" as wide as the channels: channel c lands at v[q][t][c]).
+    input_transforms<M>(in, g, k.tiles_h, k.tiles_w, t0, nt, cin, cin, cin, 0, k.v_q, cin, zero_row, v);
     const WinogradPasses& passes = winograd_passes();
-    for (int t = 0; t < nt; ++t) {
-      const int tile = t0 + t;
-      const TilePlace at = tile_place(tile, k.tiles_h, k.tiles_w);
-      const int b = at.b, iy0 = at.ty * M - g.pad_top, ix0 = at.tx * M - g.pad_left;
-      const float* src[A][A];
-      for (int i = 0; i < A; ++i)
-        for (int j = 0; j < A; ++j) {
-          const int iy = iy0 + i, ix = ix0 + j;
-          const bool inside = iy >= 0 && iy < logical_h && ix >= 0 && ix < logical_w;
-          src[i][j] = inside ? in + ((size_t)(b * g.in_h + (iy >> up_shift)) * g.in_w + (ix >> up_shift)) * g.in_ld
-                             : zero_row;
-        }
-      // One "panel" as wide as the channels: channel c lands at v[q][t][c].
-      if constexpr (M == 4) passes.input4(src, cin, cin, cin, 0, k.v_q, v + (size_t)t * cin);
-      else passes.input(src, cin, cin, cin, 0, k.v_q, v + (size_t)t * cin);
-    }
 
     // 2. Per weight panel: the Q GEMMs into mbuf[Q][block_tiles][nr], then
     //    the output transforms and the epilogue.
@@ -410,29 +426,6 @@ inline void filter_grad_rows4(const T u[6], T r[3]) {
   r[2] = (s34 - s12) / 6.0f + u[5];
 }
 
-// V = B^T d B of one tile (b, ty, tx) for all cin channels, into panels of nr
-// channels: channel c of matrix q at dst[q * q_stride + (c / nr) * panel_stride + c % nr],
-// zeros up to the last panel's end.
-template <int M>
-void input_transform_tile(const float* in, const ConvGeometry& g, int b, int ty, int tx, int cin,
-                          const float* zero_row, float* dst, size_t panel_stride, size_t q_stride) {
-  constexpr int A = patch_side(M);
-  const int nr = conv_panel_width();
-  const int logical_h = g.in_h * g.upsample, logical_w = g.in_w * g.upsample;
-  const int up_shift = g.upsample == 2 ? 1 : 0;
-  const float* src[A][A];
-  for (int i = 0; i < A; ++i)
-    for (int j = 0; j < A; ++j) {
-      const int iy = ty * M - g.pad_top + i, ix = tx * M - g.pad_left + j;
-      const bool inside = iy >= 0 && iy < logical_h && ix >= 0 && ix < logical_w;
-      src[i][j] = inside ? in + ((size_t)(b * g.in_h + (iy >> up_shift)) * g.in_w + (ix >> up_shift)) * g.in_ld
-                         : zero_row;
-    }
-  const int cin_padded = (cin + nr - 1) / nr * nr;
-  if constexpr (M == 4) winograd_passes().input4(src, cin, cin_padded, nr, panel_stride, q_stride, dst);
-  else winograd_passes().input(src, cin, cin_padded, nr, panel_stride, q_stride, dst);
-}
-
 struct GradBlocking {
   int m, q;  // tile side, matrices per transform
   int tiles_h, tiles_w, tiles, chunk, chunks;
@@ -504,22 +497,24 @@ void weight_grad_tiles(const float* in, const ConvGeometry& g, const float* dy, 
   float* du = scratch + (size_t)k.slots * (k.v_floats + k.m_floats);  // [group][Q][cout][cin_padded]
   const int mtiles = (cout + mr - 1) / mr;
 
-  // 1. The transforms of one of a chunk's tiles: V (panels [q][panel][tile][nr])
-  //    from the input, dM ([q][tile][co]) from dY.
-  auto transform_tile = [&](int t0, int t, float* v, float* dm) {
-    const int tile = t0 + t;
-    const TilePlace at = tile_place(tile, k.tiles_h, k.tiles_w);
-    const float* dy_src[M][M];
-    for (int a = 0; a < M; ++a)
-      for (int e = 0; e < M; ++e) {
-        const int oy = at.ty * M + a, ox = at.tx * M + e;
-        const bool inside = oy < g.out_h && ox < g.out_w;
-        dy_src[a][e] = inside ? dy + ((size_t)(at.b * g.out_h + oy) * g.out_w + ox) * g.out_ld : zero_row;
-      }
-    input_transform_tile<M>(in, g, at.b, at.ty, at.tx, cin, zero_row, v + (size_t)t * nr, (size_t)k.chunk * nr, k.v_q);
-    float* dm_tile = dm + (size_t)t * k.cout_rows;
-    if constexpr (M == 4) winograd_passes().grad4(dy_src, cout, k.cout_rows, k.m_q, dm_tile);
-    else winograd_passes().grad(dy_src, cout, k.cout_rows, k.m_q, dm_tile);
+  // 1. The transforms of a chunk's tiles [t_begin, t_end): V (panels
+  //    [q][panel][tile][nr]) from the input, dM ([q][tile][co]) from dY.
+  auto transform_tiles = [&](int t0, int t_begin, int t_end, float* v, float* dm) {
+    input_transforms<M>(in, g, k.tiles_h, k.tiles_w, t0 + t_begin, t_end - t_begin, cin, cin_padded, nr,
+                        (size_t)k.chunk * nr, k.v_q, nr, zero_row, v + (size_t)t_begin * nr);
+    for (int t = t_begin; t < t_end; ++t) {
+      const TilePlace at = tile_place(t0 + t, k.tiles_h, k.tiles_w);
+      const float* dy_src[M][M];
+      for (int a = 0; a < M; ++a)
+        for (int e = 0; e < M; ++e) {
+          const int oy = at.ty * M + a, ox = at.tx * M + e;
+          const bool inside = oy < g.out_h && ox < g.out_w;
+          dy_src[a][e] = inside ? dy + ((size_t)(at.b * g.out_h + oy) * g.out_w + ox) * g.out_ld : zero_row;
+        }
+      float* dm_tile = dm + (size_t)t * k.cout_rows;
+      if constexpr (M == 4) winograd_passes().grad4(dy_src, cout, k.cout_rows, k.m_q, dm_tile);
+      else winograd_passes().grad(dy_src, cout, k.cout_rows, k.m_q, dm_tile);
+    }
   };
 
   // 2. One of the Q GEMMs for MR rows of co, dU[q] (+)= dM[q]^T V[q], across
@@ -545,7 +540,7 @@ void weight_grad_tiles(const float* in, const ConvGeometry& g, const float* dy, 
     float* dm = v + k.v_floats;
     for (int t0 = 0; t0 < k.tiles; t0 += k.chunk) {
       const int nt = imin(k.chunk, k.tiles - t0);
-      parallel_for(nt, 16, [&](int t) { transform_tile(t0, t, v, dm); });
+      parallel_for((nt + 15) / 16, 1, [&](int part) { transform_tiles(t0, part * 16, imin(nt, part * 16 + 16), v, dm); });
       parallel_for(Q * mtiles, 1, [&](int task) { gemm_task(nt, task, v, dm, du, t0 > 0); });
     }
   } else {
@@ -558,7 +553,7 @@ void weight_grad_tiles(const float* in, const ConvGeometry& g, const float* dy, 
       const int c_begin = group * k.chunks_per_group, c_end = imin(k.chunks, c_begin + k.chunks_per_group);
       for (int c = c_begin; c < c_end; ++c) {
         const int t0 = c * k.chunk, nt = imin(k.chunk, k.tiles - t0);
-        for (int t = 0; t < nt; ++t) transform_tile(t0, t, v, dm);
+        transform_tiles(t0, 0, nt, v, dm);
         for (int task = 0; task < Q * mtiles; ++task) gemm_task(nt, task, v, dm, du_group, c > c_begin);
       }
     });

@@ -30,7 +30,7 @@ struct Variant {
   void (*softmax)(float*, int, float);
   WinogradInputPass input;
   WinogradOutputPass output;
-  Winograd4InputPass input4;
+  WinogradInputPass input4;
   Winograd4OutputPass output4;
   WinogradGradPass grad;
   Winograd4GradPass grad4;
@@ -53,26 +53,35 @@ int variants(Variant* out) {
 }
 
 // The tile's input and output passes, four lanes against a wide variant, on
-// 1 to 96 channels: V laid out in panels as the weight gradient does, the
-// products' transform with bias, residual and a divisor.
+// 1 to 96 channels: V of a run of three tiles laid out in panels as the
+// weight gradient does (and the run against its tiles one at a time, which
+// share no columns), the products' transform with bias, residual and a divisor.
 template <int M, typename InputPass, typename OutputPass>
 void check_tile(Rng& rng, InputPass narrow_input, InputPass wide_input, OutputPass narrow_output, OutputPass wide_output,
                 LanesParityResult& in, LanesParityResult& out) {
-  constexpr int A = M + 2, Q = A * A;
-  static float patch[Q][96], va[Q * 96], vb[Q * 96];
+  constexpr int A = M + 2, Q = A * A, kRun = 3, kCols = M * kRun + 2;
+  static float patch[A * kCols][96], va[kRun * Q * 96], vb[kRun * Q * 96], vt[kRun * Q * 96];
   static float prod[Q * 96], bias[96], res[M * M][96], ya[M * M][96], yb[M * M][96];
   for (int cin = 1; cin <= 96; cin += (cin < 40 ? 1 : 8)) {
-    for (int p = 0; p < Q; ++p)
+    for (int p = 0; p < A * kCols; ++p)
       for (int c = 0; c < cin; ++c) patch[p][c] = rng.next();
-    const float* src[A][A];
-    for (int p = 0; p < Q; ++p) src[p / A][p % A] = patch[p];
+    const float* src[A * kCols];
+    for (int p = 0; p < A * kCols; ++p) src[p] = patch[p];
     const int nr = 32, c_end = (cin + nr - 1) / nr * nr;
+    const size_t tile_stride = (size_t)Q * c_end;
     std::memset(va, 0, sizeof(va));
     std::memset(vb, 0, sizeof(vb));
-    narrow_input(src, cin, c_end, nr, nr, (size_t)c_end, va);
-    wide_input(src, cin, c_end, nr, nr, (size_t)c_end, vb);
+    std::memset(vt, 0, sizeof(vt));
+    narrow_input(src, kRun, cin, c_end, nr, nr, (size_t)c_end, tile_stride, va);
+    wide_input(src, kRun, cin, c_end, nr, nr, (size_t)c_end, tile_stride, vb);
+    for (int k = 0; k < kRun; ++k) {  // tile by tile: its own A x A patch
+      const float* one[A * A];
+      for (int i = 0; i < A; ++i)
+        for (int j = 0; j < A; ++j) one[i * A + j] = src[i * kCols + M * k + j];
+      narrow_input(one, 1, cin, c_end, nr, nr, (size_t)c_end, tile_stride, vt + k * tile_stride);
+    }
     in.cases++;
-    if (!same_bits(va, vb, Q * (size_t)c_end)) in.mismatches++;
+    if (!same_bits(va, vb, kRun * tile_stride) || !same_bits(va, vt, kRun * tile_stride)) in.mismatches++;
 
     for (int i = 0; i < Q * cin; ++i) prod[i] = rng.next();
     for (int c = 0; c < cin; ++c) {

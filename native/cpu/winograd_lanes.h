@@ -24,30 +24,45 @@ constexpr int kWinoLanes = MB_WINO_BYTES / 4;
 inline wino_vec wino_load(const float* p) { return *reinterpret_cast<const wino_vec_u*>(p); }
 inline void wino_store(float* p, wino_vec v) { *reinterpret_cast<wino_vec_u*>(p) = v; }
 
-// V = B^T d B of one A x A input patch for channels [0, c_end) (zeros from
-// cin on): channel c of matrix q goes to dst[q * q_stride + (c / nr) *
-// panel_stride + c % nr]. `transform` is the tile size's input transform.
-template <int A, typename Transform>
-inline void wino_input_pass(const float* const src[A][A], int cin, int c_end, int nr, size_t panel_stride,
-                            size_t q_stride, float* dst, Transform transform) {
+// V = B^T d B of a run of `tiles` neighbouring tiles (WinogradInputPass) for
+// channels [0, c_end), zeros from cin on. `rows` is B^T along one axis: on
+// each patch column (t[.][j]), then on each row of those (V's row i). A
+// tile's first two columns are its left neighbour's last two, already
+// transformed: 2 + M column transforms per tile of the run instead of A.
+template <int A, typename Rows>
+inline void wino_input_pass(const float* const* src, int tiles, int cin, int c_end, int nr, size_t panel_stride,
+                            size_t q_stride, size_t tile_stride, float* dst, Rows rows) {
+  constexpr int M = A - 2;
+  const int cols = M * tiles + 2;
+  // One run of channels (a vector, or one channel: T = float) across the tiles.
+  auto run = [&](auto zero, auto load, int c) {
+    using T = decltype(zero);
+    T t[A][A];  // t[i][j]: entry i of patch column j's transform
+    float* out = dst + (size_t)(c / nr) * panel_stride + c % nr;
+    for (int k = 0; k < tiles; ++k, out += tile_stride) {
+      if (k > 0)
+        for (int i = 0; i < A; ++i) t[i][0] = t[i][M], t[i][1] = t[i][M + 1];
+      for (int j = k > 0 ? 2 : 0; j < A; ++j) {
+        T d[A], col[A];
+        for (int i = 0; i < A; ++i) d[i] = load(src[(size_t)i * cols + M * k + j] + c);
+        rows(d, col);
+        for (int i = 0; i < A; ++i) t[i][j] = col[i];
+      }
+      for (int i = 0; i < A; ++i) {
+        T v[A];
+        rows(t[i], v);
+        for (int l = 0; l < A; ++l) {
+          if constexpr (sizeof(T) == sizeof(float)) out[(i * A + l) * q_stride] = v[l];
+          else wino_store(out + (i * A + l) * q_stride, v[l]);
+        }
+      }
+    }
+  };
   int c = 0;
   // Whole vectors that stay inside one panel (nr is a multiple of every width).
-  for (; c + kWinoLanes <= cin; c += kWinoLanes) {
-    wino_vec d[A][A], r[A * A];
-    for (int i = 0; i < A; ++i)
-      for (int j = 0; j < A; ++j) d[i][j] = wino_load(src[i][j] + c);
-    transform(d, r);
-    float* out = dst + (size_t)(c / nr) * panel_stride + c % nr;
-    for (int q = 0; q < A * A; ++q) wino_store(out + q * q_stride, r[q]);
-  }
-  for (; c < c_end; ++c) {  // the same arithmetic one channel at a time; zeros past cin
-    float d[A][A], r[A * A];
-    for (int i = 0; i < A; ++i)
-      for (int j = 0; j < A; ++j) d[i][j] = c < cin ? src[i][j][c] : 0.0f;
-    transform(d, r);
-    float* out = dst + (size_t)(c / nr) * panel_stride + c % nr;
-    for (int q = 0; q < A * A; ++q) out[q * q_stride] = r[q];
-  }
+  for (; c + kWinoLanes <= cin; c += kWinoLanes) run(wino_vec{}, wino_load, c);
+  for (; c < c_end; ++c)  // the same arithmetic one channel at a time; zeros past cin
+    run(0.0f, [&](const float* p) { return c < cin ? *p : 0.0f; }, c);
 }
 
 // The output transform A^T m A of one tile's products (prod[q * m_q + j],
@@ -108,10 +123,10 @@ inline void wino_grad_pass(const float* const src[M][M], int cout, int c_end, si
 }
 }  // namespace
 
-void MB_WINO_INPUT(const float* const src[4][4], int cin, int c_end, int nr, size_t panel_stride, size_t q_stride,
-                   float* dst) {
-  wino_input_pass<4>(src, cin, c_end, nr, panel_stride, q_stride, dst,
-                     [](const auto& d, auto& r) { winograd_input_transform(d, r); });
+void MB_WINO_INPUT(const float* const* src, int tiles, int cin, int c_end, int nr, size_t panel_stride,
+                   size_t q_stride, size_t tile_stride, float* dst) {
+  wino_input_pass<4>(src, tiles, cin, c_end, nr, panel_stride, q_stride, tile_stride, dst,
+                     [](const auto& d, auto& t) { winograd_input_rows(d, t); });
 }
 
 void MB_WINO_OUTPUT(const float* prod, size_t m_q, int ncols, float* const dst[2][2], const float* const res[2][2],
@@ -120,10 +135,10 @@ void MB_WINO_OUTPUT(const float* prod, size_t m_q, int ncols, float* const dst[2
                           [](const auto& m, auto& y) { winograd_output_transform(m, y); });
 }
 
-void MB_WINO4_INPUT(const float* const src[6][6], int cin, int c_end, int nr, size_t panel_stride, size_t q_stride,
-                    float* dst) {
-  wino_input_pass<6>(src, cin, c_end, nr, panel_stride, q_stride, dst,
-                     [](const auto& d, auto& r) { winograd4_input_transform(d, r); });
+void MB_WINO4_INPUT(const float* const* src, int tiles, int cin, int c_end, int nr, size_t panel_stride,
+                    size_t q_stride, size_t tile_stride, float* dst) {
+  wino_input_pass<6>(src, tiles, cin, c_end, nr, panel_stride, q_stride, tile_stride, dst,
+                     [](const auto& d, auto& t) { winograd4_input_rows(d, t); });
 }
 
 void MB_WINO4_OUTPUT(const float* prod, size_t m_q, int ncols, float* const dst[4][4], const float* const res[4][4],

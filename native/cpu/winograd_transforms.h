@@ -13,22 +13,15 @@ namespace mb {
 // generic build's place.
 namespace {
 
-// V = B^T d B of a 4x4 input patch; d[i][j] is input row i, column j.
+// V = B^T d B of a 4x4 input patch, one axis at a time: B^T applied to the
+// four values of a patch column (d[0..3] = rows 0..3), then to each row of
+// those results. B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
 template <typename T>
-inline void winograd_input_transform(const T d[4][4], T v[16]) {
-  T t[4][4];
-  for (int j = 0; j < 4; ++j) {
-    t[0][j] = d[0][j] - d[2][j];
-    t[1][j] = d[1][j] + d[2][j];
-    t[2][j] = d[2][j] - d[1][j];
-    t[3][j] = d[1][j] - d[3][j];
-  }
-  for (int i = 0; i < 4; ++i) {
-    v[i * 4 + 0] = t[i][0] - t[i][2];
-    v[i * 4 + 1] = t[i][1] + t[i][2];
-    v[i * 4 + 2] = t[i][2] - t[i][1];
-    v[i * 4 + 3] = t[i][1] - t[i][3];
-  }
+inline void winograd_input_rows(const T d[4], T t[4]) {
+  t[0] = d[0] - d[2];
+  t[1] = d[1] + d[2];
+  t[2] = d[2] - d[1];
+  t[3] = d[1] - d[3];
 }
 
 // A^T m A: the 2x2 outputs y[a][b] from the 16 products m[i*4+j].
@@ -53,27 +46,17 @@ inline void winograd_output_transform(const T m[16], T y[2][2]) {
 // scale through a whole UNet (measured against diffusers' fixtures), 1% of
 // the forward tests' tolerance.
 //
-// V = B^T d B of a 6x6 input patch, B^T =
+// V = B^T d B of a 6x6 input patch, one axis at a time (as for F(2x2, 3x3)), B^T =
 //   [4  0 -5  0 1 0; 0 -4 -4  1 1 0; 0 4 -4 -1 1 0;
 //    0 -2 -1  2 1 0; 0  2 -1 -2 1 0; 0 4  0 -5 0 1].
 template <typename T>
-inline void winograd4_input_rows(const T d0, const T d1, const T d2, const T d3, const T d4, const T d5, T t[6]) {
-  t[0] = (d0 * 4.0f - d2 * 5.0f) + d4;
-  t[1] = (d3 + d4) - (d1 + d2) * 4.0f;
-  t[2] = (d4 - d3) + (d1 - d2) * 4.0f;
-  t[3] = (d4 - d2) + (d3 - d1) * 2.0f;
-  t[4] = (d4 - d2) - (d3 - d1) * 2.0f;
-  t[5] = (d1 * 4.0f - d3 * 5.0f) + d5;
-}
-
-template <typename T>
-inline void winograd4_input_transform(const T d[6][6], T v[36]) {
-  T t[6][6], col[6];
-  for (int j = 0; j < 6; ++j) {
-    winograd4_input_rows(d[0][j], d[1][j], d[2][j], d[3][j], d[4][j], d[5][j], col);
-    for (int i = 0; i < 6; ++i) t[i][j] = col[i];
-  }
-  for (int i = 0; i < 6; ++i) winograd4_input_rows(t[i][0], t[i][1], t[i][2], t[i][3], t[i][4], t[i][5], v + i * 6);
+inline void winograd4_input_rows(const T d[6], T t[6]) {
+  t[0] = (d[0] * 4.0f - d[2] * 5.0f) + d[4];
+  t[1] = (d[3] + d[4]) - (d[1] + d[2]) * 4.0f;
+  t[2] = (d[4] - d[3]) + (d[1] - d[2]) * 4.0f;
+  t[3] = (d[4] - d[2]) + (d[3] - d[1]) * 2.0f;
+  t[4] = (d[4] - d[2]) - (d[3] - d[1]) * 2.0f;
+  t[5] = (d[1] * 4.0f - d[3] * 5.0f) + d[5];
 }
 
 // A^T m A: the 4x4 outputs from the 36 products, A^T =
@@ -143,16 +126,20 @@ inline void winograd4_grad_transform(const T dy[4][4], T m[36]) {
 
 }  // namespace
 
-// The per-ISA passes (winograd_lanes.h): the input transform of one tile, and
-// the output transform of one tile with the convolution's epilogue.
-using WinogradInputPass = void (*)(const float* const src[4][4], int cin, int c_end, int nr, size_t panel_stride,
-                                   size_t q_stride, float* dst);
+// The per-ISA passes (winograd_lanes.h). The input transforms of a run of
+// `tiles` neighbouring tiles along one tile row: src[i * (M * tiles + 2) + j]
+// is row i, column j of the run's strip of input (A rows), tile k's patch
+// its columns M k .. M k + A - 1; channel c of tile k's matrix q goes to
+// dst[k * tile_stride + q * q_stride + (c / nr) * panel_stride + c % nr],
+// zeros for channels cin .. c_end. Neighbours share two patch columns, whose
+// column transforms are computed once: the same operations as tile by tile.
+// The output transform of one tile with the convolution's epilogue.
+using WinogradInputPass = void (*)(const float* const* src, int tiles, int cin, int c_end, int nr, size_t panel_stride,
+                                   size_t q_stride, size_t tile_stride, float* dst);
 using WinogradOutputPass = void (*)(const float* prod, size_t m_q, int ncols, float* const dst[2][2],
                                     const float* const res[2][2], const float* bias, const float* batch_bias,
                                     float divisor);
 // The same for F(4x4, 3x3): 6x6 input patches, 4x4 output tiles.
-using Winograd4InputPass = void (*)(const float* const src[6][6], int cin, int c_end, int nr, size_t panel_stride,
-                                    size_t q_stride, float* dst);
 using Winograd4OutputPass = void (*)(const float* prod, size_t m_q, int ncols, float* const dst[4][4],
                                      const float* const res[4][4], const float* bias, const float* batch_bias,
                                      float divisor);
@@ -163,7 +150,7 @@ using Winograd4GradPass = void (*)(const float* const src[4][4], int cout, int c
 struct WinogradPasses {
   WinogradInputPass input;
   WinogradOutputPass output;
-  Winograd4InputPass input4;
+  WinogradInputPass input4;
   Winograd4OutputPass output4;
   WinogradGradPass grad;
   Winograd4GradPass grad4;
@@ -171,33 +158,33 @@ struct WinogradPasses {
 // The passes at the selected micro-kernel's width (conv2d.cpp).
 const WinogradPasses& winograd_passes();
 
-void winograd_input_vec4(const float* const src[4][4], int cin, int c_end, int nr, size_t panel_stride, size_t q_stride,
-                        float* dst);
+void winograd_input_vec4(const float* const* src, int tiles, int cin, int c_end, int nr, size_t panel_stride,
+                         size_t q_stride, size_t tile_stride, float* dst);
 void winograd_output_vec4(const float* prod, size_t m_q, int ncols, float* const dst[2][2], const float* const res[2][2],
                          const float* bias, const float* batch_bias, float divisor);
-void winograd4_input_vec4(const float* const src[6][6], int cin, int c_end, int nr, size_t panel_stride,
-                          size_t q_stride, float* dst);
+void winograd4_input_vec4(const float* const* src, int tiles, int cin, int c_end, int nr, size_t panel_stride,
+                          size_t q_stride, size_t tile_stride, float* dst);
 void winograd4_output_vec4(const float* prod, size_t m_q, int ncols, float* const dst[4][4],
                            const float* const res[4][4], const float* bias, const float* batch_bias, float divisor);
 void winograd_grad_vec4(const float* const src[2][2], int cout, int c_end, size_t q_stride, float* dst);
 void winograd4_grad_vec4(const float* const src[4][4], int cout, int c_end, size_t q_stride, float* dst);
 #if defined(__x86_64__) && defined(MB_HAVE_X86_KERNELS)
-void winograd_input_avx2(const float* const src[4][4], int cin, int c_end, int nr, size_t panel_stride,
-                         size_t q_stride, float* dst);
+void winograd_input_avx2(const float* const* src, int tiles, int cin, int c_end, int nr, size_t panel_stride,
+                         size_t q_stride, size_t tile_stride, float* dst);
 void winograd_output_avx2(const float* prod, size_t m_q, int ncols, float* const dst[2][2],
                           const float* const res[2][2], const float* bias, const float* batch_bias, float divisor);
-void winograd4_input_avx2(const float* const src[6][6], int cin, int c_end, int nr, size_t panel_stride,
-                          size_t q_stride, float* dst);
+void winograd4_input_avx2(const float* const* src, int tiles, int cin, int c_end, int nr, size_t panel_stride,
+                          size_t q_stride, size_t tile_stride, float* dst);
 void winograd4_output_avx2(const float* prod, size_t m_q, int ncols, float* const dst[4][4],
                            const float* const res[4][4], const float* bias, const float* batch_bias, float divisor);
 void winograd_grad_avx2(const float* const src[2][2], int cout, int c_end, size_t q_stride, float* dst);
 void winograd4_grad_avx2(const float* const src[4][4], int cout, int c_end, size_t q_stride, float* dst);
-void winograd_input_avx512(const float* const src[4][4], int cin, int c_end, int nr, size_t panel_stride,
-                           size_t q_stride, float* dst);
+void winograd_input_avx512(const float* const* src, int tiles, int cin, int c_end, int nr, size_t panel_stride,
+                           size_t q_stride, size_t tile_stride, float* dst);
 void winograd_output_avx512(const float* prod, size_t m_q, int ncols, float* const dst[2][2],
                             const float* const res[2][2], const float* bias, const float* batch_bias, float divisor);
-void winograd4_input_avx512(const float* const src[6][6], int cin, int c_end, int nr, size_t panel_stride,
-                          size_t q_stride, float* dst);
+void winograd4_input_avx512(const float* const* src, int tiles, int cin, int c_end, int nr, size_t panel_stride,
+                            size_t q_stride, size_t tile_stride, float* dst);
 void winograd4_output_avx512(const float* prod, size_t m_q, int ncols, float* const dst[4][4],
                            const float* const res[4][4], const float* bias, const float* batch_bias, float divisor);
 void winograd_grad_avx512(const float* const src[2][2], int cout, int c_end, size_t q_stride, float* dst);
