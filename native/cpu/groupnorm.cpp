@@ -209,7 +209,9 @@ void norm_backward_sums(const float* x, const float* dy, int pixels, int ld, int
   }
 }
 
-// Pass 2 over one pixel's n channels: dx += k1 * g1 + k2 * (x - centre) + k3.
+// Pass 2 over one pixel's n channels: dx += k1 * g1 + k2 * (x - centre) + k3
+// (kOverwrite: dx =, into a buffer nobody zero-filled).
+template <bool kOverwrite>
 void norm_backward_pixel(const float* x, const float* g1, const float* const coef[], int n, float* dx) {
   const float* centre = coef[kCentre];
   const float* k1 = coef[kK1];
@@ -219,9 +221,12 @@ void norm_backward_pixel(const float* x, const float* g1, const float* const coe
   for (; c + 4 <= n; c += 4) {
     const f32x4 d = load_f32x4(x + c) - load_f32x4(centre + c);
     const f32x4 v = load_f32x4(k1 + c) * load_f32x4(g1 + c) + load_f32x4(k2 + c) * d + load_f32x4(k3 + c);
-    store_f32x4(dx + c, load_f32x4(dx + c) + v);
+    store_f32x4(dx + c, kOverwrite ? v : load_f32x4(dx + c) + v);
   }
-  for (; c < n; ++c) dx[c] += k1[c] * g1[c] + k2[c] * (x[c] - centre[c]) + k3[c];
+  for (; c < n; ++c) {
+    const float v = k1[c] * g1[c] + k2[c] * (x[c] - centre[c]) + k3[c];
+    dx[c] = kOverwrite ? v : dx[c] + v;
+  }
 }
 
 }  // namespace
@@ -320,7 +325,10 @@ void group_norm_backward(const float* x, const GroupNormArgs& a, const float* st
     for (int k = 0; k < kNumCoefs; ++k) q[k] = coef(b, k, 0);
     for (int p = p0; p < p1; ++p) {
       const size_t off = ((size_t)b * P + p) * C;
-      norm_backward_pixel(x + off, g1 + off, q, C, dx + off);
+      if (a.dx_overwrite)
+        norm_backward_pixel<true>(x + off, g1 + off, q, C, dx + off);
+      else
+        norm_backward_pixel<false>(x + off, g1 + off, q, C, dx + off);
     }
   });
 }

@@ -154,9 +154,11 @@ struct GroupNormArgs {
   const float* scale_shift = nullptr;  // [batch][scale_shift_ld]: scale in [0,C), shift in [C,2C)
   int scale_shift_ld = 0;
   bool silu = false;
+  bool dx_overwrite = false;  // backward: dx = ... into a fresh buffer (no zero-fill first), else dx += ...
 };
 void group_norm_forward(const float* x, const GroupNormArgs& a, float* y, float* stats_scratch /* 2*batch*groups */);
-// Backward from the saved input and statistics: dx += ..., dgamma/dbeta +=,
+// Backward from the saved input and statistics: dx += ... (= with
+// dx_overwrite), dgamma/dbeta +=,
 // and d(scale_shift) += ([batch][scale_shift_ld]) when the forward had one.
 size_t group_norm_backward_scratch_floats(const GroupNormArgs& a);
 void group_norm_backward(const float* x, const GroupNormArgs& a, const float* stats, const float* dy, float* dx,

@@ -123,6 +123,7 @@ struct BackParams {
   int scale_shift_ld;
   int batch, pixels, channels, groups;
   bool silu;
+  bool dx_overwrite;  // dx = ... rather than dx += ...
   double* sums;  // [B][C][2]: S1 = sum g1, S2 = sum g1 (x - mean)
   float* coefs;  // [B][kNumCoefs][C]
   float* g1;     // like dy
@@ -221,14 +222,14 @@ __global__ void back_params(BackParams p) {
   }
 }
 
-// dx += k1 g1 + k2 (x - mean) + k3
+// dx += k1 g1 + k2 (x - mean) + k3 (dx = with dx_overwrite)
 __global__ void back_dx(BackParams p, size_t total) {
   MB_GRID_STRIDE(i, total) {
     const int c = (int)(i % (size_t)p.channels);
     const size_t b = i / ((size_t)p.pixels * p.channels);
     const float d = p.x[i] - *coef_at(p, b, kCentre, c);
     const float v = *coef_at(p, b, kK1, c) * p.g1[i] + *coef_at(p, b, kK2, c) * d + *coef_at(p, b, kK3, c);
-    p.dx[i] = p.dx[i] + v;
+    p.dx[i] = p.dx_overwrite ? v : p.dx[i] + v;
   }
 }
 
@@ -303,6 +304,7 @@ void group_norm_backward(const float* x, const GroupNormArgs& a, const float* st
   p.mean = stats, p.rstd = stats + (size_t)a.batch * a.groups;
   p.gamma = a.gamma, p.beta = a.beta, p.scale_shift = a.scale_shift, p.scale_shift_ld = a.scale_shift_ld;
   p.batch = a.batch, p.pixels = a.pixels, p.channels = a.channels, p.groups = a.groups, p.silu = a.silu;
+  p.dx_overwrite = a.dx_overwrite;
   p.sums = reinterpret_cast<double*>(scratch);  // arena blocks are 64-byte aligned
   p.coefs = scratch + bc * 4;
   p.g1 = p.coefs + bc * kNumCoefs;

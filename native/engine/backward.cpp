@@ -72,8 +72,9 @@ void linear_backward(Exec& ex, const ConvLayer& c, const float* x, int rows, con
   if (dx) linear_data_grad(ex, c, rows, dy, dx);
 }
 
+// dx += the norm's input gradient, or dx = it where `fresh` (dx from ex.alloc, unfilled).
 void norm_backward(Exec& ex, const NormLayer& n, const Act& x, const float* stats, bool silu, const float* scale_shift,
-                   int scale_shift_ld, const Act& dy, const Act& dx, float* dscale_shift) {
+                   int scale_shift_ld, const Act& dy, const Act& dx, float* dscale_shift, bool fresh = false) {
   GroupNormArgs a;
   a.batch = ex.batch;
   a.pixels = x.h * x.w;
@@ -83,6 +84,7 @@ void norm_backward(Exec& ex, const NormLayer& n, const Act& x, const float* stat
   a.scale_shift = scale_shift;
   a.scale_shift_ld = scale_shift_ld;
   a.silu = silu;
+  a.dx_overwrite = fresh;
   float* scratch = ex.arena->alloc(ex.ops().group_norm_backward_scratch_floats(a));
   if (!ex.run()) return;
   a.gamma = P(ex, n.gamma);
@@ -128,11 +130,11 @@ Act resnet_backward(Exec& ex, const ResnetLayer& r, const Act& dout, float* dtem
   const ConvLayer& proj = r.time_emb_proj;
   const int temb_ld = ex.m->temb_projs.cout;  // dtemb_projs' row stride
   float* dtemb = dtemb_projs + r.temb_offset;
-  Act dh1 = ex.zeros(s.h1.h, s.h1.w, s.h1.c);
+  Act dh1 = ex.alloc(s.h1.h, s.h1.w, s.h1.c);  // written whole by the norm's backward
   if (ex.m->scale_shift) {
-    norm_backward(ex, r.norm2, s.h1, s.stats2, true, s.temb_proj, temb_ld, dh2, dh1, dtemb);
+    norm_backward(ex, r.norm2, s.h1, s.stats2, true, s.temb_proj, temb_ld, dh2, dh1, dtemb, true);
   } else {
-    norm_backward(ex, r.norm2, s.h1, s.stats2, true, nullptr, 0, dh2, dh1, nullptr);
+    norm_backward(ex, r.norm2, s.h1, s.stats2, true, nullptr, 0, dh2, dh1, nullptr, true);
     // hidden + temb[:, :, None, None]: dtemb[b][c] = sum over pixels of dh1,
     // summed contiguously, then each sample's row put in place
     float* sums = ex.zeros((size_t)ex.batch * proj.cout);
@@ -170,8 +172,8 @@ Act attention_backward_block(Exec& ex, const AttnLayer& a, const Act& dout) {
   const int rows = ex.batch * s.x.h * s.x.w;
   const int C = a.channels;
   const Act dpre = divided(ex, dout, a.rescale_output_factor);
-  Act dx = ex.zeros(s.x.h, s.x.w, s.x.c);
-  if (ex.run()) ex.ops().add_forward(dx.data, dpre.data, (long long)dx.floats(ex.batch), dx.data);  // residual
+  Act dx = ex.alloc(s.x.h, s.x.w, s.x.c);
+  if (ex.run()) ex.ops().copy(dx.data, dpre.data, sizeof(float) * dx.floats(ex.batch));  // the residual's
 
   float* dattn = ex.zeros((size_t)rows * C);
   linear_backward(ex, a.out, s.attn, rows, dpre.data, dattn);
@@ -219,8 +221,8 @@ void run_backward(Exec& ex, const Act& dy, const float* timesteps, const float* 
 
   // 6. out
   Act dnormed = conv_backward_fresh(ex, m->conv_out, saved.conv_out, dy);
-  Act dh = ex.zeros(saved.h_last.h, saved.h_last.w, saved.h_last.c);
-  norm_backward(ex, m->norm_out, saved.h_last, saved.norm_out_stats, true, nullptr, 0, dnormed, dh, nullptr);
+  Act dh = ex.alloc(saved.h_last.h, saved.h_last.w, saved.h_last.c);
+  norm_backward(ex, m->norm_out, saved.h_last, saved.norm_out_stats, true, nullptr, 0, dnormed, dh, nullptr, true);
 
   // Gradients of the skip tensors, filled by the up blocks, read by the down blocks.
   Act dskips[kMaxLevels * (kMaxLayers + 1) + 1];
