@@ -120,6 +120,10 @@ MB_API double mb_peak_fma(int isa, int tasks, double iterations);
 // `seed`, from element `offset`. 64-bit values travel as (lo, hi) 32-bit halves.
 MB_API void mb_randn_philox(uint32_t seed_lo, uint32_t seed_hi, uint32_t draw_lo, uint32_t draw_hi, double offset,
                             double n, float* out);
+// torch.randn(n >= 16) on CPU from an mt19937 state (native/cpu/torch_normal.cpp,
+// the Node addon only): advances the 624 words `mt` from `index` as torch's
+// generator would, writes n normals and returns the new index (-1: bad arguments).
+MB_API int mb_torch_normal_fill(uint32_t* mt, int index, float* out, double n);
 // The fused DDPM/DDIM step (native/cpu/diffusion_step.cpp): `coefficients` holds
 // the 15 StepCoefficients slots as floats. `noise` may be null when the step
 // adds none. guidance_scale: 1 unguided; otherwise model_output holds the

@@ -736,6 +736,30 @@ Napi::Value RandnPhilox(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// torchNormalFill(mt: Uint32Array(624), index, out: Float32Array) -> the new index:
+// torch.randn's normal_fill (out.length >= 16), advancing the twister in place.
+Napi::Value TorchNormalFill(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsTypedArray() || !info[1].IsNumber() || !info[2].IsTypedArray() ||
+      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array ||
+      info[2].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+    Napi::TypeError::New(env, "torchNormalFill(mt: Uint32Array, index: number, out: Float32Array)")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Uint32Array mt = info[0].As<Napi::Uint32Array>();
+  Napi::Float32Array out = info[2].As<Napi::Float32Array>();
+  const int index = mt.ElementLength() == 624 ? mb_torch_normal_fill(mt.Data(), info[1].As<Napi::Number>().Int32Value(),
+                                                                     out.Data(), (double)out.ElementLength())
+                                              : -1;
+  if (index < 0) {
+    Napi::RangeError::New(env, "torchNormalFill: 624 words, an index in [0, 624] and 16 outputs or more")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, index);
+}
+
 // philoxBlock(c0, c1, c2, c3, k0, k1) -> Uint32Array(4)
 Napi::Value PhiloxBlock(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -872,6 +896,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("addNoise", Napi::Function::New(env, AddNoise));
   exports.Set("randnPhilox", Napi::Function::New(env, RandnPhilox));
   exports.Set("philoxBlock", Napi::Function::New(env, PhiloxBlock));
+  exports.Set("torchNormalFill", Napi::Function::New(env, TorchNormalFill));
   exports.Set("Model", ModelWrap::Define(env));
   exports.Set("threads", Napi::Function::New(env, Threads));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));

@@ -12,6 +12,7 @@ import path from 'node:path';
 import { BackendError, InputError } from '../core/errors.js';
 import { DTYPES, checkThreads, dtypeUnsupported, split64 } from '../core/backend/backend.js';
 import type { Backend, DType, EngineModel } from '../core/backend/backend.js';
+import { useNormalFillKernel } from '../core/rng/torch.js';
 
 /** What the addon knows about CUDA here (native/cuda/cuda_api.h). */
 export interface CudaDevices {
@@ -73,6 +74,7 @@ export interface Addon {
   selectTrainingWinogradTile(tile: number): number;
   randnPhilox(seedLo: number, seedHi: number, drawLo: number, drawHi: number, offset: number, n: number): Float32Array;
   philoxBlock(c0: number, c1: number, c2: number, c3: number, k0: number, k1: number): Uint32Array;
+  torchNormalFill?(words: Uint32Array, index: number, out: Float32Array): number;
   diffusionStep(
     coefficients: Float32Array,
     batch: number,
@@ -184,6 +186,9 @@ export function loadAddon(): Addon {
   // MARBLE_TRAIN_WINOGRAD_TILE=2: training with F(2x2, 3x3) instead of F(4x4, 3x3), to compare them (bench/).
   const tile = process.env.MARBLE_TRAIN_WINOGRAD_TILE;
   if (tile) addon.selectTrainingWinogradTile(Number(tile));
+  // torch.randn's bits from native code for every TorchGenerator (training's noise each step).
+  const fill = addon.torchNormalFill?.bind(addon);
+  if (fill) useNormalFillKernel(fill);
   return addon;
 }
 

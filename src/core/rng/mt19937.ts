@@ -48,6 +48,15 @@ export class Mt19937 {
     return y >>> 0;
   }
 
+  /**
+   * Lets `kernel` draw from the twister in place: it gets the 624 words and
+   * the index of the next one, and returns the index after its draws (a
+   * native kernel drawing exactly as nextUint32 would: torch.ts).
+   */
+  drawWith(kernel: (words: Uint32Array, index: number) => number): void {
+    this.index = kernel(this.mt, this.index);
+  }
+
   getState(): Mt19937State {
     return { state: Array.from(this.mt), index: this.index };
   }
