@@ -1,8 +1,8 @@
 // GroupNorm on NHWC activations, with the UNet's usual tail fused in:
 //   y = GN(x) * gamma + beta, then optionally * (1 + scale[b]) + shift[b]
 //   (scale_shift time conditioning), then optionally SiLU.
-// Statistics are accumulated in double, two-pass (mean, then centred sum of
-// squares) so that large activations do not lose the variance.
+// Statistics are accumulated in double in one pass, shifted by a value of
+// each group (shifted_sums), so that large activations do not lose the variance.
 //
 // Backward (at the end): recomputes the normalised values from the saved
 // input and statistics rather than keeping them.
@@ -19,24 +19,23 @@ namespace {
 // vectorises), rather than a group's few channels at a time.
 constexpr int kSlice = 64;
 
-// Per-channel sums over all pixels of one sample: acc[c] += f(x[p][c0 + c]).
-// `centre` (per channel, or null) turns it into the sum of squared deviations.
-void channel_sums(const float* base, int pixels, int ld, int cn, const double* centre, double* acc) {
-  for (int c = 0; c < cn; ++c) acc[c] = 0.0;
-  if (!centre) {
-    for (int p = 0; p < pixels; ++p) {
-      const float* px = base + (size_t)p * ld;
-      for (int c = 0; c < cn; ++c) acc[c] += px[c];
-    }
-  } else {
-    for (int p = 0; p < pixels; ++p) {
-      const float* px = base + (size_t)p * ld;
-      for (int c = 0; c < cn; ++c) {
-        const double d = px[c] - centre[c];
-        acc[c] += d * d;
-      }
+// Per-channel sums over all pixels of one sample, shifted by the channel's
+// group's first value (shift[c]): acc[2c] += x - shift[c], acc[2c+1] +=
+// (x - shift[c])^2. One pass gives both: with the shift near the group's
+// values, E[(x-k)^2] - E[x-k]^2 in double loses nothing that float can see
+// (a constant group gives exactly 0), and x crosses the memory bus once.
+void shifted_sums(const float* base, int pixels, int ld, int cn, const double* shift, double* acc) {
+  double sum[kSlice], sq[kSlice];
+  for (int c = 0; c < cn; ++c) sum[c] = sq[c] = 0.0;
+  for (int p = 0; p < pixels; ++p) {
+    const float* px = base + (size_t)p * ld;
+    for (int c = 0; c < cn; ++c) {
+      const double d = px[c] - shift[c];
+      sum[c] += d;
+      sq[c] += d * d;
     }
   }
+  for (int c = 0; c < cn; ++c) acc[2 * c] = sum[c], acc[2 * c + 1] = sq[c];
 }
 
 // The apply pass per pixel: y = x * mul + add, then SiLU, four lanes at a time.
@@ -70,31 +69,30 @@ void group_norm_forward(const float* x, const GroupNormArgs& a, float* y, float*
     const int g1 = imin(G, g0 + groups_per_task);
     const float* base = x + (size_t)b * P * C;
     const double count = (double)P * cpg;
-    double acc[kSlice], centre[kSlice], group_sum[kSlice], mean[kSlice];
-
-    // Pass 1: means. Pass 2: centred sums of squares.
-    for (int pass = 0; pass < 2; ++pass) {
-      for (int g = g0; g < g1; ++g) group_sum[g - g0] = 0.0;
-      for (int c0 = g0 * cpg; c0 < g1 * cpg; c0 += kSlice) {
-        const int cn = imin(kSlice, g1 * cpg - c0);
-        if (pass == 1)
-          for (int c = 0; c < cn; ++c) centre[c] = mean[(c0 + c) / cpg - g0];
-        channel_sums(base + c0, P, C, cn, pass == 1 ? centre : nullptr, acc);
-        for (int c = 0; c < cn; ++c) group_sum[(c0 + c) / cpg - g0] += acc[c];
+    double acc[2 * kSlice], shift[kSlice], group_sum[kSlice], group_sq[kSlice];
+    for (int g = g0; g < g1; ++g) group_sum[g - g0] = group_sq[g - g0] = 0.0;
+    for (int c0 = g0 * cpg; c0 < g1 * cpg; c0 += kSlice) {
+      const int cn = imin(kSlice, g1 * cpg - c0);
+      for (int c = 0; c < cn; ++c) shift[c] = base[((c0 + c) / cpg) * cpg];  // the group's first value
+      shifted_sums(base + c0, P, C, cn, shift, acc);
+      for (int c = 0; c < cn; ++c) {
+        group_sum[(c0 + c) / cpg - g0] += acc[2 * c];
+        group_sq[(c0 + c) / cpg - g0] += acc[2 * c + 1];
       }
-      for (int g = g0; g < g1; ++g) {
-        if (pass == 0) {
-          mean[g - g0] = group_sum[g - g0] / count;
-          mean_out[b * G + g] = (float)mean[g - g0];
-        } else {
-          const double var = group_sum[g - g0] / count;  // biased, like torch
-          rstd_out[b * G + g] = (float)(1.0 / sqrt_f64(var + (double)a.eps));
-        }
-      }
+    }
+    for (int g = g0; g < g1; ++g) {
+      const double shifted_mean = group_sum[g - g0] / count;
+      double var = group_sq[g - g0] / count - shifted_mean * shifted_mean;  // biased, like torch
+      if (var < 0.0) var = 0.0;
+      mean_out[b * G + g] = (float)(base[g * cpg] + shifted_mean);
+      rstd_out[b * G + g] = (float)(1.0 / sqrt_f64(var + (double)a.eps));
     }
   });
 
   // Apply as y = x * mul[c] + add[c], per sample; pixel chunks in parallel.
+  // (Applying each task's slice right after its statistics, while still in
+  // cache, measured slower: one thread, the MNIST UNet's GroupNorms at batch
+  // 64, 49.7 -> 54.4 ms a step.)
   const int chunk = 64;
   const int chunks_per_image = (P + chunk - 1) / chunk;
   const NormApplyKernel wide = norm_apply_kernel();
