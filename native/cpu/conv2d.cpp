@@ -33,33 +33,33 @@ struct ConvKernel {
   int mr, nr;
   TileKernel tile;
   const char* name;
-  NormApplyKernel norm_apply;  // GroupNorm's apply pass at this ISA's width (null: groupnorm.cpp's four lanes)
-  NormGradKernel norm_grad;    // and its backward's SiLU pass (likewise)
+  NormKernels norm;            // GroupNorm's passes at this ISA's width (nulls: groupnorm.cpp's four lanes)
   WinogradPasses winograd;     // Winograd's data transforms at this ISA's width
   SoftmaxRowKernel softmax_row;  // softmax over a row (null: attention.cpp's four lanes)
   AttentionSmallKernels attention_small;  // small-head attention at this ISA's width
 };
 
-ConvKernel g_kernel = {0, 0, nullptr, nullptr, nullptr, nullptr, {nullptr, nullptr, nullptr, nullptr, nullptr, nullptr}, nullptr, {nullptr, nullptr}};
+ConvKernel g_kernel = {0, 0, nullptr, nullptr, {nullptr, nullptr, nullptr, nullptr}, {nullptr, nullptr, nullptr, nullptr, nullptr, nullptr}, nullptr, {nullptr, nullptr}};
 
 ConvKernel pick_kernel(const char* wanted) {
   const WinogradPasses vec4 = {winograd_input_vec4,   winograd_output_vec4, winograd4_input_vec4,
                                winograd4_output_vec4, winograd_grad_vec4,   winograd4_grad_vec4};
   const AttentionSmallKernels attention_vec4 = {attention_small_forward_vec4, attention_small_backward_vec4};
 #if defined(__wasm_relaxed_simd__)
-  const ConvKernel generic = {4, 8, conv_tile_generic, "relaxed-simd128", nullptr, nullptr, vec4, nullptr, attention_vec4};
+  const ConvKernel generic = {4, 8, conv_tile_generic, "relaxed-simd128", {nullptr, nullptr, nullptr, nullptr}, vec4, nullptr, attention_vec4};
 #elif defined(__wasm_simd128__)
-  const ConvKernel generic = {4, 8, conv_tile_generic, "simd128", nullptr, nullptr, vec4, nullptr, attention_vec4};
+  const ConvKernel generic = {4, 8, conv_tile_generic, "simd128", {nullptr, nullptr, nullptr, nullptr}, vec4, nullptr, attention_vec4};
 #else
-  const ConvKernel generic = {4, 8, conv_tile_generic, "generic", nullptr, nullptr, vec4, nullptr, attention_vec4};
+  const ConvKernel generic = {4, 8, conv_tile_generic, "generic", {nullptr, nullptr, nullptr, nullptr}, vec4, nullptr, attention_vec4};
 #endif
 #if defined(__x86_64__) && defined(MB_HAVE_X86_KERNELS)
-  const ConvKernel avx2 = {6, 16, conv_tile_avx2, "avx2", norm_apply_avx2, norm_grad_avx2,
+  const ConvKernel avx2 = {6, 16, conv_tile_avx2, "avx2", {norm_apply_avx2, norm_grad_avx2, norm_dx_avx2, norm_sums_avx2},
                            {winograd_input_avx2, winograd_output_avx2, winograd4_input_avx2, winograd4_output_avx2,
                             winograd_grad_avx2, winograd4_grad_avx2},
                            softmax_row_avx2,
                            {attention_small_forward_avx2, attention_small_backward_avx2}};
-  const ConvKernel avx512 = {8, 32, conv_tile_avx512, "avx512", norm_apply_avx512, norm_grad_avx512,
+  const ConvKernel avx512 = {8, 32, conv_tile_avx512, "avx512",
+                             {norm_apply_avx512, norm_grad_avx512, norm_dx_avx512, norm_sums_avx512},
                              {winograd_input_avx512, winograd_output_avx512, winograd4_input_avx512,
                               winograd4_output_avx512, winograd_grad_avx512, winograd4_grad_avx512},
                              softmax_row_avx512,
@@ -103,8 +103,9 @@ const char* conv_isa_name() { return kernel().name; }
 int conv_panel_width() { return kernel().nr; }
 int conv_tile_rows() { return kernel().mr; }
 TileKernel conv_tile_kernel() { return kernel().tile; }
-NormApplyKernel norm_apply_kernel() { return kernel().norm_apply; }
-NormGradKernel norm_grad_kernel() { return kernel().norm_grad; }
+NormApplyKernel norm_apply_kernel() { return kernel().norm.apply; }
+NormGradKernel norm_grad_kernel() { return kernel().norm.grad; }
+const NormKernels& norm_kernels() { return kernel().norm; }
 const WinogradPasses& winograd_passes() { return kernel().winograd; }
 SoftmaxRowKernel softmax_row_kernel() { return kernel().softmax_row; }
 const AttentionSmallKernels& attention_small_kernels() { return kernel().attention_small; }

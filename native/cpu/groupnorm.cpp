@@ -24,12 +24,16 @@ constexpr int kSlice = 64;
 // (x - shift[c])^2. One pass gives both: with the shift near the group's
 // values, E[(x-k)^2] - E[x-k]^2 in double loses nothing that float can see
 // (a constant group gives exactly 0), and x crosses the memory bus once.
+// The leading channels at the CPU's full width (groupnorm_apply.h), the same
+// sums in the same order.
 void shifted_sums(const float* base, int pixels, int ld, int cn, const double* shift, double* acc) {
   double sum[kSlice], sq[kSlice];
-  for (int c = 0; c < cn; ++c) sum[c] = sq[c] = 0.0;
+  const NormSumsKernel wide = norm_kernels().sums;
+  const int done = wide ? wide(base, pixels, ld, cn, shift, sum, sq) : 0;
+  for (int c = done; c < cn; ++c) sum[c] = sq[c] = 0.0;
   for (int p = 0; p < pixels; ++p) {
     const float* px = base + (size_t)p * ld;
-    for (int c = 0; c < cn; ++c) {
+    for (int c = done; c < cn; ++c) {
       const double d = px[c] - shift[c];
       sum[c] += d;
       sq[c] += d * d;
@@ -215,7 +219,8 @@ void norm_backward_pixel(const float* x, const float* g1, const float* const coe
   const float* k1 = coef[kK1];
   const float* k2 = coef[kK2];
   const float* k3 = coef[kK3];
-  int c = 0;
+  const NormDxKernel wide = norm_kernels().dx;
+  int c = wide ? wide(x, g1, centre, k1, k2, k3, n, dx, kOverwrite) : 0;
   for (; c + 4 <= n; c += 4) {
     const f32x4 d = load_f32x4(x + c) - load_f32x4(centre + c);
     const f32x4 v = load_f32x4(k1 + c) * load_f32x4(g1 + c) + load_f32x4(k2 + c) * d + load_f32x4(k3 + c);

@@ -3,4 +3,6 @@
 #define MB_APPLY_BYTES 64
 #define MB_APPLY_KERNEL norm_apply_avx512
 #define MB_GRAD_KERNEL norm_grad_avx512
+#define MB_DX_KERNEL norm_dx_avx512
+#define MB_SUMS_KERNEL norm_sums_avx512
 #include "groupnorm_apply.h"

@@ -5,6 +5,7 @@
 // (test/lanes_parity.test.ts).
 #include <cstring>
 
+#include "groupnorm_apply.h"
 #include "lanes_parity.h"
 #include "ops.h"
 #include "winograd_transforms.h"
@@ -34,6 +35,8 @@ struct Variant {
   Winograd4OutputPass output4;
   WinogradGradPass grad;
   Winograd4GradPass grad4;
+  NormDxKernel norm_dx;
+  NormSumsKernel norm_sums;
 };
 
 int variants(Variant* out) {
@@ -42,10 +45,11 @@ int variants(Variant* out) {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
     out[n++] = {"avx2", softmax_row_avx2, winograd_input_avx2, winograd_output_avx2, winograd4_input_avx2,
-                  winograd4_output_avx2, winograd_grad_avx2, winograd4_grad_avx2};
+                  winograd4_output_avx2, winograd_grad_avx2, winograd4_grad_avx2, norm_dx_avx2, norm_sums_avx2};
   if (__builtin_cpu_supports("avx512f"))
     out[n++] = {"avx512", softmax_row_avx512, winograd_input_avx512, winograd_output_avx512, winograd4_input_avx512,
-                  winograd4_output_avx512, winograd_grad_avx512, winograd4_grad_avx512};
+                  winograd4_output_avx512, winograd_grad_avx512, winograd4_grad_avx512, norm_dx_avx512,
+                  norm_sums_avx512};
 #else
   (void)out;
 #endif
@@ -125,6 +129,46 @@ void check_grad(Rng& rng, GradPass narrow, GradPass wide, LanesParityResult& res
   }
 }
 
+// GroupNorm's backward second pass and forward statistics (groupnorm.cpp,
+// whose scalar and four-lane loops do the same operations per channel), on
+// 1 to 96 channels: the wide kernel's leading channels against the scalar
+// expression.
+void check_norm(Rng& rng, NormDxKernel dx_kernel, NormSumsKernel sums_kernel, LanesParityResult& dx_result,
+                LanesParityResult& sums_result) {
+  static float x[7][96], dx_a[96], dx_b[96], pixels[9][96];
+  static double shift[96], sum_a[96], sq_a[96], sum_b[96], sq_b[96];
+  for (int n = 1; n <= 96; n += (n < 40 ? 1 : 8)) {
+    for (int r = 0; r < 7; ++r)
+      for (int c = 0; c < n; ++c) x[r][c] = rng.next();
+    const bool overwrite = n % 2 == 0;
+    for (int c = 0; c < n; ++c) dx_a[c] = dx_b[c] = x[6][c];
+    const int done = dx_kernel(x[0], x[1], x[2], x[3], x[4], x[5], n, dx_b, overwrite);
+    for (int c = 0; c < done; ++c) {
+      const float v = x[3][c] * x[1][c] + x[4][c] * (x[0][c] - x[2][c]) + x[5][c];
+      dx_a[c] = overwrite ? v : dx_a[c] + v;
+    }
+    dx_result.cases++;
+    if (!same_bits(dx_a, dx_b, (size_t)n)) dx_result.mismatches++;
+
+    for (int p = 0; p < 9; ++p)
+      for (int c = 0; c < n; ++c) pixels[p][c] = rng.next() * 100.0f;
+    for (int c = 0; c < n; ++c) shift[c] = pixels[0][c] + 0.25;
+    const int summed = sums_kernel(pixels[0], 9, 96, n, shift, sum_b, sq_b);
+    bool same = true;
+    for (int c = 0; c < summed; ++c) {
+      sum_a[c] = sq_a[c] = 0.0;
+      for (int p = 0; p < 9; ++p) {
+        const double d = pixels[p][c] - shift[c];
+        sum_a[c] += d;
+        sq_a[c] += d * d;
+      }
+      same = same && std::memcmp(&sum_a[c], &sum_b[c], 8) == 0 && std::memcmp(&sq_a[c], &sq_b[c], 8) == 0;
+    }
+    sums_result.cases++;
+    if (!same) sums_result.mismatches++;
+  }
+}
+
 }  // namespace
 
 int lanes_parity(uint32_t seed, LanesParityResult* results, int max_results) {
@@ -132,7 +176,7 @@ int lanes_parity(uint32_t seed, LanesParityResult* results, int max_results) {
   const int count = variants(wide);
   int written = 0;
   Rng rng{seed ? seed : 1};
-  for (int v = 0; v < count && written + 7 <= max_results; ++v) {
+  for (int v = 0; v < count && written + 9 <= max_results; ++v) {
     LanesParityResult soft = {"softmax_row", wide[v].isa, 0, 0};
     // Rows of every length to 300 (blocks of 16, vector tails, scalar tails).
     static float a[320], b[320];
@@ -159,6 +203,10 @@ int lanes_parity(uint32_t seed, LanesParityResult* results, int max_results) {
     check_grad<4>(rng, winograd4_grad_vec4, wide[v].grad4, grad4);
     results[written++] = grad2;
     results[written++] = grad4;
+    LanesParityResult norm_dx = {"groupnorm_dx", wide[v].isa, 0, 0}, norm_sums = {"groupnorm_sums", wide[v].isa, 0, 0};
+    check_norm(rng, wide[v].norm_dx, wide[v].norm_sums, norm_dx, norm_sums);
+    results[written++] = norm_dx;
+    results[written++] = norm_sums;
   }
   return written;
 }

@@ -89,8 +89,8 @@ Napi::Value CudaFaultProbe(const Napi::CallbackInfo& info) {
 // passes against their four-lane originals, bit for bit (lanes_parity.cpp).
 Napi::Value LanesParity(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  mb::LanesParityResult results[16];
-  const int n = mb::lanes_parity(info[0].As<Napi::Number>().Uint32Value(), results, 16);
+  mb::LanesParityResult results[32];
+  const int n = mb::lanes_parity(info[0].As<Napi::Number>().Uint32Value(), results, 32);
   Napi::Array list = Napi::Array::New(env, (size_t)n);
   for (int i = 0; i < n; ++i) {
     Napi::Object e = Napi::Object::New(env);
