@@ -42,7 +42,7 @@ test('mb_peak_fma (wasm) runs the SIMD128 kernel only', () => {
 
 test('the product addon exports the product API only: no self-test, benchmark or fault-injection entry points', () => {
   const product = Object.keys(loadAddon()).sort();
-  assert.deepEqual(product, ['Model', 'addNoise', 'cudaDevices', 'diffusionStep', 'isa', 'philoxBlock', 'randnPhilox', 'selectIsa', 'selectTrainingWinogradTile', 'setThreads', 'solverStep', 'threads']);
+  assert.deepEqual(product, ['Model', 'addNoise', 'cudaDevices', 'diffusionStep', 'isa', 'philoxBlock', 'randnPhilox', 'selectIsa', 'selectTrainingWinogradTile', 'setThreads', 'solverStep', 'threads', 'torchNormalFill']);
   const dev = Object.keys(loadDevAddon());
   for (const hook of ['cudaParity', 'cudaFaultProbe', 'cudaConvBench', 'cudaAttentionBench', 'peakFma']) assert.ok(dev.includes(hook), `marble_dev.node has ${hook}`);
 });
