@@ -104,6 +104,13 @@ void grouped_weight_grad(const Grouping& q, const float* in, const ConvGeometry&
   const int pixels = g.batch * g.out_h * g.out_w;
   const int panels = q.n_padded / nr, mtiles = q.cout_rows / mr;
   float* dw = scratch + (size_t)q.slots * (q.b_floats + q.a_floats);  // [group][cout][n_padded]
+  // A 1x1, stride-1 conv (or linear layer) whose channels fill whole panels
+  // and micro-kernel rows: B is the input's pixel rows and A dY's, read in
+  // place (GemmTile::b_ld, a_ld), with nothing packed. The same products in
+  // the same order as the packed path.
+  const bool in_place = k == 1 && g.stride == 1 && g.upsample == 1 && g.pad_top == 0 && g.pad_left == 0 &&
+                        g.out_h == g.in_h && g.out_w == g.in_w && cin % nr == 0 && cout % mr == 0 &&
+                        g.in_ld % 16 == 0 && reinterpret_cast<uintptr_t>(in) % 64 == 0;
   parallel_items(q.slots, q.groups, [&](int slot, int group) {
     float* packed = scratch + (size_t)slot * (q.b_floats + q.a_floats);
     float* a = packed + q.b_floats;  // dY of the chunk, [pixel][cout_rows]
@@ -112,7 +119,7 @@ void grouped_weight_grad(const Grouping& q, const float* in, const ConvGeometry&
     for (int c = c_begin; c < c_end; ++c) {
       const int m0 = c * kGroupChunk, rows = imin(kGroupChunk, pixels - m0);
       Pixel at = pixel_at(g, m0);
-      for (int r = 0; r < rows; ++r, next_pixel(g, at)) {
+      for (int r = 0; r < rows && !in_place; ++r, next_pixel(g, at)) {
         pack_im2col_row(in, g, k, cin, at.b, at.oy, at.ox, rows, r, packed);
         const float* src = dy + (size_t)(m0 + r) * g.out_ld;
         float* dst = a + (size_t)r * q.cout_rows;
@@ -121,13 +128,14 @@ void grouped_weight_grad(const Grouping& q, const float* in, const ConvGeometry&
       }
       // dW[co0 .. co0 + MR)[panel] (+)= dY^T im2col over the chunk's pixels.
       float* out_rows[kMaxRows];
-      GemmTile t = packed_a_tile(rows, q.cout_rows, out_rows, c > c_begin);
+      GemmTile t = packed_a_tile(rows, in_place ? g.out_ld : q.cout_rows, out_rows, c > c_begin);
+      if (in_place) t.b_ld = g.in_ld;
       for (int mt = 0; mt < mtiles; ++mt) {
         const int co0 = mt * mr;
         t.nrows = imin(mr, cout - co0);
-        t.a_packed = a + co0;
+        t.a_packed = (in_place ? dy + (size_t)m0 * g.out_ld : a) + co0;
         for (int p = 0; p < panels; ++p) {
-          t.panel = packed + (size_t)p * rows * nr;
+          t.panel = in_place ? in + (size_t)m0 * g.in_ld + (size_t)p * nr : packed + (size_t)p * rows * nr;
           for (int r = 0; r < mr; ++r)
             out_rows[r] = dw_group + (size_t)(co0 + imin(r, t.nrows - 1)) * q.n_padded + p * nr;
           kernel(t);

@@ -29,6 +29,7 @@ void MB_KERNEL(const GemmTile& tile) {
     for (int j = 0; j < kNV; ++j) acc[i][j] = mb_vec{};
   const float* b = tile.panel;
   const int cin = tile.cin;
+  const int b_step = tile.b_ld ? tile.b_ld : kNR;
   // acc[i] += a(i) * B's row: every row of A against the panel's row at b.
   auto madd_rows = [&](const float* b_row, auto a) {
     mb_vec bv[kNV];
@@ -48,12 +49,12 @@ void MB_KERNEL(const GemmTile& tile) {
   };
   if (tile.a_packed) {
     const float* a = tile.a_packed;
-    for (int k = 0; k < cin; ++k, b += kNR, a += tile.a_ld) madd_rows(b, [a](int i) { return a[i]; });
+    for (int k = 0; k < cin; ++k, b += b_step, a += tile.a_ld) madd_rows(b, [a](int i) { return a[i]; });
   } else {
     for (int t = 0; t < tile.taps; ++t) {
       const float* a[kMR];
       for (int i = 0; i < kMR; ++i) a[i] = tile.rows[t * kMR + i];
-      for (int ci = 0; ci < cin; ++ci, b += kNR) madd_rows(b, [&a, ci](int i) { return a[i][ci]; });
+      for (int ci = 0; ci < cin; ++ci, b += b_step) madd_rows(b, [&a, ci](int i) { return a[i][ci]; });
     }
   }
 

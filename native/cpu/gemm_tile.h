@@ -17,6 +17,9 @@ struct GemmTile {
   const float* a_packed = nullptr;
   int a_ld = 0;
   const float* panel;  // packed B: [tap][ci][NR]
+  // Or B's rows b_ld floats apart rather than NR (0: NR, a packed panel):
+  // rows of an activation read in place (each 64-byte aligned).
+  int b_ld = 0;
   // out[r][0..NR) = (acc[r] + bias + batch_bias[r] + residual[r]) / divisor
   // for r < nrows; bias, batch_bias and residual may each be null.
   int nrows;
