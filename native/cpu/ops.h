@@ -236,6 +236,7 @@ void concat_channels(const float* a, int ca, const float* b, int cb, int pixels,
 // Backward (accumulating): dx[y][x] += sum of the 2x2 block it was copied to.
 void upsample_nearest2x_backward(const float* dy, int batch, int h, int w, int channels, float* dx, int dx_ld);
 void avgpool2x2_backward(const float* dy, int batch, int h, int w, int channels, float* dx);
+// concat's backward writes (does not add): da = dy's first ca channels, db the other cb.
 void concat_channels_backward(const float* dy, int ca, int cb, int pixels, float* da, float* db);
 
 // ---------------------------------------------------------------------------

@@ -112,8 +112,8 @@ void concat_channels_backward(const float* dy, int ca, int cb, int pixels, float
       const float* g = dy + (size_t)p * (ca + cb);
       float* a = da + (size_t)p * ca;
       float* b = db + (size_t)p * cb;
-      for (int c = 0; c < ca; ++c) a[c] += g[c];
-      for (int c = 0; c < cb; ++c) b[c] += g[ca + c];
+      for (int c = 0; c < ca; ++c) a[c] = g[c];
+      for (int c = 0; c < cb; ++c) b[c] = g[ca + c];
     }
   });
 }

@@ -104,9 +104,9 @@ __global__ void concat_backward_kernel(const float* dy, int ca, int cb, float* d
     const size_t p = i / (size_t)cw;
     const int c = (int)(i % (size_t)cw);
     if (c < ca)
-      da[p * ca + c] += dy[i];
+      da[p * ca + c] = dy[i];
     else
-      db[p * cb + (c - ca)] += dy[i];
+      db[p * cb + (c - ca)] = dy[i];
   }
 }
 

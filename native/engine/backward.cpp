@@ -224,15 +224,18 @@ void run_backward(Exec& ex, const Act& dy, const float* timesteps, const float* 
   Act dh = ex.alloc(saved.h_last.h, saved.h_last.w, saved.h_last.c);
   norm_backward(ex, m->norm_out, saved.h_last, saved.norm_out_stats, true, nullptr, 0, dnormed, dh, nullptr, true);
 
-  // Gradients of the skip tensors, filled by the up blocks, read by the down blocks.
-  Act dskips[kMaxLevels * (kMaxLayers + 1) + 1];
-  for (int i = 0; i < saved.num_skips; ++i) dskips[i] = ex.zeros(saved.skips[i].h, saved.skips[i].w, saved.skips[i].c);
-  int skip = 0;  // the up blocks consume skips from the last one down
-
-  // 5. up blocks, reversed
+  // Gradients of the skip tensors, written by the up blocks' concat backward
+  // (zeros for any skip no up block consumes), read by the down blocks.
   int consumed = 0;
   for (int i = 0; i < m->num_levels; ++i) consumed += m->up[i].num_layers;
-  skip = saved.num_skips - consumed;  // index of the earliest skip the up path used
+  int skip = saved.num_skips - consumed;  // index of the earliest skip the up path used
+  Act dskips[kMaxLevels * (kMaxLayers + 1) + 1];
+  for (int i = 0; i < saved.num_skips; ++i) {
+    const Act& s = saved.skips[i];
+    dskips[i] = i < skip ? ex.zeros(s.h, s.w, s.c) : ex.alloc(s.h, s.w, s.c);
+  }
+
+  // 5. up blocks, reversed
   for (int i = m->num_levels - 1; i >= 0; --i) {
     Block& blk = m->up[i];
     if (blk.resample_kind == kResampleConv) {
@@ -245,7 +248,7 @@ void run_backward(Exec& ex, const Act& dy, const float* timesteps, const float* 
       if (blk.has_attention) dh = attention_backward_block(ex, blk.attentions[j], dh);
       Act dcat = resnet_backward(ex, blk.resnets[j], dh, dtemb_projs);
       const Act prev = blk.prev[j];
-      Act dprev = ex.zeros(prev.h, prev.w, prev.c);
+      Act dprev = ex.alloc(prev.h, prev.w, prev.c);  // written whole, with dskip, by the concat backward
       const Act& dskip = dskips[skip++];
       if (ex.run())
         ex.ops().concat_channels_backward(dcat.data, prev.c, dskip.c, B * prev.h * prev.w, dprev.data, dskip.data);
