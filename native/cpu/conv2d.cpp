@@ -103,8 +103,6 @@ const char* conv_isa_name() { return kernel().name; }
 int conv_panel_width() { return kernel().nr; }
 int conv_tile_rows() { return kernel().mr; }
 TileKernel conv_tile_kernel() { return kernel().tile; }
-NormApplyKernel norm_apply_kernel() { return kernel().norm.apply; }
-NormGradKernel norm_grad_kernel() { return kernel().norm.grad; }
 const NormKernels& norm_kernels() { return kernel().norm; }
 const WinogradPasses& winograd_passes() { return kernel().winograd; }
 SoftmaxRowKernel softmax_row_kernel() { return kernel().softmax_row; }

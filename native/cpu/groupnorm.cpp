@@ -99,7 +99,7 @@ void group_norm_forward(const float* x, const GroupNormArgs& a, float* y, float*
   // 64, 49.7 -> 54.4 ms a step.)
   const int chunk = 64;
   const int chunks_per_image = (P + chunk - 1) / chunk;
-  const NormApplyKernel wide = norm_apply_kernel();
+  const NormApplyKernel wide = norm_kernels().apply;
   parallel_for(a.batch * chunks_per_image, 1, [&](int task) {
     const int b = task / chunks_per_image;
     const int p0 = (task % chunks_per_image) * chunk;
@@ -182,7 +182,7 @@ void norm_backward_sums(const float* x, const float* dy, int pixels, int ld, int
   const float* mul = coef[kMul];
   const float* add = coef[kAdd];
   const float* centre = coef[kCentre];
-  const NormGradKernel wide = kSilu ? norm_grad_kernel() : nullptr;  // SiLU-bound: the ISA's full width
+  const NormGradKernel wide = kSilu ? norm_kernels().grad : nullptr;  // SiLU-bound: the ISA's full width
   float acc1[kSlice], acc2[kSlice];
   for (int c = 0; c < cn; ++c) sums[2 * c] = sums[2 * c + 1] = 0.0;
   for (int p0 = 0; p0 < pixels; p0 += kAccumulatePixels) {
@@ -212,14 +212,15 @@ void norm_backward_sums(const float* x, const float* dy, int pixels, int ld, int
 }
 
 // Pass 2 over one pixel's n channels: dx += k1 * g1 + k2 * (x - centre) + k3
-// (kOverwrite: dx =, into a buffer nobody zero-filled).
+// (kOverwrite: dx =, into a buffer nobody zero-filled); `wide` (or null)
+// takes the leading channels.
 template <bool kOverwrite>
-void norm_backward_pixel(const float* x, const float* g1, const float* const coef[], int n, float* dx) {
+void norm_backward_pixel(const float* x, const float* g1, const float* const coef[], int n, float* dx,
+                         NormDxKernel wide) {
   const float* centre = coef[kCentre];
   const float* k1 = coef[kK1];
   const float* k2 = coef[kK2];
   const float* k3 = coef[kK3];
-  const NormDxKernel wide = norm_kernels().dx;
   int c = wide ? wide(x, g1, centre, k1, k2, k3, n, dx, kOverwrite) : 0;
   for (; c + 4 <= n; c += 4) {
     const f32x4 d = load_f32x4(x + c) - load_f32x4(centre + c);
@@ -317,7 +318,8 @@ void group_norm_backward(const float* x, const GroupNormArgs& a, const float* st
       }
     }
 
-  // Pass 2: dx, per sample in pixel chunks.
+  // Pass 2: dx, per sample in pixel chunks (the leading channels at the CPU's full width).
+  const NormDxKernel wide = norm_kernels().dx;
   const int chunk = 64;
   const int chunks_per_image = (P + chunk - 1) / chunk;
   parallel_for(B * chunks_per_image, 1, [&](int task) {
@@ -329,9 +331,9 @@ void group_norm_backward(const float* x, const GroupNormArgs& a, const float* st
     for (int p = p0; p < p1; ++p) {
       const size_t off = ((size_t)b * P + p) * C;
       if (a.dx_overwrite)
-        norm_backward_pixel<true>(x + off, g1 + off, q, C, dx + off);
+        norm_backward_pixel<true>(x + off, g1 + off, q, C, dx + off, wide);
       else
-        norm_backward_pixel<false>(x + off, g1 + off, q, C, dx + off);
+        norm_backward_pixel<false>(x + off, g1 + off, q, C, dx + off, wide);
     }
   });
 }

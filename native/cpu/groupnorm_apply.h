@@ -25,11 +25,8 @@
 
 namespace mb {
 
+// The apply pass: y = x * mul + add (then SiLU), the leading multiple of the width.
 using NormApplyKernel = int (*)(const float* x, const float* mul, const float* add, int n, float* y, bool silu);
-
-// The kernel for the instruction set the GEMM kernels were chosen for
-// (conv2d.cpp; MARBLE_ISA forces both), or null: four lanes in groupnorm.cpp.
-NormApplyKernel norm_apply_kernel();
 
 // The backward's pass 1 at one pixel, through the SiLU (groupnorm.cpp's
 // norm_backward_sums): g1 = dy * SiLU'(x * mul + add) into g1_out, and per
@@ -37,7 +34,6 @@ NormApplyKernel norm_apply_kernel();
 // the width; the same operations as groupnorm.cpp's four lanes, lane for lane.
 using NormGradKernel = int (*)(const float* x, const float* dy, const float* mul, const float* add, const float* centre,
                                int n, float* g1_out, float* acc1, float* acc2);
-NormGradKernel norm_grad_kernel();
 
 // The backward's second pass at one pixel: dx = (dx +) k1 * g1 + k2 * (x -
 // centre) + k3 (groupnorm.cpp's norm_backward_pixel), the leading multiple
@@ -56,8 +52,8 @@ struct NormKernels {
   NormDxKernel dx;
   NormSumsKernel sums;
 };
-// The kernels for the instruction set the GEMM kernels were chosen for, or
-// nulls (groupnorm.cpp's four lanes).
+// The kernels for the instruction set the GEMM kernels were chosen for
+// (conv2d.cpp; MARBLE_ISA forces both), or nulls (groupnorm.cpp's four lanes).
 const NormKernels& norm_kernels();
 
 #if defined(__x86_64__) && defined(MB_HAVE_X86_KERNELS)
