@@ -23,38 +23,50 @@ static constexpr int kMR = MB_MR;
 static constexpr int kNV = MB_NV;
 static constexpr int kNR = MB_NV * kVecFloats;
 
-void MB_KERNEL(const GemmTile& tile) {
+namespace {
+// One body per way of reading A, every loop over the accumulators unrolled,
+// so that they are registers from the zeroing to the stores: before, the
+// compiler kept them on the stack (16 stores at entry, 16 after the K loop,
+// 16 loads in the epilogue), which a K = 32 tile pays for on every call.
+template <bool kPackedA>
+inline __attribute__((always_inline)) void tile_body(const GemmTile& tile) {
   mb_vec acc[kMR][kNV];
+#pragma GCC unroll 16
   for (int i = 0; i < kMR; ++i)
+#pragma GCC unroll 4
     for (int j = 0; j < kNV; ++j) acc[i][j] = mb_vec{};
   const float* b = tile.panel;
   const int cin = tile.cin;
   const int b_step = tile.b_ld ? tile.b_ld : kNR;
-  // acc[i] += a(i) * B's row: every row of A against the panel's row at b.
-  auto madd_rows = [&](const float* b_row, auto a) {
-    mb_vec bv[kNV];
-    for (int j = 0; j < kNV; ++j) bv[j] = *reinterpret_cast<const mb_vec*>(b_row + j * kVecFloats);
-    for (int i = 0; i < kMR; ++i) {
-      const float av = a(i);
-#if defined(__wasm_relaxed_simd__)
-      // The relaxed-SIMD build (wasm/build.sh): f32x4.relaxed_madd, a fused
-      // multiply-add where the engine has one (one rounding, as the AVX
-      // kernels), else the same two roundings as below.
-      const mb_vec as = mb_vec{} + av;
-      for (int j = 0; j < kNV; ++j) acc[i][j] = __builtin_wasm_relaxed_madd_f32x4(as, bv[j], acc[i][j]);
-#else
-      for (int j = 0; j < kNV; ++j) acc[i][j] += av * bv[j];
-#endif
-    }
-  };
-  if (tile.a_packed) {
-    const float* a = tile.a_packed;
-    for (int k = 0; k < cin; ++k, b += b_step, a += tile.a_ld) madd_rows(b, [a](int i) { return a[i]; });
-  } else {
-    for (int t = 0; t < tile.taps; ++t) {
-      const float* a[kMR];
+  // acc[i] += a(i) * B's row at b, for every k of every tap: A packed by k
+  // (one "tap"), or each tap's rows read in place. Plain loops unrolled by
+  // pragma rather than a lambda over acc, which kept it addressable.
+  const float* a_packed = tile.a_packed;
+  const int taps = kPackedA ? 1 : tile.taps;
+  for (int t = 0; t < taps; ++t) {
+    const float* a[kMR];
+    if (!kPackedA)
       for (int i = 0; i < kMR; ++i) a[i] = tile.rows[t * kMR + i];
-      for (int ci = 0; ci < cin; ++ci, b += b_step) madd_rows(b, [&a, ci](int i) { return a[i][ci]; });
+    for (int k = 0; k < cin; ++k, b += b_step) {
+      mb_vec bv[kNV];
+#pragma GCC unroll 4
+      for (int j = 0; j < kNV; ++j) bv[j] = *reinterpret_cast<const mb_vec*>(b + j * kVecFloats);
+#pragma GCC unroll 16
+      for (int i = 0; i < kMR; ++i) {
+        const float av = kPackedA ? a_packed[i] : a[i][k];
+#if defined(__wasm_relaxed_simd__)
+        // The relaxed-SIMD build (wasm/build.sh): f32x4.relaxed_madd, a fused
+        // multiply-add where the engine has one (one rounding, as the AVX
+        // kernels), else the same two roundings as below.
+        const mb_vec as = mb_vec{} + av;
+#pragma GCC unroll 4
+        for (int j = 0; j < kNV; ++j) acc[i][j] = __builtin_wasm_relaxed_madd_f32x4(as, bv[j], acc[i][j]);
+#else
+#pragma GCC unroll 4
+        for (int j = 0; j < kNV; ++j) acc[i][j] += av * bv[j];
+#endif
+      }
+      if (kPackedA) a_packed += tile.a_ld;
     }
   }
 
@@ -62,8 +74,10 @@ void MB_KERNEL(const GemmTile& tile) {
   // partial tiles, so full and partial tiles round alike.
   const bool divide = tile.divisor != 1.0f;
   const mb_vec divisor = mb_vec{} + tile.divisor;
+#pragma GCC unroll 16
   for (int i = 0; i < kMR; ++i) {
     if (i >= tile.nrows) break;
+#pragma GCC unroll 4
     for (int j = 0; j < kNV; ++j) {
       const int o = j * kVecFloats;
       mb_vec v = acc[i][j];
@@ -74,6 +88,14 @@ void MB_KERNEL(const GemmTile& tile) {
       *reinterpret_cast<mb_vec_u*>(tile.out[i] + o) = v;
     }
   }
+}
+}  // namespace
+
+void MB_KERNEL(const GemmTile& tile) {
+  if (tile.a_packed)
+    tile_body<true>(tile);
+  else
+    tile_body<false>(tile);
 }
 
 }  // namespace mb
