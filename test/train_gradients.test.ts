@@ -172,3 +172,38 @@ test('dropout: a seeded Philox mask, the same on cpu and wasm, and its gradient 
   await checkFiniteDifferences(unet, batch(7), ['down_blocks.0.resnets.0.conv2.weight', 'up_blocks.1.resnets.1.norm2.weight']);
   unet.dispose();
 });
+
+test('finite differences through one-channel images: conv_in and conv_out (the thin weight gradient, two vectors wide)', async () => {
+  // block_out_channels[0] = 32: conv2d_thin_grad.cpp's two-vector blocks
+  // (mnist-variants, 16 channels, takes its one-vector path against diffusers).
+  const unet = await createUNet(
+    {
+      block_out_channels: [32, 32],
+      down_block_types: ['DownBlock2D', 'DownBlock2D'],
+      up_block_types: ['UpBlock2D', 'UpBlock2D'],
+      layers_per_block: 1,
+      norm_num_groups: 8,
+      in_channels: 1,
+      out_channels: 1,
+      sample_size: 12,
+    },
+    { backend: 'cpu', seed: 7 },
+  );
+  const n = 3 * 12 * 12;
+  const timesteps = [40, 500, 900];
+  const { sqrtAlphaProd, sqrtOneMinusAlphaProd } = new DDPMScheduler().noiseCoefficients(timesteps);
+  const batch = {
+    x0: new Float32Array(n).map((_, i) => Math.sin(i * 0.37)),
+    noise: new Float32Array(n).map((_, i) => Math.cos(i * 1.1)),
+    shape: [3, 1, 12, 12] as [number, number, number, number],
+    timesteps: Float32Array.from(timesteps),
+    sqrtAlphaProd,
+    sqrtOneMinusAlphaProd,
+    classCond: null,
+    target: 0 as const,
+    lossWeights: null,
+    dropoutSeed: 0,
+  };
+  await checkFiniteDifferences(unet, batch, ['conv_in.weight', 'conv_out.weight']);
+  unet.dispose();
+});

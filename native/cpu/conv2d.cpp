@@ -449,13 +449,16 @@ bool weight_grad_by_winograd(const ConvGeometry& g, int cin, int k) {
 }  // namespace
 
 size_t conv2d_backward_weights_scratch_floats(const ConvGeometry& g, int cout, int cin, int k) {
+  if (thin_weight_grad_applies(g, cout, cin, k)) return thin_weight_grad_scratch_floats(g, cout, cin);
   if (weight_grad_by_winograd(g, cin, k)) return winograd_backward_weights_scratch_floats(g, cout, cin);
   return im2col_weight_grad_scratch_floats(g, cout, cin, k);
 }
 
 void conv2d_backward_weights(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin, int k,
                              float* grad_w, float* grad_b, float* scratch, const float* zero_row) {
-  if (weight_grad_by_winograd(g, cin, k))
+  if (thin_weight_grad_applies(g, cout, cin, k))
+    thin_weight_grad(in, g, dy, cout, cin, grad_w, scratch);
+  else if (weight_grad_by_winograd(g, cin, k))
     winograd_conv2d_backward_weights(in, g, dy, cout, cin, grad_w, scratch, zero_row);
   else
     im2col_weight_grad(in, g, dy, cout, cin, k, grad_w, scratch);
