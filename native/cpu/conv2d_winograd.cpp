@@ -54,7 +54,8 @@ constexpr int products(int m) { return (m + 2) * (m + 2); }
 struct Blocking {
   int m, q;                     // tile side, matrices per transform
   int tiles_h, tiles_w, tiles;  // m x m output tiles
-  int block_tiles, blocks;      // tiles per task block, a multiple of mr
+  int block_tiles, blocks;      // tiles in the largest task block (a multiple of mr), blocks
+  int units;                    // mr-tile units, spread evenly over the blocks (block_range)
   int panels, panel_groups, panels_per_group;
   int slots;  // concurrent tasks, each with its own scratch
   size_t v_q, m_q;  // floats between the q matrices of v ([q][tile][cin]) and m ([q][tile][nr])
@@ -122,11 +123,19 @@ Blocking blocking(const ConvGeometry& g, const PackedWeights& w) {
   k.tiles_h = (g.out_h + k.m - 1) / k.m;
   k.tiles_w = (g.out_w + k.m - 1) / k.m;
   k.tiles = g.batch * k.tiles_h * k.tiles_w;
-  int bt = (int)(kBlockFloats / (k.q * (size_t)w.cin));
-  bt = imin(bt, kMaxBlockTiles);
-  bt = imin(bt, (k.tiles + mr - 1) / mr * mr);
-  k.block_tiles = imax(mr, bt / mr * mr);
-  k.blocks = (k.tiles + k.block_tiles - 1) / k.block_tiles;
+  // Blocks of whole micro-kernel tiles ("units" of mr tiles), at most what
+  // keeps a block's transforms in L2, at least two per thread and a multiple
+  // of the threads where there are units for it, as even as they can be:
+  // tasks are claimed dynamically,
+  // but a batch-1 28x28 map's 196 tiles in blocks of 64, 64, 64 and 4 left
+  // one of two threads with twice the other's work.
+  const int units = (k.tiles + mr - 1) / mr;
+  const int max_units = imax(1, imin((int)(kBlockFloats / (k.q * (size_t)w.cin)), kMaxBlockTiles) / mr);
+  const int threads = num_threads();
+  k.blocks = imax((units + max_units - 1) / max_units, 2 * threads);
+  k.blocks = imin(units, (k.blocks + threads - 1) / threads * threads);  // a round for every thread
+  k.units = units;
+  k.block_tiles = (units + k.blocks - 1) / k.blocks * mr;  // the largest block
   k.panels = (w.cout + nr - 1) / nr;
   // Few blocks (small images): split the output channels too so that every
   // thread has work; each group repeats the (cheap) input transform.
@@ -141,6 +150,17 @@ Blocking blocking(const ConvGeometry& g, const PackedWeights& w) {
   k.m_floats = k.q * k.m_q;
   k.u_floats = w.lean ? k.q * lean_q_stride(w.cin, nr) : 0;
   return k;
+}
+
+// Block `block`'s tiles: [first, first + count).
+struct TileRange {
+  int first, count;
+};
+inline TileRange block_range(const Blocking& k, int block) {
+  const int mr = conv_tile_rows();
+  const int first = (int)((long long)block * k.units / k.blocks) * mr;
+  const int end = imin(k.tiles, (int)((long long)(block + 1) * k.units / k.blocks) * mr);
+  return {first, end - first};
 }
 
 // U = G g G^T in float, for V = float (packing) or f32x4 (the lean path,
@@ -220,8 +240,8 @@ void forward_tiles(const float* in, const ConvGeometry& g, const PackedWeights& 
     float* mbuf = v + k.v_floats;
     float* ubuf = mbuf + k.m_floats;  // lean weights: this panel's transformed filters
     const int block = task / k.panel_groups, group = task % k.panel_groups;
-    const int t0 = block * k.block_tiles;
-    const int nt = imin(k.block_tiles, k.tiles - t0);
+    const TileRange range = block_range(k, block);
+    const int t0 = range.first, nt = range.count;
 
     // 1. Input transforms of the block's tiles: v[Q][block_tiles][cin] (one
     //    "panel" as wide as the channels: channel c lands at v[q][t][c]).
