@@ -173,37 +173,40 @@ test('dropout: a seeded Philox mask, the same on cpu and wasm, and its gradient 
   unet.dispose();
 });
 
-test('finite differences through one-channel images: conv_in and conv_out (the thin weight gradient, two vectors wide)', async () => {
-  // block_out_channels[0] = 32: conv2d_thin_grad.cpp's two-vector blocks
-  // (mnist-variants, 16 channels, takes its one-vector path against diffusers).
-  const unet = await createUNet(
-    {
-      block_out_channels: [32, 32],
-      down_block_types: ['DownBlock2D', 'DownBlock2D'],
-      up_block_types: ['UpBlock2D', 'UpBlock2D'],
-      layers_per_block: 1,
-      norm_num_groups: 8,
-      in_channels: 1,
-      out_channels: 1,
-      sample_size: 12,
-    },
-    { backend: 'cpu', seed: 7 },
-  );
-  const n = 3 * 12 * 12;
-  const timesteps = [40, 500, 900];
-  const { sqrtAlphaProd, sqrtOneMinusAlphaProd } = new DDPMScheduler().noiseCoefficients(timesteps);
-  const batch = {
-    x0: new Float32Array(n).map((_, i) => Math.sin(i * 0.37)),
-    noise: new Float32Array(n).map((_, i) => Math.cos(i * 1.1)),
-    shape: [3, 1, 12, 12] as [number, number, number, number],
-    timesteps: Float32Array.from(timesteps),
-    sqrtAlphaProd,
-    sqrtOneMinusAlphaProd,
-    classCond: null,
-    target: 0 as const,
-    lossWeights: null,
-    dropoutSeed: 0,
-  };
-  await checkFiniteDifferences(unet, batch, ['conv_in.weight', 'conv_out.weight']);
-  unet.dispose();
-});
+for (const channels of [32, 24]) {
+  test(`finite differences through one-channel images, ${channels} channels: conv_in and conv_out (conv2d_thin.cpp)`, async () => {
+    // 32: the thin weight gradient's two-vector blocks (mnist-variants, 16
+    // channels, takes its one-vector path against diffusers); 24: the thin
+    // forward's part-vector tail (and the weight gradient's GEMM fallback).
+    const unet = await createUNet(
+      {
+        block_out_channels: [channels, 32],
+        down_block_types: ['DownBlock2D', 'DownBlock2D'],
+        up_block_types: ['UpBlock2D', 'UpBlock2D'],
+        layers_per_block: 1,
+        norm_num_groups: 8,
+        in_channels: 1,
+        out_channels: 1,
+        sample_size: 12,
+      },
+      { backend: 'cpu', seed: 7 },
+    );
+    const n = 3 * 12 * 12;
+    const timesteps = [40, 500, 900];
+    const { sqrtAlphaProd, sqrtOneMinusAlphaProd } = new DDPMScheduler().noiseCoefficients(timesteps);
+    const batch = {
+      x0: new Float32Array(n).map((_, i) => Math.sin(i * 0.37)),
+      noise: new Float32Array(n).map((_, i) => Math.cos(i * 1.1)),
+      shape: [3, 1, 12, 12] as [number, number, number, number],
+      timesteps: Float32Array.from(timesteps),
+      sqrtAlphaProd,
+      sqrtOneMinusAlphaProd,
+      classCond: null,
+      target: 0 as const,
+      lossWeights: null,
+      dropoutSeed: 0,
+    };
+    await checkFiniteDifferences(unet, batch, ['conv_in.weight', 'conv_out.weight', 'conv_in.bias']);
+    unet.dispose();
+  });
+}

@@ -28,7 +28,7 @@ SOURCES=(
   native/cpu/conv2d.cpp
   native/cpu/conv2d_winograd.cpp
   native/cpu/conv2d_im2col_grad.cpp
-  native/cpu/conv2d_thin_grad.cpp
+  native/cpu/conv2d_thin.cpp
   native/cpu/gemm_generic.cpp
   native/cpu/peak.cpp
   native/cpu/groupnorm.cpp

@@ -150,6 +150,10 @@ void pack_weights(PackedWeights* packed, float* storage, const WeightSource* sou
 
 void conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep, float* out,
                     const float* zero_row) {
+  if (thin_conv_applies(g, w)) {
+    thin_conv2d_forward(in, g, w, ep, out);
+    return;
+  }
   const ConvKernel& k = kernel();
   const int mr = k.mr, nr = k.nr;
   const int taps = w.kh * w.kw;

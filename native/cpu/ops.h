@@ -130,9 +130,12 @@ void winograd_conv2d_forward(const float* in, const ConvGeometry& g, const Packe
 // (F(2x2, 3x3)) or its source (F(4x4, 3x3)); never a lean one: lean models
 // are sampling-only.
 void pack_winograd_backward_data_weights(PackedWeights* out, float* storage, const PackedWeights& w);
-// The weight gradient (torch layout, accumulated; no bias) of a 3x3, stride-1
-// conv with one input or one output channel (conv2d_thin_grad.cpp), where
-// thin_weight_grad_applies().
+// 3x3, stride-1 convs with one input or one output channel (conv2d_thin.cpp):
+// the forward (conv2d_forward takes it for direct-packed weights) and the
+// weight gradient (torch layout, accumulated; no bias), where they apply.
+bool thin_conv_applies(const ConvGeometry& g, const PackedWeights& w);  // direct-packed, one channel on a side
+void thin_conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
+                         float* out);
 bool thin_weight_grad_applies(const ConvGeometry& g, int cout, int cin, int k);
 size_t thin_weight_grad_scratch_floats(const ConvGeometry& g, int cout, int cin);
 void thin_weight_grad(const float* in, const ConvGeometry& g, const float* dy, int cout, int cin, float* grad_w,

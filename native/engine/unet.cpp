@@ -65,8 +65,11 @@ struct Builder {
     c.cin = cin;
     c.cout = cout;
     c.k = k;
-    c.winograd = k == 3 && winograd_level;  // the downsampler (stride 2) clears both
-    c.winograd_coarse = k == 3 && !winograd_level;
+    // A conv with one channel on a side goes direct: the CPU's thin kernels
+    // (conv2d_thin.cpp) take it; Winograd's GEMMs would be mostly padding.
+    const bool thin = cin == 1 || cout == 1;
+    c.winograd = k == 3 && winograd_level && !thin;  // the downsampler (stride 2) clears both
+    c.winograd_coarse = k == 3 && !winograd_level && !thin;
     c.weight = param(prefix.with(".weight"), cout, cin, k, k);
     c.bias = param(prefix.with(".bias"), cout);
     if (cin > m->max_channels) m->max_channels = cin;
@@ -202,7 +205,7 @@ int model_init(Model* m, const double* cfg, int n) {
   m->conv_in.cin = m->in_channels;
   m->conv_in.cout = c0;
   m->conv_in.k = 3;
-  m->conv_in.winograd = true;
+  m->conv_in.winograd = m->in_channels > 1;  // one channel: direct (see Builder::conv)
   m->max_channels = imax(m->in_channels, c0);
 
   // time
