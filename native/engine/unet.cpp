@@ -16,12 +16,17 @@ namespace {
 // ---------------------------------------------------------------------------
 // Graph construction.
 
+constexpr int kWinogradLevels = 3;
+
 struct Builder {
   Model* m;
   int status = kOk;
-  // Winograd for the 3x3 convs built while this is set: the two finest
-  // levels, which hold most of the FLOPs. On the coarser maps there are too
-  // few 2x2 tiles for its GEMMs to beat the direct convolution's.
+  // Winograd for the 3x3 convs built while this is set: the three finest
+  // levels (kWinogradLevels), which hold most of the FLOPs. On the coarser
+  // maps there are too few 2x2 tiles at batch 1 for its GEMMs to beat the
+  // direct convolution's (a 32x32 model's fourth level: 4 tiles, half a
+  // micro-kernel tile). The third level (MNIST's 7x7, cifar10-32's 8x8: 16
+  // tiles) pays: see the commit that made it three.
   bool winograd_level = true;
 
   int param(const Name& name, int d0, int d1 = 0, int d2 = 0, int d3 = 0) {
@@ -255,7 +260,7 @@ int model_init(Model* m, const double* cfg, int n) {
     output_channel = m->block_out_channels[i];
     const bool is_final = i == levels - 1;
     Block& blk = m->down[i];
-    b.winograd_level = i < 2;
+    b.winograd_level = i < kWinogradLevels;
     blk.type = (int)down_types[i];
     blk.num_layers = m->layers_per_block;
     blk.in_channels = input_channel;
@@ -274,7 +279,7 @@ int model_init(Model* m, const double* cfg, int n) {
       }
     }
     if (!is_final) {
-      b.winograd_level = i + 1 < 2;  // the downsampler's convs work at the next coarser level
+      b.winograd_level = i + 1 < kWinogradLevels;  // the downsampler's convs work at the next coarser level
       bool resnet_down = blk.type == kResnetDownsampleBlock2D || (blk.type == kAttnDownBlock2D && downsample_type == 1);
       if (resnet_down) {
         blk.resample_kind = kResampleResnet;
@@ -292,7 +297,7 @@ int model_init(Model* m, const double* cfg, int n) {
   if (m->has_mid) {
     const int c = m->block_out_channels[levels - 1];
     Block& mid = m->mid;
-    b.winograd_level = levels - 1 < 2;
+    b.winograd_level = levels - 1 < kWinogradLevels;
     mid.num_layers = 2;
     mid.in_channels = mid.out_channels = c;
     mid.resnets[0] = b.resnet(Name("mid_block.resnets.0"), c, c, groups, mid_scale, 0);
@@ -314,7 +319,7 @@ int model_init(Model* m, const double* cfg, int n) {
     const int input_channel = m->block_out_channels[imax(levels - 2 - i, 0)];
     const bool is_final = i == levels - 1;
     Block& blk = m->up[i];
-    b.winograd_level = levels - 1 - i < 2;
+    b.winograd_level = levels - 1 - i < kWinogradLevels;
     blk.type = (int)up_types[i];
     blk.num_layers = m->layers_per_block + 1;
     blk.in_channels = prev_output_channel;
@@ -335,7 +340,7 @@ int model_init(Model* m, const double* cfg, int n) {
       }
     }
     if (!is_final) {
-      b.winograd_level = levels - 2 - i < 2;  // the upsampler works at the next finer level
+      b.winograd_level = levels - 2 - i < kWinogradLevels;  // the upsampler works at the next finer level
       bool resnet_up = blk.type == kResnetUpsampleBlock2D || (blk.type == kAttnUpBlock2D && upsample_type == 1);
       if (resnet_up) {
         blk.resample_kind = kResampleResnet;
