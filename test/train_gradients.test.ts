@@ -65,6 +65,26 @@ async function checkFiniteDifferences(unet: UNet2DModel, batch: Awaited<ReturnTy
   }
 }
 
+// A training batch of smooth made-up images (sines), noise (cosines) and the
+// scheduler's coefficients at `timesteps`, one image per timestep.
+function syntheticBatch(channels: number, size: number, timesteps: number[], classCond: Float32Array<ArrayBuffer> | null,
+                        xFreq: number, noiseFreq: number) {
+  const n = timesteps.length * channels * size * size;
+  const { sqrtAlphaProd, sqrtOneMinusAlphaProd } = new DDPMScheduler().noiseCoefficients(timesteps);
+  return {
+    x0: new Float32Array(n).map((_, i) => Math.sin(i * xFreq)),
+    noise: new Float32Array(n).map((_, i) => Math.cos(i * noiseFreq)),
+    shape: [timesteps.length, channels, size, size] as [number, number, number, number],
+    timesteps: Float32Array.from(timesteps),
+    sqrtAlphaProd,
+    sqrtOneMinusAlphaProd,
+    classCond,
+    target: 0 as const,
+    lossWeights: null,
+    dropoutSeed: 0,
+  };
+}
+
 test('finite differences agree with the backward pass, per op family', async () => {
   const reference = await readSafetensorsFile(fixturePath('unet/class-cond/train_step.safetensors'));
   const unet = await loadUNet(fixturePath('unet/class-cond'), { backend: 'cpu' });
@@ -102,21 +122,7 @@ test('finite differences on paths no fixture covers: resnet up/down sampling, cl
     },
     { backend: 'cpu', seed: 5 },
   );
-  const n = 2 * 3 * 8 * 8;
-  const timesteps = [100, 800];
-  const { sqrtAlphaProd, sqrtOneMinusAlphaProd } = new DDPMScheduler().noiseCoefficients(timesteps);
-  const batch = {
-    x0: new Float32Array(n).map((_, i) => Math.sin(i * 0.7)),
-    noise: new Float32Array(n).map((_, i) => Math.cos(i * 1.3)),
-    shape: [2, 3, 8, 8] as [number, number, number, number],
-    timesteps: Float32Array.from(timesteps),
-    sqrtAlphaProd,
-    sqrtOneMinusAlphaProd,
-    classCond: Float32Array.of(3, 250),
-    target: 0 as const,
-    lossWeights: null,
-    dropoutSeed: 0,
-  };
+  const batch = syntheticBatch(3, 8, [100, 800], Float32Array.of(3, 250), 0.7, 1.3);
   await checkFiniteDifferences(unet, batch, [
     'down_blocks.0.downsamplers.0.conv1.weight',
     'up_blocks.0.upsamplers.0.conv1.weight',
@@ -191,21 +197,7 @@ for (const channels of [32, 24]) {
       },
       { backend: 'cpu', seed: 7 },
     );
-    const n = 3 * 12 * 12;
-    const timesteps = [40, 500, 900];
-    const { sqrtAlphaProd, sqrtOneMinusAlphaProd } = new DDPMScheduler().noiseCoefficients(timesteps);
-    const batch = {
-      x0: new Float32Array(n).map((_, i) => Math.sin(i * 0.37)),
-      noise: new Float32Array(n).map((_, i) => Math.cos(i * 1.1)),
-      shape: [3, 1, 12, 12] as [number, number, number, number],
-      timesteps: Float32Array.from(timesteps),
-      sqrtAlphaProd,
-      sqrtOneMinusAlphaProd,
-      classCond: null,
-      target: 0 as const,
-      lossWeights: null,
-      dropoutSeed: 0,
-    };
+    const batch = syntheticBatch(1, 12, [40, 500, 900], null, 0.37, 1.1);
     await checkFiniteDifferences(unet, batch, ['conv_in.weight', 'conv_out.weight', 'conv_in.bias']);
     unet.dispose();
   });

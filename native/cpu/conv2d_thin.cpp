@@ -48,6 +48,26 @@ struct ThinShape {
   bool one_input;  // cin == 1
 };
 
+// The run of output pixels [p, p_end) that lies in one output row: its
+// image b, row oy, columns [ox_begin, ox_end), and the three input rows
+// under it (null in the padding).
+struct RowRun {
+  int b, oy, ox_begin, ox_end;
+  const float* in_rows[3];
+};
+inline RowRun row_run(const float* in, const ConvGeometry& g, int p, int p_end) {
+  RowRun r;
+  r.b = p / (g.out_h * g.out_w);
+  r.oy = p / g.out_w % g.out_h;
+  r.ox_begin = p % g.out_w;
+  r.ox_end = imin(g.out_w, r.ox_begin + (p_end - p));
+  for (int ky = 0; ky < 3; ++ky) {
+    const int iy = r.oy - g.pad_top + ky;
+    r.in_rows[ky] = iy >= 0 && iy < g.in_h ? in + ((size_t)r.b * g.in_h + iy) * g.in_w * g.in_ld : nullptr;
+  }
+  return r;
+}
+
 // The chunk's sums for channels [c0, c0 + V * kLanes) into part[t][c]: 9 x V
 // accumulators. The padding reads as zeros (multiplied like any input).
 template <int V>
@@ -58,15 +78,9 @@ inline __attribute__((always_inline)) void chunk_sums_v(const ThinShape& s, int 
   for (int t = 0; t < 9; ++t)
     for (int v = 0; v < V; ++v) acc[t][v] = thin_vec{};
   for (int p = p_begin; p < p_end;) {
-    // One output row's run of the chunk: the three input rows under it.
-    const int b = p / (g.out_h * g.out_w), oy = p / g.out_w % g.out_h, ox0 = p % g.out_w;
-    const int ox_end = imin(g.out_w, ox0 + (p_end - p));
-    const float* in_rows[3];
-    for (int ky = 0; ky < 3; ++ky) {
-      const int iy = oy - g.pad_top + ky;
-      in_rows[ky] = iy >= 0 && iy < g.in_h ? s.in + ((size_t)b * g.in_h + iy) * g.in_w * g.in_ld : nullptr;
-    }
-    for (int ox = ox0; ox < ox_end; ++ox, ++p) {
+    const RowRun run = row_run(s.in, g, p, p_end);
+    const float* const* in_rows = run.in_rows;
+    for (int ox = run.ox_begin; ox < run.ox_end; ++ox, ++p) {
       const float* dy = s.dy + (size_t)p * g.out_ld;
       thin_vec d[V];
       if (s.one_input)
@@ -131,13 +145,9 @@ void thin_forward_rows(const ThinForward& f, int p_begin, int p_end) {
   const ConvGeometry& g = f.g;
   const int full = f.wide / kLanes * kLanes;  // channels in whole vectors
   for (int p = p_begin; p < p_end;) {
-    const int b = p / (g.out_h * g.out_w), oy = p / g.out_w % g.out_h, ox_begin = p % g.out_w;
-    const int ox_end = imin(g.out_w, ox_begin + (p_end - p));
-    const float* in_rows[3];
-    for (int ky = 0; ky < 3; ++ky) {
-      const int iy = oy - g.pad_top + ky;
-      in_rows[ky] = iy >= 0 && iy < g.in_h ? f.in + ((size_t)b * g.in_h + iy) * g.in_w * g.in_ld : nullptr;
-    }
+    const RowRun run = row_run(f.in, g, p, p_end);
+    const float* const* in_rows = run.in_rows;
+    const int b = run.b, ox_begin = run.ox_begin, ox_end = run.ox_end;
     for (int ox0 = ox_begin; ox0 < ox_end; ox0 += kGroup) {
       const int n = imin(kGroup, ox_end - ox0);
       const size_t m0 = (size_t)p + (ox0 - ox_begin);
