@@ -20,12 +20,13 @@ const CONFIG = {
   sample_size: 16,
 };
 
-async function run(threads: number) {
-  const unet = await createUNet(CONFIG, { backend: 'cpu', threads, seed: 11 });
+async function run(threads: number, channels = 3) {
+  const config = { ...CONFIG, in_channels: channels, out_channels: channels };
+  const unet = await createUNet(config, { backend: 'cpu', threads, seed: 11 });
   try {
     const batch = 4;
-    const shape: [number, number, number, number] = [batch, 3, 16, 16];
-    const x = new Float32Array(batch * 3 * 16 * 16).map((_, i) => Math.sin(i * 0.37));
+    const shape: [number, number, number, number] = [batch, channels, 16, 16];
+    const x = new Float32Array(batch * channels * 16 * 16).map((_, i) => Math.sin(i * 0.37));
     const noise = new Float32Array(x.length).map((_, i) => Math.cos(i * 0.11));
     const timesteps = [10, 250, 500, 990];
     const out = await unet.forward(x, shape, timesteps);
@@ -53,6 +54,14 @@ async function run(threads: number) {
 test('cpu: forward and gradients are the same bits with 1 and 2 threads (attention pairs split both ways)', { skip: !nativeAvailable() && 'no native addon' }, async () => {
   const one = await run(1);
   const two = await run(2);
+  assert.deepEqual(two.out, one.out);
+  assert.equal(two.loss, one.loss);
+  for (const [k, [name, grad]] of two.grads.entries()) assert.deepEqual(grad, one.grads[k]![1], `${name}.grad`);
+});
+
+test('cpu: one-channel images (conv2d_thin.cpp, its weight gradient over several pixel chunks) give the same bits with 1 and 2 threads', { skip: !nativeAvailable() && 'no native addon' }, async () => {
+  const one = await run(1, 1);
+  const two = await run(2, 1);
   assert.deepEqual(two.out, one.out);
   assert.equal(two.loss, one.loss);
   for (const [k, [name, grad]] of two.grads.entries()) assert.deepEqual(grad, one.grads[k]![1], `${name}.grad`);
