@@ -123,12 +123,11 @@ Blocking blocking(const ConvGeometry& g, const PackedWeights& w) {
   k.tiles_h = (g.out_h + k.m - 1) / k.m;
   k.tiles_w = (g.out_w + k.m - 1) / k.m;
   k.tiles = g.batch * k.tiles_h * k.tiles_w;
-  // Blocks of whole micro-kernel tiles ("units" of mr tiles), at most what
-  // keeps a block's transforms in L2, at least two per thread and a multiple
-  // of the threads where there are units for it, as even as they can be:
-  // tasks are claimed dynamically,
-  // but a batch-1 28x28 map's 196 tiles in blocks of 64, 64, 64 and 4 left
-  // one of two threads with twice the other's work.
+  // Blocks of whole micro-kernel tiles ("units" of mr tiles): at most what
+  // keeps a block's transforms in L2; at least two per thread and a multiple
+  // of the threads where there are units for it; as even as they can be.
+  // Tasks are claimed dynamically, but a batch-1 28x28 map's 196 tiles in
+  // blocks of 64, 64, 64 and 4 left one of two threads twice the other's work.
   const int units = (k.tiles + mr - 1) / mr;
   const int max_units = imax(1, imin((int)(kBlockFloats / (k.q * (size_t)w.cin)), kMaxBlockTiles) / mr);
   const int threads = num_threads();

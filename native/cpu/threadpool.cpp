@@ -213,10 +213,11 @@ class ThreadPool {
   // than the hypervisor pausing this VM's other vCPU: on Linux, more threads
   // runnable right now (/proc/loadavg's fourth field) than there are cores.
   // Under a hypervisor that holds a vCPU back for a while, the worker's
-  // chunks stall too, with no process to yield to: going serial then made a
-  // training step 25% slower for as long as it lasted (MNIST, batch 64:
-  // 445 -> 575 ms) where the claimed chunks cost far less. Read only after a
-  // stall, so a quiet machine never pays for it. Elsewhere: assume a process.
+  // chunks stall too, with no process to yield to, and going serial only
+  // loses the second core: MNIST training at batch 64, alternating pairs of
+  // 30 steps, mean 479 ms with the serial stretches against 453 without
+  // (steps over 520 ms: 33 against 5 of 120). Read only after a stall, so a
+  // quiet machine never pays for it. Elsewhere: assume a process.
   static bool others_want_cores() {
 #if defined(__linux__)
     FILE* f = fopen("/proc/loadavg", "r");
