@@ -64,10 +64,25 @@ size_t cpu_conv_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, 
 // of one thread (the pool's backoff, threadpool.cpp, covers that case).
 constexpr double kSerialFlops = 1e6;        // GEMMs, attention: multiply-adds x 2
 constexpr long long kSerialFloats = 1 << 14;  // one pass over memory: GroupNorm, layout, resampling
+// Work that costs more per FLOP or per float than those two measures assume,
+// as multiples (batch 1, one thread, avx512): the thin convs run at about a
+// fifth of the GEMM's rate (conv_in / conv_out at 28x28: 0.45 MFLOP in 21 us);
+// SiLU's exponential and division cost about four passes over memory; each
+// attention score's share of the softmax (an exponential, the max, the sum,
+// the scaling) costs about 40 multiply-adds. Without them the MNIST model's
+// attention (8 heads of 49 tokens: 0.6 MFLOP of multiply-adds, 68 us), its
+// conv_in / conv_out and its 14x14 GroupNorms ran on one thread; with them,
+// 2 threads, batch 1, four alternating pairs of 1500 forwards: minimum
+// 2.95-2.98 -> 2.76-2.78 ms. With a core busy, 2 threads stay at or under
+// the 1-thread time.
+constexpr double kThinCost = 5.0;
+constexpr long long kSiluCost = 4;
+constexpr double kSoftmaxCost = 40.0;
 
 void cpu_conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeights& w, const ConvEpilogue& ep,
                         float* out, const float* zero_row, float* scratch) {
-  SerialScope small(2.0 * g.batch * g.out_h * g.out_w * w.cout * w.cin * w.kh * w.kw < kSerialFlops);
+  const double flops = 2.0 * g.batch * g.out_h * g.out_w * w.cout * w.cin * w.kh * w.kw;
+  SerialScope small(flops * (thin_conv_applies(g, w) ? kThinCost : 1.0) < kSerialFlops);
   if (w.winograd)
     winograd_conv2d_forward(in, g, w, ep, out, zero_row, scratch);
   else
@@ -75,12 +90,13 @@ void cpu_conv2d_forward(const float* in, const ConvGeometry& g, const PackedWeig
 }
 
 void cpu_group_norm_forward(const float* x, const GroupNormArgs& a, float* y, float* stats) {
-  SerialScope small((long long)a.batch * a.pixels * a.channels < kSerialFloats);
+  SerialScope small((long long)a.batch * a.pixels * a.channels * (a.silu ? kSiluCost : 1) < kSerialFloats);
   group_norm_forward(x, a, y, stats);
 }
 
 void cpu_attention_forward(const float* qkv, const AttentionArgs& a, float* out, float* scratch, const float* zero_row) {
-  SerialScope small(4.0 * a.batch * a.heads * a.tokens * a.tokens * a.head_dim < kSerialFlops);
+  const double scores = (double)a.batch * a.heads * a.tokens * a.tokens;
+  SerialScope small(scores * (4.0 * a.head_dim + kSoftmaxCost) < kSerialFlops);
   attention_forward(qkv, a, out, scratch, zero_row);
 }
 
