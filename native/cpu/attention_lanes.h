@@ -79,6 +79,48 @@ void attn_weighted(const float* const w[], int rows, const float* vt, int dh, in
     for (int d = 0; d < dh; ++d) out[r][d] = attn_lane_sum(acc[r][d]);
 }
 
+// The forward's out_r[0..dh) = sum over tokens j, in order, of w_r[j] * V's
+// row j, vectorised along the head's channels (NV vectors of L lanes) with V
+// read in place: each row's sums end in registers, where attn_weighted's
+// per-lane partial sums each need a horizontal sum (most of its time at 49
+// tokens). Always kAttnSmallRows rows; rows past `rows` repeat the last and
+// are not stored.
+template <int L, int NV>
+void attn_weighted_rows(const float* const w[], int rows, const float* v, int ld, int tokens, float* const out[]) {
+  typedef float lane_vec __attribute__((vector_size(4 * L)));
+  typedef float lane_vec_u __attribute__((vector_size(4 * L), aligned(4)));
+  const float* wr[kAttnSmallRows];
+  for (int r = 0; r < kAttnSmallRows; ++r) wr[r] = w[r < rows ? r : rows - 1];
+  lane_vec acc[kAttnSmallRows][NV] = {};
+  for (int j = 0; j < tokens; ++j) {
+    const float* vj = v + (size_t)j * ld;
+    lane_vec vv[NV];
+    for (int c = 0; c < NV; ++c) vv[c] = *reinterpret_cast<const lane_vec_u*>(vj + c * L);
+    for (int r = 0; r < kAttnSmallRows; ++r) {
+      const lane_vec p = lane_vec{} + wr[r][j];
+      for (int c = 0; c < NV; ++c) acc[r][c] += p * vv[c];
+    }
+  }
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < NV; ++c) *reinterpret_cast<lane_vec_u*>(out[r] + c * L) = acc[r][c];
+}
+
+// attn_weighted_rows at the widest lanes that divide dh (head_dim is a
+// multiple of 4, at most 16).
+void attn_weighted_forward(const float* const w[], int rows, const float* v, int ld, int tokens, int dh,
+                           float* const out[]) {
+  if constexpr (MB_ATTN_BYTES >= 32) {
+    if (dh == 8) return attn_weighted_rows<8, 1>(w, rows, v, ld, tokens, out);
+    if (dh == 16) return attn_weighted_rows<8, 2>(w, rows, v, ld, tokens, out);
+  }
+  switch (dh) {
+    case 4: return attn_weighted_rows<4, 1>(w, rows, v, ld, tokens, out);
+    case 8: return attn_weighted_rows<4, 2>(w, rows, v, ld, tokens, out);
+    case 12: return attn_weighted_rows<4, 3>(w, rows, v, ld, tokens, out);
+    default: return attn_weighted_rows<4, 4>(w, rows, v, ld, tokens, out);
+  }
+}
+
 // acc[d][j] += w_r[j] * x_r[d] for every token j, rows r in order.
 void attn_add_outer(const float* const w[], const float* const x[], int rows, int dh, int tp, float* acc) {
   for (int j = 0; j < tp; j += kAttnLanes) {
@@ -94,7 +136,8 @@ void attn_add_outer(const float* const w[], const float* const x[], int rows, in
 }
 }  // namespace
 
-// Scratch (floats) for one pair: keys and values transposed, kAttnSmallRows score rows.
+// Scratch (floats) for one pair: keys transposed, room for values transposed
+// (the backward's layout; the forward reads V in place), kAttnSmallRows score rows.
 void MB_ATTN_FORWARD(const float* q, const float* k, const float* v, int ld, int tokens, int dh, float scale,
                      SoftmaxRowFn softmax, float* out, int out_ld, float* slot, float* probs) {
   const int tp = (tokens + 15) / 16 * 16;
@@ -103,7 +146,6 @@ void MB_ATTN_FORWARD(const float* q, const float* k, const float* v, int ld, int
   float* s[kAttnSmallRows];
   for (int r = 0; r < kAttnSmallRows; ++r) s[r] = vt + (size_t)(dh + r) * tp;
   attn_transpose(k, ld, tokens, dh, tp, kt);
-  attn_transpose(v, ld, tokens, dh, tp, vt);
   for (int i0 = 0; i0 < tokens; i0 += kAttnSmallRows) {
     const int rows = imin(kAttnSmallRows, tokens - i0);
     const float* qi[kAttnSmallRows];
@@ -116,7 +158,7 @@ void MB_ATTN_FORWARD(const float* q, const float* k, const float* v, int ld, int
       softmax(s[r], tokens, scale);
       for (int j = tokens; j < tp; ++j) s[r][j] = 0.0f;  // padding: weight 0
     }
-    attn_weighted(s, rows, vt, dh, tp, oi);
+    attn_weighted_forward(s, rows, v, ld, tokens, dh, oi);
   }
 }
 
