@@ -62,8 +62,18 @@ size_t cpu_conv_scratch_floats(const ConvGeometry& g, int cout, int cin, int k, 
 // of 3 MFLOP / 64K floats made batch 1 10-25% slower than these (work the
 // second core could have shared), and with a core busy both stayed within 5%
 // of one thread (the pool's backoff, threadpool.cpp, covers that case).
+#if defined(__wasm__)
+// wasm's SIMD128 kernels do the same op in about three times the native
+// AVX-512 time, so an op pays for the hand-off at a third of the size:
+// wasm threads build, 2 threads, batch 1, two alternating rounds of 200
+// forwards: minimum 9.22 / 9.31 ms with the native thresholds, 8.98 / 8.97
+// with these, 9.06 / 9.10 at a tenth.
+constexpr double kSerialFlops = 3e5;
+constexpr long long kSerialFloats = 1 << 12;
+#else
 constexpr double kSerialFlops = 1e6;        // GEMMs, attention: multiply-adds x 2
 constexpr long long kSerialFloats = 1 << 14;  // one pass over memory: GroupNorm, layout, resampling
+#endif
 // Work that costs more per FLOP or per float than those two measures assume,
 // as multiples (batch 1, one thread, avx512): the thin convs run at about a
 // fifth of the GEMM's rate (conv_in / conv_out at 28x28: 0.45 MFLOP in 21 us);
