@@ -50,6 +50,8 @@ struct Pool {
   int caller_may_wait;  // 0 where the region's caller must not block (a browser's main thread)
   int serial;           // SerialScopes alive: regions run on their caller
   int worker_chunks;    // chunks run by workers since the start (tests check the pool really works)
+  int spins;            // how long workers spin for the next region before they sleep (adapt_spins)
+  int window_regions, window_solo;  // adapt_spins' count since it last decided
 };
 
 Pool pool;
@@ -59,6 +61,27 @@ Pool pool;
 // hundred regions of a forward would add up. Kept short because spinning
 // steals the core from whoever else runs on it (wasm has no yield).
 constexpr int kSpins = 1 << 11;
+// Workers spin longer while they keep up: between regions the engine runs
+// its small ops alone for tens of microseconds (wasm's take about three
+// times native's), and a worker asleep by then comes late to the next region.
+// But a spinning worker is a thread always runnable: with another process
+// on one of two cores, a 2^16 spin made a batch-1 forward 1.24-1.29x the
+// 1-thread time. Which one is told by the regions the caller ran alone
+// (the worker asleep, or its core taken): embedded model, batch 1, per
+// forward of 102 regions, quiet 2 / 5-6 (long / short spins), one core
+// busy 46-48 / 42.
+constexpr int kLongSpins = 1 << 16;
+constexpr int kAdaptWindow = 64;  // regions per decision
+
+// Called by the region's caller after each region (one at a time: pool.busy).
+void adapt_spins(bool solo) {
+  pool.window_solo += solo;
+  if (++pool.window_regions < kAdaptWindow) return;
+  // Over a quarter alone: short spins; under an eighth: long; between: as is.
+  if (4 * pool.window_solo > kAdaptWindow) __atomic_store_n(&pool.spins, kSpins, __ATOMIC_RELAXED);
+  else if (8 * pool.window_solo < kAdaptWindow) __atomic_store_n(&pool.spins, kLongSpins, __ATOMIC_RELAXED);
+  pool.window_regions = pool.window_solo = 0;
+}
 // The caller waiting for the region's last chunks spins longer: a worker's
 // chunk ends within tens of microseconds on a quiet machine, and the caller
 // asleep pays the notify round trip on top of every such wait. (A worker
@@ -121,12 +144,13 @@ void run_parallel(int n, int grain, TaskFn fn, void* ctx) {
   __atomic_store_n(&pool.word, (uint64_t)(uint32_t)generation << 32 | (uint32_t)chunks, __ATOMIC_SEQ_CST);
   __atomic_store_n(&pool.generation, generation, __ATOMIC_SEQ_CST);  // publishes the stores above
   __builtin_wasm_memory_atomic_notify(&pool.generation, (unsigned)workers);
-  work((uint32_t)generation);
+  const int mine = work((uint32_t)generation);
   for (int spins = 0;; ++spins) {
     const int done = load(&pool.done);
     if (done == chunks) break;
     if (spins >= kCallerSpins && load(&pool.caller_may_wait)) __builtin_wasm_memory_atomic_wait32(&pool.done, done, -1);
   }
+  adapt_spins(mine == chunks);
   __atomic_store_n(&pool.busy, 0, __ATOMIC_RELEASE);
 }
 
@@ -148,10 +172,11 @@ MB_EXPORT void mb_pool_worker_run() {
   __builtin_wasm_memory_atomic_notify(&pool.ready, 1);
   for (;;) {
     int generation;
+    const int limit = __atomic_load_n(&pool.spins, __ATOMIC_RELAXED);
     for (int spins = 0;; ++spins) {
       generation = mb::load(&pool.generation);
       if (generation != seen) break;
-      if (spins >= mb::kSpins) __builtin_wasm_memory_atomic_wait32(&pool.generation, seen, -1);
+      if (spins >= limit) __builtin_wasm_memory_atomic_wait32(&pool.generation, seen, -1);
     }
     seen = generation;
     if (mb::load(&pool.stopping)) break;
@@ -167,6 +192,7 @@ MB_EXPORT int mb_pool_ready() { return mb::load(&pool.ready); }
 // Lets `workers` ready workers take part in regions. Call only when no
 // region runs and exactly that many workers are ready.
 MB_EXPORT void mb_pool_start(int workers, int caller_may_wait) {
+  __atomic_store_n(&pool.spins, mb::kSpins, __ATOMIC_SEQ_CST);
   __atomic_store_n(&pool.caller_may_wait, caller_may_wait, __ATOMIC_SEQ_CST);
   __atomic_store_n(&pool.workers, workers, __ATOMIC_SEQ_CST);
 }
