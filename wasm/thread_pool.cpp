@@ -58,18 +58,27 @@ Pool pool;
 
 // Spins before sleeping: a region ends within microseconds of the last chunk,
 // and a wait/notify round trip costs tens of microseconds, which over the few
-// hundred regions of a forward would add up. Kept short because spinning
-// steals the core from whoever else runs on it (wasm has no yield).
+// hundred regions of a forward would add up. But a spinner takes the core
+// from whoever else runs on it (wasm has no yield), so the workers' spin is
+// long only while they keep up (adapt_spins).
+//
+// The caller waiting for a region's last chunks: a worker's chunk ends within
+// tens of microseconds on a quiet machine, and a caller asleep would pay the
+// notify round trip on top of every such wait; it only spins while it has
+// nothing else to do. Embedded model, 2 threads, batch 1, against 2^11:
+// minimum 9.41-9.74 -> 9.06-9.09 ms; with a core busy 0.91-1.04x the
+// 1-thread time.
+constexpr int kCallerSpins = 1 << 16;
+// Workers between regions: the engine runs its small ops alone for tens of
+// microseconds (wasm's take about three times native's), and a worker asleep
+// by then comes late to the next region, so they spin kLongSpins; but a
+// worker always spinning is a thread always runnable, and with another
+// process on one of two cores that made a batch-1 forward 1.24-1.29x the
+// 1-thread time. Which case holds is told by the regions the caller ran
+// alone (the worker asleep or its core taken): per forward of 102 regions,
+// quiet 2 / 5-6 (long / short spins), one core busy 46-48 / 42. With both
+// spins long when quiet: 8.15-8.29 ms median against 8.68-8.79.
 constexpr int kSpins = 1 << 11;
-// Workers spin longer while they keep up: between regions the engine runs
-// its small ops alone for tens of microseconds (wasm's take about three
-// times native's), and a worker asleep by then comes late to the next region.
-// But a spinning worker is a thread always runnable: with another process
-// on one of two cores, a 2^16 spin made a batch-1 forward 1.24-1.29x the
-// 1-thread time. Which one is told by the regions the caller ran alone
-// (the worker asleep, or its core taken): embedded model, batch 1, per
-// forward of 102 regions, quiet 2 / 5-6 (long / short spins), one core
-// busy 46-48 / 42.
 constexpr int kLongSpins = 1 << 16;
 constexpr int kAdaptWindow = 64;  // regions per decision
 
@@ -82,16 +91,6 @@ void adapt_spins(bool solo) {
   else if (8 * pool.window_solo < kAdaptWindow) __atomic_store_n(&pool.spins, kLongSpins, __ATOMIC_RELAXED);
   pool.window_regions = pool.window_solo = 0;
 }
-// The caller waiting for the region's last chunks spins longer: a worker's
-// chunk ends within tens of microseconds on a quiet machine, and the caller
-// asleep pays the notify round trip on top of every such wait. (A worker
-// spinning that long between regions was faster still on a quiet machine,
-// 8.3-9.2 against 9.7-10.1 ms a batch-1 forward at 2 threads, but with a
-// core busy it took 1.24-1.29x the 1-thread time: three threads always
-// runnable on two cores. This spin only runs while the caller has nothing
-// else to do.) 2 threads, batch 1, alternating runs of 300: minimum
-// 9.41-9.74 -> 9.06-9.09 ms; with a core busy 0.91-1.04x the 1-thread time.
-constexpr int kCallerSpins = 1 << 16;
 
 int load(const int* p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
 
