@@ -20,18 +20,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 from safetensors.torch import save_file
 
-
-def trained_like(model: UNet2DModel, seed: int) -> None:
-    g = torch.Generator("cpu").manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name and name.endswith("weight"):
-                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
-            elif p.ndim == 1:
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
-            else:
-                fan_in = p[0].numel() if p.ndim > 1 else p.shape[0]
-                p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
+from unet_fixture_common import forward_with_intermediates, trained_like
 
 
 def main(out: Path) -> None:
@@ -59,28 +48,8 @@ def main(out: Path) -> None:
     timestep = torch.tensor([17, 999], dtype=torch.int64)
     class_labels = torch.tensor([3, 640], dtype=torch.int64)
 
-    captured = {}
-
-    def keep(name):
-        def hook(_module, _inputs, output):
-            value = output[0] if isinstance(output, tuple) else output
-            captured[name] = value.detach().clone()
-        return hook
-
-    model.eval()
-    model.time_embedding.register_forward_hook(keep("temb_time_only"))
-    model.conv_in.register_forward_hook(keep("conv_in"))
-    for i, block in enumerate(model.down_blocks):
-        block.register_forward_hook(keep(f"down.{i}"))
-    model.mid_block.register_forward_hook(keep("mid"))
-    for i, block in enumerate(model.up_blocks):
-        block.register_forward_hook(keep(f"up.{i}"))
-    with torch.no_grad():
-        out_tensor = model(sample, timestep, class_labels=class_labels).sample
-        # temb as the engine captures it: time MLP output (before the class embedding is added)
-        temb = captured.pop("temb_time_only")
-    tensors = {"sample": sample, "timestep": timestep, "class_labels": class_labels, "out": out_tensor, "temb": temb}
-    tensors.update(captured)
+    tensors = {"sample": sample, "timestep": timestep, "class_labels": class_labels}
+    tensors.update(forward_with_intermediates(model, sample, timestep, class_labels))
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / "forward.safetensors"))
 
     # one training step's loss and gradients (train mode, dropout 0)

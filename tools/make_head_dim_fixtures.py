@@ -19,18 +19,7 @@ import torch
 from diffusers import UNet2DModel
 from safetensors.torch import save_file
 
-
-def trained_like(model: UNet2DModel, seed: int) -> None:
-    g = torch.Generator("cpu").manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name and name.endswith("weight"):
-                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
-            elif p.ndim == 1:
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
-            else:
-                fan_in = p[0].numel() if p.ndim > 1 else p.shape[0]
-                p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
+from unet_fixture_common import forward_with_intermediates, trained_like
 
 
 def write(out: Path, head_dim: int) -> None:
@@ -54,26 +43,8 @@ def write(out: Path, head_dim: int) -> None:
     sample = torch.randn((2, 2, 14, 14), generator=g)
     timestep = torch.tensor([17, 999], dtype=torch.int64)
 
-    captured = {}
-
-    def keep(name):
-        def hook(_module, _inputs, output):
-            value = output[0] if isinstance(output, tuple) else output
-            captured[name] = value.detach().clone()
-        return hook
-
-    model.eval()
-    model.time_embedding.register_forward_hook(keep("temb"))
-    model.conv_in.register_forward_hook(keep("conv_in"))
-    for i, block in enumerate(model.down_blocks):
-        block.register_forward_hook(keep(f"down.{i}"))
-    model.mid_block.register_forward_hook(keep("mid"))
-    for i, block in enumerate(model.up_blocks):
-        block.register_forward_hook(keep(f"up.{i}"))
-    with torch.no_grad():
-        out_tensor = model(sample, timestep).sample
-    tensors = {"sample": sample, "timestep": timestep, "out": out_tensor}
-    tensors.update(captured)
+    tensors = {"sample": sample, "timestep": timestep}
+    tensors.update(forward_with_intermediates(model, sample, timestep))
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / "forward.safetensors"))
     print("wrote", out)
 
